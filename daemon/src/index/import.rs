@@ -1,0 +1,402 @@
+//! Importing path infos into the index: the three sources Nix users have, and
+//! one all-or-nothing transaction.
+//!
+//! - registration files (`nix-store --dump-db`, nixpkgs' closureInfo
+//!   `registration`, the input of `nix-store --load-db`);
+//! - `nix path-info --json` output (Nix 2.26's object keyed by full path,
+//!   Nix 2.34's `--json-format 1` and `--json-format 2`);
+//! - a Nix store's `db.sqlite`, opened read-only.
+//!
+//! Every entry is validated (store path syntax, hash encoding, references
+//! closed within index plus batch, the object present in the lower dir, and
+//! with `check_content` its NAR hash and size) before anything is written.
+
+use base64::Engine as _;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::{PathInfoIndex, INDEX_FILE};
+use crate::lower::LowerDir;
+use crate::store::hash::nix32_encode;
+use crate::store::{drv, NarHash, StoreDir, StorePath};
+
+/// One path info to import.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewPath {
+    pub path: StorePath,
+    pub nar_hash: NarHash,
+    pub nar_size: u64,
+    pub references: Vec<StorePath>,
+    pub deriver: Option<StorePath>,
+    pub registration_time: Option<u64>,
+    pub ultimate: bool,
+    pub sigs: Vec<String>,
+    pub ca: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{source_name}: entry {entry}: {why}")]
+    Parse { source_name: String, entry: usize, why: String },
+    #[error("import refused, nothing was written ({} problem(s)):\n  {}", .0.len(), .0.join("\n  "))]
+    Rejected(Vec<String>),
+    #[error("reading {0}: {1}")]
+    Io(String, std::io::Error),
+    #[error(transparent)]
+    Index(#[from] super::IndexError),
+    #[error("Nix database {path}: {source}")]
+    NixDb { path: String, source: rusqlite::Error },
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ImportReport {
+    pub added: usize,
+    pub unchanged: usize,
+}
+
+fn perr(source_name: &str, entry: usize, why: impl ToString) -> ImportError {
+    ImportError::Parse { source_name: source_name.into(), entry, why: why.to_string() }
+}
+
+/// Parse the registration format: per path, lines `path`, `narHash`,
+/// `narSize`, `deriver` (may be empty), `n`, then `n` reference lines.
+pub fn parse_registration(text: &str, sd: &StoreDir, source_name: &str) -> Result<Vec<NewPath>, ImportError> {
+    let mut lines = text.lines();
+    let mut out = Vec::new();
+    while let Some(path) = lines.next() {
+        if path.is_empty() {
+            // Trailing blank lines end the file; a blank line mid-file is an error below.
+            if lines.clone().all(str::is_empty) {
+                break;
+            }
+            return Err(perr(source_name, out.len() + 1, "empty line where a store path was expected"));
+        }
+        let n = out.len() + 1;
+        let mut next = |what: &str| lines.next().ok_or_else(|| perr(source_name, n, format!("file ends before the {what} of {path}")));
+        let path_p = sd.parse(path).map_err(|e| perr(source_name, n, e))?;
+        let nar_hash = NarHash::parse(next("NAR hash")?).map_err(|e| perr(source_name, n, e))?;
+        let size_s = next("NAR size")?;
+        let nar_size = size_s.parse::<u64>().map_err(|_| perr(source_name, n, format!("NAR size '{size_s}' of {path} is not a number")))?;
+        let deriver_s = next("deriver")?;
+        let deriver = if deriver_s.is_empty() { None } else { Some(sd.parse(deriver_s).map_err(|e| perr(source_name, n, e))?) };
+        let count_s = next("reference count")?;
+        let count = count_s.parse::<usize>().map_err(|_| perr(source_name, n, format!("reference count '{count_s}' of {path} is not a number")))?;
+        let mut references = Vec::with_capacity(count.min(4096));
+        for _ in 0..count {
+            references.push(sd.parse(next("references")?).map_err(|e| perr(source_name, n, e))?);
+        }
+        out.push(NewPath {
+            path: path_p,
+            nar_hash,
+            nar_size,
+            references,
+            deriver,
+            registration_time: None,
+            ultimate: false,
+            sigs: Vec::new(),
+            ca: None,
+        });
+    }
+    Ok(out)
+}
+
+/// Render a `--json-format 2` content address object as the wire string.
+fn ca_from_v2(v: &Value) -> Result<String, String> {
+    let method = v.get("method").and_then(Value::as_str).ok_or("ca.method missing")?;
+    let hash = v.get("hash").and_then(Value::as_str).ok_or("ca.hash missing")?;
+    let (algo, b64) = hash.split_once('-').ok_or_else(|| format!("ca.hash '{hash}' is not an SRI hash"))?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| format!("ca.hash '{hash}' is not base64"))?;
+    let prefix = match method {
+        "text" => "text:",
+        "flat" => "fixed:",
+        "nar" => "fixed:r:",
+        "git" => "fixed:git:",
+        m => return Err(format!("unknown content address method '{m}'")),
+    };
+    Ok(format!("{prefix}{algo}:{}", nix32_encode(&bytes)))
+}
+
+/// Parse `nix path-info --json` output (format 1 or 2, object or legacy array).
+pub fn parse_path_info_json(text: &str, sd: &StoreDir, source_name: &str) -> Result<Vec<NewPath>, ImportError> {
+    let root: Value = serde_json::from_str(text).map_err(|e| perr(source_name, 0, format!("not JSON: {e}")))?;
+    // Format 2 wraps the map: {"version": 2, "info": {...}}.
+    let (map, v2): (Vec<(Option<String>, &Value)>, bool) = match &root {
+        Value::Object(o) if o.get("info").is_some_and(Value::is_object) => {
+            (o["info"].as_object().unwrap().iter().map(|(k, v)| (Some(k.clone()), v)).collect(), true)
+        }
+        Value::Object(o) => (o.iter().map(|(k, v)| (Some(k.clone()), v)).collect(), false),
+        Value::Array(a) => (a.iter().map(|v| (None, v)).collect(), false),
+        _ => return Err(perr(source_name, 0, "expected a JSON object or array")),
+    };
+    let mut out = Vec::new();
+    for (i, (key, v)) in map.into_iter().enumerate() {
+        let n = i + 1;
+        if v.is_null() {
+            return Err(perr(source_name, n, format!("{} is not valid in the store it was queried from", key.unwrap_or_default())));
+        }
+        let obj = v.as_object().ok_or_else(|| perr(source_name, n, "entry is not an object"))?;
+        let entry_v2 = v2 || obj.get("version").and_then(Value::as_u64) == Some(2);
+        let parse_path = |s: &str| if entry_v2 && !s.starts_with('/') { StorePath::from_base_name(s) } else { sd.parse(s) };
+        let key = key.or_else(|| obj.get("path").and_then(Value::as_str).map(str::to_owned)).ok_or_else(|| perr(source_name, n, "entry has no path"))?;
+        let path = parse_path(&key).map_err(|e| perr(source_name, n, e))?;
+        if let Some(dir) = obj.get("storeDir").and_then(Value::as_str) {
+            if dir != sd.as_str() {
+                return Err(perr(source_name, n, format!("{key} is from store directory '{dir}', not '{}'", sd.as_str())));
+            }
+        }
+        let hash_s = obj.get("narHash").and_then(Value::as_str).ok_or_else(|| perr(source_name, n, format!("{key} has no narHash string")))?;
+        let nar_hash = NarHash::parse(hash_s).map_err(|e| perr(source_name, n, e))?;
+        let nar_size = obj.get("narSize").and_then(Value::as_u64).ok_or_else(|| perr(source_name, n, format!("{key} has no narSize")))?;
+        let mut references = Vec::new();
+        for r in obj.get("references").and_then(Value::as_array).ok_or_else(|| perr(source_name, n, format!("{key} has no references list")))? {
+            let r = r.as_str().ok_or_else(|| perr(source_name, n, "reference is not a string"))?;
+            references.push(parse_path(r).map_err(|e| perr(source_name, n, e))?);
+        }
+        let deriver = match obj.get("deriver") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(parse_path(s).map_err(|e| perr(source_name, n, e))?),
+            Some(_) => return Err(perr(source_name, n, "deriver is not a string")),
+        };
+        let ca = match obj.get("ca") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(o @ Value::Object(_)) => Some(ca_from_v2(o).map_err(|e| perr(source_name, n, e))?),
+            Some(_) => return Err(perr(source_name, n, "ca is neither a string nor an object")),
+        };
+        let sigs = obj
+            .get("signatures")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default();
+        out.push(NewPath {
+            path,
+            nar_hash,
+            nar_size,
+            references,
+            deriver,
+            registration_time: obj.get("registrationTime").and_then(Value::as_u64),
+            ultimate: obj.get("ultimate").and_then(Value::as_bool).unwrap_or(false),
+            sigs,
+            ca,
+        });
+    }
+    Ok(out)
+}
+
+/// Read every valid path from a Nix store's `db.sqlite`, read-only.
+pub fn read_nix_db(db: &Path, sd: &StoreDir) -> Result<Vec<NewPath>, ImportError> {
+    let name = db.display().to_string();
+    let err = |source| ImportError::NixDb { path: name.clone(), source };
+    // immutable=1: never take locks or touch the WAL of a store we do not own.
+    let uri = format!("file:{}?mode=ro&immutable=1", db.display());
+    let c = Connection::open_with_flags(&uri, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI).map_err(err)?;
+    let mut refs: HashMap<i64, Vec<String>> = HashMap::new();
+    {
+        let mut st = c.prepare("SELECT r.referrer, p.path FROM Refs r JOIN ValidPaths p ON p.id = r.reference").map_err(err)?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))).map_err(err)?;
+        for row in rows {
+            let (id, p) = row.map_err(err)?;
+            refs.entry(id).or_default().push(p);
+        }
+    }
+    let mut st = c
+        .prepare("SELECT id, path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca FROM ValidPaths ORDER BY path")
+        .map_err(err)?;
+    let rows = st
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+                r.get::<_, Option<i64>>(6)?,
+                r.get::<_, Option<String>>(7)?,
+                r.get::<_, Option<String>>(8)?,
+            ))
+        })
+        .map_err(err)?;
+    let mut out = Vec::new();
+    for (i, row) in rows.enumerate() {
+        let (id, path, hash, reg, deriver, size, ultimate, sigs, ca) = row.map_err(err)?;
+        let n = i + 1;
+        let p = |s: &str| sd.parse(s).map_err(|e| perr(&name, n, e));
+        let mut references = Vec::new();
+        for r in refs.remove(&id).unwrap_or_default() {
+            references.push(p(&r)?);
+        }
+        out.push(NewPath {
+            path: p(&path)?,
+            nar_hash: NarHash::parse(&hash).map_err(|e| perr(&name, n, e))?,
+            nar_size: size.unwrap_or(0) as u64,
+            references,
+            deriver: deriver.filter(|d| !d.is_empty()).map(|d| p(&d)).transpose()?,
+            registration_time: reg.map(|t| t as u64),
+            ultimate: ultimate.unwrap_or(0) != 0,
+            sigs: sigs.unwrap_or_default().split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            ca: ca.filter(|c| !c.is_empty()),
+        });
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ImportOptions {
+    /// Re-hash every new path's NAR from the lower dir.
+    pub check_content: bool,
+}
+
+/// Validate `batch` against the index and the lower dir, then add it in one
+/// transaction. Paths already indexed with the same NAR hash and size are
+/// left as they are, so importing the same file twice is a no-op.
+pub fn import(
+    state_dir: &Path,
+    sd: &StoreDir,
+    lower: &LowerDir,
+    batch: Vec<NewPath>,
+    opts: ImportOptions,
+) -> Result<ImportReport, ImportError> {
+    let index = PathInfoIndex::open_or_create(state_dir, sd.as_str())?;
+    let db_path = state_dir.join(INDEX_FILE);
+    let sql = |source| ImportError::Index(super::IndexError::Sqlite { path: db_path.clone(), source });
+    let mut conn = Connection::open(&db_path).map_err(sql)?;
+    conn.busy_timeout(std::time::Duration::from_secs(60)).map_err(sql)?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
+    conn.pragma_update(None, "foreign_keys", "OFF").map_err(sql)?;
+    drop(index);
+
+    // IMMEDIATE: the write lock is taken before validation, so what we check
+    // against is what we commit on top of.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
+    let mut problems = Vec::new();
+    let mut in_batch: HashMap<&str, &NewPath> = HashMap::with_capacity(batch.len());
+    for e in &batch {
+        if let Some(prev) = in_batch.insert(e.path.base_name(), e) {
+            if prev.nar_hash != e.nar_hash || prev.nar_size != e.nar_size {
+                problems.push(format!("{}: listed twice with different NAR hashes", sd.display(&e.path)));
+            }
+        }
+    }
+    let mut report = ImportReport::default();
+    let mut new_paths: Vec<&NewPath> = Vec::new();
+    {
+        let mut existing = tx.prepare("SELECT nar_hash, nar_size FROM paths WHERE base_name = ?1").map_err(sql)?;
+        let mut exists = tx.prepare("SELECT 1 FROM paths WHERE base_name = ?1").map_err(sql)?;
+        for e in in_batch.values() {
+            let shown = sd.display(&e.path);
+            match existing
+                .query_row([e.path.base_name()], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
+                .optional()
+                .map_err(sql)?
+            {
+                Some((h, s)) if h == e.nar_hash.0 && s as u64 == e.nar_size => {
+                    report.unchanged += 1;
+                    continue;
+                }
+                Some(_) => {
+                    problems.push(format!("{shown}: already indexed with a different NAR hash or size; the lower store may only grow, never change"));
+                    continue;
+                }
+                None => {}
+            }
+            for r in &e.references {
+                if !in_batch.contains_key(r.base_name()) && !exists.exists([r.base_name()]).map_err(sql)? {
+                    problems.push(format!("{shown}: reference {} is neither indexed nor in this import (the closure must be complete)", sd.display(r)));
+                }
+            }
+            match lower.check_present(&e.path) {
+                Err(why) => problems.push(format!("{shown}: {why}")),
+                Ok(()) if opts.check_content => match lower.nar_hash(&e.path) {
+                    Ok((h, s)) if h == e.nar_hash && s == e.nar_size => {}
+                    Ok((h, s)) => problems.push(format!(
+                        "{shown}: content does not match: NAR hash {} size {s} in the lower dir, {} size {} declared",
+                        h.to_nix32_prefixed(),
+                        e.nar_hash.to_nix32_prefixed(),
+                        e.nar_size
+                    )),
+                    Err(err) => problems.push(format!("{shown}: cannot hash its content: {err}")),
+                },
+                Ok(()) => {}
+            }
+            new_paths.push(e);
+        }
+    }
+    if !problems.is_empty() {
+        problems.sort();
+        return Err(ImportError::Rejected(problems));
+    }
+    // Insert in path order so ids follow base names (better locality for scans).
+    new_paths.sort_by(|a, b| a.path.cmp(&b.path));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut drv_outputs: Vec<(&StorePath, Vec<drv::DrvOutput>)> = Vec::new();
+    {
+        let mut ins = tx
+            .prepare(
+                "INSERT INTO paths (base_name, nar_hash, nar_size, deriver, registration_time, ultimate, sigs, ca)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .map_err(sql)?;
+        for e in &new_paths {
+            let mut sigs = e.sigs.clone();
+            sigs.sort();
+            sigs.dedup();
+            ins.execute(params![
+                e.path.base_name(),
+                &e.nar_hash.0[..],
+                e.nar_size as i64,
+                e.deriver.as_ref().map(StorePath::base_name),
+                e.registration_time.unwrap_or(now) as i64,
+                e.ultimate,
+                sigs.join(" "),
+                e.ca.as_deref(),
+            ])
+            .map_err(sql)?;
+            if e.path.is_derivation() {
+                match lower.read_derivation_outputs(&e.path) {
+                    Ok(outs) => drv_outputs.push((&e.path, outs)),
+                    Err(why) => problems.push(format!("{}: {why}", sd.display(&e.path))),
+                }
+            }
+        }
+        let mut ins_ref = tx
+            .prepare(
+                "INSERT OR IGNORE INTO refs (referrer, reference)
+                 SELECT a.id, b.id FROM paths a, paths b WHERE a.base_name = ?1 AND b.base_name = ?2",
+            )
+            .map_err(sql)?;
+        for e in &new_paths {
+            for r in &e.references {
+                ins_ref.execute([e.path.base_name(), r.base_name()]).map_err(sql)?;
+            }
+        }
+        let mut ins_out = tx
+            .prepare("INSERT OR REPLACE INTO drv_outputs (drv, output, path) SELECT id, ?2, ?3 FROM paths WHERE base_name = ?1")
+            .map_err(sql)?;
+        for (d, outs) in &drv_outputs {
+            for o in outs {
+                let base = if o.path.is_empty() {
+                    String::new()
+                } else {
+                    match sd.parse(&o.path) {
+                        Ok(p) => p.base_name().to_owned(),
+                        Err(e) => {
+                            problems.push(format!("{}: output {}: {e}", sd.display(d), o.name));
+                            continue;
+                        }
+                    }
+                };
+                ins_out.execute(params![d.base_name(), o.name, base]).map_err(sql)?;
+            }
+        }
+    }
+    if !problems.is_empty() {
+        // Dropping the transaction rolls it back.
+        return Err(ImportError::Rejected(problems));
+    }
+    report.added = new_paths.len();
+    tx.commit().map_err(sql)?;
+    Ok(report)
+}

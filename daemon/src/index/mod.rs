@@ -1,0 +1,352 @@
+//! `PathInfoIndex`: the embedded path-info database (SQLite, WAL mode).
+//!
+//! Tables: `paths` (one row per valid path: NAR hash and size, deriver,
+//! signatures, CA, registration time), `refs` (path → reference, with a
+//! reverse index for QueryReferrers), `drv_outputs` (derivation → output name
+//! → output path, read from the `.drv` in the lower dir at import; the
+//! reverse index answers QueryValidDerivers). Hash-part lookups use the
+//! unique index on `base_name` as a range scan.
+//!
+//! Readers take a pooled read-only connection per query, so a running `serve`
+//! sees what an import commits without a restart; an import is one write
+//! transaction, so a killed import leaves the previous state.
+
+pub mod import;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::store::{NarHash, StorePath};
+
+pub const INDEX_FILE: &str = "index.sqlite";
+const SCHEMA_VERSION: &str = "1";
+
+/// Everything Nix knows about a valid path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathInfo {
+    pub path: StorePath,
+    pub nar_hash: NarHash,
+    pub nar_size: u64,
+    /// Sorted by base name, as Nix's `StorePathSet`.
+    pub references: Vec<StorePath>,
+    pub deriver: Option<StorePath>,
+    pub registration_time: u64,
+    pub ultimate: bool,
+    /// Sorted, as Nix's `std::set<Signature>`.
+    pub sigs: Vec<String>,
+    pub ca: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("index database {path}: {source}")]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+    #[error("index {path} was built for store directory '{indexed}', not '{wanted}'; import into a separate --state-dir for each store directory")]
+    StoreDirMismatch { path: PathBuf, indexed: String, wanted: String },
+    #[error("index {path} has schema version {found}, this snix-lower-store understands {SCHEMA_VERSION}; re-import into a new --state-dir")]
+    SchemaMismatch { path: PathBuf, found: String },
+    #[error("index {0} does not exist yet; run `snix-lower-store import` first (or start `serve`, which creates an empty one)")]
+    Missing(PathBuf),
+    #[error("index {path} holds a corrupt entry for '{what}': {why}")]
+    Corrupt { path: PathBuf, what: String, why: String },
+}
+
+pub type Result<T> = std::result::Result<T, IndexError>;
+
+pub struct PathInfoIndex {
+    db_path: PathBuf,
+    readers: Mutex<Vec<Connection>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS paths (
+    id INTEGER PRIMARY KEY,
+    base_name TEXT NOT NULL UNIQUE,
+    nar_hash BLOB NOT NULL,
+    nar_size INTEGER NOT NULL,
+    deriver TEXT,
+    registration_time INTEGER NOT NULL,
+    ultimate INTEGER NOT NULL DEFAULT 0,
+    sigs TEXT NOT NULL DEFAULT '',
+    ca TEXT
+);
+CREATE TABLE IF NOT EXISTS refs (
+    referrer INTEGER NOT NULL REFERENCES paths(id),
+    reference INTEGER NOT NULL REFERENCES paths(id),
+    PRIMARY KEY (referrer, reference)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS refs_by_reference ON refs (reference, referrer);
+CREATE TABLE IF NOT EXISTS drv_outputs (
+    drv INTEGER NOT NULL REFERENCES paths(id),
+    output TEXT NOT NULL,
+    path TEXT NOT NULL,
+    PRIMARY KEY (drv, output)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS drv_outputs_by_path ON drv_outputs (path);
+";
+
+impl PathInfoIndex {
+    fn sql_err(&self) -> impl Fn(rusqlite::Error) -> IndexError + '_ {
+        |source| IndexError::Sqlite { path: self.db_path.clone(), source }
+    }
+
+    /// Open (creating if needed) the index in `state_dir` for `store_dir`.
+    pub fn open_or_create(state_dir: &Path, store_dir: &str) -> Result<Self> {
+        let db_path = state_dir.join(INDEX_FILE);
+        let err = |source| IndexError::Sqlite { path: db_path.clone(), source };
+        let conn = Connection::open(&db_path).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        let tx = conn.unchecked_transaction().map_err(err)?;
+        for (k, v) in [("schema_version", SCHEMA_VERSION), ("store_dir", store_dir)] {
+            tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", params![k, v]).map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        drop(conn);
+        Self::open(state_dir, store_dir)
+    }
+
+    /// Open an existing index read-only for serving and queries.
+    pub fn open(state_dir: &Path, store_dir: &str) -> Result<Self> {
+        let db_path = state_dir.join(INDEX_FILE);
+        if !db_path.exists() {
+            return Err(IndexError::Missing(db_path));
+        }
+        let idx = PathInfoIndex { db_path, readers: Mutex::new(Vec::new()) };
+        let (version, indexed) = idx.with_conn(|c| {
+            let get = |k: &str| {
+                c.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get::<_, String>(0)).optional()
+            };
+            Ok((get("schema_version")?, get("store_dir")?))
+        })?;
+        let version = version.unwrap_or_default();
+        if version != SCHEMA_VERSION {
+            return Err(IndexError::SchemaMismatch { path: idx.db_path.clone(), found: version });
+        }
+        let indexed = indexed.unwrap_or_default();
+        if indexed != store_dir {
+            return Err(IndexError::StoreDirMismatch { path: idx.db_path.clone(), indexed, wanted: store_dir.into() });
+        }
+        Ok(idx)
+    }
+
+    pub fn db_path(&self) -> &Path {
+        &self.db_path
+    }
+
+    fn reader(&self) -> Result<Connection> {
+        if let Some(c) = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(c);
+        }
+        let c = Connection::open_with_flags(
+            &self.db_path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(self.sql_err())?;
+        c.busy_timeout(std::time::Duration::from_secs(10)).map_err(self.sql_err())?;
+        // A small page cache per reader: the OS page cache holds the rest.
+        c.pragma_update(None, "cache_size", -4096).map_err(self.sql_err())?;
+        c.set_prepared_statement_cache_capacity(32);
+        Ok(c)
+    }
+
+    /// Run `f` on a pooled read connection. Each statement is its own read
+    /// transaction, so it sees the latest committed import.
+    pub fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let c = self.reader()?;
+        let out = f(&c).map_err(self.sql_err());
+        self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+        out
+    }
+
+    fn parse_base(&self, s: String) -> rusqlite::Result<StorePath> {
+        StorePath::from_base_name(&s).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    }
+
+    pub fn is_valid(&self, p: &StorePath) -> Result<bool> {
+        self.with_conn(|c| {
+            c.prepare_cached("SELECT 1 FROM paths WHERE base_name = ?1")?.exists([p.base_name()])
+        })
+    }
+
+    /// The subset of `paths` that is valid, in the order given.
+    pub fn valid_subset(&self, paths: &[StorePath]) -> Result<Vec<StorePath>> {
+        self.with_conn(|c| {
+            let mut st = c.prepare_cached("SELECT 1 FROM paths WHERE base_name = ?1")?;
+            let mut out = Vec::new();
+            for p in paths {
+                if st.exists([p.base_name()])? {
+                    out.push(p.clone());
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    pub fn path_info(&self, p: &StorePath) -> Result<Option<PathInfo>> {
+        self.with_conn(|c| {
+            let row = c
+                .prepare_cached(
+                    "SELECT id, nar_hash, nar_size, deriver, registration_time, ultimate, sigs, ca
+                     FROM paths WHERE base_name = ?1",
+                )?
+                .query_row([p.base_name()], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, bool>(5)?,
+                        r.get::<_, String>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                    ))
+                })
+                .optional()?;
+            let Some((id, hash, size, deriver, reg, ultimate, sigs, ca)) = row else {
+                return Ok(None);
+            };
+            let nar_hash = NarHash(hash.try_into().map_err(|_| {
+                rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, "NAR hash is not 32 bytes".into())
+            })?);
+            let mut references = Vec::new();
+            let mut st = c.prepare_cached(
+                "SELECT p.base_name FROM refs r JOIN paths p ON p.id = r.reference
+                 WHERE r.referrer = ?1 ORDER BY p.base_name",
+            )?;
+            for name in st.query_map([id], |r| r.get::<_, String>(0))? {
+                references.push(self.parse_base(name?)?);
+            }
+            Ok(Some(PathInfo {
+                path: p.clone(),
+                nar_hash,
+                nar_size: size as u64,
+                references,
+                deriver: deriver.map(|d| self.parse_base(d)).transpose()?,
+                registration_time: reg as u64,
+                ultimate,
+                sigs: sigs.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+                ca,
+            }))
+        })
+    }
+
+    fn path_list(&self, sql: &str, arg: &dyn rusqlite::ToSql) -> Result<Vec<StorePath>> {
+        self.with_conn(|c| {
+            let mut st = c.prepare_cached(sql)?;
+            let rows = st.query_map([arg], |r| r.get::<_, String>(0))?;
+            rows.map(|n| self.parse_base(n?)).collect()
+        })
+    }
+
+    /// Valid paths that reference `p` (including `p` itself if self-referencing).
+    pub fn referrers(&self, p: &StorePath) -> Result<Vec<StorePath>> {
+        self.path_list(
+            "SELECT r2.base_name FROM paths t JOIN refs r ON r.reference = t.id JOIN paths r2 ON r2.id = r.referrer
+             WHERE t.base_name = ?1 ORDER BY r2.base_name",
+            &p.base_name(),
+        )
+    }
+
+    /// Valid derivations that have `p` among their outputs.
+    pub fn valid_derivers(&self, p: &StorePath) -> Result<Vec<StorePath>> {
+        self.path_list(
+            "SELECT d.base_name FROM drv_outputs o JOIN paths d ON d.id = o.drv
+             WHERE o.path = ?1 ORDER BY d.base_name",
+            &p.base_name(),
+        )
+    }
+
+    /// The output map of a valid derivation: name → path (None when the
+    /// output has no static path, e.g. floating content-addressed).
+    /// `None` if the derivation is not valid.
+    pub fn derivation_outputs(&self, drv: &StorePath) -> Result<Option<Vec<(String, Option<StorePath>)>>> {
+        self.with_conn(|c| {
+            let Some(id) = c
+                .prepare_cached("SELECT id FROM paths WHERE base_name = ?1")?
+                .query_row([drv.base_name()], |r| r.get::<_, i64>(0))
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let mut st = c.prepare_cached("SELECT output, path FROM drv_outputs WHERE drv = ?1 ORDER BY output")?;
+            let rows = st.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (name, path) = row?;
+                let path = if path.is_empty() { None } else { Some(self.parse_base(path)?) };
+                out.push((name, path));
+            }
+            Ok(Some(out))
+        })
+    }
+
+    pub fn path_from_hash_part(&self, hash_part: &str) -> Result<Option<StorePath>> {
+        // base_name is "<hash>-<name>": '-' is 0x2d and '.' 0x2e, so the
+        // range [hash-, hash.) holds exactly the names with that hash part.
+        let lo = format!("{hash_part}-");
+        let hi = format!("{hash_part}.");
+        self.with_conn(|c| {
+            c.prepare_cached("SELECT base_name FROM paths WHERE base_name >= ?1 AND base_name < ?2 LIMIT 1")?
+                .query_row([&lo, &hi], |r| r.get::<_, String>(0))
+                .optional()?
+                .map(|n| self.parse_base(n))
+                .transpose()
+        })
+    }
+
+    pub fn all_paths(&self) -> Result<Vec<StorePath>> {
+        self.with_conn(|c| {
+            let mut st = c.prepare_cached("SELECT base_name FROM paths ORDER BY base_name")?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+            rows.map(|n| self.parse_base(n?)).collect()
+        })
+    }
+
+    /// Every path with its NAR hash and size, for verification.
+    pub fn all_hashes(&self) -> Result<Vec<(StorePath, NarHash, u64)>> {
+        self.with_conn(|c| {
+            let mut st = c.prepare_cached("SELECT base_name, nar_hash, nar_size FROM paths ORDER BY base_name")?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?)))?;
+            rows.map(|row| {
+                let (n, h, s) = row?;
+                let h: [u8; 32] = h.try_into().map_err(|_| {
+                    rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, "NAR hash is not 32 bytes".into())
+                })?;
+                Ok((self.parse_base(n)?, NarHash(h), s as u64))
+            })
+            .collect()
+        })
+    }
+
+    pub fn count(&self) -> Result<u64> {
+        self.with_conn(|c| c.query_row("SELECT count(*) FROM paths", [], |r| r.get::<_, i64>(0)).map(|n| n as u64))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn sp(hash_char: char, name: &str) -> StorePath {
+        StorePath::from_base_name(&format!("{}-{name}", hash_char.to_string().repeat(32))).unwrap()
+    }
+
+    #[test]
+    fn store_dir_mismatch_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        PathInfoIndex::open_or_create(d.path(), "/nix/store").unwrap();
+        let e = PathInfoIndex::open(d.path(), "/other/store").err().unwrap();
+        assert!(matches!(e, IndexError::StoreDirMismatch { .. }), "{e}");
+    }
+
+    #[test]
+    fn missing_index_names_the_fix() {
+        let d = tempfile::tempdir().unwrap();
+        let e = PathInfoIndex::open(d.path(), "/nix/store").err().unwrap();
+        assert!(e.to_string().contains("snix-lower-store import"), "{e}");
+    }
+}

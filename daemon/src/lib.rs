@@ -1,0 +1,27 @@
+//! snix-lower-store: a read-only nix-daemon that serves a shared store as the
+//! lower layer of Nix's `local-overlay` store.
+//!
+//! Layout, from the wire inwards:
+//! - [`protocol`]: the worker protocol (framing, handshake, request decoding);
+//! - [`server`]: the connection loop and, in `server::ops`, what each op answers;
+//! - [`index`]: the embedded path-info database and its importers;
+//! - [`lower`]: the physical lower directory, read-only;
+//! - [`store`]: store paths, hashes, NAR and `.drv` formats;
+//! - [`client`]: a minimal protocol client for tests, the demo and benches;
+//! - [`overlay_url`]: the `local-overlay://` URL Nix needs for our socket.
+
+pub mod client;
+pub mod demo;
+pub mod index;
+pub mod lower;
+pub mod overlay_url;
+pub mod protocol;
+pub mod server;
+pub mod store;
+pub mod verify;
+
+/// What the handshake reports as the daemon's version (1.33+ clients show it
+/// in `nix store info`).
+pub fn daemon_version() -> String {
+    format!("snix-lower-store {}", env!("CARGO_PKG_VERSION"))
+}

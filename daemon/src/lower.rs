@@ -1,0 +1,71 @@
+//! `LowerDir`: the physical directory holding the lower store's objects
+//! (what OverlayFS gets as `lowerdir=`). Only validated store paths are joined
+//! onto it, and nothing here ever writes.
+
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::store::drv::{parse_outputs, DrvOutput};
+use crate::store::nar::nar_hash;
+use crate::store::{NarHash, StorePath};
+
+/// A derivation larger than this is not a derivation Nix wrote.
+const MAX_DRV_SIZE: u64 = 64 << 20;
+
+#[derive(Clone, Debug)]
+pub struct LowerDir {
+    root: PathBuf,
+}
+
+impl LowerDir {
+    /// Open the lower dir, checking it is a readable directory.
+    pub fn open(root: &Path) -> Result<Self, String> {
+        let meta = fs::metadata(root).map_err(|e| format!("lower dir {}: {e}; is the lower store mounted?", root.display()))?;
+        if !meta.is_dir() {
+            return Err(format!("lower dir {} is not a directory", root.display()));
+        }
+        fs::read_dir(root).map_err(|e| format!("lower dir {} cannot be listed: {e}", root.display()))?;
+        Ok(LowerDir { root: root.to_path_buf() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the object of `p` lives. `p` is a validated base name, which
+    /// cannot contain '/', so this never leaves the lower dir.
+    pub fn object(&self, p: &StorePath) -> PathBuf {
+        self.root.join(p.base_name())
+    }
+
+    pub fn check_present(&self, p: &StorePath) -> Result<(), String> {
+        match fs::symlink_metadata(self.object(p)) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(format!("not present in the lower dir {}", self.root.display()))
+            }
+            Err(e) => Err(format!("cannot be read in the lower dir {}: {e}", self.root.display())),
+        }
+    }
+
+    pub fn nar_hash(&self, p: &StorePath) -> io::Result<(NarHash, u64)> {
+        nar_hash(&self.object(p))
+    }
+
+    /// Read a `.drv` from the lower dir and parse its outputs.
+    pub fn read_derivation_outputs(&self, p: &StorePath) -> Result<Vec<DrvOutput>, String> {
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.object(p))
+            .map_err(|e| format!("cannot open the derivation in the lower dir: {e}"))?;
+        let mut bytes = Vec::new();
+        f.take(MAX_DRV_SIZE + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read the derivation: {e}"))?;
+        if bytes.len() as u64 > MAX_DRV_SIZE {
+            return Err("derivation is larger than 64 MiB".into());
+        }
+        parse_outputs(&bytes).map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,360 @@
+//! The `snix-lower-store` command line: serve, import, verify, list, info,
+//! store-url and demo. Every flag can also be set as `SNIX_LOWER_STORE_<FLAG>`.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use snix_lower_store::index::import::{self, ImportOptions};
+use snix_lower_store::index::PathInfoIndex;
+use snix_lower_store::lower::LowerDir;
+use snix_lower_store::overlay_url::OverlayUrl;
+use snix_lower_store::protocol::wire::Limits;
+use snix_lower_store::server::ops::LowerStore;
+use snix_lower_store::server::{self, Server};
+use snix_lower_store::store::StoreDir;
+
+#[derive(Parser)]
+#[command(name = "snix-lower-store", version, about = "Read-only nix-daemon serving a shared store as the lower layer of Nix's local-overlay store")]
+struct Cli {
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, global = true, env = "SNIX_LOWER_STORE_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct StoreArgs {
+    /// Directory holding the index (index.sqlite).
+    #[arg(long, env = "SNIX_LOWER_STORE_STATE_DIR", default_value = "/var/lib/snix-lower-store")]
+    state_dir: PathBuf,
+    /// Logical store directory the paths are named under.
+    #[arg(long, env = "SNIX_LOWER_STORE_STORE_DIR", default_value = "/nix/store")]
+    store_dir: String,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the worker protocol on a unix socket.
+    Serve {
+        /// Socket path to bind (a stale socket file is replaced).
+        #[arg(long, env = "SNIX_LOWER_STORE_LISTEN")]
+        listen: PathBuf,
+        /// Physical directory holding the store objects (the overlay's lowerdir).
+        #[arg(long, env = "SNIX_LOWER_STORE_LOWER_DIR")]
+        lower_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Users (and @groups, or *) reported as trusted in the handshake.
+        #[arg(long, env = "SNIX_LOWER_STORE_TRUSTED_USERS", value_delimiter = ',', default_value = "root")]
+        trusted_users: Vec<String>,
+        /// Longest string a request may carry, in bytes.
+        #[arg(long, env = "SNIX_LOWER_STORE_MAX_STRING", default_value_t = 1 << 20)]
+        max_string: u64,
+        /// Most entries a list in a request may carry.
+        #[arg(long, env = "SNIX_LOWER_STORE_MAX_LIST", default_value_t = 1 << 20)]
+        max_list: u64,
+    },
+    /// Add path infos to the index, all or nothing.
+    Import {
+        /// Registration file (`nix-store --dump-db`, closureInfo's `registration`), or - for stdin.
+        #[arg(long, env = "SNIX_LOWER_STORE_REGISTRATION", group = "source")]
+        registration: Option<String>,
+        /// Output of `nix path-info --json` (Nix 2.26, or 2.34 --json-format 1 or 2), or - for stdin.
+        #[arg(long, env = "SNIX_LOWER_STORE_PATH_INFO_JSON", group = "source")]
+        path_info_json: Option<String>,
+        /// A Nix store database (…/nix/var/nix/db/db.sqlite), opened read-only.
+        #[arg(long, env = "SNIX_LOWER_STORE_NIX_DB", group = "source")]
+        nix_db: Option<PathBuf>,
+        /// Physical directory holding the store objects.
+        #[arg(long, env = "SNIX_LOWER_STORE_LOWER_DIR")]
+        lower_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Re-hash each new path's NAR from the lower dir.
+        #[arg(long, env = "SNIX_LOWER_STORE_CHECK_CONTENT")]
+        check_content: bool,
+    },
+    /// Check every indexed path against the lower dir; non-zero exit on any problem.
+    Verify {
+        #[arg(long, env = "SNIX_LOWER_STORE_LOWER_DIR")]
+        lower_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Re-hash every NAR.
+        #[arg(long, env = "SNIX_LOWER_STORE_CHECK_CONTENT")]
+        check_content: bool,
+    },
+    /// List indexed paths.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one path's info.
+    Info {
+        /// Full store path.
+        path: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the local-overlay:// store URL using our socket as the lower store.
+    StoreUrl {
+        #[arg(long, env = "SNIX_LOWER_STORE_SOCKET")]
+        socket: PathBuf,
+        /// The overlay's lowerdir (checked by Nix's check-mount).
+        #[arg(long, env = "SNIX_LOWER_STORE_LOWER_DIR")]
+        lower_dir: PathBuf,
+        /// The overlay's upperdir.
+        #[arg(long, env = "SNIX_LOWER_STORE_UPPER_LAYER")]
+        upper_layer: PathBuf,
+        /// State directory of the upper store (Nix's `state`).
+        #[arg(long, env = "SNIX_LOWER_STORE_OVERLAY_STATE")]
+        state: Option<PathBuf>,
+        /// Root of the merged store (Nix's `root`), if not /.
+        #[arg(long, env = "SNIX_LOWER_STORE_OVERLAY_ROOT")]
+        root: Option<PathBuf>,
+    },
+    /// Make a small lower store, index it, serve it and print how Nix uses it.
+    Demo {
+        /// Where to put the demo store, index and socket.
+        #[arg(long, env = "SNIX_LOWER_STORE_DEMO_DIR", default_value = "/tmp/snix-lower-store-demo")]
+        dir: PathBuf,
+        /// Query every demo path through the socket, print the result and exit.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn read_input(src: &str) -> Result<String> {
+    if src == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).context("reading stdin")?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(src).with_context(|| format!("reading {src}"))
+    }
+}
+
+fn store_dir(s: &str) -> Result<StoreDir> {
+    StoreDir::new(s).map_err(anyhow::Error::msg)
+}
+
+fn bind(listen: &Path) -> Result<tokio::net::UnixListener> {
+    if let Ok(meta) = std::fs::symlink_metadata(listen) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            bail!("--listen {}: exists and is not a socket; refusing to replace it", listen.display());
+        }
+        std::fs::remove_file(listen).with_context(|| format!("removing stale socket {}", listen.display()))?;
+    }
+    if let Some(parent) = listen.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    tokio::net::UnixListener::bind(listen).with_context(|| format!("binding {}", listen.display()))
+}
+
+fn open_store(lower_dir: &Path, store: &StoreArgs, create: bool) -> Result<LowerStore> {
+    let sd = store_dir(&store.store_dir)?;
+    let lower = LowerDir::open(lower_dir).map_err(anyhow::Error::msg)?;
+    let index = if create {
+        std::fs::create_dir_all(&store.state_dir).with_context(|| format!("creating state dir {}", store.state_dir.display()))?;
+        PathInfoIndex::open_or_create(&store.state_dir, sd.as_str())?
+    } else {
+        PathInfoIndex::open(&store.state_dir, sd.as_str())?
+    };
+    Ok(LowerStore { index, lower, store_dir: sd })
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    match run(cli.cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("snix-lower-store: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+    match cmd {
+        Cmd::Serve { listen, lower_dir, store, trusted_users, max_string, max_list } => {
+            let store = open_store(&lower_dir, &store, true)?;
+            let server = Arc::new(Server {
+                store,
+                trusted_users,
+                limits: Limits { max_string, max_list },
+                daemon_version: snix_lower_store::daemon_version(),
+                stats: Default::default(),
+            });
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async {
+                let listener = bind(&listen)?;
+                server::log_start(&server, &listen.display().to_string());
+                server.run(listener).await.context("accepting connections")
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Import { registration, path_info_json, nix_db, lower_dir, store, check_content } => {
+            let sd = store_dir(&store.store_dir)?;
+            let lower = LowerDir::open(&lower_dir).map_err(anyhow::Error::msg)?;
+            let batch = if let Some(src) = registration {
+                import::parse_registration(&read_input(&src)?, &sd, &src)?
+            } else if let Some(src) = path_info_json {
+                import::parse_path_info_json(&read_input(&src)?, &sd, &src)?
+            } else if let Some(db) = nix_db {
+                import::read_nix_db(&db, &sd)?
+            } else {
+                bail!("import: give one of --registration, --path-info-json or --nix-db");
+            };
+            std::fs::create_dir_all(&store.state_dir).with_context(|| format!("creating state dir {}", store.state_dir.display()))?;
+            let n = batch.len();
+            let report = import::import(&store.state_dir, &sd, &lower, batch, ImportOptions { check_content })?;
+            println!("imported {n} entries: {} added, {} already indexed", report.added, report.unchanged);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Verify { lower_dir, store, check_content } => {
+            let s = open_store(&lower_dir, &store, false)?;
+            let problems = snix_lower_store::verify::verify(&s.index, &s.lower, &s.store_dir, check_content)?;
+            for p in &problems {
+                println!("{p}");
+            }
+            let n = s.index.count()?;
+            if problems.is_empty() {
+                eprintln!("verified {n} paths{}: no problems", if check_content { " with their contents" } else { "" });
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("verified {n} paths: {} problem(s)", problems.len());
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Cmd::List { store, json } => {
+            let sd = store_dir(&store.store_dir)?;
+            let index = PathInfoIndex::open(&store.state_dir, sd.as_str())?;
+            let all: Vec<String> = index.all_paths()?.iter().map(|p| sd.display(p)).collect();
+            if json {
+                println!("{}", serde_json::to_string(&all)?);
+            } else {
+                for p in all {
+                    println!("{p}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Info { path, store, json } => {
+            let sd = store_dir(&store.store_dir)?;
+            let index = PathInfoIndex::open(&store.state_dir, sd.as_str())?;
+            let p = sd.parse(&path)?;
+            let Some(info) = index.path_info(&p)? else {
+                bail!("info: {path} is not in the index {}", index.db_path().display());
+            };
+            let refs: Vec<String> = info.references.iter().map(|r| sd.display(r)).collect();
+            let deriver = info.deriver.as_ref().map(|d| sd.display(d));
+            if json {
+                let v = serde_json::json!({
+                    "path": path,
+                    "narHash": info.nar_hash.to_sri(),
+                    "narSize": info.nar_size,
+                    "references": refs,
+                    "deriver": deriver,
+                    "registrationTime": info.registration_time,
+                    "ultimate": info.ultimate,
+                    "signatures": info.sigs,
+                    "ca": info.ca,
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("path:              {path}");
+                println!("nar hash:          {}", info.nar_hash.to_sri());
+                println!("nar size:          {}", info.nar_size);
+                println!("deriver:           {}", deriver.unwrap_or_default());
+                println!("registration time: {}", info.registration_time);
+                println!("signatures:        {}", info.sigs.join(" "));
+                println!("ca:                {}", info.ca.unwrap_or_default());
+                println!("references:");
+                for r in refs {
+                    println!("  {r}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::StoreUrl { socket, lower_dir, upper_layer, state, root } => {
+            let url = OverlayUrl { socket: &socket, lower_dir: &lower_dir, upper_layer: &upper_layer, state: state.as_deref(), root: root.as_deref() };
+            println!("{}", url.render());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Demo { dir, check } => run_demo(&dir, check),
+    }
+}
+
+fn run_demo(dir: &Path, check: bool) -> Result<std::process::ExitCode> {
+    use snix_lower_store::client::Client;
+    let sd = StoreDir::new("/nix/store").map_err(anyhow::Error::msg)?;
+    let lower = dir.join("lower/nix/store");
+    let state = dir.join("state");
+    let socket = dir.join("daemon.sock");
+    let entries = snix_lower_store::demo::generate(&lower, &sd, 3, 3).context("writing the demo lower store")?;
+    std::fs::create_dir_all(&state)?;
+    let reg = snix_lower_store::demo::registration(&sd, &entries);
+    let reg_file = dir.join("registration");
+    std::fs::write(&reg_file, &reg)?;
+    let batch = import::parse_registration(&reg, &sd, &reg_file.display().to_string())?;
+    let lower_dir = LowerDir::open(&lower).map_err(anyhow::Error::msg)?;
+    let report = import::import(&state, &sd, &lower_dir, batch, ImportOptions { check_content: true })?;
+    println!("demo lower store: {} ({} paths, {} newly indexed)", lower.display(), entries.len(), report.added);
+    let store = open_store(&lower, &StoreArgs { state_dir: state.clone(), store_dir: sd.as_str().into() }, false)?;
+    let server = Arc::new(Server {
+        store,
+        trusted_users: vec!["root".into()],
+        limits: Limits::default(),
+        daemon_version: snix_lower_store::daemon_version(),
+        stats: Default::default(),
+    });
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let listener = bind(&socket)?;
+        let srv = tokio::spawn(server.clone().run(listener));
+        let top = entries.iter().find(|e| e.deriver.is_some()).map(|e| sd.display(&e.path)).unwrap_or_default();
+        let mut c = Client::connect(&socket, 38).await?;
+        let info = c.query_path_info(&top).await?.context("demo path missing from the daemon")?;
+        let bottom = sd.display(&entries[0].path);
+        let referrers = c.path_set_op(6, &bottom).await?;
+        println!("served on {} ({})", socket.display(), c.daemon_version.clone().unwrap_or_default());
+        println!("  QueryPathInfo {top}: narHash sha256:{} narSize {} references {}", info.nar_hash, info.nar_size, info.references.len());
+        println!("  QueryReferrers {bottom}: {} referrers", referrers.len());
+        let lower_url = OverlayUrl { socket: &socket, lower_dir: &lower, upper_layer: &dir.join("upper"), state: None, root: None };
+        println!();
+        println!("Query it directly with Nix:");
+        println!("  nix --extra-experimental-features nix-command path-info -r --store '{}' {top}", lower_url.lower_store());
+        println!("Use it as the lower layer of a local-overlay store (mount the overlay first):");
+        println!("  mount -t overlay overlay -o lowerdir={},upperdir={},workdir={} /nix/store", lower.display(), dir.join("upper").display(), dir.join("work").display());
+        println!("  nix.conf: extra-experimental-features = local-overlay-store");
+        println!("  nix.conf: store = {}", lower_url.render());
+        if check {
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
+        println!();
+        println!("serving until interrupted (Ctrl-C)");
+        tokio::select! {
+            r = srv => { r??; }
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        let _ = std::fs::remove_file(&socket);
+        Ok(std::process::ExitCode::SUCCESS)
+    })
+}

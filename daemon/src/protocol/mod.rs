@@ -1,0 +1,48 @@
+//! The nix-daemon worker protocol, server side, as Nix 2.26 through 2.34
+//! speak it (protocol 1.21 through 1.38; 1.39 clients negotiate down).
+//!
+//! - [`wire`]: u64 words, padded strings, lists, framed data; bounded decoding.
+//! - [`handshake`]: magic numbers, version and feature negotiation, trust.
+//! - [`stderr`]: the STDERR_* messages that end every reply.
+//! - [`request`]: the op numbers and how each op's request is decoded.
+//!   Write payloads are drained here, so a refused op leaves the connection
+//!   ready for the next one.
+//!
+//! What each op *answers* lives in `server::ops`, not here.
+
+pub mod handshake;
+pub mod nar_skip;
+pub mod request;
+pub mod stderr;
+pub mod wire;
+
+/// First word a client sends.
+pub const WORKER_MAGIC_1: u64 = 0x6e69_7863;
+/// First word the daemon answers.
+pub const WORKER_MAGIC_2: u64 = 0x6478_696f;
+
+/// A negotiated protocol version (major is always 1; this is the minor).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ProtoVersion(pub u8);
+
+impl ProtoVersion {
+    /// The newest layout we implement and advertise.
+    pub const LATEST: ProtoVersion = ProtoVersion(38);
+    /// The oldest client we serve: 1.21 is where AddToStoreNar stopped
+    /// sending an unframed NAR (Nix 2.3 speaks 1.21).
+    pub const MINIMUM: ProtoVersion = ProtoVersion(21);
+
+    pub fn to_wire(self) -> u64 {
+        (1 << 8) | self.0 as u64
+    }
+
+    pub fn at_least(self, minor: u8) -> bool {
+        self.0 >= minor
+    }
+}
+
+impl std::fmt::Display for ProtoVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "1.{}", self.0)
+    }
+}

@@ -1,0 +1,62 @@
+//! Who is on the other end of the socket (SO_PEERCRED) and whether the
+//! trusted-users list trusts them. The store is read-only either way; trust
+//! only changes what the handshake reports and which errors Nix prints.
+
+use std::ffi::CStr;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Peer {
+    pub pid: Option<i32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+fn user_name_and_groups(uid: u32, gid: u32) -> Option<(String, Vec<u32>)> {
+    let mut buf = vec![0u8; 16384];
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut res: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: buffers are valid for the sizes given; result checked below.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut res) };
+    if rc != 0 || res.is_null() {
+        return None;
+    }
+    let name_c = unsafe { CStr::from_ptr(pwd.pw_name) };
+    let name = name_c.to_string_lossy().into_owned();
+    let mut groups = vec![0 as libc::gid_t; 256];
+    let mut n = groups.len() as libc::c_int;
+    // SAFETY: `groups` holds `n` entries; getgrouplist writes at most that many.
+    let rc = unsafe { libc::getgrouplist(name_c.as_ptr(), gid, groups.as_mut_ptr(), &mut n) };
+    groups.truncate(if rc < 0 { 0 } else { n as usize });
+    groups.push(gid);
+    Some((name, groups))
+}
+
+fn group_gid(name: &str) -> Option<u32> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0u8; 16384];
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut res: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: as above.
+    let rc = unsafe { libc::getgrnam_r(cname.as_ptr(), &mut grp, buf.as_mut_ptr().cast(), buf.len(), &mut res) };
+    if rc != 0 || res.is_null() {
+        return None;
+    }
+    Some(grp.gr_gid)
+}
+
+/// Nix's trusted-users semantics: user names, `@group`, and `*` for everyone.
+pub fn is_trusted(peer: &Peer, trusted_users: &[String]) -> bool {
+    if trusted_users.iter().any(|u| u == "*") {
+        return true;
+    }
+    let (Some(uid), Some(gid)) = (peer.uid, peer.gid) else {
+        return false;
+    };
+    let Some((name, groups)) = user_name_and_groups(uid, gid) else {
+        return false;
+    };
+    trusted_users.iter().any(|entry| match entry.strip_prefix('@') {
+        Some(group) => group_gid(group).is_some_and(|g| groups.contains(&g)),
+        None => *entry == name,
+    })
+}

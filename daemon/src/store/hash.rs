@@ -1,0 +1,181 @@
+//! SHA-256 NAR hashes and the encodings Nix prints them in.
+//!
+//! Nix writes the same hash as base16 (`QueryPathInfo` on the wire, `db.sqlite`),
+//! nix-base32 (`sha256:1abc…` in registration files, store path hash parts) and
+//! SRI base64 (`sha256-…` in `nix path-info --json`). Import accepts all of them;
+//! the index stores the raw 32 bytes.
+
+use base64::Engine as _;
+use std::fmt;
+
+/// The alphabet of Nix's own base-32: digits and lowercase letters minus e, o, u, t.
+pub const NIX32_ALPHABET: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
+
+/// Length of a nix-base32 encoding of `n` bytes.
+pub const fn nix32_len(n: usize) -> usize {
+    (n * 8 - 1) / 5 + 1
+}
+
+/// Encode bytes in Nix's base-32 (least significant 5-bit group printed last).
+pub fn nix32_encode(bytes: &[u8]) -> String {
+    let len = nix32_len(bytes.len());
+    let mut out = String::with_capacity(len);
+    for n in (0..len).rev() {
+        let b = n * 5;
+        let i = b / 8;
+        let j = b % 8;
+        let lo = (bytes[i] as u16) >> j;
+        let hi = if i + 1 < bytes.len() { (bytes[i + 1] as u16) << (8 - j) } else { 0 };
+        out.push(NIX32_ALPHABET[((lo | hi) & 0x1f) as usize] as char);
+    }
+    out
+}
+
+/// Decode Nix base-32 into exactly `N` bytes; `None` for a wrong length,
+/// a character outside the alphabet, or bits set beyond the hash size.
+pub fn nix32_decode<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != nix32_len(N) {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (n, c) in s.bytes().rev().enumerate() {
+        let digit = NIX32_ALPHABET.iter().position(|&a| a == c)? as u16;
+        let b = n * 5;
+        let i = b / 8;
+        let j = b % 8;
+        out[i] |= (digit << j) as u8;
+        let carry = (digit << j) >> 8;
+        if i + 1 < N {
+            out[i + 1] |= carry as u8;
+        } else if carry != 0 {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+/// True if every character is in the nix-base32 alphabet.
+pub fn is_nix32(s: &str) -> bool {
+    s.bytes().all(|c| NIX32_ALPHABET.contains(&c))
+}
+
+pub fn hex_encode(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
+    }
+    s
+}
+
+fn hex_decode<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    let b = s.as_bytes();
+    for i in 0..N {
+        let hi = (b[2 * i] as char).to_digit(16)?;
+        let lo = (b[2 * i + 1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+/// A SHA-256 hash of a NAR serialization.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NarHash(pub [u8; 32]);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid NAR hash '{input}': {reason} (expected sha256 as 'sha256:<base16|nix32|base64>', 'sha256-<base64>' or bare base16)")]
+pub struct HashParseError {
+    pub input: String,
+    pub reason: &'static str,
+}
+
+impl NarHash {
+    /// Parse any form Nix prints a SHA-256 in.
+    pub fn parse(s: &str) -> Result<Self, HashParseError> {
+        let err = |reason| HashParseError { input: s.chars().take(120).collect(), reason };
+        let (algo, rest, sri) = if let Some((a, r)) = s.split_once(':') {
+            (Some(a), r, false)
+        } else if let Some((a, r)) = s.split_once('-') {
+            (Some(a), r, true)
+        } else {
+            (None, s, false)
+        };
+        if let Some(a) = algo {
+            if a != "sha256" {
+                return Err(err("only sha256 NAR hashes are supported"));
+            }
+        }
+        if sri {
+            return Self::from_base64(rest).ok_or_else(|| err("bad base64 in SRI hash"));
+        }
+        match rest.len() {
+            64 => hex_decode::<32>(rest).map(NarHash).ok_or_else(|| err("bad base16 digit")),
+            52 => nix32_decode::<32>(rest).map(NarHash).ok_or_else(|| err("bad nix-base32 digit")),
+            44 => Self::from_base64(rest).ok_or_else(|| err("bad base64")),
+            _ => Err(err("wrong length for a sha256 hash")),
+        }
+    }
+
+    fn from_base64(s: &str) -> Option<Self> {
+        let v = base64::engine::general_purpose::STANDARD.decode(s).ok()?;
+        Some(NarHash(v.try_into().ok()?))
+    }
+
+    /// Base16 without the algorithm prefix: what `QueryPathInfo` sends.
+    pub fn to_base16(&self) -> String {
+        hex_encode(&self.0)
+    }
+
+    /// `sha256:<nix32>`: what `nix-store --dump-db` and `nix-store -q --hash` print.
+    pub fn to_nix32_prefixed(&self) -> String {
+        format!("sha256:{}", nix32_encode(&self.0))
+    }
+
+    /// `sha256-<base64>`: the SRI form of `nix path-info --json`.
+    pub fn to_sri(&self) -> String {
+        format!("sha256-{}", base64::engine::general_purpose::STANDARD.encode(self.0))
+    }
+}
+
+impl fmt::Debug for NarHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.to_sri())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    #[test]
+    fn nix32_of_known_hash() {
+        // sha256("") in nix-base32, as `nix hash convert --to nix32` prints it.
+        let h: [u8; 32] = Sha256::digest(b"").into();
+        assert_eq!(nix32_encode(&h), "0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73");
+        assert_eq!(nix32_decode::<32>("0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73"), Some(h));
+    }
+
+    #[test]
+    fn nix32_rejects_overflow_and_bad_chars() {
+        // The first digit of a 52-char 32-byte hash carries only one bit.
+        assert!(nix32_decode::<32>("zmdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73").is_none());
+        assert!(nix32_decode::<32>("emdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73").is_none());
+        assert!(nix32_decode::<20>("short").is_none());
+    }
+
+    #[test]
+    fn parses_every_printed_form() {
+        let h = NarHash(Sha256::digest(b"abc").into());
+        for s in [h.to_base16(), format!("sha256:{}", h.to_base16()), h.to_nix32_prefixed(), h.to_sri()] {
+            assert_eq!(NarHash::parse(&s), Ok(h), "{s}");
+        }
+        assert!(NarHash::parse("md5:00").is_err());
+        assert!(NarHash::parse("sha256:xyz").is_err());
+    }
+}

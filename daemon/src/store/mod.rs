@@ -1,0 +1,12 @@
+//! Nix store vocabulary shared by every other module: store paths, hashes,
+//! the NAR serialization of a lower-dir object and the `.drv` format.
+//!
+//! Nothing here does I/O on sockets; the protocol and the index build on it.
+
+pub mod drv;
+pub mod hash;
+pub mod nar;
+pub mod path;
+
+pub use hash::NarHash;
+pub use path::{StoreDir, StorePath};
