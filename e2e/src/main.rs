@@ -1,1 +1,176 @@
-fn main() {}
+//! `snix-lower-store-e2e`: runs real Nix clients (Nix 2.26 from Debian
+//! trixie, Nix 2.34 from Debian sid, each in its own chroot) against
+//! `snix-lower-store` and against Nix's own daemon serving the same lower
+//! store, including Nix's `local-overlay` store on a real OverlayFS mount.
+//!
+//! The binary re-executes itself in private mount and PID namespaces, so
+//! every mount and every daemon it starts disappears with it, even on a
+//! crash. Output: one `PASS`/`FAIL`/`SKIP` line per scenario, a summary, and
+//! a non-zero exit status if anything failed. With `CI=true`, a missing root
+//! file system or a failed mount is a failure, never a skip.
+
+mod ctx;
+mod daemons;
+mod fixture;
+mod mounts;
+mod report;
+mod rootfs;
+mod scenarios;
+
+use anyhow::{bail, Context, Result};
+use report::{Report, Verdict};
+use rootfs::Rootfs;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::time::Instant;
+
+const NS_MARKER: &str = "SNIX_LOWER_STORE_E2E_IN_NAMESPACE";
+
+const USAGE: &str = "usage: snix-lower-store-e2e [options]
+  --daemon PATH         snix-lower-store binary (default: next to this binary;
+                        env SNIX_LOWER_STORE_BIN)
+  --rootfs-cache DIR    provisioned root file systems (default:
+                        /var/cache/snix-lower-store/rootfs; env SNIX_LOWER_STORE_ROOTFS_CACHE)
+  --suites LIST         comma-separated Debian suites to use (default: trixie,sid)
+  --only SUBSTRING      run only scenarios whose name contains SUBSTRING (repeatable)
+  --baseline-only       only run scenarios against Nix's own daemon
+  --work DIR            keep the work directory in DIR (default: a tmpfs, discarded)
+  --list                print scenario names without running them
+environment: CI=true turns every skip caused by the environment into a failure";
+
+pub struct Options {
+    pub daemon: Option<PathBuf>,
+    pub cache: PathBuf,
+    pub suites: Vec<String>,
+    pub only: Vec<String>,
+    pub baseline_only: bool,
+    pub work: Option<PathBuf>,
+    pub list: bool,
+    pub ci: bool,
+}
+
+fn parse_args(args: &[String]) -> Result<Options> {
+    let mut o = Options {
+        daemon: std::env::var_os("SNIX_LOWER_STORE_BIN").map(PathBuf::from),
+        cache: std::env::var_os("SNIX_LOWER_STORE_ROOTFS_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/cache/snix-lower-store/rootfs")),
+        suites: vec!["trixie".into(), "sid".into()],
+        only: vec![],
+        baseline_only: false,
+        work: None,
+        list: false,
+        ci: std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().cloned().with_context(|| format!("{a} needs a value\n{USAGE}"));
+        match a.as_str() {
+            "--daemon" => o.daemon = Some(val()?.into()),
+            "--rootfs-cache" => o.cache = val()?.into(),
+            "--suites" => o.suites = val()?.split(',').map(str::to_string).collect(),
+            "--only" => o.only.push(val()?),
+            "--baseline-only" => o.baseline_only = true,
+            "--work" => o.work = Some(val()?.into()),
+            "--list" => o.list = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    if o.daemon.is_none() {
+        let me = std::env::current_exe()?;
+        o.daemon = me.parent().map(|d| d.join("snix-lower-store"));
+    }
+    Ok(o)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("relay") {
+        if let Err(e) = scenarios::relay(&args[1..]) {
+            eprintln!("relay: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let opts = match parse_args(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e:#}");
+            std::process::exit(2);
+        }
+    };
+    if std::env::var_os(NS_MARKER).is_none() && !opts.list {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("snix-lower-store-e2e must run as root (it mounts OverlayFS and uses chroot)");
+            std::process::exit(2);
+        }
+        let me = std::env::current_exe().expect("current exe");
+        let err = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--pid", "--fork", "--mount-proc", "--"])
+            .arg(me)
+            .args(&args)
+            .env(NS_MARKER, "1")
+            .exec();
+        eprintln!("cannot re-execute under unshare: {err}");
+        std::process::exit(2);
+    }
+    let started = Instant::now();
+    let mut report = Report { filters: opts.only.clone(), ..Default::default() };
+    if let Err(e) = run(&opts, &mut report) {
+        report.fail("setup", &format!("{e:#}"));
+    }
+    report.print_summary(started.elapsed());
+    std::process::exit(if report.count(Verdict::Fail) > 0 { 1 } else { 0 });
+}
+
+fn run(opts: &Options, report: &mut Report) -> Result<()> {
+    if opts.list {
+        for n in scenarios::names(&opts.suites) {
+            println!("{n}");
+        }
+        return Ok(());
+    }
+    let mut roots: Vec<Rootfs> = Vec::new();
+    for suite in &opts.suites {
+        let name = format!("setup/rootfs [{suite}]");
+        match Rootfs::open(suite, &opts.cache.join(suite)) {
+            Ok(fs) => roots.push(fs),
+            Err(e) if opts.ci => report.fail(&name, &format!("{e:#}")),
+            Err(e) => report.skip(&name, &format!("{e:#}")),
+        }
+    }
+    if roots.is_empty() {
+        bail!("no usable Nix root file system");
+    }
+    let ours_bin = if opts.baseline_only {
+        None
+    } else {
+        let bin = opts.daemon.clone().context("no snix-lower-store binary given")?;
+        if !bin.exists() {
+            report.fail(
+                "setup/daemon-binary",
+                &format!("{} does not exist (build with cargo build --release -p snix-lower-store)", bin.display()),
+            );
+            None
+        } else {
+            Some(bin)
+        }
+    };
+    let (work, tmpfs) = match &opts.work {
+        Some(w) => (w.clone(), false),
+        None => (std::env::temp_dir().join(format!("snix-lower-store-e2e.{}", std::process::id())), true),
+    };
+    let ctx = ctx::Ctx::new(work.clone(), tmpfs, roots, ours_bin.as_deref())
+        .context("setting up the work directory and chroot mounts failed")?;
+    let res = scenarios::run_all(&ctx, opts, report);
+    drop(ctx);
+    if tmpfs {
+        let _ = std::fs::remove_dir(&work);
+    }
+    res
+}

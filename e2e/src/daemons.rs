@@ -1,0 +1,253 @@
+//! Lifecycle of the two lower-store daemons the suite compares: ours
+//! (`snix-lower-store serve`) and Nix's own `nix-daemon` serving the same
+//! lower store as a plain local store. Both run inside a chroot, log to a
+//! file under `/e2e/logs`, and are terminated when their handle is dropped.
+
+use crate::ctx::Ctx;
+use crate::rootfs::{tail, Output, Rootfs};
+use anyhow::{bail, Context, Result};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// Which implementation serves the lower store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Ours,
+    Nix,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Ours => "ours",
+            Kind::Nix => "nix-daemon",
+        }
+    }
+}
+
+/// A running daemon; killed on drop.
+pub struct Daemon {
+    #[allow(dead_code)]
+    pub kind: Kind,
+    /// Socket path inside the chroot.
+    pub socket: String,
+    /// Physical store directory the daemon serves (inside the chroot).
+    pub real: String,
+    log: std::path::PathBuf,
+    socket_host: std::path::PathBuf,
+    child: Child,
+}
+
+impl Daemon {
+    /// `unix://` URL a client uses to talk to this daemon, with the store's
+    /// physical directory so the client reads files from the lower store.
+    pub fn url(&self) -> String {
+        format!("unix://{}?real={}", self.socket, self.real)
+    }
+
+    /// The last lines the daemon logged, for error messages.
+    pub fn log_tail(&self) -> String {
+        tail(&std::fs::read_to_string(&self.log).unwrap_or_default(), 1500)
+    }
+
+    /// Stops the daemon now (also done on drop).
+    pub fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        // SAFETY: plain kill(2) on the pid of a child we spawned and have not reaped.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.terminate();
+        let _ = std::fs::remove_file(&self.socket_host);
+    }
+}
+
+fn spawn(
+    ctx: &Ctx,
+    kind: Kind,
+    socket: &str,
+    real: &str,
+    mut cmd: std::process::Command,
+) -> Result<Daemon> {
+    let sock_host = ctx.host(socket);
+    let _ = std::fs::remove_file(&sock_host);
+    if let Some(p) = sock_host.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    std::fs::create_dir_all(ctx.work.join("logs"))?;
+    let name = socket.trim_start_matches('/').replace('/', "_");
+    let log = ctx.work.join("logs").join(format!("{name}.log"));
+    let logf = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+    let desc = format!("{cmd:?}");
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone()?)
+        .stderr(logf)
+        .spawn()
+        .with_context(|| format!("cannot start {}: {desc}", kind.name()))?;
+    let mut d = Daemon {
+        kind,
+        socket: socket.to_string(),
+        real: real.to_string(),
+        log,
+        socket_host: sock_host.clone(),
+        child,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if sock_host.exists() {
+            return Ok(d);
+        }
+        if let Ok(Some(status)) = d.child.try_wait() {
+            bail!("{} exited ({status}) before creating {socket}: {}", kind.name(), d.log_tail());
+        }
+        if Instant::now() > deadline {
+            let t = d.log_tail();
+            d.terminate();
+            bail!("{} did not create {socket} within 20s: {t}", kind.name());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Starts `snix-lower-store serve` for an already imported state directory.
+pub fn start_ours(ctx: &Ctx, fs: &Rootfs, socket: &str, lower_store_dir: &str, state_dir: &str) -> Result<Daemon> {
+    let bin = ctx.ours.as_deref().context("snix-lower-store binary is not available")?;
+    let cmd = fs.command(&[
+        bin,
+        "serve",
+        "--listen",
+        socket,
+        "--lower-dir",
+        lower_store_dir,
+        "--state-dir",
+        state_dir,
+        "--store-dir",
+        "/nix/store",
+        "--trusted-users",
+        "root",
+    ]);
+    spawn(ctx, Kind::Ours, socket, lower_store_dir, cmd)
+}
+
+/// Starts Nix's own daemon serving the local store rooted at `lower_root`.
+pub fn start_nix(ctx: &Ctx, fs: &Rootfs, socket: &str, lower_root: &str) -> Result<Daemon> {
+    let mut cmd = fs.command(&["nix-daemon", "--store", &format!("local?root={lower_root}")]);
+    cmd.env("NIX_DAEMON_SOCKET_PATH", socket);
+    spawn(ctx, Kind::Nix, socket, &format!("{lower_root}/nix/store"), cmd)
+}
+
+/// Runs `snix-lower-store <args>` inside the chroot.
+pub fn ours_cli(ctx: &Ctx, fs: &Rootfs, args: &[&str]) -> Result<Output> {
+    let bin = ctx.ours.as_deref().context("snix-lower-store binary is not available")?;
+    let mut all = vec![bin];
+    all.extend_from_slice(args);
+    fs.run(&all)
+}
+
+/// Dumps the registration of the local store at `lower_root` with this
+/// chroot's Nix into `file` (inside the chroot).
+pub fn dump_db(fs: &Rootfs, lower_root: &str, file: &str) -> Result<()> {
+    let out = fs
+        .run(&["nix-store", "--store", &format!("local?root={lower_root}"), "--dump-db"])?
+        .ok()?;
+    if out.stdout.is_empty() {
+        bail!("`{}` printed nothing", out.desc);
+    }
+    std::fs::write(fs.host_path(file), &out.stdout)?;
+    Ok(())
+}
+
+/// Imports the lower store at `lower_root` into a fresh state directory from
+/// `nix-store --dump-db` output of this chroot's Nix.
+pub fn import_registration(ctx: &Ctx, fs: &Rootfs, lower_root: &str, state_dir: &str) -> Result<()> {
+    let reg = format!("{state_dir}.registration");
+    dump_db(fs, lower_root, &reg)?;
+    ours_cli(
+        ctx,
+        fs,
+        &[
+            "import",
+            "--state-dir",
+            state_dir,
+            "--lower-dir",
+            &format!("{lower_root}/nix/store"),
+            "--store-dir",
+            "/nix/store",
+            "--registration",
+            &reg,
+        ],
+    )?
+    .ok()?;
+    Ok(())
+}
+
+/// A lower store served by one daemon, able to pick up changes Nix made
+/// directly to the lower store (ours re-imports into a new state directory
+/// and restarts; Nix's daemon reads its database live).
+pub struct Lower {
+    pub kind: Kind,
+    /// Root of the lower local store (inside the chroot); objects live in
+    /// `{root}/nix/store`.
+    pub root: String,
+    pub socket: String,
+    generation: u32,
+    pub daemon: Option<Daemon>,
+}
+
+impl Lower {
+    pub fn start(ctx: &Ctx, fs: &Rootfs, kind: Kind, root: &str, socket: &str) -> Result<Lower> {
+        let mut l = Lower { kind, root: root.to_string(), socket: socket.to_string(), generation: 0, daemon: None };
+        l.refresh(ctx, fs)?;
+        Ok(l)
+    }
+
+    pub fn store_dir(&self) -> String {
+        format!("{}/nix/store", self.root)
+    }
+
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("daemon running")
+    }
+
+    /// Makes the daemon serve the lower store's current contents.
+    pub fn refresh(&mut self, ctx: &Ctx, fs: &Rootfs) -> Result<()> {
+        match self.kind {
+            Kind::Nix => {
+                if self.daemon.is_none() {
+                    self.daemon = Some(start_nix(ctx, fs, &self.socket, &self.root)?);
+                }
+            }
+            Kind::Ours => {
+                if let Some(d) = self.daemon.take() {
+                    d.stop();
+                }
+                self.generation += 1;
+                let state = format!("{}-state{}", self.root, self.generation);
+                import_registration(ctx, fs, &self.root, &state)?;
+                self.daemon = Some(start_ours(ctx, fs, &self.socket, &self.store_dir(), &state)?);
+            }
+        }
+        Ok(())
+    }
+}

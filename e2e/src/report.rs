@@ -1,0 +1,112 @@
+//! Scenario outcomes: one `PASS`/`FAIL`/`SKIP` line per scenario as it
+//! finishes, and a summary at the end.
+
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Skip,
+}
+
+pub struct Entry {
+    pub name: String,
+    pub verdict: Verdict,
+    pub reason: String,
+    pub took: Duration,
+}
+
+#[derive(Default)]
+pub struct Report {
+    pub entries: Vec<Entry>,
+    /// Only scenarios whose name contains one of these run (all if empty).
+    pub filters: Vec<String>,
+}
+
+impl Report {
+    pub fn wanted(&self, name: &str) -> bool {
+        self.filters.is_empty() || self.filters.iter().any(|f| name.contains(f.as_str()))
+    }
+
+    /// Runs one scenario and records its outcome. `name` is the full report
+    /// name, e.g. `parity/nix-path-info [nix-2.26]`.
+    pub fn run(&mut self, name: &str, f: impl FnOnce() -> anyhow::Result<()>) -> bool {
+        if !self.wanted(name) {
+            return true;
+        }
+        let start = Instant::now();
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        let took = start.elapsed();
+        let (verdict, reason) = match res {
+            Ok(Ok(())) => (Verdict::Pass, String::new()),
+            Ok(Err(e)) => (Verdict::Fail, format!("{e:#}")),
+            Err(p) => {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panic".into());
+                (Verdict::Fail, format!("panicked: {msg}"))
+            }
+        };
+        self.record(name, verdict, &reason, took);
+        verdict == Verdict::Pass
+    }
+
+    pub fn fail(&mut self, name: &str, reason: &str) {
+        if self.wanted(name) {
+            self.record(name, Verdict::Fail, reason, Duration::ZERO);
+        }
+    }
+
+    pub fn skip(&mut self, name: &str, reason: &str) {
+        if self.wanted(name) {
+            self.record(name, Verdict::Skip, reason, Duration::ZERO);
+        }
+    }
+
+    fn record(&mut self, name: &str, verdict: Verdict, reason: &str, took: Duration) {
+        let secs = took.as_secs_f64();
+        match verdict {
+            Verdict::Pass => println!("PASS {name} ({secs:.1}s)"),
+            Verdict::Fail => println!("FAIL {name}: {} ({secs:.1}s)", one_line(reason)),
+            Verdict::Skip => println!("SKIP {name}: {}", one_line(reason)),
+        }
+        self.entries.push(Entry { name: name.to_string(), verdict, reason: reason.to_string(), took });
+    }
+
+    pub fn count(&self, v: Verdict) -> usize {
+        self.entries.iter().filter(|e| e.verdict == v).count()
+    }
+
+    pub fn print_summary(&self, total: Duration) {
+        println!();
+        println!(
+            "summary: {} passed, {} failed, {} skipped, {} total in {:.1}s",
+            self.count(Verdict::Pass),
+            self.count(Verdict::Fail),
+            self.count(Verdict::Skip),
+            self.entries.len(),
+            total.as_secs_f64()
+        );
+        let mut slow: Vec<&Entry> = self.entries.iter().collect();
+        slow.sort_by(|a, b| b.took.cmp(&a.took));
+        let slowest: Vec<String> =
+            slow.iter().take(5).map(|e| format!("{} {:.1}s", e.name, e.took.as_secs_f64())).collect();
+        println!("slowest: {}", slowest.join(", "));
+        for e in self.entries.iter().filter(|e| e.verdict == Verdict::Fail) {
+            println!("  failed: {}: {}", e.name, one_line(&e.reason).chars().take(300).collect::<String>());
+        }
+    }
+}
+
+/// Reasons stay on their report line; newlines become ` | `.
+fn one_line(s: &str) -> String {
+    s.lines().map(str::trim_end).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ")
+}
+
+/// Report name of a scenario run with one Nix version.
+pub fn tagged(name: &str, label: &str) -> String {
+    format!("{name} [{label}]")
+}

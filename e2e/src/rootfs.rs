@@ -1,0 +1,200 @@
+//! Running commands, on the host and inside the Debian root file systems that
+//! carry the real Nix clients.
+//!
+//! Every command's output is captured; every error names the command that
+//! failed together with its exit status and the tail of its stderr, so a FAIL
+//! line can be acted upon without re-running anything.
+
+use anyhow::{anyhow, bail, Context, Result};
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Where the suite's work directory appears inside every chroot.
+pub const CHROOT_WORK: &str = "/e2e";
+
+/// Captured result of one finished command.
+#[derive(Debug)]
+pub struct Output {
+    pub desc: String,
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+
+    /// Fails unless the command exited with status 0.
+    pub fn ok(self) -> Result<Output> {
+        if self.success() {
+            Ok(self)
+        } else {
+            Err(anyhow!("{}", self.failure_text("failed")))
+        }
+    }
+
+    /// Fails unless the command exited with a non-zero status.
+    pub fn failed(self) -> Result<Output> {
+        if self.success() {
+            bail!(
+                "`{}` succeeded but was expected to fail; stdout: {}",
+                self.desc,
+                tail(&self.stdout(), 400)
+            )
+        }
+        Ok(self)
+    }
+
+    pub fn failure_text(&self, what: &str) -> String {
+        let status = match self.code {
+            Some(c) => format!("exit {c}"),
+            None => "killed by a signal".to_string(),
+        };
+        format!("`{}` {what} ({status}): {}", self.desc, tail(&self.stderr(), 600).trim())
+    }
+}
+
+/// The last `n` bytes of `s` (on a char boundary), for error messages.
+pub fn tail(s: &str, n: usize) -> String {
+    if s.len() <= n {
+        return s.to_string();
+    }
+    let mut start = s.len() - n;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("...{}", &s[start..])
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut parts = vec![cmd.get_program().to_string_lossy().into_owned()];
+    parts.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+    parts.join(" ")
+}
+
+/// Runs `cmd` to completion with stdin closed, capturing stdout and stderr.
+pub fn capture(cmd: &mut Command) -> Result<Output> {
+    let desc = describe(cmd);
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot start `{desc}`"))?;
+    Ok(Output { desc, code: out.status.code(), stdout: out.stdout, stderr: out.stderr })
+}
+
+/// Runs a program on the host and requires success.
+pub fn host<I, S>(program: &str, args: I) -> Result<Output>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    capture(Command::new(program).args(args))?.ok()
+}
+
+/// One Debian root file system with a real Nix inside.
+#[derive(Debug, Clone)]
+pub struct Rootfs {
+    /// Debian suite name (`trixie`, `sid`).
+    pub suite: String,
+    /// Host path of the root file system.
+    pub dir: PathBuf,
+    /// Full Nix version, e.g. `2.26.3`.
+    pub version: String,
+    /// Short tag used on report lines, e.g. `nix-2.26`.
+    pub label: String,
+}
+
+impl Rootfs {
+    /// Opens a provisioned root file system (the version is filled in by
+    /// [`Rootfs::detect_version`] once /proc is mounted inside it).
+    pub fn open(suite: &str, dir: &Path) -> Result<Rootfs> {
+        if !dir.join(".snix-lower-store-ready").exists() {
+            bail!(
+                "root file system {} is not provisioned (no .snix-lower-store-ready); run .ci/provision-nix-rootfs",
+                dir.display()
+            );
+        }
+        Ok(Rootfs {
+            suite: suite.to_string(),
+            dir: dir.to_path_buf(),
+            version: String::new(),
+            label: suite.to_string(),
+        })
+    }
+
+    /// Asks the chroot's Nix for its version; sets `version` and `label`.
+    pub fn detect_version(&mut self) -> Result<()> {
+        let v = self.ok(&["nix-store", "--version"])?;
+        let version = v
+            .split_whitespace()
+            .last()
+            .ok_or_else(|| anyhow!("unexpected `nix-store --version` output: {v:?}"))?
+            .to_string();
+        let short: Vec<&str> = version.split('.').take(2).collect();
+        self.label = format!("nix-{}", short.join("."));
+        self.version = version;
+        Ok(())
+    }
+
+    /// Host path of a path as seen inside this chroot.
+    pub fn host_path(&self, inside: &str) -> PathBuf {
+        self.dir.join(inside.trim_start_matches('/'))
+    }
+
+    /// A command that runs `args` inside the chroot with a clean, fixed
+    /// environment (no substituters: the suite never touches the network).
+    pub fn command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
+        let mut c = Command::new("chroot");
+        c.arg(&self.dir).args(args);
+        c.env_clear()
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("HOME", "/root")
+            .env("TMPDIR", "/tmp")
+            .env("LANG", "C.UTF-8")
+            .env("LIBMOUNT_FORCE_MOUNT2", "always")
+            .env(
+                "NIX_CONFIG",
+                "substituters =\nconnect-timeout = 5\nwarn-dirty = false\nfsync-metadata = false\n",
+            );
+        c
+    }
+
+    /// Runs `args` in the chroot, capturing everything; never fails on a
+    /// non-zero exit (use [`Output::ok`]).
+    pub fn run<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<Output> {
+        let mut out = capture(&mut self.command(args))?;
+        out.desc = format!("[{}] {}", self.label, strip_chroot(&out.desc, &self.dir));
+        Ok(out)
+    }
+
+    /// Runs `args` in the chroot, requires success, returns stdout.
+    pub fn ok<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<String> {
+        Ok(self.run(args)?.ok()?.stdout())
+    }
+
+    /// Runs a shell snippet in the chroot.
+    pub fn sh(&self, script: &str) -> Result<Output> {
+        self.run(&["/bin/sh", "-ec", script])
+    }
+}
+
+fn strip_chroot(desc: &str, dir: &Path) -> String {
+    let prefix = format!("chroot {} ", dir.display());
+    desc.strip_prefix(&prefix).unwrap_or(desc).to_string()
+}
+
+/// Single-quotes `s` for /bin/sh.
+pub fn shq(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}

@@ -1,0 +1,307 @@
+//! Parity scenarios: the same lower store served by Nix's own daemon and by
+//! ours, queried by the same Nix client; outputs must be identical byte for
+//! byte (JSON: `registrationTime` stripped and keys sorted). Each check also
+//! requires Nix's daemon to have answered successfully where a valid store
+//! path was asked about, so a check cannot pass by both sides failing.
+
+use super::{normalize_json, same, ssh_ng_url, tree_hash};
+use crate::ctx::Ctx;
+use crate::daemons::{self, Daemon};
+use crate::fixture::Fixture;
+use crate::report::{tagged, Report};
+use crate::rootfs::{Output, Rootfs};
+use anyhow::{bail, Result};
+
+pub const NAMES: &[&str] = &[
+    "parity/path-info-json",
+    "parity/path-info-json-all",
+    "parity/requisites",
+    "parity/referrers",
+    "parity/referrers-closure",
+    "parity/deriver",
+    "parity/valid-derivers",
+    "parity/outputs",
+    "parity/queries",
+    "parity/verify-path",
+    "parity/check-validity",
+    "parity/path-from-hash-part",
+    "parity/invalid-path",
+    "parity/dump",
+    "parity/export",
+    "parity/derivation-show",
+    "parity/dry-run",
+    "parity/ssh-ng-dump",
+    "parity/ssh-ng-path-info-json",
+    "ours/refuses-writes",
+];
+
+/// A path that is valid nowhere.
+pub const NOT_THERE: &str = "/nix/store/ffffffffffffffffffffffffffffffff-e2e-not-there";
+
+struct Check {
+    name: &'static str,
+    /// Commands; `{S}` is replaced by the store URL.
+    cmds: Vec<Vec<String>>,
+    json: bool,
+    /// Nix's daemon must answer every command successfully.
+    must_succeed: bool,
+    /// Also compare stderr.
+    stderr: bool,
+}
+
+fn per_path(paths: &[&str], f: impl Fn(&str) -> Vec<&str>) -> Vec<Vec<String>> {
+    paths.iter().map(|p| f(p).into_iter().map(str::to_string).collect()).collect()
+}
+
+fn checks(fx: &Fixture) -> Vec<Check> {
+    let sample = fx.sample();
+    let outputs: Vec<&str> = sample.iter().copied().filter(|p| !p.ends_with(".drv")).collect();
+    let drvs: Vec<&str> = sample.iter().copied().filter(|p| p.ends_with(".drv")).collect();
+    let c = |name, cmds, json, must_succeed| Check { name, cmds, json, must_succeed, stderr: false };
+    let mut v = vec![
+        c(
+            "parity/path-info-json",
+            vec![["nix", "path-info", "--json", "--recursive", "--store", "{S}", &fx.final_out, &fx.src, &fx.final_drv]
+                .map(String::from)
+                .to_vec()],
+            true,
+            true,
+        ),
+        c("parity/path-info-json-all", vec![["nix", "path-info", "--json", "--all", "--store", "{S}"].map(String::from).to_vec()], true, true),
+        c("parity/requisites", per_path(&sample, |p| vec!["nix-store", "--store", "{S}", "--query", "--requisites", p]), false, true),
+        c("parity/referrers", per_path(&sample, |p| vec!["nix-store", "--store", "{S}", "--query", "--referrers", p]), false, true),
+        c(
+            "parity/referrers-closure",
+            per_path(&sample, |p| vec!["nix-store", "--store", "{S}", "--query", "--referrers-closure", p]),
+            false,
+            true,
+        ),
+        c("parity/deriver", per_path(&sample, |p| vec!["nix-store", "--store", "{S}", "--query", "--deriver", p]), false, true),
+        c(
+            "parity/valid-derivers",
+            per_path(&outputs, |p| vec!["nix-store", "--store", "{S}", "--query", "--valid-derivers", p]),
+            false,
+            true,
+        ),
+        c("parity/outputs", per_path(&drvs, |p| vec!["nix-store", "--store", "{S}", "--query", "--outputs", p]), false, true),
+        c(
+            "parity/queries",
+            sample
+                .iter()
+                .flat_map(|p| {
+                    ["--hash", "--size", "--references", "--tree", "--graph"]
+                        .iter()
+                        .map(|q| ["nix-store", "--store", "{S}", "--query", q, p].map(String::from).to_vec())
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+            false,
+            true,
+        ),
+        c("parity/verify-path", per_path(&sample, |p| vec!["nix-store", "--store", "{S}", "--verify-path", p]), false, true),
+        c(
+            "parity/check-validity",
+            vec![{
+                let mut a: Vec<String> =
+                    ["nix-store", "--store", "{S}", "--check-validity", "--print-invalid"].map(String::from).to_vec();
+                a.extend(sample.iter().map(|s| s.to_string()));
+                a.push(NOT_THERE.into());
+                a
+            }],
+            false,
+            true,
+        ),
+        c(
+            "parity/path-from-hash-part",
+            per_path(&sample, |p| {
+                let h = &p["/nix/store/".len().."/nix/store/".len() + 32];
+                vec!["nix", "store", "path-from-hash-part", "--store", "{S}", h]
+            }),
+            false,
+            true,
+        ),
+        c(
+            "parity/invalid-path",
+            vec![
+                ["nix", "path-info", "--store", "{S}", NOT_THERE].map(String::from).to_vec(),
+                ["nix-store", "--store", "{S}", "--query", "--references", NOT_THERE].map(String::from).to_vec(),
+                ["nix", "store", "path-from-hash-part", "--store", "{S}", "ffffffffffffffffffffffffffffffff"].map(String::from).to_vec(),
+            ],
+            false,
+            false,
+        ),
+        c("parity/dump", per_path(&sample, |p| vec!["nix-store", "--store", "{S}", "--dump", p]), false, true),
+        c(
+            "parity/export",
+            vec![{
+                let mut a: Vec<String> = ["nix-store", "--store", "{S}", "--export"].map(String::from).to_vec();
+                a.extend(sample.iter().map(|s| s.to_string()));
+                a
+            }],
+            false,
+            true,
+        ),
+        c(
+            "parity/derivation-show",
+            per_path(&drvs, |p| vec!["nix", "derivation", "show", "--store", "{S}", p]),
+            true,
+            true,
+        ),
+        Check {
+            name: "parity/dry-run",
+            cmds: vec![["nix-store", "--store", "{S}", "--realise", "--dry-run", &fx.final_drv, &fx.split_drv]
+                .map(String::from)
+                .to_vec()],
+            json: false,
+            must_succeed: true,
+            stderr: true,
+        },
+        c("parity/ssh-ng-dump", per_path(&sample, |p| vec!["nix-store", "--store", "{SSH}", "--dump", p]), false, true),
+        c(
+            "parity/ssh-ng-path-info-json",
+            vec![["nix", "path-info", "--json", "--recursive", "--store", "{SSH}", &fx.final_out, &fx.src]
+                .map(String::from)
+                .to_vec()],
+            true,
+            true,
+        ),
+    ];
+    v.retain(|c| !c.cmds.is_empty());
+    v
+}
+
+struct Side {
+    unix: String,
+    ssh: String,
+}
+
+fn run_check(fs: &Rootfs, check: &Check, side: &Side) -> Result<Vec<Output>> {
+    let mut outs = Vec::new();
+    for cmd in &check.cmds {
+        let args: Vec<String> =
+            cmd.iter().map(|a| a.replace("{SSH}", &side.ssh).replace("{S}", &side.unix)).collect();
+        let mut o = fs.run(&args)?;
+        if check.json && o.success() {
+            o.stdout = normalize_json(&o.stdout())?.into_bytes();
+        }
+        outs.push(o);
+    }
+    Ok(outs)
+}
+
+fn compare(fs: &Rootfs, check: &Check, nix: &Side, ours: Option<(&Side, &Daemon)>) -> Result<()> {
+    let base = run_check(fs, check, nix)?;
+    if check.must_succeed {
+        for o in &base {
+            if !o.success() {
+                bail!("baseline broken: {}", o.failure_text("failed against Nix's own daemon"));
+            }
+        }
+    } else if base.iter().all(|o| o.success()) {
+        bail!("baseline broken: Nix's own daemon accepted every invalid query");
+    }
+    let Some((ours, daemon)) = ours else { return Ok(()) };
+    let got = run_check(fs, check, ours)?;
+    for (b, g) in base.iter().zip(&got) {
+        let what = g.desc.replace(&ours.unix, "<store>").replace(&ours.ssh, "<store>");
+        if let Err(e) = same(&what, b, g) {
+            bail!("{e:#}; daemon log: {}", daemon.log_tail());
+        }
+        if check.stderr && b.stderr != g.stderr {
+            bail!(
+                "{what}: stderr differs: {}",
+                super::first_difference(&b.stderr(), &g.stderr())
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut Report) {
+    let checks = checks(fx);
+    let prefix = |n: &str| if with_ours { n.to_string() } else { n.replacen("parity/", "baseline/", 1) };
+    let wanted = checks.iter().any(|c| report.wanted(&tagged(&prefix(c.name), &fs.label)))
+        || report.wanted(&tagged("ours/refuses-writes", &fs.label));
+    if !wanted {
+        return;
+    }
+    let setup = || -> Result<(Daemon, Option<Daemon>)> {
+        let nix = daemons::start_nix(ctx, fs, &format!("/e2e/run/parity-{}-nix.sock", fs.suite), &fx.root)?;
+        if !with_ours {
+            return Ok((nix, None));
+        }
+        let state = format!("/e2e/parity-{}-state", fs.suite);
+        daemons::ours_cli(
+            ctx,
+            fs,
+            &[
+                "import",
+                "--state-dir",
+                &state,
+                "--lower-dir",
+                &fx.store_dir(),
+                "--store-dir",
+                "/nix/store",
+                "--nix-db",
+                &format!("{}/nix/var/nix/db/db.sqlite", fx.root),
+            ],
+        )?
+        .ok()?;
+        let ours =
+            daemons::start_ours(ctx, fs, &format!("/e2e/run/parity-{}-ours.sock", fs.suite), &fx.store_dir(), &state)?;
+        Ok((nix, Some(ours)))
+    };
+    let (nix, ours) = match setup() {
+        Ok(d) => d,
+        Err(e) => {
+            for c in &checks {
+                report.fail(&tagged(&prefix(c.name), &fs.label), &format!("setup: {e:#}"));
+            }
+            return;
+        }
+    };
+    let side = |d: &Daemon, who: &str| -> Result<Side> {
+        Ok(Side { unix: d.url(), ssh: ssh_ng_url(ctx, &format!("{}-{who}", fs.suite), &d.socket, &d.real)? })
+    };
+    let nix_side = match side(&nix, "nix") {
+        Ok(s) => s,
+        Err(e) => {
+            report.fail(&tagged("parity/setup", &fs.label), &format!("{e:#}"));
+            return;
+        }
+    };
+    let ours_side = ours.as_ref().map(|d| side(d, "ours").map(|s| (s, d)));
+    let ours_side = match ours_side.transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            report.fail(&tagged("parity/setup", &fs.label), &format!("{e:#}"));
+            return;
+        }
+    };
+    for c in &checks {
+        report.run(&tagged(&prefix(c.name), &fs.label), || {
+            compare(fs, c, &nix_side, ours_side.as_ref().map(|(s, d)| (s, *d)))
+        });
+    }
+    if let Some(d) = &ours {
+        report.run(&tagged("ours/refuses-writes", &fs.label), || refuses_writes(ctx, fs, fx, d));
+    }
+    drop(ours);
+    drop(nix);
+}
+
+/// Writes through our daemon fail and leave the lower store untouched.
+fn refuses_writes(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, d: &Daemon) -> Result<()> {
+    let before = tree_hash(&ctx.host(&fx.store_dir()))?;
+    ctx.write("/e2e/fixture/new-file", b"never stored\n")?;
+    let url = d.url();
+    fs.run(&["nix-store", "--store", &url, "--add", "/e2e/fixture/new-file"])?.failed()?;
+    fs.run(&["nix-store", "--store", &url, "--delete", &fx.final_out])?.failed()?;
+    fs.run(&["nix-store", "--store", &url, "--realise", &fx.final_drv, "--check"])?.failed()?;
+    fs.run(&["nix-store", "--store", &url, "--verify-path", &fx.final_out])?.ok()?;
+    let after = tree_hash(&ctx.host(&fx.store_dir()))?;
+    if before != after {
+        bail!("the lower store directory changed during refused writes");
+    }
+    Ok(())
+}

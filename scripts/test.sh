@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs everything that judges snix-lower-store, in order:
+#   1. the workspace's unit tests (cargo test --workspace --release),
+#   2. the release build of the daemon and of the end-to-end suite,
+#   3. provisioning of the Nix root file systems (cached after the first run),
+#   4. the end-to-end suite against real Nix 2.26 and 2.34 (must run as root).
+# Extra arguments go to the end-to-end binary (e.g. --only overlay-ours/gc).
+# Exits non-zero if any step fails; prints how long each step took.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+declare -a timings=()
+rc=0
+step() {
+  local name=$1; shift
+  local t0=$SECONDS
+  echo "==> $name: $*"
+  "$@"
+  local status=$?
+  timings+=("$(printf '%-16s %4ds  %s' "$name" $((SECONDS - t0)) "$([ $status -eq 0 ] && echo ok || echo "FAILED ($status)")")")
+  return $status
+}
+summary() {
+  echo
+  echo "==> timings"
+  printf '  %s\n' "${timings[@]}"
+  echo "  total            $((SECONDS))s"
+}
+trap summary EXIT
+
+step "unit tests" cargo test --workspace --release || rc=1
+step "release build" cargo build --release -p snix-lower-store -p e2e || exit 1
+step "provision" .ci/provision-nix-rootfs || exit 1
+step "e2e" target/release/snix-lower-store-e2e "$@" || rc=1
+exit $rc
