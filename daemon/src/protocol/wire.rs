@@ -180,7 +180,7 @@ impl<R: AsyncRead + Unpin> WireReader<R> {
 }
 
 /// A reply being assembled; sent to the client with one write.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct WireBuf(pub Vec<u8>);
 
 impl WireBuf {

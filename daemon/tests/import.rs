@@ -1,0 +1,216 @@
+//! Import and verify on generated lower dirs, including every refusal.
+
+mod common;
+
+use common::Fixture;
+use snix_lower_store::index::import::{self, ImportError, ImportOptions};
+use snix_lower_store::index::PathInfoIndex;
+use snix_lower_store::lower::LowerDir;
+use snix_lower_store::store::NarHash;
+
+fn count(f: &Fixture) -> u64 {
+    PathInfoIndex::open_or_create(&f.state, "/nix/store").unwrap().count().unwrap()
+}
+
+fn rejected(r: Result<import::ImportReport, ImportError>) -> Vec<String> {
+    match r {
+        Err(ImportError::Rejected(p)) => p,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn registration_round_trip_and_idempotence() {
+    let f = Fixture::new();
+    let text = snix_lower_store::demo::registration(&f.sd, &f.entries);
+    let batch = import::parse_registration(&text, &f.sd, "reg").unwrap();
+    assert_eq!(batch.len(), f.entries.len());
+    let lower = LowerDir::open(&f.lower).unwrap();
+    let r = import::import(&f.state, &f.sd, &lower, batch.clone(), ImportOptions::default()).unwrap();
+    assert_eq!((r.added, r.unchanged), (f.entries.len(), 0));
+    let r = import::import(&f.state, &f.sd, &lower, batch, ImportOptions::default()).unwrap();
+    assert_eq!((r.added, r.unchanged), (0, f.entries.len()));
+}
+
+#[test]
+fn refusals_leave_the_index_as_it_was() {
+    let f = Fixture::new();
+    let lower = LowerDir::open(&f.lower).unwrap();
+    import::import(&f.state, &f.sd, &lower, f.entries[..2].to_vec(), ImportOptions::default()).unwrap();
+    assert_eq!(count(&f), 2);
+
+    // A reference outside index and batch.
+    let p = rejected(import::import(&f.state, &f.sd, &lower, vec![f.entries[4].clone()], ImportOptions::default()));
+    assert!(p.iter().any(|m| m.contains("neither indexed nor in this import")), "{p:?}");
+
+    // A path not in the lower dir.
+    let mut ghost = f.entries[2].clone();
+    std::fs::remove_file(f.lower.join(ghost.path.base_name())).unwrap();
+    let p = rejected(import::import(&f.state, &f.sd, &lower, vec![ghost.clone()], ImportOptions::default()));
+    assert!(p.iter().any(|m| m.contains("not present in the lower dir")), "{p:?}");
+
+    // Wrong content, caught by --check-content only.
+    ghost = f.entries[3].clone();
+    ghost.nar_hash = NarHash([7; 32]);
+    let p = rejected(import::import(&f.state, &f.sd, &lower, vec![ghost.clone()], ImportOptions { check_content: true }));
+    assert!(p.iter().any(|m| m.contains("content does not match")), "{p:?}");
+
+    // A changed hash for an indexed path.
+    let mut changed = f.entries[0].clone();
+    changed.nar_hash = NarHash([9; 32]);
+    let p = rejected(import::import(&f.state, &f.sd, &lower, vec![changed], ImportOptions::default()));
+    assert!(p.iter().any(|m| m.contains("already indexed with a different")), "{p:?}");
+
+    // All or nothing: one bad entry among good ones writes none of them.
+    let mut batch = f.entries[3..].to_vec();
+    batch.push(ghost);
+    let _ = rejected(import::import(&f.state, &f.sd, &lower, batch, ImportOptions { check_content: true }));
+    assert_eq!(count(&f), 2);
+}
+
+#[test]
+fn malformed_sources_are_parse_errors() {
+    let f = Fixture::new();
+    let p = f.full(0);
+    for (text, want) in [
+        (format!("{p}\nsha256:xyz\n1\n\n0\n"), "invalid NAR hash"),
+        (format!("{p}\n{}\nten\n\n0\n", "0".repeat(64)), "not a number"),
+        (format!("{p}\n{}\n10\n\n2\n{p}\n", "0".repeat(64)), "file ends"),
+        (format!("/tmp/x\n{}\n10\n\n0\n", "0".repeat(64)), "not in the store directory"),
+    ] {
+        let e = import::parse_registration(&text, &f.sd, "reg").unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+    }
+    for (json, want) in [
+        ("[1]", "not an object"),
+        ("{\"/nix/store/x\": {}}", "not a valid store path"),
+        ("nope", "not JSON"),
+    ] {
+        let e = import::parse_path_info_json(json, &f.sd, "json").unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+    }
+}
+
+#[test]
+fn path_info_json_formats_1_and_2() {
+    let f = Fixture::new();
+    let e = &f.entries[2];
+    let r0 = f.entries[0].path.base_name();
+    let v1 = serde_json::json!({
+        f.full(2): {
+            "narHash": e.nar_hash.to_sri(), "narSize": e.nar_size,
+            "references": [format!("/nix/store/{r0}")], "deriver": null,
+            "registrationTime": 1700000000u64, "ultimate": true, "signatures": ["k:s"],
+            "ca": "text:sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s"
+        }
+    });
+    let v2 = serde_json::json!({"version": 2, "info": {
+        e.path.base_name(): {
+            "version": 2, "storeDir": "/nix/store",
+            "narHash": e.nar_hash.to_sri(), "narSize": e.nar_size,
+            "references": [r0], "deriver": null, "registrationTime": 1700000000u64,
+            "ultimate": true, "signatures": ["k:s"],
+            "ca": {"method": "text", "hash": "sha256-LCa0a2j/xo/5m0U8HTBBNBNCLXBkg7+g+YpeiGJm564="}
+        }
+    }});
+    let a = import::parse_path_info_json(&v1.to_string(), &f.sd, "v1").unwrap();
+    let b = import::parse_path_info_json(&v2.to_string(), &f.sd, "v2").unwrap();
+    assert_eq!(a[0].path, b[0].path);
+    assert_eq!(a[0].references, b[0].references);
+    assert_eq!(a[0].nar_hash, e.nar_hash);
+    assert_eq!(b[0].sigs, vec!["k:s".to_owned()]);
+    assert!(b[0].ca.as_deref().unwrap().starts_with("text:sha256:"));
+    assert_eq!(b[0].registration_time, Some(1700000000));
+}
+
+#[test]
+fn nix_db_is_read_with_its_schema() {
+    let f = Fixture::new();
+    let db = f.dir.path().join("db.sqlite");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch(
+        "CREATE TABLE ValidPaths (id integer primary key autoincrement not null, path text unique not null,
+           hash text not null, registrationTime integer not null, deriver text, narSize integer,
+           ultimate integer, sigs text, ca text);
+         CREATE TABLE Refs (referrer integer not null, reference integer not null, primary key (referrer, reference));",
+    )
+    .unwrap();
+    for (i, e) in f.entries.iter().enumerate() {
+        c.execute(
+            "INSERT INTO ValidPaths (id, path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca) VALUES (?1, ?2, ?3, 1, ?4, ?5, 0, '', ?6)",
+            rusqlite::params![i as i64 + 1, f.full(i), format!("sha256:{}", e.nar_hash.to_base16()), e.deriver.as_ref().map(|d| f.sd.display(d)), e.nar_size as i64, e.ca],
+        )
+        .unwrap();
+    }
+    for (i, e) in f.entries.iter().enumerate() {
+        for r in &e.references {
+            let j = f.entries.iter().position(|x| &x.path == r).unwrap();
+            c.execute("INSERT INTO Refs VALUES (?1, ?2)", [i as i64 + 1, j as i64 + 1]).unwrap();
+        }
+    }
+    drop(c);
+    let batch = import::read_nix_db(&db, &f.sd).unwrap();
+    assert_eq!(batch.len(), f.entries.len());
+    let lower = LowerDir::open(&f.lower).unwrap();
+    let r = import::import(&f.state, &f.sd, &lower, batch, ImportOptions { check_content: true }).unwrap();
+    assert_eq!(r.added, f.entries.len());
+    let idx = PathInfoIndex::open(&f.state, "/nix/store").unwrap();
+    let top = f.entries.iter().find(|e| e.deriver.is_some()).unwrap();
+    assert_eq!(idx.path_info(&top.path).unwrap().unwrap().references, top.references);
+}
+
+#[test]
+fn verify_finds_missing_and_modified_paths() {
+    let f = Fixture::new();
+    f.import_all();
+    let idx = PathInfoIndex::open(&f.state, "/nix/store").unwrap();
+    let lower = LowerDir::open(&f.lower).unwrap();
+    assert!(snix_lower_store::verify::verify(&idx, &lower, &f.sd, true).unwrap().is_empty());
+    std::fs::write(f.lower.join(f.entries[1].path.base_name()), "tampered").unwrap();
+    assert!(snix_lower_store::verify::verify(&idx, &lower, &f.sd, false).unwrap().is_empty());
+    let p = snix_lower_store::verify::verify(&idx, &lower, &f.sd, true).unwrap();
+    assert!(p.len() == 1 && p[0].contains("was modified"), "{p:?}");
+    std::fs::remove_file(f.lower.join(f.entries[0].path.base_name())).unwrap();
+    let p = snix_lower_store::verify::verify(&idx, &lower, &f.sd, false).unwrap();
+    assert!(p.len() == 1 && p[0].contains("not present"), "{p:?}");
+}
+
+/// kill -9 during an import leaves the previous consistent state.
+#[test]
+fn killed_import_leaves_previous_state() {
+    let bin = env!("CARGO_BIN_EXE_snix-lower-store");
+    let f = Fixture::new();
+    let lower = f.dir.path().join("big");
+    let entries = snix_lower_store::demo::generate(&lower, &f.sd, 2000, 4).unwrap();
+    let reg = f.dir.path().join("reg");
+    std::fs::write(&reg, snix_lower_store::demo::registration(&f.sd, &entries)).unwrap();
+    let small = f.dir.path().join("small-reg");
+    std::fs::write(&small, snix_lower_store::demo::registration(&f.sd, &entries[..4])).unwrap();
+    let run = |file: &std::path::Path| {
+        std::process::Command::new(bin)
+            .args(["import", "--registration"])
+            .arg(file)
+            .arg("--lower-dir")
+            .arg(&lower)
+            .arg("--state-dir")
+            .arg(&f.state)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    assert!(run(&small).wait().unwrap().success());
+    let mut outcomes = std::collections::BTreeSet::new();
+    for delay_ms in [5u64, 20, 40, 80, 120, 200] {
+        let mut child = run(&reg);
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let n = PathInfoIndex::open(&f.state, "/nix/store").unwrap().count().unwrap();
+        assert!(n == 4 || n == entries.len() as u64, "inconsistent count {n} after kill at {delay_ms} ms");
+        outcomes.insert(n);
+        if n != 4 {
+            break;
+        }
+    }
+    assert!(outcomes.contains(&4), "no kill landed mid-import: {outcomes:?}");
+}

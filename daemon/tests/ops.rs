@@ -1,0 +1,342 @@
+//! Every op through a real unix socket, with the crate's protocol client.
+
+mod common;
+
+use common::Fixture;
+use snix_lower_store::client::{Client, ClientError};
+use snix_lower_store::protocol::wire::WireBuf;
+use snix_lower_store::store::nar::NarWriter;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn setup() -> (Fixture, Client) {
+    let f = Fixture::new();
+    f.import_all();
+    f.serve().await;
+    let c = Client::connect(&f.socket, 38).await.unwrap();
+    (f, c)
+}
+
+fn daemon_err<T: std::fmt::Debug>(r: Result<T, ClientError>) -> String {
+    match r {
+        Err(ClientError::Daemon(m)) => m,
+        other => panic!("expected a daemon error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn handshake_reports_version_and_trust() {
+    let (_f, c) = setup().await;
+    assert_eq!(c.version.0, 38);
+    assert!(c.daemon_version.as_deref().unwrap().starts_with("snix-lower-store "));
+    // The test runs as some uid; trust is 1 for root, 2 for anyone else.
+    let expect = if unsafe { libc::geteuid() } == 0 { 1 } else { 2 };
+    assert_eq!(c.trust, Some(expect));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn older_protocols_negotiate_and_too_old_is_a_clear_error() {
+    let f = Fixture::new();
+    f.import_all();
+    f.serve().await;
+    for minor in [21u8, 25, 26, 33, 37, 39] {
+        let mut c = Client::connect(&f.socket, minor).await.unwrap();
+        assert_eq!(c.version.0, minor.min(38));
+        assert!(c.is_valid_path(&f.full(0)).await.unwrap(), "1.{minor}");
+        // Error layout differs before 1.26; the client decodes both.
+        let e = daemon_err(c.path_set_op(6, "/not/a/store/path").await);
+        assert!(e.contains("QueryReferrers"), "{e}");
+    }
+    let e = match Client::connect(&f.socket, 20).await {
+        Err(ClientError::Daemon(m)) => m,
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("1.20 accepted"),
+    };
+    assert!(e.contains("older than the oldest supported"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validity_and_path_info() {
+    let (f, mut c) = setup().await;
+    let top = f.entries.iter().position(|e| e.deriver.is_some()).unwrap();
+    assert!(c.is_valid_path(&f.full(top)).await.unwrap());
+    let missing = format!("/nix/store/{}-missing", "a".repeat(32));
+    assert!(!c.is_valid_path(&missing).await.unwrap());
+    let info = c.query_path_info(&f.full(top)).await.unwrap().unwrap();
+    let e = &f.entries[top];
+    assert_eq!(info.nar_hash, e.nar_hash.to_base16());
+    assert_eq!(info.nar_size, e.nar_size);
+    assert_eq!(info.deriver, f.sd.display(e.deriver.as_ref().unwrap()));
+    let mut refs: Vec<String> = e.references.iter().map(|r| f.sd.display(r)).collect();
+    refs.sort();
+    assert_eq!(info.references, refs);
+    assert!(info.ca.starts_with("text:sha256:"));
+    assert!(c.query_path_info(&missing).await.unwrap().is_none());
+    let v = c.query_valid_paths(&[&f.full(0), &missing, &f.full(1)]).await.unwrap();
+    let mut want = vec![f.full(0), f.full(1)];
+    want.sort();
+    assert_eq!(v, want);
+    c.call(23, &WireBuf::default()).await.unwrap();
+    assert_eq!(c.r.strings("all").await.unwrap().len(), f.entries.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn referrers_derivers_and_hash_part() {
+    let (f, mut c) = setup().await;
+    // Layer 0 items are referenced by both layer 1 items.
+    let r = c.path_set_op(6, &f.full(0)).await.unwrap();
+    let mut want = vec![f.full(2), f.full(3)];
+    want.sort();
+    assert_eq!(r, want);
+    // The top path's deriver is the demo .drv; it is a valid deriver via its outputs.
+    let top = f.entries.iter().position(|e| e.deriver.is_some()).unwrap();
+    let drv = f.sd.display(f.entries[top].deriver.as_ref().unwrap());
+    assert_eq!(c.path_set_op(33, &f.full(top)).await.unwrap(), vec![drv.clone()]);
+    assert!(c.path_set_op(33, &f.full(0)).await.unwrap().is_empty());
+    // QueryDerivationOutputMap.
+    let mut a = WireBuf::default();
+    a.str(&drv);
+    c.call(41, &a).await.unwrap();
+    assert_eq!(c.r.u64().await.unwrap(), 1);
+    assert_eq!(c.r.string("n").await.unwrap(), "out");
+    assert_eq!(c.r.string("p").await.unwrap(), f.full(top));
+    // QueryPathFromHashPart.
+    let hp = f.entries[1].path.hash_part().to_owned();
+    let mut a = WireBuf::default();
+    a.str(&hp);
+    c.call(29, &a).await.unwrap();
+    assert_eq!(c.r.string("p").await.unwrap(), f.full(1));
+    let mut a = WireBuf::default();
+    a.str(&"0".repeat(32));
+    c.call(29, &a).await.unwrap();
+    assert_eq!(c.r.string("p").await.unwrap(), "");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_substitutes_and_realisations() {
+    let (f, mut c) = setup().await;
+    let missing = format!("/nix/store/{}-missing", "b".repeat(32));
+    let mut a = WireBuf::default();
+    a.strings([f.full(0).as_str(), missing.as_str()]);
+    c.call(40, &a).await.unwrap();
+    assert!(c.r.strings("willBuild").await.unwrap().is_empty());
+    assert!(c.r.strings("willSubstitute").await.unwrap().is_empty());
+    assert_eq!(c.r.strings("unknown").await.unwrap(), vec![missing.clone()]);
+    assert_eq!((c.r.u64().await.unwrap(), c.r.u64().await.unwrap()), (0, 0));
+    let mut a = WireBuf::default();
+    a.strings([f.full(0).as_str()]);
+    c.call(32, &a).await.unwrap();
+    assert_eq!(c.r.u64().await.unwrap(), 0);
+    let mut a = WireBuf::default();
+    a.u64(1).str(&f.full(0)).str("");
+    c.call(30, &a).await.unwrap();
+    assert_eq!(c.r.u64().await.unwrap(), 0);
+    let mut a = WireBuf::default();
+    a.str("sha256:0000000000000000000000000000000000000000000000000000000000000000!out");
+    c.call(43, &a).await.unwrap();
+    assert_eq!(c.r.u64().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nar_from_path_matches_the_lower_dir() {
+    let (f, mut c) = setup().await;
+    for i in [0, 3] {
+        let info = c.query_path_info(&f.full(i)).await.unwrap().unwrap();
+        let nar = c.nar_from_path(&f.full(i), info.nar_size).await.unwrap();
+        let mut w = NarWriter::new(Vec::new());
+        w.write_nar(&f.lower.join(f.entries[i].path.base_name())).unwrap();
+        assert_eq!(nar, w.into_inner());
+        // The connection is still in step after the NAR.
+        assert!(c.is_valid_path(&f.full(i)).await.unwrap());
+    }
+    let e = daemon_err(c.nar_from_path(&format!("/nix/store/{}-x", "c".repeat(32)), 0).await);
+    assert!(e.contains("not valid"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gc_and_root_ops_write_nothing() {
+    let (f, mut c) = setup().await;
+    let before = snapshot(&f);
+    for (op, arg) in [(11u64, Some(f.full(0))), (12, Some("/tmp/some-root".to_owned())), (13, None), (34, None)] {
+        let mut a = WireBuf::default();
+        if let Some(s) = &arg {
+            a.str(s);
+        }
+        c.call(op, &a).await.unwrap();
+        assert_eq!(c.r.u64().await.unwrap(), 1, "op {op}");
+    }
+    c.call(14, &WireBuf::default()).await.unwrap();
+    assert_eq!(c.r.u64().await.unwrap(), 0, "FindRoots: no roots");
+    let mut a = WireBuf::default();
+    a.u64(1).u64(0); // VerifyStore checkContents, no repair
+    c.call(35, &a).await.unwrap();
+    assert!(!c.r.bool("errors").await.unwrap());
+    let mut a = WireBuf::default();
+    a.str(&f.full(0));
+    c.call(10, &a).await.unwrap(); // EnsurePath of a present path
+    assert_eq!(c.r.u64().await.unwrap(), 1);
+    let mut a = WireBuf::default();
+    a.strings([f.full(0).as_str()]).u64(0);
+    c.call(9, &a).await.unwrap(); // BuildPaths of present paths: nothing to do
+    assert_eq!(c.r.u64().await.unwrap(), 1);
+    assert_eq!(snapshot(&f), before, "lower dir or index changed");
+}
+
+fn snapshot(f: &Fixture) -> Vec<(String, Vec<u8>)> {
+    let mut v = Vec::new();
+    for d in [&f.lower, &f.state] {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "sqlite-shm") {
+                continue; // shared-memory index of the WAL, rewritten by readers
+            }
+            v.push((p.display().to_string(), std::fs::read(&p).unwrap_or_default()));
+        }
+    }
+    v.sort();
+    v
+}
+
+/// Each write op is refused with an error naming it, and the connection
+/// answers the next request.
+#[tokio::test(flavor = "multi_thread")]
+async fn write_ops_are_refused_and_the_connection_stays_usable() {
+    let (f, mut c) = setup().await;
+    let p = f.full(0);
+    let framed = |a: &mut WireBuf| {
+        a.u64(5);
+        a.0.extend_from_slice(b"hello");
+        a.u64(0);
+    };
+    let mut cases: Vec<(u64, &str, WireBuf)> = Vec::new();
+    let mut a = WireBuf::default();
+    a.str("name").str("text:sha256").strings([p.as_str()]).u64(0);
+    framed(&mut a);
+    cases.push((7, "AddToStore", a));
+    let mut a = WireBuf::default();
+    a.str("x").str("some text").strings(std::iter::empty());
+    cases.push((8, "AddTextToStore", a));
+    let mut a = WireBuf::default();
+    a.str(&p).str("").str(&"0".repeat(64)).strings(std::iter::empty()).u64(0).u64(8).u64(0).strings(std::iter::empty()).str("").u64(0).u64(0);
+    framed(&mut a);
+    cases.push((39, "AddToStoreNar", a));
+    let mut a = WireBuf::default();
+    a.u64(0).u64(0);
+    framed(&mut a);
+    cases.push((44, "AddMultipleToStore", a));
+    let mut a = WireBuf::default();
+    a.str(&p);
+    framed(&mut a);
+    cases.push((45, "AddBuildLog", a));
+    let mut a = WireBuf::default();
+    a.str(&p).strings(["cache:sig"]);
+    cases.push((37, "AddSignatures", a));
+    let mut a = WireBuf::default();
+    a.strings([format!("/nix/store/{}-x.drv!out", "d".repeat(32)).as_str()]).u64(0);
+    cases.push((9, "BuildPaths", a.clone()));
+    cases.push((46, "BuildPathsWithResults", a));
+    let mut a = WireBuf::default();
+    a.str(&format!("/nix/store/{}-x.drv", "d".repeat(32)));
+    a.u64(1).str("out").str(&p).str("").str("");
+    a.strings(std::iter::empty()).str("x86_64-linux").str("/bin/sh").strings(["-c", "true"]);
+    a.u64(1).str("out").str(&p);
+    a.u64(0);
+    cases.push((36, "BuildDerivation", a));
+    let mut a = WireBuf::default();
+    a.str(&format!("/nix/store/{}-absent", "d".repeat(32)));
+    cases.push((10, "EnsurePath", a));
+    let mut a = WireBuf::default();
+    a.u64(2).strings(std::iter::empty()).u64(0).u64(u64::MAX).u64(0).u64(0).u64(0);
+    cases.push((20, "CollectGarbage", a));
+    let mut a = WireBuf::default();
+    a.str("{\"id\":\"x\"}");
+    cases.push((42, "RegisterDrvOutput", a));
+    let mut a = WireBuf::default();
+    a.u64(1).u64(1);
+    cases.push((35, "VerifyStore", a));
+    for (op, name, args) in cases {
+        let e = daemon_err(c.call(op, &args).await);
+        assert!(e.starts_with(name), "op {op}: {e}");
+        if name != "EnsurePath" && name != "VerifyStore" {
+            assert!(e.contains("read-only"), "op {op}: {e}");
+        }
+        assert!(c.is_valid_path(&p).await.unwrap(), "connection unusable after {name}");
+    }
+}
+
+/// The old AddToStore (before 1.25) sends an unframed NAR: it is parsed to its end.
+#[tokio::test(flavor = "multi_thread")]
+async fn old_add_to_store_nar_is_drained() {
+    let f = Fixture::new();
+    f.import_all();
+    f.serve().await;
+    let mut c = Client::connect(&f.socket, 24).await.unwrap();
+    let mut nar = NarWriter::new(Vec::new());
+    nar.write_nar(&f.lower.join(f.entries[2].path.base_name())).unwrap();
+    let mut a = WireBuf::default();
+    a.str("x").u64(1).u64(1).str("sha256");
+    a.0.extend_from_slice(&nar.into_inner());
+    let e = daemon_err(c.call(7, &a).await);
+    assert!(e.contains("read-only"));
+    assert!(c.is_valid_path(&f.full(0)).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_input_closes_only_that_connection() {
+    let f = Fixture::new();
+    f.import_all();
+    let server = f.serve().await;
+    let mut good = Client::connect(&f.socket, 38).await.unwrap();
+
+    // Wrong magic: closed without a reply.
+    let mut s = tokio::net::UnixStream::connect(&f.socket).await.unwrap();
+    s.write_all(&0xdeadbeefu64.to_le_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    assert!(buf.is_empty());
+
+    // Huge length prefix in a request: error, then closed.
+    let mut c = Client::connect(&f.socket, 38).await.unwrap();
+    let mut a = WireBuf::default();
+    a.u64(1).u64(u64::MAX);
+    c.w.write_all(&a.0).await.unwrap();
+    let e = daemon_err(c.stderr().await);
+    assert!(e.contains("longer than the limit"), "{e}");
+    assert!(c.r.u64().await.is_err(), "connection must be closed");
+
+    // Unknown op: error, then closed.
+    let mut c = Client::connect(&f.socket, 38).await.unwrap();
+    let e = daemon_err(c.call(999, &WireBuf::default()).await);
+    assert!(e.contains("unknown worker op 999"), "{e}");
+    assert!(c.r.u64().await.is_err());
+
+    // Invalid UTF-8 and paths outside the store or with '..': error, connection usable.
+    let mut c = Client::connect(&f.socket, 38).await.unwrap();
+    for bad in [&b"/nix/store/\xff\xfe"[..], b"/etc/passwd", b"/nix/store/../../etc/passwd"] {
+        let mut a = WireBuf::default();
+        a.bytes(bad);
+        let e = daemon_err(c.call(26, &a).await);
+        assert!(e.contains("QueryPathInfo"), "{e}");
+        assert!(c.is_valid_path(&f.full(0)).await.unwrap());
+    }
+
+    // A truncated handshake ends only that connection.
+    let mut s = tokio::net::UnixStream::connect(&f.socket).await.unwrap();
+    s.write_all(&[0x63, 0x78]).await.unwrap();
+    drop(s);
+
+    assert!(good.is_valid_path(&f.full(0)).await.unwrap(), "other connections unaffected");
+    assert!(server.stats.requests.load(std::sync::atomic::Ordering::Relaxed) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_sees_an_import_without_restart() {
+    let f = Fixture::new();
+    // Index only the first layer, start serving, then import the rest.
+    let lower = snix_lower_store::lower::LowerDir::open(&f.lower).unwrap();
+    snix_lower_store::index::import::import(&f.state, &f.sd, &lower, f.entries[..2].to_vec(), Default::default()).unwrap();
+    f.serve().await;
+    let mut c = Client::connect(&f.socket, 38).await.unwrap();
+    assert!(!c.is_valid_path(&f.full(3)).await.unwrap());
+    f.import_all();
+    assert!(c.is_valid_path(&f.full(3)).await.unwrap());
+}
