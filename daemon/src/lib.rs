@@ -8,7 +8,8 @@
 //! - [`lower`]: the physical lower directory, read-only;
 //! - [`store`]: store paths, hashes, NAR and `.drv` formats;
 //! - [`client`]: a minimal protocol client for tests, the demo and benches;
-//! - [`overlay_url`]: the `local-overlay://` URL Nix needs for our socket.
+//! - [`overlay_url`]: the `local-overlay://` URL Nix needs for our socket;
+//! - [`systemd`]: socket activation, sd_notify, journald detection.
 
 pub mod client;
 pub mod demo;
@@ -18,6 +19,7 @@ pub mod overlay_url;
 pub mod protocol;
 pub mod server;
 pub mod store;
+pub mod systemd;
 pub mod verify;
 
 /// What the handshake reports as the daemon's version (1.33+ clients show it

@@ -22,8 +22,18 @@ struct Cli {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, global = true, env = "SNIX_LOWER_STORE_LOG_LEVEL", default_value = "info")]
     log_level: String,
+    /// Where logs go: journald, stderr, or auto (journald when stderr is the journal).
+    #[arg(long, global = true, env = "SNIX_LOWER_STORE_LOG_TARGET", value_enum, default_value = "auto")]
+    log_target: LogTarget,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogTarget {
+    Auto,
+    Stderr,
+    Journald,
 }
 
 #[derive(Args, Clone)]
@@ -40,9 +50,23 @@ struct StoreArgs {
 enum Cmd {
     /// Serve the worker protocol on a unix socket.
     Serve {
-        /// Socket path to bind (a stale socket file is replaced).
+        /// Socket path to bind (a stale socket file is replaced). Leave it out
+        /// under socket activation: the sockets systemd passes are used.
         #[arg(long, env = "SNIX_LOWER_STORE_LISTEN")]
-        listen: PathBuf,
+        listen: Option<PathBuf>,
+        /// Mode of the bound socket (octal).
+        #[arg(long, env = "SNIX_LOWER_STORE_SOCKET_MODE", default_value = "0666")]
+        socket_mode: String,
+        /// Group owning the bound socket.
+        #[arg(long, env = "SNIX_LOWER_STORE_SOCKET_GROUP")]
+        socket_group: Option<String>,
+        /// Exit after this long with no open connection (socket activation
+        /// starts the daemon again on the next client). Examples: 30s, 10m.
+        #[arg(long, env = "SNIX_LOWER_STORE_IDLE_EXIT_AFTER", value_parser = snix_lower_store::systemd::parse_duration)]
+        idle_exit_after: Option<std::time::Duration>,
+        /// On SIGTERM, how long requests being answered may take to finish.
+        #[arg(long, env = "SNIX_LOWER_STORE_SHUTDOWN_TIMEOUT", value_parser = snix_lower_store::systemd::parse_duration, default_value = "10s")]
+        shutdown_timeout: std::time::Duration,
         /// Physical directory holding the store objects (the overlay's lowerdir).
         #[arg(long, env = "SNIX_LOWER_STORE_LOWER_DIR")]
         lower_dir: PathBuf,
@@ -132,10 +156,32 @@ enum Cmd {
     },
 }
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, target: LogTarget) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let journald = match target {
+        LogTarget::Journald => true,
+        LogTarget::Stderr => false,
+        LogTarget::Auto => snix_lower_store::systemd::stderr_is_journal(),
+    };
+    if journald {
+        match tracing_journald::layer() {
+            Ok(layer) => {
+                // Fields keep their names (OP, STORE_PATH, …) without a prefix.
+                let layer = layer.with_field_prefix(None).with_syslog_identifier("snix-lower-store".into());
+                tracing_subscriber::registry().with(filter).with(layer).init();
+                return;
+            }
+            Err(e) => eprintln!("snix-lower-store: journald unavailable ({e}); logging to stderr"),
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn read_input(src: &str) -> Result<String> {
@@ -150,6 +196,26 @@ fn read_input(src: &str) -> Result<String> {
 
 fn store_dir(s: &str) -> Result<StoreDir> {
     StoreDir::new(s).map_err(anyhow::Error::msg)
+}
+
+fn chmod_chgrp(path: &Path, mode: &str, group: Option<&str>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let m = u32::from_str_radix(mode.trim_start_matches("0o"), 8).with_context(|| format!("--socket-mode '{mode}' is not octal"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(m)).with_context(|| format!("chmod {}", path.display()))?;
+    if let Some(g) = group {
+        let cg = std::ffi::CString::new(g)?;
+        // SAFETY: getgrnam returns a pointer into static storage or null.
+        let gr = unsafe { libc::getgrnam(cg.as_ptr()) };
+        if gr.is_null() {
+            bail!("--socket-group '{g}': no such group");
+        }
+        let gid = unsafe { (*gr).gr_gid };
+        let cp = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
+        if unsafe { libc::chown(cp.as_ptr(), u32::MAX, gid) } != 0 {
+            bail!("chgrp {} {}: {}", g, path.display(), std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 fn bind(listen: &Path) -> Result<tokio::net::UnixListener> {
@@ -180,7 +246,7 @@ fn open_store(lower_dir: &Path, store: &StoreArgs, create: bool) -> Result<Lower
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
+    init_logging(&cli.log_level, cli.log_target);
     match run(cli.cmd) {
         Ok(code) => code,
         Err(e) => {
@@ -193,7 +259,15 @@ fn main() -> std::process::ExitCode {
 fn run(cmd: Cmd) -> Result<std::process::ExitCode> {
     use std::process::ExitCode;
     match cmd {
-        Cmd::Serve { listen, lower_dir, store, trusted_users, max_string, max_list } => {
+        Cmd::Serve { listen, socket_mode, socket_group, idle_exit_after, shutdown_timeout, lower_dir, store, trusted_users, max_string, max_list } => {
+            use snix_lower_store::systemd;
+            let passed = systemd::passed_listeners().map_err(anyhow::Error::msg)?;
+            if !passed.is_empty() && listen.is_some() {
+                bail!("serve: systemd passed {} socket(s) and --listen is set too; use one or the other", passed.len());
+            }
+            if passed.is_empty() && listen.is_none() {
+                bail!("serve: no socket: give --listen PATH, or start under socket activation (snix-lower-store.socket)");
+            }
             let store = open_store(&lower_dir, &store, true)?;
             let server = Arc::new(Server {
                 store,
@@ -203,11 +277,43 @@ fn run(cmd: Cmd) -> Result<std::process::ExitCode> {
                 stats: Default::default(),
             });
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(async {
-                let listener = bind(&listen)?;
-                server::log_start(&server, &listen.display().to_string());
-                server.run(listener).await.context("accepting connections")
+            let stop = rt.block_on(async {
+                let (listeners, shown) = if let Some(path) = &listen {
+                    let l = bind(path)?;
+                    chmod_chgrp(path, &socket_mode, socket_group.as_deref())?;
+                    (vec![l], path.display().to_string())
+                } else {
+                    let mut v = Vec::new();
+                    for l in passed {
+                        l.set_nonblocking(true)?;
+                        v.push(tokio::net::UnixListener::from_std(l)?);
+                    }
+                    let shown = format!("{} socket(s) from systemd", v.len());
+                    (v, shown)
+                };
+                server::log_start(&server, &shown);
+                let indexed = server.store.index.count()?;
+                systemd::ready(&systemd::status_text(&server, indexed));
+                systemd::spawn_status_and_watchdog(server.clone());
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                let shutdown = async move {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                };
+                let stop = server.clone().run(listeners, idle_exit_after, shutdown).await.context("accepting connections")?;
+                systemd::stopping(&format!("stopping ({stop:?}): finishing requests in flight"));
+                if !server.drain(shutdown_timeout).await {
+                    tracing::warn!(timeout = ?shutdown_timeout, "requests still in flight at shutdown; closing them");
+                }
+                if let Some(path) = &listen {
+                    let _ = std::fs::remove_file(path);
+                }
+                anyhow::Ok(stop)
             })?;
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            tracing::info!(reason = ?stop, "stopped");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Import { registration, path_info_json, nix_db, lower_dir, store, check_content } => {
@@ -328,7 +434,7 @@ fn run_demo(dir: &Path, check: bool) -> Result<std::process::ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let listener = bind(&socket)?;
-        let srv = tokio::spawn(server.clone().run(listener));
+        let srv = tokio::spawn(server.clone().run(vec![listener], None, std::future::pending()));
         let top = entries.iter().find(|e| e.deriver.is_some()).map(|e| sd.display(&e.path)).unwrap_or_default();
         let mut c = Client::connect(&socket, 38).await?;
         let info = c.query_path_info(&top).await?.context("demo path missing from the daemon")?;

@@ -58,7 +58,7 @@ impl Fixture {
             stats: Default::default(),
         });
         let listener = tokio::net::UnixListener::bind(&self.socket).unwrap();
-        tokio::spawn(server.clone().run(listener));
+        tokio::spawn(server.clone().run(vec![listener], None, std::future::pending()));
         server
     }
 }

@@ -10,7 +10,7 @@ pub mod peer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -31,6 +31,15 @@ pub struct Stats {
     pub open_connections: AtomicU64,
     pub total_connections: AtomicU64,
     pub requests: AtomicU64,
+    /// Requests read and not yet fully answered.
+    pub in_flight: AtomicU64,
+}
+
+/// Why `Server::run` returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    Signal,
+    Idle,
 }
 
 pub struct Server {
@@ -42,13 +51,60 @@ pub struct Server {
 }
 
 impl Server {
-    /// Accept connections forever (until the listener fails).
-    pub async fn run(self: Arc<Self>, listener: UnixListener) -> std::io::Result<()> {
+    /// Accept connections until `shutdown` resolves or, with `idle_exit_after`,
+    /// until no connection has been open for that long. Returns why it stopped.
+    ///
+    /// Accepting happens only in this loop, so once it decides to stop no
+    /// connection has been taken off the socket: under socket activation the
+    /// ones still queued wait there for the next start.
+    pub async fn run(
+        self: Arc<Self>,
+        listeners: Vec<UnixListener>,
+        idle_exit_after: Option<Duration>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<Stop> {
+        tokio::pin!(shutdown);
+        let tick = idle_exit_after.map_or(Duration::from_secs(3600), |d| (d / 4).max(Duration::from_millis(50)));
+        let mut idle_since = Instant::now();
         loop {
-            let (stream, _) = listener.accept().await?;
-            let me = self.clone();
-            tokio::spawn(async move { me.connection(stream).await });
+            let accept = std::future::poll_fn(|cx| {
+                for l in &listeners {
+                    if let std::task::Poll::Ready(r) = l.poll_accept(cx) {
+                        return std::task::Poll::Ready(r);
+                    }
+                }
+                std::task::Poll::Pending
+            });
+            tokio::select! {
+                r = accept => {
+                    let (stream, _) = r?;
+                    // Count it before the next idle check can run.
+                    self.stats.open_connections.fetch_add(1, Ordering::Relaxed);
+                    let me = self.clone();
+                    tokio::spawn(async move { me.connection(stream).await });
+                }
+                _ = &mut shutdown => return Ok(Stop::Signal),
+                _ = tokio::time::sleep(tick) => {
+                    if self.stats.open_connections.load(Ordering::Relaxed) > 0 {
+                        idle_since = Instant::now();
+                    } else if idle_exit_after.is_some_and(|d| idle_since.elapsed() >= d) {
+                        return Ok(Stop::Idle);
+                    }
+                }
+            }
         }
+    }
+
+    /// Wait until no request is being answered, at most `bound`.
+    pub async fn drain(&self, bound: Duration) -> bool {
+        let t0 = Instant::now();
+        while self.stats.in_flight.load(Ordering::Relaxed) > 0 {
+            if t0.elapsed() >= bound {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
     }
 
     pub async fn connection(self: Arc<Self>, stream: UnixStream) {
@@ -56,7 +112,6 @@ impl Server {
             .peer_cred()
             .map(|c| Peer { pid: c.pid(), uid: Some(c.uid()), gid: Some(c.gid()) })
             .unwrap_or_default();
-        self.stats.open_connections.fetch_add(1, Ordering::Relaxed);
         self.stats.total_connections.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let result = self.session(stream, peer).await;
@@ -98,21 +153,22 @@ impl Server {
             };
             served += 1;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
             let reply = self.store.answer(&req, v);
-            let outcome = match &reply {
-                Reply::Error(m) => format!("error: {m}"),
-                _ => "ok".to_owned(),
+            let refused = match &reply {
+                Reply::Error(m) => Some(m.clone()),
+                _ => None,
             };
-            self.write_reply(&mut wr, v, reply).await.map_err(|e| format!("{}: writing the reply: {e}", op.name()))?;
-            debug!(
-                op = op.name(),
-                path = req.subject().unwrap_or(""),
-                client_pid = peer.pid,
-                client_uid = peer.uid,
-                duration_us = t0.elapsed().as_micros() as u64,
-                result = %outcome,
-                "request"
-            );
+            let written = self.write_reply(&mut wr, v, reply).await;
+            self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            written.map_err(|e| format!("{}: writing the reply: {e}", op.name()))?;
+            // Field names become journald fields (OP, STORE_PATH, …).
+            let duration_us = t0.elapsed().as_micros() as u64;
+            let store_path = req.subject().unwrap_or("");
+            match refused {
+                None => debug!(op = op.name(), store_path, client_pid = peer.pid, client_uid = peer.uid, duration_us, result = "ok", "request"),
+                Some(m) => info!(op = op.name(), store_path, client_pid = peer.pid, client_uid = peer.uid, duration_us, result = "error", error = %m, "request refused"),
+            }
         }
     }
 
