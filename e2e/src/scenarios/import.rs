@@ -80,8 +80,8 @@ fn import_cmd(ctx: &Ctx, fs: &Rootfs, state: &str, lower_dir: &str, input: &[Str
 }
 
 /// Paths our index lists (`snix-lower-store list`).
-fn listed(ctx: &Ctx, fs: &Rootfs, state: &str, lower_dir: &str) -> Result<Vec<String>> {
-    let out = ours_cli(ctx, fs, &["list", "--state-dir", state, "--lower-dir", lower_dir])?.ok()?;
+fn listed(ctx: &Ctx, fs: &Rootfs, state: &str) -> Result<Vec<String>> {
+    let out = ours_cli(ctx, fs, &["list", "--state-dir", state])?.ok()?;
     let mut v: Vec<String> = out
         .stdout()
         .lines()
@@ -125,11 +125,11 @@ fn import_and_serve(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, format: Format) -> Res
     import_cmd(ctx, fs, &state, &fx.store_dir(), &input, &[])?.ok()?;
     ours_cli(ctx, fs, &["verify", "--state-dir", &state, "--lower-dir", &fx.store_dir()])?.ok()?;
     ours_cli(ctx, fs, &["verify", "--state-dir", &state, "--lower-dir", &fx.store_dir(), "--check-content"])?.ok()?;
-    let list = listed(ctx, fs, &state, &fx.store_dir())?;
+    let list = listed(ctx, fs, &state)?;
     if list != fx.all {
         bail!("`list` shows {list:?}, Nix's store has {:?}", fx.all);
     }
-    let info = ours_cli(ctx, fs, &["info", "--state-dir", &state, "--lower-dir", &fx.store_dir(), &fx.final_out, "--json"])?.ok()?;
+    let info = ours_cli(ctx, fs, &["info", "--state-dir", &state, &fx.final_out, "--json"])?.ok()?;
     let info = info.stdout();
     serde_json::from_str::<serde_json::Value>(&info).with_context(|| format!("`info --json` is not JSON: {info}"))?;
     for r in [&fx.split_out, &fx.split_dev, &fx.exe] {
@@ -173,7 +173,7 @@ fn rejects_missing_object(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<()> {
     }
     // All or nothing: nothing is registered after the failed import.
     if ctx.host(&state).exists() {
-        let l = listed(ctx, fs, &state, &partial).unwrap_or_default();
+        let l = listed(ctx, fs, &state).unwrap_or_default();
         if !l.is_empty() {
             bail!("a failed import left {} paths registered: {:?}", l.len(), l);
         }
@@ -198,7 +198,7 @@ fn rejects_open_closure(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<()> {
         bail!("import failed but its error does not name the unregistered reference {}: {}", fx.mid, out.stderr());
     }
     if ctx.host(&state).exists() {
-        let l = listed(ctx, fs, &state, &fx.store_dir()).unwrap_or_default();
+        let l = listed(ctx, fs, &state).unwrap_or_default();
         if !l.is_empty() {
             bail!("a failed import left {} paths registered", l.len());
         }

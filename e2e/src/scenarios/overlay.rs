@@ -365,7 +365,8 @@ fn delete_refs(ov: &Overlay) -> Result<()> {
     ensure!(o.stderr().contains(base(&fx.exe)), "lower refusal does not name {}: {}", fx.exe, o.stderr());
     ov.ok(&["nix-store", "--store", "{O}", "--delete", &out])?;
     ensure!(!exists(&ov.merged_host(&out)), "{out} still present after delete");
-    for input in [&fx.split_out, &fx.split_dev, &fx.exe] {
+    // Now unreferenced in the overlay (dev refers to out: delete it first).
+    for input in [&fx.split_dev, &fx.split_out] {
         ov.ok(&["nix-store", "--store", "{O}", "--delete", input])?;
         ensure!(exists(&ov.merged_host(input)), "{input} vanished from the merged view (whiteout?)");
         ov.ok(&["nix-store", "--store", "{D}", "--verify-path", input])?;

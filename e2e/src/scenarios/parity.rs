@@ -27,6 +27,7 @@ pub const NAMES: &[&str] = &[
     "parity/path-from-hash-part",
     "parity/invalid-path",
     "parity/dump",
+    "parity/store-ls-cat",
     "parity/export",
     "parity/derivation-show",
     "parity/dry-run",
@@ -130,7 +131,18 @@ fn checks(fx: &Fixture) -> Vec<Check> {
             false,
             false,
         ),
-        c("parity/dump", per_path(&sample, |p| vec!["nix-store", "--store", "{S}", "--dump", p]), false, true),
+        c("parity/dump", per_path(&sample, |p| vec!["nix", "store", "dump-path", "--store", "{S}", p]), false, true),
+        c(
+            "parity/store-ls-cat",
+            vec![
+                ["nix", "store", "ls", "--store", "{S}", "--recursive", "--long", "--json", &fx.tree].map(String::from).to_vec(),
+                ["nix", "store", "cat", "--store", "{S}", &format!("{}/d1/d2/d3/d4/d5/d6/d7/d8/d9/d10/d11/d12/bottom.txt", fx.tree)]
+                    .map(String::from)
+                    .to_vec(),
+            ],
+            false,
+            true,
+        ),
         c(
             "parity/export",
             vec![{
@@ -156,7 +168,7 @@ fn checks(fx: &Fixture) -> Vec<Check> {
             must_succeed: true,
             stderr: true,
         },
-        c("parity/ssh-ng-dump", per_path(&sample, |p| vec!["nix-store", "--store", "{SSH}", "--dump", p]), false, true),
+        c("parity/ssh-ng-dump", per_path(&sample, |p| vec!["nix", "store", "dump-path", "--store", "{SSH}", p]), false, true),
         c(
             "parity/ssh-ng-path-info-json",
             vec![["nix", "path-info", "--json", "--recursive", "--store", "{SSH}", &fx.final_out, &fx.src]
