@@ -31,5 +31,6 @@ trap summary EXIT
 step "unit tests" cargo test --workspace --release || rc=1
 step "release build" cargo build --release -p snix-lower-store -p e2e || exit 1
 step "provision" .ci/provision-nix-rootfs || exit 1
+step "nix parse" tests/nix-parse || rc=1
 step "e2e" target/release/snix-lower-store-e2e "$@" || rc=1
 exit $rc
