@@ -58,8 +58,15 @@ let
     echo ${split} ${split.dev} ${exe} > $out/inputs
     echo ${seed} > $out/seed
   '';
+  # Instantiated into the lower store but never built: its output is
+  # missing, so queries about it (QueryMissing, output maps) have work to do.
+  unbuilt = sh "e2e-unbuilt" [ "out" ] ''
+    mkdir $out
+    cat ${exe} > $out/copy-of-exe
+    echo ${tree} > $out/tree-ref
+  '';
 in
-{ inherit exe tree split final; }
+{ inherit exe tree split final unbuilt; }
 "#;
 
 /// Where the expression lives inside the chroots.
@@ -84,6 +91,8 @@ pub struct Fixture {
     pub final_drv: String,
     pub split_drv: String,
     pub tree_drv: String,
+    /// A derivation in the lower store whose output was never built.
+    pub unbuilt_drv: String,
     /// Every valid path, sorted.
     pub all: Vec<String>,
 }
@@ -111,6 +120,7 @@ impl Fixture {
             &self.final_out,
             &self.final_drv,
             &self.split_drv,
+            &self.unbuilt_drv,
         ]
     }
 }
@@ -145,15 +155,18 @@ pub fn generate(ctx: &Ctx, fs: &Rootfs, name: &str) -> Result<Fixture> {
         "src=$(nix-store --add /e2e/fixture/src)\n\
          drv=$(nix-instantiate {f} -A final)\n\
          nix-store --realise \"$drv\" >/dev/null\n\
-         echo \"$src\"; echo \"$drv\"",
+         unbuilt=$(nix-instantiate {f} -A unbuilt)\n\
+         echo \"$src\"; echo \"$drv\"; echo \"$unbuilt\"",
         f = shq(FIXTURE_FILE)
     );
     let out = fs.sh(&script)?.ok().context("building the fixture failed")?.stdout();
     let lines: Vec<&str> = out.lines().collect();
-    let [src, final_drv] = lines.as_slice() else { bail!("unexpected fixture script output {out:?}") };
+    let [src, final_drv, unbuilt_drv] = lines.as_slice() else {
+        bail!("unexpected fixture script output {out:?}")
+    };
     let all: Vec<String> = {
         let mut v: Vec<String> = fs
-            .ok(&["nix-store", "--query", "--requisites", "--include-outputs", final_drv, src])?
+            .ok(&["nix-store", "--query", "--requisites", "--include-outputs", final_drv, src, unbuilt_drv])?
             .lines()
             .map(str::to_string)
             .collect();
@@ -182,6 +195,7 @@ pub fn generate(ctx: &Ctx, fs: &Rootfs, name: &str) -> Result<Fixture> {
         final_drv: final_drv.to_string(),
         split_drv: find(&drvs, "-e2e-split.drv")?,
         tree_drv: find(&drvs, "-e2e-tree.drv")?,
+        unbuilt_drv: unbuilt_drv.to_string(),
         all,
     };
     // Sanity: the copy is a complete local store that Nix agrees with.

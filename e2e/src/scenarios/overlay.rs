@@ -329,6 +329,13 @@ fn build(ov: &Overlay) -> Result<()> {
         ensure!(refs.lines().any(|l| l == input), "{out} should reference lower path {input}; references: {refs}");
         ensure!(!exists(&ov.upper_host(input)), "input {input} was copied into the upper layer");
     }
+    // A derivation that lives in the lower store, never built there.
+    let built = ov.ok(&["nix-store", "--store", "{O}", "--realise", &fx.unbuilt_drv])?;
+    ensure!(exists(&ov.upper_host(&built)), "{built} not in the upper layer");
+    ensure!(!exists(&ov.lower_host(&built)), "{built} landed in the lower layer");
+    ensure!(!exists(&ov.upper_host(&fx.unbuilt_drv)), "the lower .drv was copied into the upper layer");
+    let copy = std::fs::read(ov.merged_host(&built).join("copy-of-exe"))?;
+    ensure!(copy == std::fs::read(ov.lower_host(&fx.exe))?, "build input read wrongly through the overlay");
     ensure!(ov.lower_hash()? == before, "the lower layer changed during the build");
     Ok(())
 }

@@ -34,6 +34,7 @@ pub const NAMES: &[&str] = &[
     "parity/ssh-ng-dump",
     "parity/ssh-ng-path-info-json",
     "ours/refuses-writes",
+    "ours/query-missing-unbuilt",
 ];
 
 /// A path that is valid nowhere.
@@ -297,6 +298,9 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
     }
     if let Some(d) = &ours {
         report.run(&tagged("ours/refuses-writes", &fs.label), || refuses_writes(ctx, fs, fx, d));
+        report.run(&tagged("ours/query-missing-unbuilt", &fs.label), || {
+            query_missing_unbuilt(fs, fx, &nix_side.unix, &d.url())
+        });
     }
     drop(ours);
     drop(nix);
@@ -314,6 +318,29 @@ fn refuses_writes(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, d: &Daemon) -> Result<()
     let after = tree_hash(&ctx.host(&fx.store_dir()))?;
     if before != after {
         bail!("the lower store directory changed during refused writes");
+    }
+    Ok(())
+}
+
+/// QueryMissing for a derivation whose output is not in the lower store: Nix's
+/// daemon would build it, ours cannot build and (as documented) reports the
+/// output as unknown. Both answers come from the real Nix client's rendering.
+fn query_missing_unbuilt(fs: &Rootfs, fx: &Fixture, nix_url: &str, ours_url: &str) -> Result<()> {
+    let args = |u: &str| vec!["nix-store".to_string(), "--store".into(), u.into(), "--realise".into(), "--dry-run".into(), fx.unbuilt_drv.clone()];
+    let nix = fs.run(&args(nix_url))?.ok()?.stderr();
+    let ours = fs.run(&args(ours_url))?.ok()?.stderr();
+    let name = "e2e-unbuilt";
+    if !nix.contains(name) {
+        bail!("baseline broken: Nix's daemon does not report {name} as missing: {nix}");
+    }
+    if !ours.contains(name) {
+        bail!("ours does not report {name} as missing at all: {ours}");
+    }
+    // The heading Nix's client prints for the daemon's willBuild set must not
+    // appear for ours (a read-only lower store builds nothing).
+    let will_build_heading = nix.lines().next().unwrap_or_default().to_string();
+    if ours.lines().any(|l| l == will_build_heading) {
+        bail!("ours claims it would build {name}: {ours}");
     }
     Ok(())
 }
