@@ -601,6 +601,10 @@ in
 
     (mkIf atSystemStore {
       boot.initrd.availableKernelModules = [ "overlay" ];
+      boot.initrd.systemd.storePaths = [
+        "${pkgs.coreutils}/bin/mkdir"
+        "${pkgs.coreutils}/bin/ln"
+      ];
 
       # In the initrd the final root is at /sysroot. Link the final paths to
       # it so that the overlay is mounted with lowerdir=/upperdir= strings

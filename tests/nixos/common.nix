@@ -5,9 +5,13 @@
 { pkgs, self }:
 
 rec {
-  # The lower closure. It reaches the VM only inside the image: nothing in the
-  # VM's system closure refers to it.
-  lowerClosure = pkgs.busybox;
+  # The lower closure: a root of its own (so no system closure can contain
+  # it) holding busybox. It reaches the VM only inside the image: nothing in
+  # the VM's system closure refers to it.
+  lowerClosure = pkgs.runCommand "snix-lower-store-test-tools" { } ''
+    mkdir -p $out/bin
+    ln -s ${pkgs.busybox}/bin/busybox $out/bin/busybox
+  '';
 
   lowerInfo = pkgs.closureInfo { rootPaths = [ lowerClosure ]; };
 
