@@ -33,4 +33,5 @@ step "release build" cargo build --release -p snix-lower-store -p e2e || exit 1
 step "provision" .ci/provision-nix-rootfs || exit 1
 step "nix parse" tests/nix-parse || rc=1
 step "e2e" target/release/snix-lower-store-e2e "$@" || rc=1
+step "systemd" tests/systemd/run || rc=1
 exit $rc
