@@ -122,7 +122,7 @@ fn main() {
     let started = Instant::now();
     let mut report = Report { filters: opts.only.clone(), ..Default::default() };
     if let Err(e) = run(&opts, &mut report) {
-        report.fail("setup", &format!("{e:#}"));
+        report.setup_problem("setup", &format!("{e:#}"), true);
     }
     report.print_summary(started.elapsed());
     std::process::exit(if report.count(Verdict::Fail) > 0 { 1 } else { 0 });
@@ -140,8 +140,7 @@ fn run(opts: &Options, report: &mut Report) -> Result<()> {
         let name = format!("setup/rootfs [{suite}]");
         match Rootfs::open(suite, &opts.cache.join(suite)) {
             Ok(fs) => roots.push(fs),
-            Err(e) if opts.ci => report.fail(&name, &format!("{e:#}")),
-            Err(e) => report.skip(&name, &format!("{e:#}")),
+            Err(e) => report.setup_problem(&name, &format!("{e:#}"), opts.ci),
         }
     }
     if roots.is_empty() {
@@ -152,9 +151,10 @@ fn run(opts: &Options, report: &mut Report) -> Result<()> {
     } else {
         let bin = opts.daemon.clone().context("no snix-lower-store binary given")?;
         if !bin.exists() {
-            report.fail(
+            report.setup_problem(
                 "setup/daemon-binary",
                 &format!("{} does not exist (build with cargo build --release -p snix-lower-store)", bin.display()),
+                true,
             );
             None
         } else {

@@ -60,10 +60,10 @@ impl Report {
         }
     }
 
-    pub fn skip(&mut self, name: &str, reason: &str) {
-        if self.wanted(name) {
-            self.record(name, Verdict::Skip, reason, Duration::ZERO);
-        }
+    /// Records a problem with the environment whatever the filters say.
+    pub fn setup_problem(&mut self, name: &str, reason: &str, fail: bool) {
+        let v = if fail { Verdict::Fail } else { Verdict::Skip };
+        self.record(name, v, reason, Duration::ZERO);
     }
 
     fn record(&mut self, name: &str, verdict: Verdict, reason: &str, took: Duration) {
