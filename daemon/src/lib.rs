@@ -4,15 +4,19 @@
 //! Layout, from the wire inwards:
 //! - [`protocol`]: the worker protocol (framing, handshake, request decoding);
 //! - [`server`]: the connection loop and, in `server::ops`, what each op answers;
+//! - [`backend`]: where path infos come from: [`index`] (embedded, default) or [`grpc`];
 //! - [`index`]: the embedded path-info database and its importers;
+//! - [`grpc`]: snix's PathInfoService: our client backend and our server;
 //! - [`lower`]: the physical lower directory, read-only;
 //! - [`store`]: store paths, hashes, NAR and `.drv` formats;
 //! - [`client`]: a minimal protocol client for tests, the demo and benches;
 //! - [`overlay_url`]: the `local-overlay://` URL Nix needs for our socket;
 //! - [`systemd`]: socket activation, sd_notify, journald detection.
 
+pub mod backend;
 pub mod client;
 pub mod demo;
+pub mod grpc;
 pub mod index;
 pub mod lower;
 pub mod overlay_url;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use snix_lower_store::index::import::{self, ImportOptions};
+use snix_lower_store::backend::Backend;
 use snix_lower_store::index::PathInfoIndex;
 use snix_lower_store::lower::LowerDir;
 use snix_lower_store::overlay_url::OverlayUrl;
@@ -75,6 +76,20 @@ enum Cmd {
         /// Users (and @groups, or *) reported as trusted in the handshake.
         #[arg(long, env = "SNIX_LOWER_STORE_TRUSTED_USERS", value_delimiter = ',', default_value = "root")]
         trusted_users: Vec<String>,
+        /// Read path infos from a snix PathInfoService instead of the embedded
+        /// index: grpc+unix:///run/snix/store.sock, grpc+http://host:port, grpc+https://host:port.
+        #[arg(long, env = "SNIX_LOWER_STORE_PATH_INFO_SERVICE")]
+        path_info_service: Option<String>,
+        /// Also serve our path infos as snix.store.v1.PathInfoService (plus gRPC
+        /// health) on unix:///path or host:port.
+        #[arg(long, env = "SNIX_LOWER_STORE_GRPC_LISTEN")]
+        grpc_listen: Option<String>,
+        /// Deadline of each call to the PathInfoService (List gets 60 times it).
+        #[arg(long, env = "SNIX_LOWER_STORE_GRPC_TIMEOUT", value_parser = snix_lower_store::systemd::parse_duration, default_value = "5s")]
+        grpc_timeout: std::time::Duration,
+        /// How often the List snapshot (referrers, derivers) is rebuilt.
+        #[arg(long, env = "SNIX_LOWER_STORE_REFRESH_INTERVAL", value_parser = snix_lower_store::systemd::parse_duration, default_value = "60s")]
+        refresh_interval: std::time::Duration,
         /// Longest string a request may carry, in bytes.
         #[arg(long, env = "SNIX_LOWER_STORE_MAX_STRING", default_value_t = 1 << 20)]
         max_string: u64,
@@ -241,7 +256,7 @@ fn open_store(lower_dir: &Path, store: &StoreArgs, create: bool) -> Result<Lower
     } else {
         PathInfoIndex::open(&store.state_dir, sd.as_str())?
     };
-    Ok(LowerStore { index, lower, store_dir: sd })
+    Ok(LowerStore { backend: Backend::Index(index), lower, store_dir: sd })
 }
 
 fn main() -> std::process::ExitCode {
@@ -259,7 +274,22 @@ fn main() -> std::process::ExitCode {
 fn run(cmd: Cmd) -> Result<std::process::ExitCode> {
     use std::process::ExitCode;
     match cmd {
-        Cmd::Serve { listen, socket_mode, socket_group, idle_exit_after, shutdown_timeout, lower_dir, store, trusted_users, max_string, max_list } => {
+        Cmd::Serve {
+            listen,
+            socket_mode,
+            socket_group,
+            idle_exit_after,
+            shutdown_timeout,
+            lower_dir,
+            store,
+            trusted_users,
+            path_info_service,
+            grpc_listen,
+            grpc_timeout,
+            refresh_interval,
+            max_string,
+            max_list,
+        } => {
             use snix_lower_store::systemd;
             let passed = systemd::passed_listeners().map_err(anyhow::Error::msg)?;
             if !passed.is_empty() && listen.is_some() {
@@ -268,16 +298,35 @@ fn run(cmd: Cmd) -> Result<std::process::ExitCode> {
             if passed.is_empty() && listen.is_none() {
                 bail!("serve: no socket: give --listen PATH, or start under socket activation (snix-lower-store.socket)");
             }
-            let store = open_store(&lower_dir, &store, true)?;
-            let server = Arc::new(Server {
-                store,
-                trusted_users,
-                limits: Limits { max_string, max_list },
-                daemon_version: snix_lower_store::daemon_version(),
-                stats: Default::default(),
-            });
             let rt = tokio::runtime::Runtime::new()?;
             let stop = rt.block_on(async {
+                let store = match &path_info_service {
+                    None => open_store(&lower_dir, &store, true)?,
+                    Some(addr) => {
+                        let sd = store_dir(&store.store_dir)?;
+                        let lower = LowerDir::open(&lower_dir).map_err(anyhow::Error::msg)?;
+                        let g = snix_lower_store::grpc::client::GrpcBackend::connect(addr, lower.clone(), sd.clone(), grpc_timeout)
+                            .await
+                            .map_err(anyhow::Error::msg)?;
+                        g.spawn_refresh_loop(refresh_interval);
+                        LowerStore { backend: Backend::Grpc(g), lower, store_dir: sd }
+                    }
+                };
+                let server = Arc::new(Server {
+                    store,
+                    trusted_users,
+                    limits: Limits { max_string, max_list },
+                    daemon_version: snix_lower_store::daemon_version(),
+                    stats: Default::default(),
+                });
+                if let Some(addr) = grpc_listen.clone() {
+                    let srv = server.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = snix_lower_store::grpc::server::serve(srv, &addr).await {
+                            tracing::error!(error = %e, "gRPC server stopped");
+                        }
+                    });
+                }
                 let (listeners, shown) = if let Some(path) = &listen {
                     let l = bind(path)?;
                     chmod_chgrp(path, &socket_mode, socket_group.as_deref())?;
@@ -292,7 +341,7 @@ fn run(cmd: Cmd) -> Result<std::process::ExitCode> {
                     (v, shown)
                 };
                 server::log_start(&server, &shown);
-                let indexed = server.store.index.count()?;
+                let indexed = server.store.backend.count().await?;
                 systemd::ready(&systemd::status_text(&server, indexed));
                 systemd::spawn_status_and_watchdog(server.clone());
                 let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -335,12 +384,14 @@ fn run(cmd: Cmd) -> Result<std::process::ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Verify { lower_dir, store, check_content } => {
-            let s = open_store(&lower_dir, &store, false)?;
-            let problems = snix_lower_store::verify::verify(&s.index, &s.lower, &s.store_dir, check_content)?;
+            let sd = store_dir(&store.store_dir)?;
+            let lower = LowerDir::open(&lower_dir).map_err(anyhow::Error::msg)?;
+            let index = PathInfoIndex::open(&store.state_dir, sd.as_str())?;
+            let problems = snix_lower_store::verify::verify(&index.all_hashes()?, &lower, &sd, check_content);
             for p in &problems {
                 println!("{p}");
             }
-            let n = s.index.count()?;
+            let n = index.count()?;
             if problems.is_empty() {
                 eprintln!("verified {n} paths{}: no problems", if check_content { " with their contents" } else { "" });
                 Ok(ExitCode::SUCCESS)

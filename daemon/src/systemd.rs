@@ -66,11 +66,16 @@ pub fn stderr_is_journal() -> bool {
 
 /// The STATUS= line: what `systemctl status` shows.
 pub fn status_text(server: &Server, indexed: u64) -> String {
-    format!(
+    let mut s = format!(
         "{indexed} paths indexed, {} open connections, {} requests served",
         server.stats.open_connections.load(Ordering::Relaxed),
         server.stats.requests.load(Ordering::Relaxed)
-    )
+    );
+    if let Some(d) = server.store.backend.status_detail() {
+        s.push_str("; ");
+        s.push_str(&d);
+    }
+    s
 }
 
 /// Refresh STATUS every 2 s (the path count every 30 s) and ping the
@@ -80,14 +85,14 @@ pub fn spawn_status_and_watchdog(server: Arc<Server>) {
     let watchdog = sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2));
     let tick = watchdog.map_or(Duration::from_secs(2), |w| w.min(Duration::from_secs(2)));
     tokio::spawn(async move {
-        let mut indexed = server.store.index.count().unwrap_or(0);
+        let mut indexed = server.store.backend.count().await.unwrap_or(0);
         let mut last_count = std::time::Instant::now();
         let mut last_status = String::new();
         let mut interval = tokio::time::interval(tick);
         loop {
             interval.tick().await;
             if last_count.elapsed() >= Duration::from_secs(30) {
-                indexed = server.store.index.count().unwrap_or(indexed);
+                indexed = server.store.backend.count().await.unwrap_or(indexed);
                 last_count = std::time::Instant::now();
             }
             let status = status_text(&server, indexed);

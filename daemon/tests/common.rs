@@ -46,7 +46,7 @@ impl Fixture {
     /// Start serving on `self.socket` in the background.
     pub async fn serve(&self) -> Arc<Server> {
         let store = LowerStore {
-            index: PathInfoIndex::open(&self.state, "/nix/store").unwrap(),
+            backend: snix_lower_store::backend::Backend::Index(PathInfoIndex::open(&self.state, "/nix/store").unwrap()),
             lower: LowerDir::open(&self.lower).unwrap(),
             store_dir: self.sd.clone(),
         };

@@ -154,7 +154,7 @@ impl Server {
             served += 1;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-            let reply = self.store.answer(&req, v);
+            let reply = self.store.answer(&req, v).await;
             let refused = match &reply {
                 Reply::Error(m) => Some(m.clone()),
                 _ => None,
@@ -189,19 +189,20 @@ impl Server {
             }
             Reply::Verify { check_contents } => {
                 let store = &self.store;
-                // VerifyStore reads every object: keep it off the async threads.
-                let problems = tokio::task::block_in_place(|| {
-                    crate::verify::verify(&store.index, &store.lower, &store.store_dir, check_contents)
-                });
-                match problems {
-                    Ok(problems) => {
+                let entries = store.backend.all_hashes().await;
+                match entries {
+                    Ok(entries) => {
+                        // VerifyStore reads every object: keep it off the async threads.
+                        let problems = tokio::task::block_in_place(|| {
+                            crate::verify::verify(&entries, &store.lower, &store.store_dir, check_contents)
+                        });
                         for p in &problems {
                             stderr::next(&mut out, p);
                         }
                         stderr::last(&mut out);
                         out.bool(!problems.is_empty());
                     }
-                    Err(e) => stderr::error(&mut out, v, &format!("VerifyStore: the lower store's index failed: {e}")),
+                    Err(e) => stderr::error(&mut out, v, &format!("VerifyStore: the lower store's metadata backend failed: {e}")),
                 }
                 w.write_all(&out.0).await?;
             }
@@ -280,7 +281,7 @@ pub fn log_start(server: &Server, listen: &str) {
     info!(
         listen,
         lower_dir = %server.store.lower.root().display(),
-        index = %server.store.index.db_path().display(),
+        backend = %server.store.backend.describe(),
         store_dir = server.store.store_dir.as_str(),
         "serving the lower store"
     );

@@ -7,7 +7,8 @@
 //! never garbage collected, so every path is always kept. Ops that would
 //! write or build are refused with an error naming the op.
 
-use crate::index::{IndexError, PathInfo, PathInfoIndex};
+use crate::backend::{Backend, BackendError};
+use crate::index::PathInfo;
 use crate::lower::LowerDir;
 use crate::protocol::request::{Op, Request};
 use crate::protocol::wire::WireBuf;
@@ -32,7 +33,7 @@ fn data(body: WireBuf) -> Reply {
 
 /// The read-only store behind the socket.
 pub struct LowerStore {
-    pub index: PathInfoIndex,
+    pub backend: Backend,
     pub lower: LowerDir,
     pub store_dir: StoreDir,
 }
@@ -48,8 +49,8 @@ impl LowerStore {
         v.iter().map(|s| self.path(op, s)).collect()
     }
 
-    fn idx<T>(&self, op: Op, r: Result<T, IndexError>) -> Result<T, String> {
-        r.map_err(|e| format!("{}: the lower store's index failed: {e}", op.name()))
+    fn idx<T>(&self, op: Op, r: Result<T, BackendError>) -> Result<T, String> {
+        r.map_err(|e| format!("{}: the lower store's metadata backend ({}) failed: {e}", op.name(), self.backend.describe()))
     }
 
     fn put_paths(&self, b: &mut WireBuf, paths: &[StorePath]) {
@@ -81,34 +82,34 @@ impl LowerStore {
     }
 
     /// Answer one decoded request.
-    pub fn answer(&self, req: &Request, v: ProtoVersion) -> Reply {
-        self.answer_inner(req, v).unwrap_or_else(Reply::Error)
+    pub async fn answer(&self, req: &Request, v: ProtoVersion) -> Reply {
+        self.answer_inner(req, v).await.unwrap_or_else(Reply::Error)
     }
 
-    fn answer_inner(&self, req: &Request, v: ProtoVersion) -> OpResult {
+    async fn answer_inner(&self, req: &Request, v: ProtoVersion) -> OpResult {
         use Request as Q;
         let op = req.op();
         let mut b = WireBuf::default();
         match req {
             Q::IsValidPath(p) => {
                 let p = self.path(op, p)?;
-                b.bool(self.idx(op, self.index.is_valid(&p))?);
+                b.bool(self.idx(op, self.backend.is_valid(&p).await)?);
             }
             Q::QueryValidPaths { paths, .. } => {
                 // `substitute` is ignored: a lower store substitutes nothing.
                 let paths = self.paths(op, paths)?;
-                let mut valid = self.idx(op, self.index.valid_subset(&paths))?;
+                let mut valid = self.idx(op, self.backend.valid_subset(&paths).await)?;
                 valid.sort();
                 valid.dedup();
                 self.put_paths(&mut b, &valid);
             }
             Q::QueryAllValidPaths => {
-                let all = self.idx(op, self.index.all_paths())?;
+                let all = self.idx(op, self.backend.all_paths().await)?;
                 self.put_paths(&mut b, &all);
             }
             Q::QueryPathInfo(p) => {
                 let p = self.path(op, p)?;
-                match self.idx(op, self.index.path_info(&p))? {
+                match self.idx(op, self.backend.path_info(&p).await)? {
                     Some(info) => {
                         b.bool(true);
                         self.put_path_info(&mut b, &info, v);
@@ -120,23 +121,23 @@ impl LowerStore {
             }
             Q::QueryPathHash(p) => {
                 let p = self.path(op, p)?;
-                let info = self.idx(op, self.index.path_info(&p))?.ok_or_else(|| self.not_valid(op, &p))?;
+                let info = self.idx(op, self.backend.path_info(&p).await)?.ok_or_else(|| self.not_valid(op, &p))?;
                 b.str(&info.nar_hash.to_base16());
             }
             Q::QueryReferences(p) => {
                 let p = self.path(op, p)?;
-                let info = self.idx(op, self.index.path_info(&p))?.ok_or_else(|| self.not_valid(op, &p))?;
+                let info = self.idx(op, self.backend.path_info(&p).await)?.ok_or_else(|| self.not_valid(op, &p))?;
                 self.put_paths(&mut b, &info.references);
             }
             Q::QueryDeriver(p) => {
                 let p = self.path(op, p)?;
-                let info = self.idx(op, self.index.path_info(&p))?.ok_or_else(|| self.not_valid(op, &p))?;
+                let info = self.idx(op, self.backend.path_info(&p).await)?.ok_or_else(|| self.not_valid(op, &p))?;
                 self.put_opt_path(&mut b, info.deriver.as_ref());
             }
             Q::QueryPathFromHashPart(h) => {
                 // An invalid hash part simply matches nothing, as in Nix.
                 let found = if h.len() == 32 && crate::store::hash::is_nix32(h) {
-                    self.idx(op, self.index.path_from_hash_part(h))?
+                    self.idx(op, self.backend.path_from_hash_part(h).await)?
                 } else {
                     None
                 };
@@ -144,17 +145,17 @@ impl LowerStore {
             }
             Q::QueryReferrers(p) => {
                 let p = self.path(op, p)?;
-                let r = self.idx(op, self.index.referrers(&p))?;
+                let r = self.idx(op, self.backend.referrers(&p).await)?;
                 self.put_paths(&mut b, &r);
             }
             Q::QueryValidDerivers(p) => {
                 let p = self.path(op, p)?;
-                let r = self.idx(op, self.index.valid_derivers(&p))?;
+                let r = self.idx(op, self.backend.valid_derivers(&p).await)?;
                 self.put_paths(&mut b, &r);
             }
             Q::QueryDerivationOutputMap(p) | Q::QueryDerivationOutputs(p) | Q::QueryDerivationOutputNames(p) => {
                 let p = self.path(op, p)?;
-                let outs = self.idx(op, self.index.derivation_outputs(&p))?.ok_or_else(|| self.not_valid(op, &p))?;
+                let outs = self.idx(op, self.backend.derivation_outputs(&p).await)?.ok_or_else(|| self.not_valid(op, &p))?;
                 match req {
                     Q::QueryDerivationOutputMap(_) => {
                         b.u64(outs.len() as u64);
@@ -176,7 +177,7 @@ impl LowerStore {
             Q::QueryMissing(targets) => {
                 let mut unknown = Vec::new();
                 for t in targets {
-                    if !self.derived_path_present(op, t)? {
+                    if !self.derived_path_present(op, t).await? {
                         let base = t.split('!').next().unwrap_or(t);
                         unknown.push(self.path(op, base)?);
                     }
@@ -207,7 +208,7 @@ impl LowerStore {
             }
             Q::NarFromPath(p) => {
                 let p = self.path(op, p)?;
-                if !self.idx(op, self.index.is_valid(&p))? {
+                if !self.idx(op, self.backend.is_valid(&p).await)? {
                     return Err(self.not_valid(op, &p));
                 }
                 self.lower
@@ -226,7 +227,7 @@ impl LowerStore {
             }
             Q::AddPermRoot { path, gc_root } => {
                 let p = self.path(op, path)?;
-                if !self.idx(op, self.index.is_valid(&p))? {
+                if !self.idx(op, self.backend.is_valid(&p).await)? {
                     return Err(self.not_valid(op, &p));
                 }
                 return Err(format!(
@@ -252,7 +253,7 @@ impl LowerStore {
             }
             Q::EnsurePath(p) => {
                 let p = self.path(op, p)?;
-                if !self.idx(op, self.index.is_valid(&p))? {
+                if !self.idx(op, self.backend.is_valid(&p).await)? {
                     return Err(format!(
                         "EnsurePath: path '{}' is not in the lower store, and the lower store is read-only: it cannot build or substitute it",
                         self.store_dir.display(&p)
@@ -263,8 +264,10 @@ impl LowerStore {
             Q::BuildPaths { paths, mode, with_results } => {
                 // Nothing to build when every requested path is already
                 // present; anything else would need a build or substitution.
-                let all_present = *mode == 0
-                    && paths.iter().try_fold(true, |acc, t| Ok::<_, String>(acc && self.derived_path_present(op, t)?))?;
+                let mut all_present = *mode == 0;
+                for t in paths {
+                    all_present = all_present && self.derived_path_present(op, t).await?;
+                }
                 if !all_present || *with_results {
                     return Err(refusal(op, paths.first().map(String::as_str)));
                 }
@@ -277,23 +280,23 @@ impl LowerStore {
 
     /// Is a derived path (`/nix/store/x`, `/nix/store/x.drv!out,dev`, `…!*`)
     /// already present: the path valid, or every wanted output valid?
-    fn derived_path_present(&self, op: Op, t: &str) -> Result<bool, String> {
+    async fn derived_path_present(&self, op: Op, t: &str) -> Result<bool, String> {
         let (base, outputs) = match t.split_once('!') {
             Some((b, o)) => (b, Some(o)),
             None => (t, None),
         };
         let p = self.path(op, base)?;
         let Some(outputs) = outputs else {
-            return self.idx(op, self.index.is_valid(&p));
+            return self.idx(op, self.backend.is_valid(&p).await);
         };
-        let Some(outs) = self.idx(op, self.index.derivation_outputs(&p))? else {
+        let Some(outs) = self.idx(op, self.backend.derivation_outputs(&p).await)? else {
             return Ok(false);
         };
         let wanted: Vec<&str> = outputs.split(',').collect();
         for (name, path) in &outs {
             if wanted.contains(&"*") || wanted.contains(&name.as_str()) {
                 match path {
-                    Some(path) if self.idx(op, self.index.is_valid(path))? => {}
+                    Some(path) if self.idx(op, self.backend.is_valid(path).await)? => {}
                     _ => return Ok(false),
                 }
             }

@@ -54,6 +54,17 @@ pub fn nix32_decode<const N: usize>(s: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
+/// Decode Nix base-32 into `n` bytes (for lengths known only at run time).
+pub fn nix32_decode_vec(s: &str, n: usize) -> Option<Vec<u8>> {
+    match n {
+        16 => nix32_decode::<16>(s).map(|a| a.to_vec()),
+        20 => nix32_decode::<20>(s).map(|a| a.to_vec()),
+        32 => nix32_decode::<32>(s).map(|a| a.to_vec()),
+        64 => nix32_decode::<64>(s).map(|a| a.to_vec()),
+        _ => None,
+    }
+}
+
 /// True if every character is in the nix-base32 alphabet.
 pub fn is_nix32(s: &str) -> bool {
     s.bytes().all(|c| NIX32_ALPHABET.contains(&c))

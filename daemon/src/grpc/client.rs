@@ -1,0 +1,289 @@
+//! A backend that reads path infos from a snix `PathInfoService`.
+//!
+//! Validity and path infos come from `Get` by digest, every time: the service
+//! is the authority. The service has no call for referrers or derivers, so a
+//! snapshot built from `List` answers those; it is rebuilt on an interval and
+//! when asked about a path it does not know. A service we cannot reach is an
+//! error naming it, never "path not valid". Calls have deadlines; the channel
+//! reconnects by itself, and the refresh loop backs off while it is down.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use super::convert::from_snix;
+use super::proto::store::path_info_service_client::PathInfoServiceClient;
+use super::proto::store::{get_path_info_request, GetPathInfoRequest, ListPathInfoRequest};
+use super::Address;
+use crate::backend::{BackendError, Result};
+use crate::index::PathInfo;
+use crate::lower::LowerDir;
+use crate::store::hash::nix32_decode_vec;
+use crate::store::{NarHash, StoreDir, StorePath};
+
+/// Reverse lookups, from the last complete List.
+#[derive(Default)]
+struct Snapshot {
+    known: HashSet<StorePath>,
+    referrers: HashMap<StorePath, Vec<StorePath>>,
+    derivers: HashMap<StorePath, Vec<StorePath>>,
+    hashes: Vec<(StorePath, NarHash, u64)>,
+    built: Option<Instant>,
+}
+
+struct Inner {
+    address: String,
+    client: PathInfoServiceClient<Channel>,
+    deadline: Duration,
+    lower: LowerDir,
+    store_dir: StoreDir,
+    snapshot: RwLock<Arc<Snapshot>>,
+    refresh_lock: tokio::sync::Mutex<()>,
+    last_attempt: Mutex<Option<Instant>>,
+    last_error: Mutex<Option<String>>,
+    /// Parsed outputs of derivations, which never change.
+    drv_outputs: Mutex<HashMap<StorePath, Vec<(String, Option<StorePath>)>>>,
+}
+
+#[derive(Clone)]
+pub struct GrpcBackend(Arc<Inner>);
+
+fn channel(addr: &Address, deadline: Duration) -> std::result::Result<Channel, String> {
+    Ok(match addr {
+        Address::Unix(path) => {
+            let path = path.clone();
+            // The URI is required by the API and ignored by the connector.
+            Endpoint::from_static("http://unix.socket")
+                .connect_timeout(deadline)
+                .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+                }))
+        }
+        Address::Http(h) => Endpoint::from_shared(format!("http://{h}"))
+            .map_err(|e| format!("grpc+http://{h}: {e}"))?
+            .connect_timeout(deadline)
+            .connect_lazy(),
+        Address::Https(h) => Endpoint::from_shared(format!("https://{h}"))
+            .map_err(|e| format!("grpc+https://{h}: {e}"))?
+            .tls_config(tonic::transport::ClientTlsConfig::new().with_native_roots())
+            .map_err(|e| format!("grpc+https://{h}: TLS setup: {e}"))?
+            .connect_timeout(deadline)
+            .connect_lazy(),
+    })
+}
+
+impl GrpcBackend {
+    /// Connect and take the first snapshot; an unreachable service is an
+    /// error here, so the daemon never reports READY without its backend.
+    pub async fn connect(address: &str, lower: LowerDir, store_dir: StoreDir, deadline: Duration) -> std::result::Result<Self, String> {
+        let addr = Address::parse(address)?;
+        let client = PathInfoServiceClient::new(channel(&addr, deadline)?).max_decoding_message_size(64 << 20);
+        let b = GrpcBackend(Arc::new(Inner {
+            address: address.to_owned(),
+            client,
+            deadline,
+            lower,
+            store_dir,
+            snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            last_attempt: Mutex::new(None),
+            last_error: Mutex::new(None),
+            drv_outputs: Mutex::new(HashMap::new()),
+        }));
+        b.refresh().await.map_err(|e| format!("cannot start without the metadata backend: {e}"))?;
+        Ok(b)
+    }
+
+    pub fn address(&self) -> &str {
+        &self.0.address
+    }
+
+    fn err(&self, call: &str, s: tonic::Status) -> BackendError {
+        BackendError::Grpc(format!("snix PathInfoService {}: {call}: {:?}: {}", self.0.address, s.code(), s.message()))
+    }
+
+    fn snap(&self) -> Arc<Snapshot> {
+        self.0.snapshot.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn snapshot_len(&self) -> u64 {
+        self.snap().known.len() as u64
+    }
+
+    pub fn status_detail(&self) -> String {
+        let s = self.snap();
+        let age = s.built.map(|b| b.elapsed().as_secs()).unwrap_or(0);
+        let mut d = format!("snapshot of {} paths from {}, {age}s old", s.known.len(), self.0.address);
+        if let Some(e) = self.0.last_error.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            d.push_str(&format!(" (last refresh failed: {e})"));
+        }
+        d
+    }
+
+    pub async fn path_info(&self, p: &StorePath) -> Result<Option<PathInfo>> {
+        let digest = nix32_decode_vec(p.hash_part(), 20).expect("validated hash part");
+        let mut req = tonic::Request::new(GetPathInfoRequest { by_what: Some(get_path_info_request::ByWhat::ByOutputHash(digest)) });
+        req.set_timeout(self.0.deadline);
+        match self.0.client.clone().get(req).await {
+            Ok(r) => {
+                let info = from_snix(r.into_inner()).map_err(|e| BackendError::Grpc(format!("snix PathInfoService {}: Get {p}: {e}", self.0.address)))?;
+                // Same hash part, different name: not the path that was asked for.
+                Ok((info.path == *p).then_some(info))
+            }
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(self.err(&format!("Get {p}"), s)),
+        }
+    }
+
+    pub async fn valid_subset(&self, paths: &[StorePath]) -> Result<Vec<StorePath>> {
+        let mut out = Vec::new();
+        for p in paths {
+            if self.path_info(p).await?.is_some() {
+                out.push(p.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn path_from_hash_part(&self, hash_part: &str) -> Result<Option<StorePath>> {
+        let Some(digest) = nix32_decode_vec(hash_part, 20) else { return Ok(None) };
+        let mut req = tonic::Request::new(GetPathInfoRequest { by_what: Some(get_path_info_request::ByWhat::ByOutputHash(digest)) });
+        req.set_timeout(self.0.deadline);
+        match self.0.client.clone().get(req).await {
+            Ok(r) => Ok(Some(from_snix(r.into_inner()).map_err(BackendError::Grpc)?.path)),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(self.err(&format!("Get {hash_part}"), s)),
+        }
+    }
+
+    /// The snapshot, rebuilt first if it does not know `p` (at most every 2 s).
+    async fn snap_knowing(&self, p: &StorePath) -> Result<Arc<Snapshot>> {
+        let s = self.snap();
+        if s.known.contains(p) {
+            return Ok(s);
+        }
+        let recent = self.0.last_attempt.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| t.elapsed() < Duration::from_secs(2));
+        if !recent {
+            self.refresh().await?;
+        }
+        Ok(self.snap())
+    }
+
+    pub async fn referrers(&self, p: &StorePath) -> Result<Vec<StorePath>> {
+        Ok(self.snap_knowing(p).await?.referrers.get(p).cloned().unwrap_or_default())
+    }
+
+    pub async fn valid_derivers(&self, p: &StorePath) -> Result<Vec<StorePath>> {
+        Ok(self.snap_knowing(p).await?.derivers.get(p).cloned().unwrap_or_default())
+    }
+
+    fn parse_drv(&self, drv: &StorePath) -> std::result::Result<Vec<(String, Option<StorePath>)>, String> {
+        if let Some(o) = self.0.drv_outputs.lock().unwrap_or_else(|e| e.into_inner()).get(drv) {
+            return Ok(o.clone());
+        }
+        let outs = self.0.lower.read_derivation_outputs(drv)?;
+        let mut v = Vec::new();
+        for o in outs {
+            let p = if o.path.is_empty() { None } else { Some(self.0.store_dir.parse(&o.path).map_err(|e| e.to_string())?) };
+            v.push((o.name, p));
+        }
+        v.sort();
+        self.0.drv_outputs.lock().unwrap_or_else(|e| e.into_inner()).insert(drv.clone(), v.clone());
+        Ok(v)
+    }
+
+    pub async fn derivation_outputs(&self, drv: &StorePath) -> Result<Option<Vec<(String, Option<StorePath>)>>> {
+        if self.path_info(drv).await?.is_none() {
+            return Ok(None);
+        }
+        self.parse_drv(drv).map(Some).map_err(|e| BackendError::Grpc(format!("{drv}: {e}")))
+    }
+
+    pub async fn all_paths(&self) -> Result<Vec<StorePath>> {
+        self.refresh().await?;
+        let mut v: Vec<StorePath> = self.snap().known.iter().cloned().collect();
+        v.sort();
+        Ok(v)
+    }
+
+    pub async fn all_hashes(&self) -> Result<Vec<(StorePath, NarHash, u64)>> {
+        self.refresh().await?;
+        Ok(self.snap().hashes.clone())
+    }
+
+    /// Rebuild the snapshot from List.
+    pub async fn refresh(&self) -> Result<()> {
+        let _guard = self.0.refresh_lock.lock().await;
+        *self.0.last_attempt.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        let r = self.list_into_snapshot().await;
+        *self.0.last_error.lock().unwrap_or_else(|e| e.into_inner()) = r.as_ref().err().map(|e| e.to_string());
+        r
+    }
+
+    async fn list_into_snapshot(&self) -> Result<()> {
+        let mut req = tonic::Request::new(ListPathInfoRequest {});
+        // List streams everything: allow it far longer than a single call.
+        req.set_timeout(self.0.deadline * 60);
+        let mut stream = self.0.client.clone().list(req).await.map_err(|s| self.err("List", s))?.into_inner();
+        let mut s = Snapshot::default();
+        let mut deriver_of: Vec<(StorePath, StorePath)> = Vec::new();
+        while let Some(item) = stream.message().await.map_err(|st| self.err("List", st))? {
+            let info = from_snix(item).map_err(|e| BackendError::Grpc(format!("snix PathInfoService {}: List: {e}", self.0.address)))?;
+            for r in &info.references {
+                s.referrers.entry(r.clone()).or_default().push(info.path.clone());
+            }
+            if let Some(d) = &info.deriver {
+                deriver_of.push((info.path.clone(), d.clone()));
+            }
+            s.hashes.push((info.path.clone(), info.nar_hash, info.nar_size));
+            s.known.insert(info.path);
+        }
+        // Valid derivers: derivations in the store naming the path as an
+        // output (as Nix's DerivationOutputs table), plus recorded derivers.
+        for (out, d) in deriver_of {
+            if s.known.contains(&d) {
+                s.derivers.entry(out).or_default().push(d);
+            }
+        }
+        let drvs: Vec<StorePath> = s.known.iter().filter(|p| p.is_derivation()).cloned().collect();
+        for d in drvs {
+            if let Ok(outs) = self.parse_drv(&d) {
+                for (_, o) in outs.into_iter() {
+                    if let Some(o) = o {
+                        s.derivers.entry(o).or_default().push(d.clone());
+                    }
+                }
+            }
+        }
+        for v in s.referrers.values_mut().chain(s.derivers.values_mut()) {
+            v.sort();
+            v.dedup();
+        }
+        s.hashes.sort_by(|a, b| a.0.cmp(&b.0));
+        s.built = Some(Instant::now());
+        *self.0.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(s);
+        Ok(())
+    }
+
+    /// Refresh every `interval`; after a failure retry with backoff from 1 s.
+    pub fn spawn_refresh_loop(&self, interval: Duration) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_secs(1);
+            loop {
+                let wait = if me.0.last_error.lock().unwrap_or_else(|e| e.into_inner()).is_some() { backoff.min(interval) } else { interval };
+                tokio::time::sleep(wait).await;
+                match me.refresh().await {
+                    Ok(()) => backoff = Duration::from_secs(1),
+                    Err(e) => {
+                        tracing::warn!(backend = %me.0.address, error = %e, retry_in = ?backoff, "refreshing the path-info snapshot failed");
+                        backoff = (backoff * 2).min(interval);
+                    }
+                }
+            }
+        });
+    }
+}

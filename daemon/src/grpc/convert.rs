@@ -1,0 +1,260 @@
+//! Converting between snix's `PathInfo` and Nix's path info, losslessly for
+//! everything Nix sends on the worker protocol: NAR hash and size, references
+//! (digests and names), deriver (snix drops ".drv" from its name),
+//! signatures (`name:base64` ⇄ name + raw bytes) and content address (Nix's
+//! `text:`/`fixed:` strings ⇄ snix's enum). Nix's registration time and
+//! `ultimate` have no place in snix's schema: they read back as 0 and false.
+
+use base64::Engine as _;
+
+use super::proto::castore::{entry, Entry};
+use super::proto::store::{nar_info, nar_info::ca::Hash as CaHash, NarInfo, PathInfo as SnixPathInfo, StorePath as SnixStorePath};
+use crate::index::PathInfo;
+use crate::store::hash::{nix32_decode_vec, nix32_encode};
+use crate::store::{NarHash, StorePath};
+
+fn digest_of(p: &StorePath) -> Vec<u8> {
+    nix32_decode_vec(p.hash_part(), 20).expect("validated store path has a nix32 hash part")
+}
+
+fn hash_len(algo: &str) -> Option<usize> {
+    Some(match algo {
+        "md5" => 16,
+        "sha1" => 20,
+        "sha256" => 32,
+        "sha512" => 64,
+        _ => return None,
+    })
+}
+
+/// Nix's CA string (`text:sha256:…`, `fixed:r:sha256:…`, `fixed:sha1:…`) to snix's.
+pub fn ca_to_snix(ca: &str) -> Result<nar_info::Ca, String> {
+    let (method, rest) = if let Some(r) = ca.strip_prefix("text:") {
+        ("text", r)
+    } else if let Some(r) = ca.strip_prefix("fixed:r:") {
+        ("nar", r)
+    } else if let Some(r) = ca.strip_prefix("fixed:git:") {
+        return Err(format!("content address '{ca}' (git hashing) has no equivalent in snix's schema; {r:.0}"));
+    } else if let Some(r) = ca.strip_prefix("fixed:") {
+        ("flat", r)
+    } else {
+        return Err(format!("unknown content address '{ca}'"));
+    };
+    let (algo, digest_s) = rest.split_once(':').ok_or_else(|| format!("content address '{ca}' has no hash algorithm"))?;
+    let n = hash_len(algo).ok_or_else(|| format!("content address '{ca}': unknown hash algorithm '{algo}'"))?;
+    let digest = nix32_decode_vec(digest_s, n)
+        .or_else(|| (digest_s.len() == 2 * n).then(|| (0..n).map(|i| u8::from_str_radix(&digest_s[2 * i..2 * i + 2], 16).ok()).collect::<Option<Vec<u8>>>()).flatten())
+        .ok_or_else(|| format!("content address '{ca}': the digest is neither nix-base32 nor base16 of a {algo} hash"))?;
+    let ty = match (method, algo) {
+        ("text", "sha256") => CaHash::TextSha256,
+        ("nar", "sha256") => CaHash::NarSha256,
+        ("nar", "sha1") => CaHash::NarSha1,
+        ("nar", "sha512") => CaHash::NarSha512,
+        ("nar", "md5") => CaHash::NarMd5,
+        ("flat", "sha256") => CaHash::FlatSha256,
+        ("flat", "sha1") => CaHash::FlatSha1,
+        ("flat", "sha512") => CaHash::FlatSha512,
+        ("flat", "md5") => CaHash::FlatMd5,
+        _ => return Err(format!("content address '{ca}' has no equivalent in snix's schema")),
+    };
+    Ok(nar_info::Ca { r#type: ty as i32, digest })
+}
+
+/// snix's CA to Nix's string, digest in nix-base32 as Nix renders it.
+pub fn ca_from_snix(ca: &nar_info::Ca) -> Result<String, String> {
+    let ty = CaHash::try_from(ca.r#type).map_err(|_| format!("unknown snix CA type {}", ca.r#type))?;
+    let (prefix, algo) = match ty {
+        CaHash::TextSha256 => ("text:", "sha256"),
+        CaHash::NarSha256 => ("fixed:r:", "sha256"),
+        CaHash::NarSha1 => ("fixed:r:", "sha1"),
+        CaHash::NarSha512 => ("fixed:r:", "sha512"),
+        CaHash::NarMd5 => ("fixed:r:", "md5"),
+        CaHash::FlatSha256 => ("fixed:", "sha256"),
+        CaHash::FlatSha1 => ("fixed:", "sha1"),
+        CaHash::FlatSha512 => ("fixed:", "sha512"),
+        CaHash::FlatMd5 => ("fixed:", "md5"),
+    };
+    if Some(ca.digest.len()) != hash_len(algo) {
+        return Err(format!("snix CA digest has {} bytes, {algo} has {}", ca.digest.len(), hash_len(algo).unwrap_or(0)));
+    }
+    Ok(format!("{prefix}{algo}:{}", nix32_encode(&ca.digest)))
+}
+
+/// Our path info, with the castore root `entry`, as snix's PathInfo.
+pub fn to_snix(info: &PathInfo, entry: Entry) -> Result<SnixPathInfo, String> {
+    let mut signatures = Vec::new();
+    for s in &info.sigs {
+        let (name, b64) = s.split_once(':').ok_or_else(|| format!("signature '{s}' is not name:base64"))?;
+        let data = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| format!("signature '{s}' is not base64"))?;
+        signatures.push(nar_info::Signature { name: name.to_owned(), data });
+    }
+    let deriver = match &info.deriver {
+        Some(d) => Some(SnixStorePath {
+            name: d.name().strip_suffix(".drv").ok_or_else(|| format!("deriver '{d}' does not end in .drv"))?.to_owned(),
+            digest: digest_of(d),
+        }),
+        None => None,
+    };
+    Ok(SnixPathInfo {
+        entry: Some(entry),
+        references: info.references.iter().map(digest_of).collect(),
+        narinfo: Some(NarInfo {
+            nar_size: info.nar_size,
+            nar_sha256: info.nar_hash.0.to_vec(),
+            signatures,
+            reference_names: info.references.iter().map(|r| r.base_name().to_owned()).collect(),
+            deriver,
+            ca: info.ca.as_deref().map(ca_to_snix).transpose()?,
+        }),
+    })
+}
+
+fn entry_name(e: &Entry) -> Option<&[u8]> {
+    Some(match e.entry.as_ref()? {
+        entry::Entry::Directory(d) => &d.name,
+        entry::Entry::File(f) => &f.name,
+        entry::Entry::Symlink(s) => &s.name,
+    })
+}
+
+/// snix's PathInfo as ours; every field checked.
+pub fn from_snix(p: SnixPathInfo) -> Result<PathInfo, String> {
+    let entry = p.entry.as_ref().ok_or("PathInfo has no root entry")?;
+    let name = entry_name(entry).ok_or("PathInfo root entry is empty")?;
+    let name = std::str::from_utf8(name).map_err(|_| "root entry name is not UTF-8")?;
+    let path = StorePath::from_base_name(name).map_err(|e| e.to_string())?;
+    let ni = p.narinfo.ok_or_else(|| format!("{name}: PathInfo has no narinfo"))?;
+    let nar_hash = NarHash(ni.nar_sha256.as_slice().try_into().map_err(|_| format!("{name}: nar_sha256 is not 32 bytes"))?);
+    if ni.reference_names.len() != p.references.len() {
+        return Err(format!("{name}: {} reference digests but {} reference names", p.references.len(), ni.reference_names.len()));
+    }
+    let mut references = Vec::with_capacity(ni.reference_names.len());
+    for (n, d) in ni.reference_names.iter().zip(&p.references) {
+        let r = StorePath::from_base_name(n).map_err(|e| format!("{name}: {e}"))?;
+        if &digest_of(&r) != d {
+            return Err(format!("{name}: reference name {n} does not match its digest"));
+        }
+        references.push(r);
+    }
+    references.sort();
+    references.dedup();
+    let deriver = match ni.deriver {
+        Some(d) => {
+            let digest: [u8; 20] = d.digest.as_slice().try_into().map_err(|_| format!("{name}: deriver digest is not 20 bytes"))?;
+            Some(StorePath::from_base_name(&format!("{}-{}.drv", nix32_encode(&digest), d.name)).map_err(|e| format!("{name}: deriver: {e}"))?)
+        }
+        None => None,
+    };
+    let mut sigs: Vec<String> = ni
+        .signatures
+        .iter()
+        .map(|s| format!("{}:{}", s.name, base64::engine::general_purpose::STANDARD.encode(&s.data)))
+        .collect();
+    sigs.sort();
+    Ok(PathInfo {
+        path,
+        nar_hash,
+        nar_size: ni.nar_size,
+        references,
+        deriver,
+        registration_time: 0,
+        ultimate: false,
+        sigs,
+        ca: ni.ca.as_ref().map(ca_from_snix).transpose().map_err(|e| format!("{name}: {e}"))?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn sp(s: &str) -> StorePath {
+        StorePath::from_base_name(s).unwrap()
+    }
+
+    /// A PathInfo message built by hand from the field numbers of
+    /// pathinfo.proto and castore.proto, decoded and converted.
+    #[test]
+    fn decodes_hand_built_bytes() {
+        let name = b"00bgd045z0d4icpbc2yyz4gx48ak44la-net-tools-1.60";
+        let rname = b"0c4m6szjsmr1s0rsqs3kg4ni4fgcgprx-glibc";
+        let ref_digest = nix32_decode_vec("0c4m6szjsmr1s0rsqs3kg4ni4fgcgprx", 20).unwrap();
+        let drv_digest = nix32_decode_vec("1n5cj1q9ykjq2y3hbqh3v3rn9wsxk0sm", 20).unwrap();
+        // Length-delimited field: tag byte, varint length, body.
+        let ld = |tag: u8, body: &[u8]| -> Vec<u8> {
+            let mut v = vec![tag];
+            let mut n = body.len();
+            while n >= 0x80 {
+                v.push((n as u8 & 0x7f) | 0x80);
+                n >>= 7;
+            }
+            v.push(n as u8);
+            v.extend_from_slice(body);
+            v
+        };
+        // Entry { file (2) = FileEntry { name (1), digest (2), size (3) = 5 } }
+        let mut file = ld(0x0a, name);
+        file.extend(ld(0x12, &[7u8; 32]));
+        file.extend([0x18, 5]);
+        let entry = ld(0x12, &file);
+        // NARInfo { nar_size (1) = 200, nar_sha256 (2), signatures (3), reference_names (4), deriver (5), ca (6) }
+        let mut ni = vec![0x08, 0xc8, 0x01];
+        ni.extend(ld(0x12, &[9u8; 32]));
+        let mut sig = ld(0x0a, b"cache.example-1");
+        sig.extend(ld(0x12, &[1, 2, 3]));
+        ni.extend(ld(0x1a, &sig));
+        ni.extend(ld(0x22, rname));
+        let mut drv = ld(0x0a, b"net-tools-1.60");
+        drv.extend(ld(0x12, &drv_digest));
+        ni.extend(ld(0x2a, &drv));
+        let mut ca = vec![0x08, 0x04]; // TEXT_SHA256
+        ca.extend(ld(0x12, &[3u8; 32]));
+        ni.extend(ld(0x32, &ca));
+        // PathInfo { entry (1), references (2), narinfo (3) }
+        let mut bytes = ld(0x0a, &entry);
+        bytes.extend(ld(0x12, &ref_digest));
+        bytes.extend(ld(0x1a, &ni));
+
+        let msg = SnixPathInfo::decode(bytes.as_slice()).unwrap();
+        let info = from_snix(msg.clone()).unwrap();
+        assert_eq!(info.path, sp(std::str::from_utf8(name).unwrap()));
+        assert_eq!(info.nar_size, 200);
+        assert_eq!(info.nar_hash, NarHash([9; 32]));
+        assert_eq!(info.references, vec![sp(std::str::from_utf8(rname).unwrap())]);
+        assert_eq!(info.deriver, Some(sp("1n5cj1q9ykjq2y3hbqh3v3rn9wsxk0sm-net-tools-1.60.drv")));
+        assert_eq!(info.sigs, vec!["cache.example-1:AQID".to_owned()]);
+        assert_eq!(info.ca.as_deref(), Some(format!("text:sha256:{}", nix32_encode(&[3u8; 32])).as_str()));
+        // And back: the same bytes.
+        let again = to_snix(&info, msg.entry.clone().unwrap()).unwrap();
+        assert_eq!(again.encode_to_vec(), bytes);
+    }
+
+    #[test]
+    fn every_ca_kind_round_trips() {
+        for (m, a, n) in [("text:", "sha256", 32), ("fixed:r:", "sha1", 20), ("fixed:r:", "sha512", 64), ("fixed:", "md5", 16), ("fixed:", "sha256", 32)] {
+            let s = format!("{m}{a}:{}", nix32_encode(&vec![0xab; n]));
+            assert_eq!(ca_from_snix(&ca_to_snix(&s).unwrap()).unwrap(), s);
+        }
+        assert!(ca_to_snix("fixed:git:sha1:abc").is_err());
+    }
+
+    #[test]
+    fn mismatched_reference_digest_is_refused() {
+        let info = PathInfo {
+            path: sp("00bgd045z0d4icpbc2yyz4gx48ak44la-x"),
+            nar_hash: NarHash([0; 32]),
+            nar_size: 1,
+            references: vec![sp("0c4m6szjsmr1s0rsqs3kg4ni4fgcgprx-y")],
+            deriver: None,
+            registration_time: 0,
+            ultimate: false,
+            sigs: vec![],
+            ca: None,
+        };
+        let mut p = to_snix(&info, Entry { entry: Some(entry::Entry::Symlink(Default::default())) }).unwrap();
+        p.entry = Some(Entry { entry: Some(entry::Entry::Symlink(super::super::proto::castore::SymlinkEntry { name: b"00bgd045z0d4icpbc2yyz4gx48ak44la-x".to_vec(), target: b"/".to_vec() })) });
+        p.references[0][0] ^= 1;
+        assert!(from_snix(p).unwrap_err().contains("does not match its digest"));
+    }
+}

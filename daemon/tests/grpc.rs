@@ -1,0 +1,190 @@
+//! The gRPC backend: our PathInfoService server in front of an index, our
+//! client backend reading it (unix socket and TCP loopback), answers equal
+//! to the index backend's, and the failure behaviour.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::Fixture;
+use snix_lower_store::backend::Backend;
+use snix_lower_store::client::{Client, ClientError};
+use snix_lower_store::grpc::client::GrpcBackend;
+use snix_lower_store::lower::LowerDir;
+use snix_lower_store::protocol::wire::{Limits, WireBuf};
+use snix_lower_store::server::ops::LowerStore;
+use snix_lower_store::server::Server;
+
+/// Run our gRPC server on its own runtime, so dropping the guard really
+/// stops it (listener and open HTTP/2 connections alike).
+struct GrpcServer {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GrpcServer {
+    fn start(server: Arc<Server>, addr: String) -> GrpcServer {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                tokio::select! {
+                    r = snix_lower_store::grpc::server::serve(server, &addr) => r.unwrap(),
+                    _ = rx => {}
+                }
+            });
+            rt.shutdown_timeout(Duration::from_millis(100));
+        });
+        GrpcServer { stop: Some(tx), thread: Some(thread) }
+    }
+}
+
+impl Drop for GrpcServer {
+    fn drop(&mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let _ = self.thread.take().unwrap().join();
+    }
+}
+
+async fn wait_for(path: &std::path::Path) {
+    for _ in 0..200 {
+        if path.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{} never appeared", path.display());
+}
+
+async fn serve_backend(f: &Fixture, backend: Backend, socket: &std::path::Path) {
+    let store = LowerStore { backend, lower: LowerDir::open(&f.lower).unwrap(), store_dir: f.sd.clone() };
+    let server = Arc::new(Server {
+        store,
+        trusted_users: vec![],
+        limits: Limits::default(),
+        daemon_version: "t".into(),
+        stats: Default::default(),
+    });
+    let l = tokio::net::UnixListener::bind(socket).unwrap();
+    tokio::spawn(server.run(vec![l], None, std::future::pending()));
+}
+
+async fn answers(c: &mut Client, f: &Fixture) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in 0..f.entries.len() {
+        let p = f.full(i);
+        let mut info = c.query_path_info(&p).await.unwrap().unwrap();
+        info.registration_time = 0;
+        out.push(format!("{info:?}"));
+        out.push(format!("{:?}", c.path_set_op(6, &p).await.unwrap()));
+        out.push(format!("{:?}", c.path_set_op(33, &p).await.unwrap()));
+        let nar = c.nar_from_path(&p, info.nar_size).await.unwrap();
+        out.push(format!("{}", nar.len()));
+        let mut a = WireBuf::default();
+        a.str(f.entries[i].path.hash_part());
+        c.call(29, &a).await.unwrap();
+        out.push(c.r.string("p").await.unwrap());
+    }
+    let missing = format!("/nix/store/{}-missing", "a".repeat(32));
+    out.push(format!("{:?}", c.query_path_info(&missing).await.unwrap()));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_backend_answers_like_the_index_over_unix_and_tcp() {
+    let f = Fixture::new();
+    f.import_all();
+    let index_server = f.serve().await;
+    let grpc_sock = f.dir.path().join("grpc.sock");
+    let _g = GrpcServer::start(index_server.clone(), format!("unix://{}", grpc_sock.display()));
+    wait_for(&grpc_sock).await;
+
+    let lower = LowerDir::open(&f.lower).unwrap();
+    let b = GrpcBackend::connect(&format!("grpc+unix://{}", grpc_sock.display()), lower.clone(), f.sd.clone(), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(b.snapshot_len(), f.entries.len() as u64);
+    let via_grpc = f.dir.path().join("via-grpc.sock");
+    serve_backend(&f, Backend::Grpc(b), &via_grpc).await;
+
+    let mut direct = Client::connect(&f.socket, 38).await.unwrap();
+    let mut grpc = Client::connect(&via_grpc, 38).await.unwrap();
+    let a = answers(&mut direct, &f).await;
+    assert_eq!(a, answers(&mut grpc, &f).await);
+    // The fixture has referrers and a deriver, so the comparison covered them.
+    assert!(a.iter().any(|s| s.contains("demo-top.drv")));
+
+    // TCP loopback.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _t = GrpcServer::start(index_server, format!("127.0.0.1:{port}"));
+    let mut b = None;
+    for _ in 0..100 {
+        match GrpcBackend::connect(&format!("grpc+http://127.0.0.1:{port}"), lower.clone(), f.sd.clone(), Duration::from_secs(2)).await {
+            Ok(x) => {
+                b = Some(x);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let b = b.expect("TCP gRPC server never answered");
+    let top = &f.entries.iter().find(|e| e.deriver.is_some()).unwrap().path;
+    assert_eq!(b.path_info(top).await.unwrap().unwrap().deriver, f.entries.iter().find(|e| e.deriver.is_some()).unwrap().deriver);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_at_start_and_lost_at_runtime_are_errors_naming_the_backend() {
+    let f = Fixture::new();
+    f.import_all();
+    let lower = LowerDir::open(&f.lower).unwrap();
+    let nowhere = format!("grpc+unix://{}/nothing.sock", f.dir.path().display());
+    let e = GrpcBackend::connect(&nowhere, lower.clone(), f.sd.clone(), Duration::from_secs(1)).await.err().unwrap();
+    assert!(e.contains("nothing.sock"), "{e}");
+
+    let index_server = f.serve().await;
+    let grpc_sock = f.dir.path().join("grpc.sock");
+    let g = GrpcServer::start(index_server, format!("unix://{}", grpc_sock.display()));
+    wait_for(&grpc_sock).await;
+    let b = GrpcBackend::connect(&format!("grpc+unix://{}", grpc_sock.display()), lower, f.sd.clone(), Duration::from_secs(1)).await.unwrap();
+    let via_grpc = f.dir.path().join("via-grpc.sock");
+    serve_backend(&f, Backend::Grpc(b), &via_grpc).await;
+    let mut c = Client::connect(&via_grpc, 38).await.unwrap();
+    assert!(c.is_valid_path(&f.full(0)).await.unwrap());
+    drop(g);
+    let _ = std::fs::remove_file(&grpc_sock);
+    match c.is_valid_path(&f.full(0)).await {
+        Err(ClientError::Daemon(m)) => assert!(m.contains("snix PathInfoService") && m.contains("grpc.sock"), "{m}"),
+        other => panic!("a lost backend must be an error, got {other:?}"),
+    }
+    // The connection to our daemon survives the backend's absence.
+    assert!(c.query_path_info(&f.full(1)).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn put_is_refused_and_health_is_serving() {
+    use snix_lower_store::grpc::proto::store::path_info_service_client::PathInfoServiceClient;
+    let f = Fixture::new();
+    f.import_all();
+    let index_server = f.serve().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _g = GrpcServer::start(index_server, format!("127.0.0.1:{port}"));
+    let url = format!("http://127.0.0.1:{port}");
+    let mut client = None;
+    for _ in 0..100 {
+        if let Ok(c) = PathInfoServiceClient::connect(url.clone()).await {
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut client = client.unwrap();
+    let e = client.put(snix_lower_store::grpc::proto::store::PathInfo::default()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    let channel = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let r = health
+        .check(tonic_health::pb::HealthCheckRequest { service: "snix.store.v1.PathInfoService".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+}
