@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::store::drv::{parse_outputs, DrvOutput};
@@ -17,6 +17,9 @@ const MAX_DRV_SIZE: u64 = 64 << 20;
 #[derive(Clone, Debug)]
 pub struct LowerDir {
     root: PathBuf,
+    /// Device of the root when opened: a different device later means the
+    /// lower mount went away or was replaced.
+    dev: u64,
 }
 
 impl LowerDir {
@@ -27,7 +30,24 @@ impl LowerDir {
             return Err(format!("lower dir {} is not a directory", root.display()));
         }
         fs::read_dir(root).map_err(|e| format!("lower dir {} cannot be listed: {e}", root.display()))?;
-        Ok(LowerDir { root: root.to_path_buf() })
+        Ok(LowerDir { root: root.to_path_buf(), dev: meta.dev() })
+    }
+
+    /// Is the lower dir still the one we opened? An unmounted or replaced
+    /// lower mount must never be answered for: Nix would register paths
+    /// whose files are gone.
+    pub fn check_alive(&self) -> Result<(), String> {
+        match fs::metadata(&self.root) {
+            Ok(m) if m.dev() == self.dev && m.is_dir() => Ok(()),
+            Ok(m) => Err(format!(
+                "the lower dir {} is no longer the file system it was at start (device {:#x}, now {:#x}): \
+                 the lower mount was unmounted or replaced; remount it and restart snix-lower-store",
+                self.root.display(),
+                self.dev,
+                m.dev()
+            )),
+            Err(e) => Err(format!("the lower dir {} is gone ({e}); remount it and restart snix-lower-store", self.root.display())),
+        }
     }
 
     pub fn root(&self) -> &Path {

@@ -90,6 +90,17 @@ enum Cmd {
         /// How often the List snapshot (referrers, derivers) is rebuilt.
         #[arg(long, env = "SNIX_LOWER_STORE_REFRESH_INTERVAL", value_parser = snix_lower_store::systemd::parse_duration, default_value = "60s")]
         refresh_interval: std::time::Duration,
+        /// Connections served at once; more are told to retry later.
+        #[arg(long, env = "SNIX_LOWER_STORE_MAX_CONNECTIONS", default_value_t = 4096)]
+        max_connections: u64,
+        /// Close connections idle this long (e.g. 1h). Off by default: Nix keeps
+        /// pooled connections to its lower store open and only notices a closed
+        /// one when its next request fails.
+        #[arg(long, env = "SNIX_LOWER_STORE_IDLE_TIMEOUT", value_parser = snix_lower_store::systemd::parse_duration)]
+        idle_timeout: Option<std::time::Duration>,
+        /// Close connections that have not finished the handshake by then.
+        #[arg(long, env = "SNIX_LOWER_STORE_HANDSHAKE_TIMEOUT", value_parser = snix_lower_store::systemd::parse_duration, default_value = "30s")]
+        handshake_timeout: std::time::Duration,
         /// Longest string a request may carry, in bytes.
         #[arg(long, env = "SNIX_LOWER_STORE_MAX_STRING", default_value_t = 1 << 20)]
         max_string: u64,
@@ -185,7 +196,16 @@ fn init_logging(level: &str, target: LogTarget) {
         match tracing_journald::layer() {
             Ok(layer) => {
                 // Fields keep their names (OP, STORE_PATH, …) without a prefix.
-                let layer = layer.with_field_prefix(None).with_syslog_identifier("snix-lower-store".into());
+                // Syslog priorities as journalctl -p expects them: info is 6, debug 7.
+                let priorities = tracing_journald::PriorityMappings {
+                    info: tracing_journald::Priority::Informational,
+                    debug: tracing_journald::Priority::Debug,
+                    ..tracing_journald::PriorityMappings::new()
+                };
+                let layer = layer
+                    .with_field_prefix(None)
+                    .with_syslog_identifier("snix-lower-store".into())
+                    .with_priority_mappings(priorities);
                 tracing_subscriber::registry().with(filter).with(layer).init();
                 return;
             }
@@ -231,6 +251,24 @@ fn chmod_chgrp(path: &Path, mode: &str, group: Option<&str>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Each connection is a file descriptor: lift the soft limit towards the
+/// hard one so --max-connections is reachable.
+fn raise_fd_limit(max_connections: u64) {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 {
+            let want = (max_connections + 256).min(rl.rlim_max as u64) as libc::rlim_t;
+            if want > rl.rlim_cur {
+                rl.rlim_cur = want;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                    tracing::warn!("could not raise the open file limit to {want}");
+                }
+            }
+        }
+    }
 }
 
 fn bind(listen: &Path) -> Result<tokio::net::UnixListener> {
@@ -287,9 +325,14 @@ fn run(cmd: Cmd) -> Result<std::process::ExitCode> {
             grpc_listen,
             grpc_timeout,
             refresh_interval,
+            max_connections,
+            idle_timeout,
+            handshake_timeout,
             max_string,
             max_list,
         } => {
+            let conn_limits = snix_lower_store::server::ConnLimits { max_connections, idle_timeout, handshake_timeout };
+            raise_fd_limit(max_connections);
             use snix_lower_store::systemd;
             let passed = systemd::passed_listeners().map_err(anyhow::Error::msg)?;
             if !passed.is_empty() && listen.is_some() {
@@ -316,6 +359,7 @@ fn run(cmd: Cmd) -> Result<std::process::ExitCode> {
                     store,
                     trusted_users,
                     limits: Limits { max_string, max_list },
+                    conn_limits,
                     daemon_version: snix_lower_store::daemon_version(),
                     stats: Default::default(),
                 });
@@ -479,6 +523,7 @@ fn run_demo(dir: &Path, check: bool) -> Result<std::process::ExitCode> {
         store,
         trusted_users: vec!["root".into()],
         limits: Limits::default(),
+        conn_limits: Default::default(),
         daemon_version: snix_lower_store::daemon_version(),
         stats: Default::default(),
     });

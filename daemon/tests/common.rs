@@ -54,6 +54,7 @@ impl Fixture {
             store,
             trusted_users: vec!["root".into()],
             limits: Limits { max_string: 4096, max_list: 1000 },
+            conn_limits: Default::default(),
             daemon_version: snix_lower_store::daemon_version(),
             stats: Default::default(),
         });

@@ -63,6 +63,7 @@ async fn serve_backend(f: &Fixture, backend: Backend, socket: &std::path::Path) 
         store,
         trusted_users: vec![],
         limits: Limits::default(),
+        conn_limits: Default::default(),
         daemon_version: "t".into(),
         stats: Default::default(),
     });

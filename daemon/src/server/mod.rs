@@ -33,6 +33,8 @@ pub struct Stats {
     pub requests: AtomicU64,
     /// Requests read and not yet fully answered.
     pub in_flight: AtomicU64,
+    /// When the last connection closed: idle time counts from there.
+    pub last_close: std::sync::Mutex<Option<Instant>>,
 }
 
 /// Why `Server::run` returned.
@@ -42,10 +44,28 @@ pub enum Stop {
     Idle,
 }
 
+/// Limits on connections (decoding limits are in `Limits`).
+#[derive(Clone, Copy, Debug)]
+pub struct ConnLimits {
+    /// Connections served at once; more are told to retry and closed.
+    pub max_connections: u64,
+    /// Close a connection that sends no request for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection that has not finished the handshake by then.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits { max_connections: 4096, idle_timeout: None, handshake_timeout: Duration::from_secs(30) }
+    }
+}
+
 pub struct Server {
     pub store: LowerStore,
     pub trusted_users: Vec<String>,
     pub limits: Limits,
+    pub conn_limits: ConnLimits,
     pub daemon_version: String,
     pub stats: Stats,
 }
@@ -78,13 +98,22 @@ impl Server {
             tokio::select! {
                 r = accept => {
                     let (stream, _) = r?;
+                    if self.stats.open_connections.load(Ordering::Relaxed) >= self.conn_limits.max_connections {
+                        let me = self.clone();
+                        tokio::spawn(async move { me.refuse_busy(stream).await });
+                        continue;
+                    }
                     // Count it before the next idle check can run.
                     self.stats.open_connections.fetch_add(1, Ordering::Relaxed);
+                    idle_since = Instant::now();
                     let me = self.clone();
                     tokio::spawn(async move { me.connection(stream).await });
                 }
                 _ = &mut shutdown => return Ok(Stop::Signal),
                 _ = tokio::time::sleep(tick) => {
+                    if let Some(closed) = *self.stats.last_close.lock().unwrap_or_else(|e| e.into_inner()) {
+                        idle_since = idle_since.max(closed);
+                    }
                     if self.stats.open_connections.load(Ordering::Relaxed) > 0 {
                         idle_since = Instant::now();
                     } else if idle_exit_after.is_some_and(|d| idle_since.elapsed() >= d) {
@@ -107,6 +136,21 @@ impl Server {
         true
     }
 
+    /// Over --max-connections: finish the handshake so the client can show
+    /// why, then close.
+    async fn refuse_busy(&self, stream: UnixStream) {
+        let max = self.conn_limits.max_connections;
+        warn!(max_connections = max, "connection limit reached; refusing a client (raise --max-connections if this is expected load)");
+        let (rd, mut wr) = stream.into_split();
+        let mut r = WireReader::new(BufReader::new(rd), self.limits);
+        let hs = tokio::time::timeout(Duration::from_secs(5), serve_handshake(&mut r, &mut wr, &self.daemon_version, false)).await;
+        if let Ok(Ok(neg)) = hs {
+            let msg = format!("snix-lower-store is serving its limit of {max} connections; retry later (or raise --max-connections)");
+            let _ = tokio::time::timeout(Duration::from_secs(5), r.u64()).await;
+            send_error(&mut wr, neg.version, &msg).await;
+        }
+    }
+
     pub async fn connection(self: Arc<Self>, stream: UnixStream) {
         let peer = stream
             .peer_cred()
@@ -115,6 +159,7 @@ impl Server {
         self.stats.total_connections.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let result = self.session(stream, peer).await;
+        *self.stats.last_close.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         self.stats.open_connections.fetch_sub(1, Ordering::Relaxed);
         match result {
             Ok(n) => debug!(client_pid = peer.pid, client_uid = peer.uid, requests = n, duration_ms = started.elapsed().as_millis() as u64, "connection closed"),
@@ -126,12 +171,25 @@ impl Server {
         let (rd, mut wr) = stream.into_split();
         let mut r = WireReader::new(BufReader::with_capacity(16 * 1024, rd), self.limits);
         let trusted = peer::is_trusted(&peer, &self.trusted_users);
-        let neg = serve_handshake(&mut r, &mut wr, &self.daemon_version, trusted).await.map_err(|e| format!("handshake: {e}"))?;
+        let neg = tokio::time::timeout(self.conn_limits.handshake_timeout, serve_handshake(&mut r, &mut wr, &self.daemon_version, trusted))
+            .await
+            .map_err(|_| format!("handshake not finished within {:?} (--handshake-timeout); closed", self.conn_limits.handshake_timeout))?
+            .map_err(|e| format!("handshake: {e}"))?;
         let v = neg.version;
         debug!(client_pid = peer.pid, client_uid = peer.uid, protocol = %v, trusted, "client connected");
         let mut served = 0u64;
         loop {
-            let word = match r.u64().await {
+            let next = match self.conn_limits.idle_timeout {
+                Some(t) => match tokio::time::timeout(t, r.u64()).await {
+                    Ok(w) => w,
+                    Err(_) => {
+                        info!(client_pid = peer.pid, client_uid = peer.uid, idle_timeout = ?t, "closing a connection idle for longer than --idle-timeout");
+                        return Ok(served);
+                    }
+                },
+                None => r.u64().await,
+            };
+            let word = match next {
                 Ok(w) => w,
                 Err(ProtocolError::Eof) => return Ok(served),
                 Err(e) => return Err(e.to_string()),

@@ -83,6 +83,9 @@ impl LowerStore {
 
     /// Answer one decoded request.
     pub async fn answer(&self, req: &Request, v: ProtoVersion) -> Reply {
+        if let Err(why) = self.lower.check_alive() {
+            return Reply::Error(format!("{}: {why}", req.op().name()));
+        }
         self.answer_inner(req, v).await.unwrap_or_else(Reply::Error)
     }
 

@@ -1,0 +1,293 @@
+//! Reliability: limits, slow and hostile clients, faults. Each test names the
+//! guarantee it proves (README, "Reliability").
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::Fixture;
+use snix_lower_store::client::{Client, ClientError};
+use snix_lower_store::protocol::wire::WireBuf;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn serve_with(f: &Fixture, limits: snix_lower_store::server::ConnLimits) -> Arc<snix_lower_store::server::Server> {
+    use snix_lower_store::backend::Backend;
+    use snix_lower_store::index::PathInfoIndex;
+    use snix_lower_store::lower::LowerDir;
+    use snix_lower_store::server::{ops::LowerStore, Server};
+    let server = Arc::new(Server {
+        store: LowerStore {
+            backend: Backend::Index(PathInfoIndex::open(&f.state, "/nix/store").unwrap()),
+            lower: LowerDir::open(&f.lower).unwrap(),
+            store_dir: f.sd.clone(),
+        },
+        trusted_users: vec![],
+        limits: Default::default(),
+        conn_limits: limits,
+        daemon_version: "t".into(),
+        stats: Default::default(),
+    });
+    let l = tokio::net::UnixListener::bind(&f.socket).unwrap();
+    tokio::spawn(server.clone().run(vec![l], None, std::future::pending()));
+    server
+}
+
+/// A slow client (one byte at a time) ties up only its own task.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_client_does_not_block_others() {
+    let f = Fixture::new();
+    f.import_all();
+    f.serve().await;
+    let mut slow = tokio::net::UnixStream::connect(&f.socket).await.unwrap();
+    let mut hello = WireBuf::default();
+    hello.u64(0x6e697863);
+    let bytes = hello.0.clone();
+    let slow_task = tokio::spawn(async move {
+        for b in bytes {
+            slow.write_all(&[b]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        slow
+    });
+    let mut c = Client::connect(&f.socket, 38).await.unwrap();
+    let t0 = Instant::now();
+    for _ in 0..100 {
+        assert!(c.is_valid_path(&f.full(0)).await.unwrap());
+    }
+    assert!(!slow_task.is_finished(), "the slow client should still be dribbling");
+    assert!(t0.elapsed() < Duration::from_millis(800), "other clients waited for the slow one");
+    slow_task.abort();
+}
+
+/// 1,000 idle connections do not keep others from being served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_idle_connections() {
+    let f = Fixture::new();
+    f.import_all();
+    let server = f.serve().await;
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(Client::connect(&f.socket, 38).await.unwrap());
+    }
+    assert_eq!(server.stats.open_connections.load(std::sync::atomic::Ordering::Relaxed), 1000);
+    let mut c = Client::connect(&f.socket, 38).await.unwrap();
+    for _ in 0..200 {
+        assert!(c.query_path_info(&f.full(1)).await.unwrap().is_some());
+    }
+    // And the idle ones still work.
+    assert!(idle[500].is_valid_path(&f.full(0)).await.unwrap());
+}
+
+/// Over --max-connections, a client gets a clear error and others keep working.
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_limit_is_a_clear_error() {
+    let f = Fixture::new();
+    f.import_all();
+    serve_with(&f, snix_lower_store::server::ConnLimits { max_connections: 2, ..Default::default() }).await;
+    let mut a = Client::connect(&f.socket, 38).await.unwrap();
+    let _b = Client::connect(&f.socket, 38).await.unwrap();
+    let mut c = Client::connect(&f.socket, 38).await.unwrap();
+    match c.is_valid_path(&f.full(0)).await {
+        Err(ClientError::Daemon(m)) => assert!(m.contains("limit of 2 connections"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(a.is_valid_path(&f.full(0)).await.unwrap());
+}
+
+/// --idle-timeout closes a silent connection; --handshake-timeout a silent opener.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_and_handshake_timeouts_close_connections() {
+    let f = Fixture::new();
+    f.import_all();
+    let server = serve_with(
+        &f,
+        snix_lower_store::server::ConnLimits {
+            idle_timeout: Some(Duration::from_millis(200)),
+            handshake_timeout: Duration::from_millis(200),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut c = Client::connect(&f.socket, 38).await.unwrap();
+    assert!(c.is_valid_path(&f.full(0)).await.unwrap());
+    let mut silent = tokio::net::UnixStream::connect(&f.socket).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(c.is_valid_path(&f.full(0)).await.is_err(), "idle connection should be closed");
+    let mut buf = [0u8; 8];
+    assert_eq!(silent.read(&mut buf).await.unwrap(), 0, "silent opener should be closed");
+    assert_eq!(server.stats.open_connections.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+/// A client that never reads its replies blocks only itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn client_that_never_reads_blocks_only_itself() {
+    let f = Fixture::new();
+    f.import_all();
+    f.serve().await;
+    let mut greedy = Client::connect(&f.socket, 38).await.unwrap();
+    // Ask for many NARs and never read them: our writes fill the socket buffer.
+    let mut req = WireBuf::default();
+    for _ in 0..2000 {
+        req.u64(38).str(&f.full(5));
+    }
+    greedy.w.write_all(&req.0).await.unwrap();
+    let mut c = Client::connect(&f.socket, 38).await.unwrap();
+    for _ in 0..50 {
+        assert!(c.is_valid_path(&f.full(0)).await.unwrap());
+    }
+}
+
+/// Trailing garbage after a request is read as the next op: an unknown op
+/// closes that connection only.
+#[tokio::test(flavor = "multi_thread")]
+async fn trailing_garbage_closes_only_that_connection() {
+    let f = Fixture::new();
+    f.import_all();
+    f.serve().await;
+    let mut bad = Client::connect(&f.socket, 38).await.unwrap();
+    let mut req = WireBuf::default();
+    req.u64(1).str(&f.full(0));
+    req.0.extend_from_slice(b"garbage!garbage!");
+    bad.w.write_all(&req.0).await.unwrap();
+    bad.stderr().await.unwrap();
+    assert!(bad.r.bool("valid").await.unwrap());
+    assert!(matches!(bad.stderr().await, Err(ClientError::Daemon(m)) if m.contains("unknown worker op")));
+    let mut good = Client::connect(&f.socket, 38).await.unwrap();
+    assert!(good.is_valid_path(&f.full(0)).await.unwrap());
+}
+
+/// A client hanging up mid-NAR ends that task; nothing leaks.
+#[tokio::test(flavor = "multi_thread")]
+async fn disconnect_mid_nar_ends_the_task() {
+    let f = Fixture::new();
+    // One large object so the NAR is still streaming when we hang up.
+    let big = f.lower.join("big-tmp");
+    std::fs::write(&big, vec![7u8; 64 << 20]).unwrap();
+    let (h, n) = snix_lower_store::store::nar::nar_hash(&big).unwrap();
+    let p = snix_lower_store::demo::text_path(&f.sd, "big", b"big", &[]);
+    std::fs::rename(&big, f.lower.join(p.base_name())).unwrap();
+    let mut entries = f.entries.clone();
+    entries.push(snix_lower_store::index::import::NewPath {
+        path: p.clone(),
+        nar_hash: h,
+        nar_size: n,
+        references: vec![],
+        deriver: None,
+        registration_time: None,
+        ultimate: false,
+        sigs: vec![],
+        ca: None,
+    });
+    let lower = snix_lower_store::lower::LowerDir::open(&f.lower).unwrap();
+    snix_lower_store::index::import::import(&f.state, &f.sd, &lower, entries, Default::default()).unwrap();
+    let server = f.serve().await;
+    for _ in 0..5 {
+        let mut c = Client::connect(&f.socket, 38).await.unwrap();
+        let mut a = WireBuf::default();
+        a.u64(38).str(&f.sd.display(&p));
+        c.w.write_all(&a.0).await.unwrap();
+        c.stderr().await.unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        c.r.get_mut().read_exact(&mut buf).await.unwrap();
+        drop(c);
+    }
+    let t0 = Instant::now();
+    while server.stats.open_connections.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "connection tasks did not end after the clients hung up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.stats.in_flight.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+/// The lower dir vanishing at run time is an error naming the problem, never
+/// a "valid" answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn vanished_lower_dir_is_an_error_not_an_answer() {
+    let f = Fixture::new();
+    f.import_all();
+    f.serve().await;
+    let mut c = Client::connect(&f.socket, 38).await.unwrap();
+    assert!(c.is_valid_path(&f.full(0)).await.unwrap());
+    let moved = f.dir.path().join("moved-away");
+    std::fs::rename(&f.lower, &moved).unwrap();
+    match c.is_valid_path(&f.full(0)).await {
+        Err(ClientError::Daemon(m)) => assert!(m.contains("lower dir") && m.contains("gone"), "{m}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    // Another file system mounted in its place (here: a different dir on
+    // another device is not available in a test, so put the same one back).
+    std::fs::rename(&moved, &f.lower).unwrap();
+    assert!(c.is_valid_path(&f.full(0)).await.unwrap());
+}
+
+/// kill -9 at random points of an import, many times: always the previous
+/// or the new consistent state.
+#[test]
+fn repeated_kills_during_import() {
+    use snix_lower_store::index::PathInfoIndex;
+    let bin = env!("CARGO_BIN_EXE_snix-lower-store");
+    let f = Fixture::new();
+    let lower = f.dir.path().join("big");
+    let entries = snix_lower_store::demo::generate(&lower, &f.sd, 1000, 6).unwrap();
+    let n = entries.len() as u64;
+    let reg = f.dir.path().join("reg");
+    std::fs::write(&reg, snix_lower_store::demo::registration(&f.sd, &entries)).unwrap();
+    let mut seen_old = 0;
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for round in 0..25 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = Duration::from_millis(seed % 250);
+        let mut child = std::process::Command::new(bin)
+            .args(["import", "--registration"])
+            .arg(&reg)
+            .arg("--lower-dir")
+            .arg(&lower)
+            .arg("--state-dir")
+            .arg(&f.state)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let _ = child.wait();
+        if let Ok(idx) = PathInfoIndex::open(&f.state, "/nix/store") {
+            let c = idx.count().unwrap();
+            assert!(c == 0 || c == n, "round {round}: {c} paths after kill at {delay:?}");
+            if c == 0 {
+                seen_old += 1;
+            } else {
+                break;
+            }
+        } else {
+            seen_old += 1; // killed before the index file existed: the previous state
+        }
+    }
+    assert!(seen_old > 0, "no kill landed before the commit");
+}
+
+/// Idle exit counts from the last connection's end, so steady short
+/// connections keep the daemon up.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_exit_counts_from_the_last_connection() {
+    use snix_lower_store::server::Stop;
+    let f = Fixture::new();
+    f.import_all();
+    let server = f.serve().await; // binds f.socket; use a second socket for the idle-exiting loop
+    let sock = f.dir.path().join("idle.sock");
+    let l = tokio::net::UnixListener::bind(&sock).unwrap();
+    let run = tokio::spawn(server.clone().run(vec![l], Some(Duration::from_millis(600)), std::future::pending()));
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(1500) {
+        let mut c = Client::connect(&sock, 38).await.unwrap();
+        assert!(c.is_valid_path(&f.full(0)).await.unwrap());
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(!run.is_finished(), "exited while connections kept coming");
+    let stop = tokio::time::timeout(Duration::from_secs(3), run).await.expect("no idle exit").unwrap().unwrap();
+    assert_eq!(stop, Stop::Idle);
+}
