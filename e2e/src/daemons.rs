@@ -115,7 +115,8 @@ fn spawn(
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if sock_host.exists() {
+        // Ready when a connection is accepted, not merely when the file exists.
+        if sock_host.exists() && std::os::unix::net::UnixStream::connect(&sock_host).is_ok() {
             return Ok(d);
         }
         if let Ok(Some(status)) = d.child.try_wait() {
@@ -130,7 +131,8 @@ fn spawn(
     }
 }
 
-/// Starts `snix-lower-store serve` for an already imported state directory.
+/// Starts `snix-lower-store serve` for an already imported state directory;
+/// returns once the socket accepts connections.
 pub fn start_ours(ctx: &Ctx, fs: &Rootfs, socket: &str, lower_store_dir: &str, state_dir: &str) -> Result<Daemon> {
     let bin = ctx.ours.as_deref().context("snix-lower-store binary is not available")?;
     let cmd = fs.command(&[
