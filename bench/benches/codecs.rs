@@ -1,0 +1,141 @@
+//! Codec micro-benchmarks: the wire encoding and decoding of a QueryPathInfo
+//! reply, request decoding, NAR hash parsing, nix32, store path parsing and
+//! `.drv` output parsing.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+
+use snix_lower_store::protocol::request::{read_request, Op};
+use snix_lower_store::protocol::wire::{Limits, WireBuf, WireReader};
+use snix_lower_store::protocol::ProtoVersion;
+use snix_lower_store::store::drv::parse_outputs;
+use snix_lower_store::store::hash::{nix32_decode, nix32_encode};
+use snix_lower_store::store::{NarHash, StoreDir, StorePath};
+
+const SD: &str = "/nix/store";
+
+fn sample_paths(n: usize) -> Vec<StorePath> {
+    (0..n)
+        .map(|i| {
+            let h: [u8; 20] = std::array::from_fn(|k| (i * 31 + k * 7) as u8);
+            StorePath::from_base_name(&format!("{}-bench-dependency-{i}", nix32_encode(&h))).unwrap()
+        })
+        .collect()
+}
+
+/// The reply body as the daemon writes it (Nix's UnkeyedValidPathInfo,
+/// protocol >= 1.16): deriver, base16 NAR hash, references, registration
+/// time, NAR size, ultimate, sigs, ca.
+fn encode_reply(sd: &StoreDir, b: &mut WireBuf, deriver: &StorePath, hash: &NarHash, refs: &[StorePath]) {
+    b.u64(0x616c7473); // STDERR_LAST
+    b.bool(true);
+    b.str(&sd.display(deriver));
+    b.str(&hash.to_base16());
+    b.u64(refs.len() as u64);
+    for r in refs {
+        b.str(&sd.display(r));
+    }
+    b.u64(1_700_000_000).u64(123_456);
+    b.bool(false);
+    b.strings(["cache.example.org-1:6wzr1QlOPHG+knFuJIaw+85Z5ivwbdI512JikexG+nQ7JDSZM2hw8zzlcLOguXwrn6ZbbYXTtowR1Cs76Sy3Cg=="]);
+    b.str("");
+}
+
+fn codecs(c: &mut Criterion) {
+    let sd = StoreDir::new(SD).unwrap();
+    let refs = sample_paths(10);
+    let deriver = StorePath::from_base_name(&format!("{}-bench.drv", nix32_encode(&[9u8; 20]))).unwrap();
+    let hash = NarHash([0xab; 32]);
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+
+    let mut g = c.benchmark_group("wire");
+    g.bench_function("encode QueryPathInfo reply (10 refs)", |b| {
+        b.iter(|| {
+            let mut buf = WireBuf::default();
+            encode_reply(&sd, &mut buf, black_box(&deriver), black_box(&hash), black_box(&refs));
+            buf
+        })
+    });
+    let mut reply = WireBuf::default();
+    encode_reply(&sd, &mut reply, &deriver, &hash, &refs);
+    let bytes = reply.0.clone();
+    g.throughput(Throughput::Bytes(bytes.len() as u64));
+    g.bench_function("decode QueryPathInfo reply (10 refs)", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut r = WireReader::new(black_box(&bytes[..]), Limits::default());
+                r.u64().await.unwrap();
+                r.bool("valid").await.unwrap();
+                let deriver = r.string("deriver").await.unwrap();
+                let hash = NarHash::parse(&r.string("narHash").await.unwrap()).unwrap();
+                let refs: Vec<StorePath> = r.strings("refs").await.unwrap().iter().map(|s| sd.parse(s).unwrap()).collect();
+                let t = r.u64().await.unwrap();
+                let n = r.u64().await.unwrap();
+                let u = r.bool("ultimate").await.unwrap();
+                let sigs = r.strings("sigs").await.unwrap();
+                let ca = r.string("ca").await.unwrap();
+                (deriver, hash, refs, t, n, u, sigs, ca)
+            })
+        })
+    });
+    let mut req = WireBuf::default();
+    req.str(&sd.display(&refs[3]));
+    let req = req.0;
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("decode QueryPathInfo request", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut r = WireReader::new(black_box(&req[..]), Limits::default());
+                read_request(&mut r, Op::QueryPathInfo, ProtoVersion(38)).await.unwrap()
+            })
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("hash");
+    let nix32 = hash.to_nix32_prefixed();
+    let b16 = format!("sha256:{}", hash.to_base16());
+    let sri = hash.to_sri();
+    g.bench_function("NarHash::parse sha256:nix32", |b| b.iter(|| NarHash::parse(black_box(&nix32)).unwrap()));
+    g.bench_function("NarHash::parse sha256:base16", |b| b.iter(|| NarHash::parse(black_box(&b16)).unwrap()));
+    g.bench_function("NarHash::parse SRI", |b| b.iter(|| NarHash::parse(black_box(&sri)).unwrap()));
+    g.bench_function("NarHash::to_base16", |b| b.iter(|| black_box(&hash).to_base16()));
+    g.bench_function("nix32_encode 32 bytes", |b| b.iter(|| nix32_encode(black_box(&hash.0))));
+    let enc = nix32_encode(&hash.0);
+    g.bench_function("nix32_decode 32 bytes", |b| b.iter(|| nix32_decode::<32>(black_box(&enc)).unwrap()));
+    let enc20 = nix32_encode(&[0x5a; 20]);
+    g.bench_function("nix32_decode 20 bytes (hash part)", |b| b.iter(|| nix32_decode::<20>(black_box(&enc20)).unwrap()));
+    g.finish();
+
+    let mut g = c.benchmark_group("store");
+    let full = sd.display(&refs[5]);
+    g.bench_function("StoreDir::parse", |b| b.iter(|| sd.parse(black_box(&full)).unwrap()));
+    // A derivation shaped like nixpkgs' (outputs, input drvs, sources, a long env).
+    let mut drv = String::from("Derive([");
+    for (i, o) in ["bin", "dev", "out"].iter().enumerate() {
+        if i > 0 {
+            drv.push(',');
+        }
+        drv.push_str(&format!("(\"{o}\",\"{}\",\"\",\"\")", sd.display(&refs[i])));
+    }
+    drv.push_str("],[");
+    for (i, r) in refs.iter().enumerate() {
+        if i > 0 {
+            drv.push(',');
+        }
+        drv.push_str(&format!("(\"{}.drv\",[\"out\"])", sd.display(r)));
+    }
+    drv.push_str("],[\"/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-default-builder.sh\"],\"x86_64-linux\",\"/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-bash-5.2/bin/bash\",[\"-e\",\"/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-default-builder.sh\"],[");
+    for i in 0..40 {
+        if i > 0 {
+            drv.push(',');
+        }
+        drv.push_str(&format!("(\"var{i}\",\"value with \\\"escapes\\\" and\\nnewlines {}\")", "x".repeat(60)));
+    }
+    drv.push_str("])");
+    g.throughput(Throughput::Bytes(drv.len() as u64));
+    g.bench_function(format!("drv::parse_outputs ({} bytes)", drv.len()), |b| b.iter(|| parse_outputs(black_box(drv.as_bytes())).unwrap()));
+    g.finish();
+}
+
+criterion_group!(benches, codecs);
+criterion_main!(benches);

@@ -1,0 +1,81 @@
+//! Index lookups on a generated index of 100k paths (tiny files, the
+//! bench's default reference graph): PathInfoIndex::path_info, referrers,
+//! path_from_hash_part, is_valid, valid_subset, and a whole QueryPathInfo
+//! answer (lookup + wire encoding). The store and index are made once under
+//! cargo's target tmpdir and reused.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use std::path::PathBuf;
+
+use snix_lower_store::backend::Backend;
+use snix_lower_store::index::import::{self, ImportOptions};
+use snix_lower_store::index::PathInfoIndex;
+use snix_lower_store::lower::LowerDir;
+use snix_lower_store::protocol::request::Request;
+use snix_lower_store::protocol::ProtoVersion;
+use snix_lower_store::server::ops::{LowerStore, Reply};
+use snix_lower_store::store::{StoreDir, StorePath};
+use snix_lower_store_bench::gen::{self, Rng, Spec};
+
+const N: usize = 100_000;
+
+fn setup() -> (PathBuf, PathBuf, Vec<StorePath>) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("index-bench");
+    let spec = Spec { n: N, fanout: 4, extra_refs: 2, tiny: true };
+    let store = gen::generate(&dir, &spec).expect("generating the store");
+    let state = dir.join(format!("{}-state", spec.key()));
+    let sd = StoreDir::new("/nix/store").unwrap();
+    if !state.join(".complete").exists() {
+        let _ = std::fs::remove_dir_all(&state);
+        std::fs::create_dir_all(&state).unwrap();
+        let text = std::fs::read_to_string(&store.registration).unwrap();
+        let batch = import::parse_registration(&text, &sd, "registration").unwrap();
+        let lower = LowerDir::open(&store.store_dir()).unwrap();
+        import::import(&state, &sd, &lower, batch, ImportOptions::default()).unwrap();
+        std::fs::write(state.join(".complete"), b"").unwrap();
+    }
+    let paths = store.paths.iter().map(|(p, _)| sd.parse(p).unwrap()).collect();
+    (store.store_dir(), state, paths)
+}
+
+fn index(c: &mut Criterion) {
+    let (lower, state, paths) = setup();
+    let idx = PathInfoIndex::open(&state, "/nix/store").unwrap();
+    let mut rng = Rng(1);
+    let mut pick = move || rng.below(N);
+
+    let mut g = c.benchmark_group(format!("index ({N} paths)"));
+    g.bench_function("path_info", |b| b.iter(|| idx.path_info(black_box(&paths[pick()])).unwrap().unwrap()));
+    g.bench_function("is_valid", |b| b.iter(|| idx.is_valid(black_box(&paths[pick()])).unwrap()));
+    g.bench_function("referrers", |b| b.iter(|| idx.referrers(black_box(&paths[pick()])).unwrap()));
+    g.bench_function("path_from_hash_part", |b| {
+        b.iter(|| idx.path_from_hash_part(black_box(paths[pick()].hash_part())).unwrap().unwrap())
+    });
+    let batch: Vec<StorePath> = (0..32).map(|_| paths[pick()].clone()).collect();
+    g.throughput(Throughput::Elements(32));
+    g.bench_function("valid_subset of 32", |b| b.iter(|| idx.valid_subset(black_box(&batch)).unwrap()));
+    g.finish();
+
+    let store = LowerStore {
+        backend: Backend::Index(PathInfoIndex::open(&state, "/nix/store").unwrap()),
+        lower: LowerDir::open(&lower).unwrap(),
+        store_dir: StoreDir::new("/nix/store").unwrap(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let reqs: Vec<Request> = paths.iter().take(4096).map(|p| Request::QueryPathInfo(format!("/nix/store/{}", p.base_name()))).collect();
+    let mut i = 0;
+    let mut g = c.benchmark_group(format!("answer ({N} paths)"));
+    g.bench_function("QueryPathInfo (lookup + encoding)", |b| {
+        b.iter(|| {
+            i = (i + 1) % reqs.len();
+            match rt.block_on(store.answer(black_box(&reqs[i]), ProtoVersion(38))) {
+                Reply::Data { body, .. } => body,
+                _ => panic!("unexpected reply"),
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, index);
+criterion_main!(benches);
