@@ -39,7 +39,10 @@ impl Ctx {
         for fs in roots.iter_mut() {
             mounts.push(mounts::bind(Path::new("/proc"), &fs.host_path("/proc"))?);
             mounts.push(mounts::bind(Path::new("/dev"), &fs.host_path("/dev"))?);
-            mounts.push(mounts::bind(Path::new("/dev/pts"), &fs.host_path("/dev/pts"))?);
+            mounts.push(mounts::bind(
+                Path::new("/dev/pts"),
+                &fs.host_path("/dev/pts"),
+            )?);
             mounts.push(mounts::bind(&work, &fs.host_path(CHROOT_WORK))?);
             // A scratch /nix per root file system: the default local store
             // (root=/) of every chroot starts empty and vanishes with the run.
@@ -60,7 +63,13 @@ impl Ctx {
         let me = std::env::current_exe()?;
         std::fs::copy(&me, work.join("bin/snix-lower-store-e2e"))?;
         mounts.reverse();
-        Ok(Ctx { work, roots, ours, counter: Cell::new(0), _mounts: mounts })
+        Ok(Ctx {
+            work,
+            roots,
+            ours,
+            counter: Cell::new(0),
+            _mounts: mounts,
+        })
     }
 
     /// Host path of a path under `/e2e` inside the chroots.
@@ -100,5 +109,7 @@ impl Ctx {
 }
 
 fn version_key(v: &str) -> Vec<u32> {
-    v.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok()).collect()
+    v.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse().ok())
+        .collect()
 }

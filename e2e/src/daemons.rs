@@ -47,7 +47,10 @@ impl Daemon {
 
     /// The last lines the daemon logged, for error messages.
     pub fn log_tail(&self) -> String {
-        tail(&std::fs::read_to_string(&self.log).unwrap_or_default(), 1500)
+        tail(
+            &std::fs::read_to_string(&self.log).unwrap_or_default(),
+            1500,
+        )
     }
 
     /// Stops the daemon now (also done on drop).
@@ -97,7 +100,10 @@ fn spawn(
     std::fs::create_dir_all(ctx.work.join("logs"))?;
     let name = socket.trim_start_matches('/').replace('/', "_");
     let log = ctx.work.join("logs").join(format!("{name}.log"));
-    let logf = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)?;
     let desc = format!("{cmd:?}");
     let child = cmd
         .stdin(Stdio::null())
@@ -120,7 +126,11 @@ fn spawn(
             return Ok(d);
         }
         if let Ok(Some(status)) = d.child.try_wait() {
-            bail!("{} exited ({status}) before creating {socket}: {}", kind.name(), d.log_tail());
+            bail!(
+                "{} exited ({status}) before creating {socket}: {}",
+                kind.name(),
+                d.log_tail()
+            );
         }
         if Instant::now() > deadline {
             let t = d.log_tail();
@@ -133,8 +143,17 @@ fn spawn(
 
 /// Starts `snix-lower-store serve` for an already imported state directory;
 /// returns once the socket accepts connections.
-pub fn start_ours(ctx: &Ctx, fs: &Rootfs, socket: &str, lower_store_dir: &str, state_dir: &str) -> Result<Daemon> {
-    let bin = ctx.ours.as_deref().context("snix-lower-store binary is not available")?;
+pub fn start_ours(
+    ctx: &Ctx,
+    fs: &Rootfs,
+    socket: &str,
+    lower_store_dir: &str,
+    state_dir: &str,
+) -> Result<Daemon> {
+    let bin = ctx
+        .ours
+        .as_deref()
+        .context("snix-lower-store binary is not available")?;
     let cmd = fs.command(&[
         bin,
         "serve",
@@ -156,12 +175,21 @@ pub fn start_ours(ctx: &Ctx, fs: &Rootfs, socket: &str, lower_store_dir: &str, s
 pub fn start_nix(ctx: &Ctx, fs: &Rootfs, socket: &str, lower_root: &str) -> Result<Daemon> {
     let mut cmd = fs.command(&["nix-daemon", "--store", &format!("local?root={lower_root}")]);
     cmd.env("NIX_DAEMON_SOCKET_PATH", socket);
-    spawn(ctx, Kind::Nix, socket, &format!("{lower_root}/nix/store"), cmd)
+    spawn(
+        ctx,
+        Kind::Nix,
+        socket,
+        &format!("{lower_root}/nix/store"),
+        cmd,
+    )
 }
 
 /// Runs `snix-lower-store <args>` inside the chroot.
 pub fn ours_cli(ctx: &Ctx, fs: &Rootfs, args: &[&str]) -> Result<Output> {
-    let bin = ctx.ours.as_deref().context("snix-lower-store binary is not available")?;
+    let bin = ctx
+        .ours
+        .as_deref()
+        .context("snix-lower-store binary is not available")?;
     let mut all = vec![bin];
     all.extend_from_slice(args);
     fs.run(&all)
@@ -171,7 +199,12 @@ pub fn ours_cli(ctx: &Ctx, fs: &Rootfs, args: &[&str]) -> Result<Output> {
 /// chroot's Nix into `file` (inside the chroot).
 pub fn dump_db(fs: &Rootfs, lower_root: &str, file: &str) -> Result<()> {
     let out = fs
-        .run(&["nix-store", "--store", &format!("local?root={lower_root}"), "--dump-db"])?
+        .run(&[
+            "nix-store",
+            "--store",
+            &format!("local?root={lower_root}"),
+            "--dump-db",
+        ])?
         .ok()?;
     if out.stdout.is_empty() {
         bail!("`{}` printed nothing", out.desc);
@@ -182,7 +215,12 @@ pub fn dump_db(fs: &Rootfs, lower_root: &str, file: &str) -> Result<()> {
 
 /// Imports the lower store at `lower_root` into a fresh state directory from
 /// `nix-store --dump-db` output of this chroot's Nix.
-pub fn import_registration(ctx: &Ctx, fs: &Rootfs, lower_root: &str, state_dir: &str) -> Result<()> {
+pub fn import_registration(
+    ctx: &Ctx,
+    fs: &Rootfs,
+    lower_root: &str,
+    state_dir: &str,
+) -> Result<()> {
     let reg = format!("{state_dir}.registration");
     dump_db(fs, lower_root, &reg)?;
     ours_cli(
@@ -219,7 +257,13 @@ pub struct Lower {
 
 impl Lower {
     pub fn start(ctx: &Ctx, fs: &Rootfs, kind: Kind, root: &str, socket: &str) -> Result<Lower> {
-        let mut l = Lower { kind, root: root.to_string(), socket: socket.to_string(), generation: 0, daemon: None };
+        let mut l = Lower {
+            kind,
+            root: root.to_string(),
+            socket: socket.to_string(),
+            generation: 0,
+            daemon: None,
+        };
         l.refresh(ctx, fs)?;
         Ok(l)
     }
@@ -247,7 +291,13 @@ impl Lower {
                 self.generation += 1;
                 let state = format!("{}-state{}", self.root, self.generation);
                 import_registration(ctx, fs, &self.root, &state)?;
-                self.daemon = Some(start_ours(ctx, fs, &self.socket, &self.store_dir(), &state)?);
+                self.daemon = Some(start_ours(
+                    ctx,
+                    fs,
+                    &self.socket,
+                    &self.store_dir(),
+                    &state,
+                )?);
             }
         }
         Ok(())

@@ -130,7 +130,10 @@ pub fn write_inputs(ctx: &Ctx) -> Result<()> {
     ctx.write(FIXTURE_FILE, FIXTURE_NIX.as_bytes())?;
     ctx.write("/e2e/fixture/src/README", b"added with nix-store --add\n")?;
     ctx.write_script("/e2e/fixture/src/bin/hello", "#!/bin/sh\necho hello\n")?;
-    ctx.write("/e2e/fixture/src/share/deeper/still/données.txt", "non-ASCII: é ü ß 日本\n".as_bytes())?;
+    ctx.write(
+        "/e2e/fixture/src/share/deeper/still/données.txt",
+        "non-ASCII: é ü ß 日本\n".as_bytes(),
+    )?;
     let link = ctx.host("/e2e/fixture/src/link-to-bin");
     if !link.exists() {
         std::os::unix::fs::symlink("bin/hello", link)?;
@@ -159,14 +162,26 @@ pub fn generate(ctx: &Ctx, fs: &Rootfs, name: &str) -> Result<Fixture> {
          echo \"$src\"; echo \"$drv\"; echo \"$unbuilt\"",
         f = shq(FIXTURE_FILE)
     );
-    let out = fs.sh(&script)?.ok().context("building the fixture failed")?.stdout();
+    let out = fs
+        .sh(&script)?
+        .ok()
+        .context("building the fixture failed")?
+        .stdout();
     let lines: Vec<&str> = out.lines().collect();
     let [src, final_drv, unbuilt_drv] = lines.as_slice() else {
         bail!("unexpected fixture script output {out:?}")
     };
     let all: Vec<String> = {
         let mut v: Vec<String> = fs
-            .ok(&["nix-store", "--query", "--requisites", "--include-outputs", final_drv, src, unbuilt_drv])?
+            .ok(&[
+                "nix-store",
+                "--query",
+                "--requisites",
+                "--include-outputs",
+                final_drv,
+                src,
+                unbuilt_drv,
+            ])?
             .lines()
             .map(str::to_string)
             .collect();
@@ -176,10 +191,25 @@ pub fn generate(ctx: &Ctx, fs: &Rootfs, name: &str) -> Result<Fixture> {
     let root = format!("/e2e/{name}");
     let dest = ctx.host(&root);
     std::fs::create_dir_all(&dest)?;
-    crate::rootfs::host("cp", [std::ffi::OsString::from("-a"), scratch.into(), dest.clone().into()])?;
+    crate::rootfs::host(
+        "cp",
+        [
+            std::ffi::OsString::from("-a"),
+            scratch.into(),
+            dest.clone().into(),
+        ],
+    )?;
     clear_dir(&fs.host_path("/nix"))?;
-    let drvs: Vec<String> = all.iter().filter(|p| p.ends_with(".drv")).cloned().collect();
-    let outs: Vec<String> = all.iter().filter(|p| !p.ends_with(".drv")).cloned().collect();
+    let drvs: Vec<String> = all
+        .iter()
+        .filter(|p| p.ends_with(".drv"))
+        .cloned()
+        .collect();
+    let outs: Vec<String> = all
+        .iter()
+        .filter(|p| !p.ends_with(".drv"))
+        .cloned()
+        .collect();
     let fx = Fixture {
         root,
         made_by: fs.label.clone(),
@@ -220,7 +250,8 @@ pub fn clear_dir(dir: &std::path::Path) -> Result<()> {
         let p = e?.path();
         if p.is_dir() && !p.is_symlink() {
             make_writable(&p);
-            std::fs::remove_dir_all(&p).with_context(|| format!("cannot remove {}", p.display()))?;
+            std::fs::remove_dir_all(&p)
+                .with_context(|| format!("cannot remove {}", p.display()))?;
         } else {
             std::fs::remove_file(&p)?;
         }
@@ -230,5 +261,9 @@ pub fn clear_dir(dir: &std::path::Path) -> Result<()> {
 
 /// Store directories are read-only; make a tree removable.
 pub fn make_writable(p: &std::path::Path) {
-    let _ = crate::rootfs::capture(std::process::Command::new("chmod").args(["-R", "u+w"]).arg(p));
+    let _ = crate::rootfs::capture(
+        std::process::Command::new("chmod")
+            .args(["-R", "u+w"])
+            .arg(p),
+    );
 }

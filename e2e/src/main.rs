@@ -60,11 +60,17 @@ fn parse_args(args: &[String]) -> Result<Options> {
         baseline_only: false,
         work: None,
         list: false,
-        ci: std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false),
+        ci: std::env::var("CI")
+            .map(|v| v == "true" || v == "1")
+            .unwrap_or(false),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut val = || it.next().cloned().with_context(|| format!("{a} needs a value\n{USAGE}"));
+        let mut val = || {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{a} needs a value\n{USAGE}"))
+        };
         match a.as_str() {
             "--daemon" => o.daemon = Some(val()?.into()),
             "--rootfs-cache" => o.cache = val()?.into(),
@@ -106,12 +112,22 @@ fn main() {
     if std::env::var_os(NS_MARKER).is_none() && !opts.list {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            eprintln!("snix-lower-store-e2e must run as root (it mounts OverlayFS and uses chroot)");
+            eprintln!(
+                "snix-lower-store-e2e must run as root (it mounts OverlayFS and uses chroot)"
+            );
             std::process::exit(2);
         }
         let me = std::env::current_exe().expect("current exe");
         let err = std::process::Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "--pid", "--fork", "--mount-proc", "--"])
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--",
+            ])
             .arg(me)
             .args(&args)
             .env(NS_MARKER, "1")
@@ -120,12 +136,19 @@ fn main() {
         std::process::exit(2);
     }
     let started = Instant::now();
-    let mut report = Report { filters: opts.only.clone(), ..Default::default() };
+    let mut report = Report {
+        filters: opts.only.clone(),
+        ..Default::default()
+    };
     if let Err(e) = run(&opts, &mut report) {
         report.setup_problem("setup", &format!("{e:#}"), true);
     }
     report.print_summary(started.elapsed());
-    std::process::exit(if report.count(Verdict::Fail) > 0 { 1 } else { 0 });
+    std::process::exit(if report.count(Verdict::Fail) > 0 {
+        1
+    } else {
+        0
+    });
 }
 
 fn run(opts: &Options, report: &mut Report) -> Result<()> {
@@ -149,11 +172,17 @@ fn run(opts: &Options, report: &mut Report) -> Result<()> {
     let ours_bin = if opts.baseline_only {
         None
     } else {
-        let bin = opts.daemon.clone().context("no snix-lower-store binary given")?;
+        let bin = opts
+            .daemon
+            .clone()
+            .context("no snix-lower-store binary given")?;
         if !bin.exists() {
             report.setup_problem(
                 "setup/daemon-binary",
-                &format!("{} does not exist (build with cargo build --release -p snix-lower-store)", bin.display()),
+                &format!(
+                    "{} does not exist (build with cargo build --release -p snix-lower-store)",
+                    bin.display()
+                ),
                 true,
             );
             None
@@ -163,7 +192,10 @@ fn run(opts: &Options, report: &mut Report) -> Result<()> {
     };
     let (work, tmpfs) = match &opts.work {
         Some(w) => (w.clone(), false),
-        None => (std::env::temp_dir().join(format!("snix-lower-store-e2e.{}", std::process::id())), true),
+        None => (
+            std::env::temp_dir().join(format!("snix-lower-store-e2e.{}", std::process::id())),
+            true,
+        ),
     };
     let ctx = ctx::Ctx::new(work.clone(), tmpfs, roots, ours_bin.as_deref())
         .context("setting up the work directory and chroot mounts failed")?;

@@ -30,17 +30,38 @@ fn mkdir(p: &Path) -> Result<()> {
 pub fn tmpfs(target: &Path, size: &str) -> Result<Mounted> {
     mkdir(target)?;
     let opts = format!("size={size},mode=0755");
-    host("mount", [std::ffi::OsStr::new("-t"), "tmpfs".as_ref(), "-o".as_ref(), opts.as_ref(), "tmpfs".as_ref(), target.as_os_str()])
-        .context("mounting a tmpfs failed")?;
-    Ok(Mounted { target: target.to_path_buf() })
+    host(
+        "mount",
+        [
+            std::ffi::OsStr::new("-t"),
+            "tmpfs".as_ref(),
+            "-o".as_ref(),
+            opts.as_ref(),
+            "tmpfs".as_ref(),
+            target.as_os_str(),
+        ],
+    )
+    .context("mounting a tmpfs failed")?;
+    Ok(Mounted {
+        target: target.to_path_buf(),
+    })
 }
 
 /// Bind-mounts `source` on `target`.
 pub fn bind(source: &Path, target: &Path) -> Result<Mounted> {
     mkdir(target)?;
-    host("mount", [std::ffi::OsStr::new("--bind"), source.as_os_str(), target.as_os_str()])
-        .context("bind mount failed")?;
-    Ok(Mounted { target: target.to_path_buf() })
+    host(
+        "mount",
+        [
+            std::ffi::OsStr::new("--bind"),
+            source.as_os_str(),
+            target.as_os_str(),
+        ],
+    )
+    .context("bind mount failed")?;
+    Ok(Mounted {
+        target: target.to_path_buf(),
+    })
 }
 
 /// Options of one OverlayFS mount, as paths seen inside the chroot.
@@ -58,15 +79,30 @@ pub fn overlay(fs: &Rootfs, spec: &OverlaySpec) -> Result<Mounted> {
     for d in [spec.upperdir, spec.workdir, spec.target] {
         mkdir(&fs.host_path(d))?;
     }
-    let opts = format!("lowerdir={},upperdir={},workdir={}", spec.lowerdir, spec.upperdir, spec.workdir);
-    fs.run(&["mount", "-t", "overlay", "overlay", "-o", &opts, spec.target])?
-        .ok()
-        .context("mounting OverlayFS failed")?;
-    Ok(Mounted { target: fs.host_path(spec.target) })
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        spec.lowerdir, spec.upperdir, spec.workdir
+    );
+    fs.run(&[
+        "mount",
+        "-t",
+        "overlay",
+        "overlay",
+        "-o",
+        &opts,
+        spec.target,
+    ])?
+    .ok()
+    .context("mounting OverlayFS failed")?;
+    Ok(Mounted {
+        target: fs.host_path(spec.target),
+    })
 }
 
 /// `mount -o remount` of an OverlayFS mount point, from inside the chroot.
 pub fn remount(fs: &Rootfs, target: &str) -> Result<()> {
-    fs.run(&["mount", "-o", "remount", target])?.ok().context("remounting OverlayFS failed")?;
+    fs.run(&["mount", "-o", "remount", target])?
+        .ok()
+        .context("remounting OverlayFS failed")?;
     Ok(())
 }

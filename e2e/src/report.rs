@@ -73,7 +73,12 @@ impl Report {
             Verdict::Fail => println!("FAIL {name}: {} ({secs:.1}s)", one_line(reason)),
             Verdict::Skip => println!("SKIP {name}: {}", one_line(reason)),
         }
-        self.entries.push(Entry { name: name.to_string(), verdict, reason: reason.to_string(), took });
+        self.entries.push(Entry {
+            name: name.to_string(),
+            verdict,
+            reason: reason.to_string(),
+            took,
+        });
     }
 
     pub fn count(&self, v: Verdict) -> usize {
@@ -91,19 +96,30 @@ impl Report {
             total.as_secs_f64()
         );
         let mut slow: Vec<&Entry> = self.entries.iter().collect();
-        slow.sort_by(|a, b| b.took.cmp(&a.took));
-        let slowest: Vec<String> =
-            slow.iter().take(5).map(|e| format!("{} {:.1}s", e.name, e.took.as_secs_f64())).collect();
+        slow.sort_by_key(|e| std::cmp::Reverse(e.took));
+        let slowest: Vec<String> = slow
+            .iter()
+            .take(5)
+            .map(|e| format!("{} {:.1}s", e.name, e.took.as_secs_f64()))
+            .collect();
         println!("slowest: {}", slowest.join(", "));
         for e in self.entries.iter().filter(|e| e.verdict == Verdict::Fail) {
-            println!("  failed: {}: {}", e.name, one_line(&e.reason).chars().take(300).collect::<String>());
+            println!(
+                "  failed: {}: {}",
+                e.name,
+                one_line(&e.reason).chars().take(300).collect::<String>()
+            );
         }
     }
 }
 
 /// Reasons stay on their report line; newlines become ` | `.
 fn one_line(s: &str) -> String {
-    s.lines().map(str::trim_end).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ")
+    s.lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// Report name of a scenario run with one Nix version.

@@ -61,7 +61,11 @@ impl Output {
             Some(c) => format!("exit {c}"),
             None => "killed by a signal".to_string(),
         };
-        format!("`{}` {what} ({status}): {}", self.desc, tail(&self.stderr(), 600).trim())
+        format!(
+            "`{}` {what} ({status}): {}",
+            self.desc,
+            tail(&self.stderr(), 600).trim()
+        )
     }
 }
 
@@ -90,7 +94,12 @@ pub fn capture(cmd: &mut Command) -> Result<Output> {
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("cannot start `{desc}`"))?;
-    Ok(Output { desc, code: out.status.code(), stdout: out.stdout, stderr: out.stderr })
+    Ok(Output {
+        desc,
+        code: out.status.code(),
+        stdout: out.stdout,
+        stderr: out.stderr,
+    })
 }
 
 /// Runs a program on the host and requires success.
@@ -158,7 +167,10 @@ impl Rootfs {
         let mut c = Command::new("chroot");
         c.arg(&self.dir).args(args);
         c.env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .env("HOME", "/root")
             .env("TMPDIR", "/tmp")
             .env("LANG", "C.UTF-8")

@@ -79,7 +79,11 @@ pub fn names(suites: &[String]) -> Vec<String> {
     let mut v = vec![];
     for s in suites {
         v.push(tagged("fixture/generate", s));
-        for n in import::NAMES.iter().chain(parity::NAMES).chain(overlay::NAMES) {
+        for n in import::NAMES
+            .iter()
+            .chain(parity::NAMES)
+            .chain(overlay::NAMES)
+        {
             v.push(tagged(n, s));
         }
     }
@@ -136,7 +140,10 @@ pub fn same(what: &str, nix: &Output, ours: &Output) -> Result<()> {
         );
     }
     if nix.stdout != ours.stdout {
-        bail!("{what}: output differs: {}", first_difference(&nix.stdout(), &ours.stdout()));
+        bail!(
+            "{what}: output differs: {}",
+            first_difference(&nix.stdout(), &ours.stdout())
+        );
     }
     Ok(())
 }
@@ -155,7 +162,12 @@ pub fn tree_hash(dir: &std::path::Path) -> Result<String> {
             .arg(dir),
     )?
     .ok()?;
-    Ok(out.stdout().split_whitespace().next().unwrap_or_default().to_string())
+    Ok(out
+        .stdout()
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string())
 }
 
 /// `relay SOCKET`: copies stdin to a Unix socket and the socket to stdout.
@@ -200,9 +212,11 @@ pub fn relay(args: &[String]) -> Result<()> {
 
 /// Writes `/e2e/bin/relay-<name>`, a `remote-program` for `ssh-ng://localhost`
 /// that relays to `socket`; returns the store URL using it.
-pub fn ssh_ng_url(ctx: &Ctx, name: &str, socket: &str, real: &str) -> Result<String> {
+pub fn ssh_ng_url(ctx: &Ctx, name: &str, socket: &str) -> Result<String> {
     let prog = format!("/e2e/bin/relay-{name}");
-    ctx.write_script(&prog, &format!("#!/bin/sh\nexec /e2e/bin/snix-lower-store-e2e relay {socket}\n"))?;
-    let _ = real;
+    ctx.write_script(
+        &prog,
+        &format!("#!/bin/sh\nexec /e2e/bin/snix-lower-store-e2e relay {socket}\n"),
+    )?;
     Ok(format!("ssh-ng://localhost?remote-program={prog}"))
 }

@@ -122,7 +122,11 @@ pub fn enc(s: &str) -> String {
 }
 
 fn overlay_url(lower_store: &str, upper: &str, extra: &str) -> String {
-    format!("local-overlay://?lower-store={}&upper-layer={}&check-mount=true{extra}", enc(lower_store), enc(upper))
+    format!(
+        "local-overlay://?lower-store={}&upper-layer={}&check-mount=true{extra}",
+        enc(lower_store),
+        enc(upper)
+    )
 }
 
 fn base(p: &str) -> &str {
@@ -130,7 +134,13 @@ fn base(p: &str) -> &str {
 }
 
 impl<'a> Overlay<'a> {
-    fn setup(ctx: &'a Ctx, fs: &'a Rootfs, fx: &'a Fixture, kind: Kind, name: &str) -> Result<Overlay<'a>> {
+    fn setup(
+        ctx: &'a Ctx,
+        fs: &'a Rootfs,
+        fx: &'a Fixture,
+        kind: Kind,
+        name: &str,
+    ) -> Result<Overlay<'a>> {
         let short = match kind {
             Kind::Ours => "ours",
             Kind::Nix => "nix",
@@ -140,7 +150,11 @@ impl<'a> Overlay<'a> {
         std::fs::create_dir_all(ctx.host(&lower_root))?;
         host(
             "cp",
-            [std::ffi::OsString::from("-a"), ctx.host(&format!("{}/nix", fx.root)).into(), ctx.host(&lower_root).into()],
+            [
+                std::ffi::OsString::from("-a"),
+                ctx.host(&format!("{}/nix", fx.root)).into(),
+                ctx.host(&lower_root).into(),
+            ],
         )?;
         let lower = Lower::start(ctx, fs, kind, &lower_root, &format!("{dir}/lower.sock"))?;
         let mut mnts = vec![mounts::tmpfs(&fs.host_path("/nix"), "1g")?];
@@ -185,8 +199,10 @@ impl<'a> Overlay<'a> {
     /// daemon's URL, `{L}` the lower local store.
     fn run(&self, args: &[&str]) -> Result<Output> {
         let (o, d, l) = (self.url.clone(), self.lower_daemon(), self.lower_local());
-        let args: Vec<String> =
-            args.iter().map(|a| a.replace("{O}", &o).replace("{D}", &d).replace("{L}", &l)).collect();
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.replace("{O}", &o).replace("{D}", &d).replace("{L}", &l))
+            .collect();
         let mut cmd = self.fs.command(&args);
         cmd.env("NIX_REMOTE", &self.url);
         let mut out = crate::rootfs::capture(&mut cmd)?;
@@ -197,7 +213,11 @@ impl<'a> Overlay<'a> {
     fn ok(&self, args: &[&str]) -> Result<String> {
         let out = self.run(args)?;
         if !out.success() {
-            bail!("{}; lower daemon log: {}", out.failure_text("failed"), self.lower.borrow().daemon().log_tail());
+            bail!(
+                "{}; lower daemon log: {}",
+                out.failure_text("failed"),
+                self.lower.borrow().daemon().log_tail()
+            );
         }
         Ok(out.stdout().trim().to_string())
     }
@@ -226,7 +246,8 @@ impl<'a> Overlay<'a> {
     }
 
     fn lower_host(&self, p: &str) -> PathBuf {
-        self.ctx.host(&format!("{}/{}", self.lower.borrow().store_dir(), base(p)))
+        self.ctx
+            .host(&format!("{}/{}", self.lower.borrow().store_dir(), base(p)))
     }
 
     fn upper_host(&self, p: &str) -> PathBuf {
@@ -242,22 +263,51 @@ impl<'a> Overlay<'a> {
     }
 
     fn build_seed2(&self) -> Result<String> {
-        self.ok(&["nix-build", FIXTURE_FILE, "-A", "final", "--argstr", "seed", "2", "--no-out-link", "--store", "{O}"])
+        self.ok(&[
+            "nix-build",
+            FIXTURE_FILE,
+            "-A",
+            "final",
+            "--argstr",
+            "seed",
+            "2",
+            "--no-out-link",
+            "--store",
+            "{O}",
+        ])
     }
 }
 
-fn exists(p: &PathBuf) -> bool {
+fn exists(p: &std::path::Path) -> bool {
     p.symlink_metadata().is_ok()
 }
 
-fn inode(p: &PathBuf) -> Result<u64> {
-    Ok(p.symlink_metadata().with_context(|| format!("stat {}", p.display()))?.ino())
+fn inode(p: &std::path::Path) -> Result<u64> {
+    Ok(p.symlink_metadata()
+        .with_context(|| format!("stat {}", p.display()))?
+        .ino())
 }
 
 fn check_mount(ov: &Overlay) -> Result<()> {
     ov.ok(&["nix", "store", "info", "--store", "{O}"])?;
-    let via_overlay = normalize_json(&ov.ok(&["nix", "path-info", "--json", "--recursive", "--store", "{O}", &ov.fx.final_out])?)?;
-    let via_lower = normalize_json(&ov.ok(&["nix", "path-info", "--json", "--recursive", "--store", "{D}", &ov.fx.final_out])?)?;
+    let via_overlay = normalize_json(&ov.ok(&[
+        "nix",
+        "path-info",
+        "--json",
+        "--recursive",
+        "--store",
+        "{O}",
+        &ov.fx.final_out,
+    ])?)?;
+    let via_lower = normalize_json(&ov.ok(&[
+        "nix",
+        "path-info",
+        "--json",
+        "--recursive",
+        "--store",
+        "{D}",
+        &ov.fx.final_out,
+    ])?)?;
     ensure!(
         via_overlay == via_lower,
         "path-info through the overlay differs from the lower store's: {}",
@@ -268,8 +318,16 @@ fn check_mount(ov: &Overlay) -> Result<()> {
 
 fn check_post_init(ov: &Overlay) -> Result<()> {
     let fx = ov.fx;
-    ensure!(exists(&ov.lower_host(&fx.final_out)), "{} missing from the lower layer", fx.final_out);
-    ensure!(!exists(&ov.upper_host(&fx.final_out)), "{} unexpectedly in the upper layer", fx.final_out);
+    ensure!(
+        exists(&ov.lower_host(&fx.final_out)),
+        "{} missing from the lower layer",
+        fx.final_out
+    );
+    ensure!(
+        !exists(&ov.upper_host(&fx.final_out)),
+        "{} unexpectedly in the upper layer",
+        fx.final_out
+    );
     ensure!(
         tree_hash(&ov.lower_host(&fx.tree))? == tree_hash(&ov.merged_host(&fx.tree))?,
         "merged view of {} differs from the lower layer",
@@ -287,15 +345,38 @@ fn check_post_init(ov: &Overlay) -> Result<()> {
         let lower = ov.ok(&a)?;
         a[2] = "{O}";
         let merged = ov.ok(&a)?;
-        ensure!(!lower.is_empty(), "`nix-store {}` printed nothing on the lower store", q.join(" "));
-        ensure!(lower == merged, "`nix-store {}`: lower {lower:?} vs overlay {merged:?}", q.join(" "));
+        ensure!(
+            !lower.is_empty(),
+            "`nix-store {}` printed nothing on the lower store",
+            q.join(" ")
+        );
+        ensure!(
+            lower == merged,
+            "`nix-store {}`: lower {lower:?} vs overlay {merged:?}",
+            q.join(" ")
+        );
     }
-    ov.ok(&["nix-store", "--store", "{D}", "--verify-path", &fx.final_out])?;
-    ov.ok(&["nix-store", "--store", "{O}", "--verify-path", &fx.final_out])?;
+    ov.ok(&[
+        "nix-store",
+        "--store",
+        "{D}",
+        "--verify-path",
+        &fx.final_out,
+    ])?;
+    ov.ok(&[
+        "nix-store",
+        "--store",
+        "{O}",
+        "--verify-path",
+        &fx.final_out,
+    ])?;
     let hash = &base(&fx.final_out)[..32];
     for s in ["{D}", "{O}"] {
         let got = ov.ok(&["nix", "store", "path-from-hash-part", "--store", s, hash])?;
-        ensure!(got == fx.final_out, "path-from-hash-part {hash} on {s} gave {got:?}");
+        ensure!(
+            got == fx.final_out,
+            "path-from-hash-part {hash} on {s} gave {got:?}"
+        );
     }
     Ok(())
 }
@@ -303,16 +384,34 @@ fn check_post_init(ov: &Overlay) -> Result<()> {
 fn add_lower(ov: &Overlay) -> Result<()> {
     let f = ov.file("overlay-file", "added to the overlay store\n")?;
     let in_overlay = ov.ok(&["nix-store", "--store", "{O}", "--add", &f])?;
-    ensure!(exists(&ov.merged_host(&in_overlay)), "{in_overlay} not visible in the merged store");
-    ensure!(exists(&ov.upper_host(&in_overlay)), "{in_overlay} not in the upper layer");
-    ensure!(!exists(&ov.lower_host(&in_overlay)), "{in_overlay} leaked into the lower layer");
+    ensure!(
+        exists(&ov.merged_host(&in_overlay)),
+        "{in_overlay} not visible in the merged store"
+    );
+    ensure!(
+        exists(&ov.upper_host(&in_overlay)),
+        "{in_overlay} not in the upper layer"
+    );
+    ensure!(
+        !exists(&ov.lower_host(&in_overlay)),
+        "{in_overlay} leaked into the lower layer"
+    );
     let g = ov.file("lower-file", "added to the lower store\n")?;
     let in_lower = ov.add_to_lower(&g)?;
-    ensure!(exists(&ov.lower_host(&in_lower)), "{in_lower} not in the lower layer");
+    ensure!(
+        exists(&ov.lower_host(&in_lower)),
+        "{in_lower} not in the lower layer"
+    );
     ov.remount()?;
-    ensure!(exists(&ov.merged_host(&in_lower)), "{in_lower} not visible through the overlay after remount");
+    ensure!(
+        exists(&ov.merged_host(&in_lower)),
+        "{in_lower} not visible through the overlay after remount"
+    );
     ov.ok(&["nix-store", "--store", "{O}", "--verify-path", &in_lower])?;
-    ensure!(!exists(&ov.upper_host(&in_lower)), "{in_lower} copied into the upper layer");
+    ensure!(
+        !exists(&ov.upper_host(&in_lower)),
+        "{in_lower} copied into the upper layer"
+    );
     Ok(())
 }
 
@@ -320,23 +419,57 @@ fn build(ov: &Overlay) -> Result<()> {
     let fx = ov.fx;
     let before = ov.lower_hash()?;
     let out = ov.build_seed2()?;
-    ensure!(out != fx.final_out && out.ends_with("-e2e-final-2"), "unexpected build result {out:?}");
-    ensure!(!exists(&ov.lower_host(&out)), "{out} landed in the lower layer");
+    ensure!(
+        out != fx.final_out && out.ends_with("-e2e-final-2"),
+        "unexpected build result {out:?}"
+    );
+    ensure!(
+        !exists(&ov.lower_host(&out)),
+        "{out} landed in the lower layer"
+    );
     ensure!(exists(&ov.upper_host(&out)), "{out} not in the upper layer");
     ov.ok(&["nix-store", "--store", "{O}", "--verify-path", &out])?;
-    let refs = ov.ok(&["nix-store", "--store", "{O}", "--query", "--references", &out])?;
+    let refs = ov.ok(&[
+        "nix-store",
+        "--store",
+        "{O}",
+        "--query",
+        "--references",
+        &out,
+    ])?;
     for input in [&fx.split_out, &fx.split_dev, &fx.exe] {
-        ensure!(refs.lines().any(|l| l == input), "{out} should reference lower path {input}; references: {refs}");
-        ensure!(!exists(&ov.upper_host(input)), "input {input} was copied into the upper layer");
+        ensure!(
+            refs.lines().any(|l| l == input),
+            "{out} should reference lower path {input}; references: {refs}"
+        );
+        ensure!(
+            !exists(&ov.upper_host(input)),
+            "input {input} was copied into the upper layer"
+        );
     }
     // A derivation that lives in the lower store, never built there.
     let built = ov.ok(&["nix-store", "--store", "{O}", "--realise", &fx.unbuilt_drv])?;
-    ensure!(exists(&ov.upper_host(&built)), "{built} not in the upper layer");
-    ensure!(!exists(&ov.lower_host(&built)), "{built} landed in the lower layer");
-    ensure!(!exists(&ov.upper_host(&fx.unbuilt_drv)), "the lower .drv was copied into the upper layer");
+    ensure!(
+        exists(&ov.upper_host(&built)),
+        "{built} not in the upper layer"
+    );
+    ensure!(
+        !exists(&ov.lower_host(&built)),
+        "{built} landed in the lower layer"
+    );
+    ensure!(
+        !exists(&ov.upper_host(&fx.unbuilt_drv)),
+        "the lower .drv was copied into the upper layer"
+    );
     let copy = std::fs::read(ov.merged_host(&built).join("copy-of-exe"))?;
-    ensure!(copy == std::fs::read(ov.lower_host(&fx.exe))?, "build input read wrongly through the overlay");
-    ensure!(ov.lower_hash()? == before, "the lower layer changed during the build");
+    ensure!(
+        copy == std::fs::read(ov.lower_host(&fx.exe))?,
+        "build input read wrongly through the overlay"
+    );
+    ensure!(
+        ov.lower_hash()? == before,
+        "the lower layer changed during the build"
+    );
     Ok(())
 }
 
@@ -351,7 +484,10 @@ fn delete_duplicate(ov: &Overlay) -> Result<()> {
     );
     let url = format!("{}&remount-hook={}", ov.url, ov.hook);
     ov.ok(&["nix-store", "--store", &url, "--delete", &upper_path])?;
-    ensure!(!exists(&ov.upper_host(&upper_path)), "{upper_path} still in the upper layer");
+    ensure!(
+        !exists(&ov.upper_host(&upper_path)),
+        "{upper_path} still in the upper layer"
+    );
     ensure!(
         inode(&ov.merged_host(&upper_path))? == inode(&ov.lower_host(&lower_path))?,
         "merged view is not the lower copy after deleting the upper duplicate"
@@ -364,18 +500,37 @@ fn delete_refs(ov: &Overlay) -> Result<()> {
     let before = ov.lower_hash()?;
     let out = ov.build_seed2()?;
     for input in [&fx.split_out, &fx.split_dev, &fx.exe] {
-        let o = ov.run(&["nix-store", "--store", "{O}", "--delete", input])?.failed()?;
-        ensure!(o.stderr().contains(base(input)), "refusal to delete {input} does not name it: {}", o.stderr());
+        let o = ov
+            .run(&["nix-store", "--store", "{O}", "--delete", input])?
+            .failed()?;
+        ensure!(
+            o.stderr().contains(base(input)),
+            "refusal to delete {input} does not name it: {}",
+            o.stderr()
+        );
     }
     // Also referenced inside the lower store itself (by the seed 1 build).
-    let o = ov.run(&["nix-store", "--store", "{L}", "--delete", &fx.exe])?.failed()?;
-    ensure!(o.stderr().contains(base(&fx.exe)), "lower refusal does not name {}: {}", fx.exe, o.stderr());
+    let o = ov
+        .run(&["nix-store", "--store", "{L}", "--delete", &fx.exe])?
+        .failed()?;
+    ensure!(
+        o.stderr().contains(base(&fx.exe)),
+        "lower refusal does not name {}: {}",
+        fx.exe,
+        o.stderr()
+    );
     ov.ok(&["nix-store", "--store", "{O}", "--delete", &out])?;
-    ensure!(!exists(&ov.merged_host(&out)), "{out} still present after delete");
+    ensure!(
+        !exists(&ov.merged_host(&out)),
+        "{out} still present after delete"
+    );
     // Now unreferenced in the overlay (dev refers to out: delete it first).
     for input in [&fx.split_dev, &fx.split_out] {
         ov.ok(&["nix-store", "--store", "{O}", "--delete", input])?;
-        ensure!(exists(&ov.merged_host(input)), "{input} vanished from the merged view (whiteout?)");
+        ensure!(
+            exists(&ov.merged_host(input)),
+            "{input} vanished from the merged view (whiteout?)"
+        );
         ov.ok(&["nix-store", "--store", "{D}", "--verify-path", input])?;
     }
     ensure!(ov.lower_hash()? == before, "the lower layer changed");
@@ -388,25 +543,49 @@ fn gc(ov: &Overlay) -> Result<()> {
     let root = "/nix/var/nix/gcroots/e2e-root";
     std::os::unix::fs::symlink(&out, ov.fs.host_path(root))?;
     let roots = ov.ok(&["nix-store", "--query", "--roots", &out])?;
-    ensure!(roots.contains(&format!("{root} -> {out}")), "--roots: {roots:?}");
+    ensure!(
+        roots.contains(&format!("{root} -> {out}")),
+        "--roots: {roots:?}"
+    );
     let r = ov.ok(&["nix-store", "--gc", "--print-roots"])?;
     ensure!(r.contains(&out), "--print-roots lacks {out}: {r}");
     let live = ov.ok(&["nix-store", "--gc", "--print-live"])?;
     ensure!(live.lines().any(|l| l == out), "--print-live lacks {out}");
     let dead = ov.ok(&["nix-store", "--gc", "--print-dead"])?;
-    ensure!(!dead.lines().any(|l| l == out), "--print-dead lists the rooted {out}");
+    ensure!(
+        !dead.lines().any(|l| l == out),
+        "--print-dead lists the rooted {out}"
+    );
     ov.run(&["nix-store", "--delete", &out])?.failed()?;
-    ensure!(exists(&ov.merged_host(&out)), "{out} removed despite its root");
+    ensure!(
+        exists(&ov.merged_host(&out)),
+        "{out} removed despite its root"
+    );
     ov.ok(&["nix-collect-garbage"])?;
     std::fs::read(ov.merged_host(&out).join("seed")).context("rooted output damaged by GC")?;
     std::fs::remove_file(ov.fs.host_path(root))?;
     ov.ok(&["nix-collect-garbage"])?;
-    ensure!(!exists(&ov.merged_host(&out)), "{out} survived GC without a root");
-    let left: Vec<_> = std::fs::read_dir(ov.ctx.host(&ov.upper))?.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    ensure!(
+        !exists(&ov.merged_host(&out)),
+        "{out} survived GC without a root"
+    );
+    let left: Vec<_> = std::fs::read_dir(ov.ctx.host(&ov.upper))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
     ensure!(left.is_empty(), "upper layer not empty after GC: {left:?}");
     ensure!(ov.lower_hash()? == before, "GC changed the lower layer");
-    ov.ok(&["nix-store", "--store", "{D}", "--verify-path", &ov.fx.final_out])?;
-    ensure!(exists(&ov.merged_host(&ov.fx.final_out)), "lower path vanished from the merged view");
+    ov.ok(&[
+        "nix-store",
+        "--store",
+        "{D}",
+        "--verify-path",
+        &ov.fx.final_out,
+    ])?;
+    ensure!(
+        exists(&ov.merged_host(&ov.fx.final_out)),
+        "lower path vanished from the merged view"
+    );
     Ok(())
 }
 
@@ -416,20 +595,35 @@ fn optimise(ov: &Overlay) -> Result<()> {
     ov.add_to_lower(&f)?;
     ov.remount()?;
     let (l, u, m) = (ov.lower_host(&p), ov.upper_host(&p), ov.merged_host(&p));
-    ensure!(inode(&u)? == inode(&m)?, "merged view should show the upper copy");
-    ensure!(inode(&u)? != inode(&l)?, "expected separate copies in the two layers");
+    ensure!(
+        inode(&u)? == inode(&m)?,
+        "merged view should show the upper copy"
+    );
+    ensure!(
+        inode(&u)? != inode(&l)?,
+        "expected separate copies in the two layers"
+    );
     ov.ok(&["nix-store", "--store", "{O}", "--optimise"])?;
     ov.remount()?;
     ensure!(exists(&l) && exists(&m), "{p} lost after optimise");
-    ensure!(!exists(&u), "optimise left the duplicate in the upper layer");
+    ensure!(
+        !exists(&u),
+        "optimise left the duplicate in the upper layer"
+    );
     Ok(())
 }
 
 fn redundant_add(ov: &Overlay) -> Result<()> {
     let p = ov.ok(&["nix-store", "--store", "{O}", "--add", "/e2e/fixture/src"])?;
     ensure!(p == ov.fx.src, "added {p}, lower store has {}", ov.fx.src);
-    ensure!(exists(&ov.lower_host(&p)), "{p} missing from the lower layer");
-    ensure!(!exists(&ov.upper_host(&p)), "redundant add copied {p} into the upper layer");
+    ensure!(
+        exists(&ov.lower_host(&p)),
+        "{p} missing from the lower layer"
+    );
+    ensure!(
+        !exists(&ov.upper_host(&p)),
+        "redundant add copied {p} into the upper layer"
+    );
     Ok(())
 }
 
@@ -441,19 +635,46 @@ fn verify(ov: &Overlay) -> Result<()> {
     let again = ov.ok(&["nix-store", "--store", "{O}", "--add", &dummy_file])?;
     ensure!(again == dummy, "{again} vs {dummy}");
     let lower_only = ov.add_to_lower(&ov.file("lower-only", "only in the lower store\n")?)?;
-    ov.ok(&["nix-store", "--store", "{O}", "--verify", "--check-contents"])?;
+    ov.ok(&[
+        "nix-store",
+        "--store",
+        "{O}",
+        "--verify",
+        "--check-contents",
+    ])?;
     // Corrupt the lower layer behind everyone's back.
     let drv = ov.lower_host(&fx.tree_drv);
     std::fs::remove_file(&drv).with_context(|| format!("rm {}", drv.display()))?;
     for p in [&dummy, &lower_only] {
-        host("truncate", ["-s", "0", &ov.lower_host(p).display().to_string()])?;
+        host(
+            "truncate",
+            ["-s", "0", &ov.lower_host(p).display().to_string()],
+        )?;
     }
     ov.remount()?;
-    let out = ov.run(&["nix-store", "--store", "{O}", "--verify", "--check-contents"])?.failed()?;
+    let out = ov
+        .run(&[
+            "nix-store",
+            "--store",
+            "{O}",
+            "--verify",
+            "--check-contents",
+        ])?
+        .failed()?;
     let text = out.stderr();
-    ensure!(text.contains(base(&fx.tree_drv)), "verify did not report the vanished {}: {text}", fx.tree_drv);
-    ensure!(text.contains(base(&dummy)), "verify did not report the modified {dummy}: {text}");
-    ensure!(!text.contains(base(&lower_only)), "verify reported the lower-only {lower_only}: {text}");
+    ensure!(
+        text.contains(base(&fx.tree_drv)),
+        "verify did not report the vanished {}: {text}",
+        fx.tree_drv
+    );
+    ensure!(
+        text.contains(base(&dummy)),
+        "verify did not report the modified {dummy}: {text}"
+    );
+    ensure!(
+        !text.contains(base(&lower_only)),
+        "verify reported the lower-only {lower_only}: {text}"
+    );
     Ok(())
 }
 
@@ -466,12 +687,17 @@ fn bad_uris(ov: &Overlay) -> Result<()> {
         format!("unix://{}?real={bad}", l.socket)
     };
     let cases = [
-        ("root", format!("{}&root={bad}", overlay_url(&lower, &ov.upper, ""))),
+        (
+            "root",
+            format!("{}&root={bad}", overlay_url(&lower, &ov.upper, "")),
+        ),
         ("lower", overlay_url(&bad_lower, &ov.upper, "")),
         ("upper", overlay_url(&lower, &bad, "")),
     ];
     for (what, url) in cases {
-        let o = ov.run(&["nix", "store", "info", "--store", &url])?.failed()?;
+        let o = ov
+            .run(&["nix", "store", "info", "--store", &url])?
+            .failed()?;
         ensure!(
             o.stderr().contains("mounted incorrectly"),
             "bad {what}: expected a check-mount error, got: {}",
@@ -489,7 +715,10 @@ fn remount(ov: &Overlay) -> Result<()> {
     ensure!(exists(&ov.merged_host(&p)), "{p} not visible after remount");
     ov.ok(&["nix", "store", "info", "--store", "{O}"])?;
     ov.ok(&["nix-store", "--store", "{O}", "--verify-path", &p])?;
-    ensure!(!exists(&ov.upper_host(&p)), "{p} copied into the upper layer");
+    ensure!(
+        !exists(&ov.upper_host(&p)),
+        "{p} copied into the upper layer"
+    );
     Ok(())
 }
 
@@ -542,11 +771,19 @@ fn stale_file_handle(ov: &Overlay) -> Result<()> {
     ov.remount()?;
     let with_hook = format!("{}&remount-hook={}", ov.url, ov.hook);
     let outs = trigger(&with_hook)?;
-    let p = outs.first().context("no step ran")?.stdout().trim().to_string();
+    let p = outs
+        .first()
+        .context("no step ran")?
+        .stdout()
+        .trim()
+        .to_string();
     for o in outs {
         o.ok()?;
     }
-    ensure!(exists(&ov.upper_host(&p)), "{p} should be back in the upper layer");
+    ensure!(
+        exists(&ov.upper_host(&p)),
+        "{p} should be back in the upper layer"
+    );
     ov.ok(&["nix-store", "--store", "{O}", "--verify-path", &p])?;
     Ok(())
 }
@@ -563,14 +800,31 @@ fn store_url(ov: &Overlay) -> Result<()> {
     let out = daemons::ours_cli(
         ov.ctx,
         ov.fs,
-        &["store-url", "--socket", &socket, "--lower-dir", &lower_dir, "--upper-layer", &ov.upper],
+        &[
+            "store-url",
+            "--socket",
+            &socket,
+            "--lower-dir",
+            &lower_dir,
+            "--upper-layer",
+            &ov.upper,
+        ],
     )?
     .ok()?;
     let url = out.stdout().trim().to_string();
-    ensure!(url.starts_with("local-overlay://"), "store-url printed {url:?}");
-    ensure!(url.contains("check-mount=true"), "store-url has check-mount off: {url}");
+    ensure!(
+        url.starts_with("local-overlay://"),
+        "store-url printed {url:?}"
+    );
+    ensure!(
+        url.contains("check-mount=true"),
+        "store-url has check-mount off: {url}"
+    );
     ov.ok(&["nix", "store", "info", "--store", &url])?;
     let got = ov.ok(&["nix", "path-info", "--store", &url, &ov.fx.final_out])?;
-    ensure!(got == ov.fx.final_out, "path-info through store-url's URL gave {got:?}");
+    ensure!(
+        got == ov.fx.final_out,
+        "path-info through store-url's URL gave {got:?}"
+    );
     Ok(())
 }

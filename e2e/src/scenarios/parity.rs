@@ -55,40 +55,121 @@ struct Check {
 }
 
 fn per_path(paths: &[&str], f: impl Fn(&str) -> Vec<&str>) -> Vec<Vec<String>> {
-    paths.iter().map(|p| f(p).into_iter().map(str::to_string).collect()).collect()
+    paths
+        .iter()
+        .map(|p| f(p).into_iter().map(str::to_string).collect())
+        .collect()
 }
 
 fn checks(fx: &Fixture) -> Vec<Check> {
     let sample = fx.sample();
-    let outputs: Vec<&str> = sample.iter().copied().filter(|p| !p.ends_with(".drv")).collect();
-    let drvs: Vec<&str> = sample.iter().copied().filter(|p| p.ends_with(".drv")).collect();
-    let c = |name, cmds, json, must_succeed| Check { name, cmds, json, must_succeed, stderr: false, any: false };
+    let outputs: Vec<&str> = sample
+        .iter()
+        .copied()
+        .filter(|p| !p.ends_with(".drv"))
+        .collect();
+    let drvs: Vec<&str> = sample
+        .iter()
+        .copied()
+        .filter(|p| p.ends_with(".drv"))
+        .collect();
+    let c = |name, cmds, json, must_succeed| Check {
+        name,
+        cmds,
+        json,
+        must_succeed,
+        stderr: false,
+        any: false,
+    };
     let mut v = vec![
         c(
             "parity/path-info-json",
-            vec![["nix", "path-info", "--json", "--recursive", "--store", "{S}", &fx.final_out, &fx.src, &fx.final_drv]
+            vec![[
+                "nix",
+                "path-info",
+                "--json",
+                "--recursive",
+                "--store",
+                "{S}",
+                &fx.final_out,
+                &fx.src,
+                &fx.final_drv,
+            ]
+            .map(String::from)
+            .to_vec()],
+            true,
+            true,
+        ),
+        c(
+            "parity/path-info-json-all",
+            vec![["nix", "path-info", "--json", "--all", "--store", "{S}"]
                 .map(String::from)
                 .to_vec()],
             true,
             true,
         ),
-        c("parity/path-info-json-all", vec![["nix", "path-info", "--json", "--all", "--store", "{S}"].map(String::from).to_vec()], true, true),
-        c("parity/requisites", per_path(&sample, |p| vec!["nix-store", "--store", "{S}", "--query", "--requisites", p]), false, true),
-        c("parity/referrers", per_path(&sample, |p| vec!["nix-store", "--store", "{S}", "--query", "--referrers", p]), false, true),
+        c(
+            "parity/requisites",
+            per_path(&sample, |p| {
+                vec!["nix-store", "--store", "{S}", "--query", "--requisites", p]
+            }),
+            false,
+            true,
+        ),
+        c(
+            "parity/referrers",
+            per_path(&sample, |p| {
+                vec!["nix-store", "--store", "{S}", "--query", "--referrers", p]
+            }),
+            false,
+            true,
+        ),
         c(
             "parity/referrers-closure",
-            per_path(&sample, |p| vec!["nix-store", "--store", "{S}", "--query", "--referrers-closure", p]),
+            per_path(&sample, |p| {
+                vec![
+                    "nix-store",
+                    "--store",
+                    "{S}",
+                    "--query",
+                    "--referrers-closure",
+                    p,
+                ]
+            }),
             false,
             true,
         ),
-        c("parity/deriver", per_path(&sample, |p| vec!["nix-store", "--store", "{S}", "--query", "--deriver", p]), false, true),
+        c(
+            "parity/deriver",
+            per_path(&sample, |p| {
+                vec!["nix-store", "--store", "{S}", "--query", "--deriver", p]
+            }),
+            false,
+            true,
+        ),
         c(
             "parity/valid-derivers",
-            per_path(&outputs, |p| vec!["nix-store", "--store", "{S}", "--query", "--valid-derivers", p]),
+            per_path(&outputs, |p| {
+                vec![
+                    "nix-store",
+                    "--store",
+                    "{S}",
+                    "--query",
+                    "--valid-derivers",
+                    p,
+                ]
+            }),
             false,
             true,
         ),
-        c("parity/outputs", per_path(&drvs, |p| vec!["nix-store", "--store", "{S}", "--query", "--outputs", p]), false, true),
+        c(
+            "parity/outputs",
+            per_path(&drvs, |p| {
+                vec!["nix-store", "--store", "{S}", "--query", "--outputs", p]
+            }),
+            false,
+            true,
+        ),
         c(
             "parity/queries",
             sample
@@ -96,19 +177,37 @@ fn checks(fx: &Fixture) -> Vec<Check> {
                 .flat_map(|p| {
                     ["--hash", "--size", "--references", "--tree", "--graph"]
                         .iter()
-                        .map(|q| ["nix-store", "--store", "{S}", "--query", q, p].map(String::from).to_vec())
+                        .map(|q| {
+                            ["nix-store", "--store", "{S}", "--query", q, p]
+                                .map(String::from)
+                                .to_vec()
+                        })
                         .collect::<Vec<_>>()
                 })
                 .collect(),
             false,
             true,
         ),
-        c("parity/verify-path", per_path(&sample, |p| vec!["nix-store", "--store", "{S}", "--verify-path", p]), false, true),
+        c(
+            "parity/verify-path",
+            per_path(&sample, |p| {
+                vec!["nix-store", "--store", "{S}", "--verify-path", p]
+            }),
+            false,
+            true,
+        ),
         c(
             "parity/check-validity",
             vec![{
-                let mut a: Vec<String> =
-                    ["nix-store", "--store", "{S}", "--check-validity", "--print-invalid"].map(String::from).to_vec();
+                let mut a: Vec<String> = [
+                    "nix-store",
+                    "--store",
+                    "{S}",
+                    "--check-validity",
+                    "--print-invalid",
+                ]
+                .map(String::from)
+                .to_vec();
                 a.extend(sample.iter().map(|s| s.to_string()));
                 a.push(NOT_THERE.into());
                 a
@@ -128,21 +227,70 @@ fn checks(fx: &Fixture) -> Vec<Check> {
         c(
             "parity/invalid-path",
             vec![
-                ["nix", "path-info", "--store", "{S}", NOT_THERE].map(String::from).to_vec(),
-                ["nix-store", "--store", "{S}", "--query", "--references", NOT_THERE].map(String::from).to_vec(),
-                ["nix", "store", "path-from-hash-part", "--store", "{S}", "ffffffffffffffffffffffffffffffff"].map(String::from).to_vec(),
+                ["nix", "path-info", "--store", "{S}", NOT_THERE]
+                    .map(String::from)
+                    .to_vec(),
+                [
+                    "nix-store",
+                    "--store",
+                    "{S}",
+                    "--query",
+                    "--references",
+                    NOT_THERE,
+                ]
+                .map(String::from)
+                .to_vec(),
+                [
+                    "nix",
+                    "store",
+                    "path-from-hash-part",
+                    "--store",
+                    "{S}",
+                    "ffffffffffffffffffffffffffffffff",
+                ]
+                .map(String::from)
+                .to_vec(),
             ],
             false,
             false,
         ),
-        c("parity/dump", per_path(&sample, |p| vec!["nix", "store", "dump-path", "--store", "{S}", p]), false, true),
+        c(
+            "parity/dump",
+            per_path(&sample, |p| {
+                vec!["nix", "store", "dump-path", "--store", "{S}", p]
+            }),
+            false,
+            true,
+        ),
         c(
             "parity/store-ls-cat",
             vec![
-                ["nix", "store", "ls", "--store", "{S}", "--recursive", "--long", "--json", &fx.tree].map(String::from).to_vec(),
-                ["nix", "store", "cat", "--store", "{S}", &format!("{}/d1/d2/d3/d4/d5/d6/d7/d8/d9/d10/d11/d12/bottom.txt", fx.tree)]
-                    .map(String::from)
-                    .to_vec(),
+                [
+                    "nix",
+                    "store",
+                    "ls",
+                    "--store",
+                    "{S}",
+                    "--recursive",
+                    "--long",
+                    "--json",
+                    &fx.tree,
+                ]
+                .map(String::from)
+                .to_vec(),
+                [
+                    "nix",
+                    "store",
+                    "cat",
+                    "--store",
+                    "{S}",
+                    &format!(
+                        "{}/d1/d2/d3/d4/d5/d6/d7/d8/d9/d10/d11/d12/bottom.txt",
+                        fx.tree
+                    ),
+                ]
+                .map(String::from)
+                .to_vec(),
             ],
             false,
             true,
@@ -150,7 +298,9 @@ fn checks(fx: &Fixture) -> Vec<Check> {
         c(
             "parity/export",
             vec![{
-                let mut a: Vec<String> = ["nix-store", "--store", "{S}", "--export"].map(String::from).to_vec();
+                let mut a: Vec<String> = ["nix-store", "--store", "{S}", "--export"]
+                    .map(String::from)
+                    .to_vec();
                 a.extend(sample.iter().map(|s| s.to_string()));
                 a
             }],
@@ -159,15 +309,25 @@ fn checks(fx: &Fixture) -> Vec<Check> {
         ),
         c(
             "parity/derivation-show",
-            per_path(&drvs, |p| vec!["nix", "derivation", "show", "--store", "{S}", p]),
+            per_path(&drvs, |p| {
+                vec!["nix", "derivation", "show", "--store", "{S}", p]
+            }),
             true,
             true,
         ),
         Check {
             name: "parity/dry-run",
-            cmds: vec![["nix-store", "--store", "{S}", "--realise", "--dry-run", &fx.final_drv, &fx.split_drv]
-                .map(String::from)
-                .to_vec()],
+            cmds: vec![[
+                "nix-store",
+                "--store",
+                "{S}",
+                "--realise",
+                "--dry-run",
+                &fx.final_drv,
+                &fx.split_drv,
+            ]
+            .map(String::from)
+            .to_vec()],
             json: false,
             must_succeed: true,
             stderr: true,
@@ -178,9 +338,19 @@ fn checks(fx: &Fixture) -> Vec<Check> {
             cmds: [&fx.final_drv, &fx.split_drv, &fx.unbuilt_drv]
                 .iter()
                 .map(|d| {
-                    ["nix", "realisation", "info", "--extra-experimental-features", "ca-derivations", "--json", "--store", "{S}", &format!("{d}^*")]
-                        .map(String::from)
-                        .to_vec()
+                    [
+                        "nix",
+                        "realisation",
+                        "info",
+                        "--extra-experimental-features",
+                        "ca-derivations",
+                        "--json",
+                        "--store",
+                        "{S}",
+                        &format!("{d}^*"),
+                    ]
+                    .map(String::from)
+                    .to_vec()
                 })
                 .collect(),
             json: true,
@@ -188,12 +358,28 @@ fn checks(fx: &Fixture) -> Vec<Check> {
             stderr: false,
             any: true,
         },
-        c("parity/ssh-ng-dump", per_path(&sample, |p| vec!["nix", "store", "dump-path", "--store", "{SSH}", p]), false, true),
+        c(
+            "parity/ssh-ng-dump",
+            per_path(&sample, |p| {
+                vec!["nix", "store", "dump-path", "--store", "{SSH}", p]
+            }),
+            false,
+            true,
+        ),
         c(
             "parity/ssh-ng-path-info-json",
-            vec![["nix", "path-info", "--json", "--recursive", "--store", "{SSH}", &fx.final_out, &fx.src]
-                .map(String::from)
-                .to_vec()],
+            vec![[
+                "nix",
+                "path-info",
+                "--json",
+                "--recursive",
+                "--store",
+                "{SSH}",
+                &fx.final_out,
+                &fx.src,
+            ]
+            .map(String::from)
+            .to_vec()],
             true,
             true,
         ),
@@ -210,8 +396,10 @@ struct Side {
 fn run_check(fs: &Rootfs, check: &Check, side: &Side) -> Result<Vec<Output>> {
     let mut outs = Vec::new();
     for cmd in &check.cmds {
-        let args: Vec<String> =
-            cmd.iter().map(|a| a.replace("{SSH}", &side.ssh).replace("{S}", &side.unix)).collect();
+        let args: Vec<String> = cmd
+            .iter()
+            .map(|a| a.replace("{SSH}", &side.ssh).replace("{S}", &side.unix))
+            .collect();
         let mut o = fs.run(&args)?;
         if check.json && o.success() {
             o.stdout = normalize_json(&o.stdout())?.into_bytes();
@@ -226,16 +414,24 @@ fn compare(fs: &Rootfs, check: &Check, nix: &Side, ours: Option<(&Side, &Daemon)
     if check.must_succeed {
         for o in &base {
             if !o.success() {
-                bail!("baseline broken: {}", o.failure_text("failed against Nix's own daemon"));
+                bail!(
+                    "baseline broken: {}",
+                    o.failure_text("failed against Nix's own daemon")
+                );
             }
         }
     } else if !check.any && base.iter().all(|o| o.success()) {
         bail!("baseline broken: Nix's own daemon accepted every invalid query");
     }
-    let Some((ours, daemon)) = ours else { return Ok(()) };
+    let Some((ours, daemon)) = ours else {
+        return Ok(());
+    };
     let got = run_check(fs, check, ours)?;
     for (b, g) in base.iter().zip(&got) {
-        let what = g.desc.replace(&ours.unix, "<store>").replace(&ours.ssh, "<store>");
+        let what = g
+            .desc
+            .replace(&ours.unix, "<store>")
+            .replace(&ours.ssh, "<store>");
         if let Err(e) = same(&what, b, g) {
             bail!("{e:#}; daemon log: {}", daemon.log_tail());
         }
@@ -251,14 +447,27 @@ fn compare(fs: &Rootfs, check: &Check, nix: &Side, ours: Option<(&Side, &Daemon)
 
 pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut Report) {
     let checks = checks(fx);
-    let prefix = |n: &str| if with_ours { n.to_string() } else { n.replacen("parity/", "baseline/", 1) };
-    let wanted = checks.iter().any(|c| report.wanted(&tagged(&prefix(c.name), &fs.label)))
+    let prefix = |n: &str| {
+        if with_ours {
+            n.to_string()
+        } else {
+            n.replacen("parity/", "baseline/", 1)
+        }
+    };
+    let wanted = checks
+        .iter()
+        .any(|c| report.wanted(&tagged(&prefix(c.name), &fs.label)))
         || report.wanted(&tagged("ours/refuses-writes", &fs.label));
     if !wanted {
         return;
     }
     let setup = || -> Result<(Daemon, Option<Daemon>)> {
-        let nix = daemons::start_nix(ctx, fs, &format!("/e2e/run/parity-{}-nix.sock", fs.suite), &fx.root)?;
+        let nix = daemons::start_nix(
+            ctx,
+            fs,
+            &format!("/e2e/run/parity-{}-nix.sock", fs.suite),
+            &fx.root,
+        )?;
         if !with_ours {
             return Ok((nix, None));
         }
@@ -279,21 +488,32 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
             ],
         )?
         .ok()?;
-        let ours =
-            daemons::start_ours(ctx, fs, &format!("/e2e/run/parity-{}-ours.sock", fs.suite), &fx.store_dir(), &state)?;
+        let ours = daemons::start_ours(
+            ctx,
+            fs,
+            &format!("/e2e/run/parity-{}-ours.sock", fs.suite),
+            &fx.store_dir(),
+            &state,
+        )?;
         Ok((nix, Some(ours)))
     };
     let (nix, ours) = match setup() {
         Ok(d) => d,
         Err(e) => {
             for c in &checks {
-                report.fail(&tagged(&prefix(c.name), &fs.label), &format!("setup: {e:#}"));
+                report.fail(
+                    &tagged(&prefix(c.name), &fs.label),
+                    &format!("setup: {e:#}"),
+                );
             }
             return;
         }
     };
     let side = |d: &Daemon, who: &str| -> Result<Side> {
-        Ok(Side { unix: d.url(), ssh: ssh_ng_url(ctx, &format!("{}-{who}", fs.suite), &d.socket, &d.real)? })
+        Ok(Side {
+            unix: d.url(),
+            ssh: ssh_ng_url(ctx, &format!("{}-{who}", fs.suite), &d.socket)?,
+        })
     };
     let nix_side = match side(&nix, "nix") {
         Ok(s) => s,
@@ -316,7 +536,9 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
         });
     }
     if let Some(d) = &ours {
-        report.run(&tagged("ours/refuses-writes", &fs.label), || refuses_writes(ctx, fs, fx, d));
+        report.run(&tagged("ours/refuses-writes", &fs.label), || {
+            refuses_writes(ctx, fs, fx, d)
+        });
         report.run(&tagged("ours/query-missing-unbuilt", &fs.label), || {
             query_missing_unbuilt(fs, fx, &nix_side.unix, &d.url())
         });
@@ -330,10 +552,27 @@ fn refuses_writes(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, d: &Daemon) -> Result<()
     let before = tree_hash(&ctx.host(&fx.store_dir()))?;
     ctx.write("/e2e/fixture/new-file", b"never stored\n")?;
     let url = d.url();
-    fs.run(&["nix-store", "--store", &url, "--add", "/e2e/fixture/new-file"])?.failed()?;
-    fs.run(&["nix-store", "--store", &url, "--delete", &fx.final_out])?.failed()?;
-    fs.run(&["nix-store", "--store", &url, "--realise", &fx.final_drv, "--check"])?.failed()?;
-    fs.run(&["nix-store", "--store", &url, "--verify-path", &fx.final_out])?.ok()?;
+    fs.run(&[
+        "nix-store",
+        "--store",
+        &url,
+        "--add",
+        "/e2e/fixture/new-file",
+    ])?
+    .failed()?;
+    fs.run(&["nix-store", "--store", &url, "--delete", &fx.final_out])?
+        .failed()?;
+    fs.run(&[
+        "nix-store",
+        "--store",
+        &url,
+        "--realise",
+        &fx.final_drv,
+        "--check",
+    ])?
+    .failed()?;
+    fs.run(&["nix-store", "--store", &url, "--verify-path", &fx.final_out])?
+        .ok()?;
     let after = tree_hash(&ctx.host(&fx.store_dir()))?;
     if before != after {
         bail!("the lower store directory changed during refused writes");
@@ -345,7 +584,16 @@ fn refuses_writes(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, d: &Daemon) -> Result<()
 /// daemon would build it, ours cannot build and (as documented) reports the
 /// output as unknown. Both answers come from the real Nix client's rendering.
 fn query_missing_unbuilt(fs: &Rootfs, fx: &Fixture, nix_url: &str, ours_url: &str) -> Result<()> {
-    let args = |u: &str| vec!["nix-store".to_string(), "--store".into(), u.into(), "--realise".into(), "--dry-run".into(), fx.unbuilt_drv.clone()];
+    let args = |u: &str| {
+        vec![
+            "nix-store".to_string(),
+            "--store".into(),
+            u.into(),
+            "--realise".into(),
+            "--dry-run".into(),
+            fx.unbuilt_drv.clone(),
+        ]
+    };
     let nix = fs.run(&args(nix_url))?.ok()?.stderr();
     let ours = fs.run(&args(ours_url))?.ok()?.stderr();
     let name = "e2e-unbuilt";
