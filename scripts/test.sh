@@ -3,7 +3,9 @@
 #   1. the workspace's unit tests (cargo test --workspace --release),
 #   2. the release build of the daemon and of the end-to-end suite,
 #   3. provisioning of the Nix root file systems (cached after the first run),
-#   4. the end-to-end suite against real Nix 2.26 and 2.34 (must run as root).
+#   4. the load test (512 connections) and a short fuzz run of every target,
+#   5. the Nix file parse checks, the end-to-end suite against real Nix 2.26
+#      and 2.34, and the unit files under real systemd (must run as root).
 # Extra arguments go to the end-to-end binary (e.g. --only overlay-ours/gc).
 # Exits non-zero if any step fails; prints how long each step took.
 set -uo pipefail
@@ -28,10 +30,18 @@ summary() {
 }
 trap summary EXIT
 
+# A persistent CARGO_TARGET_DIR (set by .ci/run) keeps warm runs fast.
+tdir=$(realpath -m "${CARGO_TARGET_DIR:-target}")
+export SNIX_LOWER_STORE_BIN=$tdir/release/snix-lower-store
+
 step "unit tests" cargo test --workspace --release || rc=1
-step "release build" cargo build --release -p snix-lower-store -p e2e || exit 1
+step "release build" cargo build --release -p snix-lower-store -p e2e --example loadtest || exit 1
+# 512 concurrent connections; the full 2,000 requests each take ~75 s here,
+# so CI runs 400 (LOAD_REQUESTS=2000 for the full issue-7 figure).
+step "load test" "$tdir/release/examples/loadtest" 512 "${LOAD_REQUESTS:-400}" || rc=1
+step "fuzz smoke" tests/fuzz-smoke || rc=1
 step "provision" .ci/provision-nix-rootfs || exit 1
 step "nix parse" tests/nix-parse || rc=1
-step "e2e" target/release/snix-lower-store-e2e "$@" || rc=1
+step "e2e" "$tdir/release/snix-lower-store-e2e" "$@" || rc=1
 step "systemd" tests/systemd/run || rc=1
 exit $rc
