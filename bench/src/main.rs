@@ -60,6 +60,10 @@ struct Args {
     /// Daemons to measure: ours, nix, or both.
     #[arg(long, default_value = "ours,nix")]
     daemons: String,
+    /// Worker threads of our daemon's tokio runtime (TOKIO_WORKER_THREADS;
+    /// default: one per CPU).
+    #[arg(long)]
+    ours_threads: Option<usize>,
     /// Skip the local-overlay `nix-store -qR` measurement.
     #[arg(long)]
     skip_qr: bool,
@@ -115,6 +119,7 @@ struct Env {
     work: PathBuf,
     ours: PathBuf,
     nix_version: String,
+    ours_threads: Option<usize>,
     mounts: Vec<PathBuf>,
 }
 
@@ -150,7 +155,7 @@ impl Env {
         }
         std::fs::create_dir_all(&args.work)?;
         std::fs::create_dir_all(args.work.join("run"))?;
-        let mut env = Env { rootfs: rootfs.clone(), work: args.work.canonicalize()?, ours, nix_version: String::new(), mounts: vec![] };
+        let mut env = Env { rootfs: rootfs.clone(), work: args.work.canonicalize()?, ours, nix_version: String::new(), ours_threads: args.ours_threads, mounts: vec![] };
         for (src, dst) in [(PathBuf::from("/proc"), "proc"), (PathBuf::from("/dev"), "dev"), (env.work.clone(), &CHROOT_WORK[1..])] {
             let target = rootfs.join(dst);
             std::fs::create_dir_all(&target)?;
@@ -255,7 +260,11 @@ fn start_ours(env: &Env, store: &Store, state: &Path) -> Result<Daemon> {
     let socket = env.work.join("run/ours.sock");
     let _ = std::fs::remove_file(&socket);
     let log = env.work.join("run/ours.log");
-    let child = Command::new(&env.ours)
+    let mut cmd = Command::new(&env.ours);
+    if let Some(n) = env.ours_threads {
+        cmd.env("TOKIO_WORKER_THREADS", n.to_string());
+    }
+    let child = cmd
         .arg("serve")
         .arg("--listen")
         .arg(&socket)
