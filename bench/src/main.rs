@@ -499,6 +499,28 @@ fn connect_latency(d: &Daemon, paths: &[(String, u64)], n: usize) -> Result<Samp
     })
 }
 
+/// Both daemons serve the same data: QueryPathInfo of `n` sampled paths
+/// agree on everything but the registration time.
+fn parity(a: &Daemon, b: &Daemon, paths: &[(String, u64)], n: usize) -> Result<usize> {
+    let rt = client_rt();
+    rt.block_on(async {
+        let mut ca = Client::connect(&a.socket, 38).await?;
+        let mut cb = Client::connect(&b.socket, 38).await?;
+        let mut rng = Rng(3);
+        for _ in 0..n {
+            let p = &paths[rng.below(paths.len())].0;
+            let mut x = ca.query_path_info(p).await?.with_context(|| format!("{}: {p} not valid", a.name))?;
+            let mut y = cb.query_path_info(p).await?.with_context(|| format!("{}: {p} not valid", b.name))?;
+            x.registration_time = 0;
+            y.registration_time = 0;
+            if x != y {
+                bail!("{p}: {} says {x:?}, {} says {y:?}", a.name, b.name);
+            }
+        }
+        Ok(n)
+    })
+}
+
 /// One connection, `n` QueryPathInfo in sequence.
 fn sequential_qpi(d: &Daemon, paths: &[(String, u64)], n: usize) -> Result<Samples> {
     let rt = client_rt();
@@ -806,6 +828,10 @@ fn mode_compare(env: &mut Env, args: &Args, mix: &Mix) -> Result<()> {
     }
     if which.contains(&"nix") {
         daemons.push(start_nix(env, &store)?);
+    }
+    if daemons.len() == 2 {
+        let n = parity(&daemons[0], &daemons[1], &paths, 500)?;
+        println!("# parity: QueryPathInfo of {n} sampled paths identical from both daemons (registration time aside)");
     }
     let mut per: Vec<PerDaemon> = Vec::new();
     for d in &daemons {
