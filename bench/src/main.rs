@@ -76,6 +76,10 @@ struct Args {
     /// Mode: NarFromPath of one object of this many bytes (e.g. 1073741824).
     #[arg(long, value_name = "BYTES")]
     nar_bytes: Option<u64>,
+    /// Mode: instructions (perf stat, user and kernel) per QueryPathInfo and
+    /// per connection, from runs of 1 and N+1 requests: load-independent.
+    #[arg(long, value_name = "N")]
+    instructions: Option<usize>,
     /// Debian suite whose Nix is the baseline (trixie: 2.26, sid: 2.34).
     #[arg(long, default_value = "sid")]
     suite: String,
@@ -120,6 +124,7 @@ struct Env {
     ours: PathBuf,
     nix_version: String,
     ours_threads: Option<usize>,
+    perf_out: Option<PathBuf>,
     mounts: Vec<PathBuf>,
 }
 
@@ -155,7 +160,7 @@ impl Env {
         }
         std::fs::create_dir_all(&args.work)?;
         std::fs::create_dir_all(args.work.join("run"))?;
-        let mut env = Env { rootfs: rootfs.clone(), work: args.work.canonicalize()?, ours, nix_version: String::new(), ours_threads: args.ours_threads, mounts: vec![] };
+        let mut env = Env { rootfs: rootfs.clone(), work: args.work.canonicalize()?, ours, nix_version: String::new(), ours_threads: args.ours_threads, perf_out: None, mounts: vec![] };
         for (src, dst) in [(PathBuf::from("/proc"), "proc"), (PathBuf::from("/dev"), "dev"), (env.work.clone(), &CHROOT_WORK[1..])] {
             let target = rootfs.join(dst);
             std::fs::create_dir_all(&target)?;
@@ -208,11 +213,13 @@ struct Daemon {
     socket: PathBuf,
     child: Child,
     log: PathBuf,
+    /// The daemon's pid: the child, or under `perf stat` the child's child.
+    target: u32,
 }
 
 impl Daemon {
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.target
     }
     fn cpu(&self) -> f64 {
         procfs::cpu_seconds(self.pid()).unwrap_or(f64::NAN)
@@ -224,7 +231,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(self.target as i32, libc::SIGTERM) };
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(5) {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -239,11 +246,12 @@ impl Drop for Daemon {
     }
 }
 
-fn wait_for_socket(name: &'static str, mut child: Child, socket: &Path, log: PathBuf) -> Result<Daemon> {
+fn wait_for_socket(name: &'static str, mut child: Child, socket: &Path, log: PathBuf, wrapped: bool) -> Result<Daemon> {
     let t0 = Instant::now();
     loop {
         if std::os::unix::net::UnixStream::connect(socket).is_ok() {
-            return Ok(Daemon { name, socket: socket.to_path_buf(), child, log });
+            let target = if wrapped { *procfs::children(child.id()).first().context("perf stat has no child")? } else { child.id() };
+            return Ok(Daemon { name, socket: socket.to_path_buf(), child, log, target });
         }
         if let Ok(Some(st)) = child.try_wait() {
             bail!("{name} exited ({st}): {}", std::fs::read_to_string(&log).unwrap_or_default());
@@ -264,8 +272,7 @@ fn start_ours(env: &Env, store: &Store, state: &Path) -> Result<Daemon> {
     if let Some(n) = env.ours_threads {
         cmd.env("TOKIO_WORKER_THREADS", n.to_string());
     }
-    let child = cmd
-        .arg("serve")
+    cmd.arg("serve")
         .arg("--listen")
         .arg(&socket)
         .arg("--lower-dir")
@@ -273,13 +280,15 @@ fn start_ours(env: &Env, store: &Store, state: &Path) -> Result<Daemon> {
         .arg("--state-dir")
         .arg(state)
         .arg("--log-target")
-        .arg("stderr")
+        .arg("stderr");
+    let (mut cmd, wrapped) = perf_wrap(env, cmd, false);
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?)
         .spawn()
         .context("starting snix-lower-store serve")?;
-    wait_for_socket("ours", child, &socket, log)
+    wait_for_socket("ours", child, &socket, log, wrapped)
 }
 
 fn start_nix(env: &Env, store: &Store) -> Result<Daemon> {
@@ -287,15 +296,33 @@ fn start_nix(env: &Env, store: &Store) -> Result<Daemon> {
     let _ = std::fs::remove_file(&socket);
     let log = env.work.join("run/nix-daemon.log");
     let url = format!("local?root={}", env.inside(&store.root));
-    let child = env
-        .chroot(&["nix-daemon", "--store", &url])
-        .env("NIX_DAEMON_SOCKET_PATH", env.inside(&socket))
+    let mut cmd = env.chroot(&["nix-daemon", "--store", &url]);
+    cmd.env("NIX_DAEMON_SOCKET_PATH", env.inside(&socket));
+    let (mut cmd, wrapped) = perf_wrap(env, cmd, true);
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?)
         .spawn()
         .context("starting nix-daemon")?;
-    wait_for_socket("nix-daemon", child, &socket, log)
+    wait_for_socket("nix-daemon", child, &socket, log, wrapped)
+}
+
+/// Under `--instructions`, run the daemon under `perf stat` (which counts
+/// its forked workers too) writing to `env.perf_out`.
+fn perf_wrap(env: &Env, cmd: Command, cleared: bool) -> (Command, bool) {
+    let Some(out) = &env.perf_out else { return (cmd, false) };
+    let mut p = Command::new("perf");
+    p.args(["stat", "-e", "instructions:u,instructions:k", "-x,", "-o"]).arg(out).arg("--").arg(cmd.get_program()).args(cmd.get_args());
+    if cleared {
+        p.env_clear();
+    }
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            p.env(k, v);
+        }
+    }
+    (p, true)
 }
 
 /// `snix-lower-store import` of the store's registration into a fresh state dir; wall seconds.
@@ -646,6 +673,9 @@ fn run(args: Args) -> Result<()> {
     if let Some(b) = args.nar_bytes {
         return mode_nar(&env, b);
     }
+    if let Some(n) = args.instructions {
+        return mode_instructions(&mut env, &args, n);
+    }
     mode_compare(&mut env, &args, &mix)
 }
 
@@ -750,6 +780,54 @@ fn mode_nar(env: &Env, bytes: u64) -> Result<()> {
     }
     println!("{:<44} {:>8.2} GB/s {:>7.2} GB/s {:>9.2}x", "throughput (median of 5, one connection)", rates[0], rates[1], rates[0] / rates[1]);
     println!("{:<44} {:>11.2}s {:>11.2}s", "daemon CPU per transfer", cpus[0], cpus[1]);
+    Ok(())
+}
+
+/// (user, kernel) instructions counted by `perf stat -x,` in `file`.
+fn read_perf(file: &Path) -> Result<(f64, f64)> {
+    let s = std::fs::read_to_string(file)?;
+    let get = |ev: &str| -> Result<f64> {
+        s.lines()
+            .find(|l| l.contains(ev))
+            .and_then(|l| l.split(',').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .with_context(|| format!("no {ev} in {}: {s}", file.display()))
+    };
+    Ok((get("instructions:u")?, get("instructions:k")?))
+}
+
+fn mode_instructions(env: &mut Env, args: &Args, n: usize) -> Result<()> {
+    let sp = spec(args, args.paths, false);
+    let store = gen_store(env, &sp)?;
+    let state = env.work.join(format!("stores/{}-ours-state", sp.key()));
+    import_ours(env, &store, &state)?;
+    load_db_nix(env, &store)?;
+    let out = env.work.join("run/perf-stat.txt");
+    env.perf_out = Some(out.clone());
+    let paths = store.paths.clone();
+    let conns = args.connects.max(2);
+    println!("| instructions (user + kernel) | ours | nix-daemon | ours/nix |");
+    println!("|---|---|---|---|");
+    let mut rows: Vec<(String, Vec<(f64, f64)>)> = vec![(format!("per QueryPathInfo (one connection, {n} requests)"), vec![]), (format!("per connection: connect, handshake, one QueryPathInfo, close ({conns} connections)"), vec![])];
+    for kind in ["ours", "nix"] {
+        let measure = |what: &dyn Fn(&Daemon) -> Result<()>| -> Result<(f64, f64)> {
+            let _ = std::fs::remove_file(&out);
+            let d = if kind == "ours" { start_ours(env, &store, &state)? } else { start_nix(env, &store)? };
+            what(&d)?;
+            drop(d);
+            read_perf(&out)
+        };
+        let base = measure(&|d| sequential_qpi(d, &paths, 1).map(|_| ()))?;
+        let many = measure(&|d| sequential_qpi(d, &paths, n + 1).map(|_| ()))?;
+        rows[0].1.push(((many.0 - base.0) / n as f64, (many.1 - base.1) / n as f64));
+        let cs = measure(&|d| connect_latency(d, &paths, conns).map(|_| ()))?;
+        let c1 = measure(&|d| connect_latency(d, &paths, 1).map(|_| ()))?;
+        rows[1].1.push(((cs.0 - c1.0) / (conns - 1) as f64, (cs.1 - c1.1) / (conns - 1) as f64));
+    }
+    for (label, v) in rows {
+        let fmt = |x: (f64, f64)| format!("{:.0} k ({:.0} k user + {:.0} k kernel)", (x.0 + x.1) / 1e3, x.0 / 1e3, x.1 / 1e3);
+        println!("| {label} | {} | {} | {:.2} |", fmt(v[0]), fmt(v[1]), (v[0].0 + v[0].1) / (v[1].0 + v[1].1));
+    }
     Ok(())
 }
 
