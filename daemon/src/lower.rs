@@ -20,7 +20,14 @@ pub struct LowerDir {
     /// Device of the root when opened: a different device later means the
     /// lower mount went away or was replaced.
     dev: u64,
+    /// When the root was last seen alive (ms since `epoch`), so a busy
+    /// daemon stats it at most every `ALIVE_FOR` rather than per request.
+    alive_at: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    epoch: std::time::Instant,
 }
+
+/// How long a successful liveness check is trusted.
+const ALIVE_FOR_MS: u64 = 100;
 
 impl LowerDir {
     /// Open the lower dir, checking it is a readable directory.
@@ -30,15 +37,32 @@ impl LowerDir {
             return Err(format!("lower dir {} is not a directory", root.display()));
         }
         fs::read_dir(root).map_err(|e| format!("lower dir {} cannot be listed: {e}", root.display()))?;
-        Ok(LowerDir { root: root.to_path_buf(), dev: meta.dev() })
+        Ok(LowerDir {
+            root: root.to_path_buf(),
+            dev: meta.dev(),
+            alive_at: Default::default(),
+            epoch: std::time::Instant::now(),
+        })
     }
 
     /// Is the lower dir still the one we opened? An unmounted or replaced
     /// lower mount must never be answered for: Nix would register paths
     /// whose files are gone.
+    /// A success is trusted for 100 ms: a lower mount that disappears is
+    /// noticed within that, at one `stat` per 100 ms however busy we are.
     pub fn check_alive(&self) -> Result<(), String> {
+        use std::sync::atomic::Ordering;
+        // Stored as ms + 1 so that 0 means "never checked".
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        let last = self.alive_at.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < ALIVE_FOR_MS {
+            return Ok(());
+        }
         match fs::metadata(&self.root) {
-            Ok(m) if m.dev() == self.dev && m.is_dir() => Ok(()),
+            Ok(m) if m.dev() == self.dev && m.is_dir() => {
+                self.alive_at.store(now, Ordering::Relaxed);
+                Ok(())
+            }
             Ok(m) => Err(format!(
                 "the lower dir {} is no longer the file system it was at start (device {:#x}, now {:#x}): \
                  the lower mount was unmounted or replaced; remount it and restart snix-lower-store",

@@ -338,5 +338,7 @@ async fn serve_sees_an_import_without_restart() {
     let mut c = Client::connect(&f.socket, 38).await.unwrap();
     assert!(!c.is_valid_path(&f.full(3)).await.unwrap());
     f.import_all();
+    // Readers keep a snapshot for at most READ_SNAPSHOT_MAX_AGE.
+    tokio::time::sleep(snix_lower_store::index::READ_SNAPSHOT_MAX_AGE + std::time::Duration::from_millis(20)).await;
     assert!(c.is_valid_path(&f.full(3)).await.unwrap());
 }

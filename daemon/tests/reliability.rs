@@ -211,6 +211,8 @@ async fn vanished_lower_dir_is_an_error_not_an_answer() {
     assert!(c.is_valid_path(&f.full(0)).await.unwrap());
     let moved = f.dir.path().join("moved-away");
     std::fs::rename(&f.lower, &moved).unwrap();
+    // A successful liveness check is trusted for 100 ms.
+    tokio::time::sleep(Duration::from_millis(150)).await;
     match c.is_valid_path(&f.full(0)).await {
         Err(ClientError::Daemon(m)) => assert!(m.contains("lower dir") && m.contains("gone"), "{m}"),
         other => panic!("expected an error, got {other:?}"),

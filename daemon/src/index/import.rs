@@ -268,6 +268,9 @@ pub fn import(
     conn.pragma_update(None, "foreign_keys", "OFF").map_err(sql)?;
     drop(index);
 
+    // A large page cache for the import only: it is mostly index lookups.
+    conn.pragma_update(None, "cache_size", -262_144).map_err(sql)?;
+
     // IMMEDIATE: the write lock is taken before validation, so what we check
     // against is what we commit on top of.
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
@@ -280,34 +283,68 @@ pub fn import(
             }
         }
     }
+    // For big batches one listing of the lower dir replaces a stat per path.
+    let listing: Option<std::collections::HashSet<Vec<u8>>> = if in_batch.len() > 1000 {
+        use std::os::unix::ffi::OsStrExt;
+        let rd = std::fs::read_dir(lower.root()).map_err(|e| ImportError::Io(lower.root().display().to_string(), e))?;
+        let mut set = std::collections::HashSet::new();
+        for ent in rd {
+            let ent = ent.map_err(|e| ImportError::Io(lower.root().display().to_string(), e))?;
+            set.insert(ent.file_name().as_bytes().to_vec());
+        }
+        Some(set)
+    } else {
+        None
+    };
+    let was_empty: bool = tx.query_row("SELECT NOT EXISTS (SELECT 1 FROM paths)", [], |r| r.get(0)).map_err(sql)?;
     let mut report = ImportReport::default();
     let mut new_paths: Vec<&NewPath> = Vec::new();
+    // Row ids of paths outside the batch that new paths reference.
+    let mut outside_ids: HashMap<String, i64> = HashMap::new();
     {
         let mut existing = tx.prepare("SELECT nar_hash, nar_size FROM paths WHERE base_name = ?1").map_err(sql)?;
-        let mut exists = tx.prepare("SELECT 1 FROM paths WHERE base_name = ?1").map_err(sql)?;
+        let mut id_of = tx.prepare("SELECT id FROM paths WHERE base_name = ?1").map_err(sql)?;
         for e in in_batch.values() {
             let shown = sd.display(&e.path);
-            match existing
-                .query_row([e.path.base_name()], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
-                .optional()
-                .map_err(sql)?
-            {
-                Some((h, s)) if h == e.nar_hash.0 && s as u64 == e.nar_size => {
-                    report.unchanged += 1;
-                    continue;
+            if !was_empty {
+                match existing
+                    .query_row([e.path.base_name()], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
+                    .optional()
+                    .map_err(sql)?
+                {
+                    Some((h, s)) if h == e.nar_hash.0 && s as u64 == e.nar_size => {
+                        report.unchanged += 1;
+                        continue;
+                    }
+                    Some(_) => {
+                        problems.push(format!("{shown}: already indexed with a different NAR hash or size; the lower store may only grow, never change"));
+                        continue;
+                    }
+                    None => {}
                 }
-                Some(_) => {
-                    problems.push(format!("{shown}: already indexed with a different NAR hash or size; the lower store may only grow, never change"));
-                    continue;
-                }
-                None => {}
             }
             for r in &e.references {
-                if !in_batch.contains_key(r.base_name()) && !exists.exists([r.base_name()]).map_err(sql)? {
-                    problems.push(format!("{shown}: reference {} is neither indexed nor in this import (the closure must be complete)", sd.display(r)));
+                if in_batch.contains_key(r.base_name()) || outside_ids.contains_key(r.base_name()) {
+                    continue;
+                }
+                match id_of.query_row([r.base_name()], |row| row.get::<_, i64>(0)).optional().map_err(sql)? {
+                    Some(id) if !was_empty => {
+                        outside_ids.insert(r.base_name().to_owned(), id);
+                    }
+                    _ => problems.push(format!("{shown}: reference {} is neither indexed nor in this import (the closure must be complete)", sd.display(r))),
                 }
             }
-            match lower.check_present(&e.path) {
+            let present = match &listing {
+                Some(set) => {
+                    if set.contains(e.path.base_name().as_bytes()) {
+                        Ok(())
+                    } else {
+                        Err(format!("not present in the lower dir {}", lower.root().display()))
+                    }
+                }
+                None => lower.check_present(&e.path),
+            };
+            match present {
                 Err(why) => problems.push(format!("{shown}: {why}")),
                 Ok(()) if opts.check_content => match lower.nar_hash(&e.path) {
                     Ok((h, s)) if h == e.nar_hash && s == e.nar_size => {}
@@ -328,21 +365,29 @@ pub fn import(
         problems.sort();
         return Err(ImportError::Rejected(problems));
     }
+    // A first bulk load builds the reverse indexes once, after the inserts.
+    if was_empty && new_paths.len() > 10_000 {
+        tx.execute_batch("DROP INDEX IF EXISTS refs_by_reference; DROP INDEX IF EXISTS drv_outputs_by_path;").map_err(sql)?;
+    }
     // Insert in path order so ids follow base names (better locality for scans).
     new_paths.sort_by(|a, b| a.path.cmp(&b.path));
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let mut drv_outputs: Vec<(&StorePath, Vec<drv::DrvOutput>)> = Vec::new();
+    let mut drv_outputs: Vec<(i64, &StorePath, Vec<drv::DrvOutput>)> = Vec::new();
+    let mut ids: HashMap<&str, i64> = HashMap::with_capacity(new_paths.len());
     {
         let mut ins = tx
             .prepare(
-                "INSERT INTO paths (base_name, nar_hash, nar_size, deriver, registration_time, ultimate, sigs, ca)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO paths (base_name, nar_hash, nar_size, deriver, registration_time, ultimate, sigs, ca, refs)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
             .map_err(sql)?;
         for e in &new_paths {
             let mut sigs = e.sigs.clone();
             sigs.sort();
             sigs.dedup();
+            let mut refs: Vec<&str> = e.references.iter().map(StorePath::base_name).collect();
+            refs.sort_unstable();
+            refs.dedup();
             ins.execute(params![
                 e.path.base_name(),
                 &e.nar_hash.0[..],
@@ -352,30 +397,33 @@ pub fn import(
                 e.ultimate,
                 sigs.join(" "),
                 e.ca.as_deref(),
+                refs.join(" "),
             ])
             .map_err(sql)?;
+            let id = tx.last_insert_rowid();
+            ids.insert(e.path.base_name(), id);
             if e.path.is_derivation() {
                 match lower.read_derivation_outputs(&e.path) {
-                    Ok(outs) => drv_outputs.push((&e.path, outs)),
+                    Ok(outs) => drv_outputs.push((id, &e.path, outs)),
                     Err(why) => problems.push(format!("{}: {why}", sd.display(&e.path))),
                 }
             }
         }
-        let mut ins_ref = tx
-            .prepare(
-                "INSERT OR IGNORE INTO refs (referrer, reference)
-                 SELECT a.id, b.id FROM paths a, paths b WHERE a.base_name = ?1 AND b.base_name = ?2",
-            )
-            .map_err(sql)?;
+        let mut ins_ref = tx.prepare("INSERT OR IGNORE INTO refs (referrer, reference) VALUES (?1, ?2)").map_err(sql)?;
+        let mut id_of = tx.prepare("SELECT id FROM paths WHERE base_name = ?1").map_err(sql)?;
         for e in &new_paths {
+            let from = ids[e.path.base_name()];
             for r in &e.references {
-                ins_ref.execute([e.path.base_name(), r.base_name()]).map_err(sql)?;
+                let to = match ids.get(r.base_name()).or_else(|| outside_ids.get(r.base_name())) {
+                    Some(id) => *id,
+                    // Listed in this batch but already indexed (unchanged).
+                    None => id_of.query_row([r.base_name()], |row| row.get::<_, i64>(0)).map_err(sql)?,
+                };
+                ins_ref.execute([from, to]).map_err(sql)?;
             }
         }
-        let mut ins_out = tx
-            .prepare("INSERT OR REPLACE INTO drv_outputs (drv, output, path) SELECT id, ?2, ?3 FROM paths WHERE base_name = ?1")
-            .map_err(sql)?;
-        for (d, outs) in &drv_outputs {
+        let mut ins_out = tx.prepare("INSERT OR REPLACE INTO drv_outputs (drv, output, path) VALUES (?1, ?2, ?3)").map_err(sql)?;
+        for (id, d, outs) in &drv_outputs {
             for o in outs {
                 let base = if o.path.is_empty() {
                     String::new()
@@ -388,7 +436,7 @@ pub fn import(
                         }
                     }
                 };
-                ins_out.execute(params![d.base_name(), o.name, base]).map_err(sql)?;
+                ins_out.execute(params![id, o.name, base]).map_err(sql)?;
             }
         }
     }
@@ -396,6 +444,11 @@ pub fn import(
         // Dropping the transaction rolls it back.
         return Err(ImportError::Rejected(problems));
     }
+    tx.execute_batch(
+        "CREATE INDEX IF NOT EXISTS refs_by_reference ON refs (reference, referrer);
+         CREATE INDEX IF NOT EXISTS drv_outputs_by_path ON drv_outputs (path);",
+    )
+    .map_err(sql)?;
     report.added = new_paths.len();
     tx.commit().map_err(sql)?;
     Ok(report)

@@ -1,15 +1,19 @@
 //! `PathInfoIndex`: the embedded path-info database (SQLite, WAL mode).
 //!
 //! Tables: `paths` (one row per valid path: NAR hash and size, deriver,
-//! signatures, CA, registration time), `refs` (path → reference, with a
-//! reverse index for QueryReferrers), `drv_outputs` (derivation → output name
+//! signatures, CA, registration time, and its references as sorted base
+//! names, so QueryPathInfo is one row read), `refs` (path → reference ids,
+//! with a reverse index for QueryReferrers), `drv_outputs` (derivation → output name
 //! → output path, read from the `.drv` in the lower dir at import; the
 //! reverse index answers QueryValidDerivers). Hash-part lookups use the
 //! unique index on `base_name` as a range scan.
 //!
-//! Readers take a pooled read-only connection per query, so a running `serve`
-//! sees what an import commits without a restart; an import is one write
-//! transaction, so a killed import leaves the previous state.
+//! Readers take a pooled read-only connection per query. Each pooled
+//! connection keeps one read transaction for at most `READ_SNAPSHOT_MAX_AGE`
+//! (starting a read transaction per statement costs more than the lookup):
+//! a running `serve` sees what an import commits within that, without a
+//! restart. An import is one write transaction, so a killed import leaves
+//! the previous state.
 
 pub mod import;
 
@@ -20,7 +24,10 @@ use std::sync::Mutex;
 use crate::store::{NarHash, StorePath};
 
 pub const INDEX_FILE: &str = "index.sqlite";
-const SCHEMA_VERSION: &str = "1";
+const SCHEMA_VERSION: &str = "2";
+
+/// How long a pooled reader keeps one read snapshot.
+pub const READ_SNAPSHOT_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Everything Nix knows about a valid path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,7 +63,13 @@ pub type Result<T> = std::result::Result<T, IndexError>;
 
 pub struct PathInfoIndex {
     db_path: PathBuf,
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<Vec<Reader>>,
+}
+
+struct Reader {
+    conn: Connection,
+    /// When the open read transaction began, if one is open.
+    snapshot_since: Option<std::time::Instant>,
 }
 
 const SCHEMA: &str = "
@@ -70,7 +83,8 @@ CREATE TABLE IF NOT EXISTS paths (
     registration_time INTEGER NOT NULL,
     ultimate INTEGER NOT NULL DEFAULT 0,
     sigs TEXT NOT NULL DEFAULT '',
-    ca TEXT
+    ca TEXT,
+    refs TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS refs (
     referrer INTEGER NOT NULL REFERENCES paths(id),
@@ -137,9 +151,9 @@ impl PathInfoIndex {
         &self.db_path
     }
 
-    fn reader(&self) -> Result<Connection> {
-        if let Some(c) = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-            return Ok(c);
+    fn reader(&self) -> Result<Reader> {
+        if let Some(r) = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(r);
         }
         let c = Connection::open_with_flags(
             &self.db_path,
@@ -150,20 +164,34 @@ impl PathInfoIndex {
         // A small page cache per reader: the OS page cache holds the rest.
         c.pragma_update(None, "cache_size", -4096).map_err(self.sql_err())?;
         c.set_prepared_statement_cache_capacity(32);
-        Ok(c)
+        Ok(Reader { conn: c, snapshot_since: None })
     }
 
-    /// Run `f` on a pooled read connection. Each statement is its own read
-    /// transaction, so it sees the latest committed import.
+    /// Run `f` on a pooled read connection, inside a read snapshot at most
+    /// `READ_SNAPSHOT_MAX_AGE` old.
     pub fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let c = self.reader()?;
-        let out = f(&c).map_err(self.sql_err());
-        self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+        let mut r = self.reader()?;
+        let fresh = r.snapshot_since.is_some_and(|t| t.elapsed() < READ_SNAPSHOT_MAX_AGE);
+        if !fresh {
+            if r.snapshot_since.take().is_some() {
+                r.conn.execute_batch("COMMIT").map_err(self.sql_err())?;
+            }
+            r.conn.execute_batch("BEGIN").map_err(self.sql_err())?;
+            r.snapshot_since = Some(std::time::Instant::now());
+        }
+        let out = f(&r.conn).map_err(self.sql_err());
+        if out.is_err() {
+            // Start the next use from a clean state.
+            let _ = r.conn.execute_batch("ROLLBACK");
+            r.snapshot_since = None;
+        }
+        self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(r);
         out
     }
 
+    /// Base names in the index were validated at import.
     fn parse_base(&self, s: String) -> rusqlite::Result<StorePath> {
-        StorePath::from_base_name(&s).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+        Ok(StorePath::from_trusted(s))
     }
 
     pub fn is_valid(&self, p: &StorePath) -> Result<bool> {
@@ -190,12 +218,12 @@ impl PathInfoIndex {
         self.with_conn(|c| {
             let row = c
                 .prepare_cached(
-                    "SELECT id, nar_hash, nar_size, deriver, registration_time, ultimate, sigs, ca
+                    "SELECT refs, nar_hash, nar_size, deriver, registration_time, ultimate, sigs, ca
                      FROM paths WHERE base_name = ?1",
                 )?
                 .query_row([p.base_name()], |r| {
                     Ok((
-                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(0)?,
                         r.get::<_, Vec<u8>>(1)?,
                         r.get::<_, i64>(2)?,
                         r.get::<_, Option<String>>(3)?,
@@ -206,20 +234,14 @@ impl PathInfoIndex {
                     ))
                 })
                 .optional()?;
-            let Some((id, hash, size, deriver, reg, ultimate, sigs, ca)) = row else {
+            let Some((refs, hash, size, deriver, reg, ultimate, sigs, ca)) = row else {
                 return Ok(None);
             };
             let nar_hash = NarHash(hash.try_into().map_err(|_| {
                 rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, "NAR hash is not 32 bytes".into())
             })?);
-            let mut references = Vec::new();
-            let mut st = c.prepare_cached(
-                "SELECT p.base_name FROM refs r JOIN paths p ON p.id = r.reference
-                 WHERE r.referrer = ?1 ORDER BY p.base_name",
-            )?;
-            for name in st.query_map([id], |r| r.get::<_, String>(0))? {
-                references.push(self.parse_base(name?)?);
-            }
+            // Stored sorted at import.
+            let references = refs.split(' ').filter(|s| !s.is_empty()).map(|s| StorePath::from_trusted(s.to_owned())).collect();
             Ok(Some(PathInfo {
                 path: p.clone(),
                 nar_hash,

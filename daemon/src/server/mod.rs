@@ -269,13 +269,18 @@ impl Server {
                 w.write_all(&out.0).await?;
                 let object = self.store.lower.object(&path);
                 let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+                // Written chunks go back to the producer: a handful of
+                // buffers per transfer instead of one allocation per chunk.
+                let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
                 let producer = tokio::task::spawn_blocking(move || {
-                    let mut nar = NarWriter::new(ChunkSender { tx, buf: Vec::with_capacity(CHUNK) });
+                    let mut nar = NarWriter::new(ChunkSender { tx, free: free_rx, buf: Vec::with_capacity(CHUNK) });
                     nar.write_nar(&object)?;
                     nar.into_inner().finish()
                 });
-                while let Some(chunk) = rx.recv().await {
+                while let Some(mut chunk) = rx.recv().await {
                     w.write_all(&chunk).await?;
+                    chunk.clear();
+                    let _ = free_tx.send(chunk);
                 }
                 // The NAR was announced with STDERR_LAST: if it broke off, the
                 // client cannot resync, so the connection must end.
@@ -302,6 +307,7 @@ const CHUNK: usize = 256 * 1024;
 /// A blocking `Write` feeding NAR chunks to the async side.
 struct ChunkSender {
     tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    free: std::sync::mpsc::Receiver<Vec<u8>>,
     buf: Vec<u8>,
 }
 
@@ -310,7 +316,8 @@ impl ChunkSender {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        let next = self.free.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        let full = std::mem::replace(&mut self.buf, next);
         self.tx.blocking_send(full).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
     }
 

@@ -39,7 +39,10 @@ pub fn nix32_decode<const N: usize>(s: &str) -> Option<[u8; N]> {
     }
     let mut out = [0u8; N];
     for (n, c) in s.bytes().rev().enumerate() {
-        let digit = NIX32_ALPHABET.iter().position(|&a| a == c)? as u16;
+        let digit = match NIX32_DIGIT[c as usize] {
+            0xff => return None,
+            d => d as u16,
+        };
         let b = n * 5;
         let i = b / 8;
         let j = b % 8;
@@ -67,8 +70,19 @@ pub fn nix32_decode_vec(s: &str, n: usize) -> Option<Vec<u8>> {
 
 /// True if every character is in the nix-base32 alphabet.
 pub fn is_nix32(s: &str) -> bool {
-    s.bytes().all(|c| NIX32_ALPHABET.contains(&c))
+    s.bytes().all(|c| NIX32_DIGIT[c as usize] != 0xff)
 }
+
+/// Digit value of each byte in nix-base32, 0xff for bytes outside it.
+const NIX32_DIGIT: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 32 {
+        t[NIX32_ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
 
 pub fn hex_encode(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
