@@ -45,6 +45,11 @@ impl Fixture {
 
     /// Start serving on `self.socket` in the background.
     pub async fn serve(&self) -> Arc<Server> {
+        self.serve_with(Default::default()).await
+    }
+
+    /// Same, with connection limits.
+    pub async fn serve_with(&self, conn_limits: snix_lower_store::server::ConnLimits) -> Arc<Server> {
         let store = LowerStore {
             backend: snix_lower_store::backend::Backend::Index(PathInfoIndex::open(&self.state, "/nix/store").unwrap()),
             lower: LowerDir::open(&self.lower).unwrap(),
@@ -54,7 +59,7 @@ impl Fixture {
             store,
             trusted_users: vec!["root".into()],
             limits: Limits { max_string: 4096, max_list: 1000 },
-            conn_limits: Default::default(),
+            conn_limits,
             daemon_version: snix_lower_store::daemon_version(),
             stats: Default::default(),
         });

@@ -11,28 +11,6 @@ use snix_lower_store::client::{Client, ClientError};
 use snix_lower_store::protocol::wire::WireBuf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn serve_with(f: &Fixture, limits: snix_lower_store::server::ConnLimits) -> Arc<snix_lower_store::server::Server> {
-    use snix_lower_store::backend::Backend;
-    use snix_lower_store::index::PathInfoIndex;
-    use snix_lower_store::lower::LowerDir;
-    use snix_lower_store::server::{ops::LowerStore, Server};
-    let server = Arc::new(Server {
-        store: LowerStore {
-            backend: Backend::Index(PathInfoIndex::open(&f.state, "/nix/store").unwrap()),
-            lower: LowerDir::open(&f.lower).unwrap(),
-            store_dir: f.sd.clone(),
-        },
-        trusted_users: vec![],
-        limits: Default::default(),
-        conn_limits: limits,
-        daemon_version: "t".into(),
-        stats: Default::default(),
-    });
-    let l = tokio::net::UnixListener::bind(&f.socket).unwrap();
-    tokio::spawn(server.clone().run(vec![l], None, std::future::pending()));
-    server
-}
-
 /// A slow client (one byte at a time) ties up only its own task.
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_client_does_not_block_others() {
@@ -84,7 +62,7 @@ async fn a_thousand_idle_connections() {
 async fn connection_limit_is_a_clear_error() {
     let f = Fixture::new();
     f.import_all();
-    serve_with(&f, snix_lower_store::server::ConnLimits { max_connections: 2, ..Default::default() }).await;
+    f.serve_with(snix_lower_store::server::ConnLimits { max_connections: 2, ..Default::default() }).await;
     let mut a = Client::connect(&f.socket, 38).await.unwrap();
     let _b = Client::connect(&f.socket, 38).await.unwrap();
     let mut c = Client::connect(&f.socket, 38).await.unwrap();
@@ -100,8 +78,7 @@ async fn connection_limit_is_a_clear_error() {
 async fn idle_and_handshake_timeouts_close_connections() {
     let f = Fixture::new();
     f.import_all();
-    let server = serve_with(
-        &f,
+    let server = f.serve_with(
         snix_lower_store::server::ConnLimits {
             idle_timeout: Some(Duration::from_millis(200)),
             handshake_timeout: Duration::from_millis(200),
