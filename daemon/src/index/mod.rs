@@ -353,10 +353,6 @@ impl PathInfoIndex {
 pub(crate) mod tests {
     use super::*;
 
-    pub fn sp(hash_char: char, name: &str) -> StorePath {
-        StorePath::from_base_name(&format!("{}-{name}", hash_char.to_string().repeat(32))).unwrap()
-    }
-
     #[test]
     fn store_dir_mismatch_is_refused() {
         let d = tempfile::tempdir().unwrap();
