@@ -5,7 +5,7 @@
 use crate::mounts::{self, Mounted};
 use crate::rootfs::{Rootfs, CHROOT_WORK};
 use anyhow::{Context, Result};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 
 pub struct Ctx {
@@ -16,6 +16,8 @@ pub struct Ctx {
     /// `/e2e/bin/snix-lower-store` inside the chroots, if the binary exists.
     pub ours: Option<String>,
     counter: Cell<u32>,
+    /// What our daemon served, hashed before it first did (read-only check).
+    pub readonly: RefCell<crate::readonly::Registry>,
     // Dropped last (declared last): unmounts chroot binds, then the tmpfs.
     _mounts: Vec<Mounted>,
 }
@@ -68,6 +70,7 @@ impl Ctx {
             roots,
             ours,
             counter: Cell::new(0),
+            readonly: RefCell::default(),
             _mounts: mounts,
         })
     }

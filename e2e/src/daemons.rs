@@ -1,6 +1,9 @@
-//! Lifecycle of the two lower-store daemons the suite compares: ours
-//! (`snix-lower-store serve`) and Nix's own `nix-daemon` serving the same
-//! lower store as a plain local store. Both run inside a chroot, log to a
+//! Lifecycle of the lower-store daemons the suite compares: ours
+//! (`snix-lower-store serve` on its embedded index), ours in gRPC mode (a
+//! `serve --grpc-listen` exposing the same index as snix's PathInfoService,
+//! and in front of it a `serve --path-info-service grpc+unix://…` answering
+//! every op from that service), and Nix's own `nix-daemon` serving the same
+//! lower store as a plain local store. All run inside a chroot, log to a
 //! file under `/e2e/logs`, and are terminated when their handle is dropped.
 
 use crate::ctx::Ctx;
@@ -13,6 +16,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Ours,
+    /// Our daemon as a gRPC client of our gRPC server (same index).
+    OursGrpc,
     Nix,
 }
 
@@ -20,7 +25,17 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Ours => "ours",
+            Kind::OursGrpc => "ours-grpc",
             Kind::Nix => "nix-daemon",
+        }
+    }
+
+    /// Short name used in scenario groups (`overlay-<short>/…`) and directories.
+    pub fn short(self) -> &'static str {
+        match self {
+            Kind::Ours => "ours",
+            Kind::OursGrpc => "ours-grpc",
+            Kind::Nix => "nix",
         }
     }
 }
@@ -36,6 +51,10 @@ pub struct Daemon {
     log: std::path::PathBuf,
     socket_host: std::path::PathBuf,
     child: Child,
+    /// Extra sockets to remove after the process is gone (the gRPC socket).
+    extra_sockets: Vec<std::path::PathBuf>,
+    /// In gRPC mode: the gRPC server this daemon reads from (stopped after it).
+    pub backend: Option<Box<Daemon>>,
 }
 
 impl Daemon {
@@ -47,10 +66,19 @@ impl Daemon {
 
     /// The last lines the daemon logged, for error messages.
     pub fn log_tail(&self) -> String {
-        tail(
+        let mine = tail(
             &std::fs::read_to_string(&self.log).unwrap_or_default(),
             1500,
-        )
+        );
+        match &self.backend {
+            Some(b) => format!("{mine} || gRPC server log: {}", b.log_tail()),
+            None => mine,
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Stops the daemon now (also done on drop).
@@ -80,8 +108,12 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // The gRPC client first, then (field drop) its server.
         self.terminate();
         let _ = std::fs::remove_file(&self.socket_host);
+        for s in &self.extra_sockets {
+            let _ = std::fs::remove_file(s);
+        }
     }
 }
 
@@ -118,6 +150,8 @@ fn spawn(
         log,
         socket_host: sock_host.clone(),
         child,
+        extra_sockets: vec![],
+        backend: None,
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -150,25 +184,131 @@ pub fn start_ours(
     lower_store_dir: &str,
     state_dir: &str,
 ) -> Result<Daemon> {
+    start_serve(ctx, fs, socket, lower_store_dir, Some(state_dir), &[])
+}
+
+/// `serve` with the common flags plus `extra`; registers what it serves for
+/// the read-only check first (`state_dir` is None when it reads a gRPC
+/// PathInfoService instead of the index).
+fn start_serve(
+    ctx: &Ctx,
+    fs: &Rootfs,
+    socket: &str,
+    lower_store_dir: &str,
+    state_dir: Option<&str>,
+    extra: &[&str],
+) -> Result<Daemon> {
     let bin = ctx
         .ours
         .as_deref()
         .context("snix-lower-store binary is not available")?;
-    let cmd = fs.command(&[
+    ctx.readonly.borrow_mut().serving(
+        &ctx.host(lower_store_dir),
+        state_dir.map(|s| ctx.host(s)).as_deref(),
+    );
+    let mut args = vec![
         bin,
         "serve",
         "--listen",
         socket,
         "--lower-dir",
         lower_store_dir,
-        "--state-dir",
-        state_dir,
         "--store-dir",
         "/nix/store",
         "--trusted-users",
         "root",
-    ]);
-    spawn(ctx, Kind::Ours, socket, lower_store_dir, cmd)
+    ];
+    if let Some(s) = state_dir {
+        args.extend(["--state-dir", s]);
+    }
+    args.extend_from_slice(extra);
+    let kind = if state_dir.is_some() {
+        Kind::Ours
+    } else {
+        Kind::OursGrpc
+    };
+    spawn(ctx, kind, socket, lower_store_dir, fs.command(&args))
+}
+
+/// gRPC socket of the server paired with the client on `socket`.
+pub fn grpc_socket(socket: &str) -> String {
+    format!("{socket}.grpc")
+}
+
+/// Starts our gRPC server: `serve --grpc-listen unix://…` on the index in
+/// `state_dir` (its worker-protocol socket is `{socket}.srv`, unused by the
+/// scenarios); returns once both of its sockets accept connections.
+pub fn start_grpc_server(
+    ctx: &Ctx,
+    fs: &Rootfs,
+    socket: &str,
+    lower_store_dir: &str,
+    state_dir: &str,
+) -> Result<Daemon> {
+    let grpc = grpc_socket(socket);
+    let grpc_host = ctx.host(&grpc);
+    let _ = std::fs::remove_file(&grpc_host);
+    let listen = format!("unix://{grpc}");
+    let mut d = start_serve(
+        ctx,
+        fs,
+        &format!("{socket}.srv"),
+        lower_store_dir,
+        Some(state_dir),
+        &["--grpc-listen", &listen],
+    )?;
+    d.extra_sockets.push(grpc_host.clone());
+    // The gRPC listener is bound by a task of its own: wait for it too.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&grpc_host).is_err() {
+        if Instant::now() > deadline {
+            bail!(
+                "our gRPC server did not accept on {grpc} within 20s: {}",
+                d.log_tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Ok(d)
+}
+
+/// Starts our daemon as a client of the gRPC server paired with `socket`
+/// (`serve --path-info-service grpc+unix://{socket}.grpc`), files and NARs
+/// from `lower_store_dir`.
+pub fn start_grpc_client(
+    ctx: &Ctx,
+    fs: &Rootfs,
+    socket: &str,
+    lower_store_dir: &str,
+) -> Result<Daemon> {
+    let service = format!("grpc+unix://{}", grpc_socket(socket));
+    start_serve(
+        ctx,
+        fs,
+        socket,
+        lower_store_dir,
+        None,
+        &["--path-info-service", &service, "--grpc-timeout", "5s"],
+    )
+}
+
+/// Our daemon in gRPC mode: the gRPC server on the index in `state_dir` and,
+/// listening on `socket`, the daemon reading from it. Dropping the handle
+/// stops both (the client first).
+pub fn start_ours_grpc(
+    ctx: &Ctx,
+    fs: &Rootfs,
+    socket: &str,
+    lower_store_dir: &str,
+    state_dir: &str,
+) -> Result<Daemon> {
+    let server = start_grpc_server(ctx, fs, socket, lower_store_dir, state_dir)?;
+    let mut client = match start_grpc_client(ctx, fs, socket, lower_store_dir) {
+        Ok(c) => c,
+        Err(e) => bail!("{e:#}; gRPC server log: {}", server.log_tail()),
+    };
+    client.backend = Some(Box::new(server));
+    Ok(client)
 }
 
 /// Starts Nix's own daemon serving the local store rooted at `lower_root`.
@@ -284,20 +424,28 @@ impl Lower {
                     self.daemon = Some(start_nix(ctx, fs, &self.socket, &self.root)?);
                 }
             }
-            Kind::Ours => {
+            Kind::Ours | Kind::OursGrpc => {
+                // Both processes of the gRPC flavour stop here and start
+                // again on the new index.
                 if let Some(d) = self.daemon.take() {
                     d.stop();
                 }
                 self.generation += 1;
+                if self.generation > 1 {
+                    // Only a changed lower store is ever re-imported.
+                    ctx.readonly.borrow_mut().changed_on_purpose(
+                        &ctx.host(&self.store_dir()),
+                        "the scenario changes this lower store copy with Nix directly (re-imported)",
+                    );
+                }
                 let state = format!("{}-state{}", self.root, self.generation);
                 import_registration(ctx, fs, &self.root, &state)?;
-                self.daemon = Some(start_ours(
-                    ctx,
-                    fs,
-                    &self.socket,
-                    &self.store_dir(),
-                    &state,
-                )?);
+                let start = if self.kind == Kind::Ours {
+                    start_ours
+                } else {
+                    start_ours_grpc
+                };
+                self.daemon = Some(start(ctx, fs, &self.socket, &self.store_dir(), &state)?);
             }
         }
         Ok(())

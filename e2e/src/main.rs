@@ -13,6 +13,7 @@ mod ctx;
 mod daemons;
 mod fixture;
 mod mounts;
+mod readonly;
 mod report;
 mod rootfs;
 mod scenarios;

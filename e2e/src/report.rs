@@ -54,6 +54,13 @@ impl Report {
         verdict == Verdict::Pass
     }
 
+    /// Prints a note under a scenario's line (what was normalised, left out).
+    pub fn note(&mut self, name: &str, text: &str) {
+        if self.wanted(name) {
+            println!("  note {name}: {}", one_line(text));
+        }
+    }
+
     pub fn fail(&mut self, name: &str, reason: &str) {
         if self.wanted(name) {
             self.record(name, Verdict::Fail, reason, Duration::ZERO);

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 pub const CHROOT_WORK: &str = "/e2e";
 
 /// Captured result of one finished command.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Output {
     pub desc: String,
     pub code: Option<i32>,

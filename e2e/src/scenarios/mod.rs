@@ -2,11 +2,13 @@
 //! two daemons, JSON normalisation, hashing a directory tree, and the stdio
 //! relay that lets `ssh-ng://localhost` clients reach a daemon socket.
 
+pub mod grpc;
 pub mod import;
 pub mod overlay;
 pub mod parity;
 
 use crate::ctx::Ctx;
+use crate::daemons::Kind;
 use crate::fixture::{self, Fixture};
 use crate::report::{tagged, Report};
 use crate::rootfs::{capture, tail, Output};
@@ -67,11 +69,52 @@ pub fn run_all(ctx: &Ctx, opts: &Options, report: &mut Report) -> Result<()> {
     }
     for fs in &ctx.roots {
         parity::run(ctx, fs, &primary, with_ours, report);
+        if with_ours {
+            grpc::run(ctx, fs, &primary, report);
+        }
     }
     for fs in &ctx.roots {
         overlay::run(ctx, fs, &primary, with_ours, report);
     }
+    if with_ours {
+        readonly_check(ctx, report);
+    }
     Ok(())
+}
+
+pub const READONLY: &str = "readonly/lower-and-index-unchanged";
+
+/// Issue 7's read-only guarantee, checked once every daemon has stopped: see
+/// [`crate::readonly`]. Runs whatever `--only` selects, as soon as our
+/// daemon served anything.
+fn readonly_check(ctx: &Ctx, report: &mut Report) {
+    let reg = ctx.readonly.borrow();
+    if reg.is_empty() && !report.wanted(READONLY) {
+        return;
+    }
+    let filters = std::mem::take(&mut report.filters);
+    let mut summary = None;
+    report.run(READONLY, || {
+        if reg.is_empty() {
+            bail!("our daemon served nothing: nothing to check");
+        }
+        summary = Some(reg.check()?);
+        Ok(())
+    });
+    if let Some(s) = summary {
+        report.note(
+            READONLY,
+            &format!(
+                "{} lower dirs and {} index state dirs served by our daemon are unchanged; \
+                 {} lower store copies changed on purpose by their scenario were left out",
+                s.lowers, s.states, s.excluded
+            ),
+        );
+        for line in reg.exclusions() {
+            report.note(READONLY, &line);
+        }
+    }
+    report.filters = filters;
 }
 
 /// Scenario names (for `--list`), per Debian suite.
@@ -79,14 +122,26 @@ pub fn names(suites: &[String]) -> Vec<String> {
     let mut v = vec![];
     for s in suites {
         v.push(tagged("fixture/generate", s));
-        for n in import::NAMES
-            .iter()
-            .chain(parity::NAMES)
-            .chain(overlay::NAMES)
-        {
+        for n in import::NAMES.iter().chain(parity::NAMES) {
             v.push(tagged(n, s));
         }
+        for n in parity::NAMES {
+            v.push(tagged(&parity::flavoured(n, Some(Kind::OursGrpc)), s));
+        }
+        for n in grpc::NAMES {
+            v.push(tagged(n, s));
+        }
+        for n in overlay::NAMES {
+            v.push(tagged(n, s));
+        }
+        for n in overlay::NAMES {
+            v.push(tagged(
+                &n.replacen("overlay-ours/", "overlay-ours-grpc/", 1),
+                s,
+            ));
+        }
     }
+    v.push(READONLY.to_string());
     v
 }
 
@@ -107,6 +162,38 @@ pub fn normalize_json(text: &str) -> Result<String> {
         serde_json::from_str(text).with_context(|| format!("not JSON: {}", tail(text, 300)))?;
     strip(&mut v);
     Ok(serde_json::to_string_pretty(&v)?)
+}
+
+/// gRPC flavour only. snix's `PathInfo` has no `ultimate` field, so our
+/// daemon reading path infos from a PathInfoService reports every path as
+/// not ultimate (documented in daemon/src/grpc/convert.rs). Sets `ultimate`
+/// to false in every path-info object (recognised by `narHash`) of Nix's
+/// daemon's JSON answer, leaving everything else as is; returns the text and
+/// how many were true. The gRPC side's answer is never touched, so it must
+/// say false.
+pub fn grpc_ultimate_false(text: &str) -> Result<(String, usize)> {
+    fn walk(v: &mut serde_json::Value, n: &mut usize) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if m.contains_key("narHash") {
+                    if let Some(u) = m.get_mut("ultimate") {
+                        if *u == serde_json::Value::Bool(true) {
+                            *n += 1;
+                        }
+                        *u = serde_json::Value::Bool(false);
+                    }
+                }
+                m.values_mut().for_each(|x| walk(x, n));
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| walk(x, n)),
+            _ => {}
+        }
+    }
+    let mut v: serde_json::Value =
+        serde_json::from_str(text).with_context(|| format!("not JSON: {}", tail(text, 300)))?;
+    let mut n = 0;
+    walk(&mut v, &mut n);
+    Ok((serde_json::to_string_pretty(&v)?, n))
 }
 
 /// First differing line of two texts, for failure messages.

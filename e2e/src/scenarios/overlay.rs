@@ -1,6 +1,8 @@
 //! Local-overlay scenarios: Nix's `local-overlay` store on a real OverlayFS
-//! mount, with a lower store served by our daemon (`overlay-ours/…`) or, as
-//! the baseline, by Nix's own daemon (`overlay-nix/…`).
+//! mount, with a lower store served by our daemon (`overlay-ours/…`), by our
+//! daemon in gRPC mode (`overlay-ours-grpc/…`: our gRPC PathInfoService
+//! server on the index, our daemon reading from it) or, as the baseline, by
+//! Nix's own daemon (`overlay-nix/…`).
 //!
 //! Each scenario gets its own copy of the generated lower store, its own
 //! daemon, its own upper layer and a scratch `/nix` in the chroot with the
@@ -65,13 +67,11 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
     }
     let mut kinds = vec![Kind::Nix];
     if with_ours {
+        kinds.insert(0, Kind::OursGrpc);
         kinds.insert(0, Kind::Ours);
     }
     for kind in kinds {
-        let group = match kind {
-            Kind::Ours => "overlay-ours",
-            Kind::Nix => "overlay-nix",
-        };
+        let group = format!("overlay-{}", kind.short());
         for (name, f) in SCENARIOS {
             if kind == Kind::Nix && *name == "store-url" {
                 continue;
@@ -141,11 +141,7 @@ impl<'a> Overlay<'a> {
         kind: Kind,
         name: &str,
     ) -> Result<Overlay<'a>> {
-        let short = match kind {
-            Kind::Ours => "ours",
-            Kind::Nix => "nix",
-        };
-        let dir = ctx.fresh_dir(&format!("ov-{name}-{}-{short}", fs.suite))?;
+        let dir = ctx.fresh_dir(&format!("ov-{name}-{}-{}", fs.suite, kind.short()))?;
         let lower_root = format!("{dir}/lower");
         std::fs::create_dir_all(ctx.host(&lower_root))?;
         host(
@@ -642,7 +638,12 @@ fn verify(ov: &Overlay) -> Result<()> {
         "--verify",
         "--check-contents",
     ])?;
-    // Corrupt the lower layer behind everyone's back.
+    // Corrupt the lower layer behind everyone's back (this scenario's own
+    // copy; left out of the read-only check, which says so).
+    ov.ctx.readonly.borrow_mut().changed_on_purpose(
+        &ov.ctx.host(&ov.lower.borrow().store_dir()),
+        "the verify scenario corrupts this lower store copy",
+    );
     let drv = ov.lower_host(&fx.tree_drv);
     std::fs::remove_file(&drv).with_context(|| format!("rm {}", drv.display()))?;
     for p in [&dummy, &lower_only] {
@@ -790,7 +791,7 @@ fn stale_file_handle(ov: &Overlay) -> Result<()> {
 
 /// The URL printed by `snix-lower-store store-url` opens the overlay store.
 fn store_url(ov: &Overlay) -> Result<()> {
-    if ov.lower.borrow().kind != Kind::Ours {
+    if ov.lower.borrow().kind == Kind::Nix {
         return Ok(());
     }
     let (socket, lower_dir) = {

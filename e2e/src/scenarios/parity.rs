@@ -3,10 +3,17 @@
 //! byte (JSON: `registrationTime` stripped and keys sorted). Each check also
 //! requires Nix's daemon to have answered successfully where a valid store
 //! path was asked about, so a check cannot pass by both sides failing.
+//!
+//! Our daemon runs in two flavours on the same index: reading it directly
+//! (`parity/…`, `ours/…`) and as the client of our gRPC PathInfoService
+//! server in front of it (`parity-ours-grpc/…`, `ours-grpc/…`). Nix's
+//! daemon answers each check once; both flavours are compared with that. The
+//! one field the gRPC flavour cannot carry, `ultimate`, is normalised in
+//! [`compare`] (gRPC flavour, JSON checks only) and reported as a note.
 
 use super::{normalize_json, same, ssh_ng_url, tree_hash};
 use crate::ctx::Ctx;
-use crate::daemons::{self, Daemon};
+use crate::daemons::{self, Daemon, Kind};
 use crate::fixture::Fixture;
 use crate::report::{tagged, Report};
 use crate::rootfs::{Output, Rootfs};
@@ -409,7 +416,8 @@ fn run_check(fs: &Rootfs, check: &Check, side: &Side) -> Result<Vec<Output>> {
     Ok(outs)
 }
 
-fn compare(fs: &Rootfs, check: &Check, nix: &Side, ours: Option<(&Side, &Daemon)>) -> Result<()> {
+/// Runs a check against Nix's own daemon and validates the answers.
+fn baseline(fs: &Rootfs, check: &Check, nix: &Side) -> Result<Vec<Output>> {
     let base = run_check(fs, check, nix)?;
     if check.must_succeed {
         for o in &base {
@@ -423,16 +431,40 @@ fn compare(fs: &Rootfs, check: &Check, nix: &Side, ours: Option<(&Side, &Daemon)
     } else if !check.any && base.iter().all(|o| o.success()) {
         bail!("baseline broken: Nix's own daemon accepted every invalid query");
     }
-    let Some((ours, daemon)) = ours else {
-        return Ok(());
-    };
+    Ok(base)
+}
+
+/// Runs a check against one of our flavours and compares it with the
+/// baseline's answers. Returns notes on what was normalised (gRPC flavour).
+fn compare(
+    fs: &Rootfs,
+    check: &Check,
+    base: &[Output],
+    kind: Kind,
+    ours: &Side,
+    daemon: &Daemon,
+) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
     let got = run_check(fs, check, ours)?;
     for (b, g) in base.iter().zip(&got) {
         let what = g
             .desc
             .replace(&ours.unix, "<store>")
             .replace(&ours.ssh, "<store>");
-        if let Err(e) = same(&what, b, g) {
+        let mut b = b.clone();
+        if kind == Kind::OursGrpc && check.json && b.success() {
+            // snix's PathInfo has no `ultimate`: through a PathInfoService
+            // every path reads back as not ultimate. Only this field, only in
+            // gRPC mode, and only on Nix's side: ours must say false.
+            let (text, n) = super::grpc_ultimate_false(&b.stdout())?;
+            if n > 0 {
+                notes.push(format!(
+                    "{what}: `ultimate` of {n} path(s) set to false in Nix's answer (not in snix's schema)"
+                ));
+            }
+            b.stdout = text.into_bytes();
+        }
+        if let Err(e) = same(&what, &b, g) {
             bail!("{e:#}; daemon log: {}", daemon.log_tail());
         }
         if check.stderr && b.stderr != g.stderr {
@@ -442,69 +474,67 @@ fn compare(fs: &Rootfs, check: &Check, nix: &Side, ours: Option<(&Side, &Daemon)
             );
         }
     }
-    Ok(())
+    Ok(notes)
+}
+
+/// Report name of a check for a flavour (None: Nix's daemon alone).
+pub fn flavoured(name: &str, kind: Option<Kind>) -> String {
+    match kind {
+        None => name.replacen("parity/", "baseline/", 1),
+        Some(Kind::OursGrpc) => {
+            if let Some(rest) = name.strip_prefix("parity/") {
+                format!("parity-ours-grpc/{rest}")
+            } else if let Some(rest) = name.strip_prefix("ours/") {
+                format!("ours-grpc/{rest}")
+            } else {
+                name.to_string()
+            }
+        }
+        Some(_) => name.to_string(),
+    }
 }
 
 pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut Report) {
     let checks = checks(fx);
-    let prefix = |n: &str| {
-        if with_ours {
-            n.to_string()
-        } else {
-            n.replacen("parity/", "baseline/", 1)
-        }
+    let extra = ["ours/refuses-writes", "ours/query-missing-unbuilt"];
+    let candidates: Vec<Option<Kind>> = if with_ours {
+        vec![Some(Kind::Ours), Some(Kind::OursGrpc)]
+    } else {
+        vec![None]
     };
-    let wanted = checks
-        .iter()
-        .any(|c| report.wanted(&tagged(&prefix(c.name), &fs.label)))
-        || report.wanted(&tagged("ours/refuses-writes", &fs.label));
-    if !wanted {
+    // Flavours with at least one wanted scenario; only those are started.
+    let flavours: Vec<Option<Kind>> = candidates
+        .into_iter()
+        .filter(|k| {
+            checks
+                .iter()
+                .map(|c| c.name)
+                .chain(extra.iter().copied().filter(|_| k.is_some()))
+                .any(|n| report.wanted(&tagged(&flavoured(n, *k), &fs.label)))
+        })
+        .collect();
+    if flavours.is_empty() {
         return;
     }
-    let setup = || -> Result<(Daemon, Option<Daemon>)> {
-        let nix = daemons::start_nix(
-            ctx,
-            fs,
-            &format!("/e2e/run/parity-{}-nix.sock", fs.suite),
-            &fx.root,
-        )?;
-        if !with_ours {
-            return Ok((nix, None));
+    let fail_all = |report: &mut Report, k: Option<Kind>, why: &str| {
+        for n in checks
+            .iter()
+            .map(|c| c.name)
+            .chain(extra.iter().copied().filter(|_| k.is_some()))
+        {
+            report.fail(&tagged(&flavoured(n, k), &fs.label), why);
         }
-        let state = format!("/e2e/parity-{}-state", fs.suite);
-        daemons::ours_cli(
-            ctx,
-            fs,
-            &[
-                "import",
-                "--state-dir",
-                &state,
-                "--lower-dir",
-                &fx.store_dir(),
-                "--store-dir",
-                "/nix/store",
-                "--nix-db",
-                &format!("{}/nix/var/nix/db/db.sqlite", fx.root),
-            ],
-        )?
-        .ok()?;
-        let ours = daemons::start_ours(
-            ctx,
-            fs,
-            &format!("/e2e/run/parity-{}-ours.sock", fs.suite),
-            &fx.store_dir(),
-            &state,
-        )?;
-        Ok((nix, Some(ours)))
     };
-    let (nix, ours) = match setup() {
+    let nix = match daemons::start_nix(
+        ctx,
+        fs,
+        &format!("/e2e/run/parity-{}-nix.sock", fs.suite),
+        &fx.root,
+    ) {
         Ok(d) => d,
         Err(e) => {
-            for c in &checks {
-                report.fail(
-                    &tagged(&prefix(c.name), &fs.label),
-                    &format!("setup: {e:#}"),
-                );
+            for k in &flavours {
+                fail_all(report, *k, &format!("setup: {e:#}"));
             }
             return;
         }
@@ -522,29 +552,101 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
             return;
         }
     };
-    let ours_side = ours.as_ref().map(|d| side(d, "ours").map(|s| (s, d)));
-    let ours_side = match ours_side.transpose() {
-        Ok(s) => s,
-        Err(e) => {
-            report.fail(&tagged("parity/setup", &fs.label), &format!("{e:#}"));
-            return;
-        }
+    // Baseline answers, computed once per check and shared by the flavours.
+    let mut bases: Vec<Option<std::result::Result<Vec<Output>, String>>> =
+        checks.iter().map(|_| None).collect();
+    let mut base_of = |i: usize| -> Result<Vec<Output>> {
+        let b = bases[i].get_or_insert_with(|| {
+            baseline(fs, &checks[i], &nix_side).map_err(|e| format!("{e:#}"))
+        });
+        b.clone().map_err(anyhow::Error::msg)
     };
-    for c in &checks {
-        report.run(&tagged(&prefix(c.name), &fs.label), || {
-            compare(fs, c, &nix_side, ours_side.as_ref().map(|(s, d)| (s, *d)))
-        });
+    // One index, imported once, served by both of our flavours.
+    let state = format!("/e2e/parity-{}-state", fs.suite);
+    let mut imported: Option<std::result::Result<(), String>> = None;
+    for kind in flavours {
+        let Some(kind) = kind else {
+            for (i, c) in checks.iter().enumerate() {
+                report.run(&tagged(&flavoured(c.name, None), &fs.label), || {
+                    base_of(i).map(|_| ())
+                });
+            }
+            continue;
+        };
+        let mut setup = || -> Result<(Daemon, Side)> {
+            imported
+                .get_or_insert_with(|| {
+                    import_parity_index(ctx, fs, fx, &state).map_err(|e| format!("{e:#}"))
+                })
+                .clone()
+                .map_err(anyhow::Error::msg)?;
+            let socket = format!("/e2e/run/parity-{}-{}.sock", fs.suite, kind.short());
+            let d = match kind {
+                Kind::OursGrpc => {
+                    daemons::start_ours_grpc(ctx, fs, &socket, &fx.store_dir(), &state)?
+                }
+                _ => daemons::start_ours(ctx, fs, &socket, &fx.store_dir(), &state)?,
+            };
+            let s = side(&d, kind.short())?;
+            Ok((d, s))
+        };
+        let (daemon, ours_side) = match setup() {
+            Ok(x) => x,
+            Err(e) => {
+                fail_all(report, Some(kind), &format!("setup: {e:#}"));
+                continue;
+            }
+        };
+        for (i, c) in checks.iter().enumerate() {
+            let name = tagged(&flavoured(c.name, Some(kind)), &fs.label);
+            if !report.wanted(&name) {
+                continue;
+            }
+            let mut notes = vec![];
+            report.run(&name, || {
+                let base = base_of(i)?;
+                notes = compare(fs, c, &base, kind, &ours_side, &daemon)?;
+                Ok(())
+            });
+            for n in notes {
+                report.note(&name, &n);
+            }
+        }
+        report.run(
+            &tagged(&flavoured("ours/refuses-writes", Some(kind)), &fs.label),
+            || refuses_writes(ctx, fs, fx, &daemon),
+        );
+        report.run(
+            &tagged(
+                &flavoured("ours/query-missing-unbuilt", Some(kind)),
+                &fs.label,
+            ),
+            || query_missing_unbuilt(fs, fx, &nix_side.unix, &daemon.url()),
+        );
+        drop(daemon);
     }
-    if let Some(d) = &ours {
-        report.run(&tagged("ours/refuses-writes", &fs.label), || {
-            refuses_writes(ctx, fs, fx, d)
-        });
-        report.run(&tagged("ours/query-missing-unbuilt", &fs.label), || {
-            query_missing_unbuilt(fs, fx, &nix_side.unix, &d.url())
-        });
-    }
-    drop(ours);
     drop(nix);
+}
+
+/// Imports the fixture's Nix database into the index both our flavours serve.
+fn import_parity_index(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, state: &str) -> Result<()> {
+    daemons::ours_cli(
+        ctx,
+        fs,
+        &[
+            "import",
+            "--state-dir",
+            state,
+            "--lower-dir",
+            &fx.store_dir(),
+            "--store-dir",
+            "/nix/store",
+            "--nix-db",
+            &format!("{}/nix/var/nix/db/db.sqlite", fx.root),
+        ],
+    )?
+    .ok()?;
+    Ok(())
 }
 
 /// Writes through our daemon fail and leave the lower store untouched.

@@ -1,0 +1,109 @@
+//! gRPC failure scenario: our daemon reading path infos from our gRPC
+//! PathInfoService server, and that server going away. A query through our
+//! daemon must then fail with an error naming the snix PathInfoService
+//! (never report a path as invalid or missing); once the server is back the
+//! very next query succeeds (the channel reconnects by itself).
+
+use super::parity::NOT_THERE;
+use crate::ctx::Ctx;
+use crate::daemons;
+use crate::fixture::Fixture;
+use crate::report::{tagged, Report};
+use crate::rootfs::Rootfs;
+use anyhow::{ensure, Result};
+
+pub const NAMES: &[&str] = &["ours-grpc/backend-down"];
+
+pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, report: &mut Report) {
+    report.run(&tagged("ours-grpc/backend-down", &fs.label), || {
+        backend_down(ctx, fs, fx)
+    });
+}
+
+fn backend_down(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<()> {
+    let dir = ctx.fresh_dir(&format!("grpc-down-{}", fs.suite))?;
+    let state = format!("{dir}/state");
+    daemons::import_registration(ctx, fs, &fx.root, &state)?;
+    let socket = format!("{dir}/ours.sock");
+    let server = daemons::start_grpc_server(ctx, fs, &socket, &fx.store_dir(), &state)?;
+    let mut client = daemons::start_grpc_client(ctx, fs, &socket, &fx.store_dir())?;
+    let url = client.url();
+    let hash = &fx.final_out["/nix/store/".len().."/nix/store/".len() + 32];
+    let q = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+    let queries = [
+        q(&["nix", "path-info", "--store", &url, &fx.final_out]),
+        q(&["nix", "path-info", "--store", &url, NOT_THERE]),
+        q(&[
+            "nix-store",
+            "--store",
+            &url,
+            "--check-validity",
+            &fx.final_out,
+        ]),
+        q(&[
+            "nix-store",
+            "--store",
+            &url,
+            "--query",
+            "--references",
+            &fx.final_out,
+        ]),
+        q(&["nix", "store", "path-from-hash-part", "--store", &url, hash]),
+    ];
+
+    // Up: the query answers.
+    let got = fs.run(&queries[0])?.ok()?.stdout();
+    ensure!(
+        got.trim() == fx.final_out,
+        "with the gRPC server up, path-info printed {got:?}"
+    );
+
+    // Down: every query fails, naming the service; none calls a path invalid.
+    server.stop();
+    for q in &queries {
+        let o = fs.run(q)?;
+        let err = o.stderr();
+        ensure!(
+            !o.success(),
+            "`{}` succeeded with the gRPC server down: {}",
+            o.desc,
+            o.stdout()
+        );
+        ensure!(
+            err.contains("snix PathInfoService"),
+            "`{}` failed without naming the snix PathInfoService: {err}",
+            o.desc
+        );
+        ensure!(
+            !err.contains("is not valid") && !err.contains("not found"),
+            "`{}` reported a path as invalid/missing instead of the backend error: {err}",
+            o.desc
+        );
+    }
+    ensure!(
+        client.running(),
+        "our daemon exited while the gRPC server was down: {}",
+        client.log_tail()
+    );
+
+    // Back: the very next query succeeds, on the same daemon.
+    let server = daemons::start_grpc_server(ctx, fs, &socket, &fx.store_dir(), &state)?;
+    let o = fs.run(&queries[0])?;
+    ensure!(
+        o.success() && o.stdout().trim() == fx.final_out,
+        "first query after the gRPC server came back: {}; daemon log: {}; server log: {}",
+        o.failure_text("failed"),
+        client.log_tail(),
+        server.log_tail()
+    );
+    // And an invalid path is reported as such again.
+    let o = fs.run(&queries[1])?.failed()?;
+    ensure!(
+        o.stderr().contains("is not valid"),
+        "{NOT_THERE} after the gRPC server came back: {}",
+        o.stderr()
+    );
+    drop(client);
+    drop(server);
+    Ok(())
+}
