@@ -76,6 +76,14 @@ impl Daemon {
         }
     }
 
+    /// Sends `sig` to the process.
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: plain kill(2) on the pid of a child we spawned and have not reaped.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, sig);
+        }
+    }
+
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -280,6 +288,7 @@ pub fn start_grpc_client(
     fs: &Rootfs,
     socket: &str,
     lower_store_dir: &str,
+    timeout: &str,
 ) -> Result<Daemon> {
     let service = format!("grpc+unix://{}", grpc_socket(socket));
     start_serve(
@@ -288,7 +297,7 @@ pub fn start_grpc_client(
         socket,
         lower_store_dir,
         None,
-        &["--path-info-service", &service, "--grpc-timeout", "5s"],
+        &["--path-info-service", &service, "--grpc-timeout", timeout],
     )
 }
 
@@ -303,7 +312,7 @@ pub fn start_ours_grpc(
     state_dir: &str,
 ) -> Result<Daemon> {
     let server = start_grpc_server(ctx, fs, socket, lower_store_dir, state_dir)?;
-    let mut client = match start_grpc_client(ctx, fs, socket, lower_store_dir) {
+    let mut client = match start_grpc_client(ctx, fs, socket, lower_store_dir, "5s") {
         Ok(c) => c,
         Err(e) => bail!("{e:#}; gRPC server log: {}", server.log_tail()),
     };
