@@ -331,6 +331,7 @@ fn check_post_init(ov: &Overlay) -> Result<()> {
     );
     for q in [
         vec!["--query", "--requisites", fx.final_drv.as_str()],
+        vec!["--query", "--references", fx.tree.as_str()],
         vec!["--query", "--referrers", fx.leaf.as_str()],
         vec!["--query", "--deriver", fx.final_out.as_str()],
         vec!["--query", "--outputs", fx.split_drv.as_str()],
@@ -341,9 +342,17 @@ fn check_post_init(ov: &Overlay) -> Result<()> {
         let lower = ov.ok(&a)?;
         a[2] = "{O}";
         let merged = ov.ok(&a)?;
+        // The truth: Nix reading the lower store's own database directly.
+        a[2] = "{L}";
+        let direct = ov.ok(&a)?;
         ensure!(
             !lower.is_empty(),
             "`nix-store {}` printed nothing on the lower store",
+            q.join(" ")
+        );
+        ensure!(
+            lower == direct,
+            "`nix-store {}`: lower daemon {lower:?} vs Nix reading the lower store's database {direct:?}",
             q.join(" ")
         );
         ensure!(
