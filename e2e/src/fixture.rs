@@ -12,6 +12,10 @@
 //! symlinks and non-ASCII file names; a two-output derivation) and a final
 //! derivation whose output depends on a `seed` argument, so building another
 //! seed on top of the lower store needs only lower paths as inputs.
+//! Signatures (so their conversion, through gRPC too, is compared): the final
+//! output's closure is signed with one key, the final output and the source
+//! tree also with a second (two signatures on one path); the keys are
+//! generated for the run and deleted.
 
 use crate::ctx::Ctx;
 use crate::rootfs::{shq, Rootfs};
@@ -157,7 +161,12 @@ pub fn generate(ctx: &Ctx, fs: &Rootfs, name: &str) -> Result<Fixture> {
     let script = format!(
         "src=$(nix-store --add /e2e/fixture/src)\n\
          drv=$(nix-instantiate {f} -A final)\n\
-         nix-store --realise \"$drv\" >/dev/null\n\
+         out=$(nix-store --realise \"$drv\")\n\
+         nix key generate-secret --key-name e2e-key-1 >/nix/e2e-key-1\n\
+         nix key generate-secret --key-name e2e-key-2 >/nix/e2e-key-2\n\
+         nix store sign --key-file /nix/e2e-key-1 --recursive \"$out\"\n\
+         nix store sign --key-file /nix/e2e-key-2 \"$out\" \"$src\"\n\
+         rm /nix/e2e-key-1 /nix/e2e-key-2\n\
          unbuilt=$(nix-instantiate {f} -A unbuilt)\n\
          echo \"$src\"; echo \"$drv\"; echo \"$unbuilt\"",
         f = shq(FIXTURE_FILE)
