@@ -23,17 +23,16 @@ async fn slow_client_does_not_block_others() {
     let slow_task = tokio::spawn(async move {
         for b in bytes {
             slow.write_all(&[b]).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
         slow
     });
     let mut c = Client::connect(&f.socket, 38).await.unwrap();
-    let t0 = Instant::now();
     for _ in 0..100 {
         assert!(c.is_valid_path(&f.full(0)).await.unwrap());
     }
+    // Served in full while the slow client has sent at most a few bytes.
     assert!(!slow_task.is_finished(), "the slow client should still be dribbling");
-    assert!(t0.elapsed() < Duration::from_millis(800), "other clients waited for the slow one");
     slow_task.abort();
 }
 
@@ -200,51 +199,60 @@ async fn vanished_lower_dir_is_an_error_not_an_answer() {
 }
 
 /// kill -9 at random points of an import, many times: always the previous
-/// or the new consistent state.
+/// or the new consistent state. Kill points are spread over the duration of
+/// a full import measured first, so they land mid-import however fast the
+/// machine is.
 #[test]
 fn repeated_kills_during_import() {
     use snix_lower_store::index::PathInfoIndex;
     let bin = env!("CARGO_BIN_EXE_snix-lower-store");
     let f = Fixture::new();
     let lower = f.dir.path().join("big");
-    let entries = snix_lower_store::demo::generate(&lower, &f.sd, 1000, 6).unwrap();
+    let entries = snix_lower_store::demo::generate(&lower, &f.sd, 4000, 6).unwrap();
     let n = entries.len() as u64;
     let reg = f.dir.path().join("reg");
     std::fs::write(&reg, snix_lower_store::demo::registration(&f.sd, &entries)).unwrap();
-    let mut seen_old = 0;
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    for round in 0..25 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let delay = Duration::from_millis(seed % 250);
-        let mut child = std::process::Command::new(bin)
+    let import = |state: &std::path::Path| {
+        std::process::Command::new(bin)
             .args(["import", "--registration"])
             .arg(&reg)
             .arg("--lower-dir")
             .arg(&lower)
             .arg("--state-dir")
-            .arg(&f.state)
+            .arg(state)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .unwrap();
+            .unwrap()
+    };
+    let probe = f.dir.path().join("probe");
+    let t0 = Instant::now();
+    assert!(import(&probe).wait().unwrap().success());
+    let full = t0.elapsed();
+
+    let state = f.dir.path().join("state-killed");
+    let (mut before, mut after) = (0, 0);
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for round in 0..25 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = full.mul_f64((seed % 1000) as f64 / 1000.0 * 0.95);
+        let mut child = import(&state);
         std::thread::sleep(delay);
         let _ = child.kill();
         let _ = child.wait();
-        if let Ok(idx) = PathInfoIndex::open(&f.state, "/nix/store") {
-            let c = idx.count().unwrap();
-            assert!(c == 0 || c == n, "round {round}: {c} paths after kill at {delay:?}");
-            if c == 0 {
-                seen_old += 1;
-            } else {
-                break;
-            }
+        let count = PathInfoIndex::open(&state, "/nix/store").map(|i| i.count().unwrap()).unwrap_or(0);
+        assert!(count == 0 || count == n, "round {round}: {count} of {n} paths after a kill at {delay:?} (full import {full:?})");
+        if count == 0 {
+            before += 1;
         } else {
-            seen_old += 1; // killed before the index file existed: the previous state
+            after += 1;
+            // Start the next round from the empty state again.
+            std::fs::remove_dir_all(&state).unwrap();
         }
     }
-    assert!(seen_old > 0, "no kill landed before the commit");
+    assert!(before >= 5, "only {before} of 25 kills landed before the commit ({after} after); full import {full:?}");
 }
 
 /// Idle exit counts from the last connection's end, so steady short
