@@ -98,6 +98,13 @@ impl LowerDir {
         nar_hash(&self.object(p))
     }
 
+    /// Re-hash the object of `p`: `None` if it has the recorded NAR hash and
+    /// size, else what it has.
+    pub fn content_mismatch(&self, p: &StorePath, hash: NarHash, size: u64) -> io::Result<Option<(NarHash, u64)>> {
+        let (h, s) = self.nar_hash(p)?;
+        Ok((h != hash || s != size).then_some((h, s)))
+    }
+
     /// Read a `.drv` from the lower dir and parse its outputs.
     pub fn read_derivation_outputs(&self, p: &StorePath) -> Result<Vec<DrvOutput>, String> {
         let f = fs::OpenOptions::new()

@@ -15,9 +15,9 @@ pub fn verify(entries: &[(StorePath, NarHash, u64)], lower: &LowerDir, sd: &Stor
             continue;
         }
         if check_content {
-            match lower.nar_hash(path) {
-                Ok((h, s)) if h == *hash && s == *size => {}
-                Ok((h, s)) => problems.push(format!(
+            match lower.content_mismatch(path, *hash, *size) {
+                Ok(None) => {}
+                Ok(Some((h, s))) => problems.push(format!(
                     "path '{shown}' was modified! expected hash '{}' size {size}, got '{}' size {s}",
                     hash.to_nix32_prefixed(),
                     h.to_nix32_prefixed()

@@ -123,19 +123,23 @@ impl GrpcBackend {
         d
     }
 
-    pub async fn path_info(&self, p: &StorePath) -> Result<Option<PathInfo>> {
-        let digest = nix32_decode_vec(p.hash_part(), 20).expect("validated hash part");
+    /// `Get` by the digest of `hash_part`: the service's path info, if any.
+    async fn get(&self, hash_part: &str) -> Result<Option<PathInfo>> {
+        let Some(digest) = nix32_decode_vec(hash_part, 20) else { return Ok(None) };
         let mut req = tonic::Request::new(GetPathInfoRequest { by_what: Some(get_path_info_request::ByWhat::ByOutputHash(digest)) });
         req.set_timeout(self.0.deadline);
         match self.0.client.clone().get(req).await {
-            Ok(r) => {
-                let info = from_snix(r.into_inner()).map_err(|e| BackendError::Grpc(format!("snix PathInfoService {}: Get {p}: {e}", self.0.address)))?;
-                // Same hash part, different name: not the path that was asked for.
-                Ok((info.path == *p).then_some(info))
-            }
+            Ok(r) => from_snix(r.into_inner())
+                .map(Some)
+                .map_err(|e| BackendError::Grpc(format!("snix PathInfoService {}: Get {hash_part}: {e}", self.0.address))),
             Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
-            Err(s) => Err(self.err(&format!("Get {p}"), s)),
+            Err(s) => Err(self.err(&format!("Get {hash_part}"), s)),
         }
+    }
+
+    pub async fn path_info(&self, p: &StorePath) -> Result<Option<PathInfo>> {
+        // Same hash part, different name: not the path that was asked for.
+        Ok(self.get(p.hash_part()).await?.filter(|info| info.path == *p))
     }
 
     pub async fn valid_subset(&self, paths: &[StorePath]) -> Result<Vec<StorePath>> {
@@ -149,14 +153,7 @@ impl GrpcBackend {
     }
 
     pub async fn path_from_hash_part(&self, hash_part: &str) -> Result<Option<StorePath>> {
-        let Some(digest) = nix32_decode_vec(hash_part, 20) else { return Ok(None) };
-        let mut req = tonic::Request::new(GetPathInfoRequest { by_what: Some(get_path_info_request::ByWhat::ByOutputHash(digest)) });
-        req.set_timeout(self.0.deadline);
-        match self.0.client.clone().get(req).await {
-            Ok(r) => Ok(Some(from_snix(r.into_inner()).map_err(BackendError::Grpc)?.path)),
-            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
-            Err(s) => Err(self.err(&format!("Get {hash_part}"), s)),
-        }
+        Ok(self.get(hash_part).await?.map(|info| info.path))
     }
 
     /// The snapshot, rebuilt first if it does not know `p` (at most every 2 s).

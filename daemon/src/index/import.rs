@@ -346,9 +346,9 @@ pub fn import(
             };
             match present {
                 Err(why) => problems.push(format!("{shown}: {why}")),
-                Ok(()) if opts.check_content => match lower.nar_hash(&e.path) {
-                    Ok((h, s)) if h == e.nar_hash && s == e.nar_size => {}
-                    Ok((h, s)) => problems.push(format!(
+                Ok(()) if opts.check_content => match lower.content_mismatch(&e.path, e.nar_hash, e.nar_size) {
+                    Ok(None) => {}
+                    Ok(Some((h, s))) => problems.push(format!(
                         "{shown}: content does not match: NAR hash {} size {s} in the lower dir, {} size {} declared",
                         h.to_nix32_prefixed(),
                         e.nar_hash.to_nix32_prefixed(),

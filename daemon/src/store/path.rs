@@ -116,16 +116,6 @@ impl StoreDir {
         StorePath::from_base_name(base)
     }
 
-    /// Parse a full path that may name a file inside a store object
-    /// (`/nix/store/<hash>-<name>/bin/x`), keeping only the store object.
-    pub fn parse_prefix(&self, full: &str) -> Result<StorePath, StorePathError> {
-        let rest = full
-            .strip_prefix(self.0.as_str())
-            .and_then(|r| r.strip_prefix('/'))
-            .ok_or_else(|| StorePathError::NotInStore(full.chars().take(300).collect(), self.0.clone()))?;
-        StorePath::from_base_name(rest.split('/').next().unwrap_or(""))
-    }
-
     pub fn display(&self, p: &StorePath) -> String {
         let mut s = String::with_capacity(self.0.len() + 1 + p.0.len());
         s.push_str(&self.0);

@@ -120,6 +120,32 @@ fn import_cmd(
 }
 
 /// Paths our index lists (`snix-lower-store list`).
+/// Runs an import that must be refused: it fails, its error names `path`
+/// (`why` says what about it), and nothing is left registered in `state`.
+fn expect_refused(
+    ctx: &Ctx,
+    fs: &Rootfs,
+    state: &str,
+    lower_dir: &str,
+    input: &[String],
+    extra: &[&str],
+    path: &str,
+    why: &str,
+) -> Result<()> {
+    let out = import_cmd(ctx, fs, state, lower_dir, input, extra)?.failed()?;
+    if !out.stderr().contains(path.trim_start_matches("/nix/store/")) {
+        bail!("import failed but its error does not name {why} {path}: {}", out.stderr());
+    }
+    // All or nothing: nothing is registered after the failed import.
+    if ctx.host(state).exists() {
+        let l = listed(ctx, fs, state).unwrap_or_default();
+        if !l.is_empty() {
+            bail!("a failed import left {} paths registered: {:?}", l.len(), l);
+        }
+    }
+    Ok(())
+}
+
 fn listed(ctx: &Ctx, fs: &Rootfs, state: &str) -> Result<Vec<String>> {
     let out = ours_cli(ctx, fs, &["list", "--state-dir", state])?.ok()?;
     let mut v: Vec<String> = out
@@ -264,24 +290,7 @@ fn rejects_missing_object(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<()> {
     std::fs::remove_file(&victim).with_context(|| format!("removing {}", victim.display()))?;
     let input = import_input(fs, fx, Format::Registration, &dir)?;
     let state = format!("{dir}/state");
-    let out = import_cmd(ctx, fs, &state, &partial, &input, &[])?.failed()?;
-    if !out
-        .stderr()
-        .contains(fx.leaf.trim_start_matches("/nix/store/"))
-    {
-        bail!(
-            "import failed but its error does not name the missing path {}: {}",
-            fx.leaf,
-            out.stderr()
-        );
-    }
-    // All or nothing: nothing is registered after the failed import.
-    if ctx.host(&state).exists() {
-        let l = listed(ctx, fs, &state).unwrap_or_default();
-        if !l.is_empty() {
-            bail!("a failed import left {} paths registered: {:?}", l.len(), l);
-        }
-    }
+    expect_refused(ctx, fs, &state, &partial, &input, &[], &fx.leaf, "the missing path")?;
     // The same input against the complete directory succeeds.
     import_cmd(ctx, fs, &state, &fx.store_dir(), &input, &[])?.ok()?;
     Ok(())
@@ -297,32 +306,8 @@ fn rejects_open_closure(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<()> {
     let f = format!("{dir}/registration-without-mid");
     ctx.write(&f, without.as_bytes())?;
     let state = format!("{dir}/state");
-    let out = import_cmd(
-        ctx,
-        fs,
-        &state,
-        &fx.store_dir(),
-        &["--registration".into(), f],
-        &[],
-    )?
-    .failed()?;
-    if !out
-        .stderr()
-        .contains(fx.mid.trim_start_matches("/nix/store/"))
-    {
-        bail!(
-            "import failed but its error does not name the unregistered reference {}: {}",
-            fx.mid,
-            out.stderr()
-        );
-    }
-    if ctx.host(&state).exists() {
-        let l = listed(ctx, fs, &state).unwrap_or_default();
-        if !l.is_empty() {
-            bail!("a failed import left {} paths registered", l.len());
-        }
-    }
-    Ok(())
+    let input = ["--registration".to_owned(), f];
+    expect_refused(ctx, fs, &state, &fx.store_dir(), &input, &[], &fx.mid, "the unregistered reference")
 }
 
 /// Removes one path's entry from `nix-store --dump-db` output (format: path,
@@ -382,18 +367,7 @@ fn check_content(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<()> {
     let state_a = format!("{dir}/state-a");
     import_cmd(ctx, fs, &state_a, &copy, &input, &[])?.ok()?;
     let state_b = format!("{dir}/state-b");
-    let out = import_cmd(ctx, fs, &state_b, &copy, &input, &["--check-content"])?.failed()?;
-    if !out
-        .stderr()
-        .contains(fx.top.trim_start_matches("/nix/store/"))
-    {
-        bail!(
-            "import --check-content failed without naming {}: {}",
-            fx.top,
-            out.stderr()
-        );
-    }
-    Ok(())
+    expect_refused(ctx, fs, &state_b, &copy, &input, &["--check-content"], &fx.top, "the corrupted path")
 }
 
 fn verify_detects(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<()> {
