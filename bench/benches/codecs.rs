@@ -36,7 +36,9 @@ fn encode_reply(sd: &StoreDir, b: &mut WireBuf, deriver: &StorePath, hash: &NarH
     }
     b.u64(1_700_000_000).u64(123_456);
     b.bool(false);
-    b.strings(["cache.example.org-1:6wzr1QlOPHG+knFuJIaw+85Z5ivwbdI512JikexG+nQ7JDSZM2hw8zzlcLOguXwrn6ZbbYXTtowR1Cs76Sy3Cg=="]);
+    b.strings([
+        "cache.example.org-1:6wzr1QlOPHG+knFuJIaw+85Z5ivwbdI512JikexG+nQ7JDSZM2hw8zzlcLOguXwrn6ZbbYXTtowR1Cs76Sy3Cg==",
+    ]);
     b.str("");
 }
 
@@ -67,7 +69,13 @@ fn codecs(c: &mut Criterion) {
                 r.bool("valid").await.unwrap();
                 let deriver = r.string("deriver").await.unwrap();
                 let hash = NarHash::parse(&r.string("narHash").await.unwrap()).unwrap();
-                let refs: Vec<StorePath> = r.strings("refs").await.unwrap().iter().map(|s| sd.parse(s).unwrap()).collect();
+                let refs: Vec<StorePath> = r
+                    .strings("refs")
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|s| sd.parse(s).unwrap())
+                    .collect();
                 let t = r.u64().await.unwrap();
                 let n = r.u64().await.unwrap();
                 let u = r.bool("ultimate").await.unwrap();
@@ -95,15 +103,25 @@ fn codecs(c: &mut Criterion) {
     let nix32 = hash.to_nix32_prefixed();
     let b16 = format!("sha256:{}", hash.to_base16());
     let sri = hash.to_sri();
-    g.bench_function("NarHash::parse sha256:nix32", |b| b.iter(|| NarHash::parse(black_box(&nix32)).unwrap()));
-    g.bench_function("NarHash::parse sha256:base16", |b| b.iter(|| NarHash::parse(black_box(&b16)).unwrap()));
-    g.bench_function("NarHash::parse SRI", |b| b.iter(|| NarHash::parse(black_box(&sri)).unwrap()));
+    g.bench_function("NarHash::parse sha256:nix32", |b| {
+        b.iter(|| NarHash::parse(black_box(&nix32)).unwrap())
+    });
+    g.bench_function("NarHash::parse sha256:base16", |b| {
+        b.iter(|| NarHash::parse(black_box(&b16)).unwrap())
+    });
+    g.bench_function("NarHash::parse SRI", |b| {
+        b.iter(|| NarHash::parse(black_box(&sri)).unwrap())
+    });
     g.bench_function("NarHash::to_base16", |b| b.iter(|| black_box(&hash).to_base16()));
     g.bench_function("nix32_encode 32 bytes", |b| b.iter(|| nix32_encode(black_box(&hash.0))));
     let enc = nix32_encode(&hash.0);
-    g.bench_function("nix32_decode 32 bytes", |b| b.iter(|| nix32_decode::<32>(black_box(&enc)).unwrap()));
+    g.bench_function("nix32_decode 32 bytes", |b| {
+        b.iter(|| nix32_decode::<32>(black_box(&enc)).unwrap())
+    });
     let enc20 = nix32_encode(&[0x5a; 20]);
-    g.bench_function("nix32_decode 20 bytes (hash part)", |b| b.iter(|| nix32_decode::<20>(black_box(&enc20)).unwrap()));
+    g.bench_function("nix32_decode 20 bytes (hash part)", |b| {
+        b.iter(|| nix32_decode::<20>(black_box(&enc20)).unwrap())
+    });
     g.finish();
 
     let mut g = c.benchmark_group("store");
@@ -129,11 +147,17 @@ fn codecs(c: &mut Criterion) {
         if i > 0 {
             drv.push(',');
         }
-        drv.push_str(&format!("(\"var{i}\",\"value with \\\"escapes\\\" and\\nnewlines {}\")", "x".repeat(60)));
+        drv.push_str(&format!(
+            "(\"var{i}\",\"value with \\\"escapes\\\" and\\nnewlines {}\")",
+            "x".repeat(60)
+        ));
     }
     drv.push_str("])");
     // parse_outputs stops after the outputs: no bytes/s figure, the rest is not read.
-    g.bench_function(format!("drv::parse_outputs ({} byte .drv, 3 outputs)", drv.len()), |b| b.iter(|| parse_outputs(black_box(drv.as_bytes())).unwrap()));
+    g.bench_function(
+        format!("drv::parse_outputs ({} byte .drv, 3 outputs)", drv.len()),
+        |b| b.iter(|| parse_outputs(black_box(drv.as_bytes())).unwrap()),
+    );
     g.finish();
 }
 

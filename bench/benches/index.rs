@@ -21,7 +21,12 @@ const N: usize = 100_000;
 
 fn setup() -> (PathBuf, PathBuf, Vec<StorePath>) {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("index-bench");
-    let spec = Spec { n: N, fanout: 4, extra_refs: 2, tiny: true };
+    let spec = Spec {
+        n: N,
+        fanout: 4,
+        extra_refs: 2,
+        tiny: true,
+    };
     let store = gen::generate(&dir, &spec).expect("generating the store");
     let state = dir.join(format!("{}-state", spec.key()));
     let sd = StoreDir::new("/nix/store").unwrap();
@@ -45,15 +50,27 @@ fn index(c: &mut Criterion) {
     let mut pick = move || rng.below(N);
 
     let mut g = c.benchmark_group(format!("index ({N} paths)"));
-    g.bench_function("path_info", |b| b.iter(|| idx.path_info(black_box(&paths[pick()])).unwrap().unwrap()));
-    g.bench_function("is_valid", |b| b.iter(|| idx.is_valid(black_box(&paths[pick()])).unwrap()));
-    g.bench_function("referrers", |b| b.iter(|| idx.referrers(black_box(&paths[pick()])).unwrap()));
+    g.bench_function("path_info", |b| {
+        b.iter(|| idx.path_info(black_box(&paths[pick()])).unwrap().unwrap())
+    });
+    g.bench_function("is_valid", |b| {
+        b.iter(|| idx.is_valid(black_box(&paths[pick()])).unwrap())
+    });
+    g.bench_function("referrers", |b| {
+        b.iter(|| idx.referrers(black_box(&paths[pick()])).unwrap())
+    });
     g.bench_function("path_from_hash_part", |b| {
-        b.iter(|| idx.path_from_hash_part(black_box(paths[pick()].hash_part())).unwrap().unwrap())
+        b.iter(|| {
+            idx.path_from_hash_part(black_box(paths[pick()].hash_part()))
+                .unwrap()
+                .unwrap()
+        })
     });
     let batch: Vec<StorePath> = (0..32).map(|_| paths[pick()].clone()).collect();
     g.throughput(Throughput::Elements(32));
-    g.bench_function("valid_subset of 32", |b| b.iter(|| idx.valid_subset(black_box(&batch)).unwrap()));
+    g.bench_function("valid_subset of 32", |b| {
+        b.iter(|| idx.valid_subset(black_box(&batch)).unwrap())
+    });
     g.finish();
 
     let store = LowerStore {
@@ -62,7 +79,11 @@ fn index(c: &mut Criterion) {
         store_dir: StoreDir::new("/nix/store").unwrap(),
     };
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let reqs: Vec<Request> = paths.iter().take(4096).map(|p| Request::QueryPathInfo(format!("/nix/store/{}", p.base_name()))).collect();
+    let reqs: Vec<Request> = paths
+        .iter()
+        .take(4096)
+        .map(|p| Request::QueryPathInfo(format!("/nix/store/{}", p.base_name())))
+        .collect();
     let mut i = 0;
     let mut g = c.benchmark_group(format!("answer ({N} paths)"));
     g.bench_function("QueryPathInfo (lookup + encoding)", |b| {

@@ -32,7 +32,13 @@ pub struct Spec {
 
 impl Spec {
     pub fn key(&self) -> String {
-        format!("n{}-f{}-x{}-{}", self.n, self.fanout, self.extra_refs, if self.tiny { "tiny" } else { "text" })
+        format!(
+            "n{}-f{}-x{}-{}",
+            self.n,
+            self.fanout,
+            self.extra_refs,
+            if self.tiny { "tiny" } else { "text" }
+        )
     }
 }
 
@@ -93,8 +99,22 @@ pub fn nar_of_file(contents: &[u8]) -> (NarHash, u64) {
     (NarHash(h.finalize().into()), size)
 }
 
-pub fn write_registration_entry(w: &mut impl Write, sd: &StoreDir, p: &StorePath, hash: &NarHash, size: u64, refs: &[StorePath]) -> std::io::Result<()> {
-    writeln!(w, "{}\n{}\n{}\n\n{}", sd.display(p), hash.to_nix32_prefixed(), size, refs.len())?;
+pub fn write_registration_entry(
+    w: &mut impl Write,
+    sd: &StoreDir,
+    p: &StorePath,
+    hash: &NarHash,
+    size: u64,
+    refs: &[StorePath],
+) -> std::io::Result<()> {
+    writeln!(
+        w,
+        "{}\n{}\n{}\n\n{}",
+        sd.display(p),
+        hash.to_nix32_prefixed(),
+        size,
+        refs.len()
+    )?;
     for r in refs {
         writeln!(w, "{}", sd.display(r))?;
     }
@@ -108,9 +128,18 @@ pub fn generate(dir: &Path, spec: &Spec) -> Result<Store> {
     if root.join(".complete").exists() {
         let paths = read_paths(&registration)?;
         if paths.len() != spec.n {
-            bail!("{} lists {} paths, expected {}", registration.display(), paths.len(), spec.n);
+            bail!(
+                "{} lists {} paths, expected {}",
+                registration.display(),
+                paths.len(),
+                spec.n
+            );
         }
-        return Ok(Store { root, registration, paths });
+        return Ok(Store {
+            root,
+            registration,
+            paths,
+        });
     }
     if spec.n == 0 {
         bail!("--paths must be at least 1");
@@ -126,7 +155,10 @@ pub fn generate(dir: &Path, spec: &Spec) -> Result<Store> {
     let mut sizes = vec![0u64; spec.n];
     let mut reg = BufWriter::with_capacity(1 << 20, fs::File::create(&registration)?);
     for j in (0..spec.n).rev() {
-        let mut idx: Vec<usize> = (1..=spec.fanout).map(|c| j * spec.fanout + c).filter(|&c| c < spec.n).collect();
+        let mut idx: Vec<usize> = (1..=spec.fanout)
+            .map(|c| j * spec.fanout + c)
+            .filter(|&c| c < spec.n)
+            .collect();
         if j + 1 < spec.n {
             for _ in 0..spec.extra_refs {
                 idx.push(j + 1 + rng.below(spec.n - j - 1));
@@ -134,7 +166,10 @@ pub fn generate(dir: &Path, spec: &Spec) -> Result<Store> {
         }
         idx.sort_unstable();
         idx.dedup();
-        let refs: Vec<StorePath> = idx.iter().map(|&i| made[i].clone().expect("generated before")).collect();
+        let refs: Vec<StorePath> = idx
+            .iter()
+            .map(|&i| made[i].clone().expect("generated before"))
+            .collect();
         let contents = if spec.tiny {
             String::new()
         } else {
@@ -159,8 +194,16 @@ pub fn generate(dir: &Path, spec: &Spec) -> Result<Store> {
     reg.flush()?;
     drop(reg);
     fs::write(root.join(".complete"), b"")?;
-    let paths = made.into_iter().zip(sizes).map(|(p, s)| (sd.display(&p.expect("all made")), s)).collect();
-    Ok(Store { root, registration, paths })
+    let paths = made
+        .into_iter()
+        .zip(sizes)
+        .map(|(p, s)| (sd.display(&p.expect("all made")), s))
+        .collect();
+    Ok(Store {
+        root,
+        registration,
+        paths,
+    })
 }
 
 /// One store object of `size` bytes (a text object, so Nix accepts its path).
@@ -169,7 +212,11 @@ pub fn generate_big(dir: &Path, size: u64) -> Result<Store> {
     let registration = root.join("registration");
     if root.join(".complete").exists() {
         let paths = read_paths(&registration)?;
-        return Ok(Store { root, registration, paths });
+        return Ok(Store {
+            root,
+            registration,
+            paths,
+        });
     }
     if root.exists() {
         fs::remove_dir_all(&root)?;
@@ -195,7 +242,11 @@ pub fn generate_big(dir: &Path, size: u64) -> Result<Store> {
     write_registration_entry(&mut reg, &sd, &p, &hash, nsize, &[])?;
     reg.flush()?;
     fs::write(root.join(".complete"), b"")?;
-    Ok(Store { root, registration, paths: vec![(sd.display(&p), nsize)] })
+    Ok(Store {
+        root,
+        registration,
+        paths: vec![(sd.display(&p), nsize)],
+    })
 }
 
 /// Paths and NAR sizes of a registration file, in file order reversed

@@ -25,7 +25,10 @@ const NS_MARKER: &str = "SNIX_LOWER_STORE_BENCH_IN_NAMESPACE";
 const CHROOT_WORK: &str = "/snix-bench";
 
 #[derive(Parser, Clone)]
-#[command(name = "snix-lower-store-bench", about = "snix-lower-store vs Nix's own daemon on the same generated lower store")]
+#[command(
+    name = "snix-lower-store-bench",
+    about = "snix-lower-store vs Nix's own daemon on the same generated lower store"
+)]
 struct Args {
     /// Paths in the generated lower store (the default run; also the -qR closure).
     #[arg(long, default_value_t = 22001)]
@@ -140,7 +143,11 @@ fn sh_ok(cmd: &mut Command) -> Result<std::process::Output> {
     let desc = format!("{cmd:?}");
     let out = cmd.output().with_context(|| format!("cannot start {desc}"))?;
     if !out.status.success() {
-        bail!("{desc} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{desc} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(out)
 }
@@ -156,12 +163,27 @@ impl Env {
             None => std::env::current_exe()?.parent().unwrap().join("snix-lower-store"),
         };
         if !ours.exists() {
-            bail!("{} does not exist: cargo build --release -p snix-lower-store", ours.display());
+            bail!(
+                "{} does not exist: cargo build --release -p snix-lower-store",
+                ours.display()
+            );
         }
         std::fs::create_dir_all(&args.work)?;
         std::fs::create_dir_all(args.work.join("run"))?;
-        let mut env = Env { rootfs: rootfs.clone(), work: args.work.canonicalize()?, ours, nix_version: String::new(), ours_threads: args.ours_threads, perf_out: None, mounts: vec![] };
-        for (src, dst) in [(PathBuf::from("/proc"), "proc"), (PathBuf::from("/dev"), "dev"), (env.work.clone(), &CHROOT_WORK[1..])] {
+        let mut env = Env {
+            rootfs: rootfs.clone(),
+            work: args.work.canonicalize()?,
+            ours,
+            nix_version: String::new(),
+            ours_threads: args.ours_threads,
+            perf_out: None,
+            mounts: vec![],
+        };
+        for (src, dst) in [
+            (PathBuf::from("/proc"), "proc"),
+            (PathBuf::from("/dev"), "dev"),
+            (env.work.clone(), &CHROOT_WORK[1..]),
+        ] {
             let target = rootfs.join(dst);
             std::fs::create_dir_all(&target)?;
             sh_ok(Command::new("mount").arg("--bind").arg(&src).arg(&target))?;
@@ -174,7 +196,9 @@ impl Env {
 
     /// Path inside the chroot of a host path under the work directory.
     fn inside(&self, host: &Path) -> String {
-        let rel = host.strip_prefix(&self.work).unwrap_or_else(|_| panic!("{} not under the work dir", host.display()));
+        let rel = host
+            .strip_prefix(&self.work)
+            .unwrap_or_else(|_| panic!("{} not under the work dir", host.display()));
         format!("{CHROOT_WORK}/{}", rel.display())
     }
 
@@ -193,7 +217,11 @@ impl Env {
 
     fn mount_tmpfs(&mut self, target: &Path) -> Result<()> {
         std::fs::create_dir_all(target)?;
-        sh_ok(Command::new("mount").args(["-t", "tmpfs", "-o", "size=2g,mode=0755", "tmpfs"]).arg(target))?;
+        sh_ok(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=2g,mode=0755", "tmpfs"])
+                .arg(target),
+        )?;
         self.mounts.push(target.to_path_buf());
         Ok(())
     }
@@ -250,11 +278,24 @@ fn wait_for_socket(name: &'static str, mut child: Child, socket: &Path, log: Pat
     let t0 = Instant::now();
     loop {
         if std::os::unix::net::UnixStream::connect(socket).is_ok() {
-            let target = if wrapped { *procfs::children(child.id()).first().context("perf stat has no child")? } else { child.id() };
-            return Ok(Daemon { name, socket: socket.to_path_buf(), child, log, target });
+            let target = if wrapped {
+                *procfs::children(child.id()).first().context("perf stat has no child")?
+            } else {
+                child.id()
+            };
+            return Ok(Daemon {
+                name,
+                socket: socket.to_path_buf(),
+                child,
+                log,
+                target,
+            });
         }
         if let Ok(Some(st)) = child.try_wait() {
-            bail!("{name} exited ({st}): {}", std::fs::read_to_string(&log).unwrap_or_default());
+            bail!(
+                "{name} exited ({st}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
         }
         if t0.elapsed() > Duration::from_secs(30) {
             let _ = child.kill();
@@ -313,7 +354,11 @@ fn start_nix(env: &Env, store: &Store) -> Result<Daemon> {
 fn perf_wrap(env: &Env, cmd: Command, cleared: bool) -> (Command, bool) {
     let Some(out) = &env.perf_out else { return (cmd, false) };
     let mut p = Command::new("perf");
-    p.args(["stat", "-e", "instructions:u,instructions:k", "-x,", "-o"]).arg(out).arg("--").arg(cmd.get_program()).args(cmd.get_args());
+    p.args(["stat", "-e", "instructions:u,instructions:k", "-x,", "-o"])
+        .arg(out)
+        .arg("--")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
     if cleared {
         p.env_clear();
     }
@@ -351,7 +396,10 @@ fn load_db_nix(env: &Env, store: &Store) -> Result<f64> {
     let _ = std::fs::remove_dir_all(store.root.join("nix/var"));
     let url = format!("local?root={}", env.inside(&store.root));
     let t0 = Instant::now();
-    sh_ok(env.chroot(&["nix-store", "--store", &url, "--load-db"]).stdin(std::fs::File::open(&store.registration)?))?;
+    sh_ok(
+        env.chroot(&["nix-store", "--store", &url, "--load-db"])
+            .stdin(std::fs::File::open(&store.registration)?),
+    )?;
     Ok(t0.elapsed().as_secs_f64())
 }
 
@@ -365,7 +413,13 @@ enum OpKind {
     Referrers,
     Nar,
 }
-const OPS: [OpKind; 5] = [OpKind::Qpi, OpKind::Valid, OpKind::Batch, OpKind::Referrers, OpKind::Nar];
+const OPS: [OpKind; 5] = [
+    OpKind::Qpi,
+    OpKind::Valid,
+    OpKind::Batch,
+    OpKind::Referrers,
+    OpKind::Nar,
+];
 
 #[derive(Clone)]
 struct Mix(Vec<(OpKind, u32)>);
@@ -420,11 +474,19 @@ impl LoadResult {
     }
 }
 
-async fn one_op(c: &mut Client, op: OpKind, paths: &[(String, u64)], rng: &mut Rng, batch: usize) -> snix_lower_store::client::Result<()> {
+async fn one_op(
+    c: &mut Client,
+    op: OpKind,
+    paths: &[(String, u64)],
+    rng: &mut Rng,
+    batch: usize,
+) -> snix_lower_store::client::Result<()> {
     let (p, size) = &paths[rng.below(paths.len())];
     match op {
         OpKind::Qpi => {
-            c.query_path_info(p).await?.ok_or_else(|| snix_lower_store::client::ClientError::Unexpected(format!("{p} not valid")))?;
+            c.query_path_info(p)
+                .await?
+                .ok_or_else(|| snix_lower_store::client::ClientError::Unexpected(format!("{p} not valid")))?;
         }
         OpKind::Valid => {
             c.is_valid_path(p).await?;
@@ -444,11 +506,21 @@ async fn one_op(c: &mut Client, op: OpKind, paths: &[(String, u64)], rng: &mut R
 }
 
 fn client_rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 /// `conns` connections, each issuing ops from `mix` back to back for `secs`.
-fn run_load(d: &Daemon, paths: &Arc<Vec<(String, u64)>>, conns: usize, secs: f64, mix: &Mix, batch: usize) -> Result<LoadResult> {
+fn run_load(
+    d: &Daemon,
+    paths: &Arc<Vec<(String, u64)>>,
+    conns: usize,
+    secs: f64,
+    mix: &Mix,
+    batch: usize,
+) -> Result<LoadResult> {
     let rt = client_rt();
     let cpu0 = d.cpu();
     let self0 = procfs::self_cpu_seconds();
@@ -477,7 +549,11 @@ fn run_load(d: &Daemon, paths: &Arc<Vec<(String, u64)>>, conns: usize, secs: f64
                             if errors == 1 {
                                 eprintln!("  error: {op:?}: {e}");
                             }
-                            if matches!(e, snix_lower_store::client::ClientError::Io(_) | snix_lower_store::client::ClientError::Protocol(_)) {
+                            if matches!(
+                                e,
+                                snix_lower_store::client::ClientError::Io(_)
+                                    | snix_lower_store::client::ClientError::Protocol(_)
+                            ) {
                                 break;
                             }
                         }
@@ -486,7 +562,10 @@ fn run_load(d: &Daemon, paths: &Arc<Vec<(String, u64)>>, conns: usize, secs: f64
                 (by, errors)
             }));
         }
-        let mut res = LoadResult { by_op: OPS.iter().map(|&o| (o, Samples::default())).collect(), ..Default::default() };
+        let mut res = LoadResult {
+            by_op: OPS.iter().map(|&o| (o, Samples::default())).collect(),
+            ..Default::default()
+        };
         for t in tasks {
             let (by, errors) = t.await?;
             res.errors += errors;
@@ -536,8 +615,14 @@ fn parity(a: &Daemon, b: &Daemon, paths: &[(String, u64)], n: usize) -> Result<u
         let mut rng = Rng(3);
         for _ in 0..n {
             let p = &paths[rng.below(paths.len())].0;
-            let mut x = ca.query_path_info(p).await?.with_context(|| format!("{}: {p} not valid", a.name))?;
-            let mut y = cb.query_path_info(p).await?.with_context(|| format!("{}: {p} not valid", b.name))?;
+            let mut x = ca
+                .query_path_info(p)
+                .await?
+                .with_context(|| format!("{}: {p} not valid", a.name))?;
+            let mut y = cb
+                .query_path_info(p)
+                .await?
+                .with_context(|| format!("{}: {p} not valid", b.name))?;
             x.registration_time = 0;
             y.registration_time = 0;
             if x != y {
@@ -596,7 +681,8 @@ fn echo_floor(work: &Path, n: usize) -> Result<Samples> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut st = tokio::net::UnixStream::connect(&sock).await?;
         let mut req = WireBuf::default();
-        req.u64(26).str("/nix/store/ffffffffffffffffffffffffffffffff-bench-12345");
+        req.u64(26)
+            .str("/nix/store/ffffffffffffffffffffffffffffffff-bench-12345");
         let mut back = vec![0u8; req.0.len()];
         let mut s = Samples::default();
         for _ in 0..n {
@@ -616,7 +702,13 @@ fn echo_floor(work: &Path, n: usize) -> Result<Samples> {
 /// Mount the overlay at the chroot's /nix/store over `store`'s objects and
 /// time `nix-store -qR` of the whole closure with `lower_url` as the lower
 /// store. Returns (median seconds, all runs).
-fn time_qr(env: &mut Env, store: &Store, tag: &str, lower_url_of: impl Fn(&Env, &str) -> Result<String>, runs: usize) -> Result<(f64, Vec<f64>)> {
+fn time_qr(
+    env: &mut Env,
+    store: &Store,
+    tag: &str,
+    lower_url_of: impl Fn(&Env, &str) -> Result<String>,
+    runs: usize,
+) -> Result<(f64, Vec<f64>)> {
     let nix = env.rootfs.join("nix");
     env.mount_tmpfs(&nix)?;
     let res = (|| {
@@ -627,7 +719,11 @@ fn time_qr(env: &mut Env, store: &Store, tag: &str, lower_url_of: impl Fn(&Env, 
         std::fs::create_dir_all(ov.join("upper"))?;
         std::fs::create_dir_all(ov.join("work"))?;
         let upper = env.inside(&ov.join("upper"));
-        let opts = format!("lowerdir={},upperdir={upper},workdir={}", env.inside(&store.store_dir()), env.inside(&ov.join("work")));
+        let opts = format!(
+            "lowerdir={},upperdir={upper},workdir={}",
+            env.inside(&store.store_dir()),
+            env.inside(&ov.join("work"))
+        );
         sh_ok(&mut env.chroot(&["mount", "-t", "overlay", "overlay", "-o", &opts, "/nix/store"]))?;
         let url = lower_url_of(env, &upper)?;
         let r = (|| {
@@ -682,41 +778,72 @@ fn run(args: Args) -> Result<()> {
 fn print_machine(env: &Env) {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("# machine: {nproc} CPUs ({cpu}); load average {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    println!(
+        "# machine: {nproc} CPUs ({cpu}); load average {}",
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
     println!("# baseline: {} ({})", env.nix_version, env.rootfs.display());
 }
 
 fn spec(args: &Args, n: usize, tiny: bool) -> Spec {
-    Spec { n, fanout: args.fanout, extra_refs: args.extra_refs, tiny }
+    Spec {
+        n,
+        fanout: args.fanout,
+        extra_refs: args.extra_refs,
+        tiny,
+    }
 }
 
 fn gen_store(env: &Env, s: &Spec) -> Result<Store> {
     let t0 = Instant::now();
     let st = gen::generate(&env.work.join("stores"), s)?;
-    println!("# lower store {} ({} paths) ready in {:.1}s", st.root.display(), st.paths.len(), t0.elapsed().as_secs_f64());
+    println!(
+        "# lower store {} ({} paths) ready in {:.1}s",
+        st.root.display(),
+        st.paths.len(),
+        t0.elapsed().as_secs_f64()
+    );
     Ok(st)
 }
 
 fn mode_import(env: &Env, args: &Args, n: usize) -> Result<()> {
     let store = gen_store(env, &spec(args, n, true))?;
-    let refs: usize = std::fs::read_to_string(&store.registration).map(|s| s.lines().count()).unwrap_or(0).saturating_sub(5 * n);
-    println!("# registration {} ({n} entries, {refs} references)", store.registration.display());
+    let refs: usize = std::fs::read_to_string(&store.registration)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+        .saturating_sub(5 * n);
+    println!(
+        "# registration {} ({n} entries, {refs} references)",
+        store.registration.display()
+    );
     let state = env.work.join("run/import-state");
     let ours = import_ours(env, &store, &state)?;
     let nix = load_db_nix(env, &store)?;
     println!("{:<44} {:>12} {:>12} {:>10}", "import", "ours", "nix", "nix/ours");
-    println!("{:<44} {:>11.2}s {:>11.2}s {:>9.2}x", format!("{n} registration entries (wall)"), ours, nix, nix / ours);
+    println!(
+        "{:<44} {:>11.2}s {:>11.2}s {:>9.2}x",
+        format!("{n} registration entries (wall)"),
+        ours,
+        nix,
+        nix / ours
+    );
     let _ = std::fs::remove_dir_all(&state);
     Ok(())
 }
 
 fn mode_rss(env: &Env, args: &Args, n: usize, mix: &Mix) -> Result<()> {
     let store = gen_store(env, &spec(args, n, true))?;
-    let state = env.work.join(format!("stores/{}-ours-state", spec(args, n, true).key()));
+    let state = env
+        .work
+        .join(format!("stores/{}-ours-state", spec(args, n, true).key()));
     if !state.join("index.sqlite").exists() {
         let t = import_ours(env, &store, &state)?;
         println!("# imported in {t:.1}s");
@@ -725,14 +852,21 @@ fn mode_rss(env: &Env, args: &Args, n: usize, mix: &Mix) -> Result<()> {
     let paths = Arc::new(store.paths);
     let r = run_load(&d, &paths, args.connections, args.seconds, mix, args.batch)?;
     report_load("mixed load", &[("ours", &d, &r)]);
-    println!("{:<44} {:>10.1} MiB", format!("peak RSS (VmHWM) serving {n} paths"), d.peak_rss_mib());
+    println!(
+        "{:<44} {:>10.1} MiB",
+        format!("peak RSS (VmHWM) serving {n} paths"),
+        d.peak_rss_mib()
+    );
     Ok(())
 }
 
 fn mode_nar(env: &Env, bytes: u64) -> Result<()> {
     let t0 = Instant::now();
     let store = gen::generate_big(&env.work.join("stores"), bytes)?;
-    println!("# one object of {bytes} bytes ready in {:.1}s", t0.elapsed().as_secs_f64());
+    println!(
+        "# one object of {bytes} bytes ready in {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
     let state = env.work.join(format!("stores/big-{bytes}-ours-state"));
     if !state.join("index.sqlite").exists() {
         import_ours(env, &store, &state)?;
@@ -742,12 +876,25 @@ fn mode_nar(env: &Env, bytes: u64) -> Result<()> {
     }
     let (p, size) = store.paths[0].clone();
     // Warm the page cache.
-    std::io::copy(&mut std::fs::File::open(store.store_dir().join(p.trim_start_matches("/nix/store/")))?, &mut std::io::sink())?;
-    println!("{:<44} {:>12} {:>12} {:>10}", format!("NarFromPath of {size} NAR bytes"), "ours", "nix", "ours/nix");
+    std::io::copy(
+        &mut std::fs::File::open(store.store_dir().join(p.trim_start_matches("/nix/store/")))?,
+        &mut std::io::sink(),
+    )?;
+    println!(
+        "{:<44} {:>12} {:>12} {:>10}",
+        format!("NarFromPath of {size} NAR bytes"),
+        "ours",
+        "nix",
+        "ours/nix"
+    );
     let mut rates = vec![];
     let mut cpus = vec![];
     for kind in ["ours", "nix"] {
-        let d = if kind == "ours" { start_ours(env, &store, &state)? } else { start_nix(env, &store)? };
+        let d = if kind == "ours" {
+            start_ours(env, &store, &state)?
+        } else {
+            start_nix(env, &store)?
+        };
         let rt = client_rt();
         let cpu0 = d.cpu();
         let times = rt.block_on(async {
@@ -778,8 +925,17 @@ fn mode_nar(env: &Env, bytes: u64) -> Result<()> {
         rates.push(size as f64 / median(times) / 1e9);
         drop(d);
     }
-    println!("{:<44} {:>8.2} GB/s {:>7.2} GB/s {:>9.2}x", "throughput (median of 5, one connection)", rates[0], rates[1], rates[0] / rates[1]);
-    println!("{:<44} {:>11.2}s {:>11.2}s", "daemon CPU per transfer", cpus[0], cpus[1]);
+    println!(
+        "{:<44} {:>8.2} GB/s {:>7.2} GB/s {:>9.2}x",
+        "throughput (median of 5, one connection)",
+        rates[0],
+        rates[1],
+        rates[0] / rates[1]
+    );
+    println!(
+        "{:<44} {:>11.2}s {:>11.2}s",
+        "daemon CPU per transfer", cpus[0], cpus[1]
+    );
     Ok(())
 }
 
@@ -808,25 +964,51 @@ fn mode_instructions(env: &mut Env, args: &Args, n: usize) -> Result<()> {
     let conns = args.connects.max(2);
     println!("| instructions (user + kernel) | ours | nix-daemon | ours/nix |");
     println!("|---|---|---|---|");
-    let mut rows: Vec<(String, Vec<(f64, f64)>)> = vec![(format!("per QueryPathInfo (one connection, {n} requests)"), vec![]), (format!("per connection: connect, handshake, one QueryPathInfo, close ({conns} connections)"), vec![])];
+    let mut rows: Vec<(String, Vec<(f64, f64)>)> = vec![
+        (format!("per QueryPathInfo (one connection, {n} requests)"), vec![]),
+        (
+            format!("per connection: connect, handshake, one QueryPathInfo, close ({conns} connections)"),
+            vec![],
+        ),
+    ];
     for kind in ["ours", "nix"] {
         let measure = |what: &dyn Fn(&Daemon) -> Result<()>| -> Result<(f64, f64)> {
             let _ = std::fs::remove_file(&out);
-            let d = if kind == "ours" { start_ours(env, &store, &state)? } else { start_nix(env, &store)? };
+            let d = if kind == "ours" {
+                start_ours(env, &store, &state)?
+            } else {
+                start_nix(env, &store)?
+            };
             what(&d)?;
             drop(d);
             read_perf(&out)
         };
         let base = measure(&|d| sequential_qpi(d, &paths, 1).map(|_| ()))?;
         let many = measure(&|d| sequential_qpi(d, &paths, n + 1).map(|_| ()))?;
-        rows[0].1.push(((many.0 - base.0) / n as f64, (many.1 - base.1) / n as f64));
+        rows[0]
+            .1
+            .push(((many.0 - base.0) / n as f64, (many.1 - base.1) / n as f64));
         let cs = measure(&|d| connect_latency(d, &paths, conns).map(|_| ()))?;
         let c1 = measure(&|d| connect_latency(d, &paths, 1).map(|_| ()))?;
-        rows[1].1.push(((cs.0 - c1.0) / (conns - 1) as f64, (cs.1 - c1.1) / (conns - 1) as f64));
+        rows[1]
+            .1
+            .push(((cs.0 - c1.0) / (conns - 1) as f64, (cs.1 - c1.1) / (conns - 1) as f64));
     }
     for (label, v) in rows {
-        let fmt = |x: (f64, f64)| format!("{:.0} k ({:.0} k user + {:.0} k kernel)", (x.0 + x.1) / 1e3, x.0 / 1e3, x.1 / 1e3);
-        println!("| {label} | {} | {} | {:.2} |", fmt(v[0]), fmt(v[1]), (v[0].0 + v[0].1) / (v[1].0 + v[1].1));
+        let fmt = |x: (f64, f64)| {
+            format!(
+                "{:.0} k ({:.0} k user + {:.0} k kernel)",
+                (x.0 + x.1) / 1e3,
+                x.0 / 1e3,
+                x.1 / 1e3
+            )
+        };
+        println!(
+            "| {label} | {} | {} | {:.2} |",
+            fmt(v[0]),
+            fmt(v[1]),
+            (v[0].0 + v[0].1) / (v[1].0 + v[1].1)
+        );
     }
     Ok(())
 }
@@ -850,7 +1032,14 @@ fn report_load(title: &str, rows: &[(&str, &Daemon, &LoadResult)]) {
         for (op, s) in &r.by_op {
             if !s.is_empty() {
                 let mut s = s.clone();
-                println!("{:<11}   {:<10} {:>8} ops  p50 {:>8.1} us  p99 {:>8.1} us", "", format!("{op:?}"), s.len(), s.p50(), s.p99());
+                println!(
+                    "{:<11}   {:<10} {:>8} ops  p50 {:>8.1} us  p99 {:>8.1} us",
+                    "",
+                    format!("{op:?}"),
+                    s.len(),
+                    s.p50(),
+                    s.p99()
+                );
             }
         }
     }
@@ -858,7 +1047,11 @@ fn report_load(title: &str, rows: &[(&str, &Daemon, &LoadResult)]) {
 
 /// Sum of the RSS of a daemon's children (Nix's per-connection workers).
 fn children_rss_mib(pid: u32) -> f64 {
-    procfs::children(pid).iter().filter_map(|&c| procfs::status_kib(c, "VmRSS")).sum::<u64>() as f64 / 1024.0
+    procfs::children(pid)
+        .iter()
+        .filter_map(|&c| procfs::status_kib(c, "VmRSS"))
+        .sum::<u64>() as f64
+        / 1024.0
 }
 
 /// Samples the children's total RSS every 100 ms while `f` runs; returns the peak.
@@ -892,7 +1085,9 @@ struct PerDaemon {
 fn mode_compare(env: &mut Env, args: &Args, mix: &Mix) -> Result<()> {
     let which: Vec<&str> = args.daemons.split(',').collect();
     let store = gen_store(env, &spec(args, args.paths, false))?;
-    let state = env.work.join(format!("stores/{}-ours-state", spec(args, args.paths, false).key()));
+    let state = env
+        .work
+        .join(format!("stores/{}-ours-state", spec(args, args.paths, false).key()));
     let t_ours = import_ours(env, &store, &state)?;
     let t_nix = load_db_nix(env, &store)?;
     println!("# metadata: ours import {t_ours:.2}s, nix-store --load-db {t_nix:.2}s");
@@ -916,15 +1111,35 @@ fn mode_compare(env: &mut Env, args: &Args, mix: &Mix) -> Result<()> {
         println!("# {}: measuring (load average {})", d.name, loadavg());
         let mut seq = sequential_qpi(d, &paths, args.sequential)?;
         let conn = connect_latency(d, &paths, args.connects)?;
-        let (q, workers_rss) = with_children_rss(d.pid(), || run_load(d, &paths, args.connections, args.seconds, &qpi, args.batch));
+        let (q, workers_rss) = with_children_rss(d.pid(), || {
+            run_load(d, &paths, args.connections, args.seconds, &qpi, args.batch)
+        });
         let q = q?;
         let m = run_load(d, &paths, args.connections, args.seconds, mix, args.batch)?;
-        per.push(PerDaemon { name: d.name, seq_p50: seq.p50(), conn, qpi: q, mix: m, rss: d.peak_rss_mib(), workers_rss, qr: None });
+        per.push(PerDaemon {
+            name: d.name,
+            seq_p50: seq.p50(),
+            conn,
+            qpi: q,
+            mix: m,
+            rss: d.peak_rss_mib(),
+            workers_rss,
+            qr: None,
+        });
     }
     let rows: Vec<(&str, &Daemon, &LoadResult)> = per.iter().zip(&daemons).map(|(p, d)| (p.name, d, &p.qpi)).collect();
-    report_load(&format!("QueryPathInfo only, {} connections, {}s", args.connections, args.seconds), &rows);
+    report_load(
+        &format!(
+            "QueryPathInfo only, {} connections, {}s",
+            args.connections, args.seconds
+        ),
+        &rows,
+    );
     let rows: Vec<(&str, &Daemon, &LoadResult)> = per.iter().zip(&daemons).map(|(p, d)| (p.name, d, &p.mix)).collect();
-    report_load(&format!("mix {}, {} connections, {}s", args.mix, args.connections, args.seconds), &rows);
+    report_load(
+        &format!("mix {}, {} connections, {}s", args.mix, args.connections, args.seconds),
+        &rows,
+    );
 
     if !args.skip_qr {
         for (p, d) in per.iter_mut().zip(&daemons) {
@@ -942,8 +1157,16 @@ fn mode_compare(env: &mut Env, args: &Args, mix: &Mix) -> Result<()> {
                     )?;
                     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
                 } else {
-                    let lower = format!("unix://{}?real={}", env.inside(&d.socket), env.inside(&store.store_dir()));
-                    Ok(format!("local-overlay://?lower-store={}&upper-layer={}&check-mount=true", enc(&lower), enc(upper)))
+                    let lower = format!(
+                        "unix://{}?real={}",
+                        env.inside(&d.socket),
+                        env.inside(&store.store_dir())
+                    );
+                    Ok(format!(
+                        "local-overlay://?lower-store={}&upper-layer={}&check-mount=true",
+                        enc(&lower),
+                        enc(upper)
+                    ))
                 }
             };
             p.qr = Some(time_qr(env, &store, d.name, url, args.qr_runs)?);
@@ -954,33 +1177,99 @@ fn mode_compare(env: &mut Env, args: &Args, mix: &Mix) -> Result<()> {
     // Summary, as a markdown table.
     let f = floor.p50();
     println!();
-    println!("## summary: {} paths, {} connections, {}s per load, {}", store.paths.len(), args.connections, args.seconds, env.nix_version);
+    println!(
+        "## summary: {} paths, {} connections, {}s per load, {}",
+        store.paths.len(),
+        args.connections,
+        args.seconds,
+        env.nix_version
+    );
     let names: Vec<&str> = per.iter().map(|p| p.name).collect();
     println!("| measure | {} | ours/nix |", names.join(" | "));
     println!("|---|{}---|", "---|".repeat(names.len()));
-    let ratio = |v: &[f64]| if v.len() == 2 { format!("{:.3}", v[0] / v[1]) } else { "-".into() };
+    let ratio = |v: &[f64]| {
+        if v.len() == 2 {
+            format!("{:.3}", v[0] / v[1])
+        } else {
+            "-".into()
+        }
+    };
     let row = |label: &str, v: Vec<f64>, fmt: &dyn Fn(f64) -> String| {
-        println!("| {label} | {} | {} |", v.iter().map(|x| fmt(*x)).collect::<Vec<_>>().join(" | "), ratio(&v));
+        println!(
+            "| {label} | {} | {} |",
+            v.iter().map(|x| fmt(*x)).collect::<Vec<_>>().join(" | "),
+            ratio(&v)
+        );
     };
     let us = |x: f64| format!("{x:.0} µs");
-    row("QueryPathInfo ops/s", per.iter().map(|p| p.qpi.ops_per_s()).collect(), &|x| format!("{x:.0}"));
-    row("QueryPathInfo p50", per.iter_mut().map(|p| p.qpi.all.p50()).collect(), &us);
-    row("QueryPathInfo p99", per.iter_mut().map(|p| p.qpi.all.p99()).collect(), &us);
-    row("QueryPathInfo daemon CPU", per.iter().map(|p| p.qpi.daemon_cpu).collect(), &|x| format!("{x:.2} s"));
-    row("QueryPathInfo daemon CPU per op", per.iter().map(|p| p.qpi.daemon_cpu / p.qpi.ops as f64 * 1e6).collect(), &|x| format!("{x:.1} µs"));
-    row("mix ops/s", per.iter().map(|p| p.mix.ops_per_s()).collect(), &|x| format!("{x:.0}"));
+    row(
+        "QueryPathInfo ops/s",
+        per.iter().map(|p| p.qpi.ops_per_s()).collect(),
+        &|x| format!("{x:.0}"),
+    );
+    row(
+        "QueryPathInfo p50",
+        per.iter_mut().map(|p| p.qpi.all.p50()).collect(),
+        &us,
+    );
+    row(
+        "QueryPathInfo p99",
+        per.iter_mut().map(|p| p.qpi.all.p99()).collect(),
+        &us,
+    );
+    row(
+        "QueryPathInfo daemon CPU",
+        per.iter().map(|p| p.qpi.daemon_cpu).collect(),
+        &|x| format!("{x:.2} s"),
+    );
+    row(
+        "QueryPathInfo daemon CPU per op",
+        per.iter().map(|p| p.qpi.daemon_cpu / p.qpi.ops as f64 * 1e6).collect(),
+        &|x| format!("{x:.1} µs"),
+    );
+    row("mix ops/s", per.iter().map(|p| p.mix.ops_per_s()).collect(), &|x| {
+        format!("{x:.0}")
+    });
     row("mix p50", per.iter_mut().map(|p| p.mix.all.p50()).collect(), &us);
     row("mix p99", per.iter_mut().map(|p| p.mix.all.p99()).collect(), &us);
-    row("mix daemon CPU", per.iter().map(|p| p.mix.daemon_cpu).collect(), &|x| format!("{x:.2} s"));
-    row("connect-to-first-answer p50", per.iter_mut().map(|p| p.conn.p50()).collect(), &us);
-    row("connect-to-first-answer p99", per.iter_mut().map(|p| p.conn.p99()).collect(), &us);
-    row("1 connection QueryPathInfo p50", per.iter().map(|p| p.seq_p50).collect(), &us);
-    row("… relative to the echo floor", per.iter().map(|p| p.seq_p50 / f).collect(), &|x| format!("{x:.1}×"));
-    row("peak RSS (VmHWM)", per.iter().map(|p| p.rss).collect(), &|x| format!("{x:.1} MiB"));
-    row("workers' RSS (sum, during the QPI load)", per.iter().map(|p| p.workers_rss).collect(), &|x| format!("{x:.1} MiB"));
+    row("mix daemon CPU", per.iter().map(|p| p.mix.daemon_cpu).collect(), &|x| {
+        format!("{x:.2} s")
+    });
+    row(
+        "connect-to-first-answer p50",
+        per.iter_mut().map(|p| p.conn.p50()).collect(),
+        &us,
+    );
+    row(
+        "connect-to-first-answer p99",
+        per.iter_mut().map(|p| p.conn.p99()).collect(),
+        &us,
+    );
+    row(
+        "1 connection QueryPathInfo p50",
+        per.iter().map(|p| p.seq_p50).collect(),
+        &us,
+    );
+    row(
+        "… relative to the echo floor",
+        per.iter().map(|p| p.seq_p50 / f).collect(),
+        &|x| format!("{x:.1}×"),
+    );
+    row("peak RSS (VmHWM)", per.iter().map(|p| p.rss).collect(), &|x| {
+        format!("{x:.1} MiB")
+    });
+    row(
+        "workers' RSS (sum, during the QPI load)",
+        per.iter().map(|p| p.workers_rss).collect(),
+        &|x| format!("{x:.1} MiB"),
+    );
     if per.iter().all(|p| p.qr.is_some()) {
         row(
-            &format!("local-overlay nix-store -qR, {} paths (median of {})", store.paths.len(), args.qr_runs),
+            &format!(
+                "local-overlay nix-store -qR, {} paths (median of {})",
+                store.paths.len(),
+                args.qr_runs
+            ),
             per.iter().map(|p| p.qr.as_ref().unwrap().0).collect(),
             &|x| format!("{x:.3} s"),
         );
@@ -991,5 +1280,10 @@ fn mode_compare(env: &mut Env, args: &Args, mix: &Mix) -> Result<()> {
 }
 
 fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }

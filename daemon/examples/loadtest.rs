@@ -21,15 +21,30 @@ async fn main() -> anyhow::Result<()> {
     let entries = snix_lower_store::demo::generate(&lower, &sd, 50, 20)?;
     let reg = dir.path().join("reg");
     std::fs::write(&reg, snix_lower_store::demo::registration(&sd, &entries))?;
-    let bin = std::env::current_exe()?.parent().and_then(|p| p.parent()).map(|p| p.join("snix-lower-store")).unwrap();
+    let bin = std::env::current_exe()?
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("snix-lower-store"))
+        .unwrap();
     let state = dir.path().join("state");
     let ok = std::process::Command::new(&bin)
-        .args(["import", "--registration"]).arg(&reg).arg("--lower-dir").arg(&lower).arg("--state-dir").arg(&state)
-        .stdout(std::process::Stdio::null()).status()?;
+        .args(["import", "--registration"])
+        .arg(&reg)
+        .arg("--lower-dir")
+        .arg(&lower)
+        .arg("--state-dir")
+        .arg(&state)
+        .stdout(std::process::Stdio::null())
+        .status()?;
     anyhow::ensure!(ok.success(), "import failed");
     let sock = dir.path().join("sock");
     let mut daemon = std::process::Command::new(&bin)
-        .args(["serve", "--log-level", "warn", "--listen"]).arg(&sock).arg("--lower-dir").arg(&lower).arg("--state-dir").arg(&state)
+        .args(["serve", "--log-level", "warn", "--listen"])
+        .arg(&sock)
+        .arg("--lower-dir")
+        .arg(&lower)
+        .arg("--state-dir")
+        .arg(&state)
         .spawn()?;
     while !sock.exists() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -72,7 +87,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let secs = t0.elapsed().as_secs_f64();
     let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.id()))?;
-    let hwm = status.lines().find(|l| l.starts_with("VmHWM")).unwrap_or("VmHWM: ?").to_owned();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: ?")
+        .to_owned();
     daemon.kill()?;
     let total = conns * reqs;
     println!(

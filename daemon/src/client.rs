@@ -41,7 +41,13 @@ impl Client {
         let s = UnixStream::connect(socket).await?;
         let (rd, w) = s.into_split();
         let mut c = Client {
-            r: WireReader::new(BufReader::new(rd), Limits { max_string: 1 << 30, max_list: 1 << 24 }),
+            r: WireReader::new(
+                BufReader::new(rd),
+                Limits {
+                    max_string: 1 << 30,
+                    max_list: 1 << 24,
+                },
+            ),
             w,
             version: ProtoVersion(minor),
             daemon_version: None,
@@ -191,7 +197,16 @@ impl Client {
         let ultimate = self.r.u64().await? != 0;
         let sigs = self.r.strings("sigs").await?;
         let ca = self.r.string("ca").await?;
-        Ok(Some(RawPathInfo { deriver, nar_hash, references, registration_time, nar_size, ultimate, sigs, ca }))
+        Ok(Some(RawPathInfo {
+            deriver,
+            nar_hash,
+            references,
+            registration_time,
+            nar_size,
+            ultimate,
+            sigs,
+            ca,
+        }))
     }
 
     /// NarFromPath: reads exactly `nar_size` bytes (from QueryPathInfo).

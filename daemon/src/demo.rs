@@ -33,7 +33,13 @@ pub fn text_path(sd: &StoreDir, name: &str, contents: &[u8], refs: &[StorePath])
 }
 
 /// Write one text object into `lower` and describe it for import.
-pub fn add_text(lower: &Path, sd: &StoreDir, name: &str, contents: &str, refs: &[StorePath]) -> std::io::Result<NewPath> {
+pub fn add_text(
+    lower: &Path,
+    sd: &StoreDir,
+    name: &str,
+    contents: &str,
+    refs: &[StorePath],
+) -> std::io::Result<NewPath> {
     let p = text_path(sd, name, contents.as_bytes(), refs);
     let obj = lower.join(p.base_name());
     if !obj.exists() {
@@ -43,7 +49,10 @@ pub fn add_text(lower: &Path, sd: &StoreDir, name: &str, contents: &str, refs: &
     let mut references = refs.to_vec();
     references.sort();
     Ok(NewPath {
-        ca: Some(format!("text:sha256:{}", nix32_encode(&Sha256::digest(contents.as_bytes())))),
+        ca: Some(format!(
+            "text:sha256:{}",
+            nix32_encode(&Sha256::digest(contents.as_bytes()))
+        )),
         path: p,
         nar_hash,
         nar_size,
@@ -68,7 +77,9 @@ pub fn generate(lower: &Path, sd: &StoreDir, layers: usize, width: usize) -> std
             let refs: Vec<StorePath> = below.clone();
             let body = format!(
                 "layer {l} item {w}\n{}",
-                refs.iter().map(|r| format!("uses {}\n", sd.display(r))).collect::<String>()
+                refs.iter()
+                    .map(|r| format!("uses {}\n", sd.display(r)))
+                    .collect::<String>()
             );
             let e = add_text(lower, sd, &format!("demo-l{l}-{w}"), &body, &refs)?;
             this.push(e.path.clone());

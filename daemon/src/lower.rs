@@ -32,7 +32,8 @@ const ALIVE_FOR_MS: u64 = 100;
 impl LowerDir {
     /// Open the lower dir, checking it is a readable directory.
     pub fn open(root: &Path) -> Result<Self, String> {
-        let meta = fs::metadata(root).map_err(|e| format!("lower dir {}: {e}; is the lower store mounted?", root.display()))?;
+        let meta = fs::metadata(root)
+            .map_err(|e| format!("lower dir {}: {e}; is the lower store mounted?", root.display()))?;
         if !meta.is_dir() {
             return Err(format!("lower dir {} is not a directory", root.display()));
         }
@@ -70,7 +71,10 @@ impl LowerDir {
                 self.dev,
                 m.dev()
             )),
-            Err(e) => Err(format!("the lower dir {} is gone ({e}); remount it and restart snix-lower-store", self.root.display())),
+            Err(e) => Err(format!(
+                "the lower dir {} is gone ({e}); remount it and restart snix-lower-store",
+                self.root.display()
+            )),
         }
     }
 
@@ -113,7 +117,9 @@ impl LowerDir {
             .open(self.object(p))
             .map_err(|e| format!("cannot open the derivation in the lower dir: {e}"))?;
         let mut bytes = Vec::new();
-        f.take(MAX_DRV_SIZE + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read the derivation: {e}"))?;
+        f.take(MAX_DRV_SIZE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("cannot read the derivation: {e}"))?;
         if bytes.len() as u64 > MAX_DRV_SIZE {
             return Err("derivation is larger than 64 MiB".into());
         }

@@ -7,8 +7,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use snix_lower_store::index::import::{self, ImportOptions};
 use snix_lower_store::backend::Backend;
+use snix_lower_store::index::import::{self, ImportOptions};
 use snix_lower_store::index::PathInfoIndex;
 use snix_lower_store::lower::LowerDir;
 use snix_lower_store::overlay_url::OverlayUrl;
@@ -18,13 +18,23 @@ use snix_lower_store::server::{self, Server};
 use snix_lower_store::store::StoreDir;
 
 #[derive(Parser)]
-#[command(name = "snix-lower-store", version, about = "Read-only nix-daemon serving a shared store as the lower layer of Nix's local-overlay store")]
+#[command(
+    name = "snix-lower-store",
+    version,
+    about = "Read-only nix-daemon serving a shared store as the lower layer of Nix's local-overlay store"
+)]
 struct Cli {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, global = true, env = "SNIX_LOWER_STORE_LOG_LEVEL", default_value = "info")]
     log_level: String,
     /// Where logs go: journald, stderr, or auto (journald when stderr is the journal).
-    #[arg(long, global = true, env = "SNIX_LOWER_STORE_LOG_TARGET", value_enum, default_value = "auto")]
+    #[arg(
+        long,
+        global = true,
+        env = "SNIX_LOWER_STORE_LOG_TARGET",
+        value_enum,
+        default_value = "auto"
+    )]
     log_target: LogTarget,
     #[command(subcommand)]
     cmd: Cmd,
@@ -40,7 +50,11 @@ enum LogTarget {
 #[derive(Args, Clone)]
 struct StoreArgs {
     /// Directory holding the index (index.sqlite).
-    #[arg(long, env = "SNIX_LOWER_STORE_STATE_DIR", default_value = "/var/lib/snix-lower-store")]
+    #[arg(
+        long,
+        env = "SNIX_LOWER_STORE_STATE_DIR",
+        default_value = "/var/lib/snix-lower-store"
+    )]
     state_dir: PathBuf,
     /// Logical store directory the paths are named under.
     #[arg(long, env = "SNIX_LOWER_STORE_STORE_DIR", default_value = "/nix/store")]
@@ -74,7 +88,12 @@ enum Cmd {
         #[command(flatten)]
         store: StoreArgs,
         /// Users (and @groups, or *) reported as trusted in the handshake.
-        #[arg(long, env = "SNIX_LOWER_STORE_TRUSTED_USERS", value_delimiter = ',', default_value = "root")]
+        #[arg(
+            long,
+            env = "SNIX_LOWER_STORE_TRUSTED_USERS",
+            value_delimiter = ',',
+            default_value = "root"
+        )]
         trusted_users: Vec<String>,
         /// Read path infos from a snix PathInfoService instead of the embedded
         /// index: grpc+unix:///run/snix/store.sock, grpc+http://host:port, grpc+https://host:port.
@@ -174,7 +193,11 @@ enum Cmd {
     /// Make a small lower store, index it, serve it and print how Nix uses it.
     Demo {
         /// Where to put the demo store, index and socket.
-        #[arg(long, env = "SNIX_LOWER_STORE_DEMO_DIR", default_value = "/tmp/snix-lower-store-demo")]
+        #[arg(
+            long,
+            env = "SNIX_LOWER_STORE_DEMO_DIR",
+            default_value = "/tmp/snix-lower-store-demo"
+        )]
         dir: PathBuf,
         /// Query every demo path through the socket, print the result and exit.
         #[arg(long)]
@@ -235,8 +258,10 @@ fn store_dir(s: &str) -> Result<StoreDir> {
 
 fn chmod_chgrp(path: &Path, mode: &str, group: Option<&str>) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let m = u32::from_str_radix(mode.trim_start_matches("0o"), 8).with_context(|| format!("--socket-mode '{mode}' is not octal"))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(m)).with_context(|| format!("chmod {}", path.display()))?;
+    let m = u32::from_str_radix(mode.trim_start_matches("0o"), 8)
+        .with_context(|| format!("--socket-mode '{mode}' is not octal"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(m))
+        .with_context(|| format!("chmod {}", path.display()))?;
     if let Some(g) = group {
         let cg = std::ffi::CString::new(g)?;
         // SAFETY: getgrnam returns a pointer into static storage or null.
@@ -256,7 +281,10 @@ fn chmod_chgrp(path: &Path, mode: &str, group: Option<&str>) -> Result<()> {
 /// Each connection is a file descriptor: lift the soft limit towards the
 /// hard one so --max-connections is reachable.
 fn raise_fd_limit(max_connections: u64) {
-    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: plain syscalls on a local struct.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 {
@@ -275,7 +303,10 @@ fn bind(listen: &Path) -> Result<tokio::net::UnixListener> {
     if let Ok(meta) = std::fs::symlink_metadata(listen) {
         use std::os::unix::fs::FileTypeExt;
         if !meta.file_type().is_socket() {
-            bail!("--listen {}: exists and is not a socket; refusing to replace it", listen.display());
+            bail!(
+                "--listen {}: exists and is not a socket; refusing to replace it",
+                listen.display()
+            );
         }
         std::fs::remove_file(listen).with_context(|| format!("removing stale socket {}", listen.display()))?;
     }
@@ -289,12 +320,17 @@ fn open_store(lower_dir: &Path, store: &StoreArgs, create: bool) -> Result<Lower
     let sd = store_dir(&store.store_dir)?;
     let lower = LowerDir::open(lower_dir).map_err(anyhow::Error::msg)?;
     let index = if create {
-        std::fs::create_dir_all(&store.state_dir).with_context(|| format!("creating state dir {}", store.state_dir.display()))?;
+        std::fs::create_dir_all(&store.state_dir)
+            .with_context(|| format!("creating state dir {}", store.state_dir.display()))?;
         PathInfoIndex::open_or_create(&store.state_dir, sd.as_str())?
     } else {
         PathInfoIndex::open(&store.state_dir, sd.as_str())?
     };
-    Ok(LowerStore { backend: Backend::Index(index), lower, store_dir: sd })
+    Ok(LowerStore {
+        backend: Backend::Index(index),
+        lower,
+        store_dir: sd,
+    })
 }
 
 fn main() -> std::process::ExitCode {
@@ -331,15 +367,24 @@ fn run(cmd: Cmd) -> Result<std::process::ExitCode> {
             max_string,
             max_list,
         } => {
-            let conn_limits = snix_lower_store::server::ConnLimits { max_connections, idle_timeout, handshake_timeout };
+            let conn_limits = snix_lower_store::server::ConnLimits {
+                max_connections,
+                idle_timeout,
+                handshake_timeout,
+            };
             raise_fd_limit(max_connections);
             use snix_lower_store::systemd;
             let passed = systemd::passed_listeners().map_err(anyhow::Error::msg)?;
             if !passed.is_empty() && listen.is_some() {
-                bail!("serve: systemd passed {} socket(s) and --listen is set too; use one or the other", passed.len());
+                bail!(
+                    "serve: systemd passed {} socket(s) and --listen is set too; use one or the other",
+                    passed.len()
+                );
             }
             if passed.is_empty() && listen.is_none() {
-                bail!("serve: no socket: give --listen PATH, or start under socket activation (snix-lower-store.socket)");
+                bail!(
+                    "serve: no socket: give --listen PATH, or start under socket activation (snix-lower-store.socket)"
+                );
             }
             let rt = tokio::runtime::Runtime::new()?;
             let stop = rt.block_on(async {
@@ -348,11 +393,20 @@ fn run(cmd: Cmd) -> Result<std::process::ExitCode> {
                     Some(addr) => {
                         let sd = store_dir(&store.store_dir)?;
                         let lower = LowerDir::open(&lower_dir).map_err(anyhow::Error::msg)?;
-                        let g = snix_lower_store::grpc::client::GrpcBackend::connect(addr, lower.clone(), sd.clone(), grpc_timeout)
-                            .await
-                            .map_err(anyhow::Error::msg)?;
+                        let g = snix_lower_store::grpc::client::GrpcBackend::connect(
+                            addr,
+                            lower.clone(),
+                            sd.clone(),
+                            grpc_timeout,
+                        )
+                        .await
+                        .map_err(anyhow::Error::msg)?;
                         g.spawn_refresh_loop(refresh_interval);
-                        LowerStore { backend: Backend::Grpc(g), lower, store_dir: sd }
+                        LowerStore {
+                            backend: Backend::Grpc(g),
+                            lower,
+                            store_dir: sd,
+                        }
                     }
                 };
                 let server = Arc::new(Server {
@@ -395,7 +449,11 @@ fn run(cmd: Cmd) -> Result<std::process::ExitCode> {
                         _ = tokio::signal::ctrl_c() => {}
                     }
                 };
-                let stop = server.clone().run(listeners, idle_exit_after, shutdown).await.context("accepting connections")?;
+                let stop = server
+                    .clone()
+                    .run(listeners, idle_exit_after, shutdown)
+                    .await
+                    .context("accepting connections")?;
                 systemd::stopping(&format!("stopping ({stop:?}): finishing requests in flight"));
                 if !server.drain(shutdown_timeout).await {
                     tracing::warn!(timeout = ?shutdown_timeout, "requests still in flight at shutdown; closing them");
@@ -409,7 +467,14 @@ fn run(cmd: Cmd) -> Result<std::process::ExitCode> {
             tracing::info!(reason = ?stop, "stopped");
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Import { registration, path_info_json, nix_db, lower_dir, store, check_content } => {
+        Cmd::Import {
+            registration,
+            path_info_json,
+            nix_db,
+            lower_dir,
+            store,
+            check_content,
+        } => {
             let sd = store_dir(&store.store_dir)?;
             let lower = LowerDir::open(&lower_dir).map_err(anyhow::Error::msg)?;
             let batch = if let Some(src) = registration {
@@ -421,13 +486,21 @@ fn run(cmd: Cmd) -> Result<std::process::ExitCode> {
             } else {
                 bail!("import: give one of --registration, --path-info-json or --nix-db");
             };
-            std::fs::create_dir_all(&store.state_dir).with_context(|| format!("creating state dir {}", store.state_dir.display()))?;
+            std::fs::create_dir_all(&store.state_dir)
+                .with_context(|| format!("creating state dir {}", store.state_dir.display()))?;
             let n = batch.len();
             let report = import::import(&store.state_dir, &sd, &lower, batch, ImportOptions { check_content })?;
-            println!("imported {n} entries: {} added, {} already indexed", report.added, report.unchanged);
+            println!(
+                "imported {n} entries: {} added, {} already indexed",
+                report.added, report.unchanged
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Verify { lower_dir, store, check_content } => {
+        Cmd::Verify {
+            lower_dir,
+            store,
+            check_content,
+        } => {
             let sd = store_dir(&store.store_dir)?;
             let lower = LowerDir::open(&lower_dir).map_err(anyhow::Error::msg)?;
             let index = PathInfoIndex::open(&store.state_dir, sd.as_str())?;
@@ -437,7 +510,10 @@ fn run(cmd: Cmd) -> Result<std::process::ExitCode> {
             }
             let n = index.count()?;
             if problems.is_empty() {
-                eprintln!("verified {n} paths{}: no problems", if check_content { " with their contents" } else { "" });
+                eprintln!(
+                    "verified {n} paths{}: no problems",
+                    if check_content { " with their contents" } else { "" }
+                );
                 Ok(ExitCode::SUCCESS)
             } else {
                 eprintln!("verified {n} paths: {} problem(s)", problems.len());
@@ -494,8 +570,20 @@ fn run(cmd: Cmd) -> Result<std::process::ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::StoreUrl { socket, lower_dir, upper_layer, state, root } => {
-            let url = OverlayUrl { socket: &socket, lower_dir: &lower_dir, upper_layer: &upper_layer, state: state.as_deref(), root: root.as_deref() };
+        Cmd::StoreUrl {
+            socket,
+            lower_dir,
+            upper_layer,
+            state,
+            root,
+        } => {
+            let url = OverlayUrl {
+                socket: &socket,
+                lower_dir: &lower_dir,
+                upper_layer: &upper_layer,
+                state: state.as_deref(),
+                root: root.as_deref(),
+            };
             println!("{}", url.render());
             Ok(ExitCode::SUCCESS)
         }
@@ -517,8 +605,20 @@ fn run_demo(dir: &Path, check: bool) -> Result<std::process::ExitCode> {
     let batch = import::parse_registration(&reg, &sd, &reg_file.display().to_string())?;
     let lower_dir = LowerDir::open(&lower).map_err(anyhow::Error::msg)?;
     let report = import::import(&state, &sd, &lower_dir, batch, ImportOptions { check_content: true })?;
-    println!("demo lower store: {} ({} paths, {} newly indexed)", lower.display(), entries.len(), report.added);
-    let store = open_store(&lower, &StoreArgs { state_dir: state.clone(), store_dir: sd.as_str().into() }, false)?;
+    println!(
+        "demo lower store: {} ({} paths, {} newly indexed)",
+        lower.display(),
+        entries.len(),
+        report.added
+    );
+    let store = open_store(
+        &lower,
+        &StoreArgs {
+            state_dir: state.clone(),
+            store_dir: sd.as_str().into(),
+        },
+        false,
+    )?;
     let server = Arc::new(Server {
         store,
         trusted_users: vec!["root".into()],
@@ -531,20 +631,50 @@ fn run_demo(dir: &Path, check: bool) -> Result<std::process::ExitCode> {
     rt.block_on(async {
         let listener = bind(&socket)?;
         let srv = tokio::spawn(server.clone().run(vec![listener], None, std::future::pending()));
-        let top = entries.iter().find(|e| e.deriver.is_some()).map(|e| sd.display(&e.path)).unwrap_or_default();
+        let top = entries
+            .iter()
+            .find(|e| e.deriver.is_some())
+            .map(|e| sd.display(&e.path))
+            .unwrap_or_default();
         let mut c = Client::connect(&socket, 38).await?;
-        let info = c.query_path_info(&top).await?.context("demo path missing from the daemon")?;
+        let info = c
+            .query_path_info(&top)
+            .await?
+            .context("demo path missing from the daemon")?;
         let bottom = sd.display(&entries[0].path);
         let referrers = c.path_set_op(6, &bottom).await?;
-        println!("served on {} ({})", socket.display(), c.daemon_version.clone().unwrap_or_default());
-        println!("  QueryPathInfo {top}: narHash sha256:{} narSize {} references {}", info.nar_hash, info.nar_size, info.references.len());
+        println!(
+            "served on {} ({})",
+            socket.display(),
+            c.daemon_version.clone().unwrap_or_default()
+        );
+        println!(
+            "  QueryPathInfo {top}: narHash sha256:{} narSize {} references {}",
+            info.nar_hash,
+            info.nar_size,
+            info.references.len()
+        );
         println!("  QueryReferrers {bottom}: {} referrers", referrers.len());
-        let lower_url = OverlayUrl { socket: &socket, lower_dir: &lower, upper_layer: &dir.join("upper"), state: None, root: None };
+        let lower_url = OverlayUrl {
+            socket: &socket,
+            lower_dir: &lower,
+            upper_layer: &dir.join("upper"),
+            state: None,
+            root: None,
+        };
         println!();
         println!("Query it directly with Nix:");
-        println!("  nix --extra-experimental-features nix-command path-info -r --store '{}' {top}", lower_url.lower_store());
+        println!(
+            "  nix --extra-experimental-features nix-command path-info -r --store '{}' {top}",
+            lower_url.lower_store()
+        );
         println!("Use it as the lower layer of a local-overlay store (mount the overlay first):");
-        println!("  mount -t overlay overlay -o lowerdir={},upperdir={},workdir={} /nix/store", lower.display(), dir.join("upper").display(), dir.join("work").display());
+        println!(
+            "  mount -t overlay overlay -o lowerdir={},upperdir={},workdir={} /nix/store",
+            lower.display(),
+            dir.join("upper").display(),
+            dir.join("work").display()
+        );
         println!("  nix.conf: extra-experimental-features = local-overlay-store");
         println!("  nix.conf: store = {}", lower_url.render());
         if check {

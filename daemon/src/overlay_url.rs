@@ -31,7 +31,11 @@ pub struct OverlayUrl<'a> {
 impl OverlayUrl<'_> {
     /// The lower store URL on its own (`unix://…?real=…`).
     pub fn lower_store(&self) -> String {
-        format!("unix://{}?real={}", self.socket.display(), encode(&self.lower_dir.display().to_string()))
+        format!(
+            "unix://{}?real={}",
+            self.socket.display(),
+            encode(&self.lower_dir.display().to_string())
+        )
     }
 
     pub fn render(&self) -> String {
@@ -43,7 +47,10 @@ impl OverlayUrl<'_> {
             q.push(format!("state={}", encode(&state.display().to_string())));
         }
         q.push(format!("lower-store={}", encode(&self.lower_store())));
-        q.push(format!("upper-layer={}", encode(&self.upper_layer.display().to_string())));
+        q.push(format!(
+            "upper-layer={}",
+            encode(&self.upper_layer.display().to_string())
+        ));
         q.push("check-mount=true".into());
         format!("local-overlay://?{}", q.join("&"))
     }
@@ -62,7 +69,10 @@ mod tests {
             state: None,
             root: None,
         };
-        assert_eq!(u.lower_store(), "unix:///run/snix-lower-store/socket?real=/srv/lower%20store/nix/store");
+        assert_eq!(
+            u.lower_store(),
+            "unix:///run/snix-lower-store/socket?real=/srv/lower%20store/nix/store"
+        );
         assert_eq!(
             u.render(),
             "local-overlay://?lower-store=unix%3A///run/snix-lower-store/socket%3Freal%3D/srv/lower%2520store/nix/store\

@@ -116,7 +116,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("'{s}' is not a duration (examples: 30s, 5m, 1h, 500ms)"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (examples: 30s, 5m, 1h, 500ms)"))?;
     let secs = match unit.trim() {
         "" | "s" | "sec" => n,
         "ms" => n / 1000.0,

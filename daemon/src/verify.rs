@@ -6,7 +6,12 @@ use crate::lower::LowerDir;
 use crate::store::{NarHash, StoreDir, StorePath};
 
 /// One line per problem, naming the path; empty when all is well.
-pub fn verify(entries: &[(StorePath, NarHash, u64)], lower: &LowerDir, sd: &StoreDir, check_content: bool) -> Vec<String> {
+pub fn verify(
+    entries: &[(StorePath, NarHash, u64)],
+    lower: &LowerDir,
+    sd: &StoreDir,
+    check_content: bool,
+) -> Vec<String> {
     let mut problems = Vec::new();
     for (path, hash, size) in entries {
         let shown = sd.display(path);

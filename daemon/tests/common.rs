@@ -31,12 +31,26 @@ impl Fixture {
         let sd = StoreDir::new("/nix/store").unwrap();
         let entries = snix_lower_store::demo::generate(&lower, &sd, 3, 2).unwrap();
         let socket = dir.path().join("sock");
-        Fixture { dir, lower, state, socket, sd, entries }
+        Fixture {
+            dir,
+            lower,
+            state,
+            socket,
+            sd,
+            entries,
+        }
     }
 
     pub fn import_all(&self) {
         let lower = LowerDir::open(&self.lower).unwrap();
-        import::import(&self.state, &self.sd, &lower, self.entries.clone(), ImportOptions { check_content: true }).unwrap();
+        import::import(
+            &self.state,
+            &self.sd,
+            &lower,
+            self.entries.clone(),
+            ImportOptions { check_content: true },
+        )
+        .unwrap();
     }
 
     pub fn full(&self, i: usize) -> String {
@@ -58,7 +72,10 @@ impl Fixture {
         let server = Arc::new(Server {
             store,
             trusted_users: vec!["root".into()],
-            limits: Limits { max_string: 4096, max_list: 1000 },
+            limits: Limits {
+                max_string: 4096,
+                max_list: 1000,
+            },
             conn_limits,
             daemon_version: snix_lower_store::daemon_version(),
             stats: Default::default(),

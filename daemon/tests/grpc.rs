@@ -36,7 +36,10 @@ impl GrpcServer {
             });
             rt.shutdown_timeout(Duration::from_millis(100));
         });
-        GrpcServer { stop: Some(tx), thread: Some(thread) }
+        GrpcServer {
+            stop: Some(tx),
+            thread: Some(thread),
+        }
     }
 }
 
@@ -58,7 +61,11 @@ async fn wait_for(path: &std::path::Path) {
 }
 
 async fn serve_backend(f: &Fixture, backend: Backend, socket: &std::path::Path) {
-    let store = LowerStore { backend, lower: LowerDir::open(&f.lower).unwrap(), store_dir: f.sd.clone() };
+    let store = LowerStore {
+        backend,
+        lower: LowerDir::open(&f.lower).unwrap(),
+        store_dir: f.sd.clone(),
+    };
     let server = Arc::new(Server {
         store,
         trusted_users: vec![],
@@ -102,7 +109,14 @@ async fn grpc_backend_answers_like_the_index_over_unix_and_tcp() {
     wait_for(&grpc_sock).await;
 
     let lower = LowerDir::open(&f.lower).unwrap();
-    let b = GrpcBackend::connect(&format!("grpc+unix://{}", grpc_sock.display()), lower.clone(), f.sd.clone(), Duration::from_secs(5)).await.unwrap();
+    let b = GrpcBackend::connect(
+        &format!("grpc+unix://{}", grpc_sock.display()),
+        lower.clone(),
+        f.sd.clone(),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
     assert_eq!(b.snapshot_len(), f.entries.len() as u64);
     let via_grpc = f.dir.path().join("via-grpc.sock");
     serve_backend(&f, Backend::Grpc(b), &via_grpc).await;
@@ -115,11 +129,22 @@ async fn grpc_backend_answers_like_the_index_over_unix_and_tcp() {
     assert!(a.iter().any(|s| s.contains("demo-top.drv")));
 
     // TCP loopback.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let _t = GrpcServer::start(index_server, format!("127.0.0.1:{port}"));
     let mut b = None;
     for _ in 0..100 {
-        match GrpcBackend::connect(&format!("grpc+http://127.0.0.1:{port}"), lower.clone(), f.sd.clone(), Duration::from_secs(2)).await {
+        match GrpcBackend::connect(
+            &format!("grpc+http://127.0.0.1:{port}"),
+            lower.clone(),
+            f.sd.clone(),
+            Duration::from_secs(2),
+        )
+        .await
+        {
             Ok(x) => {
                 b = Some(x);
                 break;
@@ -129,7 +154,10 @@ async fn grpc_backend_answers_like_the_index_over_unix_and_tcp() {
     }
     let b = b.expect("TCP gRPC server never answered");
     let top = &f.entries.iter().find(|e| e.deriver.is_some()).unwrap().path;
-    assert_eq!(b.path_info(top).await.unwrap().unwrap().deriver, f.entries.iter().find(|e| e.deriver.is_some()).unwrap().deriver);
+    assert_eq!(
+        b.path_info(top).await.unwrap().unwrap().deriver,
+        f.entries.iter().find(|e| e.deriver.is_some()).unwrap().deriver
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -138,14 +166,24 @@ async fn unreachable_at_start_and_lost_at_runtime_are_errors_naming_the_backend(
     f.import_all();
     let lower = LowerDir::open(&f.lower).unwrap();
     let nowhere = format!("grpc+unix://{}/nothing.sock", f.dir.path().display());
-    let e = GrpcBackend::connect(&nowhere, lower.clone(), f.sd.clone(), Duration::from_secs(1)).await.err().unwrap();
+    let e = GrpcBackend::connect(&nowhere, lower.clone(), f.sd.clone(), Duration::from_secs(1))
+        .await
+        .err()
+        .unwrap();
     assert!(e.contains("nothing.sock"), "{e}");
 
     let index_server = f.serve().await;
     let grpc_sock = f.dir.path().join("grpc.sock");
     let g = GrpcServer::start(index_server, format!("unix://{}", grpc_sock.display()));
     wait_for(&grpc_sock).await;
-    let b = GrpcBackend::connect(&format!("grpc+unix://{}", grpc_sock.display()), lower, f.sd.clone(), Duration::from_secs(1)).await.unwrap();
+    let b = GrpcBackend::connect(
+        &format!("grpc+unix://{}", grpc_sock.display()),
+        lower,
+        f.sd.clone(),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
     let via_grpc = f.dir.path().join("via-grpc.sock");
     serve_backend(&f, Backend::Grpc(b), &via_grpc).await;
     let mut c = Client::connect(&via_grpc, 38).await.unwrap();
@@ -166,7 +204,11 @@ async fn put_is_refused_and_health_is_serving() {
     let f = Fixture::new();
     f.import_all();
     let index_server = f.serve().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let _g = GrpcServer::start(index_server, format!("127.0.0.1:{port}"));
     let url = format!("http://127.0.0.1:{port}");
     let mut client = None;
@@ -178,14 +220,26 @@ async fn put_is_refused_and_health_is_serving() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut client = client.unwrap();
-    let e = client.put(snix_lower_store::grpc::proto::store::PathInfo::default()).await.unwrap_err();
+    let e = client
+        .put(snix_lower_store::grpc::proto::store::PathInfo::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied);
-    let channel = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let r = health
-        .check(tonic_health::pb::HealthCheckRequest { service: "snix.store.v1.PathInfoService".into() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "snix.store.v1.PathInfoService".into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(r.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        r.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 }

@@ -9,7 +9,10 @@ use snix_lower_store::lower::LowerDir;
 use snix_lower_store::store::NarHash;
 
 fn count(f: &Fixture) -> u64 {
-    PathInfoIndex::open_or_create(&f.state, "/nix/store").unwrap().count().unwrap()
+    PathInfoIndex::open_or_create(&f.state, "/nix/store")
+        .unwrap()
+        .count()
+        .unwrap()
 }
 
 fn rejected(r: Result<import::ImportReport, ImportError>) -> Vec<String> {
@@ -36,35 +39,78 @@ fn registration_round_trip_and_idempotence() {
 fn refusals_leave_the_index_as_it_was() {
     let f = Fixture::new();
     let lower = LowerDir::open(&f.lower).unwrap();
-    import::import(&f.state, &f.sd, &lower, f.entries[..2].to_vec(), ImportOptions::default()).unwrap();
+    import::import(
+        &f.state,
+        &f.sd,
+        &lower,
+        f.entries[..2].to_vec(),
+        ImportOptions::default(),
+    )
+    .unwrap();
     assert_eq!(count(&f), 2);
 
     // A reference outside index and batch.
-    let p = rejected(import::import(&f.state, &f.sd, &lower, vec![f.entries[4].clone()], ImportOptions::default()));
-    assert!(p.iter().any(|m| m.contains("neither indexed nor in this import")), "{p:?}");
+    let p = rejected(import::import(
+        &f.state,
+        &f.sd,
+        &lower,
+        vec![f.entries[4].clone()],
+        ImportOptions::default(),
+    ));
+    assert!(
+        p.iter().any(|m| m.contains("neither indexed nor in this import")),
+        "{p:?}"
+    );
 
     // A path not in the lower dir.
     let mut ghost = f.entries[2].clone();
     std::fs::remove_file(f.lower.join(ghost.path.base_name())).unwrap();
-    let p = rejected(import::import(&f.state, &f.sd, &lower, vec![ghost.clone()], ImportOptions::default()));
+    let p = rejected(import::import(
+        &f.state,
+        &f.sd,
+        &lower,
+        vec![ghost.clone()],
+        ImportOptions::default(),
+    ));
     assert!(p.iter().any(|m| m.contains("not present in the lower dir")), "{p:?}");
 
     // Wrong content, caught by --check-content only.
     ghost = f.entries[3].clone();
     ghost.nar_hash = NarHash([7; 32]);
-    let p = rejected(import::import(&f.state, &f.sd, &lower, vec![ghost.clone()], ImportOptions { check_content: true }));
+    let p = rejected(import::import(
+        &f.state,
+        &f.sd,
+        &lower,
+        vec![ghost.clone()],
+        ImportOptions { check_content: true },
+    ));
     assert!(p.iter().any(|m| m.contains("content does not match")), "{p:?}");
 
     // A changed hash for an indexed path.
     let mut changed = f.entries[0].clone();
     changed.nar_hash = NarHash([9; 32]);
-    let p = rejected(import::import(&f.state, &f.sd, &lower, vec![changed], ImportOptions::default()));
-    assert!(p.iter().any(|m| m.contains("already indexed with a different")), "{p:?}");
+    let p = rejected(import::import(
+        &f.state,
+        &f.sd,
+        &lower,
+        vec![changed],
+        ImportOptions::default(),
+    ));
+    assert!(
+        p.iter().any(|m| m.contains("already indexed with a different")),
+        "{p:?}"
+    );
 
     // All or nothing: one bad entry among good ones writes none of them.
     let mut batch = f.entries[3..].to_vec();
     batch.push(ghost);
-    let _ = rejected(import::import(&f.state, &f.sd, &lower, batch, ImportOptions { check_content: true }));
+    let _ = rejected(import::import(
+        &f.state,
+        &f.sd,
+        &lower,
+        batch,
+        ImportOptions { check_content: true },
+    ));
     assert_eq!(count(&f), 2);
 }
 
@@ -76,7 +122,10 @@ fn malformed_sources_are_parse_errors() {
         (format!("{p}\nsha256:xyz\n1\n\n0\n"), "invalid NAR hash"),
         (format!("{p}\n{}\nten\n\n0\n", "0".repeat(64)), "not a number"),
         (format!("{p}\n{}\n10\n\n2\n{p}\n", "0".repeat(64)), "file ends"),
-        (format!("/tmp/x\n{}\n10\n\n0\n", "0".repeat(64)), "not in the store directory"),
+        (
+            format!("/tmp/x\n{}\n10\n\n0\n", "0".repeat(64)),
+            "not in the store directory",
+        ),
     ] {
         let e = import::parse_registration(&text, &f.sd, "reg").unwrap_err().to_string();
         assert!(e.contains(want), "{e}");
@@ -86,7 +135,9 @@ fn malformed_sources_are_parse_errors() {
         ("{\"/nix/store/x\": {}}", "not a valid store path"),
         ("nope", "not JSON"),
     ] {
-        let e = import::parse_path_info_json(json, &f.sd, "json").unwrap_err().to_string();
+        let e = import::parse_path_info_json(json, &f.sd, "json")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(want), "{e}");
     }
 }
@@ -145,7 +196,8 @@ fn nix_db_is_read_with_its_schema() {
     for (i, e) in f.entries.iter().enumerate() {
         for r in &e.references {
             let j = f.entries.iter().position(|x| &x.path == r).unwrap();
-            c.execute("INSERT INTO Refs VALUES (?1, ?2)", [i as i64 + 1, j as i64 + 1]).unwrap();
+            c.execute("INSERT INTO Refs VALUES (?1, ?2)", [i as i64 + 1, j as i64 + 1])
+                .unwrap();
         }
     }
     drop(c);

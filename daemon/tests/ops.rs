@@ -156,7 +156,12 @@ async fn nar_from_path_matches_the_lower_dir() {
 async fn gc_and_root_ops_write_nothing() {
     let (f, mut c) = setup().await;
     let before = snapshot(&f);
-    for (op, arg) in [(11u64, Some(f.full(0))), (12, Some("/tmp/some-root".to_owned())), (13, None), (34, None)] {
+    for (op, arg) in [
+        (11u64, Some(f.full(0))),
+        (12, Some("/tmp/some-root".to_owned())),
+        (13, None),
+        (34, None),
+    ] {
         let mut a = WireBuf::default();
         if let Some(s) = &arg {
             a.str(s);
@@ -216,7 +221,17 @@ async fn write_ops_are_refused_and_the_connection_stays_usable() {
     a.str("x").str("some text").strings(std::iter::empty());
     cases.push((8, "AddTextToStore", a));
     let mut a = WireBuf::default();
-    a.str(&p).str("").str(&"0".repeat(64)).strings(std::iter::empty()).u64(0).u64(8).u64(0).strings(std::iter::empty()).str("").u64(0).u64(0);
+    a.str(&p)
+        .str("")
+        .str(&"0".repeat(64))
+        .strings(std::iter::empty())
+        .u64(0)
+        .u64(8)
+        .u64(0)
+        .strings(std::iter::empty())
+        .str("")
+        .u64(0)
+        .u64(0);
     framed(&mut a);
     cases.push((39, "AddToStoreNar", a));
     let mut a = WireBuf::default();
@@ -231,13 +246,17 @@ async fn write_ops_are_refused_and_the_connection_stays_usable() {
     a.str(&p).strings(["cache:sig"]);
     cases.push((37, "AddSignatures", a));
     let mut a = WireBuf::default();
-    a.strings([format!("/nix/store/{}-x.drv!out", "d".repeat(32)).as_str()]).u64(0);
+    a.strings([format!("/nix/store/{}-x.drv!out", "d".repeat(32)).as_str()])
+        .u64(0);
     cases.push((9, "BuildPaths", a.clone()));
     cases.push((46, "BuildPathsWithResults", a));
     let mut a = WireBuf::default();
     a.str(&format!("/nix/store/{}-x.drv", "d".repeat(32)));
     a.u64(1).str("out").str(&p).str("").str("");
-    a.strings(std::iter::empty()).str("x86_64-linux").str("/bin/sh").strings(["-c", "true"]);
+    a.strings(std::iter::empty())
+        .str("x86_64-linux")
+        .str("/bin/sh")
+        .strings(["-c", "true"]);
     a.u64(1).str("out").str(&p);
     a.u64(0);
     cases.push((36, "BuildDerivation", a));
@@ -245,7 +264,13 @@ async fn write_ops_are_refused_and_the_connection_stays_usable() {
     a.str(&format!("/nix/store/{}-absent", "d".repeat(32)));
     cases.push((10, "EnsurePath", a));
     let mut a = WireBuf::default();
-    a.u64(2).strings(std::iter::empty()).u64(0).u64(u64::MAX).u64(0).u64(0).u64(0);
+    a.u64(2)
+        .strings(std::iter::empty())
+        .u64(0)
+        .u64(u64::MAX)
+        .u64(0)
+        .u64(0)
+        .u64(0);
     cases.push((20, "CollectGarbage", a));
     let mut a = WireBuf::default();
     a.str("{\"id\":\"x\"}");
@@ -311,7 +336,11 @@ async fn hostile_input_closes_only_that_connection() {
 
     // Invalid UTF-8 and paths outside the store or with '..': error, connection usable.
     let mut c = Client::connect(&f.socket, 38).await.unwrap();
-    for bad in [&b"/nix/store/\xff\xfe"[..], b"/etc/passwd", b"/nix/store/../../etc/passwd"] {
+    for bad in [
+        &b"/nix/store/\xff\xfe"[..],
+        b"/etc/passwd",
+        b"/nix/store/../../etc/passwd",
+    ] {
         let mut a = WireBuf::default();
         a.bytes(bad);
         let e = daemon_err(c.call(26, &a).await);
@@ -324,7 +353,10 @@ async fn hostile_input_closes_only_that_connection() {
     s.write_all(&[0x63, 0x78]).await.unwrap();
     drop(s);
 
-    assert!(good.is_valid_path(&f.full(0)).await.unwrap(), "other connections unaffected");
+    assert!(
+        good.is_valid_path(&f.full(0)).await.unwrap(),
+        "other connections unaffected"
+    );
     assert!(server.stats.requests.load(std::sync::atomic::Ordering::Relaxed) > 0);
 }
 
@@ -333,7 +365,8 @@ async fn serve_sees_an_import_without_restart() {
     let f = Fixture::new();
     // Index only the first layer, start serving, then import the rest.
     let lower = snix_lower_store::lower::LowerDir::open(&f.lower).unwrap();
-    snix_lower_store::index::import::import(&f.state, &f.sd, &lower, f.entries[..2].to_vec(), Default::default()).unwrap();
+    snix_lower_store::index::import::import(&f.state, &f.sd, &lower, f.entries[..2].to_vec(), Default::default())
+        .unwrap();
     f.serve().await;
     let mut c = Client::connect(&f.socket, 38).await.unwrap();
     assert!(!c.is_valid_path(&f.full(3)).await.unwrap());

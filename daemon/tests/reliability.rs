@@ -46,7 +46,10 @@ async fn a_thousand_idle_connections() {
     for _ in 0..1000 {
         idle.push(Client::connect(&f.socket, 38).await.unwrap());
     }
-    assert_eq!(server.stats.open_connections.load(std::sync::atomic::Ordering::Relaxed), 1000);
+    assert_eq!(
+        server.stats.open_connections.load(std::sync::atomic::Ordering::Relaxed),
+        1000
+    );
     let mut c = Client::connect(&f.socket, 38).await.unwrap();
     for _ in 0..200 {
         assert!(c.query_path_info(&f.full(1)).await.unwrap().is_some());
@@ -60,7 +63,11 @@ async fn a_thousand_idle_connections() {
 async fn connection_limit_is_a_clear_error() {
     let f = Fixture::new();
     f.import_all();
-    f.serve_with(snix_lower_store::server::ConnLimits { max_connections: 2, ..Default::default() }).await;
+    f.serve_with(snix_lower_store::server::ConnLimits {
+        max_connections: 2,
+        ..Default::default()
+    })
+    .await;
     let mut a = Client::connect(&f.socket, 38).await.unwrap();
     let _b = Client::connect(&f.socket, 38).await.unwrap();
     let mut c = Client::connect(&f.socket, 38).await.unwrap();
@@ -76,22 +83,31 @@ async fn connection_limit_is_a_clear_error() {
 async fn idle_and_handshake_timeouts_close_connections() {
     let f = Fixture::new();
     f.import_all();
-    let server = f.serve_with(
-        snix_lower_store::server::ConnLimits {
+    let server = f
+        .serve_with(snix_lower_store::server::ConnLimits {
             idle_timeout: Some(Duration::from_millis(200)),
             handshake_timeout: Duration::from_millis(200),
             ..Default::default()
-        },
-    )
-    .await;
+        })
+        .await;
     let mut c = Client::connect(&f.socket, 38).await.unwrap();
     assert!(c.is_valid_path(&f.full(0)).await.unwrap());
     let mut silent = tokio::net::UnixStream::connect(&f.socket).await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(c.is_valid_path(&f.full(0)).await.is_err(), "idle connection should be closed");
+    assert!(
+        c.is_valid_path(&f.full(0)).await.is_err(),
+        "idle connection should be closed"
+    );
     let mut buf = [0u8; 8];
-    assert_eq!(silent.read(&mut buf).await.unwrap(), 0, "silent opener should be closed");
-    assert_eq!(server.stats.open_connections.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        silent.read(&mut buf).await.unwrap(),
+        0,
+        "silent opener should be closed"
+    );
+    assert_eq!(
+        server.stats.open_connections.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
 }
 
 /// A client that never reads its replies blocks only itself.
@@ -169,7 +185,10 @@ async fn disconnect_mid_nar_ends_the_task() {
     }
     let t0 = Instant::now();
     while server.stats.open_connections.load(std::sync::atomic::Ordering::Relaxed) > 0 {
-        assert!(t0.elapsed() < Duration::from_secs(5), "connection tasks did not end after the clients hung up");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "connection tasks did not end after the clients hung up"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(server.stats.in_flight.load(std::sync::atomic::Ordering::Relaxed), 0);
@@ -242,8 +261,13 @@ fn repeated_kills_during_import() {
         std::thread::sleep(delay);
         let _ = child.kill();
         let _ = child.wait();
-        let count = PathInfoIndex::open(&state, "/nix/store").map(|i| i.count().unwrap()).unwrap_or(0);
-        assert!(count == 0 || count == n, "round {round}: {count} of {n} paths after a kill at {delay:?} (full import {full:?})");
+        let count = PathInfoIndex::open(&state, "/nix/store")
+            .map(|i| i.count().unwrap())
+            .unwrap_or(0);
+        assert!(
+            count == 0 || count == n,
+            "round {round}: {count} of {n} paths after a kill at {delay:?} (full import {full:?})"
+        );
         if count == 0 {
             before += 1;
         } else {
@@ -252,7 +276,10 @@ fn repeated_kills_during_import() {
             std::fs::remove_dir_all(&state).unwrap();
         }
     }
-    assert!(before >= 5, "only {before} of 25 kills landed before the commit ({after} after); full import {full:?}");
+    assert!(
+        before >= 5,
+        "only {before} of 25 kills landed before the commit ({after} after); full import {full:?}"
+    );
 }
 
 /// Idle exit counts from the last connection's end, so steady short
@@ -265,7 +292,11 @@ async fn idle_exit_counts_from_the_last_connection() {
     let server = f.serve().await; // binds f.socket; use a second socket for the idle-exiting loop
     let sock = f.dir.path().join("idle.sock");
     let l = tokio::net::UnixListener::bind(&sock).unwrap();
-    let run = tokio::spawn(server.clone().run(vec![l], Some(Duration::from_millis(600)), std::future::pending()));
+    let run = tokio::spawn(
+        server
+            .clone()
+            .run(vec![l], Some(Duration::from_millis(600)), std::future::pending()),
+    );
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_millis(1500) {
         let mut c = Client::connect(&sock, 38).await.unwrap();
@@ -274,6 +305,10 @@ async fn idle_exit_counts_from_the_last_connection() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(!run.is_finished(), "exited while connections kept coming");
-    let stop = tokio::time::timeout(Duration::from_secs(3), run).await.expect("no idle exit").unwrap().unwrap();
+    let stop = tokio::time::timeout(Duration::from_secs(3), run)
+        .await
+        .expect("no idle exit")
+        .unwrap()
+        .unwrap();
     assert_eq!(stop, Stop::Idle);
 }

@@ -25,12 +25,7 @@ pub struct Ctx {
 impl Ctx {
     /// Creates the work directory and wires it, /proc, /dev and a scratch
     /// /nix into every root file system.
-    pub fn new(
-        work: PathBuf,
-        tmpfs: bool,
-        mut roots: Vec<Rootfs>,
-        ours_host: Option<&Path>,
-    ) -> Result<Ctx> {
+    pub fn new(work: PathBuf, tmpfs: bool, mut roots: Vec<Rootfs>, ours_host: Option<&Path>) -> Result<Ctx> {
         let mut mounts = Vec::new();
         if tmpfs {
             mounts.push(mounts::tmpfs(&work, "6g")?);
@@ -41,10 +36,7 @@ impl Ctx {
         for fs in roots.iter_mut() {
             mounts.push(mounts::bind(Path::new("/proc"), &fs.host_path("/proc"))?);
             mounts.push(mounts::bind(Path::new("/dev"), &fs.host_path("/dev"))?);
-            mounts.push(mounts::bind(
-                Path::new("/dev/pts"),
-                &fs.host_path("/dev/pts"),
-            )?);
+            mounts.push(mounts::bind(Path::new("/dev/pts"), &fs.host_path("/dev/pts"))?);
             mounts.push(mounts::bind(&work, &fs.host_path(CHROOT_WORK))?);
             // A scratch /nix per root file system: the default local store
             // (root=/) of every chroot starts empty and vanishes with the run.

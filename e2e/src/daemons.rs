@@ -66,10 +66,7 @@ impl Daemon {
 
     /// The last lines the daemon logged, for error messages.
     pub fn log_tail(&self) -> String {
-        let mine = tail(
-            &std::fs::read_to_string(&self.log).unwrap_or_default(),
-            1500,
-        );
+        let mine = tail(&std::fs::read_to_string(&self.log).unwrap_or_default(), 1500);
         match &self.backend {
             Some(b) => format!("{mine} || gRPC server log: {}", b.log_tail()),
             None => mine,
@@ -125,13 +122,7 @@ impl Drop for Daemon {
     }
 }
 
-fn spawn(
-    ctx: &Ctx,
-    kind: Kind,
-    socket: &str,
-    real: &str,
-    mut cmd: std::process::Command,
-) -> Result<Daemon> {
+fn spawn(ctx: &Ctx, kind: Kind, socket: &str, real: &str, mut cmd: std::process::Command) -> Result<Daemon> {
     let sock_host = ctx.host(socket);
     let _ = std::fs::remove_file(&sock_host);
     if let Some(p) = sock_host.parent() {
@@ -140,10 +131,7 @@ fn spawn(
     std::fs::create_dir_all(ctx.work.join("logs"))?;
     let name = socket.trim_start_matches('/').replace('/', "_");
     let log = ctx.work.join("logs").join(format!("{name}.log"));
-    let logf = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)?;
+    let logf = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
     let desc = format!("{cmd:?}");
     let child = cmd
         .stdin(Stdio::null())
@@ -185,13 +173,7 @@ fn spawn(
 
 /// Starts `snix-lower-store serve` for an already imported state directory;
 /// returns once the socket accepts connections.
-pub fn start_ours(
-    ctx: &Ctx,
-    fs: &Rootfs,
-    socket: &str,
-    lower_store_dir: &str,
-    state_dir: &str,
-) -> Result<Daemon> {
+pub fn start_ours(ctx: &Ctx, fs: &Rootfs, socket: &str, lower_store_dir: &str, state_dir: &str) -> Result<Daemon> {
     start_serve(ctx, fs, socket, lower_store_dir, Some(state_dir), &[])
 }
 
@@ -210,10 +192,9 @@ fn start_serve(
         .ours
         .as_deref()
         .context("snix-lower-store binary is not available")?;
-    ctx.readonly.borrow_mut().serving(
-        &ctx.host(lower_store_dir),
-        state_dir.map(|s| ctx.host(s)).as_deref(),
-    );
+    ctx.readonly
+        .borrow_mut()
+        .serving(&ctx.host(lower_store_dir), state_dir.map(|s| ctx.host(s)).as_deref());
     let mut args = vec![
         bin,
         "serve",
@@ -270,10 +251,7 @@ pub fn start_grpc_server(
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::os::unix::net::UnixStream::connect(&grpc_host).is_err() {
         if Instant::now() > deadline {
-            bail!(
-                "our gRPC server did not accept on {grpc} within 20s: {}",
-                d.log_tail()
-            );
+            bail!("our gRPC server did not accept on {grpc} within 20s: {}", d.log_tail());
         }
         std::thread::sleep(Duration::from_millis(25));
     }
@@ -283,13 +261,7 @@ pub fn start_grpc_server(
 /// Starts our daemon as a client of the gRPC server paired with `socket`
 /// (`serve --path-info-service grpc+unix://{socket}.grpc`), files and NARs
 /// from `lower_store_dir`.
-pub fn start_grpc_client(
-    ctx: &Ctx,
-    fs: &Rootfs,
-    socket: &str,
-    lower_store_dir: &str,
-    timeout: &str,
-) -> Result<Daemon> {
+pub fn start_grpc_client(ctx: &Ctx, fs: &Rootfs, socket: &str, lower_store_dir: &str, timeout: &str) -> Result<Daemon> {
     let service = format!("grpc+unix://{}", grpc_socket(socket));
     start_serve(
         ctx,
@@ -304,13 +276,7 @@ pub fn start_grpc_client(
 /// Our daemon in gRPC mode: the gRPC server on the index in `state_dir` and,
 /// listening on `socket`, the daemon reading from it. Dropping the handle
 /// stops both (the client first).
-pub fn start_ours_grpc(
-    ctx: &Ctx,
-    fs: &Rootfs,
-    socket: &str,
-    lower_store_dir: &str,
-    state_dir: &str,
-) -> Result<Daemon> {
+pub fn start_ours_grpc(ctx: &Ctx, fs: &Rootfs, socket: &str, lower_store_dir: &str, state_dir: &str) -> Result<Daemon> {
     let server = start_grpc_server(ctx, fs, socket, lower_store_dir, state_dir)?;
     let mut client = match start_grpc_client(ctx, fs, socket, lower_store_dir, "5s") {
         Ok(c) => c,
@@ -324,13 +290,7 @@ pub fn start_ours_grpc(
 pub fn start_nix(ctx: &Ctx, fs: &Rootfs, socket: &str, lower_root: &str) -> Result<Daemon> {
     let mut cmd = fs.command(&["nix-daemon", "--store", &format!("local?root={lower_root}")]);
     cmd.env("NIX_DAEMON_SOCKET_PATH", socket);
-    spawn(
-        ctx,
-        Kind::Nix,
-        socket,
-        &format!("{lower_root}/nix/store"),
-        cmd,
-    )
+    spawn(ctx, Kind::Nix, socket, &format!("{lower_root}/nix/store"), cmd)
 }
 
 /// Runs `snix-lower-store <args>` inside the chroot.
@@ -348,12 +308,7 @@ pub fn ours_cli(ctx: &Ctx, fs: &Rootfs, args: &[&str]) -> Result<Output> {
 /// chroot's Nix into `file` (inside the chroot).
 pub fn dump_db(fs: &Rootfs, lower_root: &str, file: &str) -> Result<()> {
     let out = fs
-        .run(&[
-            "nix-store",
-            "--store",
-            &format!("local?root={lower_root}"),
-            "--dump-db",
-        ])?
+        .run(&["nix-store", "--store", &format!("local?root={lower_root}"), "--dump-db"])?
         .ok()?;
     if out.stdout.is_empty() {
         bail!("`{}` printed nothing", out.desc);
@@ -364,12 +319,7 @@ pub fn dump_db(fs: &Rootfs, lower_root: &str, file: &str) -> Result<()> {
 
 /// Imports the lower store at `lower_root` into a fresh state directory from
 /// `nix-store --dump-db` output of this chroot's Nix.
-pub fn import_registration(
-    ctx: &Ctx,
-    fs: &Rootfs,
-    lower_root: &str,
-    state_dir: &str,
-) -> Result<()> {
+pub fn import_registration(ctx: &Ctx, fs: &Rootfs, lower_root: &str, state_dir: &str) -> Result<()> {
     let reg = format!("{state_dir}.registration");
     dump_db(fs, lower_root, &reg)?;
     ours_cli(

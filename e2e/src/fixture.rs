@@ -171,11 +171,7 @@ pub fn generate(ctx: &Ctx, fs: &Rootfs, name: &str) -> Result<Fixture> {
          echo \"$src\"; echo \"$drv\"; echo \"$unbuilt\"",
         f = shq(FIXTURE_FILE)
     );
-    let out = fs
-        .sh(&script)?
-        .ok()
-        .context("building the fixture failed")?
-        .stdout();
+    let out = fs.sh(&script)?.ok().context("building the fixture failed")?.stdout();
     let lines: Vec<&str> = out.lines().collect();
     let [src, final_drv, unbuilt_drv] = lines.as_slice() else {
         bail!("unexpected fixture script output {out:?}")
@@ -202,23 +198,11 @@ pub fn generate(ctx: &Ctx, fs: &Rootfs, name: &str) -> Result<Fixture> {
     std::fs::create_dir_all(&dest)?;
     crate::rootfs::host(
         "cp",
-        [
-            std::ffi::OsString::from("-a"),
-            scratch.into(),
-            dest.clone().into(),
-        ],
+        [std::ffi::OsString::from("-a"), scratch.into(), dest.clone().into()],
     )?;
     clear_dir(&fs.host_path("/nix"))?;
-    let drvs: Vec<String> = all
-        .iter()
-        .filter(|p| p.ends_with(".drv"))
-        .cloned()
-        .collect();
-    let outs: Vec<String> = all
-        .iter()
-        .filter(|p| !p.ends_with(".drv"))
-        .cloned()
-        .collect();
+    let drvs: Vec<String> = all.iter().filter(|p| p.ends_with(".drv")).cloned().collect();
+    let outs: Vec<String> = all.iter().filter(|p| !p.ends_with(".drv")).cloned().collect();
     let fx = Fixture {
         root,
         made_by: fs.label.clone(),
@@ -259,8 +243,7 @@ pub fn clear_dir(dir: &std::path::Path) -> Result<()> {
         let p = e?.path();
         if p.is_dir() && !p.is_symlink() {
             make_writable(&p);
-            std::fs::remove_dir_all(&p)
-                .with_context(|| format!("cannot remove {}", p.display()))?;
+            std::fs::remove_dir_all(&p).with_context(|| format!("cannot remove {}", p.display()))?;
         } else {
             std::fs::remove_file(&p)?;
         }
@@ -270,9 +253,5 @@ pub fn clear_dir(dir: &std::path::Path) -> Result<()> {
 
 /// Store directories are read-only; make a tree removable.
 pub fn make_writable(p: &std::path::Path) {
-    let _ = crate::rootfs::capture(
-        std::process::Command::new("chmod")
-            .args(["-R", "u+w"])
-            .arg(p),
-    );
+    let _ = crate::rootfs::capture(std::process::Command::new("chmod").args(["-R", "u+w"]).arg(p));
 }

@@ -61,9 +61,7 @@ fn parse_args(args: &[String]) -> Result<Options> {
         baseline_only: false,
         work: None,
         list: false,
-        ci: std::env::var("CI")
-            .map(|v| v == "true" || v == "1")
-            .unwrap_or(false),
+        ci: std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -113,9 +111,7 @@ fn main() {
     if std::env::var_os(NS_MARKER).is_none() && !opts.list {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            eprintln!(
-                "snix-lower-store-e2e must run as root (it mounts OverlayFS and uses chroot)"
-            );
+            eprintln!("snix-lower-store-e2e must run as root (it mounts OverlayFS and uses chroot)");
             std::process::exit(2);
         }
         let me = std::env::current_exe().expect("current exe");
@@ -145,11 +141,7 @@ fn main() {
         report.setup_problem("setup", &format!("{e:#}"), true);
     }
     report.print_summary(started.elapsed());
-    std::process::exit(if report.count(Verdict::Fail) > 0 {
-        1
-    } else {
-        0
-    });
+    std::process::exit(if report.count(Verdict::Fail) > 0 { 1 } else { 0 });
 }
 
 fn run(opts: &Options, report: &mut Report) -> Result<()> {
@@ -173,10 +165,7 @@ fn run(opts: &Options, report: &mut Report) -> Result<()> {
     let ours_bin = if opts.baseline_only {
         None
     } else {
-        let bin = opts
-            .daemon
-            .clone()
-            .context("no snix-lower-store binary given")?;
+        let bin = opts.daemon.clone().context("no snix-lower-store binary given")?;
         if !bin.exists() {
             report.setup_problem(
                 "setup/daemon-binary",

@@ -52,11 +52,7 @@ pub fn bind(source: &Path, target: &Path) -> Result<Mounted> {
     mkdir(target)?;
     host(
         "mount",
-        [
-            std::ffi::OsStr::new("--bind"),
-            source.as_os_str(),
-            target.as_os_str(),
-        ],
+        [std::ffi::OsStr::new("--bind"), source.as_os_str(), target.as_os_str()],
     )
     .context("bind mount failed")?;
     Ok(Mounted {
@@ -83,17 +79,9 @@ pub fn overlay(fs: &Rootfs, spec: &OverlaySpec) -> Result<Mounted> {
         "lowerdir={},upperdir={},workdir={}",
         spec.lowerdir, spec.upperdir, spec.workdir
     );
-    fs.run(&[
-        "mount",
-        "-t",
-        "overlay",
-        "overlay",
-        "-o",
-        &opts,
-        spec.target,
-    ])?
-    .ok()
-    .context("mounting OverlayFS failed")?;
+    fs.run(&["mount", "-t", "overlay", "overlay", "-o", &opts, spec.target])?
+        .ok()
+        .context("mounting OverlayFS failed")?;
     Ok(Mounted {
         target: fs.host_path(spec.target),
     })

@@ -56,9 +56,7 @@ impl Registry {
                 Ok(h) => {
                     self.lowers.insert(lower.to_path_buf(), h);
                 }
-                Err(e) => self
-                    .problems
-                    .push(format!("hashing {}: {e:#}", lower.display())),
+                Err(e) => self.problems.push(format!("hashing {}: {e:#}", lower.display())),
             }
         }
         if let Some(state) = state {
@@ -67,9 +65,7 @@ impl Registry {
                     Ok(h) => {
                         self.states.insert(state.to_path_buf(), h);
                     }
-                    Err(e) => self
-                        .problems
-                        .push(format!("hashing {}: {e:#}", state.display())),
+                    Err(e) => self.problems.push(format!("hashing {}: {e:#}", state.display())),
                 }
             }
         }
@@ -116,10 +112,7 @@ impl Registry {
     }
 
     fn excluded_served(&self) -> usize {
-        self.lowers
-            .keys()
-            .filter(|d| self.excluded.contains_key(*d))
-            .count()
+        self.lowers.keys().filter(|d| self.excluded.contains_key(*d)).count()
     }
 
     /// Why served lower dirs were left out: each reason with its dirs.
@@ -215,18 +208,14 @@ pub fn index_hash(dir: &Path) -> Result<String> {
         bail!("no index file in {}", dir.display());
     }
     for db in &dbs {
-        let c =
-            rusqlite::Connection::open(db).with_context(|| format!("opening {}", db.display()))?;
+        let c = rusqlite::Connection::open(db).with_context(|| format!("opening {}", db.display()))?;
         let (busy, _, _): (i64, i64, i64) = c
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
             .with_context(|| format!("checkpointing {}", db.display()))?;
         if busy != 0 {
-            bail!(
-                "checkpointing {}: a process still has it open",
-                db.display()
-            );
+            bail!("checkpointing {}: a process still has it open", db.display());
         }
         c.close().map_err(|(_, e)| e)?;
     }
@@ -277,10 +266,7 @@ mod tests {
         let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
         let keep = mtime(&d.join("a/b/f"));
         std::fs::write(d.join("a/b/f"), b"Contents").unwrap();
-        let f = std::fs::File::options()
-            .write(true)
-            .open(d.join("a/b/f"))
-            .unwrap();
+        let f = std::fs::File::options().write(true).open(d.join("a/b/f")).unwrap();
         f.set_modified(keep).unwrap();
         assert_ne!(h0, lower_hash(&d).unwrap(), "same-size content change");
         std::fs::write(d.join("a/b/f"), b"contents").unwrap();
@@ -306,16 +292,11 @@ mod tests {
         let db = d.join("index.sqlite");
         let c = rusqlite::Connection::open(&db).unwrap();
         c.pragma_update(None, "journal_mode", "WAL").unwrap();
-        c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
-            .unwrap();
+        c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
         drop(c);
         let h0 = index_hash(&d).unwrap();
-        let r =
-            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .unwrap();
-        let n: i64 = r
-            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-            .unwrap();
+        let r = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let n: i64 = r.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 1);
         drop(r);
         assert_eq!(h0, index_hash(&d).unwrap(), "a reader changes nothing");

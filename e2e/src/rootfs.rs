@@ -167,10 +167,7 @@ impl Rootfs {
         let mut c = Command::new("chroot");
         c.arg(&self.dir).args(args);
         c.env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
             .env("HOME", "/root")
             .env("TMPDIR", "/tmp")
             .env("LANG", "C.UTF-8")

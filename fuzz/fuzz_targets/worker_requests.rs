@@ -13,7 +13,13 @@ fuzz_target!(|data: &[u8]| {
     let version = ProtoVersion(21 + v % 18);
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     rt.block_on(async {
-        let mut r = WireReader::new(std::io::Cursor::new(rest), Limits { max_string: 1 << 16, max_list: 1 << 10 });
+        let mut r = WireReader::new(
+            std::io::Cursor::new(rest),
+            Limits {
+                max_string: 1 << 16,
+                max_list: 1 << 10,
+            },
+        );
         loop {
             let Ok(word) = r.u64().await else { return };
             let Some(op) = Op::from_u64(word % 64) else { return };

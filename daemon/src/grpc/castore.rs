@@ -13,7 +13,10 @@ use std::path::Path;
 use super::proto::castore::{entry, Directory, DirectoryEntry, Entry, FileEntry, SymlinkEntry};
 
 fn file_digest(path: &Path) -> io::Result<[u8; 32]> {
-    let mut f = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -29,7 +32,9 @@ fn file_digest(path: &Path) -> io::Result<[u8; 32]> {
 fn directory(path: &Path) -> io::Result<([u8; 32], u64)> {
     let mut dir = Directory::default();
     let mut size = 0u64;
-    let mut names: Vec<_> = fs::read_dir(path)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
+    let mut names: Vec<_> = fs::read_dir(path)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
     names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     for name in names {
         let child = path.join(&name);
@@ -56,7 +61,10 @@ fn node(path: &Path, name: Vec<u8>) -> io::Result<entry::Entry> {
     let meta = fs::symlink_metadata(path)?;
     let ft = meta.file_type();
     Ok(if ft.is_symlink() {
-        entry::Entry::Symlink(SymlinkEntry { name, target: fs::read_link(path)?.as_os_str().as_bytes().to_vec() })
+        entry::Entry::Symlink(SymlinkEntry {
+            name,
+            target: fs::read_link(path)?.as_os_str().as_bytes().to_vec(),
+        })
     } else if ft.is_file() {
         entry::Entry::File(FileEntry {
             name,
@@ -66,15 +74,24 @@ fn node(path: &Path, name: Vec<u8>) -> io::Result<entry::Entry> {
         })
     } else if ft.is_dir() {
         let (digest, size) = directory(path)?;
-        entry::Entry::Directory(DirectoryEntry { name, digest: digest.to_vec(), size })
+        entry::Entry::Directory(DirectoryEntry {
+            name,
+            digest: digest.to_vec(),
+            size,
+        })
     } else {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("'{}' is not a file, directory or symlink", path.display())));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("'{}' is not a file, directory or symlink", path.display()),
+        ));
     })
 }
 
 /// The castore root entry of the object at `path`, named `name`.
 pub fn root_entry(path: &Path, name: &str) -> io::Result<Entry> {
-    Ok(Entry { entry: Some(node(path, name.as_bytes().to_vec())?) })
+    Ok(Entry {
+        entry: Some(node(path, name.as_bytes().to_vec())?),
+    })
 }
 
 #[cfg(test)]
@@ -98,12 +115,24 @@ mod tests {
         fs::write(root.join("sub/a"), b"a").unwrap();
         std::os::unix::fs::symlink("sub", root.join("l")).unwrap();
         let want_sub = Directory {
-            files: vec![FileEntry { name: b"a".to_vec(), digest: blake3::hash(b"a").as_bytes().to_vec(), size: 1, executable: false }],
+            files: vec![FileEntry {
+                name: b"a".to_vec(),
+                digest: blake3::hash(b"a").as_bytes().to_vec(),
+                size: 1,
+                executable: false,
+            }],
             ..Default::default()
         };
         let want = Directory {
-            directories: vec![DirectoryEntry { name: b"sub".to_vec(), digest: blake3::hash(&want_sub.encode_to_vec()).as_bytes().to_vec(), size: 1 }],
-            symlinks: vec![SymlinkEntry { name: b"l".to_vec(), target: b"sub".to_vec() }],
+            directories: vec![DirectoryEntry {
+                name: b"sub".to_vec(),
+                digest: blake3::hash(&want_sub.encode_to_vec()).as_bytes().to_vec(),
+                size: 1,
+            }],
+            symlinks: vec![SymlinkEntry {
+                name: b"l".to_vec(),
+                target: b"sub".to_vec(),
+            }],
             ..Default::default()
         };
         match root_entry(&root, "x-o").unwrap().entry.unwrap() {

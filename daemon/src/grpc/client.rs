@@ -59,7 +59,11 @@ fn channel(addr: &Address, deadline: Duration) -> std::result::Result<Channel, S
                 .connect_timeout(deadline)
                 .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
                     let path = path.clone();
-                    async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+                    async move {
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                            tokio::net::UnixStream::connect(path).await?,
+                        ))
+                    }
                 }))
         }
         Address::Http(h) => Endpoint::from_shared(format!("http://{h}"))
@@ -78,7 +82,12 @@ fn channel(addr: &Address, deadline: Duration) -> std::result::Result<Channel, S
 impl GrpcBackend {
     /// Connect and take the first snapshot; an unreachable service is an
     /// error here, so the daemon never reports READY without its backend.
-    pub async fn connect(address: &str, lower: LowerDir, store_dir: StoreDir, deadline: Duration) -> std::result::Result<Self, String> {
+    pub async fn connect(
+        address: &str,
+        lower: LowerDir,
+        store_dir: StoreDir,
+        deadline: Duration,
+    ) -> std::result::Result<Self, String> {
         let addr = Address::parse(address)?;
         let client = PathInfoServiceClient::new(channel(&addr, deadline)?).max_decoding_message_size(64 << 20);
         let b = GrpcBackend(Arc::new(Inner {
@@ -93,7 +102,9 @@ impl GrpcBackend {
             last_error: Mutex::new(None),
             drv_outputs: Mutex::new(HashMap::new()),
         }));
-        b.refresh().await.map_err(|e| format!("cannot start without the metadata backend: {e}"))?;
+        b.refresh()
+            .await
+            .map_err(|e| format!("cannot start without the metadata backend: {e}"))?;
         Ok(b)
     }
 
@@ -102,7 +113,12 @@ impl GrpcBackend {
     }
 
     fn err(&self, call: &str, s: tonic::Status) -> BackendError {
-        BackendError::Grpc(format!("snix PathInfoService {}: {call}: {:?}: {}", self.0.address, s.code(), s.message()))
+        BackendError::Grpc(format!(
+            "snix PathInfoService {}: {call}: {:?}: {}",
+            self.0.address,
+            s.code(),
+            s.message()
+        ))
     }
 
     fn snap(&self) -> Arc<Snapshot> {
@@ -116,7 +132,11 @@ impl GrpcBackend {
     pub fn status_detail(&self) -> String {
         let s = self.snap();
         let age = s.built.map(|b| b.elapsed().as_secs()).unwrap_or(0);
-        let mut d = format!("snapshot of {} paths from {}, {age}s old", s.known.len(), self.0.address);
+        let mut d = format!(
+            "snapshot of {} paths from {}, {age}s old",
+            s.known.len(),
+            self.0.address
+        );
         if let Some(e) = self.0.last_error.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             d.push_str(&format!(" (last refresh failed: {e})"));
         }
@@ -125,13 +145,17 @@ impl GrpcBackend {
 
     /// `Get` by the digest of `hash_part`: the service's path info, if any.
     async fn get(&self, hash_part: &str) -> Result<Option<PathInfo>> {
-        let Some(digest) = nix32_decode_vec(hash_part, 20) else { return Ok(None) };
-        let mut req = tonic::Request::new(GetPathInfoRequest { by_what: Some(get_path_info_request::ByWhat::ByOutputHash(digest)) });
+        let Some(digest) = nix32_decode_vec(hash_part, 20) else {
+            return Ok(None);
+        };
+        let mut req = tonic::Request::new(GetPathInfoRequest {
+            by_what: Some(get_path_info_request::ByWhat::ByOutputHash(digest)),
+        });
         req.set_timeout(self.0.deadline);
         match self.0.client.clone().get(req).await {
-            Ok(r) => from_snix(r.into_inner())
-                .map(Some)
-                .map_err(|e| BackendError::Grpc(format!("snix PathInfoService {}: Get {hash_part}: {e}", self.0.address))),
+            Ok(r) => from_snix(r.into_inner()).map(Some).map_err(|e| {
+                BackendError::Grpc(format!("snix PathInfoService {}: Get {hash_part}: {e}", self.0.address))
+            }),
             Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
             Err(s) => Err(self.err(&format!("Get {hash_part}"), s)),
         }
@@ -162,7 +186,12 @@ impl GrpcBackend {
         if s.known.contains(p) {
             return Ok(s);
         }
-        let recent = self.0.last_attempt.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| t.elapsed() < Duration::from_secs(2));
+        let recent = self
+            .0
+            .last_attempt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(2));
         if !recent {
             self.refresh().await?;
         }
@@ -170,7 +199,13 @@ impl GrpcBackend {
     }
 
     pub async fn referrers(&self, p: &StorePath) -> Result<Vec<StorePath>> {
-        Ok(self.snap_knowing(p).await?.referrers.get(p).cloned().unwrap_or_default())
+        Ok(self
+            .snap_knowing(p)
+            .await?
+            .referrers
+            .get(p)
+            .cloned()
+            .unwrap_or_default())
     }
 
     pub async fn valid_derivers(&self, p: &StorePath) -> Result<Vec<StorePath>> {
@@ -184,11 +219,19 @@ impl GrpcBackend {
         let outs = self.0.lower.read_derivation_outputs(drv)?;
         let mut v = Vec::new();
         for o in outs {
-            let p = if o.path.is_empty() { None } else { Some(self.0.store_dir.parse(&o.path).map_err(|e| e.to_string())?) };
+            let p = if o.path.is_empty() {
+                None
+            } else {
+                Some(self.0.store_dir.parse(&o.path).map_err(|e| e.to_string())?)
+            };
             v.push((o.name, p));
         }
         v.sort();
-        self.0.drv_outputs.lock().unwrap_or_else(|e| e.into_inner()).insert(drv.clone(), v.clone());
+        self.0
+            .drv_outputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(drv.clone(), v.clone());
         Ok(v)
     }
 
@@ -196,7 +239,9 @@ impl GrpcBackend {
         if self.path_info(drv).await?.is_none() {
             return Ok(None);
         }
-        self.parse_drv(drv).map(Some).map_err(|e| BackendError::Grpc(format!("{drv}: {e}")))
+        self.parse_drv(drv)
+            .map(Some)
+            .map_err(|e| BackendError::Grpc(format!("{drv}: {e}")))
     }
 
     pub async fn all_paths(&self) -> Result<Vec<StorePath>> {
@@ -224,11 +269,19 @@ impl GrpcBackend {
         let mut req = tonic::Request::new(ListPathInfoRequest {});
         // List streams everything: allow it far longer than a single call.
         req.set_timeout(self.0.deadline * 60);
-        let mut stream = self.0.client.clone().list(req).await.map_err(|s| self.err("List", s))?.into_inner();
+        let mut stream = self
+            .0
+            .client
+            .clone()
+            .list(req)
+            .await
+            .map_err(|s| self.err("List", s))?
+            .into_inner();
         let mut s = Snapshot::default();
         let mut deriver_of: Vec<(StorePath, StorePath)> = Vec::new();
         while let Some(item) = stream.message().await.map_err(|st| self.err("List", st))? {
-            let info = from_snix(item).map_err(|e| BackendError::Grpc(format!("snix PathInfoService {}: List: {e}", self.0.address)))?;
+            let info = from_snix(item)
+                .map_err(|e| BackendError::Grpc(format!("snix PathInfoService {}: List: {e}", self.0.address)))?;
             for r in &info.references {
                 s.referrers.entry(r.clone()).or_default().push(info.path.clone());
             }
@@ -271,7 +324,11 @@ impl GrpcBackend {
         tokio::spawn(async move {
             let mut backoff = Duration::from_secs(1);
             loop {
-                let wait = if me.0.last_error.lock().unwrap_or_else(|e| e.into_inner()).is_some() { backoff.min(interval) } else { interval };
+                let wait = if me.0.last_error.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                    backoff.min(interval)
+                } else {
+                    interval
+                };
                 tokio::time::sleep(wait).await;
                 match me.refresh().await {
                     Ok(()) => backoff = Duration::from_secs(1),

@@ -8,7 +8,9 @@
 use base64::Engine as _;
 
 use super::proto::castore::{entry, Entry};
-use super::proto::store::{nar_info, nar_info::ca::Hash as CaHash, NarInfo, PathInfo as SnixPathInfo, StorePath as SnixStorePath};
+use super::proto::store::{
+    nar_info, nar_info::ca::Hash as CaHash, NarInfo, PathInfo as SnixPathInfo, StorePath as SnixStorePath,
+};
 use crate::index::PathInfo;
 use crate::store::hash::{nix32_decode_vec, nix32_encode};
 use crate::store::{NarHash, StorePath};
@@ -34,17 +36,31 @@ pub fn ca_to_snix(ca: &str) -> Result<nar_info::Ca, String> {
     } else if let Some(r) = ca.strip_prefix("fixed:r:") {
         ("nar", r)
     } else if let Some(r) = ca.strip_prefix("fixed:git:") {
-        return Err(format!("content address '{ca}' (git hashing) has no equivalent in snix's schema; {r:.0}"));
+        return Err(format!(
+            "content address '{ca}' (git hashing) has no equivalent in snix's schema; {r:.0}"
+        ));
     } else if let Some(r) = ca.strip_prefix("fixed:") {
         ("flat", r)
     } else {
         return Err(format!("unknown content address '{ca}'"));
     };
-    let (algo, digest_s) = rest.split_once(':').ok_or_else(|| format!("content address '{ca}' has no hash algorithm"))?;
+    let (algo, digest_s) = rest
+        .split_once(':')
+        .ok_or_else(|| format!("content address '{ca}' has no hash algorithm"))?;
     let n = hash_len(algo).ok_or_else(|| format!("content address '{ca}': unknown hash algorithm '{algo}'"))?;
     let digest = nix32_decode_vec(digest_s, n)
-        .or_else(|| (digest_s.len() == 2 * n).then(|| (0..n).map(|i| u8::from_str_radix(&digest_s[2 * i..2 * i + 2], 16).ok()).collect::<Option<Vec<u8>>>()).flatten())
-        .ok_or_else(|| format!("content address '{ca}': the digest is neither nix-base32 nor base16 of a {algo} hash"))?;
+        .or_else(|| {
+            (digest_s.len() == 2 * n)
+                .then(|| {
+                    (0..n)
+                        .map(|i| u8::from_str_radix(&digest_s[2 * i..2 * i + 2], 16).ok())
+                        .collect::<Option<Vec<u8>>>()
+                })
+                .flatten()
+        })
+        .ok_or_else(|| {
+            format!("content address '{ca}': the digest is neither nix-base32 nor base16 of a {algo} hash")
+        })?;
     let ty = match (method, algo) {
         ("text", "sha256") => CaHash::TextSha256,
         ("nar", "sha256") => CaHash::NarSha256,
@@ -57,7 +73,10 @@ pub fn ca_to_snix(ca: &str) -> Result<nar_info::Ca, String> {
         ("flat", "md5") => CaHash::FlatMd5,
         _ => return Err(format!("content address '{ca}' has no equivalent in snix's schema")),
     };
-    Ok(nar_info::Ca { r#type: ty as i32, digest })
+    Ok(nar_info::Ca {
+        r#type: ty as i32,
+        digest,
+    })
 }
 
 /// snix's CA to Nix's string, digest in nix-base32 as Nix renders it.
@@ -75,7 +94,11 @@ pub fn ca_from_snix(ca: &nar_info::Ca) -> Result<String, String> {
         CaHash::FlatMd5 => ("fixed:", "md5"),
     };
     if Some(ca.digest.len()) != hash_len(algo) {
-        return Err(format!("snix CA digest has {} bytes, {algo} has {}", ca.digest.len(), hash_len(algo).unwrap_or(0)));
+        return Err(format!(
+            "snix CA digest has {} bytes, {algo} has {}",
+            ca.digest.len(),
+            hash_len(algo).unwrap_or(0)
+        ));
     }
     Ok(format!("{prefix}{algo}:{}", nix32_encode(&ca.digest)))
 }
@@ -84,13 +107,24 @@ pub fn ca_from_snix(ca: &nar_info::Ca) -> Result<String, String> {
 pub fn to_snix(info: &PathInfo, entry: Entry) -> Result<SnixPathInfo, String> {
     let mut signatures = Vec::new();
     for s in &info.sigs {
-        let (name, b64) = s.split_once(':').ok_or_else(|| format!("signature '{s}' is not name:base64"))?;
-        let data = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| format!("signature '{s}' is not base64"))?;
-        signatures.push(nar_info::Signature { name: name.to_owned(), data });
+        let (name, b64) = s
+            .split_once(':')
+            .ok_or_else(|| format!("signature '{s}' is not name:base64"))?;
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| format!("signature '{s}' is not base64"))?;
+        signatures.push(nar_info::Signature {
+            name: name.to_owned(),
+            data,
+        });
     }
     let deriver = match &info.deriver {
         Some(d) => Some(SnixStorePath {
-            name: d.name().strip_suffix(".drv").ok_or_else(|| format!("deriver '{d}' does not end in .drv"))?.to_owned(),
+            name: d
+                .name()
+                .strip_suffix(".drv")
+                .ok_or_else(|| format!("deriver '{d}' does not end in .drv"))?
+                .to_owned(),
             digest: digest_of(d),
         }),
         None => None,
@@ -124,9 +158,18 @@ pub fn from_snix(p: SnixPathInfo) -> Result<PathInfo, String> {
     let name = std::str::from_utf8(name).map_err(|_| "root entry name is not UTF-8")?;
     let path = StorePath::from_base_name(name).map_err(|e| e.to_string())?;
     let ni = p.narinfo.ok_or_else(|| format!("{name}: PathInfo has no narinfo"))?;
-    let nar_hash = NarHash(ni.nar_sha256.as_slice().try_into().map_err(|_| format!("{name}: nar_sha256 is not 32 bytes"))?);
+    let nar_hash = NarHash(
+        ni.nar_sha256
+            .as_slice()
+            .try_into()
+            .map_err(|_| format!("{name}: nar_sha256 is not 32 bytes"))?,
+    );
     if ni.reference_names.len() != p.references.len() {
-        return Err(format!("{name}: {} reference digests but {} reference names", p.references.len(), ni.reference_names.len()));
+        return Err(format!(
+            "{name}: {} reference digests but {} reference names",
+            p.references.len(),
+            ni.reference_names.len()
+        ));
     }
     let mut references = Vec::with_capacity(ni.reference_names.len());
     for (n, d) in ni.reference_names.iter().zip(&p.references) {
@@ -140,15 +183,28 @@ pub fn from_snix(p: SnixPathInfo) -> Result<PathInfo, String> {
     references.dedup();
     let deriver = match ni.deriver {
         Some(d) => {
-            let digest: [u8; 20] = d.digest.as_slice().try_into().map_err(|_| format!("{name}: deriver digest is not 20 bytes"))?;
-            Some(StorePath::from_base_name(&format!("{}-{}.drv", nix32_encode(&digest), d.name)).map_err(|e| format!("{name}: deriver: {e}"))?)
+            let digest: [u8; 20] = d
+                .digest
+                .as_slice()
+                .try_into()
+                .map_err(|_| format!("{name}: deriver digest is not 20 bytes"))?;
+            Some(
+                StorePath::from_base_name(&format!("{}-{}.drv", nix32_encode(&digest), d.name))
+                    .map_err(|e| format!("{name}: deriver: {e}"))?,
+            )
         }
         None => None,
     };
     let mut sigs: Vec<String> = ni
         .signatures
         .iter()
-        .map(|s| format!("{}:{}", s.name, base64::engine::general_purpose::STANDARD.encode(&s.data)))
+        .map(|s| {
+            format!(
+                "{}:{}",
+                s.name,
+                base64::engine::general_purpose::STANDARD.encode(&s.data)
+            )
+        })
         .collect();
     sigs.sort();
     Ok(PathInfo {
@@ -160,7 +216,12 @@ pub fn from_snix(p: SnixPathInfo) -> Result<PathInfo, String> {
         registration_time: 0,
         ultimate: false,
         sigs,
-        ca: ni.ca.as_ref().map(ca_from_snix).transpose().map_err(|e| format!("{name}: {e}"))?,
+        ca: ni
+            .ca
+            .as_ref()
+            .map(ca_from_snix)
+            .transpose()
+            .map_err(|e| format!("{name}: {e}"))?,
     })
 }
 
@@ -222,9 +283,15 @@ mod tests {
         assert_eq!(info.nar_size, 200);
         assert_eq!(info.nar_hash, NarHash([9; 32]));
         assert_eq!(info.references, vec![sp(std::str::from_utf8(rname).unwrap())]);
-        assert_eq!(info.deriver, Some(sp("1n5cj1q9ykjq2y3hbqh3v3rn9wsxk0sm-net-tools-1.60.drv")));
+        assert_eq!(
+            info.deriver,
+            Some(sp("1n5cj1q9ykjq2y3hbqh3v3rn9wsxk0sm-net-tools-1.60.drv"))
+        );
         assert_eq!(info.sigs, vec!["cache.example-1:AQID".to_owned()]);
-        assert_eq!(info.ca.as_deref(), Some(format!("text:sha256:{}", nix32_encode(&[3u8; 32])).as_str()));
+        assert_eq!(
+            info.ca.as_deref(),
+            Some(format!("text:sha256:{}", nix32_encode(&[3u8; 32])).as_str())
+        );
         // And back: the same bytes.
         let again = to_snix(&info, msg.entry.clone().unwrap()).unwrap();
         assert_eq!(again.encode_to_vec(), bytes);
@@ -232,7 +299,13 @@ mod tests {
 
     #[test]
     fn every_ca_kind_round_trips() {
-        for (m, a, n) in [("text:", "sha256", 32), ("fixed:r:", "sha1", 20), ("fixed:r:", "sha512", 64), ("fixed:", "md5", 16), ("fixed:", "sha256", 32)] {
+        for (m, a, n) in [
+            ("text:", "sha256", 32),
+            ("fixed:r:", "sha1", 20),
+            ("fixed:r:", "sha512", 64),
+            ("fixed:", "md5", 16),
+            ("fixed:", "sha256", 32),
+        ] {
             let s = format!("{m}{a}:{}", nix32_encode(&vec![0xab; n]));
             assert_eq!(ca_from_snix(&ca_to_snix(&s).unwrap()).unwrap(), s);
         }
@@ -252,8 +325,19 @@ mod tests {
             sigs: vec![],
             ca: None,
         };
-        let mut p = to_snix(&info, Entry { entry: Some(entry::Entry::Symlink(Default::default())) }).unwrap();
-        p.entry = Some(Entry { entry: Some(entry::Entry::Symlink(super::super::proto::castore::SymlinkEntry { name: b"00bgd045z0d4icpbc2yyz4gx48ak44la-x".to_vec(), target: b"/".to_vec() })) });
+        let mut p = to_snix(
+            &info,
+            Entry {
+                entry: Some(entry::Entry::Symlink(Default::default())),
+            },
+        )
+        .unwrap();
+        p.entry = Some(Entry {
+            entry: Some(entry::Entry::Symlink(super::super::proto::castore::SymlinkEntry {
+                name: b"00bgd045z0d4icpbc2yyz4gx48ak44la-x".to_vec(),
+                target: b"/".to_vec(),
+            })),
+        });
         p.references[0][0] ^= 1;
         assert!(from_snix(p).unwrap_err().contains("does not match its digest"));
     }

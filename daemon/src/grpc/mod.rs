@@ -50,7 +50,9 @@ impl Address {
         let bare = s.split('?').next().unwrap_or(s);
         if let Some(p) = bare.strip_prefix("grpc+unix://") {
             if !p.starts_with('/') {
-                return Err(format!("'{s}': grpc+unix needs an absolute socket path (grpc+unix:///run/snix/store.sock)"));
+                return Err(format!(
+                    "'{s}': grpc+unix needs an absolute socket path (grpc+unix:///run/snix/store.sock)"
+                ));
             }
             Ok(Address::Unix(p.into()))
         } else if let Some(h) = bare.strip_prefix("grpc+http://") {
@@ -69,8 +71,14 @@ mod tests {
 
     #[test]
     fn addresses() {
-        assert_eq!(Address::parse("grpc+unix:///run/snix/store.sock").unwrap(), Address::Unix("/run/snix/store.sock".into()));
-        assert_eq!(Address::parse("grpc+http://[::1]:8000").unwrap(), Address::Http("[::1]:8000".into()));
+        assert_eq!(
+            Address::parse("grpc+unix:///run/snix/store.sock").unwrap(),
+            Address::Unix("/run/snix/store.sock".into())
+        );
+        assert_eq!(
+            Address::parse("grpc+http://[::1]:8000").unwrap(),
+            Address::Http("[::1]:8000".into())
+        );
         assert!(Address::parse("grpc+unix://relative").is_err());
         assert!(Address::parse("http://x").is_err());
     }

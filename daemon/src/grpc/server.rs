@@ -15,7 +15,9 @@ use super::castore::root_entry;
 use super::convert::to_snix;
 use super::proto::castore::Entry;
 use super::proto::store::path_info_service_server::{PathInfoService, PathInfoServiceServer};
-use super::proto::store::{get_path_info_request, CalculateNarResponse, GetPathInfoRequest, ListPathInfoRequest, PathInfo as SnixPathInfo};
+use super::proto::store::{
+    get_path_info_request, CalculateNarResponse, GetPathInfoRequest, ListPathInfoRequest, PathInfo as SnixPathInfo,
+};
 use crate::server::ops::LowerStore;
 use crate::store::hash::nix32_encode;
 use crate::store::StorePath;
@@ -29,7 +31,10 @@ pub struct PathInfoServer {
 
 impl PathInfoServer {
     pub fn new(store: Arc<crate::server::Server>) -> Self {
-        PathInfoServer { store, entries: Mutex::new(HashMap::new()) }
+        PathInfoServer {
+            store,
+            entries: Mutex::new(HashMap::new()),
+        }
     }
 
     fn lower_store(&self) -> &LowerStore {
@@ -55,10 +60,17 @@ impl PathInfoServer {
     }
 
     async fn snix_info(&self, p: &StorePath) -> Result<Option<SnixPathInfo>, Status> {
-        let info = self.lower_store().backend.path_info(p).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let info = self
+            .lower_store()
+            .backend
+            .path_info(p)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         let Some(info) = info else { return Ok(None) };
         let entry = self.entry(p).await?;
-        to_snix(&info, entry).map(Some).map_err(|e| Status::failed_precondition(format!("{p}: {e}")))
+        to_snix(&info, entry)
+            .map(Some)
+            .map_err(|e| Status::failed_precondition(format!("{p}: {e}")))
     }
 }
 
@@ -71,7 +83,10 @@ impl PathInfoService for Arc<PathInfoServer> {
             return Err(Status::invalid_argument("Get needs by_output_hash"));
         };
         if digest.len() != 20 {
-            return Err(Status::invalid_argument(format!("by_output_hash has {} bytes, a store path digest has 20", digest.len())));
+            return Err(Status::invalid_argument(format!(
+                "by_output_hash has {} bytes, a store path digest has 20",
+                digest.len()
+            )));
         }
         let hash_part = nix32_encode(&digest);
         let path = self
@@ -88,7 +103,9 @@ impl PathInfoService for Arc<PathInfoServer> {
     }
 
     async fn put(&self, _req: Request<SnixPathInfo>) -> Result<Response<SnixPathInfo>, Status> {
-        Err(Status::permission_denied("snix-lower-store serves a read-only index; Put is refused"))
+        Err(Status::permission_denied(
+            "snix-lower-store serves a read-only index; Put is refused",
+        ))
     }
 
     async fn calculate_nar(&self, _req: Request<Entry>) -> Result<Response<CalculateNarResponse>, Status> {
@@ -100,7 +117,12 @@ impl PathInfoService for Arc<PathInfoServer> {
     type ListStream = ListStream;
 
     async fn list(&self, _req: Request<ListPathInfoRequest>) -> Result<Response<ListStream>, Status> {
-        let paths = self.lower_store().backend.all_paths().await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let paths = self
+            .lower_store()
+            .backend
+            .all_paths()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         let me = self.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
@@ -122,10 +144,14 @@ impl PathInfoService for Arc<PathInfoServer> {
 /// Serve PathInfoService and health on `addr` (`unix:///path`, a path, or host:port).
 pub async fn serve(server: Arc<crate::server::Server>, addr: &str) -> Result<(), String> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_serving::<PathInfoServiceServer<Arc<PathInfoServer>>>().await;
+    reporter
+        .set_serving::<PathInfoServiceServer<Arc<PathInfoServer>>>()
+        .await;
     let svc = PathInfoServiceServer::new(Arc::new(PathInfoServer::new(server)));
     let router = tonic::transport::Server::builder().add_service(health).add_service(svc);
-    let unix = addr.strip_prefix("unix://").or_else(|| addr.starts_with('/').then_some(addr));
+    let unix = addr
+        .strip_prefix("unix://")
+        .or_else(|| addr.starts_with('/').then_some(addr));
     if let Some(path) = unix {
         let _ = std::fs::remove_file(path);
         let l = tokio::net::UnixListener::bind(path).map_err(|e| format!("--grpc-listen {addr}: {e}"))?;
@@ -135,8 +161,13 @@ pub async fn serve(server: Arc<crate::server::Server>, addr: &str) -> Result<(),
             .await
             .map_err(|e| format!("gRPC server on {addr}: {e}"))
     } else {
-        let sa: std::net::SocketAddr = addr.parse().map_err(|_| format!("--grpc-listen '{addr}': expected unix:///path or host:port"))?;
+        let sa: std::net::SocketAddr = addr
+            .parse()
+            .map_err(|_| format!("--grpc-listen '{addr}': expected unix:///path or host:port"))?;
         tracing::info!(grpc_listen = addr, "serving snix.store.v1.PathInfoService");
-        router.serve(sa).await.map_err(|e| format!("gRPC server on {addr}: {e}"))
+        router
+            .serve(sa)
+            .await
+            .map_err(|e| format!("gRPC server on {addr}: {e}"))
     }
 }

@@ -39,7 +39,11 @@ pub struct NewPath {
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("{source_name}: entry {entry}: {why}")]
-    Parse { source_name: String, entry: usize, why: String },
+    Parse {
+        source_name: String,
+        entry: usize,
+        why: String,
+    },
     #[error("import refused, nothing was written ({} problem(s)):\n  {}", .0.len(), .0.join("\n  "))]
     Rejected(Vec<String>),
     #[error("reading {0}: {1}")]
@@ -57,7 +61,11 @@ pub struct ImportReport {
 }
 
 fn perr(source_name: &str, entry: usize, why: impl ToString) -> ImportError {
-    ImportError::Parse { source_name: source_name.into(), entry, why: why.to_string() }
+    ImportError::Parse {
+        source_name: source_name.into(),
+        entry,
+        why: why.to_string(),
+    }
 }
 
 /// Parse the registration format: per path, lines `path`, `narHash`,
@@ -71,18 +79,38 @@ pub fn parse_registration(text: &str, sd: &StoreDir, source_name: &str) -> Resul
             if lines.clone().all(str::is_empty) {
                 break;
             }
-            return Err(perr(source_name, out.len() + 1, "empty line where a store path was expected"));
+            return Err(perr(
+                source_name,
+                out.len() + 1,
+                "empty line where a store path was expected",
+            ));
         }
         let n = out.len() + 1;
-        let mut next = |what: &str| lines.next().ok_or_else(|| perr(source_name, n, format!("file ends before the {what} of {path}")));
+        let mut next = |what: &str| {
+            lines
+                .next()
+                .ok_or_else(|| perr(source_name, n, format!("file ends before the {what} of {path}")))
+        };
         let path_p = sd.parse(path).map_err(|e| perr(source_name, n, e))?;
         let nar_hash = NarHash::parse(next("NAR hash")?).map_err(|e| perr(source_name, n, e))?;
         let size_s = next("NAR size")?;
-        let nar_size = size_s.parse::<u64>().map_err(|_| perr(source_name, n, format!("NAR size '{size_s}' of {path} is not a number")))?;
+        let nar_size = size_s
+            .parse::<u64>()
+            .map_err(|_| perr(source_name, n, format!("NAR size '{size_s}' of {path} is not a number")))?;
         let deriver_s = next("deriver")?;
-        let deriver = if deriver_s.is_empty() { None } else { Some(sd.parse(deriver_s).map_err(|e| perr(source_name, n, e))?) };
+        let deriver = if deriver_s.is_empty() {
+            None
+        } else {
+            Some(sd.parse(deriver_s).map_err(|e| perr(source_name, n, e))?)
+        };
         let count_s = next("reference count")?;
-        let count = count_s.parse::<usize>().map_err(|_| perr(source_name, n, format!("reference count '{count_s}' of {path} is not a number")))?;
+        let count = count_s.parse::<usize>().map_err(|_| {
+            perr(
+                source_name,
+                n,
+                format!("reference count '{count_s}' of {path} is not a number"),
+            )
+        })?;
         let mut references = Vec::with_capacity(count.min(4096));
         for _ in 0..count {
             references.push(sd.parse(next("references")?).map_err(|e| perr(source_name, n, e))?);
@@ -106,8 +134,12 @@ pub fn parse_registration(text: &str, sd: &StoreDir, source_name: &str) -> Resul
 fn ca_from_v2(v: &Value) -> Result<String, String> {
     let method = v.get("method").and_then(Value::as_str).ok_or("ca.method missing")?;
     let hash = v.get("hash").and_then(Value::as_str).ok_or("ca.hash missing")?;
-    let (algo, b64) = hash.split_once('-').ok_or_else(|| format!("ca.hash '{hash}' is not an SRI hash"))?;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| format!("ca.hash '{hash}' is not base64"))?;
+    let (algo, b64) = hash
+        .split_once('-')
+        .ok_or_else(|| format!("ca.hash '{hash}' is not an SRI hash"))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| format!("ca.hash '{hash}' is not base64"))?;
     let prefix = match method {
         "text" => "text:",
         "flat" => "fixed:",
@@ -123,9 +155,15 @@ pub fn parse_path_info_json(text: &str, sd: &StoreDir, source_name: &str) -> Res
     let root: Value = serde_json::from_str(text).map_err(|e| perr(source_name, 0, format!("not JSON: {e}")))?;
     // Format 2 wraps the map: {"version": 2, "info": {...}}.
     let (map, v2): (Vec<(Option<String>, &Value)>, bool) = match &root {
-        Value::Object(o) if o.get("info").is_some_and(Value::is_object) => {
-            (o["info"].as_object().unwrap().iter().map(|(k, v)| (Some(k.clone()), v)).collect(), true)
-        }
+        Value::Object(o) if o.get("info").is_some_and(Value::is_object) => (
+            o["info"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (Some(k.clone()), v))
+                .collect(),
+            true,
+        ),
         Value::Object(o) => (o.iter().map(|(k, v)| (Some(k.clone()), v)).collect(), false),
         Value::Array(a) => (a.iter().map(|v| (None, v)).collect(), false),
         _ => return Err(perr(source_name, 0, "expected a JSON object or array")),
@@ -134,24 +172,57 @@ pub fn parse_path_info_json(text: &str, sd: &StoreDir, source_name: &str) -> Res
     for (i, (key, v)) in map.into_iter().enumerate() {
         let n = i + 1;
         if v.is_null() {
-            return Err(perr(source_name, n, format!("{} is not valid in the store it was queried from", key.unwrap_or_default())));
+            return Err(perr(
+                source_name,
+                n,
+                format!(
+                    "{} is not valid in the store it was queried from",
+                    key.unwrap_or_default()
+                ),
+            ));
         }
-        let obj = v.as_object().ok_or_else(|| perr(source_name, n, "entry is not an object"))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| perr(source_name, n, "entry is not an object"))?;
         let entry_v2 = v2 || obj.get("version").and_then(Value::as_u64) == Some(2);
-        let parse_path = |s: &str| if entry_v2 && !s.starts_with('/') { StorePath::from_base_name(s) } else { sd.parse(s) };
-        let key = key.or_else(|| obj.get("path").and_then(Value::as_str).map(str::to_owned)).ok_or_else(|| perr(source_name, n, "entry has no path"))?;
+        let parse_path = |s: &str| {
+            if entry_v2 && !s.starts_with('/') {
+                StorePath::from_base_name(s)
+            } else {
+                sd.parse(s)
+            }
+        };
+        let key = key
+            .or_else(|| obj.get("path").and_then(Value::as_str).map(str::to_owned))
+            .ok_or_else(|| perr(source_name, n, "entry has no path"))?;
         let path = parse_path(&key).map_err(|e| perr(source_name, n, e))?;
         if let Some(dir) = obj.get("storeDir").and_then(Value::as_str) {
             if dir != sd.as_str() {
-                return Err(perr(source_name, n, format!("{key} is from store directory '{dir}', not '{}'", sd.as_str())));
+                return Err(perr(
+                    source_name,
+                    n,
+                    format!("{key} is from store directory '{dir}', not '{}'", sd.as_str()),
+                ));
             }
         }
-        let hash_s = obj.get("narHash").and_then(Value::as_str).ok_or_else(|| perr(source_name, n, format!("{key} has no narHash string")))?;
+        let hash_s = obj
+            .get("narHash")
+            .and_then(Value::as_str)
+            .ok_or_else(|| perr(source_name, n, format!("{key} has no narHash string")))?;
         let nar_hash = NarHash::parse(hash_s).map_err(|e| perr(source_name, n, e))?;
-        let nar_size = obj.get("narSize").and_then(Value::as_u64).ok_or_else(|| perr(source_name, n, format!("{key} has no narSize")))?;
+        let nar_size = obj
+            .get("narSize")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| perr(source_name, n, format!("{key} has no narSize")))?;
         let mut references = Vec::new();
-        for r in obj.get("references").and_then(Value::as_array).ok_or_else(|| perr(source_name, n, format!("{key} has no references list")))? {
-            let r = r.as_str().ok_or_else(|| perr(source_name, n, "reference is not a string"))?;
+        for r in obj
+            .get("references")
+            .and_then(Value::as_array)
+            .ok_or_else(|| perr(source_name, n, format!("{key} has no references list")))?
+        {
+            let r = r
+                .as_str()
+                .ok_or_else(|| perr(source_name, n, "reference is not a string"))?;
             references.push(parse_path(r).map_err(|e| perr(source_name, n, e))?);
         }
         let deriver = match obj.get("deriver") {
@@ -188,14 +259,22 @@ pub fn parse_path_info_json(text: &str, sd: &StoreDir, source_name: &str) -> Res
 /// Read every valid path from a Nix store's `db.sqlite`, read-only.
 pub fn read_nix_db(db: &Path, sd: &StoreDir) -> Result<Vec<NewPath>, ImportError> {
     let name = db.display().to_string();
-    let err = |source| ImportError::NixDb { path: name.clone(), source };
+    let err = |source| ImportError::NixDb {
+        path: name.clone(),
+        source,
+    };
     // immutable=1: never take locks or touch the WAL of a store we do not own.
     let uri = format!("file:{}?mode=ro&immutable=1", db.display());
-    let c = Connection::open_with_flags(&uri, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI).map_err(err)?;
+    let c = Connection::open_with_flags(&uri, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI)
+        .map_err(err)?;
     let mut refs: HashMap<i64, Vec<String>> = HashMap::new();
     {
-        let mut st = c.prepare("SELECT r.referrer, p.path FROM Refs r JOIN ValidPaths p ON p.id = r.reference").map_err(err)?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))).map_err(err)?;
+        let mut st = c
+            .prepare("SELECT r.referrer, p.path FROM Refs r JOIN ValidPaths p ON p.id = r.reference")
+            .map_err(err)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .map_err(err)?;
         for row in rows {
             let (id, p) = row.map_err(err)?;
             refs.entry(id).or_default().push(p);
@@ -236,7 +315,12 @@ pub fn read_nix_db(db: &Path, sd: &StoreDir) -> Result<Vec<NewPath>, ImportError
             deriver: deriver.filter(|d| !d.is_empty()).map(|d| p(&d)).transpose()?,
             registration_time: reg.map(|t| t as u64),
             ultimate: ultimate.unwrap_or(0) != 0,
-            sigs: sigs.unwrap_or_default().split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            sigs: sigs
+                .unwrap_or_default()
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
             ca: ca.filter(|c| !c.is_empty()),
         });
     }
@@ -261,7 +345,12 @@ pub fn import(
 ) -> Result<ImportReport, ImportError> {
     let index = PathInfoIndex::open_or_create(state_dir, sd.as_str())?;
     let db_path = state_dir.join(INDEX_FILE);
-    let sql = |source| ImportError::Index(super::IndexError::Sqlite { path: db_path.clone(), source });
+    let sql = |source| {
+        ImportError::Index(super::IndexError::Sqlite {
+            path: db_path.clone(),
+            source,
+        })
+    };
     let mut conn = Connection::open(&db_path).map_err(sql)?;
     conn.busy_timeout(std::time::Duration::from_secs(60)).map_err(sql)?;
     conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
@@ -273,13 +362,18 @@ pub fn import(
 
     // IMMEDIATE: the write lock is taken before validation, so what we check
     // against is what we commit on top of.
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sql)?;
     let mut problems = Vec::new();
     let mut in_batch: HashMap<&str, &NewPath> = HashMap::with_capacity(batch.len());
     for e in &batch {
         if let Some(prev) = in_batch.insert(e.path.base_name(), e) {
             if prev.nar_hash != e.nar_hash || prev.nar_size != e.nar_size {
-                problems.push(format!("{}: listed twice with different NAR hashes", sd.display(&e.path)));
+                problems.push(format!(
+                    "{}: listed twice with different NAR hashes",
+                    sd.display(&e.path)
+                ));
             }
         }
     }
@@ -296,19 +390,25 @@ pub fn import(
     } else {
         None
     };
-    let was_empty: bool = tx.query_row("SELECT NOT EXISTS (SELECT 1 FROM paths)", [], |r| r.get(0)).map_err(sql)?;
+    let was_empty: bool = tx
+        .query_row("SELECT NOT EXISTS (SELECT 1 FROM paths)", [], |r| r.get(0))
+        .map_err(sql)?;
     let mut report = ImportReport::default();
     let mut new_paths: Vec<&NewPath> = Vec::new();
     // Row ids of paths outside the batch that new paths reference.
     let mut outside_ids: HashMap<String, i64> = HashMap::new();
     {
-        let mut existing = tx.prepare("SELECT nar_hash, nar_size FROM paths WHERE base_name = ?1").map_err(sql)?;
+        let mut existing = tx
+            .prepare("SELECT nar_hash, nar_size FROM paths WHERE base_name = ?1")
+            .map_err(sql)?;
         let mut id_of = tx.prepare("SELECT id FROM paths WHERE base_name = ?1").map_err(sql)?;
         for e in in_batch.values() {
             let shown = sd.display(&e.path);
             if !was_empty {
                 match existing
-                    .query_row([e.path.base_name()], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
+                    .query_row([e.path.base_name()], |r| {
+                        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+                    })
                     .optional()
                     .map_err(sql)?
                 {
@@ -327,11 +427,18 @@ pub fn import(
                 if in_batch.contains_key(r.base_name()) || outside_ids.contains_key(r.base_name()) {
                     continue;
                 }
-                match id_of.query_row([r.base_name()], |row| row.get::<_, i64>(0)).optional().map_err(sql)? {
+                match id_of
+                    .query_row([r.base_name()], |row| row.get::<_, i64>(0))
+                    .optional()
+                    .map_err(sql)?
+                {
                     Some(id) if !was_empty => {
                         outside_ids.insert(r.base_name().to_owned(), id);
                     }
-                    _ => problems.push(format!("{shown}: reference {} is neither indexed nor in this import (the closure must be complete)", sd.display(r))),
+                    _ => problems.push(format!(
+                        "{shown}: reference {} is neither indexed nor in this import (the closure must be complete)",
+                        sd.display(r)
+                    )),
                 }
             }
             let present = match &listing {
@@ -367,11 +474,15 @@ pub fn import(
     }
     // A first bulk load builds the reverse indexes once, after the inserts.
     if was_empty && new_paths.len() > 10_000 {
-        tx.execute_batch("DROP INDEX IF EXISTS refs_by_reference; DROP INDEX IF EXISTS drv_outputs_by_path;").map_err(sql)?;
+        tx.execute_batch("DROP INDEX IF EXISTS refs_by_reference; DROP INDEX IF EXISTS drv_outputs_by_path;")
+            .map_err(sql)?;
     }
     // Insert in path order so ids follow base names (better locality for scans).
     new_paths.sort_by(|a, b| a.path.cmp(&b.path));
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let mut drv_outputs: Vec<(i64, &StorePath, Vec<drv::DrvOutput>)> = Vec::new();
     let mut ids: HashMap<&str, i64> = HashMap::with_capacity(new_paths.len());
     {
@@ -409,7 +520,9 @@ pub fn import(
                 }
             }
         }
-        let mut ins_ref = tx.prepare("INSERT OR IGNORE INTO refs (referrer, reference) VALUES (?1, ?2)").map_err(sql)?;
+        let mut ins_ref = tx
+            .prepare("INSERT OR IGNORE INTO refs (referrer, reference) VALUES (?1, ?2)")
+            .map_err(sql)?;
         let mut id_of = tx.prepare("SELECT id FROM paths WHERE base_name = ?1").map_err(sql)?;
         for e in &new_paths {
             let from = ids[e.path.base_name()];
@@ -417,12 +530,16 @@ pub fn import(
                 let to = match ids.get(r.base_name()).or_else(|| outside_ids.get(r.base_name())) {
                     Some(id) => *id,
                     // Listed in this batch but already indexed (unchanged).
-                    None => id_of.query_row([r.base_name()], |row| row.get::<_, i64>(0)).map_err(sql)?,
+                    None => id_of
+                        .query_row([r.base_name()], |row| row.get::<_, i64>(0))
+                        .map_err(sql)?,
                 };
                 ins_ref.execute([from, to]).map_err(sql)?;
             }
         }
-        let mut ins_out = tx.prepare("INSERT OR REPLACE INTO drv_outputs (drv, output, path) VALUES (?1, ?2, ?3)").map_err(sql)?;
+        let mut ins_out = tx
+            .prepare("INSERT OR REPLACE INTO drv_outputs (drv, output, path) VALUES (?1, ?2, ?3)")
+            .map_err(sql)?;
         for (id, d, outs) in &drv_outputs {
             for o in outs {
                 let base = if o.path.is_empty() {

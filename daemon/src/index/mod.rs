@@ -50,7 +50,11 @@ pub enum IndexError {
     #[error("index database {path}: {source}")]
     Sqlite { path: PathBuf, source: rusqlite::Error },
     #[error("index {path} was built for store directory '{indexed}', not '{wanted}'; import into a separate --state-dir for each store directory")]
-    StoreDirMismatch { path: PathBuf, indexed: String, wanted: String },
+    StoreDirMismatch {
+        path: PathBuf,
+        indexed: String,
+        wanted: String,
+    },
     #[error("index {path} has schema version {found}, this snix-lower-store understands {SCHEMA_VERSION}; re-import into a new --state-dir")]
     SchemaMismatch { path: PathBuf, found: String },
     #[error("index {0} does not exist yet; run `snix-lower-store import` first (or start `serve`, which creates an empty one)")]
@@ -103,20 +107,27 @@ CREATE INDEX IF NOT EXISTS drv_outputs_by_path ON drv_outputs (path);
 
 impl PathInfoIndex {
     fn sql_err(&self) -> impl Fn(rusqlite::Error) -> IndexError + '_ {
-        |source| IndexError::Sqlite { path: self.db_path.clone(), source }
+        |source| IndexError::Sqlite {
+            path: self.db_path.clone(),
+            source,
+        }
     }
 
     /// Open (creating if needed) the index in `state_dir` for `store_dir`.
     pub fn open_or_create(state_dir: &Path, store_dir: &str) -> Result<Self> {
         let db_path = state_dir.join(INDEX_FILE);
-        let err = |source| IndexError::Sqlite { path: db_path.clone(), source };
+        let err = |source| IndexError::Sqlite {
+            path: db_path.clone(),
+            source,
+        };
         let conn = Connection::open(&db_path).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         let tx = conn.unchecked_transaction().map_err(err)?;
         for (k, v) in [("schema_version", SCHEMA_VERSION), ("store_dir", store_dir)] {
-            tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", params![k, v]).map_err(err)?;
+            tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", params![k, v])
+                .map_err(err)?;
         }
         tx.commit().map_err(err)?;
         drop(conn);
@@ -129,20 +140,31 @@ impl PathInfoIndex {
         if !db_path.exists() {
             return Err(IndexError::Missing(db_path));
         }
-        let idx = PathInfoIndex { db_path, readers: Mutex::new(Vec::new()) };
+        let idx = PathInfoIndex {
+            db_path,
+            readers: Mutex::new(Vec::new()),
+        };
         let (version, indexed) = idx.with_conn(|c| {
             let get = |k: &str| {
-                c.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get::<_, String>(0)).optional()
+                c.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get::<_, String>(0))
+                    .optional()
             };
             Ok((get("schema_version")?, get("store_dir")?))
         })?;
         let version = version.unwrap_or_default();
         if version != SCHEMA_VERSION {
-            return Err(IndexError::SchemaMismatch { path: idx.db_path.clone(), found: version });
+            return Err(IndexError::SchemaMismatch {
+                path: idx.db_path.clone(),
+                found: version,
+            });
         }
         let indexed = indexed.unwrap_or_default();
         if indexed != store_dir {
-            return Err(IndexError::StoreDirMismatch { path: idx.db_path.clone(), indexed, wanted: store_dir.into() });
+            return Err(IndexError::StoreDirMismatch {
+                path: idx.db_path.clone(),
+                indexed,
+                wanted: store_dir.into(),
+            });
         }
         Ok(idx)
     }
@@ -160,11 +182,15 @@ impl PathInfoIndex {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(self.sql_err())?;
-        c.busy_timeout(std::time::Duration::from_secs(10)).map_err(self.sql_err())?;
+        c.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(self.sql_err())?;
         // A small page cache per reader: the OS page cache holds the rest.
         c.pragma_update(None, "cache_size", -4096).map_err(self.sql_err())?;
         c.set_prepared_statement_cache_capacity(32);
-        Ok(Reader { conn: c, snapshot_since: None })
+        Ok(Reader {
+            conn: c,
+            snapshot_since: None,
+        })
     }
 
     /// Run `f` on a pooled read connection, inside a read snapshot at most
@@ -196,7 +222,8 @@ impl PathInfoIndex {
 
     pub fn is_valid(&self, p: &StorePath) -> Result<bool> {
         self.with_conn(|c| {
-            c.prepare_cached("SELECT 1 FROM paths WHERE base_name = ?1")?.exists([p.base_name()])
+            c.prepare_cached("SELECT 1 FROM paths WHERE base_name = ?1")?
+                .exists([p.base_name()])
         })
     }
 
@@ -238,10 +265,18 @@ impl PathInfoIndex {
                 return Ok(None);
             };
             let nar_hash = NarHash(hash.try_into().map_err(|_| {
-                rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, "NAR hash is not 32 bytes".into())
+                rusqlite::Error::FromSqlConversionFailure(
+                    1,
+                    rusqlite::types::Type::Blob,
+                    "NAR hash is not 32 bytes".into(),
+                )
             })?);
             // Stored sorted at import.
-            let references = refs.split(' ').filter(|s| !s.is_empty()).map(|s| StorePath::from_trusted(s.to_owned())).collect();
+            let references = refs
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(|s| StorePath::from_trusted(s.to_owned()))
+                .collect();
             Ok(Some(PathInfo {
                 path: p.clone(),
                 nar_hash,
@@ -299,7 +334,11 @@ impl PathInfoIndex {
             let mut out = Vec::new();
             for row in rows {
                 let (name, path) = row?;
-                let path = if path.is_empty() { None } else { Some(self.parse_base(path)?) };
+                let path = if path.is_empty() {
+                    None
+                } else {
+                    Some(self.parse_base(path)?)
+                };
                 out.push((name, path));
             }
             Ok(Some(out))
@@ -332,11 +371,17 @@ impl PathInfoIndex {
     pub fn all_hashes(&self) -> Result<Vec<(StorePath, NarHash, u64)>> {
         self.with_conn(|c| {
             let mut st = c.prepare_cached("SELECT base_name, nar_hash, nar_size FROM paths ORDER BY base_name")?;
-            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?)))?;
+            let rows = st.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?))
+            })?;
             rows.map(|row| {
                 let (n, h, s) = row?;
                 let h: [u8; 32] = h.try_into().map_err(|_| {
-                    rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, "NAR hash is not 32 bytes".into())
+                    rusqlite::Error::FromSqlConversionFailure(
+                        1,
+                        rusqlite::types::Type::Blob,
+                        "NAR hash is not 32 bytes".into(),
+                    )
                 })?;
                 Ok((self.parse_base(n)?, NarHash(h), s as u64))
             })
@@ -345,7 +390,10 @@ impl PathInfoIndex {
     }
 
     pub fn count(&self) -> Result<u64> {
-        self.with_conn(|c| c.query_row("SELECT count(*) FROM paths", [], |r| r.get::<_, i64>(0)).map(|n| n as u64))
+        self.with_conn(|c| {
+            c.query_row("SELECT count(*) FROM paths", [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+        })
     }
 }
 

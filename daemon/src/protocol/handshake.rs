@@ -68,7 +68,10 @@ where
         out.strings(FEATURES.iter().copied());
         w.write_all(&out.0).await.map_err(ProtocolError::from)?;
         w.flush().await.map_err(ProtocolError::from)?;
-        features = client_features.into_iter().filter(|f| FEATURES.contains(&f.as_str())).collect();
+        features = client_features
+            .into_iter()
+            .filter(|f| FEATURES.contains(&f.as_str()))
+            .collect();
     }
 
     // Obsolete words the client still sends: CPU affinity and reserveSpace.
@@ -96,5 +99,9 @@ where
     stderr::last(&mut out);
     w.write_all(&out.0).await.map_err(ProtocolError::from)?;
     w.flush().await.map_err(ProtocolError::from)?;
-    Ok(Negotiated { version, features, client_version })
+    Ok(Negotiated {
+        version,
+        features,
+        client_version,
+    })
 }

@@ -13,7 +13,10 @@ const MAX_TOKEN: u64 = 4096;
 
 async fn token<R: AsyncRead + Unpin>(r: &mut WireReader<R>) -> Result<Vec<u8>, ProtocolError> {
     let saved = r.limits;
-    r.limits = Limits { max_string: MAX_TOKEN, ..saved };
+    r.limits = Limits {
+        max_string: MAX_TOKEN,
+        ..saved
+    };
     let t = r.bytes("NAR token").await;
     r.limits = saved;
     t
@@ -49,7 +52,9 @@ pub async fn skip_nar<R: AsyncRead + Unpin>(r: &mut WireReader<R>) -> Result<u64
                     tag = token(r).await?;
                 }
                 if tag != b"contents" {
-                    return Err(ProtocolError::Malformed("malformed NAR: regular file without contents".into()));
+                    return Err(ProtocolError::Malformed(
+                        "malformed NAR: regular file without contents".into(),
+                    ));
                 }
                 content += r.skip_string("NAR file contents").await?;
                 expect(r, b")").await?;
@@ -93,7 +98,11 @@ pub async fn skip_nar<R: AsyncRead + Unpin>(r: &mut WireReader<R>) -> Result<u64
                     }
                     complete = true;
                 }
-                _ => return Err(ProtocolError::Malformed("malformed NAR: expected 'entry' or ')'".into())),
+                _ => {
+                    return Err(ProtocolError::Malformed(
+                        "malformed NAR: expected 'entry' or ')'".into(),
+                    ))
+                }
             }
         }
     }
@@ -119,7 +128,11 @@ mod tests {
         bytes.extend_from_slice(&7u64.to_le_bytes());
         let mut r = WireReader::new(std::io::Cursor::new(bytes), Limits::default());
         assert_eq!(skip_nar(&mut r).await.unwrap(), 8);
-        assert_eq!(r.u64().await.unwrap(), 7, "the word after the NAR is left for the next op");
+        assert_eq!(
+            r.u64().await.unwrap(),
+            7,
+            "the word after the NAR is left for the next op"
+        );
     }
 
     #[tokio::test]
@@ -129,7 +142,10 @@ mod tests {
         std::fs::write(d.path().join("f"), b"x").unwrap();
         w.write_nar(&d.path().join("f")).unwrap();
         let bytes = w.into_inner();
-        let mut r = WireReader::new(std::io::Cursor::new(bytes[..bytes.len() - 8].to_vec()), Limits::default());
+        let mut r = WireReader::new(
+            std::io::Cursor::new(bytes[..bytes.len() - 8].to_vec()),
+            Limits::default(),
+        );
         assert!(skip_nar(&mut r).await.is_err());
         let mut r = WireReader::new(std::io::Cursor::new(vec![0xffu8; 64]), Limits::default());
         assert!(skip_nar(&mut r).await.is_err());

@@ -88,7 +88,10 @@ pub struct ClientOptions {
 #[derive(Debug, Clone)]
 pub enum Request {
     IsValidPath(String),
-    QueryValidPaths { paths: Vec<String>, substitute: bool },
+    QueryValidPaths {
+        paths: Vec<String>,
+        substitute: bool,
+    },
     QueryAllValidPaths,
     QueryPathInfo(String),
     QueryPathHash(String),
@@ -110,16 +113,29 @@ pub enum Request {
     SetOptions(ClientOptions),
     AddTempRoot(String),
     AddIndirectRoot(String),
-    AddPermRoot { path: String, gc_root: String },
+    AddPermRoot {
+        path: String,
+        gc_root: String,
+    },
     SyncWithGC,
     FindRoots,
     OptimiseStore,
-    VerifyStore { check_contents: bool, repair: bool },
+    VerifyStore {
+        check_contents: bool,
+        repair: bool,
+    },
     EnsurePath(String),
     /// BuildPaths (`with_results` false) or BuildPathsWithResults.
-    BuildPaths { paths: Vec<String>, mode: u64, with_results: bool },
+    BuildPaths {
+        paths: Vec<String>,
+        mode: u64,
+        with_results: bool,
+    },
     /// An op that would write; its payload has been consumed.
-    Refused { op: Op, subject: Option<String> },
+    Refused {
+        op: Op,
+        subject: Option<String>,
+    },
 }
 
 impl Request {
@@ -156,7 +172,9 @@ impl Request {
             OptimiseStore => Op::OptimiseStore,
             VerifyStore { .. } => Op::VerifyStore,
             EnsurePath(_) => Op::EnsurePath,
-            BuildPaths { with_results: false, .. } => Op::BuildPaths,
+            BuildPaths {
+                with_results: false, ..
+            } => Op::BuildPaths,
             BuildPaths { with_results: true, .. } => Op::BuildPathsWithResults,
             Refused { op, .. } => *op,
         }
@@ -166,11 +184,24 @@ impl Request {
     pub fn subject(&self) -> Option<&str> {
         use Request::*;
         match self {
-            IsValidPath(p) | QueryPathInfo(p) | QueryPathHash(p) | QueryReferences(p) | QueryPathFromHashPart(p)
-            | QueryReferrers(p) | QueryValidDerivers(p) | QueryDeriver(p) | QueryDerivationOutputs(p)
-            | QueryDerivationOutputNames(p) | QueryDerivationOutputMap(p) | HasSubstitutes(p)
-            | QuerySubstitutablePathInfo(p) | QueryRealisation(p) | NarFromPath(p) | AddTempRoot(p)
-            | AddIndirectRoot(p) | EnsurePath(p) => Some(p),
+            IsValidPath(p)
+            | QueryPathInfo(p)
+            | QueryPathHash(p)
+            | QueryReferences(p)
+            | QueryPathFromHashPart(p)
+            | QueryReferrers(p)
+            | QueryValidDerivers(p)
+            | QueryDeriver(p)
+            | QueryDerivationOutputs(p)
+            | QueryDerivationOutputNames(p)
+            | QueryDerivationOutputMap(p)
+            | HasSubstitutes(p)
+            | QuerySubstitutablePathInfo(p)
+            | QueryRealisation(p)
+            | NarFromPath(p)
+            | AddTempRoot(p)
+            | AddIndirectRoot(p)
+            | EnsurePath(p) => Some(p),
             AddPermRoot { path, .. } => Some(path),
             Refused { subject, .. } => subject.as_deref(),
             _ => None,
@@ -252,7 +283,11 @@ pub async fn read_request<R: AsyncRead + Unpin>(
         Op::BuildPaths | Op::BuildPathsWithResults => {
             let paths = r.strings("derived paths").await?;
             let mode = r.u64().await?;
-            Q::BuildPaths { paths, mode, with_results: op == Op::BuildPathsWithResults }
+            Q::BuildPaths {
+                paths,
+                mode,
+                with_results: op == Op::BuildPathsWithResults,
+            }
         }
 
         // Everything below writes; read it all, keep only a name for the error.

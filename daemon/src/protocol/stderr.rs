@@ -71,7 +71,10 @@ mod tests {
     fn error_layout_before_1_26() {
         let mut b = WireBuf::default();
         error(&mut b, ProtoVersion(25), "bad");
-        assert_eq!(words(&b.0), vec![STDERR_ERROR, 3, u64::from_le_bytes(*b"bad\0\0\0\0\0"), 1]);
+        assert_eq!(
+            words(&b.0),
+            vec![STDERR_ERROR, 3, u64::from_le_bytes(*b"bad\0\0\0\0\0"), 1]
+        );
     }
 
     #[test]

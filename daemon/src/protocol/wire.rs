@@ -47,7 +47,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_string: 1 << 20, max_list: 1 << 20 }
+        Limits {
+            max_string: 1 << 20,
+            max_list: 1 << 20,
+        }
     }
 }
 
@@ -98,7 +101,11 @@ impl<R: AsyncRead + Unpin> WireReader<R> {
     pub async fn bytes(&mut self, what: &'static str) -> Result<Vec<u8>, ProtocolError> {
         let len = self.u64().await?;
         if len > self.limits.max_string {
-            return Err(ProtocolError::StringTooLong { what, len, max: self.limits.max_string });
+            return Err(ProtocolError::StringTooLong {
+                what,
+                len,
+                max: self.limits.max_string,
+            });
         }
         let mut buf = vec![0u8; len as usize];
         self.inner.read_exact(&mut buf).await?;
@@ -138,7 +145,11 @@ impl<R: AsyncRead + Unpin> WireReader<R> {
     pub async fn list_len(&mut self, what: &'static str) -> Result<u64, ProtocolError> {
         let len = self.u64().await?;
         if len > self.limits.max_list {
-            return Err(ProtocolError::ListTooLong { what, len, max: self.limits.max_list });
+            return Err(ProtocolError::ListTooLong {
+                what,
+                len,
+                max: self.limits.max_list,
+            });
         }
         Ok(len)
     }
@@ -222,7 +233,13 @@ mod tests {
     use super::*;
 
     fn reader(b: Vec<u8>) -> WireReader<std::io::Cursor<Vec<u8>>> {
-        WireReader::new(std::io::Cursor::new(b), Limits { max_string: 64, max_list: 4 })
+        WireReader::new(
+            std::io::Cursor::new(b),
+            Limits {
+                max_string: 64,
+                max_list: 4,
+            },
+        )
     }
 
     #[tokio::test]
@@ -241,16 +258,25 @@ mod tests {
     #[tokio::test]
     async fn huge_lengths_are_errors_not_allocations() {
         let mut r = reader(u64::MAX.to_le_bytes().to_vec());
-        assert!(matches!(r.string("path").await, Err(ProtocolError::StringTooLong { .. })));
+        assert!(matches!(
+            r.string("path").await,
+            Err(ProtocolError::StringTooLong { .. })
+        ));
         let mut r = reader(u64::MAX.to_le_bytes().to_vec());
-        assert!(matches!(r.strings("paths").await, Err(ProtocolError::ListTooLong { .. })));
+        assert!(matches!(
+            r.strings("paths").await,
+            Err(ProtocolError::ListTooLong { .. })
+        ));
     }
 
     #[tokio::test]
     async fn nonzero_padding_is_rejected() {
         let mut b = 1u64.to_le_bytes().to_vec();
         b.extend_from_slice(&[b'x', 0, 0, 1, 0, 0, 0, 0]);
-        assert!(matches!(reader(b).string("s").await, Err(ProtocolError::BadPadding { .. })));
+        assert!(matches!(
+            reader(b).string("s").await,
+            Err(ProtocolError::BadPadding { .. })
+        ));
     }
 
     #[tokio::test]
@@ -268,6 +294,9 @@ mod tests {
 
     #[tokio::test]
     async fn bool_must_be_zero_or_one() {
-        assert!(matches!(reader(2u64.to_le_bytes().to_vec()).bool("b").await, Err(ProtocolError::BadBool { .. })));
+        assert!(matches!(
+            reader(2u64.to_le_bytes().to_vec()).bool("b").await,
+            Err(ProtocolError::BadBool { .. })
+        ));
     }
 }

@@ -57,7 +57,11 @@ pub struct ConnLimits {
 
 impl Default for ConnLimits {
     fn default() -> Self {
-        ConnLimits { max_connections: 4096, idle_timeout: None, handshake_timeout: Duration::from_secs(30) }
+        ConnLimits {
+            max_connections: 4096,
+            idle_timeout: None,
+            handshake_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -140,12 +144,21 @@ impl Server {
     /// why, then close.
     async fn refuse_busy(&self, stream: UnixStream) {
         let max = self.conn_limits.max_connections;
-        warn!(max_connections = max, "connection limit reached; refusing a client (raise --max-connections if this is expected load)");
+        warn!(
+            max_connections = max,
+            "connection limit reached; refusing a client (raise --max-connections if this is expected load)"
+        );
         let (rd, mut wr) = stream.into_split();
         let mut r = WireReader::new(BufReader::new(rd), self.limits);
-        let hs = tokio::time::timeout(Duration::from_secs(5), serve_handshake(&mut r, &mut wr, &self.daemon_version, false)).await;
+        let hs = tokio::time::timeout(
+            Duration::from_secs(5),
+            serve_handshake(&mut r, &mut wr, &self.daemon_version, false),
+        )
+        .await;
         if let Ok(Ok(neg)) = hs {
-            let msg = format!("snix-lower-store is serving its limit of {max} connections; retry later (or raise --max-connections)");
+            let msg = format!(
+                "snix-lower-store is serving its limit of {max} connections; retry later (or raise --max-connections)"
+            );
             let _ = tokio::time::timeout(Duration::from_secs(5), r.u64()).await;
             send_error(&mut wr, neg.version, &msg).await;
         }
@@ -154,7 +167,11 @@ impl Server {
     pub async fn connection(self: Arc<Self>, stream: UnixStream) {
         let peer = stream
             .peer_cred()
-            .map(|c| Peer { pid: c.pid(), uid: Some(c.uid()), gid: Some(c.gid()) })
+            .map(|c| Peer {
+                pid: c.pid(),
+                uid: Some(c.uid()),
+                gid: Some(c.gid()),
+            })
             .unwrap_or_default();
         self.stats.total_connections.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
@@ -162,7 +179,13 @@ impl Server {
         *self.stats.last_close.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         self.stats.open_connections.fetch_sub(1, Ordering::Relaxed);
         match result {
-            Ok(n) => debug!(client_pid = peer.pid, client_uid = peer.uid, requests = n, duration_ms = started.elapsed().as_millis() as u64, "connection closed"),
+            Ok(n) => debug!(
+                client_pid = peer.pid,
+                client_uid = peer.uid,
+                requests = n,
+                duration_ms = started.elapsed().as_millis() as u64,
+                "connection closed"
+            ),
             Err(e) => warn!(client_pid = peer.pid, client_uid = peer.uid, error = %e, "connection ended with an error"),
         }
     }
@@ -171,10 +194,18 @@ impl Server {
         let (rd, mut wr) = stream.into_split();
         let mut r = WireReader::new(BufReader::with_capacity(16 * 1024, rd), self.limits);
         let trusted = peer::is_trusted(&peer, &self.trusted_users);
-        let neg = tokio::time::timeout(self.conn_limits.handshake_timeout, serve_handshake(&mut r, &mut wr, &self.daemon_version, trusted))
-            .await
-            .map_err(|_| format!("handshake not finished within {:?} (--handshake-timeout); closed", self.conn_limits.handshake_timeout))?
-            .map_err(|e| format!("handshake: {e}"))?;
+        let neg = tokio::time::timeout(
+            self.conn_limits.handshake_timeout,
+            serve_handshake(&mut r, &mut wr, &self.daemon_version, trusted),
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "handshake not finished within {:?} (--handshake-timeout); closed",
+                self.conn_limits.handshake_timeout
+            )
+        })?
+        .map_err(|e| format!("handshake: {e}"))?;
         let v = neg.version;
         debug!(client_pid = peer.pid, client_uid = peer.uid, protocol = %v, trusted, "client connected");
         let mut served = 0u64;
@@ -224,13 +255,28 @@ impl Server {
             let duration_us = t0.elapsed().as_micros() as u64;
             let store_path = req.subject().unwrap_or("");
             match refused {
-                None => debug!(op = op.name(), store_path, client_pid = peer.pid, client_uid = peer.uid, duration_us, result = "ok", "request"),
-                Some(m) => info!(op = op.name(), store_path, client_pid = peer.pid, client_uid = peer.uid, duration_us, result = "error", error = %m, "request refused"),
+                None => debug!(
+                    op = op.name(),
+                    store_path,
+                    client_pid = peer.pid,
+                    client_uid = peer.uid,
+                    duration_us,
+                    result = "ok",
+                    "request"
+                ),
+                Some(m) => {
+                    info!(op = op.name(), store_path, client_pid = peer.pid, client_uid = peer.uid, duration_us, result = "error", error = %m, "request refused")
+                }
             }
         }
     }
 
-    async fn write_reply<W: AsyncWrite + Unpin>(&self, w: &mut W, v: ProtoVersion, reply: Reply) -> std::io::Result<()> {
+    async fn write_reply<W: AsyncWrite + Unpin>(
+        &self,
+        w: &mut W,
+        v: ProtoVersion,
+        reply: Reply,
+    ) -> std::io::Result<()> {
         let mut out = WireBuf::default();
         match reply {
             Reply::Data { log, body } => {
@@ -260,7 +306,11 @@ impl Server {
                         stderr::last(&mut out);
                         out.bool(!problems.is_empty());
                     }
-                    Err(e) => stderr::error(&mut out, v, &format!("VerifyStore: the lower store's metadata backend failed: {e}")),
+                    Err(e) => stderr::error(
+                        &mut out,
+                        v,
+                        &format!("VerifyStore: the lower store's metadata backend failed: {e}"),
+                    ),
                 }
                 w.write_all(&out.0).await?;
             }
@@ -273,7 +323,11 @@ impl Server {
                 // buffers per transfer instead of one allocation per chunk.
                 let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
                 let producer = tokio::task::spawn_blocking(move || {
-                    let mut nar = NarWriter::new(ChunkSender { tx, free: free_rx, buf: Vec::with_capacity(CHUNK) });
+                    let mut nar = NarWriter::new(ChunkSender {
+                        tx,
+                        free: free_rx,
+                        buf: Vec::with_capacity(CHUNK),
+                    });
                     nar.write_nar(&object)?;
                     nar.into_inner().finish()
                 });
@@ -318,7 +372,9 @@ impl ChunkSender {
         }
         let next = self.free.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK));
         let full = std::mem::replace(&mut self.buf, next);
-        self.tx.blocking_send(full).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+        self.tx
+            .blocking_send(full)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
     }
 
     fn finish(mut self) -> std::io::Result<()> {

@@ -50,7 +50,13 @@ impl LowerStore {
     }
 
     fn idx<T>(&self, op: Op, r: Result<T, BackendError>) -> Result<T, String> {
-        r.map_err(|e| format!("{}: the lower store's metadata backend ({}) failed: {e}", op.name(), self.backend.describe()))
+        r.map_err(|e| {
+            format!(
+                "{}: the lower store's metadata backend ({}) failed: {e}",
+                op.name(),
+                self.backend.describe()
+            )
+        })
     }
 
     fn put_paths(&self, b: &mut WireBuf, paths: &[StorePath]) {
@@ -78,7 +84,11 @@ impl LowerStore {
     }
 
     fn not_valid(&self, op: Op, p: &StorePath) -> String {
-        format!("{}: path '{}' is not valid in the lower store", op.name(), self.store_dir.display(p))
+        format!(
+            "{}: path '{}' is not valid in the lower store",
+            op.name(),
+            self.store_dir.display(p)
+        )
     }
 
     /// Answer one decoded request.
@@ -124,17 +134,23 @@ impl LowerStore {
             }
             Q::QueryPathHash(p) => {
                 let p = self.path(op, p)?;
-                let info = self.idx(op, self.backend.path_info(&p).await)?.ok_or_else(|| self.not_valid(op, &p))?;
+                let info = self
+                    .idx(op, self.backend.path_info(&p).await)?
+                    .ok_or_else(|| self.not_valid(op, &p))?;
                 b.str(&info.nar_hash.to_base16());
             }
             Q::QueryReferences(p) => {
                 let p = self.path(op, p)?;
-                let info = self.idx(op, self.backend.path_info(&p).await)?.ok_or_else(|| self.not_valid(op, &p))?;
+                let info = self
+                    .idx(op, self.backend.path_info(&p).await)?
+                    .ok_or_else(|| self.not_valid(op, &p))?;
                 self.put_paths(&mut b, &info.references);
             }
             Q::QueryDeriver(p) => {
                 let p = self.path(op, p)?;
-                let info = self.idx(op, self.backend.path_info(&p).await)?.ok_or_else(|| self.not_valid(op, &p))?;
+                let info = self
+                    .idx(op, self.backend.path_info(&p).await)?
+                    .ok_or_else(|| self.not_valid(op, &p))?;
                 self.put_opt_path(&mut b, info.deriver.as_ref());
             }
             Q::QueryPathFromHashPart(h) => {
@@ -158,7 +174,9 @@ impl LowerStore {
             }
             Q::QueryDerivationOutputMap(p) | Q::QueryDerivationOutputs(p) | Q::QueryDerivationOutputNames(p) => {
                 let p = self.path(op, p)?;
-                let outs = self.idx(op, self.backend.derivation_outputs(&p).await)?.ok_or_else(|| self.not_valid(op, &p))?;
+                let outs = self
+                    .idx(op, self.backend.derivation_outputs(&p).await)?
+                    .ok_or_else(|| self.not_valid(op, &p))?;
                 match req {
                     Q::QueryDerivationOutputMap(_) => {
                         b.u64(outs.len() as u64);
@@ -247,12 +265,19 @@ impl LowerStore {
                 b.u64(1);
             }
             Q::VerifyStore { repair: true, .. } => {
-                return Err("VerifyStore: repair is impossible: the lower store is read-only; verify without --repair, \
+                return Err(
+                    "VerifyStore: repair is impossible: the lower store is read-only; verify without --repair, \
                             and fix the lower store where it is built"
-                    .into())
+                        .into(),
+                )
             }
-            Q::VerifyStore { check_contents, repair: false } => {
-                return Ok(Reply::Verify { check_contents: *check_contents });
+            Q::VerifyStore {
+                check_contents,
+                repair: false,
+            } => {
+                return Ok(Reply::Verify {
+                    check_contents: *check_contents,
+                });
             }
             Q::EnsurePath(p) => {
                 let p = self.path(op, p)?;
@@ -264,7 +289,11 @@ impl LowerStore {
                 }
                 b.u64(1);
             }
-            Q::BuildPaths { paths, mode, with_results } => {
+            Q::BuildPaths {
+                paths,
+                mode,
+                with_results,
+            } => {
                 // Nothing to build when every requested path is already
                 // present; anything else would need a build or substitution.
                 let mut all_present = *mode == 0;

@@ -49,7 +49,10 @@ impl<'a> Cursor<'a> {
                     break;
                 }
                 Some(b'\\') => {
-                    let c = *self.b.get(self.pos + 1).ok_or_else(|| self.err("unterminated escape"))?;
+                    let c = *self
+                        .b
+                        .get(self.pos + 1)
+                        .ok_or_else(|| self.err("unterminated escape"))?;
                     out.push(match c {
                         b'n' => b'\n',
                         b'r' => b'\r',
@@ -117,19 +120,38 @@ mod tests {
         let drv = br#"Derive([("dev","/nix/store/8qlfcic10lw5304gqm8q45nr7g7jl62b-x-dev","",""),("out","/nix/store/g7kn7i1a3h3y4v8yfdcq1sdmvx4fp3wx-x","","")],[],[],"x86_64-linux","/bin/sh",["-c","echo \"hi\\n\" > $out"],[("out","/nix/store/g7kn7i1a3h3y4v8yfdcq1sdmvx4fp3wx-x")])"#;
         let o = parse_outputs(drv).unwrap();
         assert_eq!(o.len(), 2);
-        assert_eq!(o[0], DrvOutput { name: "dev".into(), path: "/nix/store/8qlfcic10lw5304gqm8q45nr7g7jl62b-x-dev".into() });
+        assert_eq!(
+            o[0],
+            DrvOutput {
+                name: "dev".into(),
+                path: "/nix/store/8qlfcic10lw5304gqm8q45nr7g7jl62b-x-dev".into()
+            }
+        );
         assert_eq!(o[1].name, "out");
     }
 
     #[test]
     fn floating_ca_output_has_no_path() {
         let o = parse_outputs(br#"Derive([("out","","r:sha256","")],[],[],"s","b",[],[])"#).unwrap();
-        assert_eq!(o, vec![DrvOutput { name: "out".into(), path: String::new() }]);
+        assert_eq!(
+            o,
+            vec![DrvOutput {
+                name: "out".into(),
+                path: String::new()
+            }]
+        );
     }
 
     #[test]
     fn rejects_garbage_without_panicking() {
-        for bad in [&b""[..], b"Derive(", b"Derive([(\"out\"", b"Derive([(\"a\",\"b\",\"c\",\"d\")", b"Derive([(\"a\\", b"xyz"] {
+        for bad in [
+            &b""[..],
+            b"Derive(",
+            b"Derive([(\"out\"",
+            b"Derive([(\"a\",\"b\",\"c\",\"d\")",
+            b"Derive([(\"a\\",
+            b"xyz",
+        ] {
             assert!(parse_outputs(bad).is_err());
         }
     }

@@ -25,7 +25,11 @@ pub fn nix32_encode(bytes: &[u8]) -> String {
         let i = b / 8;
         let j = b % 8;
         let lo = (bytes[i] as u16) >> j;
-        let hi = if i + 1 < bytes.len() { (bytes[i + 1] as u16) << (8 - j) } else { 0 };
+        let hi = if i + 1 < bytes.len() {
+            (bytes[i + 1] as u16) << (8 - j)
+        } else {
+            0
+        };
         out.push(NIX32_ALPHABET[((lo | hi) & 0x1f) as usize] as char);
     }
     out
@@ -122,7 +126,10 @@ pub struct HashParseError {
 impl NarHash {
     /// Parse any form Nix prints a SHA-256 in.
     pub fn parse(s: &str) -> Result<Self, HashParseError> {
-        let err = |reason| HashParseError { input: s.chars().take(120).collect(), reason };
+        let err = |reason| HashParseError {
+            input: s.chars().take(120).collect(),
+            reason,
+        };
         let (algo, rest, sri) = if let Some((a, r)) = s.split_once(':') {
             (Some(a), r, false)
         } else if let Some((a, r)) = s.split_once('-') {
@@ -139,8 +146,12 @@ impl NarHash {
             return Self::from_base64(rest).ok_or_else(|| err("bad base64 in SRI hash"));
         }
         match rest.len() {
-            64 => hex_decode::<32>(rest).map(NarHash).ok_or_else(|| err("bad base16 digit")),
-            52 => nix32_decode::<32>(rest).map(NarHash).ok_or_else(|| err("bad nix-base32 digit")),
+            64 => hex_decode::<32>(rest)
+                .map(NarHash)
+                .ok_or_else(|| err("bad base16 digit")),
+            52 => nix32_decode::<32>(rest)
+                .map(NarHash)
+                .ok_or_else(|| err("bad nix-base32 digit")),
             44 => Self::from_base64(rest).ok_or_else(|| err("bad base64")),
             _ => Err(err("wrong length for a sha256 hash")),
         }
@@ -183,7 +194,10 @@ mod tests {
         // sha256("") in nix-base32, as `nix hash convert --to nix32` prints it.
         let h: [u8; 32] = Sha256::digest(b"").into();
         assert_eq!(nix32_encode(&h), "0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73");
-        assert_eq!(nix32_decode::<32>("0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73"), Some(h));
+        assert_eq!(
+            nix32_decode::<32>("0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73"),
+            Some(h)
+        );
     }
 
     #[test]
@@ -197,7 +211,12 @@ mod tests {
     #[test]
     fn parses_every_printed_form() {
         let h = NarHash(Sha256::digest(b"abc").into());
-        for s in [h.to_base16(), format!("sha256:{}", h.to_base16()), h.to_nix32_prefixed(), h.to_sri()] {
+        for s in [
+            h.to_base16(),
+            format!("sha256:{}", h.to_base16()),
+            h.to_nix32_prefixed(),
+            h.to_sri(),
+        ] {
             assert_eq!(NarHash::parse(&s), Ok(h), "{s}");
         }
         assert!(NarHash::parse("md5:00").is_err());

@@ -26,7 +26,10 @@ pub struct NarWriter<W: Write> {
 
 impl<W: Write> NarWriter<W> {
     pub fn new(out: W) -> Self {
-        NarWriter { out, buf: vec![0u8; COPY_BUF] }
+        NarWriter {
+            out,
+            buf: vec![0u8; COPY_BUF],
+        }
     }
 
     pub fn into_inner(self) -> W {
@@ -72,7 +75,9 @@ impl<W: Write> NarWriter<W> {
         } else if ft.is_dir() {
             self.str(b"type")?;
             self.str(b"directory")?;
-            let mut names: Vec<_> = fs::read_dir(path)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
+            let mut names: Vec<_> = fs::read_dir(path)?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<_, _>>()?;
             names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
             for name in names {
                 self.str(b"entry")?;
@@ -86,14 +91,20 @@ impl<W: Write> NarWriter<W> {
         } else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("'{}' is neither a regular file, a directory nor a symlink; a NAR cannot hold it", path.display()),
+                format!(
+                    "'{}' is neither a regular file, a directory nor a symlink; a NAR cannot hold it",
+                    path.display()
+                ),
             ));
         }
         self.str(b")")
     }
 
     fn contents(&mut self, path: &Path, size: u64) -> io::Result<()> {
-        let mut f: File = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+        let mut f: File = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
         self.out.write_all(&size.to_le_bytes())?;
         let mut left = size;
         while left > 0 {
@@ -166,7 +177,15 @@ mod tests {
         let f = d.path().join("f");
         fs::write(&f, b"hello").unwrap();
         let mut want = Vec::new();
-        for t in [&b"nix-archive-1"[..], b"(", b"type", b"regular", b"contents", b"hello", b")"] {
+        for t in [
+            &b"nix-archive-1"[..],
+            b"(",
+            b"type",
+            b"regular",
+            b"contents",
+            b"hello",
+            b")",
+        ] {
             s(&mut want, t);
         }
         assert_eq!(nar_of(&f), want);
@@ -185,14 +204,55 @@ mod tests {
         for t in [&b"nix-archive-1"[..], b"(", b"type", b"directory"] {
             s(&mut want, t);
         }
-        for t in [&b"entry"[..], b"(", b"name", b"a", b"node", b"(", b"type", b"regular", b"executable", b"", b"contents", b"x", b")", b")"] {
+        for t in [
+            &b"entry"[..],
+            b"(",
+            b"name",
+            b"a",
+            b"node",
+            b"(",
+            b"type",
+            b"regular",
+            b"executable",
+            b"",
+            b"contents",
+            b"x",
+            b")",
+            b")",
+        ] {
             s(&mut want, t);
         }
-        for t in [&b"entry"[..], b"(", b"name", b"b", b"node", b"(", b"type", b"regular", b"contents", b"", b")", b")"] {
+        for t in [
+            &b"entry"[..],
+            b"(",
+            b"name",
+            b"b",
+            b"node",
+            b"(",
+            b"type",
+            b"regular",
+            b"contents",
+            b"",
+            b")",
+            b")",
+        ] {
             s(&mut want, t);
         }
         // The symlink is serialized as its target, never followed.
-        for t in [&b"entry"[..], b"(", b"name", b"c", b"node", b"(", b"type", b"symlink", b"target", b"../../etc/passwd", b")", b")"] {
+        for t in [
+            &b"entry"[..],
+            b"(",
+            b"name",
+            b"c",
+            b"node",
+            b"(",
+            b"type",
+            b"symlink",
+            b"target",
+            b"../../etc/passwd",
+            b")",
+            b")",
+        ] {
             s(&mut want, t);
         }
         s(&mut want, b")");

@@ -32,7 +32,9 @@ impl StorePath {
         if !super::hash::is_nix32(hash) {
             return Err(bad("hash part contains a character outside nix-base32"));
         }
-        let name = rest.strip_prefix('-').ok_or_else(|| bad("no '-' after the hash part"))?;
+        let name = rest
+            .strip_prefix('-')
+            .ok_or_else(|| bad("no '-' after the hash part"))?;
         check_name(name).map_err(bad)?;
         Ok(StorePath(s.to_owned()))
     }
@@ -72,7 +74,10 @@ pub fn check_name(name: &str) -> Result<(), &'static str> {
     if name == "." || name == ".." || name.starts_with(".-") || name.starts_with("..-") {
         return Err("name must not be '.' or '..' or start with such a component");
     }
-    if !name.bytes().all(|c| c.is_ascii_alphanumeric() || b"+-._?=".contains(&c)) {
+    if !name
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || b"+-._?=".contains(&c))
+    {
         return Err("name contains a character outside [A-Za-z0-9+-._?=]");
     }
     Ok(())

@@ -31,10 +31,7 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, report: &mut Report) {
             Ok(())
         });
         if !seen.is_empty() {
-            report.note(
-                &name,
-                &format!("the error Nix showed: {}", tail(&seen, 400)),
-            );
+            report.note(&name, &format!("the error Nix showed: {}", tail(&seen, 400)));
         }
     }
 }
@@ -112,21 +109,8 @@ fn backend_down(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<String> {
     let queries = [
         q(&["nix", "path-info", "--store", &url, &fx.final_out]),
         q(&["nix", "path-info", "--store", &url, NOT_THERE]),
-        q(&[
-            "nix-store",
-            "--store",
-            &url,
-            "--check-validity",
-            &fx.final_out,
-        ]),
-        q(&[
-            "nix-store",
-            "--store",
-            &url,
-            "--query",
-            "--references",
-            &fx.final_out,
-        ]),
+        q(&["nix-store", "--store", &url, "--check-validity", &fx.final_out]),
+        q(&["nix-store", "--store", &url, "--query", "--references", &fx.final_out]),
         q(&["nix", "store", "path-from-hash-part", "--store", &url, hash]),
     ];
 

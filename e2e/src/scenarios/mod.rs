@@ -135,10 +135,7 @@ pub fn names(suites: &[String]) -> Vec<String> {
             v.push(tagged(n, s));
         }
         for n in overlay::NAMES {
-            v.push(tagged(
-                &n.replacen("overlay-ours/", "overlay-ours-grpc/", 1),
-                s,
-            ));
+            v.push(tagged(&n.replacen("overlay-ours/", "overlay-ours-grpc/", 1), s));
         }
     }
     v.push(READONLY.to_string());
@@ -249,12 +246,7 @@ pub fn tree_hash(dir: &std::path::Path) -> Result<String> {
             .arg(dir),
     )?
     .ok()?;
-    Ok(out
-        .stdout()
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string())
+    Ok(out.stdout().split_whitespace().next().unwrap_or_default().to_string())
 }
 
 /// `relay SOCKET`: copies stdin to a Unix socket and the socket to stdout.
@@ -263,8 +255,7 @@ pub fn tree_hash(dir: &std::path::Path) -> Result<String> {
 /// the client fetch NARs with NarFromPath instead of reading files).
 pub fn relay(args: &[String]) -> Result<()> {
     let path = args.first().context("relay needs a socket path")?;
-    let sock = std::os::unix::net::UnixStream::connect(path)
-        .with_context(|| format!("cannot connect to {path}"))?;
+    let sock = std::os::unix::net::UnixStream::connect(path).with_context(|| format!("cannot connect to {path}"))?;
     let mut to_sock = sock.try_clone()?;
     let up = std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();

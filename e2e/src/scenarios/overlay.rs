@@ -134,13 +134,7 @@ fn base(p: &str) -> &str {
 }
 
 impl<'a> Overlay<'a> {
-    fn setup(
-        ctx: &'a Ctx,
-        fs: &'a Rootfs,
-        fx: &'a Fixture,
-        kind: Kind,
-        name: &str,
-    ) -> Result<Overlay<'a>> {
+    fn setup(ctx: &'a Ctx, fs: &'a Rootfs, fx: &'a Fixture, kind: Kind, name: &str) -> Result<Overlay<'a>> {
         let dir = ctx.fresh_dir(&format!("ov-{name}-{}-{}", fs.suite, kind.short()))?;
         let lower_root = format!("{dir}/lower");
         std::fs::create_dir_all(ctx.host(&lower_root))?;
@@ -361,27 +355,12 @@ fn check_post_init(ov: &Overlay) -> Result<()> {
             q.join(" ")
         );
     }
-    ov.ok(&[
-        "nix-store",
-        "--store",
-        "{D}",
-        "--verify-path",
-        &fx.final_out,
-    ])?;
-    ov.ok(&[
-        "nix-store",
-        "--store",
-        "{O}",
-        "--verify-path",
-        &fx.final_out,
-    ])?;
+    ov.ok(&["nix-store", "--store", "{D}", "--verify-path", &fx.final_out])?;
+    ov.ok(&["nix-store", "--store", "{O}", "--verify-path", &fx.final_out])?;
     let hash = &base(&fx.final_out)[..32];
     for s in ["{D}", "{O}"] {
         let got = ov.ok(&["nix", "store", "path-from-hash-part", "--store", s, hash])?;
-        ensure!(
-            got == fx.final_out,
-            "path-from-hash-part {hash} on {s} gave {got:?}"
-        );
+        ensure!(got == fx.final_out, "path-from-hash-part {hash} on {s} gave {got:?}");
     }
     Ok(())
 }
@@ -403,10 +382,7 @@ fn add_lower(ov: &Overlay) -> Result<()> {
     );
     let g = ov.file("lower-file", "added to the lower store\n")?;
     let in_lower = ov.add_to_lower(&g)?;
-    ensure!(
-        exists(&ov.lower_host(&in_lower)),
-        "{in_lower} not in the lower layer"
-    );
+    ensure!(exists(&ov.lower_host(&in_lower)), "{in_lower} not in the lower layer");
     ov.remount()?;
     ensure!(
         exists(&ov.merged_host(&in_lower)),
@@ -428,20 +404,10 @@ fn build(ov: &Overlay) -> Result<()> {
         out != fx.final_out && out.ends_with("-e2e-final-2"),
         "unexpected build result {out:?}"
     );
-    ensure!(
-        !exists(&ov.lower_host(&out)),
-        "{out} landed in the lower layer"
-    );
+    ensure!(!exists(&ov.lower_host(&out)), "{out} landed in the lower layer");
     ensure!(exists(&ov.upper_host(&out)), "{out} not in the upper layer");
     ov.ok(&["nix-store", "--store", "{O}", "--verify-path", &out])?;
-    let refs = ov.ok(&[
-        "nix-store",
-        "--store",
-        "{O}",
-        "--query",
-        "--references",
-        &out,
-    ])?;
+    let refs = ov.ok(&["nix-store", "--store", "{O}", "--query", "--references", &out])?;
     for input in [&fx.split_out, &fx.split_dev, &fx.exe] {
         ensure!(
             refs.lines().any(|l| l == input),
@@ -454,14 +420,8 @@ fn build(ov: &Overlay) -> Result<()> {
     }
     // A derivation that lives in the lower store, never built there.
     let built = ov.ok(&["nix-store", "--store", "{O}", "--realise", &fx.unbuilt_drv])?;
-    ensure!(
-        exists(&ov.upper_host(&built)),
-        "{built} not in the upper layer"
-    );
-    ensure!(
-        !exists(&ov.lower_host(&built)),
-        "{built} landed in the lower layer"
-    );
+    ensure!(exists(&ov.upper_host(&built)), "{built} not in the upper layer");
+    ensure!(!exists(&ov.lower_host(&built)), "{built} landed in the lower layer");
     ensure!(
         !exists(&ov.upper_host(&fx.unbuilt_drv)),
         "the lower .drv was copied into the upper layer"
@@ -471,10 +431,7 @@ fn build(ov: &Overlay) -> Result<()> {
         copy == std::fs::read(ov.lower_host(&fx.exe))?,
         "build input read wrongly through the overlay"
     );
-    ensure!(
-        ov.lower_hash()? == before,
-        "the lower layer changed during the build"
-    );
+    ensure!(ov.lower_hash()? == before, "the lower layer changed during the build");
     Ok(())
 }
 
@@ -505,9 +462,7 @@ fn delete_refs(ov: &Overlay) -> Result<()> {
     let before = ov.lower_hash()?;
     let out = ov.build_seed2()?;
     for input in [&fx.split_out, &fx.split_dev, &fx.exe] {
-        let o = ov
-            .run(&["nix-store", "--store", "{O}", "--delete", input])?
-            .failed()?;
+        let o = ov.run(&["nix-store", "--store", "{O}", "--delete", input])?.failed()?;
         ensure!(
             o.stderr().contains(base(input)),
             "refusal to delete {input} does not name it: {}",
@@ -525,10 +480,7 @@ fn delete_refs(ov: &Overlay) -> Result<()> {
         o.stderr()
     );
     ov.ok(&["nix-store", "--store", "{O}", "--delete", &out])?;
-    ensure!(
-        !exists(&ov.merged_host(&out)),
-        "{out} still present after delete"
-    );
+    ensure!(!exists(&ov.merged_host(&out)), "{out} still present after delete");
     // Now unreferenced in the overlay (dev refers to out: delete it first).
     for input in [&fx.split_dev, &fx.split_out] {
         ov.ok(&["nix-store", "--store", "{O}", "--delete", input])?;
@@ -548,45 +500,27 @@ fn gc(ov: &Overlay) -> Result<()> {
     let root = "/nix/var/nix/gcroots/e2e-root";
     std::os::unix::fs::symlink(&out, ov.fs.host_path(root))?;
     let roots = ov.ok(&["nix-store", "--query", "--roots", &out])?;
-    ensure!(
-        roots.contains(&format!("{root} -> {out}")),
-        "--roots: {roots:?}"
-    );
+    ensure!(roots.contains(&format!("{root} -> {out}")), "--roots: {roots:?}");
     let r = ov.ok(&["nix-store", "--gc", "--print-roots"])?;
     ensure!(r.contains(&out), "--print-roots lacks {out}: {r}");
     let live = ov.ok(&["nix-store", "--gc", "--print-live"])?;
     ensure!(live.lines().any(|l| l == out), "--print-live lacks {out}");
     let dead = ov.ok(&["nix-store", "--gc", "--print-dead"])?;
-    ensure!(
-        !dead.lines().any(|l| l == out),
-        "--print-dead lists the rooted {out}"
-    );
+    ensure!(!dead.lines().any(|l| l == out), "--print-dead lists the rooted {out}");
     ov.run(&["nix-store", "--delete", &out])?.failed()?;
-    ensure!(
-        exists(&ov.merged_host(&out)),
-        "{out} removed despite its root"
-    );
+    ensure!(exists(&ov.merged_host(&out)), "{out} removed despite its root");
     ov.ok(&["nix-collect-garbage"])?;
     std::fs::read(ov.merged_host(&out).join("seed")).context("rooted output damaged by GC")?;
     std::fs::remove_file(ov.fs.host_path(root))?;
     ov.ok(&["nix-collect-garbage"])?;
-    ensure!(
-        !exists(&ov.merged_host(&out)),
-        "{out} survived GC without a root"
-    );
+    ensure!(!exists(&ov.merged_host(&out)), "{out} survived GC without a root");
     let left: Vec<_> = std::fs::read_dir(ov.ctx.host(&ov.upper))?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name())
         .collect();
     ensure!(left.is_empty(), "upper layer not empty after GC: {left:?}");
     ensure!(ov.lower_hash()? == before, "GC changed the lower layer");
-    ov.ok(&[
-        "nix-store",
-        "--store",
-        "{D}",
-        "--verify-path",
-        &ov.fx.final_out,
-    ])?;
+    ov.ok(&["nix-store", "--store", "{D}", "--verify-path", &ov.fx.final_out])?;
     ensure!(
         exists(&ov.merged_host(&ov.fx.final_out)),
         "lower path vanished from the merged view"
@@ -600,31 +534,19 @@ fn optimise(ov: &Overlay) -> Result<()> {
     ov.add_to_lower(&f)?;
     ov.remount()?;
     let (l, u, m) = (ov.lower_host(&p), ov.upper_host(&p), ov.merged_host(&p));
-    ensure!(
-        inode(&u)? == inode(&m)?,
-        "merged view should show the upper copy"
-    );
-    ensure!(
-        inode(&u)? != inode(&l)?,
-        "expected separate copies in the two layers"
-    );
+    ensure!(inode(&u)? == inode(&m)?, "merged view should show the upper copy");
+    ensure!(inode(&u)? != inode(&l)?, "expected separate copies in the two layers");
     ov.ok(&["nix-store", "--store", "{O}", "--optimise"])?;
     ov.remount()?;
     ensure!(exists(&l) && exists(&m), "{p} lost after optimise");
-    ensure!(
-        !exists(&u),
-        "optimise left the duplicate in the upper layer"
-    );
+    ensure!(!exists(&u), "optimise left the duplicate in the upper layer");
     Ok(())
 }
 
 fn redundant_add(ov: &Overlay) -> Result<()> {
     let p = ov.ok(&["nix-store", "--store", "{O}", "--add", "/e2e/fixture/src"])?;
     ensure!(p == ov.fx.src, "added {p}, lower store has {}", ov.fx.src);
-    ensure!(
-        exists(&ov.lower_host(&p)),
-        "{p} missing from the lower layer"
-    );
+    ensure!(exists(&ov.lower_host(&p)), "{p} missing from the lower layer");
     ensure!(
         !exists(&ov.upper_host(&p)),
         "redundant add copied {p} into the upper layer"
@@ -640,13 +562,7 @@ fn verify(ov: &Overlay) -> Result<()> {
     let again = ov.ok(&["nix-store", "--store", "{O}", "--add", &dummy_file])?;
     ensure!(again == dummy, "{again} vs {dummy}");
     let lower_only = ov.add_to_lower(&ov.file("lower-only", "only in the lower store\n")?)?;
-    ov.ok(&[
-        "nix-store",
-        "--store",
-        "{O}",
-        "--verify",
-        "--check-contents",
-    ])?;
+    ov.ok(&["nix-store", "--store", "{O}", "--verify", "--check-contents"])?;
     // Corrupt the lower layer behind everyone's back (this scenario's own
     // copy; left out of the read-only check, which says so).
     ov.ctx.readonly.borrow_mut().changed_on_purpose(
@@ -656,20 +572,11 @@ fn verify(ov: &Overlay) -> Result<()> {
     let drv = ov.lower_host(&fx.tree_drv);
     std::fs::remove_file(&drv).with_context(|| format!("rm {}", drv.display()))?;
     for p in [&dummy, &lower_only] {
-        host(
-            "truncate",
-            ["-s", "0", &ov.lower_host(p).display().to_string()],
-        )?;
+        host("truncate", ["-s", "0", &ov.lower_host(p).display().to_string()])?;
     }
     ov.remount()?;
     let out = ov
-        .run(&[
-            "nix-store",
-            "--store",
-            "{O}",
-            "--verify",
-            "--check-contents",
-        ])?
+        .run(&["nix-store", "--store", "{O}", "--verify", "--check-contents"])?
         .failed()?;
     let text = out.stderr();
     ensure!(
@@ -697,17 +604,12 @@ fn bad_uris(ov: &Overlay) -> Result<()> {
         format!("unix://{}?real={bad}", l.socket)
     };
     let cases = [
-        (
-            "root",
-            format!("{}&root={bad}", overlay_url(&lower, &ov.upper, "")),
-        ),
+        ("root", format!("{}&root={bad}", overlay_url(&lower, &ov.upper, ""))),
         ("lower", overlay_url(&bad_lower, &ov.upper, "")),
         ("upper", overlay_url(&lower, &bad, "")),
     ];
     for (what, url) in cases {
-        let o = ov
-            .run(&["nix", "store", "info", "--store", &url])?
-            .failed()?;
+        let o = ov.run(&["nix", "store", "info", "--store", &url])?.failed()?;
         ensure!(
             o.stderr().contains("mounted incorrectly"),
             "bad {what}: expected a check-mount error, got: {}",
@@ -725,10 +627,7 @@ fn remount(ov: &Overlay) -> Result<()> {
     ensure!(exists(&ov.merged_host(&p)), "{p} not visible after remount");
     ov.ok(&["nix", "store", "info", "--store", "{O}"])?;
     ov.ok(&["nix-store", "--store", "{O}", "--verify-path", &p])?;
-    ensure!(
-        !exists(&ov.upper_host(&p)),
-        "{p} copied into the upper layer"
-    );
+    ensure!(!exists(&ov.upper_host(&p)), "{p} copied into the upper layer");
     Ok(())
 }
 
@@ -781,19 +680,11 @@ fn stale_file_handle(ov: &Overlay) -> Result<()> {
     ov.remount()?;
     let with_hook = format!("{}&remount-hook={}", ov.url, ov.hook);
     let outs = trigger(&with_hook)?;
-    let p = outs
-        .first()
-        .context("no step ran")?
-        .stdout()
-        .trim()
-        .to_string();
+    let p = outs.first().context("no step ran")?.stdout().trim().to_string();
     for o in outs {
         o.ok()?;
     }
-    ensure!(
-        exists(&ov.upper_host(&p)),
-        "{p} should be back in the upper layer"
-    );
+    ensure!(exists(&ov.upper_host(&p)), "{p} should be back in the upper layer");
     ov.ok(&["nix-store", "--store", "{O}", "--verify-path", &p])?;
     Ok(())
 }
@@ -822,19 +713,10 @@ fn store_url(ov: &Overlay) -> Result<()> {
     )?
     .ok()?;
     let url = out.stdout().trim().to_string();
-    ensure!(
-        url.starts_with("local-overlay://"),
-        "store-url printed {url:?}"
-    );
-    ensure!(
-        url.contains("check-mount=true"),
-        "store-url has check-mount off: {url}"
-    );
+    ensure!(url.starts_with("local-overlay://"), "store-url printed {url:?}");
+    ensure!(url.contains("check-mount=true"), "store-url has check-mount off: {url}");
     ov.ok(&["nix", "store", "info", "--store", &url])?;
     let got = ov.ok(&["nix", "path-info", "--store", &url, &ov.fx.final_out])?;
-    ensure!(
-        got == ov.fx.final_out,
-        "path-info through store-url's URL gave {got:?}"
-    );
+    ensure!(got == ov.fx.final_out, "path-info through store-url's URL gave {got:?}");
     Ok(())
 }

@@ -70,16 +70,8 @@ fn per_path(paths: &[&str], f: impl Fn(&str) -> Vec<&str>) -> Vec<Vec<String>> {
 
 fn checks(fx: &Fixture) -> Vec<Check> {
     let sample = fx.sample();
-    let outputs: Vec<&str> = sample
-        .iter()
-        .copied()
-        .filter(|p| !p.ends_with(".drv"))
-        .collect();
-    let drvs: Vec<&str> = sample
-        .iter()
-        .copied()
-        .filter(|p| p.ends_with(".drv"))
-        .collect();
+    let outputs: Vec<&str> = sample.iter().copied().filter(|p| !p.ends_with(".drv")).collect();
+    let drvs: Vec<&str> = sample.iter().copied().filter(|p| p.ends_with(".drv")).collect();
     let c = |name, cmds, json, must_succeed| Check {
         name,
         cmds,
@@ -134,14 +126,7 @@ fn checks(fx: &Fixture) -> Vec<Check> {
         c(
             "parity/referrers-closure",
             per_path(&sample, |p| {
-                vec![
-                    "nix-store",
-                    "--store",
-                    "{S}",
-                    "--query",
-                    "--referrers-closure",
-                    p,
-                ]
+                vec!["nix-store", "--store", "{S}", "--query", "--referrers-closure", p]
             }),
             false,
             true,
@@ -157,14 +142,7 @@ fn checks(fx: &Fixture) -> Vec<Check> {
         c(
             "parity/valid-derivers",
             per_path(&outputs, |p| {
-                vec![
-                    "nix-store",
-                    "--store",
-                    "{S}",
-                    "--query",
-                    "--valid-derivers",
-                    p,
-                ]
+                vec!["nix-store", "--store", "{S}", "--query", "--valid-derivers", p]
             }),
             false,
             true,
@@ -197,24 +175,16 @@ fn checks(fx: &Fixture) -> Vec<Check> {
         ),
         c(
             "parity/verify-path",
-            per_path(&sample, |p| {
-                vec!["nix-store", "--store", "{S}", "--verify-path", p]
-            }),
+            per_path(&sample, |p| vec!["nix-store", "--store", "{S}", "--verify-path", p]),
             false,
             true,
         ),
         c(
             "parity/check-validity",
             vec![{
-                let mut a: Vec<String> = [
-                    "nix-store",
-                    "--store",
-                    "{S}",
-                    "--check-validity",
-                    "--print-invalid",
-                ]
-                .map(String::from)
-                .to_vec();
+                let mut a: Vec<String> = ["nix-store", "--store", "{S}", "--check-validity", "--print-invalid"]
+                    .map(String::from)
+                    .to_vec();
                 a.extend(sample.iter().map(|s| s.to_string()));
                 a.push(NOT_THERE.into());
                 a
@@ -237,16 +207,9 @@ fn checks(fx: &Fixture) -> Vec<Check> {
                 ["nix", "path-info", "--store", "{S}", NOT_THERE]
                     .map(String::from)
                     .to_vec(),
-                [
-                    "nix-store",
-                    "--store",
-                    "{S}",
-                    "--query",
-                    "--references",
-                    NOT_THERE,
-                ]
-                .map(String::from)
-                .to_vec(),
+                ["nix-store", "--store", "{S}", "--query", "--references", NOT_THERE]
+                    .map(String::from)
+                    .to_vec(),
                 [
                     "nix",
                     "store",
@@ -263,9 +226,7 @@ fn checks(fx: &Fixture) -> Vec<Check> {
         ),
         c(
             "parity/dump",
-            per_path(&sample, |p| {
-                vec!["nix", "store", "dump-path", "--store", "{S}", p]
-            }),
+            per_path(&sample, |p| vec!["nix", "store", "dump-path", "--store", "{S}", p]),
             false,
             true,
         ),
@@ -291,10 +252,7 @@ fn checks(fx: &Fixture) -> Vec<Check> {
                     "cat",
                     "--store",
                     "{S}",
-                    &format!(
-                        "{}/d1/d2/d3/d4/d5/d6/d7/d8/d9/d10/d11/d12/bottom.txt",
-                        fx.tree
-                    ),
+                    &format!("{}/d1/d2/d3/d4/d5/d6/d7/d8/d9/d10/d11/d12/bottom.txt", fx.tree),
                 ]
                 .map(String::from)
                 .to_vec(),
@@ -305,9 +263,7 @@ fn checks(fx: &Fixture) -> Vec<Check> {
         c(
             "parity/export",
             vec![{
-                let mut a: Vec<String> = ["nix-store", "--store", "{S}", "--export"]
-                    .map(String::from)
-                    .to_vec();
+                let mut a: Vec<String> = ["nix-store", "--store", "{S}", "--export"].map(String::from).to_vec();
                 a.extend(sample.iter().map(|s| s.to_string()));
                 a
             }],
@@ -316,9 +272,7 @@ fn checks(fx: &Fixture) -> Vec<Check> {
         ),
         c(
             "parity/derivation-show",
-            per_path(&drvs, |p| {
-                vec!["nix", "derivation", "show", "--store", "{S}", p]
-            }),
+            per_path(&drvs, |p| vec!["nix", "derivation", "show", "--store", "{S}", p]),
             true,
             true,
         ),
@@ -367,9 +321,7 @@ fn checks(fx: &Fixture) -> Vec<Check> {
         },
         c(
             "parity/ssh-ng-dump",
-            per_path(&sample, |p| {
-                vec!["nix", "store", "dump-path", "--store", "{SSH}", p]
-            }),
+            per_path(&sample, |p| vec!["nix", "store", "dump-path", "--store", "{SSH}", p]),
             false,
             true,
         ),
@@ -422,10 +374,7 @@ fn baseline(fs: &Rootfs, check: &Check, nix: &Side) -> Result<Vec<Output>> {
     if check.must_succeed {
         for o in &base {
             if !o.success() {
-                bail!(
-                    "baseline broken: {}",
-                    o.failure_text("failed against Nix's own daemon")
-                );
+                bail!("baseline broken: {}", o.failure_text("failed against Nix's own daemon"));
             }
         }
     } else if !check.any && base.iter().all(|o| o.success()) {
@@ -447,10 +396,7 @@ fn compare(
     let mut notes = Vec::new();
     let got = run_check(fs, check, ours)?;
     for (b, g) in base.iter().zip(&got) {
-        let what = g
-            .desc
-            .replace(&ours.unix, "<store>")
-            .replace(&ours.ssh, "<store>");
+        let what = g.desc.replace(&ours.unix, "<store>").replace(&ours.ssh, "<store>");
         let mut b = b.clone();
         if kind == Kind::OursGrpc && check.json && b.success() {
             // snix's PathInfo has no `ultimate`: through a PathInfoService
@@ -525,12 +471,7 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
             report.fail(&tagged(&flavoured(n, k), &fs.label), why);
         }
     };
-    let nix = match daemons::start_nix(
-        ctx,
-        fs,
-        &format!("/e2e/run/parity-{}-nix.sock", fs.suite),
-        &fx.root,
-    ) {
+    let nix = match daemons::start_nix(ctx, fs, &format!("/e2e/run/parity-{}-nix.sock", fs.suite), &fx.root) {
         Ok(d) => d,
         Err(e) => {
             for k in &flavours {
@@ -553,12 +494,9 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
         }
     };
     // Baseline answers, computed once per check and shared by the flavours.
-    let mut bases: Vec<Option<std::result::Result<Vec<Output>, String>>> =
-        checks.iter().map(|_| None).collect();
+    let mut bases: Vec<Option<std::result::Result<Vec<Output>, String>>> = checks.iter().map(|_| None).collect();
     let mut base_of = |i: usize| -> Result<Vec<Output>> {
-        let b = bases[i].get_or_insert_with(|| {
-            baseline(fs, &checks[i], &nix_side).map_err(|e| format!("{e:#}"))
-        });
+        let b = bases[i].get_or_insert_with(|| baseline(fs, &checks[i], &nix_side).map_err(|e| format!("{e:#}")));
         b.clone().map_err(anyhow::Error::msg)
     };
     // One index, imported once, served by both of our flavours.
@@ -567,24 +505,18 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
     for kind in flavours {
         let Some(kind) = kind else {
             for (i, c) in checks.iter().enumerate() {
-                report.run(&tagged(&flavoured(c.name, None), &fs.label), || {
-                    base_of(i).map(|_| ())
-                });
+                report.run(&tagged(&flavoured(c.name, None), &fs.label), || base_of(i).map(|_| ()));
             }
             continue;
         };
         let mut setup = || -> Result<(Daemon, Side)> {
             imported
-                .get_or_insert_with(|| {
-                    import_parity_index(ctx, fs, fx, &state).map_err(|e| format!("{e:#}"))
-                })
+                .get_or_insert_with(|| import_parity_index(ctx, fs, fx, &state).map_err(|e| format!("{e:#}")))
                 .clone()
                 .map_err(anyhow::Error::msg)?;
             let socket = format!("/e2e/run/parity-{}-{}.sock", fs.suite, kind.short());
             let d = match kind {
-                Kind::OursGrpc => {
-                    daemons::start_ours_grpc(ctx, fs, &socket, &fx.store_dir(), &state)?
-                }
+                Kind::OursGrpc => daemons::start_ours_grpc(ctx, fs, &socket, &fx.store_dir(), &state)?,
                 _ => daemons::start_ours(ctx, fs, &socket, &fx.store_dir(), &state)?,
             };
             let s = side(&d, kind.short())?;
@@ -617,10 +549,7 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
             || refuses_writes(ctx, fs, fx, &daemon),
         );
         report.run(
-            &tagged(
-                &flavoured("ours/query-missing-unbuilt", Some(kind)),
-                &fs.label,
-            ),
+            &tagged(&flavoured("ours/query-missing-unbuilt", Some(kind)), &fs.label),
             || query_missing_unbuilt(fs, fx, &nix_side.unix, &daemon.url()),
         );
         drop(daemon);
@@ -654,25 +583,12 @@ fn refuses_writes(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, d: &Daemon) -> Result<()
     let before = tree_hash(&ctx.host(&fx.store_dir()))?;
     ctx.write("/e2e/fixture/new-file", b"never stored\n")?;
     let url = d.url();
-    fs.run(&[
-        "nix-store",
-        "--store",
-        &url,
-        "--add",
-        "/e2e/fixture/new-file",
-    ])?
-    .failed()?;
+    fs.run(&["nix-store", "--store", &url, "--add", "/e2e/fixture/new-file"])?
+        .failed()?;
     fs.run(&["nix-store", "--store", &url, "--delete", &fx.final_out])?
         .failed()?;
-    fs.run(&[
-        "nix-store",
-        "--store",
-        &url,
-        "--realise",
-        &fx.final_drv,
-        "--check",
-    ])?
-    .failed()?;
+    fs.run(&["nix-store", "--store", &url, "--realise", &fx.final_drv, "--check"])?
+        .failed()?;
     fs.run(&["nix-store", "--store", &url, "--verify-path", &fx.final_out])?
         .ok()?;
     let after = tree_hash(&ctx.host(&fx.store_dir()))?;
