@@ -1,0 +1,102 @@
+# The configurations ./checks.nix judges, beyond the VM test nodes and the
+# README examples: each a list of NixOS modules added to the flake's module
+# and a base system with a root file system. `vm = true` adds qemu-vm.nix's
+# fileSystems override (./stand-ins.nix).
+#
+# Invariant: option paths here are the module's public interface; a renamed
+# option makes the case fail to evaluate, which ./checks.nix reports.
+{ lib, repo }:
+
+let
+  secondStore = {
+    services.snix-lower-store = {
+      enable = true;
+      lower.device = "/dev/disk/by-label/lower-store";
+      overlay.root = "/var/lib/snix-overlay";
+      registrations = [ "/var/lib/snix-overlay/lower/registration" ];
+    };
+  };
+  second = extra: { modules = [ secondStore extra ]; };
+in
+{
+  second-store = second { };
+
+  # What the nspawn boot runs: the lower store is a directory bound in place.
+  second-store-bind = {
+    modules = [
+      {
+        services.snix-lower-store = {
+          enable = true;
+          lower.device = "/srv/lower-image";
+          lower.fsType = "none";
+          lower.options = [
+            "bind"
+            "ro"
+          ];
+          overlay.root = "/var/lib/snix-overlay";
+          registrations = [ "/var/lib/snix-overlay/lower/registration" ];
+          logLevel = "debug";
+        };
+        nix.settings.experimental-features = [ "nix-command" ];
+      }
+    ];
+  };
+  # The changed configuration booted next: other socket, mode and log level.
+  second-store-bind-changed = {
+    modules = [
+      {
+        services.snix-lower-store = {
+          enable = true;
+          lower.device = "/srv/lower-image";
+          lower.fsType = "none";
+          lower.options = [
+            "bind"
+            "ro"
+          ];
+          overlay.root = "/var/lib/snix-overlay";
+          registrations = [ "/var/lib/snix-overlay/lower/registration" ];
+          socket.path = "/run/snix-lower-store-alt/socket";
+          socket.mode = "0660";
+          logLevel = "info";
+          idleExitAfter = "30s";
+        };
+        nix.settings.experimental-features = [ "nix-command" ];
+      }
+    ];
+  };
+
+  enable-alone.modules = [ { services.snix-lower-store.enable = true; } ];
+
+  enable-alone-systemd-initrd.modules = [
+    {
+      services.snix-lower-store.enable = true;
+      boot.initrd.systemd.enable = true;
+    }
+  ];
+
+  user-experimental-string = second {
+    nix.settings.experimental-features = "nix-command flakes";
+  };
+
+  registration-path = second {
+    services.snix-lower-store.registrations = lib.mkForce [ ./example-registration ];
+  };
+
+  socket-mode-changed = second { services.snix-lower-store.socket.mode = "0660"; };
+  socket-group-changed = second { services.snix-lower-store.socket.group = "wheel"; };
+  socket-path-changed = second { services.snix-lower-store.socket.path = "/run/snix-other/socket"; };
+
+  nix-enable-second-store = second { services.snix-lower-store.nix.enable = true; };
+
+  user-nix-config.modules = [
+    {
+      boot.initrd.systemd.enable = true;
+      services.snix-lower-store = {
+        enable = true;
+        lower.device = "/dev/disk/by-label/lower-store";
+        nix.enable = true;
+      };
+      environment.variables.NIX_CONFIG = "show-trace = true";
+    }
+  ];
+}

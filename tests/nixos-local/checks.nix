@@ -1,0 +1,193 @@
+# What must hold of the evaluated configurations (./eval.nix): one
+# { name, ok, detail } per claim. Names start with the number of the failure
+# in issue 12 they guard ("1".."10"), or with what they judge.
+#
+# Invariant: every check can fail; a configuration that does not evaluate
+# fails every check that reads it.
+{
+  lib,
+  repo,
+  configs,
+  packageArgs,
+}:
+
+let
+  check = name: ok: detail: { inherit name ok detail; };
+  get = name: configs.${name} or { evaluates = false; };
+  evaluated = c: c.evaluates or false;
+
+  unitText = c: name: c.units.${name}.text or "";
+  lines = text: lib.filter (l: l != "") (lib.splitString "\n" text);
+  # Values of `Key=` in a unit text, space-separated lists split.
+  values =
+    key: text:
+    lib.concatMap (
+      l:
+      let
+        m = builtins.match "${key}=(.*)" l;
+      in
+      if m == null then [ ] else lib.filter (v: v != "") (lib.splitString " " (lib.head m))
+    ) (lines text);
+
+  snixConfigs = lib.filterAttrs (_: c: evaluated c && c.snix.enable) configs;
+
+  # 1. The package's source set holds every workspace member's manifest.
+  members = (lib.importTOML (repo + "/Cargo.toml")).workspace.members;
+  srcFiles = map toString (lib.fileset.toList packageArgs.src.fileset);
+  missingMembers = lib.filter (m: !lib.elem "${toString repo}/${m}/Cargo.toml" srcFiles) members;
+
+  # 2. Every mount unit a unit Requires=/BindsTo= is declared.
+  undeclaredMounts =
+    c:
+    let
+      declared = c.mountUnitNames ++ lib.filter (lib.hasSuffix ".mount") (lib.attrNames c.units);
+      needed = lib.unique (
+        lib.concatMap (
+          u:
+          lib.filter (lib.hasSuffix ".mount") (values "Requires" u.text ++ values "BindsTo" u.text)
+        ) (lib.attrValues c.units)
+      );
+    in
+    lib.filter (m: !lib.elem m declared) needed;
+
+  vmNodes = lib.filterAttrs (n: _: lib.hasPrefix "vm-test " n) configs;
+  readme = lib.filterAttrs (n: _: lib.hasPrefix "README " n) configs;
+
+  second = get "case second-store";
+  importUnit = "snix-lower-store-import.service";
+
+  mentionsAny = needles: text: lib.any (n: lib.hasInfix n text) needles;
+
+  expFeatures =
+    s:
+    let
+      asList = v: if lib.isList v then v else lib.splitString " " (toString v);
+    in
+    asList (s.experimental-features or [ ]) ++ asList (s.extra-experimental-features or [ ]);
+in
+[
+  (check "1 nix/package.nix's source set holds every workspace member (${toString members})"
+    (missingMembers == [ ])
+    "missing from lib.fileset.unions: ${toString missingMembers}"
+  )
+]
+# Every configuration evaluates (the cases, the VM nodes, the README).
+++ lib.mapAttrsToList (
+  n: c: check "evaluates: ${n}" (evaluated c) "evaluation failed (the driver prints the error)"
+) configs
+++ lib.mapAttrsToList (
+  n: c:
+  check "2 ${n}: the lower and overlay mounts are in fileSystems" (
+    evaluated c
+    && (c.snix.lowerDevice == null || c.fileSystems ? ${c.snix.lowerMountPoint})
+    && c.fileSystems ? ${c.snix.overlayMountPoint}
+  ) "fileSystems has: ${toString (lib.attrNames (c.fileSystems or { }))}"
+) (lib.filterAttrs (_: c: evaluated c && c.snix.enable) (vmNodes // readme))
+++ lib.mapAttrsToList (
+  n: c:
+  check "2 ${n}: every mount unit a unit requires or binds to is declared" (undeclaredMounts c == [ ])
+    "not declared by fileSystems or systemd.mounts: ${toString (undeclaredMounts c)}"
+) snixConfigs
+++ lib.mapAttrsToList (
+  n: c: check "${n}: no failed assertion" (evaluated c && c.failedAssertions == [ ]) (lib.concatStringsSep "; " (c.failedAssertions or [ ]))
+) (vmNodes // readme)
+++ [
+  (
+    let
+      c = get "case enable-alone";
+    in
+    check "3 enable = true alone: refused by an assertion, or /nix/store is left alone" (
+      evaluated c && (c.failedAssertions != [ ] || !(c.fileSystems ? "/nix/store"))
+    ) "assertions: ${toString (c.failedAssertions or [ ])}; fileSystems: ${toString (lib.attrNames (c.fileSystems or { }))}"
+  )
+  (
+    let
+      c = get "case enable-alone-systemd-initrd";
+      stage1 = lib.filterAttrs (_: fs: fs.neededForBoot || lib.elem "x-initrd.mount" fs.options) (c.fileSystems or { });
+    in
+    check "3 enable = true with boot.initrd.systemd.enable: no boot-critical mount over an empty lower directory" (
+      evaluated c && (c.failedAssertions != [ ] || !(stage1 ? "/nix/store"))
+    ) "assertions: ${toString (c.failedAssertions or [ ])}; stage-1 mounts: ${toString (lib.attrNames stage1)}"
+  )
+  (
+    let
+      c = get "case user-experimental-string";
+    in
+    check "4 nix.settings.experimental-features given as a string merges with the module's" (
+      evaluated c && lib.elem "local-overlay-store" (expFeatures c.nixSettings) && lib.elem "flakes" (expFeatures c.nixSettings)
+    ) "nix.settings: ${builtins.toJSON (c.nixSettings or null)}"
+  )
+  (
+    let
+      c = get "case registration-path";
+      t = unitText c importUnit;
+    in
+    check "5 registrations given as Nix paths are copied into the store" (
+      evaluated c && lib.hasInfix "-example-registration" t && !lib.hasInfix (toString repo) t
+    ) "import unit: ${t}"
+  )
+]
+++ map (
+  what:
+  let
+    c = get "case socket-${what}-changed";
+    svc = "snix-lower-store.service";
+  in
+  check "6 a change of socket.${what} alone changes snix-lower-store.service (restarted on switch, which restarts its socket)" (
+    evaluated c && evaluated second && unitText c svc != unitText second svc && unitText c svc != ""
+  ) "service unit unchanged"
+) [
+  "mode"
+  "group"
+  "path"
+]
+++ [
+  (
+    let
+      c = get "case socket-path-changed";
+    in
+    check "6 a new socket.path reaches /etc/snix-lower-store/store-url and the socket unit" (
+      evaluated c
+      && lib.hasInfix "unix%3A///run/snix-other/socket" (c.etc."snix-lower-store/store-url" or "")
+      && lib.elem "/run/snix-other/socket" (values "ListenStream" (unitText c "snix-lower-store.socket"))
+    ) "store-url: ${c.etc."snix-lower-store/store-url" or "(none)"}"
+  )
+  (
+    let
+      t = unitText second importUnit;
+      bound = lib.filter (lib.hasSuffix ".mount") (values "BindsTo" t ++ values "PartOf" t);
+    in
+    check "7 the import unit is bound to the lower mount (re-run when it is mounted again)" (
+      evaluated second && lib.any (m: lib.hasInfix "snix\\x2doverlay-lower.mount" m) bound
+    ) "BindsTo=/PartOf= mounts of the import unit: ${toString bound}"
+  )
+  (
+    let
+      t = unitText second "snix-lower-store.socket";
+      overlayUnit = "var-lib-snix\\x2doverlay-nix-store.mount";
+      required = values "Requires" t ++ values "BindsTo" t;
+    in
+    check "8 second store: the socket requires and follows the overlay mount" (
+      evaluated second
+      && (lib.elem overlayUnit required || lib.elem "/var/lib/snix-overlay/nix/store" (values "RequiresMountsFor" t))
+      && (lib.elem overlayUnit (values "After" t) || lib.elem "/var/lib/snix-overlay/nix/store" (values "RequiresMountsFor" t))
+    ) "socket unit: ${t}"
+  )
+  (
+    let
+      c = get "case nix-enable-second-store";
+    in
+    check "10 making a second store Nix's default store is refused by an assertion" (
+      evaluated c && c.failedAssertions != [ ]
+    ) "assertions: ${toString (c.failedAssertions or [ ])}; warnings: ${toString (c.warnings or [ ])}"
+  )
+  (
+    let
+      c = get "case user-nix-config";
+      v = toString (c.variables.NIX_CONFIG or "");
+    in
+    check "10 a user's NIX_CONFIG does not silently drop the module's store = daemon" (
+      evaluated c && (lib.hasInfix "store = daemon" v || c.failedAssertions != [ ])
+    ) "NIX_CONFIG = ${v}"
+  )
+]

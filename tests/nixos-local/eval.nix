@@ -1,0 +1,246 @@
+# Evaluates the flake's NixOS module in every configuration the project shows
+# (the VM test nodes with qemu-vm.nix's fileSystems override, the README's
+# NixOS examples, and the cases of ./cases.nix) with nixpkgs' real lib and the
+# stand-ins of ./stand-ins.nix, and returns, as JSON-able data:
+#   - `configs.<name>`: failed assertions, warnings, rendered unit texts (with
+#     nixpkgs' systemd-lib), /etc/fstab lines, /etc files, nix.conf text, and
+#     the package's postInstall (to install its own units);
+#   - `checks`: [{ name, ok, detail }] from ./checks.nix.
+#
+#   nix-instantiate --eval --strict --json --read-write-mode eval.nix \
+#     --arg repo /path/to/repo --arg nixpkgs /path/to/nixpkgs [--argstr only NAME]
+#
+# Invariants: nothing from the repository is copied into its tree; README
+# examples are evaluated exactly as written (free variables such as
+# `snix-lower-store` are given the flake's outputs, relative imports are
+# replaced by the stand-in base configuration).
+{
+  repo,
+  nixpkgs,
+  readmeBlocks ? [ ],
+}:
+
+let
+  lib = import (nixpkgs + "/lib");
+  si = import ./stand-ins.nix {
+    inherit lib;
+    nixosLib = nixpkgs + "/nixos/lib";
+  };
+  system = "x86_64-linux";
+  pkgs = si.mkPkgs system;
+
+  # The flake's outputs with nixpkgs stood in for.
+  flake = import (repo + "/flake.nix");
+  self =
+    flake.outputs {
+      inherit self;
+      nixpkgs = {
+        inherit lib;
+        legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] si.mkPkgs;
+      };
+    }
+    // {
+      outPath = toString repo;
+    };
+
+  # What every real system has; the module adds to it.
+  base = {
+    fileSystems."/" = {
+      device = "/dev/disk/by-label/nixos";
+      fsType = "ext4";
+    };
+  };
+
+  evalConfig =
+    {
+      modules,
+      vm ? false,
+    }:
+    lib.evalModules {
+      modules =
+        si.baseModules
+        ++ lib.optional vm si.vmModule
+        ++ [
+          { _module.args.pkgs = pkgs; }
+          base
+        ]
+        ++ modules;
+    };
+
+  # Forces what a system build would force; returns either the result or
+  # the evaluation error's absence as { ok = false; }.
+  summarize =
+    eval:
+    let
+      c = eval.config;
+      utils = eval._module.args.utils;
+      units = lib.filterAttrs (_: u: u.enable) c.systemd.units;
+      initrdUnits = lib.filterAttrs (_: u: u.enable) c.boot.initrd.systemd.units;
+      mkValue =
+        v:
+        if v == null then
+          ""
+        else if lib.isBool v then
+          lib.boolToString v
+        else if lib.isList v then
+          toString v
+        else
+          toString v;
+      nixConfLines = lib.concatStringsSep "\n" (
+        lib.mapAttrsToList (k: v: "${k} = ${mkValue v}") (
+          lib.filterAttrs (k: _: !lib.hasPrefix "extra-" k) c.nix.settings
+        )
+        ++ lib.mapAttrsToList (k: v: "${k} = ${mkValue v}") (
+          lib.filterAttrs (k: _: lib.hasPrefix "extra-" k) c.nix.settings
+        )
+      );
+      snix = c.services.snix-lower-store or { };
+      pkg = snix.package or null;
+    in
+    {
+      failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) c.assertions);
+      warnings = c.warnings;
+      units = lib.mapAttrs (_: u: {
+        text = u.text;
+        overrideStrategy = u.overrideStrategy;
+        wantedBy = u.wantedBy;
+        requiredBy = u.requiredBy;
+      }) units;
+      initrdUnits = lib.mapAttrs (_: u: u.text) initrdUnits;
+      mountUnitNames = map (fs: "${utils.escapeSystemdPath fs.mountPoint}.mount") (lib.attrValues c.fileSystems);
+      fileSystems = lib.mapAttrs (_: fs: {
+        inherit (fs)
+          device
+          fsType
+          options
+          neededForBoot
+          ;
+      }) c.fileSystems;
+      fstab = si.fstabText c utils;
+      etc = lib.mapAttrs (_: e: e.text) (lib.filterAttrs (_: e: e.enable && e.text != null) c.environment.etc);
+      nixSettings = c.nix.settings;
+      nixConf = nixConfLines + "\n" + c.nix.extraOptions;
+      nixEnable = c.nix.enable;
+      variables = c.environment.variables;
+      systemdPackages = map (p: p.name) c.systemd.packages;
+      snix = {
+        enable = snix.enable or false;
+        storeUrl = if snix.enable or false then snix.storeUrl else null;
+        lowerMountPoint = snix.lower.mountPoint or null;
+        lowerDevice = snix.lower.device or null;
+        overlayMountPoint = snix.overlay.mountPoint or null;
+        socketPath = snix.socket.path or null;
+        placement = snix.placement or null;
+      };
+      package =
+        if pkg == null then
+          null
+        else
+          {
+            outPath = pkg.outPath;
+            postInstall = pkg.buildRustPackageArgs.postInstall or "";
+          };
+    };
+
+  # A configuration: its summary, or the evaluation error (as a failed
+  # tryEval; the message is printed by the driver when it re-evaluates it).
+  configResult =
+    eval:
+    let
+      s = summarize eval;
+      r = builtins.tryEval (builtins.deepSeq s s);
+    in
+    if r.success then r.value // { evaluates = true; } else { evaluates = false; };
+
+  withSpecialisations =
+    name: eval:
+    {
+      ${name} = eval;
+    }
+    // lib.mapAttrs' (
+      sname: spec: lib.nameValuePair "${name}/specialisation/${sname}" (eval.extendModules { modules = [ spec.configuration ]; })
+    ) (eval.config.specialisation or { });
+
+  # ---------------------------------------------------------- the VM tests
+  vmTests = import (repo + "/tests/nixos") { inherit pkgs self; };
+  vmNodeEvals = lib.concatMapAttrs (
+    test: t:
+    lib.concatMapAttrs (
+      node: m:
+      withSpecialisations "vm-test ${test}/${node}" (evalConfig {
+        vm = true;
+        modules = [ m ] ++ lib.toList (t.defaults or [ ]);
+      })
+    ) (t.nodes or { })
+  ) vmTests;
+
+  # ------------------------------------------------------ the README blocks
+  readmeEvals = lib.listToAttrs (
+    lib.imap1 (
+      i: file:
+      let
+        v = builtins.scopedImport { snix-lower-store = self; } file;
+        stubNixpkgs.lib = lib // {
+          nixosSystem = args: args;
+        };
+        modules =
+          if v ? outputs then
+            lib.concatMap (c: c.modules) (
+              lib.attrValues
+                (v.outputs {
+                  nixpkgs = stubNixpkgs;
+                  snix-lower-store = self;
+                  self = { };
+                }).nixosConfigurations
+            )
+          else
+            [ v ];
+      in
+      lib.nameValuePair "README block ${toString i}" (evalConfig {
+        modules = lib.filter (m: !builtins.isPath m) modules;
+      })
+    ) readmeBlocks
+  );
+
+  # ------------------------------------------------ the cases of the checks
+  cases = import ./cases.nix { inherit lib repo; };
+  caseEvals = lib.concatMapAttrs (
+    name: c:
+    withSpecialisations "case ${name}" (evalConfig {
+      vm = c.vm or false;
+      modules = [ self.nixosModules.default ] ++ c.modules;
+    })
+  ) cases;
+
+  allEvals = vmNodeEvals // readmeEvals // caseEvals;
+  configs = lib.mapAttrs (_: configResult) allEvals;
+
+  # The package as nix/package.nix defines it, with toSource stood in for so
+  # that its file set can be inspected without a store.
+  packageArgs =
+    let
+      lib' = lib // {
+        fileset = lib.fileset // {
+          toSource = args: args;
+        };
+      };
+    in
+    (import (repo + "/nix/package.nix") {
+      lib = lib';
+      rustPlatform.buildRustPackage = args: args;
+    });
+
+  checks = import ./checks.nix {
+    inherit
+      lib
+      repo
+      configs
+      packageArgs
+      ;
+  };
+in
+{
+  json = { inherit configs checks; };
+  # Forces one configuration without tryEval, so that its error is shown.
+  explain = name: builtins.deepSeq (summarize allEvals.${name}) "evaluates";
+}
