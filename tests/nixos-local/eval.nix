@@ -137,7 +137,7 @@ let
           null
         else
           {
-            outPath = pkg.outPath;
+            path = pkg.outPath;
             postInstall = pkg.buildRustPackageArgs.postInstall or "";
           };
     };

@@ -53,7 +53,7 @@ def layout(cfg, root, mode, store_root, binary):
     pkg = cfg.get("package")
     pkg_units = {}
     if pkg:
-        out = root + pkg["outPath"]
+        out = root + pkg["path"]
         os.makedirs(out + "/bin", exist_ok=True)
         shutil.copy(binary, out + "/bin/snix-lower-store")
         run_post_install(pkg["postInstall"], out)
@@ -63,12 +63,13 @@ def layout(cfg, root, mode, store_root, binary):
                 p = os.path.join(dirpath, n)
                 if not os.path.islink(p) and n.endswith((".service", ".socket", ".mount", ".target", ".conf")):
                     t = open(p).read()
-                    open(p, "w").write(t.replace(out, pkg["outPath"]))
+                    open(p, "w").write(t.replace(out, pkg["path"]))
         unit_dir = out + "/lib/systemd/system"
-        if os.path.isdir(unit_dir) and any(pkg["outPath"].endswith(n) for n in cfg["systemdPackages"]):
+        if os.path.isdir(unit_dir) and any(pkg["path"].endswith(n) for n in cfg["systemdPackages"]):
             for name in os.listdir(unit_dir):
-                pkg_units[name] = pkg["outPath"] + "/lib/systemd/system/" + name
-                os.symlink(pkg_units[name], os.path.join(etc_sd, name))
+                pkg_units[name] = pkg["path"] + "/lib/systemd/system/" + name
+                # Relative, so that it resolves under ROOT and in a container.
+                os.symlink(os.path.relpath(root + pkg_units[name], etc_sd), os.path.join(etc_sd, name))
     texts = []
     for name, u in cfg["units"].items():
         texts.append(u["text"])
@@ -86,7 +87,7 @@ def layout(cfg, root, mode, store_root, binary):
             for t in targets:
                 d = os.path.join(etc_sd, f"{t}.{kind}")
                 os.makedirs(d, exist_ok=True)
-                os.symlink("/etc/systemd/system/" + name, os.path.join(d, name))
+                os.symlink("../" + name, os.path.join(d, name))
     with open(os.path.join(root, "etc/fstab"), "w") as f:
         f.write(cfg["fstab"])
     for name, text in cfg["etc"].items():
@@ -103,7 +104,7 @@ def layout(cfg, root, mode, store_root, binary):
         for m in STORE_PATH.finditer(text):
             base = m.group(1)
             dest = os.path.join(root, "nix/store", base)
-            if os.path.lexists(dest) or (pkg and pkg["outPath"].endswith(base)):
+            if os.path.lexists(dest) or (pkg and pkg["path"].endswith(base)):
                 continue
             if base.startswith(FAKE + "-"):
                 # A stand-in package: the tools units name under bin/ and sbin/.

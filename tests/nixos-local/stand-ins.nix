@@ -453,9 +453,11 @@ let
     in
     lib.concatMapStrings line list;
 
-  # nixos/modules/config/nix.nix's nix.settings type.
+  # nixos/modules/config/nix.nix's nix.settings type; nix-daemon's units as
+  # nix-daemon.nix has them (the package's units plus its settings), reduced
+  # to what systemd needs to load them.
   nixModule =
-    { pkgs, ... }:
+    { config, pkgs, ... }:
     let
       confAtom =
         with types;
@@ -490,6 +492,25 @@ let
             freeformType = types.attrsOf (types.either confAtom (types.listOf confAtom));
           };
           default = { };
+        };
+      };
+      config = lib.mkIf config.nix.enable {
+        systemd.services.nix-daemon = {
+          description = "Nix Daemon";
+          unitConfig.RequiresMountsFor = [
+            "/nix/store"
+            "/nix/var"
+          ];
+          serviceConfig = {
+            ExecStart = "@${pkgs.nix}/bin/nix-daemon nix-daemon --daemon";
+            KillMode = "process";
+          };
+        };
+        systemd.sockets.nix-daemon = {
+          description = "Nix Daemon Socket";
+          wantedBy = [ "sockets.target" ];
+          unitConfig.RequiresMountsFor = [ "/nix/store" ];
+          socketConfig.ListenStream = "/nix/var/nix/daemon-socket/socket";
         };
       };
     };
