@@ -44,4 +44,5 @@ step "provision" .ci/provision-nix-rootfs || exit 1
 step "nix parse" tests/nix-parse || rc=1
 step "e2e" "$tdir/release/snix-lower-store-e2e" "$@" || rc=1
 step "systemd" tests/systemd/run || rc=1
+step "nixos local" tests/nixos-local/run || rc=1
 exit $rc
