@@ -61,6 +61,7 @@ let
   urlLib = import ./store-url.nix;
 
   exe = lib.getExe' cfg.package "snix-lower-store";
+  coreutil = name: "${pkgs.coreutils}/bin/${name}";
 
   systemStore = cfg.placement == "system-store";
   secondStore = cfg.placement == "second-store";
@@ -129,6 +130,49 @@ let
     fi
   '';
 
+  # The index only grows (import adds paths), so a different lower store
+  # must start from an empty one: the import compares a fingerprint of what
+  # describes the lower (device, directory, registration contents) with the
+  # one recorded after the last successful import, and drops the index when
+  # they differ. Importing the same lower again keeps it.
+  fingerprintFile = "${cfg.stateDir}/lower-fingerprint";
+  lowerFingerprint = pkgs.writeShellScript "snix-lower-store-lower-fingerprint" ''
+    set -eu
+    {
+      printf '%s\n' ${
+        lib.escapeShellArgs [
+          (toString cfg.lower.device)
+          cfg.lower.storeDir
+        ]
+      }
+      ${lib.concatMapStrings (f: ''
+        ${coreutil "sha256sum"} ${lib.escapeShellArg f}
+      '') registrationFiles}
+    } | ${coreutil "sha256sum"} | ${coreutil "cut"} -d' ' -f1
+  '';
+  dropStaleIndex = pkgs.writeShellScript "snix-lower-store-drop-stale-index" ''
+    set -eu
+    new=$(${lowerFingerprint})
+    old=$(${coreutil "cat"} ${lib.escapeShellArg fingerprintFile} 2>/dev/null || true)
+    if [ -n "$old" ] && [ "$old" != "$new" ]; then
+      ${coreutil "rm"} -f ${
+        lib.escapeShellArgs (
+          map (f: "${cfg.stateDir}/${f}") [
+            "index.sqlite"
+            "index.sqlite-wal"
+            "index.sqlite-shm"
+          ]
+        )
+      }
+      echo "snix-lower-store: the lower store changed since the last import; the index is rebuilt from its registrations"
+    fi
+  '';
+  recordFingerprint = pkgs.writeShellScript "snix-lower-store-record-fingerprint" ''
+    set -eu
+    ${lowerFingerprint} > ${lib.escapeShellArg "${fingerprintFile}.new"}
+    ${coreutil "mv"} ${lib.escapeShellArgs [ "${fingerprintFile}.new" fingerprintFile ]}
+  '';
+
   # system-store + configureNix: nix-daemon uses the local-overlay store only
   # once /nix/store really is the merged store (after the next boot); until
   # then it keeps the plain local store it was started with.
@@ -168,7 +212,6 @@ let
   # Run in the initrd before the overlay is mounted: upper and work
   # directories, the links above, and on the first boot with the merged store
   # the old Nix database moved aside (it lists paths the overlay now hides).
-  coreutil = name: "${pkgs.coreutils}/bin/${name}";
   initrdPaths = pkgs.writeShellScript "snix-lower-store-initrd-paths" ''
     set -eu
     ${coreutil "mkdir"} -p -m 0755 ${
@@ -770,7 +813,11 @@ in
           // {
             Type = "oneshot";
             RemainAfterExit = true;
-            ExecStartPre = "${checkLower}";
+            ExecStartPre = [
+              "${checkLower}"
+              "${dropStaleIndex}"
+            ];
+            ExecStartPost = "${recordFingerprint}";
             ExecStart =
               if registrationFiles == [ ] then
                 [ "${pkgs.coreutils}/bin/true" ]
