@@ -39,13 +39,7 @@ pkgs.testers.runNixOSTest {
         assert got == want, f"closure through the overlay:\n{got}\nregistered:\n{want}"
 
     with subtest("a build using the lower closure succeeds; its output is in the upper layer"):
-        url = shlex.quote(store_url(machine))
-        expr = (
-            'derivation { name = "built-through-overlay"; system = builtins.currentSystem; '
-            f'builder = builtins.storePath "{lower_closure}" + "/bin/busybox"; '
-            'args = [ "sh" "-c" "echo built-through-overlay > $out" ]; }'
-        )
-        out = machine.succeed(f"nix-build --store {url} --no-out-link -E {shlex.quote(expr)}").strip()
+        out = build_through(machine, "built-through-overlay", lower_closure)
         name = out.removeprefix("/nix/store/")
         machine.succeed(f"test -f ${common.upperDir}/{name}")
         machine.fail(f"test -e ${common.lowerMount}/nix/store/{name}")
