@@ -17,6 +17,15 @@ let
     };
   };
   second = extra: { modules = [ secondStore extra ]; };
+  systemStore = {
+    boot.initrd.systemd.enable = true;
+    services.snix-lower-store = {
+      enable = true;
+      placement = "system-store";
+      lower.device = "/dev/disk/by-label/lower-store";
+      registrations = [ "/nix/.snix-lower/registration" ];
+    };
+  };
 in
 {
   second-store = second { };
@@ -37,7 +46,12 @@ in
           registrations = [ "/var/lib/snix-overlay/lower/registration" ];
           logLevel = "debug";
         };
-        nix.settings.experimental-features = [ "nix-command" ];
+        # The nspawn container has no build users and no sandbox support.
+        nix.settings = {
+          experimental-features = [ "nix-command" ];
+          sandbox = false;
+          build-users-group = "";
+        };
       }
     ];
   };
@@ -60,7 +74,12 @@ in
           logLevel = "info";
           idleExitAfter = "30s";
         };
-        nix.settings.experimental-features = [ "nix-command" ];
+        # The nspawn container has no build users and no sandbox support.
+        nix.settings = {
+          experimental-features = [ "nix-command" ];
+          sandbox = false;
+          build-users-group = "";
+        };
       }
     ];
   };
@@ -86,17 +105,26 @@ in
   socket-group-changed = second { services.snix-lower-store.socket.group = "wheel"; };
   socket-path-changed = second { services.snix-lower-store.socket.path = "/run/snix-other/socket"; };
 
+  # Named as before the rename (services.snix-lower-store.nix.enable), as an
+  # existing configuration would have it.
   nix-enable-second-store = second { services.snix-lower-store.nix.enable = true; };
+  configure-nix-second-store = second { services.snix-lower-store.configureNix = true; };
+
+  # The system-store placement, as a user would enable it.
+  system-store.modules = [ systemStore ];
+
+  system-store-without-initrd.modules = [
+    systemStore
+    { boot.initrd.systemd.enable = lib.mkForce false; }
+  ];
+
+  system-store-without-device.modules = [
+    systemStore
+    { services.snix-lower-store.lower.device = lib.mkForce null; }
+  ];
 
   user-nix-config.modules = [
-    {
-      boot.initrd.systemd.enable = true;
-      services.snix-lower-store = {
-        enable = true;
-        lower.device = "/dev/disk/by-label/lower-store";
-        nix.enable = true;
-      };
-      environment.variables.NIX_CONFIG = "show-trace = true";
-    }
+    systemStore
+    { environment.variables.NIX_CONFIG = "show-trace = true"; }
   ];
 }

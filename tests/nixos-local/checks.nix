@@ -56,7 +56,7 @@ let
   second = get "case second-store";
   importUnit = "snix-lower-store-import.service";
 
-  mentionsAny = needles: text: lib.any (n: lib.hasInfix n text) needles;
+  hasMessage = needle: c: lib.any (lib.hasInfix needle) (c.failedAssertions or [ ]);
 
   expFeatures =
     s:
@@ -77,11 +77,16 @@ in
 ) configs
 ++ lib.mapAttrsToList (
   n: c:
-  check "2 ${n}: the lower and overlay mounts are in fileSystems" (
-    evaluated c
-    && (c.snix.lowerDevice == null || c.fileSystems ? ${c.snix.lowerMountPoint})
-    && c.fileSystems ? ${c.snix.overlayMountPoint}
-  ) "fileSystems has: ${toString (lib.attrNames (c.fileSystems or { }))}"
+  if c.snix.placement == "system-store" then
+    check "2 ${n}: the merged /nix/store is mounted in the systemd initrd, not by fileSystems" (
+      c.initrdUnits ? "sysroot-nix-store.mount"
+      && !(c.fileSystems ? "/nix/store" && c.fileSystems."/nix/store".fsType == "overlay")
+    ) "initrd units: ${toString (lib.attrNames c.initrdUnits)}"
+  else
+    check "2 ${n}: the lower and overlay mounts are in fileSystems" (
+      (c.snix.lowerDevice == null || c.fileSystems ? ${c.snix.lowerMountPoint})
+      && c.fileSystems ? ${c.snix.overlayMountPoint}
+    ) "fileSystems has: ${toString (lib.attrNames (c.fileSystems or { }))}"
 ) (lib.filterAttrs (_: c: evaluated c && c.snix.enable) (vmNodes // readme))
 ++ lib.mapAttrsToList (
   n: c:
@@ -96,8 +101,8 @@ in
     let
       c = get "case enable-alone";
     in
-    check "3 enable = true alone: refused by an assertion, or /nix/store is left alone" (
-      evaluated c && (c.failedAssertions != [ ] || !(c.fileSystems ? "/nix/store"))
+    check "3 enable = true alone: refused by an assertion that says what is missing, /nix/store left alone" (
+      evaluated c && hasMessage "lower.device is not set" c && !(c.fileSystems ? "/nix/store")
     ) "assertions: ${toString (c.failedAssertions or [ ])}; fileSystems: ${toString (lib.attrNames (c.fileSystems or { }))}"
   )
   (
@@ -108,6 +113,34 @@ in
     check "3 enable = true with boot.initrd.systemd.enable: no boot-critical mount over an empty lower directory" (
       evaluated c && (c.failedAssertions != [ ] || !(stage1 ? "/nix/store"))
     ) "assertions: ${toString (c.failedAssertions or [ ])}; stage-1 mounts: ${toString (lib.attrNames stage1)}"
+  )
+  (
+    let
+      c = get "case system-store-without-initrd";
+    in
+    check "3 system-store without boot.initrd.systemd.enable is refused with its message" (
+      evaluated c && hasMessage "needs boot.initrd.systemd.enable = true" c
+    ) "assertions: ${toString (c.failedAssertions or [ ])}"
+  )
+  (
+    let
+      c = get "case system-store-without-device";
+    in
+    check "3 system-store without a lower device is refused with its message" (
+      evaluated c && (hasMessage "needs lower.mount = true and lower.device" c || hasMessage "lower.device is not set" c)
+    ) "assertions: ${toString (c.failedAssertions or [ ])}"
+  )
+  (
+    let
+      c = get "case system-store";
+    in
+    check "3 system-store: accepted, /nix/store mounted in the systemd initrd over the lower mount, not by fstab" (
+      evaluated c
+      && c.failedAssertions == [ ]
+      && c.initrdUnits ? "sysroot-nix-store.mount"
+      && lib.hasInfix "lowerdir=/nix/.snix-lower/nix/store" (c.initrdUnits."sysroot-nix-store.mount" or "")
+      && !(c.fileSystems ? "/nix/store")
+    ) "assertions: ${toString (c.failedAssertions or [ ])}; initrd units: ${toString (lib.attrNames (c.initrdUnits or { }))}"
   )
   (
     let
@@ -124,18 +157,20 @@ in
     in
     check "5 registrations given as Nix paths are copied into the store" (
       evaluated c && lib.hasInfix "-example-registration" t && !lib.hasInfix (toString repo) t
-    ) "import unit: ${t}"
+    ) "import unit ExecStart: ${toString (lib.filter (lib.hasPrefix "ExecStart=") (lines t))}"
   )
 ]
 ++ map (
   what:
   let
     c = get "case socket-${what}-changed";
-    svc = "snix-lower-store.service";
+    changed = u: unitText c u != unitText second u;
+    socket = unitText c "snix-lower-store.socket";
+    followsImport = lib.elem importUnit (values "PartOf" socket);
   in
-  check "6 a change of socket.${what} alone changes snix-lower-store.service (restarted on switch, which restarts its socket)" (
-    evaluated c && evaluated second && unitText c svc != unitText second svc && unitText c svc != ""
-  ) "service unit unchanged"
+  check "6 a change of socket.${what} alone changes a unit switch-to-configuration restarts, and the socket follows it" (
+    evaluated c && evaluated second && (changed "snix-lower-store.service" || (changed importUnit && followsImport))
+  ) "service changed: ${lib.boolToString (changed "snix-lower-store.service")}, import changed: ${lib.boolToString (changed importUnit)}, socket PartOf= the import: ${lib.boolToString followsImport}"
 ) [
   "mode"
   "group"
@@ -171,14 +206,22 @@ in
       evaluated second
       && (lib.elem overlayUnit required || lib.elem "/var/lib/snix-overlay/nix/store" (values "RequiresMountsFor" t))
       && (lib.elem overlayUnit (values "After" t) || lib.elem "/var/lib/snix-overlay/nix/store" (values "RequiresMountsFor" t))
-    ) "socket unit: ${t}"
+    ) "socket unit: ${toString (lib.filter (l: builtins.match "(Requires|BindsTo|After|RequiresMountsFor)=.*" l != null) (lines t))}"
   )
   (
     let
       c = get "case nix-enable-second-store";
     in
-    check "10 making a second store Nix's default store is refused by an assertion" (
+    check "10 making a second store Nix's default store (the old nix.enable name) is refused by an assertion" (
       evaluated c && c.failedAssertions != [ ]
+    ) "assertions: ${toString (c.failedAssertions or [ ])}; warnings: ${toString (c.warnings or [ ])}"
+  )
+  (
+    let
+      c = get "case configure-nix-second-store";
+    in
+    check "10 configureNix with a second store is refused by an assertion" (
+      evaluated c && hasMessage "configureNix = true with placement" c
     ) "assertions: ${toString (c.failedAssertions or [ ])}; warnings: ${toString (c.warnings or [ ])}"
   )
   (
@@ -187,7 +230,9 @@ in
       v = toString (c.variables.NIX_CONFIG or "");
     in
     check "10 a user's NIX_CONFIG does not silently drop the module's store = daemon" (
-      evaluated c && (lib.hasInfix "store = daemon" v || c.failedAssertions != [ ])
-    ) "NIX_CONFIG = ${v}"
+      evaluated c
+      && c.failedAssertions == [ ]
+      && (lib.hasInfix "store = daemon" v || ((c.nixSettings.store or null) == "daemon" && !lib.hasInfix "store" v))
+    ) "NIX_CONFIG = ${v}; nix.settings.store = ${toString (c.nixSettings.store or "(unset)")}; assertions: ${toString (c.failedAssertions or [ ])}"
   )
 ]

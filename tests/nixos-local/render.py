@@ -98,28 +98,30 @@ def layout(cfg, root, mode, store_root, binary):
     os.makedirs(os.path.join(root, "etc/nix"), exist_ok=True)
     with open(os.path.join(root, "etc/nix/nix.conf"), "w") as f:
         f.write(cfg["nixConf"] + "\n")
-    # Store paths the units name.
-    made = []
-    for text in texts:
+    # Store paths the units name, and those the scripts they run name.
+    made, pending = [], list(texts)
+    while pending:
+        text = pending.pop()
         for m in STORE_PATH.finditer(text):
             base = m.group(1)
             dest = os.path.join(root, "nix/store", base)
-            if os.path.lexists(dest) or (pkg and pkg["path"].endswith(base)):
+            if pkg and pkg["path"].endswith(base):
                 continue
             if base.startswith(FAKE + "-"):
-                # A stand-in package: the tools units name under bin/ and sbin/.
-                for sub in ("bin", "sbin"):
-                    os.makedirs(os.path.join(dest, sub), exist_ok=True)
-                for tm in re.finditer(re.escape("/nix/store/" + base) + r"/(s?bin)/([A-Za-z0-9._+-]+)", "\n".join(texts)):
+                # A stand-in package: the tools named under bin/ and sbin/.
+                for tm in re.finditer(re.escape("/nix/store/" + base) + r"/(s?bin)/([A-Za-z0-9._+-]+)", text):
                     exe = os.path.join(dest, tm.group(1), tm.group(2))
                     if os.path.lexists(exe):
                         continue
+                    os.makedirs(os.path.dirname(exe), exist_ok=True)
                     if mode == "verify":
                         shutil.copy("/bin/true", exe)
                     else:
-                        os.symlink(f"/usr/bin/{tm.group(2)}", exe)
-                made.append(base)
-            else:
+                        tool = tm.group(2)
+                        os.symlink(f"/usr/bin/{tool}" if os.path.exists(f"/usr/bin/{tool}") else f"/usr/sbin/{tool}", exe)
+                if base not in made:
+                    made.append(base)
+            elif not os.path.lexists(dest):
                 src = os.path.join(store_root, "nix/store", base)
                 if not os.path.exists(src):
                     raise SystemExit(f"render: {src} named by a unit is not in the eval store")
@@ -127,6 +129,7 @@ def layout(cfg, root, mode, store_root, binary):
                 shutil.copy(src, dest)
                 os.chmod(dest, 0o755)
                 made.append(base)
+                pending.append(open(dest, errors="replace").read())
     return made
 
 

@@ -66,10 +66,11 @@ let
 
   captured = name: args: mkCaptured name "/nix/store/${fakeHash}-${name}" args;
 
-  # A real file in the (chroot's) store, so that the booted units can run it.
+  # A real file in the (chroot's) store, so that the booted units can run it
+  # (made executable when copied into a booted root).
   script =
     name: text:
-    mkCaptured name (builtins.toFile name "#!/bin/sh\n${text}") {
+    mkCaptured name (builtins.toFile name "#!/bin/bash\n${text}") {
       inherit text;
       isScript = true;
     };
@@ -109,7 +110,9 @@ let
         buildPackages.lndir = mkPkg "lndir" "stand-in" { };
         runCommand = name: env: buildCommand: captured name { inherit env buildCommand; };
         runCommandLocal = self.runCommand;
-        writeText = name: text: captured name { inherit text; };
+        # Content-addressed like the real one, so that restartTriggers
+        # (X-Restart-Triggers=, a writeText path) follow what they hash.
+        writeText = name: text: mkCaptured name (builtins.toFile name text) { inherit text; };
         writeTextFile = args: captured args.name args;
         writeShellScript = script;
         writeScript = script;
@@ -611,6 +614,11 @@ let
           default = [ ];
         };
         boot.loader = loose;
+        boot.postBootCommands = mkOption {
+          type = types.lines;
+          default = "";
+        };
+        system.switch = loose;
         networking = loose;
         nixpkgs = loose;
         system.stateVersion = mkOption {
