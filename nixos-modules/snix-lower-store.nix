@@ -655,6 +655,7 @@ in
       readOnly = true;
       default = storeUrl;
       defaultText = literalMD "the `local-overlay://` URL `snix-lower-store store-url` prints for these options";
+      example = "local-overlay://?root=/var/lib/snix-overlay&lower-store=unix%3A///run/snix-lower-store/socket%3Freal%3D/var/lib/snix-overlay/lower/nix/store&upper-layer=/var/lib/snix-overlay/upper&check-mount=true";
       description = ''
         The `local-overlay://` URL of the merged store, percent-encoded as
         `snix-lower-store store-url` prints it. Also in
@@ -667,6 +668,20 @@ in
       readOnly = true;
       default = if cfg.enable && secondStore then secondStoreMounts else { };
       defaultText = literalMD "the second store's lower and overlay mounts, `{ }` otherwise";
+      example = literalExpression ''
+        {
+          "/var/lib/snix-overlay/lower" = {
+            device = "/dev/disk/by-label/lower-store";
+            fsType = "erofs";
+            options = [ "ro" "x-systemd.device-timeout=90s" "nofail" ];
+          };
+          "/var/lib/snix-overlay/nix/store" = {
+            device = "overlay";
+            fsType = "overlay";
+            options = [ "lowerdir=/var/lib/snix-overlay/lower/nix/store" "…" ];
+          };
+        }
+      '';
       description = ''
         The `fileSystems` entries the module declares (second store). Inside
         a NixOS test or `nixos-rebuild build-vm`, nixpkgs' `qemu-vm.nix`
