@@ -728,6 +728,10 @@ in
           message = "services.snix-lower-store.configureNix = true with placement = \"second-store\" would make nix-daemon build into ${toString cfg.overlay.root}, a store the system does not boot from. Use the second store with nix --store \"$(cat /etc/snix-lower-store/store-url)\", or set placement = \"system-store\".";
         }
         {
+          assertion = cfg.configureNix -> config.nix.enable;
+          message = "services.snix-lower-store.configureNix needs nix.enable = true (there is no nix-daemon to point at the merged store).";
+        }
+        {
           assertion = isUnder "/var/lib" cfg.stateDir && cfg.stateDir != "/var/lib";
           message = "services.snix-lower-store.stateDir = \"${cfg.stateDir}\": it must be a directory under /var/lib (the services' StateDirectory=, owned by their DynamicUser=).";
         }

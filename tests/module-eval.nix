@@ -228,6 +228,16 @@ let
         configureNix = true;
       };
     });
+    "10: configureNix without Nix is refused" = refusedWith "configureNix needs nix.enable = true" (eval {
+      nix.enable = false;
+      boot.initrd.systemd.enable = true;
+      services.snix-lower-store = {
+        enable = true;
+        placement = "system-store";
+        lower.device = device;
+        registrations = [ "/nix/.snix-lower/registration" ];
+      };
+    });
     "10: the old name nix.enable still reaches configureNix" =
       (eval {
         imports = [
