@@ -319,8 +319,17 @@ in
 {
   imports = [
     (lib.mkRenamedOptionModule
-      [ "services" "snix-lower-store" "nix" "enable" ]
-      [ "services" "snix-lower-store" "configureNix" ]
+      [
+        "services"
+        "snix-lower-store"
+        "nix"
+        "enable"
+      ]
+      [
+        "services"
+        "snix-lower-store"
+        "configureNix"
+      ]
     )
   ];
 
