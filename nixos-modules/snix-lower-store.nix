@@ -180,8 +180,8 @@ let
   nixDaemonEnv = pkgs.writeShellScript "snix-lower-store-nix-daemon-env" ''
     set -eu
     env=${nixDaemonEnvDir}/nix-daemon.env
-    fstype=$(${pkgs.util-linux}/bin/findmnt -n -o FSTYPE --mountpoint /nix/store | tail -n 1 || true)
-    opts=$(${pkgs.util-linux}/bin/findmnt -n -o OPTIONS --mountpoint /nix/store | tail -n 1 || true)
+    fstype=$(${pkgs.util-linux}/bin/findmnt -n -o FSTYPE --mountpoint /nix/store | ${coreutil "tail"} -n 1 || true)
+    opts=$(${pkgs.util-linux}/bin/findmnt -n -o OPTIONS --mountpoint /nix/store | ${coreutil "tail"} -n 1 || true)
     merged=no
     if [ "$fstype" = overlay ]; then
       case ",$opts," in
