@@ -180,8 +180,8 @@ let
   nixDaemonEnv = pkgs.writeShellScript "snix-lower-store-nix-daemon-env" ''
     set -eu
     env=${nixDaemonEnvDir}/nix-daemon.env
-    fstype=$(${pkgs.util-linux}/bin/findmnt -n -o FSTYPE --mountpoint /nix/store | tail -n 1 || true)
-    opts=$(${pkgs.util-linux}/bin/findmnt -n -o OPTIONS --mountpoint /nix/store | tail -n 1 || true)
+    fstype=$(${pkgs.util-linux}/bin/findmnt -n -o FSTYPE --mountpoint /nix/store | ${coreutil "tail"} -n 1 || true)
+    opts=$(${pkgs.util-linux}/bin/findmnt -n -o OPTIONS --mountpoint /nix/store | ${coreutil "tail"} -n 1 || true)
     merged=no
     if [ "$fstype" = overlay ]; then
       case ",$opts," in
@@ -319,8 +319,17 @@ in
 {
   imports = [
     (lib.mkRenamedOptionModule
-      [ "services" "snix-lower-store" "nix" "enable" ]
-      [ "services" "snix-lower-store" "configureNix" ]
+      [
+        "services"
+        "snix-lower-store"
+        "nix"
+        "enable"
+      ]
+      [
+        "services"
+        "snix-lower-store"
+        "configureNix"
+      ]
     )
   ];
 
@@ -655,6 +664,7 @@ in
       readOnly = true;
       default = storeUrl;
       defaultText = literalMD "the `local-overlay://` URL `snix-lower-store store-url` prints for these options";
+      example = "local-overlay://?root=/var/lib/snix-overlay&lower-store=unix%3A///run/snix-lower-store/socket%3Freal%3D/var/lib/snix-overlay/lower/nix/store&upper-layer=/var/lib/snix-overlay/upper&check-mount=true";
       description = ''
         The `local-overlay://` URL of the merged store, percent-encoded as
         `snix-lower-store store-url` prints it. Also in
@@ -667,6 +677,20 @@ in
       readOnly = true;
       default = if cfg.enable && secondStore then secondStoreMounts else { };
       defaultText = literalMD "the second store's lower and overlay mounts, `{ }` otherwise";
+      example = literalExpression ''
+        {
+          "/var/lib/snix-overlay/lower" = {
+            device = "/dev/disk/by-label/lower-store";
+            fsType = "erofs";
+            options = [ "ro" "x-systemd.device-timeout=90s" "nofail" ];
+          };
+          "/var/lib/snix-overlay/nix/store" = {
+            device = "overlay";
+            fsType = "overlay";
+            options = [ "lowerdir=/var/lib/snix-overlay/lower/nix/store" "…" ];
+          };
+        }
+      '';
       description = ''
         The `fileSystems` entries the module declares (second store). Inside
         a NixOS test or `nixos-rebuild build-vm`, nixpkgs' `qemu-vm.nix`
@@ -711,6 +735,10 @@ in
         {
           assertion = secondStore -> !cfg.configureNix;
           message = "services.snix-lower-store.configureNix = true with placement = \"second-store\" would make nix-daemon build into ${toString cfg.overlay.root}, a store the system does not boot from. Use the second store with nix --store \"$(cat /etc/snix-lower-store/store-url)\", or set placement = \"system-store\".";
+        }
+        {
+          assertion = cfg.configureNix -> config.nix.enable;
+          message = "services.snix-lower-store.configureNix needs nix.enable = true (there is no nix-daemon to point at the merged store).";
         }
         {
           assertion = isUnder "/var/lib" cfg.stateDir && cfg.stateDir != "/var/lib";

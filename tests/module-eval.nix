@@ -208,7 +208,11 @@ let
           t = unitText secondStore u;
         in
         !(lib.hasInfix "/srv/lower" t) && !(lib.hasInfix "/etc/snix-lower-store/env" t)
-      ) [ "snix-lower-store.service" "snix-lower-store.socket" "snix-lower-store-import.service" ];
+      ) [
+        "snix-lower-store.service"
+        "snix-lower-store.socket"
+        "snix-lower-store-import.service"
+      ];
     "9: environmentFile is read by the daemon" =
       lib.hasInfix "EnvironmentFile=/run/secrets/snix.env" (unitText secondStore "snix-lower-store.service");
     "9: daemon environment" =
@@ -228,11 +232,26 @@ let
         configureNix = true;
       };
     });
+    "10: configureNix without Nix is refused" = refusedWith "configureNix needs nix.enable = true" (eval {
+      nix.enable = false;
+      boot.initrd.systemd.enable = true;
+      services.snix-lower-store = {
+        enable = true;
+        placement = "system-store";
+        lower.device = device;
+        registrations = [ "/nix/.snix-lower/registration" ];
+      };
+    });
     "10: the old name nix.enable still reaches configureNix" =
       (eval {
         imports = [
           # The old option path, spelt out so that it reads as what it is.
-          (lib.setAttrByPath [ "services" "snix-lower-store" "nix" "enable" ] true)
+          (lib.setAttrByPath [
+            "services"
+            "snix-lower-store"
+            "nix"
+            "enable"
+          ] true)
         ];
         services.snix-lower-store = {
           enable = true;

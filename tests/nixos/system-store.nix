@@ -35,6 +35,7 @@ pkgs.testers.runNixOSTest {
       # No host store: every store path the VM runs comes from the image.
       virtualisation.mountHostNixStore = false;
       virtualisation.useNixStoreImage = false;
+      virtualisation.writableStore = false;
       # The framework would load the host's registration of the VM closure
       # into the Nix database; here those are lower paths, described by the
       # index instead.
