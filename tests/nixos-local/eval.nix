@@ -13,7 +13,8 @@
 # Invariants: nothing from the repository is copied into its tree; README
 # examples are evaluated exactly as written (free variables such as
 # `snix-lower-store` are given the flake's outputs, relative imports are
-# replaced by the stand-in base configuration).
+# replaced by the stand-in base configuration, and a block that does not
+# import the flake's module gets it, as the README's flake example does).
 {
   repo,
   nixpkgs,
@@ -197,7 +198,11 @@ let
             [ v ];
       in
       lib.nameValuePair "README block ${toString i}" (evalConfig {
-        modules = lib.filter (m: !builtins.isPath m) modules;
+        # A block that does not import the module itself is a snippet of a
+        # configuration that does (as the README's flake example shows).
+        modules =
+          lib.optional (!lib.hasInfix "nixosModules" (builtins.readFile file)) self.nixosModules.default
+          ++ lib.filter (m: !builtins.isPath m) modules;
       })
     ) readmeBlocks
   );
