@@ -160,7 +160,14 @@ let
     }
     // lib.mapAttrs' (
       sname: spec: lib.nameValuePair "${name}/specialisation/${sname}" (eval.extendModules { modules = [ spec.configuration ]; })
-    ) (eval.config.specialisation or { });
+    ) (
+      let
+        # A configuration that does not evaluate has no specialisations; its
+        # own entry reports the error.
+        r = builtins.tryEval (builtins.deepSeq (lib.attrNames eval.config.specialisation) eval.config.specialisation);
+      in
+      if r.success then r.value else { }
+    );
 
   # ---------------------------------------------------------- the VM tests
   vmTests = import (repo + "/tests/nixos") { inherit pkgs self; };
