@@ -128,6 +128,7 @@ let
         enable = snix.enable or false;
         storeUrl = if snix.enable or false then snix.storeUrl else null;
         lowerMountPoint = snix.lower.mountPoint or null;
+        lowerStoreDir = snix.lower.storeDir or null;
         lowerDevice = snix.lower.device or null;
         overlayMountPoint = snix.overlay.mountPoint or null;
         socketPath = snix.socket.path or null;
