@@ -21,7 +21,8 @@
 #                   strings are read at run time
 #   closures        list of packages whose closureInfo registration is imported
 #   socket.path / socket.mode / socket.group
-#   environmentFile null | path (EnvironmentFile= of daemon and import)
+#   environmentFile null | absolute path string outside the store
+#                   (types.externalPath; EnvironmentFile= of daemon and import)
 #   trustedUsers / idleExitAfter / logLevel / extraArgs / stateDir
 #   storeUrl        read-only: the local-overlay:// URL
 #   mounts          read-only: the fileSystems entries the module declares
@@ -73,6 +74,24 @@ let
   # In the second store the lower mount is a stage-2 mount unit; in the
   # system store it is mounted in the initrd and is no unit of the system.
   lowerUnits = optional (hasLowerMount && secondStore) lowerUnit;
+
+  # File systems the system-store lower may have: those for which a nixpkgs
+  # module (nixos/modules/tasks/filesystems/{erofs,squashfs,ext}.nix) puts
+  # the kernel module into the initrd when
+  # boot.initrd.supportedFilesystems names them.
+  initrdLowerFsTypes = [
+    "erofs"
+    "squashfs"
+    "ext4"
+  ];
+
+  # system-store: until the next boot /nix/store is not the merged store and
+  # the lower is not mounted (it is mounted in the initrd); the import, the
+  # socket and the daemon are skipped (a condition, not a failure) until
+  # then, so that a switch enabling the placement succeeds.
+  systemStoreCondition = optionalAttrs systemStore {
+    ConditionPathIsMountPoint = cfg.lower.mountPoint;
+  };
 
   isUnder = parent: path: path == parent || lib.hasPrefix "${lib.removeSuffix "/" parent}/" path;
   isAbsolute = path: lib.hasPrefix "/" path;
@@ -131,20 +150,20 @@ let
   '';
 
   # The index only grows (import adds paths), so a different lower store
-  # must start from an empty one: the import compares a fingerprint of what
-  # describes the lower (device, directory, registration contents) with the
-  # one recorded after the last successful import, and drops the index when
-  # they differ. Importing the same lower again keeps it.
+  # must start from an empty one: the import compares a fingerprint of the
+  # lower as it is mounted now (the directory, the names of the store paths
+  # in it, the contents of the registrations) with the one recorded after
+  # the last successful import, and drops the index when they differ.
+  # Everything in it is read from the running system, not from the
+  # configuration, so it describes the lower that is really there (also
+  # when a new lower.device only takes effect at the next boot).
   fingerprintFile = "${cfg.stateDir}/lower-fingerprint";
   lowerFingerprint = pkgs.writeShellScript "snix-lower-store-lower-fingerprint" ''
     set -eu
+    export LC_ALL=C
     {
-      printf '%s\n' ${
-        lib.escapeShellArgs [
-          (toString cfg.lower.device)
-          cfg.lower.storeDir
-        ]
-      }
+      printf '%s\n' ${lib.escapeShellArg cfg.lower.storeDir}
+      ${coreutil "ls"} -1A -- ${lib.escapeShellArg cfg.lower.storeDir}
       ${lib.concatMapStrings (f: ''
         ${coreutil "sha256sum"} ${lib.escapeShellArg f}
       '') registrationFiles}
@@ -294,6 +313,9 @@ let
         ++ optional (lib.hasPrefix "/dev/" cfg.lower.device) "x-systemd.device-timeout=${cfg.lower.deviceTimeout}"
         # A second store never stops the boot: its mounts are only wanted.
         ++ [ "nofail" ];
+      # filesystems.nix runs fsck on every fstab line whose type is not in
+      # its skip list (erofs is not): a read-only image needs no check.
+      noCheck = true;
     };
   }
   // {
@@ -426,9 +448,11 @@ in
 
       mountPoint = mkOption {
         type = types.str;
-        default = if systemStore then "/nix/.snix-lower" else "${cfg.overlay.root}/lower";
+        # Keyed on overlay.root like the other defaults, so that a second
+        # store without a root reaches its assertion instead of a throw.
+        default = if cfg.overlay.root == null then "/nix/.snix-lower" else "${cfg.overlay.root}/lower";
         defaultText = literalExpression ''
-          if config.services.snix-lower-store.placement == "system-store"
+          if config.services.snix-lower-store.overlay.root == null
           then "/nix/.snix-lower"
           else "''${config.services.snix-lower-store.overlay.root}/lower"
         '';
@@ -604,15 +628,18 @@ in
     };
 
     environmentFile = mkOption {
-      type = types.nullOr types.path;
+      # externalPath: an absolute path given as a string, outside the store;
+      # a Nix path value (./file) is refused rather than used uncopied.
+      type = types.nullOr types.externalPath;
       default = null;
       example = "/run/secrets/snix-lower-store.env";
       description = ''
         File of `KEY=value` lines (systemd's `EnvironmentFile=`) read by the
         daemon and the import at start, after the module's own
         `Environment=` lines, so it can override them. It is read at run
-        time and not copied into the store. The NixOS units never read the
-        package's `/etc/snix-lower-store/env`.
+        time and never copied into the store: give an absolute path as a
+        string (a Nix path value or a store path is refused). The NixOS
+        units never read the package's `/etc/snix-lower-store/env`.
       '';
     };
 
@@ -683,6 +710,7 @@ in
             device = "/dev/disk/by-label/lower-store";
             fsType = "erofs";
             options = [ "ro" "x-systemd.device-timeout=90s" "nofail" ];
+            noCheck = true;
           };
           "/var/lib/snix-overlay/nix/store" = {
             device = "overlay";
@@ -797,6 +825,10 @@ in
           message = "services.snix-lower-store.lower.fsType = \"overlay\": the lower store must be a plain file system (erofs, squashfs, virtiofs, nfs, or a bind with fsType \"none\").";
         }
         {
+          assertion = systemStore -> lib.elem cfg.lower.fsType initrdLowerFsTypes;
+          message = "services.snix-lower-store.lower.fsType = \"${cfg.lower.fsType}\" with placement = \"system-store\": the lower image is mounted in the initrd, which gets its file system through boot.initrd.supportedFilesystems; use one of ${lib.concatStringsSep ", " initrdLowerFsTypes}.";
+        }
+        {
           assertion = systemStore -> lib.all (p: !(isUnder "/nix/store" p)) initrdLinks;
           message = "services.snix-lower-store: with the merged store at /nix/store, lower.mountPoint, overlay.upperDir and overlay.workDir must lie outside /nix/store.";
         }
@@ -824,7 +856,14 @@ in
           "snix-lower-store.socket"
           "snix-lower-store.service"
         ];
-        unitConfig.RequiresMountsFor = [ cfg.lower.storeDir ];
+        # Only when the module does not mount the lower itself: a Requires=
+        # on the module's (nofail) lower mount would end the import in
+        # "dependency failed" before checkLower can say why.
+        unitConfig =
+          optionalAttrs (!hasLowerMount) {
+            RequiresMountsFor = [ cfg.lower.storeDir ];
+          }
+          // systemStoreCondition;
         # switch-to-configuration ignores changed socket units; a change of
         # the socket's options restarts this unit instead, which stops the
         # socket (Requires=) and starts it again (Wants=) with the new ones.
@@ -870,7 +909,10 @@ in
         ]
         ++ lowerUnits;
         bindsTo = lowerUnits;
-        unitConfig.RequiresMountsFor = [ cfg.lower.storeDir ];
+        unitConfig = {
+          RequiresMountsFor = [ cfg.lower.storeDir ];
+        }
+        // systemStoreCondition;
         environment =
           commonEnvironment
           // {
@@ -916,6 +958,7 @@ in
         unitConfig = {
           DefaultDependencies = false;
         }
+        // systemStoreCondition
         // optionalAttrs secondStore {
           # The overlay mount is nofail (not before local-fs.target): wait for
           # it here, so that a listening socket means a mounted merged store.
@@ -965,10 +1008,11 @@ in
       # by units of the initrd, not by fileSystems entries: stage 2 has no
       # fstab lines for them, so switch-to-configuration never tries to
       # unmount or remount the running store. Changes apply at the next boot.
-      boot.initrd.availableKernelModules = [
-        "overlay"
-        cfg.lower.fsType
-      ];
+      # The lower's driver through nixpkgs' file system modules (a type is
+      # not always a kernel module name); overlay is no file system type of
+      # theirs.
+      boot.initrd.supportedFilesystems.${cfg.lower.fsType} = true;
+      boot.initrd.availableKernelModules = [ "overlay" ];
       # make-initrd-ng copies these (and the libraries they load), not
       # their Nix closures: the script's shell and every tool it calls.
       boot.initrd.systemd.storePaths = [

@@ -105,6 +105,61 @@ let
     }
   );
 
+  # The second store with another lower device, otherwise the same.
+  secondStoreOtherDevice = eval {
+    services.snix-lower-store = {
+      enable = true;
+      lower.device = "/dev/disk/by-label/other-lower-store";
+      registrations = [
+        "/var/lib/snix-overlay/lower/registration"
+        ./module-eval.nix
+      ];
+      logLevel = "debug";
+      idleExitAfter = "10m";
+      environmentFile = "/run/secrets/snix.env";
+      extraArgs = [
+        "--max-list"
+        "1000"
+      ];
+    };
+    nix.settings.experimental-features = "nix-command flakes";
+  };
+
+  # The system store with another lower device, otherwise the same.
+  systemStoreOtherDevice = eval {
+    boot.initrd.systemd.enable = true;
+    services.snix-lower-store = {
+      enable = true;
+      placement = "system-store";
+      lower.device = "/dev/disk/by-label/other-lower-store";
+      registrations = [ "/nix/.snix-lower/registration" ];
+    };
+    environment.variables.NIX_CONFIG = "show-trace = true";
+  };
+
+  # The system store with other socket options, otherwise the same.
+  systemStoreSocketChanged = eval {
+    boot.initrd.systemd.enable = true;
+    services.snix-lower-store = {
+      enable = true;
+      placement = "system-store";
+      lower.device = device;
+      registrations = [ "/nix/.snix-lower/registration" ];
+      socket.path = "/run/lower-alt.sock";
+    };
+    environment.variables.NIX_CONFIG = "show-trace = true";
+  };
+
+  # The second store with the lower mounted by the user.
+  ownLower = eval {
+    services.snix-lower-store = {
+      enable = true;
+      lower.mount = false;
+      lower.mountPoint = "/srv/lower";
+      registrations = [ "/srv/lower/registration" ];
+    };
+  };
+
   vmWithout = eval (
     { modulesPath, ... }:
     {
@@ -192,10 +247,33 @@ let
     "6: the store URL follows socket.path" =
       lib.hasInfix "unix%3A///run/lower-alt.sock" socketChanged.config.environment.etc."snix-lower-store/store-url".text;
 
+    "6: the socket removes its old path when it stops" =
+      lib.hasInfix "RemoveOnStop=true" (unitText secondStore "snix-lower-store.socket");
+    "6: system store: a socket change reaches nix-daemon and its store URL" =
+      unitText systemStore "nix-daemon.service" != unitText systemStoreSocketChanged "nix-daemon.service"
+      && unitText systemStore "snix-lower-store-nix-daemon-env.service"
+        != unitText systemStoreSocketChanged "snix-lower-store-nix-daemon-env.service"
+      && lib.hasInfix "unix%3A///run/lower-alt.sock" systemStoreSocketChanged.config.services.snix-lower-store.storeUrl;
+
     "7: the import is part of the lower mount" =
       sec.systemd.services.snix-lower-store-import.partOf == [ "var-lib-snix\\x2doverlay-lower.mount" ];
     "7: the import drops an index of another lower" =
       lib.length sec.systemd.services.snix-lower-store-import.serviceConfig.ExecStartPre == 2;
+
+    "7: the fingerprint is read from the mounted lower, not from lower.device" =
+      let
+        t = unitText systemStore "snix-lower-store-import.service";
+      in
+      # A device change alone (it takes effect at the next boot) does not
+      # change the import: nothing can record the new device while the old
+      # image is mounted.
+      t == unitText systemStoreOtherDevice "snix-lower-store-import.service"
+      && !(lib.hasInfix device t)
+      && lib.hasInfix "-snix-lower-store-drop-stale-index" t;
+
+    "7: second store: a device change changes the import (restarted on switch)" =
+      unitText secondStore "snix-lower-store-import.service"
+      != unitText secondStoreOtherDevice "snix-lower-store-import.service";
 
     "8: the socket requires the overlay mount" =
       lib.hasInfix "RequiresMountsFor=/var/lib/snix-overlay/nix/store" (unitText secondStore "snix-lower-store.socket");
@@ -260,6 +338,55 @@ let
       }).config.services.snix-lower-store.configureNix;
     "10: clients use the daemon through nix.conf, not NIX_CONFIG" =
       sys.nix.settings.store == "daemon" && sys.environment.variables.NIX_CONFIG == "show-trace = true";
+
+    "review 2: the import does not Require the module's own (nofail) lower mount" =
+      !(lib.hasInfix "RequiresMountsFor=" (unitText secondStore "snix-lower-store-import.service"))
+      && lib.hasInfix "Wants=var-lib-snix\\x2doverlay-lower.mount" (unitText secondStore "snix-lower-store-import.service");
+    "review 2: with the user's own lower mount, the import waits for it" =
+      lib.hasInfix "RequiresMountsFor=/srv/lower/nix/store" (unitText ownLower "snix-lower-store-import.service")
+      && failedAssertions ownLower == [ ];
+    "review 3: system store: import, socket and daemon wait for the lower (skipped before the reboot)" =
+      lib.all (u: lib.hasInfix "ConditionPathIsMountPoint=/nix/.snix-lower" (unitText systemStore u)) [
+        "snix-lower-store-import.service"
+        "snix-lower-store.socket"
+        "snix-lower-store.service"
+      ];
+    "review 3: second store: no condition (a missing lower is a failure that says why)" =
+      !(lib.hasInfix "ConditionPathIsMountPoint" (unitText secondStore "snix-lower-store-import.service"));
+    "review 5: the lower image is not fsck'd" =
+      sec.fileSystems."/var/lib/snix-overlay/lower".noCheck
+      && lib.hasInfix "/var/lib/snix-overlay/lower erofs ro,x-systemd.device-timeout=90s,nofail 0 0" sec.environment.etc.fstab.text;
+    "review 9: system store: the lower's file system through supportedFilesystems" =
+      sys.boot.initrd.supportedFilesystems.erofs
+      && lib.elem "overlay" sys.boot.initrd.availableKernelModules
+      # nixpkgs' erofs module adds the kernel module.
+      && lib.elem "erofs" sys.boot.initrd.availableKernelModules;
+    "review 9: system store: a lower fsType the initrd cannot get is refused" = refusedWith "use one of erofs, squashfs, ext4" (eval {
+      boot.initrd.systemd.enable = true;
+      services.snix-lower-store = {
+        enable = true;
+        placement = "system-store";
+        lower.device = "lowertag";
+        lower.fsType = "virtiofs";
+        registrations = [ "/nix/.snix-lower/registration" ];
+      };
+    });
+    "review 10: environmentFile as a Nix path value is refused" =
+      !(builtins.tryEval (eval {
+        services.snix-lower-store = {
+          enable = true;
+          lower.device = device;
+          environmentFile = ./module-eval.nix;
+        };
+      }).config.services.snix-lower-store.environmentFile).success;
+    "review 10: second store without a root reaches its assertion" =
+      refusedWith "overlay.root = null with placement = \"second-store\"" (eval {
+        services.snix-lower-store = {
+          enable = true;
+          lower.device = device;
+          overlay.root = null;
+        };
+      });
 
     "second store: URL in /etc" =
       sec.environment.etc."snix-lower-store/store-url".text

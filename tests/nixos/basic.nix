@@ -23,6 +23,10 @@ pkgs.testers.runNixOSTest {
         machine.succeed("systemctl is-active snix-lower-store-import.service")
         machine.succeed("journalctl -b -u snix-lower-store-import.service | grep -q 'imported'")
 
+    with subtest("the lower image's files belong to root, not to the image's build user"):
+        owners = machine.succeed("find ${common.lowerMount} -printf '%U:%G\\n' | sort -u").split()
+        assert owners == ["0:0"], f"owners in the lower image: {owners}"
+
     with subtest("the overlay carries the strings Nix's check-mount compares"):
         options = machine.succeed("findmnt -n -o OPTIONS ${common.mergedStore}")
         assert "lowerdir=${common.lowerMount}/nix/store" in options, options

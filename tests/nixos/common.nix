@@ -38,7 +38,10 @@ rec {
       done < ${info}/store-paths
       cp ${info}/registration root/registration
       cp ${info}/store-paths root/store-paths
-      mkfs.erofs -L ${label} "$out" root
+      # Owned by root, time stamps 0, as nixpkgs' qemu-vm.nix makes its store
+      # image: without --force-uid/gid the files would belong to the build
+      # user (uid 1000 in the sandbox: the VMs' first normal user).
+      mkfs.erofs --force-uid=0 --force-gid=0 -T 0 -L ${label} "$out" root
     '';
 
   lowerClosure = mkLowerClosure "snix-lower-store-test-tools";

@@ -2,8 +2,10 @@
 # (the others are in switch.nix, system-store.nix and tests/module-eval.nix):
 #   4. experimental-features written as a string still evaluates and gains
 #      local-overlay-store (the module uses extra-experimental-features);
-#   5. a registration given as a store object is in the system closure and
-#      imported;
+#   5. a registration given as a Nix path value (a file of this repository,
+#      a registration of no paths) is copied into the store, is in the
+#      system closure and is imported; with `toString` it would stay a path
+#      into the flake's source, outside the closure;
 #   7. restarting the lower mount re-runs the import, the socket follows;
 #   8. the socket requires the (nofail) overlay mount: stopping the overlay
 #      stops the socket, starting the socket mounts the overlay;
@@ -12,7 +14,10 @@
 { pkgs, common }:
 
 let
-  registration = "${pkgs.closureInfo { rootPaths = [ common.lowerClosure ]; }}/registration";
+  # A path value: the module must copy it ("${p}"), which is what this
+  # string is too.
+  registration = ./fixtures/no-paths.registration;
+  registrationInStore = "${registration}";
   overlayUnit = "var-lib-snix\\x2doverlay-nix-store.mount";
   lowerUnit = "var-lib-snix\\x2doverlay-lower.mount";
 in
@@ -27,7 +32,7 @@ pkgs.testers.runNixOSTest {
       nix.settings.experimental-features = lib.mkForce "nix-command";
 
       services.snix-lower-store = {
-        registrations = lib.mkForce [ registration ];
+        registrations = [ registration ];
         environmentFile = "/etc/snix-test.env";
       };
       environment.etc."snix-test.env".text = ''
@@ -50,9 +55,12 @@ pkgs.testers.runNixOSTest {
         features = machine.succeed("nix config show experimental-features")
         assert "nix-command" in features and "local-overlay-store" in features, features
 
-    with subtest("5: the registration is a store object, imported"):
-        machine.succeed("test -f ${registration}")
-        machine.succeed("grep -q ${registration} /etc/systemd/system/snix-lower-store-import.service")
+    with subtest("5: a registration given as a Nix path is a store object of the system, imported"):
+        machine.succeed("grep -qF -- '--registration \"${registrationInStore}\"' /etc/systemd/system/snix-lower-store-import.service")
+        machine.succeed("nix-store -qR /run/current-system | grep -qxF ${registrationInStore}")
+        machine.succeed("test -f ${registrationInStore}")
+        machine.succeed("journalctl -b -u snix-lower-store-import.service | grep -q 'imported 0 entries'")
+        # The image's own registration (a string) is imported next to it.
         nix(machine, f"path-info {lower_closure}")
 
     with subtest("9: nothing of the package's units, environmentFile read"):

@@ -65,7 +65,10 @@ pkgs.testers.runNixOSTest {
     base = machine.succeed("readlink -f /run/current-system").strip()
 
     def switch(to):
-        target = base if to is None else f"{base}/specialisation/{to}"
+        # specialisation/<name> is a symlink to the specialised system;
+        # /run/current-system resolves to that real path.
+        link = base if to is None else f"{base}/specialisation/{to}"
+        target = machine.succeed(f"readlink -f {link}").strip()
         machine.succeed(f"{target}/bin/switch-to-configuration switch >&2")
         got = machine.succeed("readlink -f /run/current-system").strip()
         assert got == target, f"current system {got}, expected {target}"

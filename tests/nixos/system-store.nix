@@ -74,6 +74,13 @@ pkgs.testers.runNixOSTest {
         assert "lowerdir=${lowerMount}/nix/store" in line, line
         assert "upperdir=${upper}" in line, line
         machine.succeed("mountpoint -q ${lowerMount}")
+        # Owned by root: alice (uid 1000, the image builder's uid in the
+        # sandbox) must own nothing of the system closure.
+        owners = machine.succeed("find ${lowerMount} -printf '%U:%G\\n' | sort -u").split()
+        assert owners == ["0:0"], f"owners in the lower image: {owners}"
+        # The lower is mounted, so the import and the socket ran (their
+        # ConditionPathIsMountPoint= holds).
+        machine.succeed("systemctl is-active snix-lower-store-import.service")
         name = toplevel.removeprefix("/nix/store/")
         machine.succeed(f"test -e ${lowerMount}/nix/store/{name}")
         machine.fail(f"test -e ${upper}/{name}")
