@@ -165,12 +165,29 @@ async fn query_realisation_in_both_layouts() {
     // Refused as a whole when an output path is not valid: nothing written.
     let mut bad = realisations.clone();
     bad[1].out_path = snix_lower_store::store::StorePath::from_base_name(&format!("{}-gone", "d".repeat(32))).unwrap();
-    let e = import::import_with_realisations(&f.state, &f.sd, &lower, f.entries.clone(), bad, ImportOptions::default())
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("neither indexed nor in this import") && e.contains("-gone"), "{e}");
-    import::import_with_realisations(&f.state, &f.sd, &lower, f.entries.clone(), realisations, ImportOptions::default())
-        .unwrap();
+    let e = import::import_with_realisations(
+        &f.state,
+        &f.sd,
+        &lower,
+        f.entries.clone(),
+        bad,
+        ImportOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("neither indexed nor in this import") && e.contains("-gone"),
+        "{e}"
+    );
+    import::import_with_realisations(
+        &f.state,
+        &f.sd,
+        &lower,
+        f.entries.clone(),
+        realisations,
+        ImportOptions::default(),
+    )
+    .unwrap();
     f.serve().await;
 
     let ask = |s: &str| {
@@ -180,7 +197,9 @@ async fn query_realisation_in_both_layouts() {
     };
     let mut c = Client::connect(&f.socket, 38).await.unwrap();
     // Any SHA-256 encoding of the id finds it.
-    let nix32 = snix_lower_store::store::NarHash::parse(&hex).unwrap().to_nix32_prefixed();
+    let nix32 = snix_lower_store::store::NarHash::parse(&hex)
+        .unwrap()
+        .to_nix32_prefixed();
     for asked in [id.to_string(), format!("{nix32}!out")] {
         c.call(43, &ask(&asked)).await.unwrap();
         assert_eq!(
@@ -192,18 +211,25 @@ async fn query_realisation_in_both_layouts() {
             )]
         );
     }
-    c.call(43, &ask(&format!("sha256:{}!out", "00".repeat(32)))).await.unwrap();
+    c.call(43, &ask(&format!("sha256:{}!out", "00".repeat(32))))
+        .await
+        .unwrap();
     assert!(c.r.strings("realisations").await.unwrap().is_empty());
     match c.call(43, &ask("not-an-id")).await {
         Err(ClientError::Daemon(m)) => assert!(m.contains("QueryRealisation") && m.contains("not-an-id"), "{m}"),
         other => panic!("expected an error, got {other:?}"),
     }
-    assert!(c.is_valid_path(&f.full(0)).await.unwrap(), "connection unusable after the error");
+    assert!(
+        c.is_valid_path(&f.full(0)).await.unwrap(),
+        "connection unusable after the error"
+    );
 
     let mut old = Client::connect(&f.socket, 30).await.unwrap();
     old.call(43, &ask(&id.to_string())).await.unwrap();
     assert_eq!(old.r.strings("output paths").await.unwrap(), vec![f.full(0)]);
-    old.call(43, &ask(&format!("sha256:{}!out", "00".repeat(32)))).await.unwrap();
+    old.call(43, &ask(&format!("sha256:{}!out", "00".repeat(32))))
+        .await
+        .unwrap();
     assert!(old.r.strings("output paths").await.unwrap().is_empty());
 }
 

@@ -104,17 +104,26 @@ async fn idle_and_handshake_timeouts_close_connections() {
         .expect("idle connection was not closed within the deadline")
         .unwrap();
     assert_eq!(n, 0, "idle connection should be closed, not sent anything");
-    assert!(served.elapsed() >= TIMEOUT, "idle connection closed before --idle-timeout");
+    assert!(
+        served.elapsed() >= TIMEOUT,
+        "idle connection closed before --idle-timeout"
+    );
     let n = tokio::time::timeout(POLL_DEADLINE, silent.read(&mut buf))
         .await
         .expect("silent opener was not closed within the deadline")
         .unwrap();
     assert_eq!(n, 0, "silent opener should be closed");
-    assert!(opened.elapsed() >= TIMEOUT, "silent opener closed before --handshake-timeout");
+    assert!(
+        opened.elapsed() >= TIMEOUT,
+        "silent opener closed before --handshake-timeout"
+    );
     assert!(c.is_valid_path(&f.full(0)).await.is_err(), "closed connection answered");
     let t0 = Instant::now();
     while server.stats.open_connections.load(std::sync::atomic::Ordering::Relaxed) > 0 {
-        assert!(t0.elapsed() < POLL_DEADLINE, "closed connections are still counted as open");
+        assert!(
+            t0.elapsed() < POLL_DEADLINE,
+            "closed connections are still counted as open"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -277,9 +286,9 @@ fn repeated_kills_during_import() {
         // No index yet is the old state; an index that exists must open and
         // count, else the kill corrupted it.
         let count = match PathInfoIndex::open(&state, "/nix/store") {
-            Ok(i) => i
-                .count()
-                .unwrap_or_else(|e| panic!("round {round}: the index opens but cannot be counted after a kill at {delay:?}: {e}")),
+            Ok(i) => i.count().unwrap_or_else(|e| {
+                panic!("round {round}: the index opens but cannot be counted after a kill at {delay:?}: {e}")
+            }),
             Err(IndexError::Missing(_)) => 0,
             Err(e) => panic!("round {round}: the index no longer opens after a kill at {delay:?}: {e}"),
         };

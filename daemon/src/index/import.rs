@@ -374,7 +374,9 @@ pub fn read_nix_db_realisations(db: &Path, sd: &StoreDir) -> Result<Vec<NewReali
             )
             .map_err(err)?;
         let rows = st
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            })
             .map_err(err)?;
         for (i, row) in rows.enumerate() {
             let (referrer, hash, output) = row.map_err(err)?;
@@ -695,7 +697,9 @@ fn add_realisations(
         let shown = format!("realisation {}", r.id);
         // Every batch path is inserted by now, so the index alone says
         // whether the output path is valid.
-        let Some(deriver) = deriver_of.query_row([r.out_path.base_name()], |row| row.get::<_, String>(0)).optional()?
+        let Some(deriver) = deriver_of
+            .query_row([r.out_path.base_name()], |row| row.get::<_, String>(0))
+            .optional()?
         else {
             problems.push(format!(
                 "{shown}: output path {} is neither indexed nor in this import",
@@ -706,7 +710,9 @@ fn add_realisations(
         let mut missing_dep = false;
         for d in &r.dependent {
             if !in_this.contains(d) && !existing.exists([&d.drv_hash, &d.output])? {
-                problems.push(format!("{shown}: dependent realisation {d} is neither indexed nor in this import"));
+                problems.push(format!(
+                    "{shown}: dependent realisation {d} is neither indexed nor in this import"
+                ));
                 missing_dep = true;
             }
         }

@@ -417,9 +417,8 @@ impl PathInfoIndex {
             else {
                 return Ok(None);
             };
-            let corrupt = |why: String| {
-                rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, why.into())
-            };
+            let corrupt =
+                |why: String| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, why.into());
             let mut dependent = Vec::new();
             for d in deps.split(' ').filter(|d| !d.is_empty()) {
                 let dep = DrvOutputId::parse(d).map_err(corrupt)?;
@@ -522,10 +521,8 @@ pub(crate) mod tests {
         PathInfoIndex::open_or_create(d.path(), "/nix/store").unwrap();
         // What a version 2 index looks like: no realisations table.
         let c = Connection::open(d.path().join(INDEX_FILE)).unwrap();
-        c.execute_batch(
-            "DROP TABLE realisations; UPDATE meta SET value = '2' WHERE key = 'schema_version';",
-        )
-        .unwrap();
+        c.execute_batch("DROP TABLE realisations; UPDATE meta SET value = '2' WHERE key = 'schema_version';")
+            .unwrap();
         drop(c);
         let e = PathInfoIndex::open(d.path(), "/nix/store").err().unwrap();
         assert!(matches!(e, IndexError::SchemaOutdated { .. }), "{e}");

@@ -114,7 +114,15 @@ mod tests {
 
     #[test]
     fn bad_ids_are_errors_naming_the_input() {
-        for bad in ["", "sha256:abc!out", &format!("sha256:{HEX}"), &format!("sha256:{HEX}!"), &format!("sha256:{HEX}!a b"), "md5:00!out", "Б!out"] {
+        for bad in [
+            "",
+            "sha256:abc!out",
+            &format!("sha256:{HEX}"),
+            &format!("sha256:{HEX}!"),
+            &format!("sha256:{HEX}!a b"),
+            "md5:00!out",
+            "Б!out",
+        ] {
             let e = DrvOutputId::parse(bad).unwrap_err();
             assert!(e.contains("invalid derivation output id"), "{bad}: {e}");
         }

@@ -447,7 +447,12 @@ fn ca_realisation(ov: &Overlay) -> Result<()> {
     let fx = ov.fx;
     let before = ov.lower_hash()?;
     let out = ov.ok(&["nix-store", "--store", "{O}", "--realise", &fx.ca_drv])?;
-    ensure!(out == fx.ca_out, "realising {} gave {out:?}, not {}", fx.ca_drv, fx.ca_out);
+    ensure!(
+        out == fx.ca_out,
+        "realising {} gave {out:?}, not {}",
+        fx.ca_drv,
+        fx.ca_out
+    );
     ensure!(
         !exists(&ov.upper_host(&fx.ca_out)),
         "the lower content-addressed output was copied into the upper layer"

@@ -587,16 +587,22 @@ fn grpc_has_no_realisations(fs: &Rootfs, check: &Check, ours: &Side) -> Result<S
     const MISSING: &[&str] = &["of the unbuilt derivation", "unrealised output", "thisRealisation"];
     for o in run_check(fs, check, ours)? {
         if o.success() {
-            bail!("{}: the gRPC flavour answered a realisation it cannot have: {}", o.desc, o.stdout());
+            bail!(
+                "{}: the gRPC flavour answered a realisation it cannot have: {}",
+                o.desc,
+                o.stdout()
+            );
         }
         let err = o.stderr();
         if !MISSING.iter().any(|m| err.contains(m)) {
             bail!("{}: failed, but not for a missing realisation: {err}", o.desc);
         }
     }
-    Ok("gRPC flavour: snix's PathInfoService has no realisations; every output is reported as not realised \
+    Ok(
+        "gRPC flavour: snix's PathInfoService has no realisations; every output is reported as not realised \
         (compared with Nix's daemon in the index flavour only)"
-        .into())
+            .into(),
+    )
 }
 
 /// Imports the fixture's Nix database into the index both our flavours serve.
