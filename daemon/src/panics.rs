@@ -133,6 +133,13 @@ mod tests {
         assert!(none.contains("no op (outside a request) for client pid unknown"), "{none}");
     }
 
+    /// The e2e suite (which does not link this crate) searches for the same marker.
+    #[test]
+    fn the_e2e_suite_searches_for_this_marker() {
+        let e2e = include_str!("../../e2e/src/daemons.rs");
+        assert!(e2e.contains(&format!("PANIC_MARKER: &str = \"{PANIC_MARKER}\";")));
+    }
+
     /// The hook function itself, run by a real panic on a task serving a
     /// request: it counts, and its line carries the task's context. The test
     /// sets a hook of its own that calls `record` (tests run in one process,

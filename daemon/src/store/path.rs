@@ -144,7 +144,11 @@ impl StoreDir {
             .strip_prefix(self.0.as_str())
             .and_then(|r| r.strip_prefix('/'))
             .ok_or_else(|| StorePathError::NotInStore(shown(full), self.0.clone()))?;
-        StorePath::from_base_name(base)
+        // The error names the full path the caller gave, not only its base name.
+        StorePath::from_base_name(base).map_err(|e| match e {
+            StorePathError::Invalid(_, why) => StorePathError::Invalid(shown(full), why),
+            other => other,
+        })
     }
 
     pub fn display(&self, p: &StorePath) -> String {
@@ -188,5 +192,51 @@ mod tests {
         }
         let long = format!("/nix/store/00bgd045z0d4icpbc2yyz4gx48ak44la-{}", "a".repeat(212));
         assert!(sd.parse(&long).is_err());
+    }
+
+    /// Issue 11's crash input: 'Б' straddles byte 32 (it was split there).
+    #[test]
+    fn multibyte_char_straddling_the_hash_part_is_an_error() {
+        let sd = StoreDir::new("/nix/store").unwrap();
+        let input = format!("/nix/store/{}Б-x", "a".repeat(31));
+        let e = sd.parse(&input).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "'/nix/store/{}\\u{{411}}-x' is not a valid store path: hash part contains a character outside nix-base32",
+                "a".repeat(31)
+            )
+        );
+    }
+
+    /// A 2-, 3- and 4-byte character at every byte offset of a base name
+    /// (replacing bytes, so the byte length stays that of a valid one).
+    #[test]
+    fn multibyte_char_at_every_offset_is_refused() {
+        let base = format!("00bgd045z0d4icpbc2yyz4gx48ak44la-{}", "x".repeat(20));
+        assert!(StorePath::from_base_name(&base).is_ok());
+        for c in ['Б', '€', '😀'] {
+            let mut enc = [0u8; 4];
+            let cb = c.encode_utf8(&mut enc).as_bytes();
+            for at in 0..=base.len() {
+                let mut b = base.as_bytes().to_vec();
+                b.splice(at..(at + cb.len()).min(b.len()), cb.iter().copied());
+                let s = String::from_utf8(b).unwrap();
+                let e = StorePath::from_base_name(&s).unwrap_err().to_string();
+                assert!(e.contains(&shown(&s)) && e.contains("\\u{"), "{at}: {e}");
+                assert!(StoreDir::new("/nix/store").unwrap().parse(&format!("/nix/store/{s}")).is_err());
+            }
+        }
+        // In the store directory part too.
+        assert!(StoreDir::new("/nix/store").unwrap().parse(&format!("/nix/stБre/{base}")).is_err());
+    }
+
+    #[test]
+    fn shown_escapes_and_bounds() {
+        assert_eq!(shown("a\nБ'\\"), "a\\n\\u{411}\\'\\\\");
+        let long = shown(&"Б".repeat(100_000));
+        assert!(long.len() <= SHOWN_MAX_CHARS + '…'.len_utf8(), "{}", long.len());
+        assert!(long.ends_with('…') && long.starts_with("\\u{411}"));
+        assert_eq!(shown(&"a".repeat(SHOWN_MAX_CHARS)), "a".repeat(SHOWN_MAX_CHARS));
     }
 }
