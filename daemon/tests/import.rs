@@ -280,3 +280,19 @@ fn multibyte_store_path_is_refused_naming_entry_and_line() {
     let e = import::parse_path_info_json(&json.to_string(), &f.sd, "j").unwrap_err().to_string();
     assert!(e.contains("j: entry 2: ") && e.contains(&want_path), "{e}");
 }
+
+/// A `--json-format 2` content address with an empty or short digest (its
+/// nix-base32 rendering underflowed on an empty one): a refusal naming the entry.
+#[test]
+fn v2_content_address_with_a_wrong_digest_length_is_refused() {
+    let f = Fixture::new();
+    let e0 = &f.entries[0];
+    for hash in ["sha256-", "sha256-AAAA", "md4-AAAA", "sha256-Б"] {
+        let json = serde_json::json!({"version": 2, "info": { e0.path.base_name(): {
+            "version": 2, "narHash": e0.nar_hash.to_sri(), "narSize": e0.nar_size, "references": [],
+            "ca": {"method": "text", "hash": hash}
+        }}});
+        let e = import::parse_path_info_json(&json.to_string(), &f.sd, "j").unwrap_err().to_string();
+        assert!(e.starts_with("j: entry 1: ca.hash"), "{hash}: {e}");
+    }
+}

@@ -137,16 +137,27 @@ fn ca_from_v2(v: &Value) -> Result<String, String> {
     let hash = v.get("hash").and_then(Value::as_str).ok_or("ca.hash missing")?;
     let (algo, b64) = hash
         .split_once('-')
-        .ok_or_else(|| format!("ca.hash '{hash}' is not an SRI hash"))?;
+        .ok_or_else(|| format!("ca.hash '{}' is not an SRI hash", shown(hash)))?;
+    let hash = shown(hash);
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .map_err(|_| format!("ca.hash '{hash}' is not base64"))?;
+    let want = match algo {
+        "md5" => 16,
+        "sha1" => 20,
+        "sha256" => 32,
+        "sha512" => 64,
+        _ => return Err(format!("ca.hash '{hash}': unknown hash algorithm")),
+    };
+    if bytes.len() != want {
+        return Err(format!("ca.hash '{hash}' has {} bytes, {algo} has {want}", bytes.len()));
+    }
     let prefix = match method {
         "text" => "text:",
         "flat" => "fixed:",
         "nar" => "fixed:r:",
         "git" => "fixed:git:",
-        m => return Err(format!("unknown content address method '{m}'")),
+        m => return Err(format!("unknown content address method '{}'", shown(m))),
     };
     Ok(format!("{prefix}{algo}:{}", nix32_encode(&bytes)))
 }

@@ -14,9 +14,14 @@ use std::fmt;
 /// The alphabet of Nix's own base-32: digits and lowercase letters minus e, o, u, t.
 pub const NIX32_ALPHABET: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
 
-/// Length of a nix-base32 encoding of `n` bytes.
+/// Length of a nix-base32 encoding of `n` bytes (0 for none: `n * 8 - 1`
+/// would underflow, and encoding an empty digest from an import must not panic).
 pub const fn nix32_len(n: usize) -> usize {
-    (n * 8 - 1) / 5 + 1
+    if n == 0 {
+        0
+    } else {
+        (n * 8 - 1) / 5 + 1
+    }
 }
 
 /// Encode bytes in Nix's base-32 (least significant 5-bit group printed last).
@@ -207,6 +212,13 @@ mod tests {
             nix32_decode::<32>("0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73"),
             Some(h)
         );
+    }
+
+    #[test]
+    fn nix32_of_nothing_is_empty() {
+        assert_eq!(nix32_len(0), 0);
+        assert_eq!(nix32_encode(&[]), "");
+        assert_eq!(nix32_decode::<0>(""), Some([]));
     }
 
     #[test]
