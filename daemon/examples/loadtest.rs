@@ -54,12 +54,20 @@ fn expected(sd: &StoreDir, entries: &[snix_lower_store::index::import::NewPath])
 
 /// Wait until `sock` accepts a connection; a clear error if the daemon exits
 /// first or `SOCKET_WAIT` passes.
-async fn wait_for_socket(sock: &std::path::Path, daemon: &mut std::process::Child, log: &std::path::Path) -> anyhow::Result<()> {
+async fn wait_for_socket(
+    sock: &std::path::Path,
+    daemon: &mut std::process::Child,
+    log: &std::path::Path,
+) -> anyhow::Result<()> {
     let t0 = Instant::now();
     while tokio::net::UnixStream::connect(sock).await.is_err() {
         let log = || std::fs::read_to_string(log).unwrap_or_default();
         if let Some(st) = daemon.try_wait()? {
-            anyhow::bail!("the daemon exited ({st}) before listening on {}; its log:\n{}", sock.display(), log());
+            anyhow::bail!(
+                "the daemon exited ({st}) before listening on {}; its log:\n{}",
+                sock.display(),
+                log()
+            );
         }
         if t0.elapsed() > SOCKET_WAIT {
             let _ = daemon.kill();

@@ -130,7 +130,10 @@ mod tests {
         assert!(!l.contains('\n'), "one line: {l}");
         assert!(l.contains("at daemon/src/store/path.rs:31"), "{l}");
         let none = line(1, None, "x", None);
-        assert!(none.contains("no op (outside a request) for client pid unknown"), "{none}");
+        assert!(
+            none.contains("no op (outside a request) for client pid unknown"),
+            "{none}"
+        );
     }
 
     /// The e2e suite (which does not link this crate) searches for the same marker.
@@ -151,7 +154,10 @@ mod tests {
         let before = count();
         let prev = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| sink.lock().unwrap().push(record(info))));
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
         let joined = rt.block_on(async {
             tokio::spawn(scope(
                 Context {
@@ -185,10 +191,22 @@ mod tests {
         assert_eq!(blocking, (true, None));
         let lines = lines.lock().unwrap();
         assert!(count() >= before + 2, "{lines:?}");
-        let task = lines.iter().find(|l| l.contains("pid 4242")).expect("a line for the task's panic");
-        assert!(task.contains("while serving QueryPathInfo for client pid 4242"), "{task}");
+        let task = lines
+            .iter()
+            .find(|l| l.contains("pid 4242"))
+            .expect("a line for the task's panic");
+        assert!(
+            task.contains("while serving QueryPathInfo for client pid 4242"),
+            "{task}"
+        );
         assert!(task.contains("not a char boundary"), "{task}");
-        let blocking = lines.iter().find(|l| l.contains("pid 7")).expect("a line for the blocking panic");
-        assert!(blocking.contains("while serving NarFromPath for client pid 7"), "{blocking}");
+        let blocking = lines
+            .iter()
+            .find(|l| l.contains("pid 7"))
+            .expect("a line for the blocking panic");
+        assert!(
+            blocking.contains("while serving NarFromPath for client pid 7"),
+            "{blocking}"
+        );
     }
 }

@@ -269,15 +269,17 @@ fn multibyte_store_path_is_refused_naming_entry_and_line() {
 
     // path-info JSON: as a key (entry 1) and as a reference of entry 2.
     let e0 = &f.entries[0];
-    let obj = |path: &str, refs: Vec<String>| {
-        serde_json::json!({"path": path, "narHash": e0.nar_hash.to_sri(), "narSize": e0.nar_size, "references": refs})
-    };
+    let obj = |path: &str, refs: Vec<String>| serde_json::json!({"path": path, "narHash": e0.nar_hash.to_sri(), "narSize": e0.nar_size, "references": refs});
     let json = serde_json::json!({ &crash: obj(&crash, vec![]) });
-    let e = import::parse_path_info_json(&json.to_string(), &f.sd, "j").unwrap_err().to_string();
+    let e = import::parse_path_info_json(&json.to_string(), &f.sd, "j")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("j: entry 1: ") && e.contains(&want_path), "{e}");
     // The legacy array form keeps the order.
     let json = serde_json::json!([obj(&f.full(0), vec![]), obj(&f.full(1), vec![crash.clone()])]);
-    let e = import::parse_path_info_json(&json.to_string(), &f.sd, "j").unwrap_err().to_string();
+    let e = import::parse_path_info_json(&json.to_string(), &f.sd, "j")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("j: entry 2: ") && e.contains(&want_path), "{e}");
 }
 
@@ -292,7 +294,9 @@ fn v2_content_address_with_a_wrong_digest_length_is_refused() {
             "version": 2, "narHash": e0.nar_hash.to_sri(), "narSize": e0.nar_size, "references": [],
             "ca": {"method": "text", "hash": hash}
         }}});
-        let e = import::parse_path_info_json(&json.to_string(), &f.sd, "j").unwrap_err().to_string();
+        let e = import::parse_path_info_json(&json.to_string(), &f.sd, "j")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("j: entry 1: ca.hash"), "{hash}: {e}");
     }
 }

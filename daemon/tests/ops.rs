@@ -457,7 +457,10 @@ async fn multibyte_store_paths_are_errors_and_the_connection_stays_usable() {
         for (op, m) in [
             ("IsValidPath", daemon_err(c.is_valid_path(input).await)),
             ("QueryPathInfo", daemon_err(c.query_path_info(input).await)),
-            ("QueryValidPaths", daemon_err(c.query_valid_paths(&[&good, input]).await)),
+            (
+                "QueryValidPaths",
+                daemon_err(c.query_valid_paths(&[&good, input]).await),
+            ),
         ] {
             assert!(m.starts_with(op), "{op} {input:?}: {m}");
             assert!(m.contains(&shown(input)) && m.contains("\\u{"), "{op} {input:?}: {m}");

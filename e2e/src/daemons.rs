@@ -33,7 +33,10 @@ pub fn panic_lines() -> Vec<String> {
 fn collect_panics(log: &std::path::Path) {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let mut found = PANIC_LINES.lock().unwrap_or_else(|e| e.into_inner());
-    for l in text.lines().filter(|l| l.contains(PANIC_MARKER) || l.contains("panicked at")) {
+    for l in text
+        .lines()
+        .filter(|l| l.contains(PANIC_MARKER) || l.contains("panicked at"))
+    {
         let l = format!("{}: {l}", log.display());
         // A log is appended to by each restart on the same socket: report once.
         if !found.contains(&l) {

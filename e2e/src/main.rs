@@ -194,7 +194,11 @@ fn run(opts: &Options, report: &mut Report) -> Result<()> {
     // Every daemon is stopped by now; a panic is a defect even if its scenario passed.
     let panics = daemons::panic_lines();
     if !panics.is_empty() {
-        let why = format!("our daemons logged {} panic line(s): {}", panics.len(), panics.join(" | "));
+        let why = format!(
+            "our daemons logged {} panic line(s): {}",
+            panics.len(),
+            panics.join(" | ")
+        );
         report.setup_problem("daemons/no-panic", &why, true);
     }
     if tmpfs {

@@ -66,7 +66,8 @@ pub fn ca_to_snix(ca: &str) -> Result<nar_info::Ca, String> {
     let (algo, digest_s) = rest
         .split_once(':')
         .ok_or_else(|| format!("content address '{ca_shown}' has no hash algorithm"))?;
-    let n = hash_len(algo).ok_or_else(|| format!("content address '{ca_shown}': unknown hash algorithm '{}'", shown(algo)))?;
+    let n = hash_len(algo)
+        .ok_or_else(|| format!("content address '{ca_shown}': unknown hash algorithm '{}'", shown(algo)))?;
     let digest = nix32_decode_vec(digest_s, n)
         .or_else(|| hex_decode_vec(digest_s, n))
         .ok_or_else(|| {
@@ -82,7 +83,11 @@ pub fn ca_to_snix(ca: &str) -> Result<nar_info::Ca, String> {
         ("flat", "sha1") => CaHash::FlatSha1,
         ("flat", "sha512") => CaHash::FlatSha512,
         ("flat", "md5") => CaHash::FlatMd5,
-        _ => return Err(format!("content address '{ca_shown}' has no equivalent in snix's schema")),
+        _ => {
+            return Err(format!(
+                "content address '{ca_shown}' has no equivalent in snix's schema"
+            ))
+        }
     };
     Ok(nar_info::Ca {
         r#type: ty as i32,

@@ -95,9 +95,12 @@ pub fn parse_registration(text: &str, sd: &StoreDir, source_name: &str) -> Resul
         let (l, hash_s) = next("NAR hash")?;
         let nar_hash = NarHash::parse(hash_s).map_err(|e| at(l, e.to_string()))?;
         let (l, size_s) = next("NAR size")?;
-        let nar_size = size_s
-            .parse::<u64>()
-            .map_err(|_| at(l, format!("NAR size '{}' of {shown_path} is not a number", shown(size_s))))?;
+        let nar_size = size_s.parse::<u64>().map_err(|_| {
+            at(
+                l,
+                format!("NAR size '{}' of {shown_path} is not a number", shown(size_s)),
+            )
+        })?;
         let (l, deriver_s) = next("deriver")?;
         let deriver = if deriver_s.is_empty() {
             None

@@ -20,7 +20,11 @@ pub mod import;
 /// A base name read from the index, validated like any input.
 fn parse_stored(s: &str) -> rusqlite::Result<StorePath> {
     StorePath::from_base_name(s).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("damaged index row: {e}").into())
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("damaged index row: {e}").into(),
+        )
     })
 }
 

@@ -66,7 +66,9 @@ impl StorePath {
         if !hash.iter().all(|&c| super::hash::is_nix32_byte(c)) {
             return Err(bad("hash part contains a character outside nix-base32"));
         }
-        let name = rest.strip_prefix(b"-").ok_or_else(|| bad("no '-' after the hash part"))?;
+        let name = rest
+            .strip_prefix(b"-")
+            .ok_or_else(|| bad("no '-' after the hash part"))?;
         check_name_bytes(name).map_err(bad)?;
         Ok(StorePath(s.to_owned()))
     }
@@ -103,7 +105,10 @@ fn check_name_bytes(name: &[u8]) -> Result<(), &'static str> {
     if name == b"." || name == b".." || name.starts_with(b".-") || name.starts_with(b"..-") {
         return Err("name must not be '.' or '..' or start with such a component");
     }
-    if !name.iter().all(|&c| c.is_ascii_alphanumeric() || b"+-._?=".contains(&c)) {
+    if !name
+        .iter()
+        .all(|&c| c.is_ascii_alphanumeric() || b"+-._?=".contains(&c))
+    {
         return Err("name contains a character outside [A-Za-z0-9+-._?=]");
     }
     Ok(())
@@ -224,11 +229,17 @@ mod tests {
                 let s = String::from_utf8(b).unwrap();
                 let e = StorePath::from_base_name(&s).unwrap_err().to_string();
                 assert!(e.contains(&shown(&s)) && e.contains("\\u{"), "{at}: {e}");
-                assert!(StoreDir::new("/nix/store").unwrap().parse(&format!("/nix/store/{s}")).is_err());
+                assert!(StoreDir::new("/nix/store")
+                    .unwrap()
+                    .parse(&format!("/nix/store/{s}"))
+                    .is_err());
             }
         }
         // In the store directory part too.
-        assert!(StoreDir::new("/nix/store").unwrap().parse(&format!("/nix/stБre/{base}")).is_err());
+        assert!(StoreDir::new("/nix/store")
+            .unwrap()
+            .parse(&format!("/nix/stБre/{base}"))
+            .is_err());
     }
 
     #[test]
