@@ -83,16 +83,16 @@ pub fn line(n: u64, ctx: Option<Context>, message: &str, location: Option<String
 }
 
 /// Count a panic and return its line; what the installed hook does, callable
-/// from tests without panicking.
-pub fn record(info: &std::panic::PanicHookInfo<'_>) -> String {
+/// from tests without panicking. Takes the hook info's parts (its type is
+/// newer than the crate's minimum Rust version).
+pub fn record(payload: &(dyn std::any::Any + Send), location: Option<&std::panic::Location<'_>>) -> String {
     let n = PANICS.fetch_add(1, Ordering::Relaxed) + 1;
-    let payload = info.payload();
     let message = payload
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(a non-string panic payload)");
-    let location = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+    let location = location.map(|l| format!("{}:{}", l.file(), l.line()));
     line(n, current(), message, location)
 }
 
@@ -100,7 +100,7 @@ pub fn record(info: &std::panic::PanicHookInfo<'_>) -> String {
 /// error-level log line per panic. Call after logging is set up.
 pub fn install() {
     std::panic::set_hook(Box::new(|info| {
-        let l = record(info);
+        let l = record(info.payload(), info.location());
         if tracing::dispatcher::has_been_set() {
             tracing::error!("{l}");
         } else {
@@ -153,7 +153,9 @@ mod tests {
         let sink = lines.clone();
         let before = count();
         let prev = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| sink.lock().unwrap().push(record(info))));
+        std::panic::set_hook(Box::new(move |info| {
+            sink.lock().unwrap().push(record(info.payload(), info.location()))
+        }));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .build()
