@@ -17,6 +17,12 @@
 
 pub mod import;
 
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::store::{NarHash, StorePath};
+
 /// A base name read from the index, validated like any input.
 fn parse_stored(s: &str) -> rusqlite::Result<StorePath> {
     StorePath::from_base_name(s).map_err(|e| {
@@ -27,12 +33,6 @@ fn parse_stored(s: &str) -> rusqlite::Result<StorePath> {
         )
     })
 }
-
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-
-use crate::store::{NarHash, StorePath};
 
 pub const INDEX_FILE: &str = "index.sqlite";
 const SCHEMA_VERSION: &str = "2";

@@ -3,8 +3,9 @@
 //!
 //! A malformed request or an unknown op ends that connection only; a refused
 //! op (error reply) leaves it usable. Each connection runs inside a panic
-//! context (`crate::panics`) holding the peer pid and the op being served. NarFromPath streams the NAR from a
-//! blocking thread through a bounded channel, so memory stays constant.
+//! context (`crate::panics`) holding the peer pid and the op being served.
+//! NarFromPath streams the NAR from a blocking thread through a bounded
+//! channel, so memory stays constant.
 
 pub mod ops;
 pub mod peer;
