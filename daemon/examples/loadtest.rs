@@ -201,7 +201,7 @@ async fn main() -> anyhow::Result<()> {
         "loadtest: {conns} connections x {reqs} requests = {total} in {secs:.2}s ({:.0} requests/s), {errors} errors; daemon {hwm}",
         total as f64 / secs
     );
-    anyhow::ensure!(errors == 0, "{errors} connections failed");
     anyhow::ensure!(panics.is_empty(), "the daemon logged {} panic line(s)", panics.len());
+    anyhow::ensure!(errors == 0, "{errors} connections failed");
     Ok(())
 }
