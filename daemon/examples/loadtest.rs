@@ -23,6 +23,17 @@ use snix_lower_store::store::StoreDir;
 /// How long the daemon may take to accept connections.
 const SOCKET_WAIT: Duration = Duration::from_secs(60);
 
+/// The daemon process, killed however the load test ends (an early `?`
+/// included), so no daemon outlives it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// What the fixture says each path must answer.
 struct Expected {
     /// Base16 NAR hash, as QueryPathInfo sends it.
@@ -70,7 +81,6 @@ async fn wait_for_socket(
             );
         }
         if t0.elapsed() > SOCKET_WAIT {
-            let _ = daemon.kill();
             anyhow::bail!(
                 "the daemon did not accept connections on {} within {SOCKET_WAIT:?}; its log:\n{}",
                 sock.display(),
@@ -111,16 +121,18 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(ok.success(), "import failed");
     let sock = dir.path().join("sock");
     let log = dir.path().join("daemon.log");
-    let mut daemon = std::process::Command::new(&bin)
-        .args(["serve", "--log-level", "warn", "--log-target", "stderr", "--listen"])
-        .arg(&sock)
-        .arg("--lower-dir")
-        .arg(&lower)
-        .arg("--state-dir")
-        .arg(&state)
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()?;
-    wait_for_socket(&sock, &mut daemon, &log).await?;
+    let mut daemon = KillOnDrop(
+        std::process::Command::new(&bin)
+            .args(["serve", "--log-level", "warn", "--log-target", "stderr", "--listen"])
+            .arg(&sock)
+            .arg("--lower-dir")
+            .arg(&lower)
+            .arg("--state-dir")
+            .arg(&state)
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?,
+    );
+    wait_for_socket(&sock, &mut daemon.0, &log).await?;
     let want = Arc::new(expected(&sd, &entries));
     let paths: Vec<String> = entries.iter().map(|e| sd.display(&e.path)).collect();
     let t0 = Instant::now();
@@ -180,14 +192,13 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let secs = t0.elapsed().as_secs_f64();
-    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.id()))?;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.0.id()))?;
     let hwm = status
         .lines()
         .find(|l| l.starts_with("VmHWM"))
         .unwrap_or("VmHWM: ?")
         .to_owned();
-    daemon.kill()?;
-    daemon.wait()?;
+    drop(daemon);
     let panics: Vec<String> = std::fs::read_to_string(&log)?
         .lines()
         .filter(|l| l.contains(PANIC_MARKER) || l.contains("panicked at"))
