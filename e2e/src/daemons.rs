@@ -445,3 +445,34 @@ impl Lower {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A daemon log with a hook line and one with Rust's default message are
+    /// both found, once each; a clean log adds nothing.
+    #[test]
+    fn panic_lines_are_collected_once() {
+        let dir = std::env::temp_dir().join(format!("e2e-panic-lines.{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (hook, default, clean) = (dir.join("a.log"), dir.join("b.log"), dir.join("c.log"));
+        let line =
+            format!("ERROR snix_lower_store::panics: {PANIC_MARKER} #1 while serving IsValidPath for client pid 7");
+        std::fs::write(&hook, format!("INFO serving\n{line}\n")).unwrap();
+        std::fs::write(&default, "thread 'tokio-runtime-worker' panicked at src/x.rs:1:2:\n").unwrap();
+        std::fs::write(&clean, "INFO serving\nWARN connection ended with an error\n").unwrap();
+        for log in [&hook, &hook, &default, &clean] {
+            collect_panics(log);
+        }
+        let found = panic_lines();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(found.iter().filter(|l| l.ends_with(&line)).count(), 1, "{found:?}");
+        assert_eq!(
+            found.iter().filter(|l| l.contains("panicked at")).count(),
+            1,
+            "{found:?}"
+        );
+        assert!(!found.iter().any(|l| l.contains("c.log")), "{found:?}");
+    }
+}
