@@ -472,3 +472,42 @@ async fn multibyte_store_paths_are_errors_and_the_connection_stays_usable() {
     let log = daemon.log_text();
     assert!(!log.contains(PANIC_MARKER) && !log.contains("panicked"), "{log}");
 }
+
+/// The crash input in every other op that takes store paths: STDERR_ERROR
+/// naming the op and the escaped path, then the connection answers again.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_crash_input_in_every_path_op_is_an_error() {
+    use snix_lower_store::protocol::request::Op;
+    use snix_lower_store::store::path::shown;
+    let (f, mut c) = setup().await;
+    let good = f.full(0);
+    let crash = format!("/nix/store/{}Б-x", "a".repeat(31));
+    let one = |p: &str| {
+        let mut a = WireBuf::default();
+        a.str(p);
+        a
+    };
+    let list = |p: &str| {
+        let mut a = WireBuf::default();
+        a.strings([p]);
+        a
+    };
+    let mut cases: Vec<(u64, WireBuf)> = [3, 4, 5, 6, 10, 11, 18, 21, 22, 28, 33, 38, 41]
+        .into_iter()
+        .map(|op| (op, one(&crash)))
+        .collect();
+    cases.push((32, list(&crash))); // QuerySubstitutablePaths
+    cases.push((40, list(&format!("{crash}!out")))); // QueryMissing
+    let mut build = list(&crash);
+    build.u64(0);
+    cases.push((9, build)); // BuildPaths, mode normal
+    let mut perm = one(&crash);
+    perm.str("/tmp/root");
+    cases.push((47, perm)); // AddPermRoot
+    for (op, args) in cases {
+        let name = Op::from_u64(op).unwrap().name();
+        let m = daemon_err(c.call(op, &args).await);
+        assert!(m.starts_with(name) && m.contains(&shown(&crash)), "{name}: {m}");
+        assert!(c.is_valid_path(&good).await.unwrap(), "after {name}");
+    }
+}
