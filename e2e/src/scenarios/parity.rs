@@ -655,17 +655,44 @@ fn import_parity_index(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, state: &str) -> Res
     Ok(())
 }
 
-/// Writes through our daemon fail and leave the lower store untouched.
+/// The refusal our daemon sends for an op that would write or build, written
+/// out here on purpose (not taken from the daemon's code), so a changed text,
+/// another error or a dropped connection fails the check.
+const READ_ONLY: &str = "the lower store is read-only; it answers queries only, so add, build or delete in the \
+                         upper (local-overlay) store instead";
+
+/// Writes through our daemon fail with our refusal (exit code 1, the error
+/// naming the op and its subject) and leave the lower store untouched.
 fn refuses_writes(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, d: &Daemon) -> Result<()> {
     let before = tree_hash(&ctx.host(&fx.store_dir()))?;
     ctx.write("/e2e/fixture/new-file", b"never stored\n")?;
     let url = d.url();
-    fs.run(&["nix-store", "--store", &url, "--add", "/e2e/fixture/new-file"])?
-        .failed()?;
-    fs.run(&["nix-store", "--store", &url, "--delete", &fx.final_out])?
-        .failed()?;
-    fs.run(&["nix-store", "--store", &url, "--realise", &fx.final_drv, "--check"])?
-        .failed()?;
+    let refused = |args: &[&str], op_subject: &str| -> Result<()> {
+        let out = fs.run(args)?.failed()?;
+        let want = format!("error: {op_subject}: {READ_ONLY}");
+        let got = error_text(&out.stderr());
+        if out.code != Some(1) || got != want {
+            bail!(
+                "`{}`: want exit code 1 and our refusal {want:?}; got exit code {:?} and {got:?}; daemon log: {}",
+                out.desc,
+                out.code,
+                d.log_tail()
+            );
+        }
+        Ok(())
+    };
+    refused(
+        &["nix-store", "--store", &url, "--add", "/e2e/fixture/new-file"],
+        "AddToStore ('new-file')",
+    )?;
+    refused(
+        &["nix-store", "--store", &url, "--delete", &fx.final_out],
+        "CollectGarbage",
+    )?;
+    refused(
+        &["nix-store", "--store", &url, "--realise", &fx.final_drv, "--check"],
+        &format!("BuildPaths ('{}!*')", fx.final_drv),
+    )?;
     fs.run(&["nix-store", "--store", &url, "--verify-path", &fx.final_out])?
         .ok()?;
     let after = tree_hash(&ctx.host(&fx.store_dir()))?;
@@ -673,6 +700,37 @@ fn refuses_writes(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, d: &Daemon) -> Result<()
         bail!("the lower store directory changed during refused writes");
     }
     Ok(())
+}
+
+/// A Nix client's error: its stderr from the first line starting with
+/// `error:` to the end, lines trimmed at the end, ANSI escapes removed.
+fn error_text(stderr: &str) -> String {
+    let plain = strip_ansi(stderr);
+    let lines: Vec<&str> = plain.lines().map(str::trim_end).collect();
+    match lines.iter().position(|l| l.starts_with("error:")) {
+        Some(i) => lines[i..].join("\n").trim_end().to_string(),
+        None => String::new(),
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ params final-byte (0x40..=0x7e)
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// QueryMissing for a derivation whose output is not in the lower store: Nix's
