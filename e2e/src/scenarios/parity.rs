@@ -404,7 +404,14 @@ fn baseline(fs: &Rootfs, check: &Check, nix: &Side) -> Result<Vec<Output>> {
 
 /// Runs a check against one of our flavours and compares it with the
 /// baseline's answers. Returns notes on what was normalised (gRPC flavour).
-fn compare(fs: &Rootfs, check: &Check, base: &[Output], kind: Kind, sides: [&Side; 2], daemon: &Daemon) -> Result<Vec<String>> {
+fn compare(
+    fs: &Rootfs,
+    check: &Check,
+    base: &[Output],
+    kind: Kind,
+    sides: [&Side; 2],
+    daemon: &Daemon,
+) -> Result<Vec<String>> {
     let ours = sides[1];
     let mut notes = Vec::new();
     let log_from = daemon.log_text().len();
