@@ -18,8 +18,9 @@
 //! (`parity/…`, `ours/…`) and as the client of our gRPC PathInfoService
 //! server in front of it (`parity-ours-grpc/…`, `ours-grpc/…`). Nix's
 //! daemon answers each check once; both flavours are compared with that. The
-//! one field the gRPC flavour cannot carry, `ultimate`, is normalised in
-//! [`compare`] (gRPC flavour, JSON checks only) and reported as a note.
+//! two fields the gRPC flavour cannot carry, `ultimate` and
+//! `registrationTime`, are normalised in [`grpc_normalise`] (gRPC flavour,
+//! JSON checks only) and reported as notes.
 
 use super::{normalize_json, same, ssh_ng_url, tree_hash};
 use crate::ctx::Ctx;
