@@ -50,6 +50,7 @@ pub const NAMES: &[&str] = &[
     "parity/derivation-show",
     "parity/dry-run",
     "parity/realisation",
+    "parity/realisation-input-addressed",
     "parity/ssh-ng-path-info-json",
     "ours/refuses-writes",
     "ours/query-missing-unbuilt",
@@ -318,25 +319,26 @@ fn checks(fx: &Fixture) -> Vec<Check> {
             exact_error: false,
             nar_from: vec![],
         },
+        // QueryRealisation (what Nix's local-overlay store asks its lower
+        // store) and the floating output in QueryDerivationOutputMap: the
+        // content-addressed derivation's output must be found, on both sides.
         Check {
             name: "parity/realisation",
+            cmds: vec![realisation_info(&fx.ca_drv)],
+            json: true,
+            must_succeed: true,
+            stderr: false,
+            any: false,
+            exact_error: false,
+            nar_from: vec![],
+        },
+        // Input-addressed (and one never built): whatever Nix's daemon
+        // answers, ours must answer the same.
+        Check {
+            name: "parity/realisation-input-addressed",
             cmds: [&fx.final_drv, &fx.split_drv, &fx.unbuilt_drv]
                 .iter()
-                .map(|d| {
-                    [
-                        "nix",
-                        "realisation",
-                        "info",
-                        "--extra-experimental-features",
-                        "ca-derivations",
-                        "--json",
-                        "--store",
-                        "{S}",
-                        &format!("{d}^*"),
-                    ]
-                    .map(String::from)
-                    .to_vec()
-                })
+                .map(|d| realisation_info(d))
                 .collect(),
             json: true,
             must_succeed: false,
@@ -365,6 +367,23 @@ fn checks(fx: &Fixture) -> Vec<Check> {
     ];
     v.retain(|c| !c.cmds.is_empty());
     v
+}
+
+/// `nix realisation info --json <drv>^*`.
+fn realisation_info(drv: &str) -> Vec<String> {
+    [
+        "nix",
+        "realisation",
+        "info",
+        "--extra-experimental-features",
+        "ca-derivations",
+        "--json",
+        "--store",
+        "{S}",
+        &format!("{drv}^*"),
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 struct Side {
@@ -622,6 +641,10 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
             let mut notes = vec![];
             report.run(&name, || {
                 let base = base_of(i)?;
+                if kind == Kind::OursGrpc && c.name.starts_with("parity/realisation") {
+                    notes.push(grpc_has_no_realisations(fs, c, &ours_side)?);
+                    return Ok(());
+                }
                 notes = compare(fs, c, &base, kind, [&nix_side, &ours_side], &daemon)?;
                 Ok(())
             });
@@ -640,6 +663,33 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
         drop(daemon);
     }
     drop(nix);
+}
+
+/// snix's PathInfoService holds no realisations, so through the gRPC flavour
+/// every realisation is unknown: the client must fail for that reason (the
+/// content-addressed output is "unbuilt"; for an input-addressed one Nix's
+/// client asserts on the missing realisation), never get a wrong path or a
+/// dropped connection.
+fn grpc_has_no_realisations(fs: &Rootfs, check: &Check, ours: &Side) -> Result<String> {
+    const MISSING: &[&str] = &["of the unbuilt derivation", "unrealised output", "thisRealisation"];
+    for o in run_check(fs, check, ours)? {
+        if o.success() {
+            bail!(
+                "{}: the gRPC flavour answered a realisation it cannot have: {}",
+                o.desc,
+                o.stdout()
+            );
+        }
+        let err = o.stderr();
+        if !MISSING.iter().any(|m| err.contains(m)) {
+            bail!("{}: failed, but not for a missing realisation: {err}", o.desc);
+        }
+    }
+    Ok(
+        "gRPC flavour: snix's PathInfoService has no realisations; every output is reported as not realised \
+        (compared with Nix's daemon in the index flavour only)"
+            .into(),
+    )
 }
 
 /// Imports the fixture's Nix database into the index both our flavours serve.
