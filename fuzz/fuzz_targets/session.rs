@@ -86,6 +86,10 @@ fn fixture_dir() -> std::io::Result<PathBuf> {
 }
 
 fn build_fixture() -> Result<Fixture, String> {
+    // As in the daemon (Rust's runtime does this before `main`, which
+    // libFuzzer replaces): a peer that hung up is EPIPE, not a signal.
+    // SAFETY: setting a signal's disposition to SIG_IGN touches no Rust state.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let dir = fixture_dir().map_err(|e| format!("temp dir: {e}"))?;
     let (lower, state) = (dir.join("lower"), dir.join("state"));
     std::fs::create_dir_all(&state).map_err(|e| e.to_string())?;
