@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Runs everything that judges snix-lower-store, in order:
+#   0. cargo fmt --check (workspace and fuzz crate) and clippy -D warnings,
 #   1. the workspace's unit tests (cargo test --workspace --release),
 #   2. the release build of the daemon and of the end-to-end suite,
 #   3. provisioning of the Nix root file systems (cached after the first run),
@@ -34,6 +35,9 @@ trap summary EXIT
 tdir=$(realpath -m "${CARGO_TARGET_DIR:-target}")
 export SNIX_LOWER_STORE_BIN=$tdir/release/snix-lower-store
 
+step "fmt" cargo fmt --all --check || rc=1
+step "fuzz fmt" bash -c 'cd fuzz && cargo fmt --check' || rc=1
+step "clippy" cargo clippy --workspace --all-targets -- -D warnings || rc=1
 step "unit tests" cargo test --workspace --release || rc=1
 step "release build" cargo build --release -p snix-lower-store -p e2e --bins --example loadtest || exit 1
 # 512 concurrent connections; the full 2,000 requests each take ~75 s here,

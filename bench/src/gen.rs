@@ -65,7 +65,7 @@ impl Store {
 /// xorshift64*: deterministic, dependency-free.
 pub struct Rng(pub u64);
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -74,7 +74,7 @@ impl Rng {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 }
 
@@ -231,7 +231,7 @@ pub fn generate_big(dir: &Path, size: u64) -> Result<Store> {
         let n = (size as usize - contents.len()).min(line.len());
         contents.extend_from_slice(&line[..n]);
         if contents.len() % 4096 < line.len() && (contents.len() as u64) < size {
-            contents.push(b'0' + (rng.next() % 10) as u8);
+            contents.push(b'0' + (rng.next_u64() % 10) as u8);
         }
     }
     let p = text_path(&sd, "bench-big", &contents, &[]);

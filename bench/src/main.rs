@@ -446,7 +446,7 @@ impl Mix {
     }
     fn pick(&self, rng: &mut Rng) -> OpKind {
         let total: u32 = self.0.iter().map(|x| x.1).sum();
-        let mut r = (rng.next() % total as u64) as u32;
+        let mut r = (rng.next_u64() % total as u64) as u32;
         for (op, w) in &self.0 {
             if r < *w {
                 return *op;

@@ -67,7 +67,7 @@ impl Backend {
         }
     }
 
-    pub async fn derivation_outputs(&self, drv: &StorePath) -> Result<Option<Vec<(String, Option<StorePath>)>>> {
+    pub async fn derivation_outputs(&self, drv: &StorePath) -> Result<Option<crate::store::drv::OutputMap>> {
         match self {
             Backend::Index(i) => Ok(i.derivation_outputs(drv)?),
             Backend::Grpc(g) => g.derivation_outputs(drv).await,

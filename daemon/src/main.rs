@@ -288,7 +288,7 @@ fn raise_fd_limit(max_connections: u64) {
     // SAFETY: plain syscalls on a local struct.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 {
-            let want = (max_connections + 256).min(rl.rlim_max as u64) as libc::rlim_t;
+            let want = (max_connections + 256).min(rl.rlim_max) as libc::rlim_t;
             if want > rl.rlim_cur {
                 rl.rlim_cur = want;
                 if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {

@@ -22,6 +22,12 @@ pub struct Fixture {
     pub entries: Vec<NewPath>,
 }
 
+impl Default for Fixture {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Fixture {
     pub fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();

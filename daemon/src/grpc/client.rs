@@ -44,7 +44,7 @@ struct Inner {
     last_attempt: Mutex<Option<Instant>>,
     last_error: Mutex<Option<String>>,
     /// Parsed outputs of derivations, which never change.
-    drv_outputs: Mutex<HashMap<StorePath, Vec<(String, Option<StorePath>)>>>,
+    drv_outputs: Mutex<HashMap<StorePath, crate::store::drv::OutputMap>>,
 }
 
 #[derive(Clone)]
@@ -212,7 +212,7 @@ impl GrpcBackend {
         Ok(self.snap_knowing(p).await?.derivers.get(p).cloned().unwrap_or_default())
     }
 
-    fn parse_drv(&self, drv: &StorePath) -> std::result::Result<Vec<(String, Option<StorePath>)>, String> {
+    fn parse_drv(&self, drv: &StorePath) -> std::result::Result<crate::store::drv::OutputMap, String> {
         if let Some(o) = self.0.drv_outputs.lock().unwrap_or_else(|e| e.into_inner()).get(drv) {
             return Ok(o.clone());
         }
@@ -235,7 +235,7 @@ impl GrpcBackend {
         Ok(v)
     }
 
-    pub async fn derivation_outputs(&self, drv: &StorePath) -> Result<Option<Vec<(String, Option<StorePath>)>>> {
+    pub async fn derivation_outputs(&self, drv: &StorePath) -> Result<Option<crate::store::drv::OutputMap>> {
         if self.path_info(drv).await?.is_none() {
             return Ok(None);
         }

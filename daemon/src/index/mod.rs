@@ -320,7 +320,7 @@ impl PathInfoIndex {
     /// The output map of a valid derivation: name → path (None when the
     /// output has no static path, e.g. floating content-addressed).
     /// `None` if the derivation is not valid.
-    pub fn derivation_outputs(&self, drv: &StorePath) -> Result<Option<Vec<(String, Option<StorePath>)>>> {
+    pub fn derivation_outputs(&self, drv: &StorePath) -> Result<Option<crate::store::drv::OutputMap>> {
         self.with_conn(|c| {
             let Some(id) = c
                 .prepare_cached("SELECT id FROM paths WHERE base_name = ?1")?

@@ -4,6 +4,10 @@
 //! `QueryDerivationOutputMap` and `QueryValidDerivers`; the rest of the
 //! derivation is parsed only to check the file is well formed up to its outputs.
 
+/// A derivation's outputs as the index and the gRPC backend answer them:
+/// output name and, for input-addressed outputs, its store path.
+pub type OutputMap = Vec<(String, Option<super::StorePath>)>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DrvOutput {
     pub name: String,

@@ -112,7 +112,7 @@ fn import_cmd(
 
 /// Paths our index lists (`snix-lower-store list`).
 /// Runs an import that must be refused: it fails, its error names `path`
-/// (`why` says what about it), and nothing is left registered in `state`.
+/// (`why` says what about it, as in `(path, why)`), and nothing is left registered in `state`.
 fn expect_refused(
     ctx: &Ctx,
     fs: &Rootfs,
@@ -120,8 +120,7 @@ fn expect_refused(
     lower_dir: &str,
     input: &[String],
     extra: &[&str],
-    path: &str,
-    why: &str,
+    (path, why): (&str, &str),
 ) -> Result<()> {
     let out = import_cmd(ctx, fs, state, lower_dir, input, extra)?.failed()?;
     if !out.stderr().contains(path.trim_start_matches("/nix/store/")) {
@@ -263,7 +262,7 @@ fn rejects_missing_object(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<()> {
     std::fs::remove_file(&victim).with_context(|| format!("removing {}", victim.display()))?;
     let input = import_input(fs, fx, Format::Registration, &dir)?;
     let state = format!("{dir}/state");
-    expect_refused(ctx, fs, &state, &partial, &input, &[], &fx.leaf, "the missing path")?;
+    expect_refused(ctx, fs, &state, &partial, &input, &[], (&fx.leaf, "the missing path"))?;
     // The same input against the complete directory succeeds.
     import_cmd(ctx, fs, &state, &fx.store_dir(), &input, &[])?.ok()?;
     Ok(())
@@ -287,8 +286,7 @@ fn rejects_open_closure(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<()> {
         &fx.store_dir(),
         &input,
         &[],
-        &fx.mid,
-        "the unregistered reference",
+        (&fx.mid, "the unregistered reference"),
     )
 }
 
@@ -354,8 +352,7 @@ fn check_content(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<()> {
         &copy,
         &input,
         &["--check-content"],
-        &fx.top,
-        "the corrupted path",
+        (&fx.top, "the corrupted path"),
     )
 }
 
