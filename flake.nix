@@ -40,7 +40,8 @@
         let
           system = pkgs.stdenv.hostPlatform.system;
         in
-        # VM tests: basic, socket-activation, switch, lower-missing.
+        # VM tests: basic, socket-activation, switch, lower-missing, fixed,
+        # system-store.
         import ./tests/nixos { inherit pkgs self; }
         // {
           # The package's checkPhase runs the daemon's cargo tests.

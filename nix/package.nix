@@ -1,3 +1,10 @@
+# The snix-lower-store package: the daemon binary and, for systemd outside
+# NixOS, the unit files of systemd/ in lib/systemd/system (the NixOS module
+# defines its own units and does not use these).
+#
+# Invariant: the source set holds every workspace member (daemon, e2e, bench)
+# and what their builds read (daemon/build.rs compiles daemon/proto), so
+# `cargo build --offline --locked` works on exactly this set.
 {
   lib,
   rustPlatform,
@@ -15,8 +22,11 @@ rustPlatform.buildRustPackage {
     fileset = lib.fileset.unions [
       ../Cargo.toml
       ../Cargo.lock
+      # Every member of the workspace must be present or cargo stops at
+      # "failed to load manifest for workspace member".
       ../daemon
       ../e2e
+      ../bench
       ../systemd
     ];
   };
@@ -27,8 +37,11 @@ rustPlatform.buildRustPackage {
     "--package"
     "snix-lower-store"
   ];
-  # The daemon's unit and socket tests run in the sandbox (checkPhase); the
-  # end-to-end suite needs root and Debian chroots and is not run here.
+  # checkPhase runs the daemon crate's tests only: its unit tests and
+  # daemon/tests/{ops,import,grpc,reliability}.rs, which use temporary
+  # directories and Unix sockets, need neither root nor network, and adapt
+  # to the uid they run as (ops.rs). Not run here: e2e (needs root, chroots
+  # of Debian with real Nix, OverlayFS) and bench (measurements, no tests).
   cargoTestFlags = [
     "--package"
     "snix-lower-store"

@@ -1,3 +1,39 @@
+# NixOS module: snix-lower-store, a read-only nix-daemon serving the lower
+# layer of Nix's local-overlay store, plus the mounts, the index import and
+# the Nix configuration around it.
+#
+# Interface (services.snix-lower-store.*), read by tests/nixos and by the local
+# evaluation harness:
+#   enable          bool
+#   placement       "second-store" (default) | "system-store"
+#   package         package (the flake sets it)
+#   lower.mount     bool, default true: the module declares the lower mount
+#                   from lower.device; false: the user mounts lower.storeDir
+#   lower.device    null | str (required when lower.mount)
+#   lower.fsType / lower.options / lower.deviceTimeout / lower.mountPoint /
+#   lower.storeDir
+#   overlay.root    null | str; second-store: "/var/lib/snix-overlay" by
+#                   default; system-store: must be null
+#   overlay.mountPoint / overlay.upperDir / overlay.workDir / overlay.state
+#   configureNix    bool, default placement == "system-store"; required by
+#                   system-store, refused with second-store
+#   registrations   list of (path | str): Nix paths are copied to the store,
+#                   strings are read at run time
+#   closures        list of packages whose closureInfo registration is imported
+#   socket.path / socket.mode / socket.group
+#   environmentFile null | absolute path string outside the store
+#                   (types.externalPath; EnvironmentFile= of daemon and import)
+#   trustedUsers / idleExitAfter / logLevel / extraArgs / stateDir
+#   storeUrl        read-only: the local-overlay:// URL
+#   mounts          read-only: the fileSystems entries the module declares
+#                   (second-store); VM tests copy them into
+#                   virtualisation.fileSystems
+# Units (all defined here, none taken from the package): snix-lower-store.socket,
+# snix-lower-store.service, snix-lower-store-import.service,
+# snix-lower-store-overlay-dirs.service (second-store),
+# snix-lower-store-nix-daemon-env.service (configureNix), and in the initrd
+# (system-store) snix-lower-store-initrd-paths.service and the mounts
+# /sysroot<lower.mountPoint> and /sysroot/nix/store.
 {
   config,
   lib,
@@ -11,6 +47,7 @@ let
 
   inherit (lib)
     literalExpression
+    literalMD
     mkEnableOption
     mkIf
     mkMerge
@@ -18,31 +55,56 @@ let
     mkPackageOption
     optional
     optionalAttrs
-    optionals
+    optionalString
     types
     ;
 
   urlLib = import ./store-url.nix;
 
   exe = lib.getExe' cfg.package "snix-lower-store";
+  coreutil = name: "${pkgs.coreutils}/bin/${name}";
 
-  # The merged store replaces the system's /nix/store (mounted in the initrd),
-  # or is a second store under its own root next to the system's.
-  atSystemStore = cfg.overlay.root == null;
+  systemStore = cfg.placement == "system-store";
+  secondStore = cfg.placement == "second-store";
 
-  hasLowerMount = cfg.lower.device != null;
+  # The module declares a lower mount only when asked to and given a device.
+  hasLowerMount = cfg.lower.mount && cfg.lower.device != null;
   lowerUnit = "${utils.escapeSystemdPath cfg.lower.mountPoint}.mount";
   overlayUnit = "${utils.escapeSystemdPath cfg.overlay.mountPoint}.mount";
-  lowerUnits = optional hasLowerMount lowerUnit;
+  # In the second store the lower mount is a stage-2 mount unit; in the
+  # system store it is mounted in the initrd and is no unit of the system.
+  lowerUnits = optional (hasLowerMount && secondStore) lowerUnit;
+
+  # File systems the system-store lower may have: those for which a nixpkgs
+  # module (nixos/modules/tasks/filesystems/{erofs,squashfs,ext}.nix) puts
+  # the kernel module into the initrd when
+  # boot.initrd.supportedFilesystems names them.
+  initrdLowerFsTypes = [
+    "erofs"
+    "squashfs"
+    "ext4"
+  ];
+
+  # system-store: until the next boot /nix/store is not the merged store and
+  # the lower is not mounted (it is mounted in the initrd); the import, the
+  # socket and the daemon are skipped (a condition, not a failure) until
+  # then, so that a switch enabling the placement succeeds.
+  systemStoreCondition = optionalAttrs systemStore {
+    ConditionPathIsMountPoint = cfg.lower.mountPoint;
+  };
 
   isUnder = parent: path: path == parent || lib.hasPrefix "${lib.removeSuffix "/" parent}/" path;
   isAbsolute = path: lib.hasPrefix "/" path;
 
   stateDirectoryName = lib.removePrefix "/var/lib/" cfg.stateDir;
 
+  # A Nix path is copied into the store ("${p}" gives it string context), so
+  # the file exists wherever the system closure goes; a string is a run-time
+  # path (for example inside the lower image) and is used as it is.
+  registrationPath = r: if builtins.isPath r then "${r}" else toString r;
   closureRegistration = pkgs.closureInfo { rootPaths = cfg.closures; };
   registrationFiles =
-    map toString cfg.registrations
+    map registrationPath cfg.registrations
     ++ optional (cfg.closures != [ ]) "${closureRegistration}/registration";
 
   storeUrl = urlLib.storeUrl {
@@ -53,6 +115,8 @@ let
     root = cfg.overlay.root;
   };
 
+  socketGroup = if cfg.socket.group == null then "root" else cfg.socket.group;
+
   commonEnvironment = {
     SNIX_LOWER_STORE_LOWER_DIR = cfg.lower.storeDir;
     SNIX_LOWER_STORE_STATE_DIR = cfg.stateDir;
@@ -61,23 +125,96 @@ let
     SNIX_LOWER_STORE_LOG_TARGET = "auto";
   };
 
+  environmentFiles = optionalAttrs (cfg.environmentFile != null) {
+    EnvironmentFile = cfg.environmentFile;
+  };
+
   # Fails with one clear line when the lower store is not there, so that a
   # missing device ends in a failed unit that says why.
   checkLower = pkgs.writeShellScript "snix-lower-store-check-lower" ''
     set -eu
-    ${lib.optionalString hasLowerMount ''
+    ${optionalString (hasLowerMount && secondStore) ''
       if ! ${pkgs.util-linux}/bin/mountpoint -q ${lib.escapeShellArg cfg.lower.mountPoint}; then
         echo ${
-          lib.escapeShellArg "snix-lower-store: lower store not mounted: ${cfg.lower.mountPoint} (device ${cfg.lower.device}, type ${cfg.lower.fsType}); see systemctl status ${lowerUnit}"
+          lib.escapeShellArg "snix-lower-store: lower store not mounted: ${cfg.lower.mountPoint} (device ${toString cfg.lower.device}, type ${cfg.lower.fsType}); see systemctl status ${lowerUnit}"
         } >&2
         exit 1
       fi
     ''}
     if [ ! -d ${lib.escapeShellArg cfg.lower.storeDir} ]; then
       echo ${
-        lib.escapeShellArg "snix-lower-store: lower store directory missing: ${cfg.lower.storeDir} (services.snix-lower-store.lower.storeDir)"
+        lib.escapeShellArg "snix-lower-store: lower store directory missing: ${cfg.lower.storeDir} (services.snix-lower-store.lower.storeDir${optionalString (!cfg.lower.mount) "; lower.mount = false: mount it yourself"})"
       } >&2
       exit 1
+    fi
+  '';
+
+  # The index only grows (import adds paths), so a different lower store
+  # must start from an empty one: the import compares a fingerprint of the
+  # lower as it is mounted now (the directory, the names of the store paths
+  # in it, the contents of the registrations) with the one recorded after
+  # the last successful import, and drops the index when they differ.
+  # Everything in it is read from the running system, not from the
+  # configuration, so it describes the lower that is really there (also
+  # when a new lower.device only takes effect at the next boot).
+  fingerprintFile = "${cfg.stateDir}/lower-fingerprint";
+  lowerFingerprint = pkgs.writeShellScript "snix-lower-store-lower-fingerprint" ''
+    set -eu
+    export LC_ALL=C
+    {
+      printf '%s\n' ${lib.escapeShellArg cfg.lower.storeDir}
+      ${coreutil "ls"} -1A -- ${lib.escapeShellArg cfg.lower.storeDir}
+      ${lib.concatMapStrings (f: ''
+        ${coreutil "sha256sum"} ${lib.escapeShellArg f}
+      '') registrationFiles}
+    } | ${coreutil "sha256sum"} | ${coreutil "cut"} -d' ' -f1
+  '';
+  dropStaleIndex = pkgs.writeShellScript "snix-lower-store-drop-stale-index" ''
+    set -eu
+    new=$(${lowerFingerprint})
+    old=$(${coreutil "cat"} ${lib.escapeShellArg fingerprintFile} 2>/dev/null || true)
+    if [ -n "$old" ] && [ "$old" != "$new" ]; then
+      ${coreutil "rm"} -f ${
+        lib.escapeShellArgs (
+          map (f: "${cfg.stateDir}/${f}") [
+            "index.sqlite"
+            "index.sqlite-wal"
+            "index.sqlite-shm"
+          ]
+        )
+      }
+      echo "snix-lower-store: the lower store changed since the last import; the index is rebuilt from its registrations"
+    fi
+  '';
+  recordFingerprint = pkgs.writeShellScript "snix-lower-store-record-fingerprint" ''
+    set -eu
+    ${lowerFingerprint} > ${lib.escapeShellArg "${fingerprintFile}.new"}
+    ${coreutil "mv"} ${lib.escapeShellArgs [ "${fingerprintFile}.new" fingerprintFile ]}
+  '';
+
+  # system-store + configureNix: nix-daemon uses the local-overlay store only
+  # once /nix/store really is the merged store (after the next boot); until
+  # then it keeps the plain local store it was started with.
+  nixDaemonEnvDir = "/run/snix-lower-store-nix";
+  nixDaemonEnv = pkgs.writeShellScript "snix-lower-store-nix-daemon-env" ''
+    set -eu
+    env=${nixDaemonEnvDir}/nix-daemon.env
+    fstype=$(${pkgs.util-linux}/bin/findmnt -n -o FSTYPE --mountpoint /nix/store | ${coreutil "tail"} -n 1 || true)
+    opts=$(${pkgs.util-linux}/bin/findmnt -n -o OPTIONS --mountpoint /nix/store | ${coreutil "tail"} -n 1 || true)
+    merged=no
+    if [ "$fstype" = overlay ]; then
+      case ",$opts," in
+        *,lowerdir=${cfg.lower.storeDir},*) case ",$opts," in *,upperdir=${cfg.overlay.upperDir},*) merged=yes ;; esac ;;
+      esac
+    fi
+    if [ "$merged" = yes ]; then
+      printf '%s\n' ${lib.escapeShellArg "NIX_CONFIG='store = ${storeUrl}'"} > "$env"
+      echo "snix-lower-store: /nix/store is the merged store; nix-daemon uses the local-overlay store"
+    else
+      # nix.conf says store = daemon (for the clients); nix-daemon itself
+      # must not forward to itself.
+      printf '%s\n' "NIX_CONFIG='store = local'" > "$env"
+      echo "snix-lower-store: /nix/store is not the merged store yet (it is mounted in the initrd at the next boot); nix-daemon keeps the plain local store until then"
     fi
   '';
 
@@ -85,47 +222,197 @@ let
   # the overlay's lowerdir=/upperdir= strings (compared by Nix's check-mount)
   # are the final paths and not /sysroot/... ones.
   initrdLinks = [
-    (if hasLowerMount then cfg.lower.mountPoint else cfg.lower.storeDir)
+    cfg.lower.mountPoint
     cfg.overlay.upperDir
     cfg.overlay.workDir
   ];
+  initrdLowerUnit = "${utils.escapeSystemdPath "/sysroot${cfg.lower.mountPoint}"}.mount";
+
+  # Run in the initrd before the overlay is mounted: upper and work
+  # directories, the links above, and on the first boot with the merged store
+  # the old Nix database moved aside (it lists paths the overlay now hides).
+  initrdPaths = pkgs.writeShellScript "snix-lower-store-initrd-paths" ''
+    set -eu
+    ${coreutil "mkdir"} -p -m 0755 ${
+      lib.escapeShellArgs [
+        "/sysroot${cfg.overlay.upperDir}"
+        "/sysroot${cfg.overlay.workDir}"
+      ]
+    }
+    ${lib.concatMapStrings (p: ''
+      ${coreutil "mkdir"} -p ${lib.escapeShellArg (dirOf p)}
+      ${coreutil "ln"} -sfn ${lib.escapeShellArgs [ "/sysroot${p}" p ]}
+    '') initrdLinks}
+    ${optionalString (cfg.overlay.state == null) ''
+      marker=${lib.escapeShellArg "/sysroot${dirOf cfg.overlay.upperDir}/.snix-lower-store-db-moved"}
+      db=/sysroot/nix/var/nix/db
+      if [ ! -e "$marker" ]; then
+        if [ -e "$db" ]; then
+          ${coreutil "mv"} "$db" "$db.before-snix-lower-store"
+          echo "snix-lower-store: moved the Nix database of the store the overlay now hides to /nix/var/nix/db.before-snix-lower-store"
+        fi
+        : > "$marker"
+      fi
+    ''}
+  '';
 
   sandbox = {
     ProtectSystem = "strict";
-    ProtectHome = "read-only";
+    ProtectHome = true;
     PrivateTmp = true;
+    PrivateMounts = true;
     PrivateDevices = true;
+    PrivateIPC = true;
     PrivateNetwork = true;
-    RestrictAddressFamilies = "AF_UNIX";
-    NoNewPrivileges = true;
+    ProtectProc = "invisible";
+    ProcSubset = "pid";
     ProtectKernelTunables = true;
     ProtectKernelModules = true;
+    ProtectKernelLogs = true;
     ProtectControlGroups = true;
+    ProtectClock = true;
+    ProtectHostname = true;
+    RestrictAddressFamilies = "AF_UNIX";
+    IPAddressDeny = "any";
+    NoNewPrivileges = true;
+    CapabilityBoundingSet = "";
+    AmbientCapabilities = "";
     RestrictNamespaces = true;
+    RestrictRealtime = true;
+    RestrictSUIDSGID = true;
     LockPersonality = true;
+    MemoryDenyWriteExecute = true;
+    RemoveIPC = true;
+    KeyringMode = "private";
+    DevicePolicy = "closed";
     SystemCallArchitectures = "native";
+    SystemCallFilter = [
+      "@system-service"
+      "~@privileged @resources"
+    ];
+    SystemCallErrorNumber = "EPERM";
+  };
+
+  # Both run as this DynamicUser, so the same dynamic UID owns the index.
+  identity = {
+    DynamicUser = true;
+    User = "snix-lower-store";
+    StateDirectory = stateDirectoryName;
+    StateDirectoryMode = "0700";
+    UMask = "0077";
+    ReadOnlyPaths = [ "-${cfg.lower.storeDir}" ];
+  };
+
+  # The second store's mounts, as fileSystems entries.
+  secondStoreMounts = lib.optionalAttrs hasLowerMount {
+    ${cfg.lower.mountPoint} = {
+      device = cfg.lower.device;
+      fsType = cfg.lower.fsType;
+      options =
+        cfg.lower.options
+        ++ optional (lib.hasPrefix "/dev/" cfg.lower.device) "x-systemd.device-timeout=${cfg.lower.deviceTimeout}"
+        # A second store never stops the boot: its mounts are only wanted.
+        ++ [ "nofail" ];
+      # filesystems.nix runs fsck on every fstab line whose type is not in
+      # its skip list (erofs is not): a read-only image needs no check.
+      noCheck = true;
+    };
+  }
+  // {
+    ${cfg.overlay.mountPoint} = {
+      device = "overlay";
+      fsType = "overlay";
+      options = [
+        "lowerdir=${cfg.lower.storeDir}"
+        "upperdir=${cfg.overlay.upperDir}"
+        "workdir=${cfg.overlay.workDir}"
+        "nofail"
+        "x-systemd.requires=snix-lower-store-overlay-dirs.service"
+      ];
+      # Requires= and After= on the lower mount and the upper file system.
+      depends = [
+        cfg.lower.storeDir
+        cfg.overlay.upperDir
+        cfg.overlay.workDir
+      ];
+    };
   };
 in
 {
+  imports = [
+    (lib.mkRenamedOptionModule
+      [
+        "services"
+        "snix-lower-store"
+        "nix"
+        "enable"
+      ]
+      [
+        "services"
+        "snix-lower-store"
+        "configureNix"
+      ]
+    )
+  ];
+
   options.services.snix-lower-store = {
     enable = mkEnableOption "snix-lower-store, a read-only nix-daemon serving the lower layer of a local-overlay Nix store";
 
     package = mkPackageOption pkgs "snix-lower-store" { };
 
+    placement = mkOption {
+      type = types.enum [
+        "second-store"
+        "system-store"
+      ];
+      default = "second-store";
+      example = "system-store";
+      description = ''
+        Where the merged store is.
+
+        `"second-store"`: a second Nix store under
+        {option}`services.snix-lower-store.overlay.root`, next to the
+        system's `/nix/store`, which is left alone. Its mounts are `nofail`:
+        a missing lower device never stops the boot. Use it as root with
+        `nix --store "$(cat /etc/snix-lower-store/store-url)"`.
+
+        `"system-store"`: the merged store is the system's `/nix/store`,
+        mounted in the initrd (needs `boot.initrd.systemd.enable`) over a
+        lower image that must hold this system's closure, as netboot images
+        do; nix-daemon uses the local-overlay store. It takes effect at the
+        next boot, never on switch; see the README for the migration of an
+        existing machine.
+      '';
+    };
+
     lower = {
+      mount = mkOption {
+        type = types.bool;
+        default = true;
+        example = false;
+        description = ''
+          Whether the module mounts the lower store from
+          {option}`services.snix-lower-store.lower.device` at
+          {option}`services.snix-lower-store.lower.mountPoint`. `false`:
+          you mount it yourself (any way you like) so that
+          {option}`services.snix-lower-store.lower.storeDir` exists; the
+          import and the daemon wait for it with `RequiresMountsFor=`.
+          The system-store placement needs `true`.
+        '';
+      };
+
       device = mkOption {
         type = types.nullOr types.str;
         default = null;
         example = "/dev/disk/by-label/lower-store";
         description = ''
-          What holds the lower store, mounted read-only at
-          {option}`services.snix-lower-store.lower.mountPoint`: a block device
-          with an erofs or squashfs image, a virtiofs tag, an NFS export
+          What holds the lower store, mounted read-only: a block device with
+          an erofs or squashfs image, a virtiofs tag, an NFS export
           (`server:/export`), or a directory to bind (with
           {option}`services.snix-lower-store.lower.fsType` `"none"` and
           `"bind"` in {option}`services.snix-lower-store.lower.options`).
-
-          `null` declares no mount: the lower store directory is already there.
+          Required when {option}`services.snix-lower-store.lower.mount` is
+          `true`: the module does not guess a device.
         '';
       };
 
@@ -154,15 +441,16 @@ in
         default = "90s";
         example = "10s";
         description = ''
-          How long to wait for a lower device under /dev to appear before the
-          mount fails (`x-systemd.device-timeout=`).
+          Second store: how long to wait for a lower device under /dev to
+          appear before the mount fails (`x-systemd.device-timeout=`).
         '';
       };
 
       mountPoint = mkOption {
         type = types.str;
-        default =
-          if cfg.overlay.root == null then "/nix/.snix-lower" else "${cfg.overlay.root}/lower";
+        # Keyed on overlay.root like the other defaults, so that a second
+        # store without a root reaches its assertion instead of a throw.
+        default = if cfg.overlay.root == null then "/nix/.snix-lower" else "${cfg.overlay.root}/lower";
         defaultText = literalExpression ''
           if config.services.snix-lower-store.overlay.root == null
           then "/nix/.snix-lower"
@@ -198,16 +486,20 @@ in
     };
 
     registrations = mkOption {
-      type = types.listOf types.path;
+      type = types.listOf (types.either types.path types.str);
       default = [ ];
-      example = [ "/srv/lower/registration" ];
+      example = literalExpression ''[ "/srv/lower/registration" ./lower-registration ]'';
       description = ''
         Registration files (`nix-store --dump-db` output, or `closureInfo`'s
         `registration`) describing the paths of the lower store. They are
-        imported into the index by `snix-lower-store-import.service` before the
-        socket starts, at every boot and every switch that changes them;
-        importing paths already indexed changes nothing. Give paths as
-        strings to keep them out of the system closure.
+        imported into the index by `snix-lower-store-import.service` before
+        the socket starts, at every boot, every switch that changes them and
+        every restart of the lower mount; importing paths already indexed
+        changes nothing.
+
+        A Nix path (`./file`) is copied into the store and so travels with
+        the system closure; a string (`"/srv/lower/registration"`) is read at
+        run time where it is, for example from inside the lower image.
       '';
     };
 
@@ -219,8 +511,8 @@ in
         Store paths whose closure is in the lower store; the registration of
         their `closureInfo` is imported like
         {option}`services.snix-lower-store.registrations`. These paths become
-        part of the system closure, so this fits a lower image built from the
-        same configuration (as netboot images are).
+        part of the system closure (so this cannot name the system's own
+        toplevel).
       '';
     };
 
@@ -229,37 +521,41 @@ in
         type = types.str;
         default = "/run/snix-lower-store/socket";
         example = "/run/lower-store.sock";
-        description = "Path of the listening socket (the lower store URL is `unix://` this path).";
+        description = ''
+          Path of the listening socket (the lower store URL is `unix://` this
+          path). A change is applied on switch: the socket is stopped and
+          started again, and the store URL follows.
+        '';
       };
 
       mode = mkOption {
         type = types.strMatching "0?[0-7]{3}";
         default = "0666";
         example = "0660";
-        description = "Permissions of the socket.";
+        description = "Permissions of the socket; applied on switch like the path.";
       };
 
       group = mkOption {
         type = types.nullOr types.str;
         default = null;
         example = "nixbld";
-        description = "Group owning the socket; `null` leaves it to root.";
+        description = "Group owning the socket; `null` leaves it to root. Applied on switch like the path.";
       };
     };
 
     overlay = {
       root = mkOption {
         type = types.nullOr types.str;
-        default = null;
-        example = "/var/lib/snix-overlay";
+        default = if secondStore then "/var/lib/snix-overlay" else null;
+        defaultText = literalExpression ''
+          if config.services.snix-lower-store.placement == "second-store"
+          then "/var/lib/snix-overlay"
+          else null
+        '';
+        example = "/srv/snix-overlay";
         description = ''
-          `null`: the merged store is the system's /nix/store, mounted in the
-          initrd (needs `boot.initrd.systemd.enable`), with the lower image
-          holding what the system needs to boot, as netboot images do.
-
-          A directory: a second store (Nix's `root`), merged at
-          `<root>/nix/store`, that leaves the system store alone. Use it with
-          `nix --store "$(cat /etc/snix-lower-store/store-url)"`.
+          Second store: its root (Nix's `root`); the merged store is
+          `<root>/nix/store`. Must be `null` with the system-store placement.
         '';
       };
 
@@ -313,13 +609,39 @@ in
       };
     };
 
-    nix.enable = mkEnableOption ''
-      the merged store as Nix's store: `nix.settings.store` is set to
-      {option}`services.snix-lower-store.storeUrl`, nix-daemon requires the
-      socket and the overlay mount, and login shells get
-      `NIX_CONFIG = "store = daemon"` so that users who cannot write the
-      store go through nix-daemon
-    '';
+    configureNix = mkOption {
+      type = types.bool;
+      default = systemStore;
+      defaultText = literalExpression ''config.services.snix-lower-store.placement == "system-store"'';
+      example = true;
+      description = ''
+        Make the merged store Nix's store: `nix.settings.store = "daemon"`
+        for every client (so nothing opens /nix/store as a plain local
+        store), and nix-daemon opens the local-overlay store
+        ({option}`services.snix-lower-store.storeUrl`) once /nix/store is
+        the merged store. Required by the system-store placement; refused
+        with the second store (nix-daemon would build into a store the
+        system does not boot from).
+
+        This is not the global {option}`nix.enable`.
+      '';
+    };
+
+    environmentFile = mkOption {
+      # externalPath: an absolute path given as a string, outside the store;
+      # a Nix path value (./file) is refused rather than used uncopied.
+      type = types.nullOr types.externalPath;
+      default = null;
+      example = "/run/secrets/snix-lower-store.env";
+      description = ''
+        File of `KEY=value` lines (systemd's `EnvironmentFile=`) read by the
+        daemon and the import at start, after the module's own
+        `Environment=` lines, so it can override them. It is read at run
+        time and never copied into the store: give an absolute path as a
+        string (a Nix path value or a store path is refused). The NixOS
+        units never read the package's `/etc/snix-lower-store/env`.
+      '';
+    };
 
     trustedUsers = mkOption {
       type = types.listOf types.str;
@@ -368,11 +690,41 @@ in
       type = types.str;
       readOnly = true;
       default = storeUrl;
-      defaultText = literalExpression ''"local-overlay://?lower-store=unix%3A//…&upper-layer=…&check-mount=true"'';
+      defaultText = literalMD "the `local-overlay://` URL `snix-lower-store store-url` prints for these options";
+      example = "local-overlay://?root=/var/lib/snix-overlay&lower-store=unix%3A///run/snix-lower-store/socket%3Freal%3D/var/lib/snix-overlay/lower/nix/store&upper-layer=/var/lib/snix-overlay/upper&check-mount=true";
       description = ''
         The `local-overlay://` URL of the merged store, percent-encoded as
         `snix-lower-store store-url` prints it. Also in
         /etc/snix-lower-store/store-url.
+      '';
+    };
+
+    mounts = mkOption {
+      type = types.attrsOf types.anything;
+      readOnly = true;
+      default = if cfg.enable && secondStore then secondStoreMounts else { };
+      defaultText = literalMD "the second store's lower and overlay mounts, `{ }` otherwise";
+      example = literalExpression ''
+        {
+          "/var/lib/snix-overlay/lower" = {
+            device = "/dev/disk/by-label/lower-store";
+            fsType = "erofs";
+            options = [ "ro" "x-systemd.device-timeout=90s" "nofail" ];
+            noCheck = true;
+          };
+          "/var/lib/snix-overlay/nix/store" = {
+            device = "overlay";
+            fsType = "overlay";
+            options = [ "lowerdir=/var/lib/snix-overlay/lower/nix/store" "…" ];
+          };
+        }
+      '';
+      description = ''
+        The `fileSystems` entries the module declares (second store). Inside
+        a NixOS test or `nixos-rebuild build-vm`, nixpkgs' `qemu-vm.nix`
+        replaces `fileSystems` with `virtualisation.fileSystems`; a VM that
+        has the lower device sets
+        `virtualisation.fileSystems = config.services.snix-lower-store.mounts;`.
       '';
     };
   };
@@ -381,17 +733,49 @@ in
     {
       assertions = [
         {
+          assertion = !cfg.lower.mount || cfg.lower.device != null;
+          message = "services.snix-lower-store.lower.device is not set: give the device holding the lower store (for example \"/dev/disk/by-label/lower-store\"), or set lower.mount = false if you mount lower.storeDir (${cfg.lower.storeDir}) yourself. Nothing is mounted until one of them is set.";
+        }
+        {
+          assertion = secondStore -> cfg.overlay.root != null;
+          message = "services.snix-lower-store.overlay.root = null with placement = \"second-store\": a second store needs its own root. To make the merged store the system's /nix/store, set placement = \"system-store\".";
+        }
+        {
+          assertion = systemStore -> cfg.overlay.root == null;
+          message = "services.snix-lower-store.overlay.root = \"${toString cfg.overlay.root}\" with placement = \"system-store\": the system store has no root; leave overlay.root unset.";
+        }
+        {
+          assertion = systemStore -> config.boot.initrd.systemd.enable;
+          message = "services.snix-lower-store.placement = \"system-store\" mounts the merged /nix/store in the initrd and needs boot.initrd.systemd.enable = true (the scripted initrd would mount it with /mnt-root-prefixed lowerdir=/upperdir= strings, which Nix's check-mount rejects).";
+        }
+        {
+          assertion = systemStore -> (cfg.lower.mount && cfg.lower.device != null);
+          message = "services.snix-lower-store.placement = \"system-store\" needs lower.mount = true and lower.device: the lower image, holding this system's closure, is mounted in the initrd.";
+        }
+        {
+          assertion = systemStore -> (cfg.registrations != [ ] || cfg.closures != [ ]);
+          message = "services.snix-lower-store.placement = \"system-store\": set registrations (for example the registration file inside the lower image): the index must describe the lower image, which must hold this system's closure.";
+        }
+        {
+          assertion = systemStore -> cfg.configureNix;
+          message = "services.snix-lower-store.placement = \"system-store\" needs configureNix = true: a plain local store over the merged /nix/store does not know the lower paths and its garbage collector would delete them.";
+        }
+        {
+          assertion = secondStore -> !cfg.configureNix;
+          message = "services.snix-lower-store.configureNix = true with placement = \"second-store\" would make nix-daemon build into ${toString cfg.overlay.root}, a store the system does not boot from. Use the second store with nix --store \"$(cat /etc/snix-lower-store/store-url)\", or set placement = \"system-store\".";
+        }
+        {
+          assertion = cfg.configureNix -> config.nix.enable;
+          message = "services.snix-lower-store.configureNix needs nix.enable = true (there is no nix-daemon to point at the merged store).";
+        }
+        {
           assertion = isUnder "/var/lib" cfg.stateDir && cfg.stateDir != "/var/lib";
           message = "services.snix-lower-store.stateDir = \"${cfg.stateDir}\": it must be a directory under /var/lib (the services' StateDirectory=, owned by their DynamicUser=).";
         }
         {
-          assertion = atSystemStore -> config.boot.initrd.systemd.enable;
-          message = "services.snix-lower-store: with overlay.root = null the merged store replaces /nix/store and is mounted in the initrd; that needs boot.initrd.systemd.enable = true (the scripted initrd would mount it with /mnt-root-prefixed lowerdir=/upperdir= strings, which Nix's check-mount rejects). Set boot.initrd.systemd.enable = true, or set overlay.root for a second store.";
-        }
-        {
           assertion =
             cfg.overlay.root == null || (isAbsolute cfg.overlay.root && lib.removeSuffix "/" cfg.overlay.root != "");
-          message = "services.snix-lower-store.overlay.root = \"${toString cfg.overlay.root}\": give an absolute directory other than /, or null for the system store.";
+          message = "services.snix-lower-store.overlay.root = \"${toString cfg.overlay.root}\": give an absolute directory other than /.";
         }
         {
           assertion =
@@ -441,91 +825,94 @@ in
           message = "services.snix-lower-store.lower.fsType = \"overlay\": the lower store must be a plain file system (erofs, squashfs, virtiofs, nfs, or a bind with fsType \"none\").";
         }
         {
-          assertion = atSystemStore -> lib.all (p: !(isUnder "/nix/store" p)) initrdLinks;
+          assertion = systemStore -> lib.elem cfg.lower.fsType initrdLowerFsTypes;
+          message = "services.snix-lower-store.lower.fsType = \"${cfg.lower.fsType}\" with placement = \"system-store\": the lower image is mounted in the initrd, which gets its file system through boot.initrd.supportedFilesystems; use one of ${lib.concatStringsSep ", " initrdLowerFsTypes}.";
+        }
+        {
+          assertion = systemStore -> lib.all (p: !(isUnder "/nix/store" p)) initrdLinks;
           message = "services.snix-lower-store: with the merged store at /nix/store, lower.mountPoint, overlay.upperDir and overlay.workDir must lie outside /nix/store.";
         }
       ];
 
-      warnings = optional (cfg.nix.enable && !atSystemStore) "services.snix-lower-store.nix.enable with overlay.root = \"${cfg.overlay.root}\" makes the second store Nix's default store: the system's own /nix/store is then no longer what nix-daemon and nixos-rebuild use.";
-
-      systemd.packages = [ cfg.package ];
       environment.systemPackages = [ cfg.package ];
 
-      nix.settings.experimental-features = [ "local-overlay-store" ];
+      # extra-: adds to the user's own experimental-features, whatever its
+      # form (string or list).
+      nix.settings.extra-experimental-features = [ "local-overlay-store" ];
 
       environment.etc."snix-lower-store/store-url".text = storeUrl + "\n";
 
-      fileSystems = mkMerge [
-        (mkIf hasLowerMount {
-          ${cfg.lower.mountPoint} = {
-            device = cfg.lower.device;
-            fsType = cfg.lower.fsType;
-            options =
-              cfg.lower.options
-              ++ optional (lib.hasPrefix "/dev/" cfg.lower.device) "x-systemd.device-timeout=${cfg.lower.deviceTimeout}"
-              # A second store must never stop the boot: its mounts are only wanted.
-              ++ optional (!atSystemStore) "nofail";
-            neededForBoot = atSystemStore;
-          };
-        })
-        {
-          ${cfg.overlay.mountPoint} = {
-            device = "overlay";
-            fsType = "overlay";
-            options = [
-              "lowerdir=${cfg.lower.storeDir}"
-              "upperdir=${cfg.overlay.upperDir}"
-              "workdir=${cfg.overlay.workDir}"
-            ]
-            ++ optional (!atSystemStore) "nofail";
-            # Requires= and After= on the lower mount and the upper file system.
-            depends = [
-              cfg.lower.storeDir
-              cfg.overlay.upperDir
-              cfg.overlay.workDir
-            ];
-            neededForBoot = atSystemStore;
-          };
-        }
-      ];
-
       # Checks the lower store and imports the registrations, as the daemon's
-      # DynamicUser, before the socket accepts anything.
+      # DynamicUser, before the socket accepts anything. Part of the lower
+      # mount: stopping or restarting the mount stops or re-runs the import
+      # (and, through Requires=, the socket and the daemon).
       systemd.services.snix-lower-store-import = {
         description = "snix-lower-store: check the lower store and import its registrations";
         documentation = [ "https://github.com/snix-lower-store/snix-lower-store#nixos" ];
-        wants = lowerUnits;
+        wants = lowerUnits ++ [ "snix-lower-store.socket" ];
+        partOf = lowerUnits;
         after = lowerUnits;
         before = [
           "snix-lower-store.socket"
           "snix-lower-store.service"
         ];
+        # Only when the module does not mount the lower itself: a Requires=
+        # on the module's (nofail) lower mount would end the import in
+        # "dependency failed" before checkLower can say why.
+        unitConfig =
+          optionalAttrs (!hasLowerMount) {
+            RequiresMountsFor = [ cfg.lower.storeDir ];
+          }
+          // systemStoreCondition;
+        # switch-to-configuration ignores changed socket units; a change of
+        # the socket's options restarts this unit instead, which stops the
+        # socket (Requires=) and starts it again (Wants=) with the new ones.
+        restartTriggers = [
+          cfg.socket.path
+          cfg.socket.mode
+          socketGroup
+        ];
         environment = commonEnvironment;
-        serviceConfig = sandbox // {
-          Type = "oneshot";
-          RemainAfterExit = true;
-          DynamicUser = true;
-          # The same name as the daemon's: the same dynamic UID owns the index.
-          User = "snix-lower-store";
-          StateDirectory = stateDirectoryName;
-          StateDirectoryMode = "0700";
-          UMask = "0077";
-          ReadOnlyPaths = [ "-${cfg.lower.storeDir}" ];
-          ExecStartPre = "${checkLower}";
-          ExecStart =
-            if registrationFiles == [ ] then
-              [ "${pkgs.coreutils}/bin/true" ]
-            else
-              map (f: "${exe} import --registration ${utils.escapeSystemdExecArg f}") registrationFiles;
-        };
+        serviceConfig =
+          sandbox
+          // identity
+          // environmentFiles
+          // {
+            Type = "oneshot";
+            RemainAfterExit = true;
+            ExecStartPre = [
+              "${checkLower}"
+              "${dropStaleIndex}"
+            ];
+            ExecStartPost = "${recordFingerprint}";
+            ExecStart =
+              if registrationFiles == [ ] then
+                [ "${pkgs.coreutils}/bin/true" ]
+              else
+                map (f: "${exe} import --registration ${utils.escapeSystemdExecArg f}") registrationFiles;
+          };
       };
 
-      # Drop-ins for the package's snix-lower-store.service.
+      # The whole daemon unit, not drop-ins over the package's: nothing of the
+      # non-NixOS defaults (RequiresMountsFor=/srv/lower/nix/store,
+      # EnvironmentFile=-/etc/snix-lower-store/env) can leak in.
       systemd.services.snix-lower-store = {
-        requires = [ "snix-lower-store-import.service" ];
-        after = [ "snix-lower-store-import.service" ] ++ lowerUnits;
+        description = "snix-lower-store: read-only nix-daemon serving a local-overlay lower store";
+        documentation = [ "https://github.com/snix-lower-store/snix-lower-store#nixos" ];
+        requires = [
+          "snix-lower-store.socket"
+          "snix-lower-store-import.service"
+        ];
+        after = [
+          "snix-lower-store.socket"
+          "snix-lower-store-import.service"
+        ]
+        ++ lowerUnits;
         bindsTo = lowerUnits;
-        unitConfig.RequiresMountsFor = [ cfg.lower.storeDir ];
+        unitConfig = {
+          RequiresMountsFor = [ cfg.lower.storeDir ];
+        }
+        // systemStoreCondition;
         environment =
           commonEnvironment
           // {
@@ -534,25 +921,32 @@ in
           // optionalAttrs (cfg.idleExitAfter != null) {
             SNIX_LOWER_STORE_IDLE_EXIT_AFTER = cfg.idleExitAfter;
           };
-        serviceConfig = {
-          StateDirectory = [
-            ""
-            stateDirectoryName
-          ];
-          ReadOnlyPaths = [ "-${cfg.lower.storeDir}" ];
-          ExecStart = mkIf (cfg.extraArgs != [ ]) [
-            ""
-            "${exe} serve ${utils.escapeSystemdExecArgs cfg.extraArgs}"
-          ];
-        };
+        serviceConfig =
+          sandbox
+          // identity
+          // environmentFiles
+          // {
+            Type = "notify";
+            NotifyAccess = "main";
+            ExecStart = "${exe} serve${
+              optionalString (cfg.extraArgs != [ ]) " ${utils.escapeSystemdExecArgs cfg.extraArgs}"
+            }";
+            # SIGTERM: the daemon finishes in-flight requests and exits 0.
+            KillMode = "mixed";
+            TimeoutStopSec = "30s";
+            WatchdogSec = "30s";
+            LimitNOFILE = 65536;
+          };
       };
 
-      # Drop-ins for the package's snix-lower-store.socket. It waits for the
-      # import (so it leaves sockets.target, which comes before the import's
-      # basic.target) and goes when the lower mount goes.
+      # Waits for the import (so it leaves sockets.target, which comes before
+      # the import's basic.target) and goes when the lower mount goes.
       systemd.sockets.snix-lower-store = {
+        description = "snix-lower-store socket (read-only nix-daemon for a local-overlay lower store)";
+        documentation = [ "https://github.com/snix-lower-store/snix-lower-store#nixos" ];
         wantedBy = [ "multi-user.target" ];
         requires = [ "snix-lower-store-import.service" ];
+        partOf = [ "snix-lower-store-import.service" ];
         after = [
           "sysinit.target"
           "snix-lower-store-import.service"
@@ -561,23 +955,33 @@ in
         bindsTo = lowerUnits;
         before = [ "shutdown.target" ];
         conflicts = [ "shutdown.target" ];
-        unitConfig.DefaultDependencies = false;
+        unitConfig = {
+          DefaultDependencies = false;
+        }
+        // systemStoreCondition
+        // optionalAttrs secondStore {
+          # The overlay mount is nofail (not before local-fs.target): wait for
+          # it here, so that a listening socket means a mounted merged store.
+          RequiresMountsFor = [ cfg.overlay.mountPoint ];
+        };
+        listenStreams = [ cfg.socket.path ];
         socketConfig = {
-          ListenStream = [
-            ""
-            cfg.socket.path
-          ];
+          SocketUser = "root";
+          SocketGroup = socketGroup;
           SocketMode = cfg.socket.mode;
-          SocketGroup = if cfg.socket.group == null then "root" else cfg.socket.group;
+          DirectoryMode = "0755";
+          RemoveOnStop = true;
+          Backlog = 1024;
         };
       };
     }
 
-    (mkIf (!atSystemStore) {
+    (mkIf secondStore {
+      fileSystems = secondStoreMounts;
+
       # Upper and work directories, made before the overlay is mounted.
       systemd.services.snix-lower-store-overlay-dirs = {
         description = "snix-lower-store: create the overlay's upper and work directories";
-        requiredBy = [ overlayUnit ];
         before = [ overlayUnit ];
         unitConfig = {
           DefaultDependencies = false;
@@ -599,16 +1003,26 @@ in
       };
     })
 
-    (mkIf atSystemStore {
+    (mkIf systemStore {
+      # The lower image and the merged /nix/store are mounted in the initrd
+      # by units of the initrd, not by fileSystems entries: stage 2 has no
+      # fstab lines for them, so switch-to-configuration never tries to
+      # unmount or remount the running store. Changes apply at the next boot.
+      # The lower's driver through nixpkgs' file system modules (a type is
+      # not always a kernel module name); overlay is no file system type of
+      # theirs.
+      boot.initrd.supportedFilesystems.${cfg.lower.fsType} = true;
       boot.initrd.availableKernelModules = [ "overlay" ];
+      # make-initrd-ng copies these (and the libraries they load), not
+      # their Nix closures: the script's shell and every tool it calls.
       boot.initrd.systemd.storePaths = [
-        "${pkgs.coreutils}/bin/mkdir"
-        "${pkgs.coreutils}/bin/ln"
+        initrdPaths
+        pkgs.runtimeShell
+        (coreutil "mkdir")
+        (coreutil "ln")
+        (coreutil "mv")
       ];
 
-      # In the initrd the final root is at /sysroot. Link the final paths to
-      # it so that the overlay is mounted with lowerdir=/upperdir= strings
-      # that stay true after switch-root.
       boot.initrd.systemd.services.snix-lower-store-initrd-paths = {
         description = "snix-lower-store: final overlay paths in the initrd";
         requiredBy = [ "sysroot-nix-store.mount" ];
@@ -623,36 +1037,74 @@ in
         serviceConfig = {
           Type = "oneshot";
           RemainAfterExit = true;
-          ExecStart = [
-            "${pkgs.coreutils}/bin/mkdir -p -m 0755 ${
-              utils.escapeSystemdExecArgs [
-                "/sysroot${cfg.overlay.upperDir}"
-                "/sysroot${cfg.overlay.workDir}"
-              ]
-            }"
-          ]
-          ++ map (p: "${pkgs.coreutils}/bin/mkdir -p ${utils.escapeSystemdExecArg (dirOf p)}") initrdLinks
-          ++ map (
-            p: "${pkgs.coreutils}/bin/ln -sfn ${utils.escapeSystemdExecArgs [ "/sysroot${p}" p ]}"
-          ) initrdLinks;
+          ExecStart = "${initrdPaths}";
         };
       };
+
+      boot.initrd.systemd.mounts = [
+        {
+          description = "snix-lower-store: lower store image";
+          what = toString cfg.lower.device;
+          where = "/sysroot${cfg.lower.mountPoint}";
+          type = cfg.lower.fsType;
+          options = lib.concatStringsSep "," cfg.lower.options;
+          requiredBy = [ "initrd-fs.target" ];
+          before = [ "initrd-fs.target" ];
+          unitConfig.RequiresMountsFor = [ "/sysroot" ];
+        }
+        {
+          description = "snix-lower-store: merged /nix/store";
+          what = "overlay";
+          where = "/sysroot/nix/store";
+          type = "overlay";
+          options = lib.concatStringsSep "," [
+            "lowerdir=${cfg.lower.storeDir}"
+            "upperdir=${cfg.overlay.upperDir}"
+            "workdir=${cfg.overlay.workDir}"
+          ];
+          requiredBy = [ "initrd-fs.target" ];
+          before = [ "initrd-fs.target" ];
+          requires = [
+            initrdLowerUnit
+            "snix-lower-store-initrd-paths.service"
+          ];
+          after = [
+            initrdLowerUnit
+            "snix-lower-store-initrd-paths.service"
+          ];
+        }
+      ];
     })
 
-    (mkIf cfg.nix.enable {
-      nix.settings.store = storeUrl;
+    (mkIf cfg.configureNix {
+      # Clients always go through nix-daemon: a client opening /nix/store as
+      # a plain local store would not know the lower paths. In nix.conf, not
+      # NIX_CONFIG, so a user's own NIX_CONFIG cannot drop it.
+      nix.settings.store = "daemon";
 
-      environment.variables.NIX_CONFIG = lib.mkDefault "store = daemon";
+      systemd.services.snix-lower-store-nix-daemon-env = {
+        description = "snix-lower-store: nix-daemon's store, once /nix/store is the merged store";
+        wantedBy = [ "multi-user.target" ];
+        before = [ "nix-daemon.service" ];
+        restartTriggers = [ storeUrl ];
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          RuntimeDirectory = baseNameOf nixDaemonEnvDir;
+          RuntimeDirectoryPreserve = true;
+          ExecStart = "${nixDaemonEnv}";
+        };
+      };
 
       systemd.services.nix-daemon = {
-        requires = [
-          "snix-lower-store.socket"
-          overlayUnit
-        ];
+        wants = [ "snix-lower-store.socket" ];
+        requires = [ "snix-lower-store-nix-daemon-env.service" ];
         after = [
           "snix-lower-store.socket"
-          overlayUnit
+          "snix-lower-store-nix-daemon-env.service"
         ];
+        restartTriggers = [ storeUrl ];
+        serviceConfig.EnvironmentFile = [ "-${nixDaemonEnvDir}/nix-daemon.env" ];
       };
     })
   ]);

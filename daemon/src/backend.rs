@@ -5,6 +5,7 @@
 
 use crate::grpc::client::GrpcBackend;
 use crate::index::{IndexError, PathInfo, PathInfoIndex};
+use crate::store::realisation::{DrvOutputId, Realisation};
 use crate::store::{NarHash, StorePath};
 
 pub enum Backend {
@@ -71,6 +72,15 @@ impl Backend {
         match self {
             Backend::Index(i) => Ok(i.derivation_outputs(drv)?),
             Backend::Grpc(g) => g.derivation_outputs(drv).await,
+        }
+    }
+
+    /// The realisation of a content-addressed derivation output. A snix
+    /// PathInfoService holds none, so through gRPC every output is unknown.
+    pub async fn realisation(&self, id: &DrvOutputId) -> Result<Option<Realisation>> {
+        match self {
+            Backend::Index(i) => Ok(i.realisation(id)?),
+            Backend::Grpc(_) => Ok(None),
         }
     }
 

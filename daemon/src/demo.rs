@@ -131,11 +131,18 @@ mod tests {
 
     #[test]
     fn text_path_matches_nix() {
-        // `nix-instantiate --eval -E 'builtins.toFile "hello" "hello\n"'` with
-        // the default store dir prints this path.
+        // Expected paths printed by real Nix 2.26.3 (Debian trixie's nix-bin):
+        //   nix-instantiate --readonly-mode --eval -E 'builtins.toFile "hello" "hello\n"'
+        //   nix-instantiate --readonly-mode --eval -E 'builtins.toFile "a" "x"'
+        //   nix-instantiate --readonly-mode --eval -E 'builtins.toFile "b" "ref ${builtins.toFile "a" "x"}"'
         let sd = StoreDir::new("/nix/store").unwrap();
-        let p = text_path(&sd, "hello", b"hello\n", &[]);
-        assert_eq!(p.base_name().len(), 32 + 1 + 5);
-        assert_eq!(p.name(), "hello");
+        let hello = text_path(&sd, "hello", b"hello\n", &[]);
+        assert_eq!(sd.display(&hello), "/nix/store/nmrmdcw1bfnl35a893n7nyhw4xa5vy08-hello");
+        let a = text_path(&sd, "a", b"x", &[]);
+        assert_eq!(sd.display(&a), "/nix/store/12wigjpizrn8axaqxj288q1b751qmwya-a");
+        // With a reference: the referenced path is part of the fingerprint.
+        let b_contents = format!("ref {}", sd.display(&a));
+        let b = text_path(&sd, "b", b_contents.as_bytes(), std::slice::from_ref(&a));
+        assert_eq!(sd.display(&b), "/nix/store/kbnsdqvza4r1hzcr5vs2bhx8kv150g37-b");
     }
 }

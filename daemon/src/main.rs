@@ -135,7 +135,8 @@ enum Cmd {
         /// Output of `nix path-info --json` (Nix 2.26, or 2.34 --json-format 1 or 2), or - for stdin.
         #[arg(long, env = "SNIX_LOWER_STORE_PATH_INFO_JSON", group = "source")]
         path_info_json: Option<String>,
-        /// A Nix store database (…/nix/var/nix/db/db.sqlite), opened read-only.
+        /// A Nix store database (…/nix/var/nix/db/db.sqlite), opened read-only; its
+        /// realisations of content-addressed derivation outputs are imported too.
         #[arg(long, env = "SNIX_LOWER_STORE_NIX_DB", group = "source")]
         nix_db: Option<PathBuf>,
         /// Physical directory holding the store objects.
@@ -477,11 +478,13 @@ fn run(cmd: Cmd) -> Result<std::process::ExitCode> {
         } => {
             let sd = store_dir(&store.store_dir)?;
             let lower = LowerDir::open(&lower_dir).map_err(anyhow::Error::msg)?;
+            let mut realisations = Vec::new();
             let batch = if let Some(src) = registration {
                 import::parse_registration(&read_input(&src)?, &sd, &src)?
             } else if let Some(src) = path_info_json {
                 import::parse_path_info_json(&read_input(&src)?, &sd, &src)?
             } else if let Some(db) = nix_db {
+                realisations = import::read_nix_db_realisations(&db, &sd)?;
                 import::read_nix_db(&db, &sd)?
             } else {
                 bail!("import: give one of --registration, --path-info-json or --nix-db");
@@ -489,11 +492,22 @@ fn run(cmd: Cmd) -> Result<std::process::ExitCode> {
             std::fs::create_dir_all(&store.state_dir)
                 .with_context(|| format!("creating state dir {}", store.state_dir.display()))?;
             let n = batch.len();
-            let report = import::import(&store.state_dir, &sd, &lower, batch, ImportOptions { check_content })?;
+            let nr = realisations.len();
+            let report = import::import_with_realisations(
+                &store.state_dir,
+                &sd,
+                &lower,
+                batch,
+                realisations,
+                ImportOptions { check_content },
+            )?;
             println!(
                 "imported {n} entries: {} added, {} already indexed",
                 report.added, report.unchanged
             );
+            if nr > 0 {
+                println!("imported {nr} realisations of content-addressed derivation outputs");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Verify {

@@ -136,6 +136,103 @@ async fn missing_substitutes_and_realisations() {
     assert_eq!(c.r.u64().await.unwrap(), 0);
 }
 
+/// Realisations imported with the paths answer QueryRealisation in Nix's two
+/// layouts (output paths before 1.31, realisation JSON from 1.31); unknown ids
+/// get the empty set, malformed ids an error that names the op.
+#[tokio::test(flavor = "multi_thread")]
+async fn query_realisation_in_both_layouts() {
+    use snix_lower_store::index::import::{self, ImportOptions, NewRealisation};
+    use snix_lower_store::store::realisation::DrvOutputId;
+    let f = Fixture::new();
+    let hex = "ab".repeat(32);
+    let id = DrvOutputId::parse(&format!("sha256:{hex}!out")).unwrap();
+    let dep = DrvOutputId::parse(&format!("sha256:{}!dev", "cd".repeat(32))).unwrap();
+    let lower = snix_lower_store::lower::LowerDir::open(&f.lower).unwrap();
+    let realisations = vec![
+        NewRealisation {
+            id: id.clone(),
+            out_path: f.entries[0].path.clone(),
+            signatures: vec!["k2:b".into(), "k1:a".into()],
+            dependent: vec![dep.clone()],
+        },
+        NewRealisation {
+            id: dep.clone(),
+            out_path: f.entries[1].path.clone(),
+            signatures: vec![],
+            dependent: vec![],
+        },
+    ];
+    // Refused as a whole when an output path is not valid: nothing written.
+    let mut bad = realisations.clone();
+    bad[1].out_path = snix_lower_store::store::StorePath::from_base_name(&format!("{}-gone", "d".repeat(32))).unwrap();
+    let e = import::import_with_realisations(
+        &f.state,
+        &f.sd,
+        &lower,
+        f.entries.clone(),
+        bad,
+        ImportOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("neither indexed nor in this import") && e.contains("-gone"),
+        "{e}"
+    );
+    import::import_with_realisations(
+        &f.state,
+        &f.sd,
+        &lower,
+        f.entries.clone(),
+        realisations,
+        ImportOptions::default(),
+    )
+    .unwrap();
+    f.serve().await;
+
+    let ask = |s: &str| {
+        let mut a = WireBuf::default();
+        a.str(s);
+        a
+    };
+    let mut c = Client::connect(&f.socket, 38).await.unwrap();
+    // Any SHA-256 encoding of the id finds it.
+    let nix32 = snix_lower_store::store::NarHash::parse(&hex)
+        .unwrap()
+        .to_nix32_prefixed();
+    for asked in [id.to_string(), format!("{nix32}!out")] {
+        c.call(43, &ask(&asked)).await.unwrap();
+        assert_eq!(
+            c.r.strings("realisations").await.unwrap(),
+            vec![format!(
+                r#"{{"dependentRealisations":{{"{dep}":"{}"}},"id":"{id}","outPath":"{}","signatures":["k1:a","k2:b"]}}"#,
+                f.entries[1].path.base_name(),
+                f.entries[0].path.base_name()
+            )]
+        );
+    }
+    c.call(43, &ask(&format!("sha256:{}!out", "00".repeat(32))))
+        .await
+        .unwrap();
+    assert!(c.r.strings("realisations").await.unwrap().is_empty());
+    match c.call(43, &ask("not-an-id")).await {
+        Err(ClientError::Daemon(m)) => assert!(m.contains("QueryRealisation") && m.contains("not-an-id"), "{m}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert!(
+        c.is_valid_path(&f.full(0)).await.unwrap(),
+        "connection unusable after the error"
+    );
+
+    let mut old = Client::connect(&f.socket, 30).await.unwrap();
+    old.call(43, &ask(&id.to_string())).await.unwrap();
+    assert_eq!(old.r.strings("output paths").await.unwrap(), vec![f.full(0)]);
+    old.call(43, &ask(&format!("sha256:{}!out", "00".repeat(32))))
+        .await
+        .unwrap();
+    assert!(old.r.strings("output paths").await.unwrap().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn nar_from_path_matches_the_lower_dir() {
     let (f, mut c) = setup().await;

@@ -73,6 +73,11 @@ impl Daemon {
         }
     }
 
+    /// Everything the daemon (not its gRPC server) logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// Sends `sig` to the process.
     pub fn signal(&self, sig: libc::c_int) {
         // SAFETY: plain kill(2) on the pid of a child we spawned and have not reaped.
@@ -171,6 +176,10 @@ fn spawn(ctx: &Ctx, kind: Kind, socket: &str, real: &str, mut cmd: std::process:
     }
 }
 
+/// Log filter of every `serve` the suite starts: info, and the per-request
+/// debug lines of the connection handler.
+const REQUEST_LOG_LEVEL: &str = "info,snix_lower_store::server=debug";
+
 /// Starts `snix-lower-store serve` for an already imported state directory;
 /// returns once the socket accepts connections.
 pub fn start_ours(ctx: &Ctx, fs: &Rootfs, socket: &str, lower_store_dir: &str, state_dir: &str) -> Result<Daemon> {
@@ -206,6 +215,10 @@ fn start_serve(
         "/nix/store",
         "--trusted-users",
         "root",
+        // One `request` line per answered op (op and store path), which the
+        // parity scenarios read to prove which ops a client really sent.
+        "--log-level",
+        REQUEST_LOG_LEVEL,
     ];
     if let Some(s) = state_dir {
         args.extend(["--state-dir", s]);

@@ -11,7 +11,10 @@
 //! derivation outputs (a single executable file; a deep directory with
 //! symlinks and non-ASCII file names; a two-output derivation) and a final
 //! derivation whose output depends on a `seed` argument, so building another
-//! seed on top of the lower store needs only lower paths as inputs.
+//! seed on top of the lower store needs only lower paths as inputs, and a
+//! content-addressed (floating) derivation, built with `ca-derivations`
+//! (enabled for every Nix command of the suite, see `rootfs`), whose output
+//! path only the realisation Nix records names.
 //! Signatures (so their conversion, through gRPC too, is compared): the final
 //! output's closure is signed with one key, the final output and the source
 //! tree also with a second (two signatures on one path); the keys are
@@ -62,6 +65,18 @@ let
     echo ${split} ${split.dev} ${exe} > $out/inputs
     echo ${seed} > $out/seed
   '';
+  # Floating content-addressed: the output path is known from the build's
+  # realisation (Nix's Realisations table), not from the derivation.
+  ca = derivation {
+    name = "e2e-ca";
+    inherit system;
+    builder = "/bin/sh";
+    args = [ "-ec" "mkdir $out; echo ${top} > $out/top-ref; echo content-addressed > $out/kind" ];
+    PATH = "/usr/bin:/bin";
+    __contentAddressed = true;
+    outputHashMode = "recursive";
+    outputHashAlgo = "sha256";
+  };
   # Instantiated into the lower store but never built: its output is
   # missing, so queries about it (QueryMissing, output maps) have work to do.
   unbuilt = sh "e2e-unbuilt" [ "out" ] ''
@@ -70,7 +85,7 @@ let
     echo ${tree} > $out/tree-ref
   '';
 in
-{ inherit exe tree split final unbuilt; }
+{ inherit exe tree split final unbuilt ca; }
 "#;
 
 /// Where the expression lives inside the chroots.
@@ -97,6 +112,9 @@ pub struct Fixture {
     pub tree_drv: String,
     /// A derivation in the lower store whose output was never built.
     pub unbuilt_drv: String,
+    /// The content-addressed derivation and its (built) output.
+    pub ca_drv: String,
+    pub ca_out: String,
     /// Every valid path, sorted.
     pub all: Vec<String>,
 }
@@ -168,12 +186,14 @@ pub fn generate(ctx: &Ctx, fs: &Rootfs, name: &str) -> Result<Fixture> {
          nix store sign --key-file /nix/e2e-key-2 \"$out\" \"$src\"\n\
          rm /nix/e2e-key-1 /nix/e2e-key-2\n\
          unbuilt=$(nix-instantiate {f} -A unbuilt)\n\
-         echo \"$src\"; echo \"$drv\"; echo \"$unbuilt\"",
+         ca_drv=$(nix-instantiate {f} -A ca)\n\
+         ca_out=$(nix-store --realise \"$ca_drv\")\n\
+         echo \"$src\"; echo \"$drv\"; echo \"$unbuilt\"; echo \"$ca_drv\"; echo \"$ca_out\"",
         f = shq(FIXTURE_FILE)
     );
     let out = fs.sh(&script)?.ok().context("building the fixture failed")?.stdout();
     let lines: Vec<&str> = out.lines().collect();
-    let [src, final_drv, unbuilt_drv] = lines.as_slice() else {
+    let [src, final_drv, unbuilt_drv, ca_drv, ca_out] = lines.as_slice() else {
         bail!("unexpected fixture script output {out:?}")
     };
     let all: Vec<String> = {
@@ -186,6 +206,8 @@ pub fn generate(ctx: &Ctx, fs: &Rootfs, name: &str) -> Result<Fixture> {
                 final_drv,
                 src,
                 unbuilt_drv,
+                ca_drv,
+                ca_out,
             ])?
             .lines()
             .map(str::to_string)
@@ -219,6 +241,8 @@ pub fn generate(ctx: &Ctx, fs: &Rootfs, name: &str) -> Result<Fixture> {
         split_drv: find(&drvs, "-e2e-split.drv")?,
         tree_drv: find(&drvs, "-e2e-tree.drv")?,
         unbuilt_drv: unbuilt_drv.to_string(),
+        ca_drv: ca_drv.to_string(),
+        ca_out: ca_out.to_string(),
         all,
     };
     // Sanity: the copy is a complete local store that Nix agrees with.

@@ -144,6 +144,27 @@ fn main() {
     std::process::exit(if report.count(Verdict::Fail) > 0 { 1 } else { 0 });
 }
 
+/// A new, uniquely named directory under the temp dir (mkdtemp) for the
+/// work tmpfs. Not named by pid: inside the suite's PID namespace every run
+/// is pid 1, so two concurrent runs would share the mount point, and the
+/// first to finish would remove it under the other (its tmpfs vanishes).
+fn unique_work_dir() -> Result<std::path::PathBuf> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let template = std::env::temp_dir().join("snix-lower-store-e2e.XXXXXX");
+    let mut buf = std::ffi::CString::new(template.as_os_str().as_bytes())?.into_bytes_with_nul();
+    // SAFETY: `buf` is a writable, NUL-terminated template that outlives the call.
+    let made = unsafe { libc::mkdtemp(buf.as_mut_ptr().cast()) };
+    if made.is_null() {
+        bail!(
+            "cannot create a work directory from {}: {}",
+            template.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    buf.pop();
+    Ok(std::ffi::OsString::from_vec(buf).into())
+}
+
 fn run(opts: &Options, report: &mut Report) -> Result<()> {
     if opts.list {
         for n in scenarios::names(&opts.suites) {
@@ -182,10 +203,7 @@ fn run(opts: &Options, report: &mut Report) -> Result<()> {
     };
     let (work, tmpfs) = match &opts.work {
         Some(w) => (w.clone(), false),
-        None => (
-            std::env::temp_dir().join(format!("snix-lower-store-e2e.{}", std::process::id())),
-            true,
-        ),
+        None => (unique_work_dir()?, true),
     };
     let ctx = ctx::Ctx::new(work.clone(), tmpfs, roots, ours_bin.as_deref())
         .context("setting up the work directory and chroot mounts failed")?;

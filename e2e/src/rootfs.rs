@@ -162,7 +162,9 @@ impl Rootfs {
     }
 
     /// A command that runs `args` inside the chroot with a clean, fixed
-    /// environment (no substituters: the suite never touches the network).
+    /// environment (no substituters: the suite never touches the network;
+    /// `ca-derivations` on, as for anyone with content-addressed derivations,
+    /// so Nix records and asks for realisations).
     pub fn command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
         let mut c = Command::new("chroot");
         c.arg(&self.dir).args(args);
@@ -174,7 +176,8 @@ impl Rootfs {
             .env("LIBMOUNT_FORCE_MOUNT2", "always")
             .env(
                 "NIX_CONFIG",
-                "substituters =\nconnect-timeout = 5\nwarn-dirty = false\nfsync-metadata = false\n",
+                "substituters =\nconnect-timeout = 5\nwarn-dirty = false\nfsync-metadata = false\n\
+                 extra-experimental-features = ca-derivations\n",
             );
         c
     }

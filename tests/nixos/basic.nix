@@ -23,6 +23,10 @@ pkgs.testers.runNixOSTest {
         machine.succeed("systemctl is-active snix-lower-store-import.service")
         machine.succeed("journalctl -b -u snix-lower-store-import.service | grep -q 'imported'")
 
+    with subtest("the lower image's files belong to root, not to the image's build user"):
+        owners = machine.succeed("find ${common.lowerMount} -printf '%U:%G\\n' | sort -u").split()
+        assert owners == ["0:0"], f"owners in the lower image: {owners}"
+
     with subtest("the overlay carries the strings Nix's check-mount compares"):
         options = machine.succeed("findmnt -n -o OPTIONS ${common.mergedStore}")
         assert "lowerdir=${common.lowerMount}/nix/store" in options, options
@@ -39,13 +43,7 @@ pkgs.testers.runNixOSTest {
         assert got == want, f"closure through the overlay:\n{got}\nregistered:\n{want}"
 
     with subtest("a build using the lower closure succeeds; its output is in the upper layer"):
-        url = shlex.quote(store_url(machine))
-        expr = (
-            'derivation { name = "built-through-overlay"; system = builtins.currentSystem; '
-            f'builder = builtins.storePath "{lower_closure}" + "/bin/busybox"; '
-            'args = [ "sh" "-c" "echo built-through-overlay > $out" ]; }'
-        )
-        out = machine.succeed(f"nix-build --store {url} --no-out-link -E {shlex.quote(expr)}").strip()
+        out = build_through(machine, "built-through-overlay", lower_closure)
         name = out.removeprefix("/nix/store/")
         machine.succeed(f"test -f ${common.upperDir}/{name}")
         machine.fail(f"test -e ${common.lowerMount}/nix/store/{name}")

@@ -1,32 +1,55 @@
-# Shared by the VM tests: a lower store the VM's own Nix database does not
-# know, as an erofs image on a second virtio disk, and a node using it as a
+# Shared by the VM tests: lower stores the VMs' own Nix databases do not
+# know, as erofs images on extra virtio disks, and a node using one as a
 # second store under /var/lib/snix-overlay (the VM's /nix/store is the test
-# framework's own overlay and stays untouched).
+# framework's own and stays untouched).
+#
+# Mounts: nixpkgs' qemu-vm.nix replaces `fileSystems` with
+# `virtualisation.fileSystems` (mkVMOverride) in every test VM, so the
+# module's second-store mounts would be dropped. The module exposes them as
+# the read-only option `services.snix-lower-store.mounts` and the nodes copy
+# them into `virtualisation.fileSystems` (see `vmMounts`).
 { pkgs, self }:
 
 rec {
-  # The lower closure: a root of its own (so no system closure can contain
-  # it) holding busybox. It reaches the VM only inside the image: nothing in
-  # the VM's system closure refers to it.
-  lowerClosure = pkgs.runCommand "snix-lower-store-test-tools" { } ''
-    mkdir -p $out/bin
-    ln -s ${pkgs.busybox}/bin/busybox $out/bin/busybox
-  '';
+  module = self.nixosModules.default;
 
-  lowerInfo = pkgs.closureInfo { rootPaths = [ lowerClosure ]; };
+  # A lower closure: a root of its own (so no system closure can contain it)
+  # holding busybox under `name`. It reaches the VM only inside the image:
+  # nothing in the VM's system closure refers to it.
+  mkLowerClosure =
+    name:
+    pkgs.runCommand name { } ''
+      mkdir -p $out/bin
+      ln -s ${pkgs.busybox}/bin/busybox $out/bin/busybox
+      echo ${name} > $out/name
+    '';
 
-  # nix/store/<paths> plus the closure's registration and path list at the top.
-  lowerImage =
-    pkgs.runCommand "snix-lower-store-test.erofs" { nativeBuildInputs = [ pkgs.erofs-utils ]; }
-      ''
-        mkdir -p root/nix/store
-        while read -r path; do
-          cp -a "$path" root/nix/store/
-        done < ${lowerInfo}/store-paths
-        cp ${lowerInfo}/registration root/registration
-        cp ${lowerInfo}/store-paths root/store-paths
-        mkfs.erofs -L snix-lower "$out" root
-      '';
+  # nix/store/<paths> of the closure of `rootPaths`, plus its registration
+  # and path list at the top, labelled `label`.
+  mkLowerImage =
+    label: rootPaths:
+    let
+      info = pkgs.closureInfo { inherit rootPaths; };
+    in
+    pkgs.runCommand "${label}.erofs" { nativeBuildInputs = [ pkgs.erofs-utils ]; } ''
+      mkdir -p root/nix/store
+      while read -r path; do
+        cp -a "$path" root/nix/store/
+      done < ${info}/store-paths
+      cp ${info}/registration root/registration
+      cp ${info}/store-paths root/store-paths
+      # Owned by root, time stamps 0, as nixpkgs' qemu-vm.nix makes its store
+      # image: without --force-uid/gid the files would belong to the build
+      # user (uid 1000 in the sandbox: the VMs' first normal user).
+      mkfs.erofs --force-uid=0 --force-gid=0 -T 0 -L ${label} "$out" root
+    '';
+
+  lowerClosure = mkLowerClosure "snix-lower-store-test-tools";
+  lowerImage = mkLowerImage "snixlower" [ lowerClosure ];
+
+  # A second, different lower (for the switch test's change of image).
+  lowerClosure2 = mkLowerClosure "snix-lower-store-test-tools-2";
+  lowerImage2 = mkLowerImage "snixlower2" [ lowerClosure2 ];
 
   root = "/var/lib/snix-overlay";
   mergedStore = "${root}/nix/store";
@@ -43,23 +66,33 @@ rec {
     ];
   };
 
+  # The module's second-store mounts, where qemu-vm.nix takes them from.
+  vmMounts =
+    { config, ... }:
+    {
+      virtualisation.fileSystems = config.services.snix-lower-store.mounts;
+    };
+
+  # The second store, as a user writes it (placement left at its default).
+  secondStore = {
+    enable = true;
+    lower.device = "/dev/disk/by-id/virtio-snixlower";
+    lower.fsType = "erofs";
+    # A string: the registration comes from the image, not from the system
+    # closure.
+    registrations = [ "${lowerMount}/registration" ];
+  };
+
   node =
     { ... }:
     {
       imports = [
-        self.nixosModules.default
+        module
+        vmMounts
         (attachDisk "snixlower" lowerImage)
       ];
 
-      services.snix-lower-store = {
-        enable = true;
-        lower.device = "/dev/disk/by-id/virtio-snixlower";
-        lower.fsType = "erofs";
-        overlay.root = root;
-        # A string: the registration comes from the image, not from the
-        # system closure.
-        registrations = [ "${lowerMount}/registration" ];
-      };
+      services.snix-lower-store = secondStore;
 
       nix.settings.experimental-features = [ "nix-command" ];
       virtualisation.memorySize = 1024;
@@ -75,6 +108,18 @@ rec {
     def nix(m, args):
         return m.succeed(f"nix --store {shlex.quote(store_url(m))} {args}")
 
+    def build_through(m, name, closure):
+        """Builds a derivation whose builder is the lower closure's busybox;
+        returns the output path."""
+        url = shlex.quote(store_url(m))
+        expr = (
+            f'derivation {{ name = "{name}"; system = builtins.currentSystem; '
+            f'builder = builtins.storePath "{closure}" + "/bin/busybox"; '
+            f'args = [ "sh" "-c" "echo {name} > $out" ]; }}'
+        )
+        return m.succeed(f"nix-build --store {url} --no-out-link -E {shlex.quote(expr)}").strip()
+
     lower_closure = "${lowerClosure}"
+    lower_closure2 = "${lowerClosure2}"
   '';
 }

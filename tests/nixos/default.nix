@@ -10,4 +10,6 @@ in
   socket-activation = import ./socket-activation.nix args;
   switch = import ./switch.nix args;
   lower-missing = import ./lower-missing.nix args;
+  fixed = import ./fixed.nix args;
+  system-store = import ./system-store.nix args;
 }

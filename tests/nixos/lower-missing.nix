@@ -26,6 +26,10 @@ pkgs.testers.runNixOSTest {
 
     with subtest("the import unit fails and says why"):
         machine.wait_until_succeeds("systemctl is-failed snix-lower-store-import.service")
+        # It ran and failed itself: not a "dependency" result from the
+        # failed lower mount (it only wants that mount).
+        result = machine.succeed("systemctl show -p Result --value snix-lower-store-import.service").strip()
+        assert result == "exit-code", f"import result {result}"
         machine.succeed(
             "journalctl -b -u snix-lower-store-import.service"
             " | grep -q 'snix-lower-store: lower store not mounted: ${common.lowerMount}'"

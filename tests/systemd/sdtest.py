@@ -7,6 +7,13 @@
                               handshake as a Nix 2.26 client (protocol 1.37) and
                               ask IsValidPath (or QueryPathInfo's references);
                               prints the answer, exit 0 if the daemon answered
+  query-every SOCKET PATH INTERVAL SECONDS
+                              IsValidPath PATH on a new connection every INTERVAL
+                              seconds for SECONDS, from this one process (no
+                              process start per query, so gaps stay near
+                              INTERVAL under load); prints "QUERIES FAILED
+                              MAXGAP_MS", the gap being from one connection's
+                              close to the next one's connect
   reg-pick REGISTRATION       print the number of paths, then a path that has
                               references, then its references (one per line)
   journal-check PATH          read `journalctl -o json` on stdin; check the
@@ -119,6 +126,35 @@ def pstr(s):
 
 def query(sock, path, references, timeout=20.0):
     c = Conn(sock, timeout)
+    try:
+        return ask(c, path, references)
+    finally:
+        c.s.close()
+
+
+def query_every(sock, path, interval, seconds):
+    end = time.monotonic() + seconds
+    n = failed = 0
+    max_gap = 0.0
+    closed = None
+    while time.monotonic() < end:
+        if closed is not None:
+            time.sleep(max(0.0, interval - (time.monotonic() - closed)))
+        t_connect = time.monotonic()
+        if closed is not None:
+            max_gap = max(max_gap, t_connect - closed)
+        n += 1
+        try:
+            if query(sock, path, False) is not True:
+                failed += 1
+        except Exception as e:  # noqa: BLE001 - count and report any failure
+            failed += 1
+            print(f"query {n} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        closed = time.monotonic()
+    print(n, failed, int(max_gap * 1000))
+
+
+def ask(c, path, references):
     c.send(p64(MAGIC1))
     if c.u64() != MAGIC2:
         raise RuntimeError("bad daemon magic")
@@ -252,6 +288,8 @@ def main():
         else:
             print("valid" if ans else "invalid")
         sys.exit(0)
+    elif a[0] == "query-every":
+        query_every(a[1], a[2], float(a[3]), float(a[4]))
     elif a[0] == "reg-pick":
         reg_pick(a[1])
     elif a[0] == "journal-check":

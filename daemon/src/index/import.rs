@@ -5,11 +5,15 @@
 //!   `registration`, the input of `nix-store --load-db`);
 //! - `nix path-info --json` output (Nix 2.26's object keyed by full path,
 //!   Nix 2.34's `--json-format 1` and `--json-format 2`);
-//! - a Nix store's `db.sqlite`, opened read-only.
+//! - a Nix store's `db.sqlite`, opened read-only, with its realisations of
+//!   content-addressed derivation outputs (`Realisations`, `RealisationsRefs`;
+//!   present only where Nix ran with `ca-derivations`).
 //!
 //! Every entry is validated (store path syntax, hash encoding, references
 //! closed within index plus batch, the object present in the lower dir, and
 //! with `check_content` its NAR hash and size) before anything is written.
+//! A realisation must name a valid output path (indexed or in the batch) and
+//! dependent realisations that are indexed or in the batch.
 
 use base64::Engine as _;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -20,7 +24,17 @@ use std::path::Path;
 use super::{PathInfoIndex, INDEX_FILE};
 use crate::lower::LowerDir;
 use crate::store::hash::nix32_encode;
+use crate::store::realisation::DrvOutputId;
 use crate::store::{drv, NarHash, StoreDir, StorePath};
+
+/// One realisation to import.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewRealisation {
+    pub id: DrvOutputId,
+    pub out_path: StorePath,
+    pub signatures: Vec<String>,
+    pub dependent: Vec<DrvOutputId>,
+}
 
 /// One path info to import.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -327,6 +341,86 @@ pub fn read_nix_db(db: &Path, sd: &StoreDir) -> Result<Vec<NewPath>, ImportError
     Ok(out)
 }
 
+/// Read the realisations of a Nix store's `db.sqlite`, read-only. A database
+/// Nix never opened with `ca-derivations` has no `Realisations` table: none.
+pub fn read_nix_db_realisations(db: &Path, sd: &StoreDir) -> Result<Vec<NewRealisation>, ImportError> {
+    let name = db.display().to_string();
+    let err = |source| ImportError::NixDb {
+        path: name.clone(),
+        source,
+    };
+    let uri = format!("file:{}?mode=ro&immutable=1", db.display());
+    let c = Connection::open_with_flags(&uri, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI)
+        .map_err(err)?;
+    let has_tables: i64 = c
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('Realisations', 'RealisationsRefs')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(err)?;
+    if has_tables < 2 {
+        return Ok(Vec::new());
+    }
+    let id_of = |n: usize, hash: &str, output: &str| {
+        DrvOutputId::parse(&format!("{hash}!{output}")).map_err(|e| perr(&format!("{name} (Realisations)"), n, e))
+    };
+    let mut deps: HashMap<i64, Vec<DrvOutputId>> = HashMap::new();
+    {
+        let mut st = c
+            .prepare(
+                "SELECT rr.referrer, d.drvPath, d.outputName FROM RealisationsRefs rr
+                 JOIN Realisations d ON d.id = rr.realisationReference ORDER BY rr.referrer",
+            )
+            .map_err(err)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            })
+            .map_err(err)?;
+        for (i, row) in rows.enumerate() {
+            let (referrer, hash, output) = row.map_err(err)?;
+            deps.entry(referrer).or_default().push(id_of(i + 1, &hash, &output)?);
+        }
+    }
+    let mut st = c
+        .prepare(
+            "SELECT r.id, r.drvPath, r.outputName, p.path, r.signatures FROM Realisations r
+             JOIN ValidPaths p ON p.id = r.outputPath ORDER BY r.drvPath, r.outputName",
+        )
+        .map_err(err)?;
+    let rows = st
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+            ))
+        })
+        .map_err(err)?;
+    let mut out = Vec::new();
+    for (i, row) in rows.enumerate() {
+        let (rid, hash, output, path, sigs) = row.map_err(err)?;
+        let n = i + 1;
+        out.push(NewRealisation {
+            id: id_of(n, &hash, &output)?,
+            out_path: sd
+                .parse(&path)
+                .map_err(|e| perr(&format!("{name} (Realisations)"), n, e))?,
+            signatures: sigs
+                .unwrap_or_default()
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            dependent: deps.remove(&rid).unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ImportOptions {
     /// Re-hash every new path's NAR from the lower dir.
@@ -341,6 +435,18 @@ pub fn import(
     sd: &StoreDir,
     lower: &LowerDir,
     batch: Vec<NewPath>,
+    opts: ImportOptions,
+) -> Result<ImportReport, ImportError> {
+    import_with_realisations(state_dir, sd, lower, batch, Vec::new(), opts)
+}
+
+/// [`import`], plus realisations, in the same transaction.
+pub fn import_with_realisations(
+    state_dir: &Path,
+    sd: &StoreDir,
+    lower: &LowerDir,
+    batch: Vec<NewPath>,
+    realisations: Vec<NewRealisation>,
     opts: ImportOptions,
 ) -> Result<ImportReport, ImportError> {
     let index = PathInfoIndex::open_or_create(state_dir, sd.as_str())?;
@@ -557,8 +663,10 @@ pub fn import(
             }
         }
     }
+    add_realisations(&tx, sd, &realisations, &mut problems).map_err(sql)?;
     if !problems.is_empty() {
         // Dropping the transaction rolls it back.
+        problems.sort();
         return Err(ImportError::Rejected(problems));
     }
     tx.execute_batch(
@@ -569,4 +677,75 @@ pub fn import(
     report.added = new_paths.len();
     tx.commit().map_err(sql)?;
     Ok(report)
+}
+
+/// Validate and insert `realisations` inside the import transaction (after
+/// the batch's paths). Problems are collected, not returned early.
+fn add_realisations(
+    tx: &Connection,
+    sd: &StoreDir,
+    realisations: &[NewRealisation],
+    problems: &mut Vec<String>,
+) -> rusqlite::Result<()> {
+    let in_this: std::collections::HashSet<&DrvOutputId> = realisations.iter().map(|r| &r.id).collect();
+    let mut deriver_of = tx.prepare("SELECT coalesce(deriver, '') FROM paths WHERE base_name = ?1")?;
+    let mut existing = tx.prepare("SELECT out_path FROM realisations WHERE drv_hash = ?1 AND output = ?2")?;
+    let mut ins = tx.prepare(
+        "INSERT INTO realisations (drv_hash, output, out_path, sigs, deps, drv) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for r in realisations {
+        let shown = format!("realisation {}", r.id);
+        // Every batch path is inserted by now, so the index alone says
+        // whether the output path is valid.
+        let Some(deriver) = deriver_of
+            .query_row([r.out_path.base_name()], |row| row.get::<_, String>(0))
+            .optional()?
+        else {
+            problems.push(format!(
+                "{shown}: output path {} is neither indexed nor in this import",
+                sd.display(&r.out_path)
+            ));
+            continue;
+        };
+        let mut missing_dep = false;
+        for d in &r.dependent {
+            if !in_this.contains(d) && !existing.exists([&d.drv_hash, &d.output])? {
+                problems.push(format!(
+                    "{shown}: dependent realisation {d} is neither indexed nor in this import"
+                ));
+                missing_dep = true;
+            }
+        }
+        if missing_dep {
+            continue;
+        }
+        match existing
+            .query_row([&r.id.drv_hash, &r.id.output], |row| row.get::<_, String>(0))
+            .optional()?
+        {
+            Some(p) if p == r.out_path.base_name() => continue,
+            Some(p) => {
+                problems.push(format!(
+                    "{shown}: already indexed as {}/{p}, not {}; the lower store may only grow, never change",
+                    sd.as_str(),
+                    sd.display(&r.out_path)
+                ));
+                continue;
+            }
+            None => {}
+        }
+        let mut sigs = r.signatures.clone();
+        sigs.sort();
+        sigs.dedup();
+        let deps: Vec<String> = r.dependent.iter().map(DrvOutputId::to_string).collect();
+        ins.execute(params![
+            r.id.drv_hash,
+            r.id.output,
+            r.out_path.base_name(),
+            sigs.join(" "),
+            deps.join(" "),
+            deriver,
+        ])?;
+    }
+    Ok(())
 }

@@ -5,8 +5,15 @@
 //! names, so QueryPathInfo is one row read), `refs` (path → reference ids,
 //! with a reverse index for QueryReferrers), `drv_outputs` (derivation → output name
 //! → output path, read from the `.drv` in the lower dir at import; the
-//! reverse index answers QueryValidDerivers). Hash-part lookups use the
-//! unique index on `base_name` as a range scan.
+//! reverse index answers QueryValidDerivers), `realisations` (content-
+//! addressed derivation output id → output path, signatures, dependent
+//! realisations, and the derivation that output path names as its deriver,
+//! which fills the floating outputs of the output map). Hash-part lookups
+//! use the unique index on `base_name` as a range scan.
+//!
+//! Schema versions: 3 added `realisations`; `open_or_create` (every import,
+//! and `serve`) upgrades a version 2 index in place, as the new table is the
+//! only difference.
 //!
 //! Readers take a pooled read-only connection per query. Each pooled
 //! connection keeps one read transaction for at most `READ_SNAPSHOT_MAX_AGE`
@@ -21,10 +28,13 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::store::realisation::{DrvOutputId, Realisation};
 use crate::store::{NarHash, StorePath};
 
 pub const INDEX_FILE: &str = "index.sqlite";
-const SCHEMA_VERSION: &str = "2";
+const SCHEMA_VERSION: &str = "3";
+/// Older versions `open_or_create` upgrades in place (tables were only added).
+const UPGRADABLE_FROM: &[&str] = &["2"];
 
 /// How long a pooled reader keeps one read snapshot.
 pub const READ_SNAPSHOT_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(100);
@@ -57,6 +67,8 @@ pub enum IndexError {
     },
     #[error("index {path} has schema version {found}, this snix-lower-store understands {SCHEMA_VERSION}; re-import into a new --state-dir")]
     SchemaMismatch { path: PathBuf, found: String },
+    #[error("index {path} has the older schema version {found}; run any `snix-lower-store import` into it or start `serve` once, which upgrade it in place to version {SCHEMA_VERSION}")]
+    SchemaOutdated { path: PathBuf, found: String },
     #[error("index {0} does not exist yet; run `snix-lower-store import` first (or start `serve`, which creates an empty one)")]
     Missing(PathBuf),
     #[error("index {path} holds a corrupt entry for '{what}': {why}")]
@@ -103,6 +115,16 @@ CREATE TABLE IF NOT EXISTS drv_outputs (
     PRIMARY KEY (drv, output)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS drv_outputs_by_path ON drv_outputs (path);
+CREATE TABLE IF NOT EXISTS realisations (
+    drv_hash TEXT NOT NULL,
+    output TEXT NOT NULL,
+    out_path TEXT NOT NULL,
+    sigs TEXT NOT NULL DEFAULT '',
+    deps TEXT NOT NULL DEFAULT '',
+    drv TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (drv_hash, output)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS realisations_by_drv ON realisations (drv, output);
 ";
 
 impl PathInfoIndex {
@@ -123,11 +145,21 @@ impl PathInfoIndex {
         let conn = Connection::open(&db_path).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
+        // Schema and meta in one transaction: a creation killed half-way
+        // leaves no `meta` table, which `open` reads as "does not exist yet".
         let tx = conn.unchecked_transaction().map_err(err)?;
+        tx.execute_batch(SCHEMA).map_err(err)?;
         for (k, v) in [("schema_version", SCHEMA_VERSION), ("store_dir", store_dir)] {
             tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", params![k, v])
                 .map_err(err)?;
+        }
+        // Upgrade in place: the schema above already added what is new.
+        for old in UPGRADABLE_FROM {
+            tx.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'schema_version' AND value = ?2",
+                params![SCHEMA_VERSION, old],
+            )
+            .map_err(err)?;
         }
         tx.commit().map_err(err)?;
         drop(conn);
@@ -144,14 +176,31 @@ impl PathInfoIndex {
             db_path,
             readers: Mutex::new(Vec::new()),
         };
-        let (version, indexed) = idx.with_conn(|c| {
+        let (created, version, indexed) = idx.with_conn(|c| {
+            // Creation commits schema and meta together: no `meta` table
+            // means an empty file from a creation that never committed.
+            let created = c
+                .prepare_cached("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'")?
+                .exists([])?;
+            if !created {
+                return Ok((false, None, None));
+            }
             let get = |k: &str| {
                 c.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get::<_, String>(0))
                     .optional()
             };
-            Ok((get("schema_version")?, get("store_dir")?))
+            Ok((true, get("schema_version")?, get("store_dir")?))
         })?;
+        if !created {
+            return Err(IndexError::Missing(idx.db_path.clone()));
+        }
         let version = version.unwrap_or_default();
+        if UPGRADABLE_FROM.contains(&version.as_str()) {
+            return Err(IndexError::SchemaOutdated {
+                path: idx.db_path.clone(),
+                found: version,
+            });
+        }
         if version != SCHEMA_VERSION {
             return Err(IndexError::SchemaMismatch {
                 path: idx.db_path.clone(),
@@ -329,8 +378,17 @@ impl PathInfoIndex {
             else {
                 return Ok(None);
             };
-            let mut st = c.prepare_cached("SELECT output, path FROM drv_outputs WHERE drv = ?1 ORDER BY output")?;
-            let rows = st.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            // A floating output has no static path: its realisation, if
+            // imported, gives it (Nix's daemon answers the same from its
+            // Realisations table).
+            let mut st = c.prepare_cached(
+                "SELECT o.output, CASE WHEN o.path != '' THEN o.path ELSE coalesce(
+                    (SELECT min(r.out_path) FROM realisations r WHERE r.drv = ?2 AND r.output = o.output), '') END
+                 FROM drv_outputs o WHERE o.drv = ?1 ORDER BY o.output",
+            )?;
+            let rows = st.query_map(params![id, drv.base_name()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?;
             let mut out = Vec::new();
             for row in rows {
                 let (name, path) = row?;
@@ -342,6 +400,43 @@ impl PathInfoIndex {
                 out.push((name, path));
             }
             Ok(Some(out))
+        })
+    }
+
+    /// The realisation of a derivation output, with its dependent
+    /// realisations resolved to their output paths.
+    pub fn realisation(&self, id: &DrvOutputId) -> Result<Option<Realisation>> {
+        self.with_conn(|c| {
+            let mut st =
+                c.prepare_cached("SELECT out_path, sigs, deps FROM realisations WHERE drv_hash = ?1 AND output = ?2")?;
+            let Some((out, sigs, deps)) = st
+                .query_row([&id.drv_hash, &id.output], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                })
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let corrupt =
+                |why: String| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, why.into());
+            let mut dependent = Vec::new();
+            for d in deps.split(' ').filter(|d| !d.is_empty()) {
+                let dep = DrvOutputId::parse(d).map_err(corrupt)?;
+                let p = st
+                    .query_row([&dep.drv_hash, &dep.output], |r| r.get::<_, String>(0))
+                    .optional()?
+                    .ok_or_else(|| corrupt(format!("dependent realisation {dep} of {id} is not indexed")))?;
+                dependent.push((dep, self.parse_base(p)?));
+            }
+            dependent.sort();
+            let mut signatures: Vec<String> = sigs.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+            signatures.sort();
+            Ok(Some(Realisation {
+                id: id.clone(),
+                out_path: self.parse_base(out)?,
+                signatures,
+                dependent,
+            }))
         })
     }
 
@@ -407,6 +502,35 @@ pub(crate) mod tests {
         PathInfoIndex::open_or_create(d.path(), "/nix/store").unwrap();
         let e = PathInfoIndex::open(d.path(), "/other/store").err().unwrap();
         assert!(matches!(e, IndexError::StoreDirMismatch { .. }), "{e}");
+    }
+
+    #[test]
+    fn uncommitted_creation_reads_as_missing() {
+        let d = tempfile::tempdir().unwrap();
+        // What a creation killed before its first commit leaves.
+        std::fs::write(d.path().join(INDEX_FILE), b"").unwrap();
+        let e = PathInfoIndex::open(d.path(), "/nix/store").err().unwrap();
+        assert!(matches!(e, IndexError::Missing(_)), "{e}");
+        PathInfoIndex::open_or_create(d.path(), "/nix/store").unwrap();
+        PathInfoIndex::open(d.path(), "/nix/store").unwrap();
+    }
+
+    #[test]
+    fn version_2_index_is_upgraded_in_place() {
+        let d = tempfile::tempdir().unwrap();
+        PathInfoIndex::open_or_create(d.path(), "/nix/store").unwrap();
+        // What a version 2 index looks like: no realisations table.
+        let c = Connection::open(d.path().join(INDEX_FILE)).unwrap();
+        c.execute_batch("DROP TABLE realisations; UPDATE meta SET value = '2' WHERE key = 'schema_version';")
+            .unwrap();
+        drop(c);
+        let e = PathInfoIndex::open(d.path(), "/nix/store").err().unwrap();
+        assert!(matches!(e, IndexError::SchemaOutdated { .. }), "{e}");
+        assert!(e.to_string().contains("upgrade it in place"), "{e}");
+        PathInfoIndex::open_or_create(d.path(), "/nix/store").unwrap();
+        let idx = PathInfoIndex::open(d.path(), "/nix/store").unwrap();
+        let id = DrvOutputId::parse(&format!("sha256:{}!out", "ab".repeat(32))).unwrap();
+        assert_eq!(idx.realisation(&id).unwrap(), None);
     }
 
     #[test]

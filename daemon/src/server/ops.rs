@@ -13,6 +13,7 @@ use crate::lower::LowerDir;
 use crate::protocol::request::{Op, Request};
 use crate::protocol::wire::WireBuf;
 use crate::protocol::ProtoVersion;
+use crate::store::realisation::DrvOutputId;
 use crate::store::{StoreDir, StorePath};
 
 /// How the connection loop should answer one request.
@@ -222,10 +223,20 @@ impl LowerStore {
                 self.path(op, p)?;
                 b.bool(false);
             }
-            Q::QueryRealisation(_) => {
-                // No realisations: content-addressed derivation outputs are
-                // looked up by path like any other.
-                b.u64(0);
+            Q::QueryRealisation(id) => {
+                // Nix's layout: before 1.31 the set of output paths, from
+                // 1.31 the set of realisations as JSON; empty when unknown.
+                let id = DrvOutputId::parse(id).map_err(|e| format!("{}: {e}", op.name()))?;
+                let r = self.idx(op, self.backend.realisation(&id).await)?;
+                if v.at_least(31) {
+                    b.u64(u64::from(r.is_some()));
+                    if let Some(r) = r {
+                        b.str(&r.to_json());
+                    }
+                } else {
+                    let paths: Vec<StorePath> = r.map(|r| r.out_path).into_iter().collect();
+                    self.put_paths(&mut b, &paths);
+                }
             }
             Q::NarFromPath(p) => {
                 let p = self.path(op, p)?;

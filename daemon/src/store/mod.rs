@@ -7,6 +7,7 @@ pub mod drv;
 pub mod hash;
 pub mod nar;
 pub mod path;
+pub mod realisation;
 
 pub use hash::NarHash;
 pub use path::{StoreDir, StorePath};

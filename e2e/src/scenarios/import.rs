@@ -110,7 +110,6 @@ fn import_cmd(
     ours_cli(ctx, fs, &args)
 }
 
-/// Paths our index lists (`snix-lower-store list`).
 /// Runs an import that must be refused: it fails, its error names `path`
 /// (`why` says what about it, as in `(path, why)`), and nothing is left registered in `state`.
 fn expect_refused(
@@ -129,9 +128,11 @@ fn expect_refused(
             out.stderr()
         );
     }
-    // All or nothing: nothing is registered after the failed import.
-    if ctx.host(state).exists() {
-        let l = listed(ctx, fs, state).unwrap_or_default();
+    // All or nothing: nothing is registered after the failed import. No
+    // index file means nothing registered; an index that exists must still
+    // open and list (a half-written one that `list` refuses is a failure).
+    if ctx.host(&format!("{state}/index.sqlite")).exists() {
+        let l = listed(ctx, fs, state).context("after a refused import, `list` fails on the index it left")?;
         if !l.is_empty() {
             bail!("a failed import left {} paths registered: {:?}", l.len(), l);
         }
@@ -139,6 +140,7 @@ fn expect_refused(
     Ok(())
 }
 
+/// Paths our index lists (`snix-lower-store list`).
 fn listed(ctx: &Ctx, fs: &Rootfs, state: &str) -> Result<Vec<String>> {
     let out = ours_cli(ctx, fs, &["list", "--state-dir", state])?.ok()?;
     let mut v: Vec<String> = out

@@ -142,23 +142,42 @@ pub fn names(suites: &[String]) -> Vec<String> {
     v
 }
 
-/// Strips `registrationTime` everywhere and re-serialises canonically (keys
-/// sorted), so two daemons' `--json` outputs can be compared byte for byte.
+/// Re-serialises JSON canonically (keys sorted), so two daemons' `--json`
+/// outputs can be compared byte for byte. Every field is kept, including
+/// `registrationTime`: callers whose source has no registration time (a
+/// `--registration` import) compare a projection instead.
 pub fn normalize_json(text: &str) -> Result<String> {
-    fn strip(v: &mut serde_json::Value) {
+    let v: serde_json::Value = serde_json::from_str(text).with_context(|| format!("not JSON: {}", tail(text, 300)))?;
+    Ok(serde_json::to_string_pretty(&v)?)
+}
+
+/// gRPC flavour only: snix's `PathInfo` has no registration time, so our
+/// daemon reading path infos from a PathInfoService reports none. Removes
+/// `registrationTime` from every path-info object (recognised by `narHash`);
+/// returns the text and how many were removed. With `only_none`, only a value
+/// meaning "none" (null or 0) is removed and a real time is left in place to
+/// fail the comparison.
+pub fn grpc_without_registration_time(text: &str, only_none: bool) -> Result<(String, usize)> {
+    fn walk(v: &mut serde_json::Value, only_none: bool, n: &mut usize) {
         match v {
             serde_json::Value::Object(m) => {
-                m.remove("registrationTime");
-                m.values_mut().for_each(strip);
+                if m.contains_key("narHash") {
+                    let none = matches!(m.get("registrationTime"), Some(t) if t.is_null() || t.as_u64() == Some(0));
+                    if (none || !only_none) && m.remove("registrationTime").is_some() {
+                        *n += 1;
+                    }
+                }
+                m.values_mut().for_each(|x| walk(x, only_none, n));
             }
-            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| walk(x, only_none, n)),
             _ => {}
         }
     }
     let mut v: serde_json::Value =
         serde_json::from_str(text).with_context(|| format!("not JSON: {}", tail(text, 300)))?;
-    strip(&mut v);
-    Ok(serde_json::to_string_pretty(&v)?)
+    let mut n = 0;
+    walk(&mut v, only_none, &mut n);
+    Ok((serde_json::to_string_pretty(&v)?, n))
 }
 
 /// gRPC flavour only. snix's `PathInfo` has no `ultimate` field, so our

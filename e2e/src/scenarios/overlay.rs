@@ -38,6 +38,7 @@ pub const NAMES: &[&str] = &[
     "overlay-ours/remount",
     "overlay-ours/stale-file-handle",
     "overlay-ours/store-url",
+    "overlay-ours/ca-realisation",
 ];
 
 type Scenario = fn(&Overlay) -> Result<()>;
@@ -57,6 +58,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("remount", remount),
     ("stale-file-handle", stale_file_handle),
     ("store-url", store_url),
+    ("ca-realisation", ca_realisation),
 ];
 
 pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut Report) {
@@ -432,6 +434,46 @@ fn build(ov: &Overlay) -> Result<()> {
         "build input read wrongly through the overlay"
     );
     ensure!(ov.lower_hash()? == before, "the lower layer changed during the build");
+    Ok(())
+}
+
+/// A content-addressed output realised in the lower store: realising its
+/// derivation through the overlay succeeds with the lower output path and
+/// copies nothing up, and the overlay then knows its realisation. Nix 2.34's
+/// overlay asks the lower store's QueryRealisation on lookup; Nix 2.26's asks
+/// it when registering a build's realisation, which must then agree with the
+/// lower one (a wrong answer fails the build with "already have another one").
+fn ca_realisation(ov: &Overlay) -> Result<()> {
+    let fx = ov.fx;
+    let before = ov.lower_hash()?;
+    let out = ov.ok(&["nix-store", "--store", "{O}", "--realise", &fx.ca_drv])?;
+    ensure!(
+        out == fx.ca_out,
+        "realising {} gave {out:?}, not {}",
+        fx.ca_drv,
+        fx.ca_out
+    );
+    ensure!(
+        !exists(&ov.upper_host(&fx.ca_out)),
+        "the lower content-addressed output was copied into the upper layer"
+    );
+    let info = ov.ok(&[
+        "nix",
+        "realisation",
+        "info",
+        "--json",
+        "--store",
+        "{O}",
+        &format!("{}^*", fx.ca_drv),
+    ])?;
+    let want = format!("\"outPath\":\"{}\"", base(&fx.ca_out));
+    ensure!(
+        info.contains(&want),
+        "the overlay's realisation of {} does not name {}: {info}",
+        fx.ca_drv,
+        fx.ca_out
+    );
+    ensure!(ov.lower_hash()? == before, "the lower layer changed");
     Ok(())
 }
 

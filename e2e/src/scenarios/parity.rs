@@ -1,15 +1,26 @@
 //! Parity scenarios: the same lower store served by Nix's own daemon and by
 //! ours, queried by the same Nix client; outputs must be identical byte for
-//! byte (JSON: `registrationTime` stripped and keys sorted). Each check also
-//! requires Nix's daemon to have answered successfully where a valid store
-//! path was asked about, so a check cannot pass by both sides failing.
+//! byte (JSON: keys sorted; `registrationTime` compared, since our index is
+//! imported from Nix's database). Each check also requires Nix's daemon to
+//! have answered successfully where a valid store path was asked about, so a
+//! check cannot pass by both sides failing. Failing commands compare exit
+//! status and stderr where the check says so (`exact_error`), so a dropped
+//! connection cannot pass for "is not valid".
+//!
+//! NAR contents: a `unix://` client (UDSRemoteStore) reads store files itself
+//! from its `real` directory for `narFromPath` and `getFSAccessor`, so dumps,
+//! `nix store ls`/`cat` and exports run over `ssh-ng://localhost` (a stdio
+//! relay to the daemon socket), where Nix's RemoteStore asks NarFromPath; our
+//! daemon's request log must then show a NarFromPath for every path concerned
+//! (`nar_from`), so the check cannot pass without our NARs.
 //!
 //! Our daemon runs in two flavours on the same index: reading it directly
 //! (`parity/…`, `ours/…`) and as the client of our gRPC PathInfoService
 //! server in front of it (`parity-ours-grpc/…`, `ours-grpc/…`). Nix's
 //! daemon answers each check once; both flavours are compared with that. The
-//! one field the gRPC flavour cannot carry, `ultimate`, is normalised in
-//! [`compare`] (gRPC flavour, JSON checks only) and reported as a note.
+//! two fields the gRPC flavour cannot carry, `ultimate` and
+//! `registrationTime`, are normalised in [`grpc_normalise`] (gRPC flavour,
+//! JSON checks only) and reported as notes.
 
 use super::{normalize_json, same, ssh_ng_url, tree_hash};
 use crate::ctx::Ctx;
@@ -39,7 +50,7 @@ pub const NAMES: &[&str] = &[
     "parity/derivation-show",
     "parity/dry-run",
     "parity/realisation",
-    "parity/ssh-ng-dump",
+    "parity/realisation-input-addressed",
     "parity/ssh-ng-path-info-json",
     "ours/refuses-writes",
     "ours/query-missing-unbuilt",
@@ -59,6 +70,11 @@ struct Check {
     stderr: bool,
     /// Nix's daemon may answer either way (only the comparison counts).
     any: bool,
+    /// Also compare the exit code and stderr (store URLs replaced).
+    exact_error: bool,
+    /// Store paths our daemon must have been asked NarFromPath for (and
+    /// answered) while the check ran.
+    nar_from: Vec<String>,
 }
 
 fn per_path(paths: &[&str], f: impl Fn(&str) -> Vec<&str>) -> Vec<Vec<String>> {
@@ -79,7 +95,10 @@ fn checks(fx: &Fixture) -> Vec<Check> {
         must_succeed,
         stderr: false,
         any: false,
+        exact_error: false,
+        nar_from: vec![],
     };
+    let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
     let mut v = vec![
         c(
             "parity/path-info-json",
@@ -201,9 +220,9 @@ fn checks(fx: &Fixture) -> Vec<Check> {
             false,
             true,
         ),
-        c(
-            "parity/invalid-path",
-            vec![
+        Check {
+            name: "parity/invalid-path",
+            cmds: vec![
                 ["nix", "path-info", "--store", "{S}", NOT_THERE]
                     .map(String::from)
                     .to_vec(),
@@ -221,24 +240,28 @@ fn checks(fx: &Fixture) -> Vec<Check> {
                 .map(String::from)
                 .to_vec(),
             ],
-            false,
-            false,
-        ),
-        c(
-            "parity/dump",
-            per_path(&sample, |p| vec!["nix", "store", "dump-path", "--store", "{S}", p]),
-            false,
-            true,
-        ),
-        c(
-            "parity/store-ls-cat",
-            vec![
+            json: false,
+            must_succeed: false,
+            stderr: false,
+            any: false,
+            exact_error: true,
+            nar_from: vec![],
+        },
+        Check {
+            name: "parity/dump",
+            cmds: per_path(&sample, |p| vec!["nix", "store", "dump-path", "--store", "{SSH}", p]),
+            nar_from: owned(&sample),
+            ..c("", vec![], false, true)
+        },
+        Check {
+            name: "parity/store-ls-cat",
+            cmds: vec![
                 [
                     "nix",
                     "store",
                     "ls",
                     "--store",
-                    "{S}",
+                    "{SSH}",
                     "--recursive",
                     "--long",
                     "--json",
@@ -251,25 +274,25 @@ fn checks(fx: &Fixture) -> Vec<Check> {
                     "store",
                     "cat",
                     "--store",
-                    "{S}",
+                    "{SSH}",
                     &format!("{}/d1/d2/d3/d4/d5/d6/d7/d8/d9/d10/d11/d12/bottom.txt", fx.tree),
                 ]
                 .map(String::from)
                 .to_vec(),
             ],
-            false,
-            true,
-        ),
-        c(
-            "parity/export",
-            vec![{
-                let mut a: Vec<String> = ["nix-store", "--store", "{S}", "--export"].map(String::from).to_vec();
+            nar_from: vec![fx.tree.clone()],
+            ..c("", vec![], false, true)
+        },
+        Check {
+            name: "parity/export",
+            cmds: vec![{
+                let mut a: Vec<String> = ["nix-store", "--store", "{SSH}", "--export"].map(String::from).to_vec();
                 a.extend(sample.iter().map(|s| s.to_string()));
                 a
             }],
-            false,
-            true,
-        ),
+            nar_from: owned(&sample),
+            ..c("", vec![], false, true)
+        },
         c(
             "parity/derivation-show",
             per_path(&drvs, |p| vec!["nix", "derivation", "show", "--store", "{S}", p]),
@@ -293,38 +316,37 @@ fn checks(fx: &Fixture) -> Vec<Check> {
             must_succeed: true,
             stderr: true,
             any: false,
+            exact_error: false,
+            nar_from: vec![],
         },
+        // QueryRealisation (what Nix's local-overlay store asks its lower
+        // store) and the floating output in QueryDerivationOutputMap: the
+        // content-addressed derivation's output must be found, on both sides.
         Check {
             name: "parity/realisation",
+            cmds: vec![realisation_info(&fx.ca_drv)],
+            json: true,
+            must_succeed: true,
+            stderr: false,
+            any: false,
+            exact_error: false,
+            nar_from: vec![],
+        },
+        // Input-addressed (and one never built): whatever Nix's daemon
+        // answers, ours must answer the same.
+        Check {
+            name: "parity/realisation-input-addressed",
             cmds: [&fx.final_drv, &fx.split_drv, &fx.unbuilt_drv]
                 .iter()
-                .map(|d| {
-                    [
-                        "nix",
-                        "realisation",
-                        "info",
-                        "--extra-experimental-features",
-                        "ca-derivations",
-                        "--json",
-                        "--store",
-                        "{S}",
-                        &format!("{d}^*"),
-                    ]
-                    .map(String::from)
-                    .to_vec()
-                })
+                .map(|d| realisation_info(d))
                 .collect(),
             json: true,
             must_succeed: false,
             stderr: false,
             any: true,
+            exact_error: false,
+            nar_from: vec![],
         },
-        c(
-            "parity/ssh-ng-dump",
-            per_path(&sample, |p| vec!["nix", "store", "dump-path", "--store", "{SSH}", p]),
-            false,
-            true,
-        ),
         c(
             "parity/ssh-ng-path-info-json",
             vec![[
@@ -345,6 +367,23 @@ fn checks(fx: &Fixture) -> Vec<Check> {
     ];
     v.retain(|c| !c.cmds.is_empty());
     v
+}
+
+/// `nix realisation info --json <drv>^*`.
+fn realisation_info(drv: &str) -> Vec<String> {
+    [
+        "nix",
+        "realisation",
+        "info",
+        "--extra-experimental-features",
+        "ca-derivations",
+        "--json",
+        "--store",
+        "{S}",
+        &format!("{drv}^*"),
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 struct Side {
@@ -390,27 +429,21 @@ fn compare(
     check: &Check,
     base: &[Output],
     kind: Kind,
-    ours: &Side,
+    sides: [&Side; 2],
     daemon: &Daemon,
 ) -> Result<Vec<String>> {
+    let ours = sides[1];
     let mut notes = Vec::new();
+    let log_from = daemon.log_text().len();
     let got = run_check(fs, check, ours)?;
     for (b, g) in base.iter().zip(&got) {
         let what = g.desc.replace(&ours.unix, "<store>").replace(&ours.ssh, "<store>");
         let mut b = b.clone();
+        let mut g = g.clone();
         if kind == Kind::OursGrpc && check.json && b.success() {
-            // snix's PathInfo has no `ultimate`: through a PathInfoService
-            // every path reads back as not ultimate. Only this field, only in
-            // gRPC mode, and only on Nix's side: ours must say false.
-            let (text, n) = super::grpc_ultimate_false(&b.stdout())?;
-            if n > 0 {
-                notes.push(format!(
-                    "{what}: `ultimate` of {n} path(s) set to false in Nix's answer (not in snix's schema)"
-                ));
-            }
-            b.stdout = text.into_bytes();
+            grpc_normalise(&what, &mut b, &mut g, &mut notes)?;
         }
-        if let Err(e) = same(&what, &b, g) {
+        if let Err(e) = same(&what, &b, &g) {
             bail!("{e:#}; daemon log: {}", daemon.log_tail());
         }
         if check.stderr && b.stderr != g.stderr {
@@ -419,8 +452,79 @@ fn compare(
                 super::first_difference(&b.stderr(), &g.stderr())
             );
         }
+        if check.exact_error {
+            same_error(&what, [&b, &g], sides)?;
+        }
+    }
+    let log = daemon.log_text();
+    let log = log.get(log_from..).unwrap_or_default();
+    for p in &check.nar_from {
+        if !answered(log, "NarFromPath", p) {
+            bail!(
+                "our daemon's log shows no answered NarFromPath for {p} during this check: the client did not \
+                 read the NAR through the protocol; daemon log: {}",
+                daemon.log_tail()
+            );
+        }
     }
     Ok(notes)
+}
+
+/// gRPC flavour, JSON answers only: snix's PathInfo has neither `ultimate`
+/// nor a registration time, so through a PathInfoService every path reads
+/// back as not ultimate and with no registration time. `ultimate` is set to
+/// false on Nix's side only (ours must say false); `registrationTime` is
+/// removed from Nix's side, and from ours only where it says "none" (absent,
+/// null or 0): a real time on our side still differs.
+fn grpc_normalise(what: &str, b: &mut Output, g: &mut Output, notes: &mut Vec<String>) -> Result<()> {
+    let (text, n) = super::grpc_ultimate_false(&b.stdout())?;
+    if n > 0 {
+        notes.push(format!(
+            "{what}: `ultimate` of {n} path(s) set to false in Nix's answer (not in snix's schema)"
+        ));
+    }
+    let (text, n) = super::grpc_without_registration_time(&text, false)?;
+    if n > 0 {
+        notes.push(format!(
+            "{what}: `registrationTime` of {n} path(s) removed from Nix's answer (not in snix's schema)"
+        ));
+    }
+    b.stdout = text.into_bytes();
+    if g.success() {
+        g.stdout = super::grpc_without_registration_time(&g.stdout(), true)?.0.into_bytes();
+    }
+    Ok(())
+}
+
+/// The same failure: exit code and stderr, each side's store URL replaced by
+/// `<store>`. A dropped connection or a different error text fails.
+fn same_error(what: &str, outs: [&Output; 2], sides: [&Side; 2]) -> Result<()> {
+    let [b, g] = outs;
+    if b.code != g.code {
+        bail!(
+            "{what}: exit code differs: nix-daemon {:?}, ours {:?}; ours stderr: {}",
+            b.code,
+            g.code,
+            g.stderr()
+        );
+    }
+    let norm = |o: &Output, s: &Side| o.stderr().replace(&s.unix, "<store>").replace(&s.ssh, "<store>");
+    let (bs, gs) = (norm(b, sides[0]), norm(g, sides[1]));
+    if bs != gs {
+        bail!("{what}: stderr differs: {}", super::first_difference(&bs, &gs));
+    }
+    Ok(())
+}
+
+/// Whether `log` (our daemon's, `--log-level …server=debug`) has a
+/// successful `request` line for `op` on `path`.
+fn answered(log: &str, op: &str, path: &str) -> bool {
+    log.lines().any(|l| {
+        l.contains(" request ")
+            && (l.contains(&format!("op=\"{op}\"")) || l.contains(&format!("op={op} ")))
+            && (l.contains(&format!("store_path=\"{path}\"")) || l.contains(&format!("store_path={path} ")))
+            && (l.contains("result=\"ok\"") || l.contains("result=ok"))
+    })
 }
 
 /// Report name of a check for a flavour (None: Nix's daemon alone).
@@ -537,7 +641,11 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
             let mut notes = vec![];
             report.run(&name, || {
                 let base = base_of(i)?;
-                notes = compare(fs, c, &base, kind, &ours_side, &daemon)?;
+                if kind == Kind::OursGrpc && c.name.starts_with("parity/realisation") {
+                    notes.push(grpc_has_no_realisations(fs, c, &ours_side)?);
+                    return Ok(());
+                }
+                notes = compare(fs, c, &base, kind, [&nix_side, &ours_side], &daemon)?;
                 Ok(())
             });
             for n in notes {
@@ -555,6 +663,33 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
         drop(daemon);
     }
     drop(nix);
+}
+
+/// snix's PathInfoService holds no realisations, so through the gRPC flavour
+/// every realisation is unknown: the client must fail for that reason (the
+/// content-addressed output is "unbuilt"; for an input-addressed one Nix's
+/// client asserts on the missing realisation), never get a wrong path or a
+/// dropped connection.
+fn grpc_has_no_realisations(fs: &Rootfs, check: &Check, ours: &Side) -> Result<String> {
+    const MISSING: &[&str] = &["of the unbuilt derivation", "unrealised output", "thisRealisation"];
+    for o in run_check(fs, check, ours)? {
+        if o.success() {
+            bail!(
+                "{}: the gRPC flavour answered a realisation it cannot have: {}",
+                o.desc,
+                o.stdout()
+            );
+        }
+        let err = o.stderr();
+        if !MISSING.iter().any(|m| err.contains(m)) {
+            bail!("{}: failed, but not for a missing realisation: {err}", o.desc);
+        }
+    }
+    Ok(
+        "gRPC flavour: snix's PathInfoService has no realisations; every output is reported as not realised \
+        (compared with Nix's daemon in the index flavour only)"
+            .into(),
+    )
 }
 
 /// Imports the fixture's Nix database into the index both our flavours serve.
@@ -578,17 +713,44 @@ fn import_parity_index(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, state: &str) -> Res
     Ok(())
 }
 
-/// Writes through our daemon fail and leave the lower store untouched.
+/// The refusal our daemon sends for an op that would write or build, written
+/// out here on purpose (not taken from the daemon's code), so a changed text,
+/// another error or a dropped connection fails the check.
+const READ_ONLY: &str = "the lower store is read-only; it answers queries only, so add, build or delete in the \
+                         upper (local-overlay) store instead";
+
+/// Writes through our daemon fail with our refusal (exit code 1, the error
+/// naming the op and its subject) and leave the lower store untouched.
 fn refuses_writes(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, d: &Daemon) -> Result<()> {
     let before = tree_hash(&ctx.host(&fx.store_dir()))?;
     ctx.write("/e2e/fixture/new-file", b"never stored\n")?;
     let url = d.url();
-    fs.run(&["nix-store", "--store", &url, "--add", "/e2e/fixture/new-file"])?
-        .failed()?;
-    fs.run(&["nix-store", "--store", &url, "--delete", &fx.final_out])?
-        .failed()?;
-    fs.run(&["nix-store", "--store", &url, "--realise", &fx.final_drv, "--check"])?
-        .failed()?;
+    let refused = |args: &[&str], op_subject: &str| -> Result<()> {
+        let out = fs.run(args)?.failed()?;
+        let want = format!("error: {op_subject}: {READ_ONLY}");
+        let got = error_text(&out.stderr());
+        if out.code != Some(1) || got != want {
+            bail!(
+                "`{}`: want exit code 1 and our refusal {want:?}; got exit code {:?} and {got:?}; daemon log: {}",
+                out.desc,
+                out.code,
+                d.log_tail()
+            );
+        }
+        Ok(())
+    };
+    refused(
+        &["nix-store", "--store", &url, "--add", "/e2e/fixture/new-file"],
+        "AddToStore ('new-file')",
+    )?;
+    refused(
+        &["nix-store", "--store", &url, "--delete", &fx.final_out],
+        "CollectGarbage",
+    )?;
+    refused(
+        &["nix-store", "--store", &url, "--realise", &fx.final_drv, "--check"],
+        &format!("BuildPaths ('{}!*')", fx.final_drv),
+    )?;
     fs.run(&["nix-store", "--store", &url, "--verify-path", &fx.final_out])?
         .ok()?;
     let after = tree_hash(&ctx.host(&fx.store_dir()))?;
@@ -596,6 +758,37 @@ fn refuses_writes(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, d: &Daemon) -> Result<()
         bail!("the lower store directory changed during refused writes");
     }
     Ok(())
+}
+
+/// A Nix client's error: its stderr from the first line starting with
+/// `error:` to the end, lines trimmed at the end, ANSI escapes removed.
+fn error_text(stderr: &str) -> String {
+    let plain = strip_ansi(stderr);
+    let lines: Vec<&str> = plain.lines().map(str::trim_end).collect();
+    match lines.iter().position(|l| l.starts_with("error:")) {
+        Some(i) => lines[i..].join("\n").trim_end().to_string(),
+        None => String::new(),
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ params final-byte (0x40..=0x7e)
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// QueryMissing for a derivation whose output is not in the lower store: Nix's

@@ -1,0 +1,138 @@
+# The system-store placement: /nix/store is the merged store, mounted in the
+# systemd initrd over an erofs image holding this VM's whole system closure
+# (the VM does not mount the host's store). nix-daemon uses the local-overlay
+# store with check-mount on; an unprivileged user builds through it on lower
+# inputs; the output lands in the upper layer and survives a reboot with the
+# index; `nix-store --gc` removes it and leaves the lower alone. A user's own
+# NIX_CONFIG does not take the clients off the daemon (issue 12, failure 10).
+{ pkgs, common }:
+
+let
+  upper = "/nix/.snix-rw/upper";
+  lowerMount = "/nix/.snix-lower";
+in
+pkgs.testers.runNixOSTest {
+  name = "snix-lower-store-system-store";
+
+  nodes.machine =
+    { config, lib, ... }:
+    {
+      imports = [
+        common.module
+        # The lower image: the closure of this very system plus the tools the
+        # test builds with. Referenced only by the VM's start script, so the
+        # system does not depend on it.
+        (common.attachDisk "snixsystem" (
+          common.mkLowerImage "snixsystem" [
+            config.system.build.toplevel
+            common.lowerClosure
+          ]
+        ))
+      ];
+
+      boot.initrd.systemd.enable = true;
+
+      # No host store: every store path the VM runs comes from the image.
+      virtualisation.mountHostNixStore = false;
+      virtualisation.useNixStoreImage = false;
+      virtualisation.writableStore = false;
+      # The framework would load the host's registration of the VM closure
+      # into the Nix database; here those are lower paths, described by the
+      # index instead.
+      boot.postBootCommands = lib.mkForce "";
+
+      services.snix-lower-store = {
+        enable = true;
+        placement = "system-store";
+        lower.device = "/dev/disk/by-id/virtio-snixsystem";
+        lower.fsType = "erofs";
+        registrations = [ "${lowerMount}/registration" ];
+      };
+
+      # A user's NIX_CONFIG for something else entirely.
+      environment.variables.NIX_CONFIG = "show-trace = true";
+      users.users.alice.isNormalUser = true;
+
+      nix.settings.experimental-features = [ "nix-command" ];
+      virtualisation.memorySize = 2048;
+      virtualisation.diskSize = 2048;
+    };
+
+  testScript = ''
+    ${common.scriptPrelude}
+
+    def as_alice(cmd):
+        return machine.succeed(f"su -l alice -c {shlex.quote(cmd)}")
+
+    start_all()
+    machine.wait_for_unit("multi-user.target")
+    toplevel = machine.succeed("readlink -f /run/current-system").strip()
+
+    with subtest("/nix/store is the merged store, mounted in the initrd"):
+        line = machine.succeed("findmnt -n -o FSTYPE,OPTIONS --mountpoint /nix/store | tail -n 1")
+        assert line.startswith("overlay"), line
+        assert "lowerdir=${lowerMount}/nix/store" in line, line
+        assert "upperdir=${upper}" in line, line
+        machine.succeed("mountpoint -q ${lowerMount}")
+        # Owned by root: alice (uid 1000, the image builder's uid in the
+        # sandbox) must own nothing of the system closure.
+        owners = machine.succeed("find ${lowerMount} -printf '%U:%G\\n' | sort -u").split()
+        assert owners == ["0:0"], f"owners in the lower image: {owners}"
+        # The lower is mounted, so the import and the socket ran (their
+        # ConditionPathIsMountPoint= holds).
+        machine.succeed("systemctl is-active snix-lower-store-import.service")
+        name = toplevel.removeprefix("/nix/store/")
+        machine.succeed(f"test -e ${lowerMount}/nix/store/{name}")
+        machine.fail(f"test -e ${upper}/{name}")
+        # Not a stage-2 fstab entry: switch-to-configuration never touches it.
+        machine.fail("grep -q ' /nix/store ' /etc/fstab")
+
+    with subtest("nix-daemon uses the local-overlay store with check-mount"):
+        machine.wait_for_unit("snix-lower-store-nix-daemon-env.service")
+        machine.succeed("grep -q 'store = local-overlay://' /run/snix-lower-store-nix/nix-daemon.env")
+        machine.succeed("grep -q 'check-mount=true' /run/snix-lower-store-nix/nix-daemon.env")
+        machine.succeed("nix config show store | grep -qx daemon")
+        as_alice(f"nix path-info {toplevel}")
+        pid = machine.succeed("systemctl show -p MainPID --value nix-daemon.service").strip()
+        machine.succeed(f"tr '\\0' '\\n' < /proc/{pid}/environ | grep -q '^NIX_CONFIG=store = local-overlay://'")
+
+    with subtest("a user's NIX_CONFIG keeps the clients on the daemon"):
+        env = as_alice("echo $NIX_CONFIG")
+        assert "show-trace" in env, env
+        as_alice("nix config show store | grep -qx daemon")
+
+    with subtest("an unprivileged user builds on lower inputs through nix-daemon"):
+        expr = (
+            'derivation { name = "built-by-alice"; system = builtins.currentSystem; '
+            f'builder = builtins.storePath "{lower_closure}" + "/bin/busybox"; '
+            'args = [ "sh" "-c" "echo built-by-alice > $out" ]; }'
+        )
+        out = as_alice(f"nix-build --no-out-link -E {shlex.quote(expr)}").strip()
+        out_name = out.removeprefix("/nix/store/")
+        machine.succeed(f"test -f ${upper}/{out_name}")
+        machine.fail(f"test -e ${lowerMount}/nix/store/{out_name}")
+        lower_count = machine.succeed("ls ${lowerMount}/nix/store | wc -l").strip()
+
+    with subtest("after a reboot the output and the index are still there"):
+        machine.shutdown()
+        machine.start()
+        machine.wait_for_unit("multi-user.target")
+        machine.succeed(f"test -f ${upper}/{out_name}")
+        machine.succeed("test -s /var/lib/private/snix-lower-store/index.sqlite")
+        machine.fail(
+            "journalctl -b -u snix-lower-store-import.service"
+            " | grep -q 'the lower store changed since the last import'"
+        )
+        as_alice(f"nix path-info {out}")
+        as_alice(f"nix path-info {lower_closure}")
+
+    with subtest("nix-store --gc removes the output and leaves the lower alone"):
+        machine.succeed("nix-store --gc >&2")
+        machine.fail(f"test -e {out}")
+        machine.fail(f"test -e ${upper}/{out_name}")
+        # No whiteouts: nothing of the lower was deleted through the overlay.
+        machine.succeed("test -z \"$(find ${upper} -type c)\"")
+        assert machine.succeed("ls ${lowerMount}/nix/store | wc -l").strip() == lower_count
+        machine.succeed(f"nix-store --check-validity {toplevel} {lower_closure}")
+  '';
+}
