@@ -338,7 +338,12 @@ async fn body(f: &Fixture, c: &mut Client, req: &Request) -> Result<(), String> 
             c.r.u64().await.map_err(e)?;
             c.r.u64().await.map_err(e)?;
         }
-        Q::QuerySubstitutablePaths(_) | Q::QuerySubstitutablePathInfos(_) | Q::QueryRealisation(_) | Q::FindRoots => {
+        // From 1.31 a set of realisations as JSON, before a set of paths.
+        Q::QueryRealisation(_) if c.version.at_least(31) => {
+            c.r.strings("realisations").await.map_err(e)?;
+        }
+        Q::QueryRealisation(_) => paths(f, c).await?,
+        Q::QuerySubstitutablePaths(_) | Q::QuerySubstitutablePathInfos(_) | Q::FindRoots => {
             let n = c.r.u64().await.map_err(e)?;
             if n != 0 {
                 return Err(format!("{n} entries where the lower store has none"));
