@@ -1,14 +1,96 @@
 //! Load test of the real binary: C concurrent connections × R mixed requests
 //! (QueryPathInfo, IsValidPath, QueryValidPaths, QueryReferrers, NarFromPath)
-//! on a generated lower store over a loopback unix socket. Fails on any
-//! error; prints throughput and the daemon's peak RSS (VmHWM).
+//! on a generated lower store over a loopback unix socket. Every answer is
+//! checked against the fixture: QueryReferrers returns exactly the paths
+//! that reference the path, and each NAR hashes to the path's narHash from
+//! QueryPathInfo, which is the hash the fixture imported. Fails on any error,
+//! on a daemon that does not listen within `SOCKET_WAIT`, and on any panic
+//! line in the daemon's log; prints throughput and the daemon's peak RSS
+//! (VmHWM).
 //!
 //!   cargo run --release -p snix-lower-store --example loadtest -- [CONNECTIONS] [REQUESTS]
 
-use std::time::Instant;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
 use snix_lower_store::client::Client;
+use snix_lower_store::panics::PANIC_MARKER;
+use snix_lower_store::store::hash::hex_encode;
 use snix_lower_store::store::StoreDir;
+
+/// How long the daemon may take to accept connections.
+const SOCKET_WAIT: Duration = Duration::from_secs(60);
+
+/// The daemon process, killed however the load test ends (an early `?`
+/// included), so no daemon outlives it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What the fixture says each path must answer.
+struct Expected {
+    /// Base16 NAR hash, as QueryPathInfo sends it.
+    nar_hash: String,
+    /// Full paths of the paths referencing it.
+    referrers: BTreeSet<String>,
+}
+
+fn expected(sd: &StoreDir, entries: &[snix_lower_store::index::import::NewPath]) -> HashMap<String, Expected> {
+    let mut m: HashMap<String, Expected> = entries
+        .iter()
+        .map(|e| {
+            let x = Expected {
+                nar_hash: e.nar_hash.to_base16(),
+                referrers: BTreeSet::new(),
+            };
+            (sd.display(&e.path), x)
+        })
+        .collect();
+    for e in entries {
+        for r in &e.references {
+            if let Some(x) = m.get_mut(&sd.display(r)) {
+                x.referrers.insert(sd.display(&e.path));
+            }
+        }
+    }
+    m
+}
+
+/// Wait until `sock` accepts a connection; a clear error if the daemon exits
+/// first or `SOCKET_WAIT` passes.
+async fn wait_for_socket(
+    sock: &std::path::Path,
+    daemon: &mut std::process::Child,
+    log: &std::path::Path,
+) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    while tokio::net::UnixStream::connect(sock).await.is_err() {
+        let log = || std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(st) = daemon.try_wait()? {
+            anyhow::bail!(
+                "the daemon exited ({st}) before listening on {}; its log:\n{}",
+                sock.display(),
+                log()
+            );
+        }
+        if t0.elapsed() > SOCKET_WAIT {
+            anyhow::bail!(
+                "the daemon did not accept connections on {} within {SOCKET_WAIT:?}; its log:\n{}",
+                sock.display(),
+                log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -38,23 +120,27 @@ async fn main() -> anyhow::Result<()> {
         .status()?;
     anyhow::ensure!(ok.success(), "import failed");
     let sock = dir.path().join("sock");
-    let mut daemon = std::process::Command::new(&bin)
-        .args(["serve", "--log-level", "warn", "--listen"])
-        .arg(&sock)
-        .arg("--lower-dir")
-        .arg(&lower)
-        .arg("--state-dir")
-        .arg(&state)
-        .spawn()?;
-    while !sock.exists() {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let log = dir.path().join("daemon.log");
+    let mut daemon = KillOnDrop(
+        std::process::Command::new(&bin)
+            .args(["serve", "--log-level", "warn", "--log-target", "stderr", "--listen"])
+            .arg(&sock)
+            .arg("--lower-dir")
+            .arg(&lower)
+            .arg("--state-dir")
+            .arg(&state)
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?,
+    );
+    wait_for_socket(&sock, &mut daemon.0, &log).await?;
+    let want = Arc::new(expected(&sd, &entries));
     let paths: Vec<String> = entries.iter().map(|e| sd.display(&e.path)).collect();
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..conns {
         let sock = sock.clone();
         let paths = paths.clone();
+        let want = want.clone();
         tasks.push(tokio::spawn(async move {
             let mut client = Client::connect(&sock, 38).await?;
             for i in 0..reqs {
@@ -67,11 +153,31 @@ async fn main() -> anyhow::Result<()> {
                         anyhow::ensure!(client.query_valid_paths(&batch).await?.len() == batch.len());
                     }
                     8 => {
-                        client.path_set_op(6, p).await?;
+                        let got: BTreeSet<String> = client.path_set_op(6, p).await?.into_iter().collect();
+                        anyhow::ensure!(
+                            got == want[p].referrers,
+                            "QueryReferrers {p}: got {got:?}, the fixture says {:?}",
+                            want[p].referrers
+                        );
                     }
                     _ => {
-                        let info = client.query_path_info(p).await?.unwrap();
-                        anyhow::ensure!(client.nar_from_path(p, info.nar_size).await?.len() as u64 == info.nar_size);
+                        let info = client
+                            .query_path_info(p)
+                            .await?
+                            .ok_or_else(|| anyhow::anyhow!("{p} not valid"))?;
+                        anyhow::ensure!(
+                            info.nar_hash == want[p].nar_hash,
+                            "QueryPathInfo {p}: narHash {} but the fixture imported {}",
+                            info.nar_hash,
+                            want[p].nar_hash
+                        );
+                        let nar = client.nar_from_path(p, info.nar_size).await?;
+                        let got = hex_encode(&Sha256::digest(&nar));
+                        anyhow::ensure!(
+                            got == info.nar_hash,
+                            "NarFromPath {p}: the NAR hashes to {got}, its narHash is {}",
+                            info.nar_hash
+                        );
                     }
                 }
             }
@@ -86,18 +192,27 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let secs = t0.elapsed().as_secs_f64();
-    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.id()))?;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.0.id()))?;
     let hwm = status
         .lines()
         .find(|l| l.starts_with("VmHWM"))
         .unwrap_or("VmHWM: ?")
         .to_owned();
-    daemon.kill()?;
+    drop(daemon);
+    let panics: Vec<String> = std::fs::read_to_string(&log)?
+        .lines()
+        .filter(|l| l.contains(PANIC_MARKER) || l.contains("panicked at"))
+        .map(str::to_owned)
+        .collect();
+    for l in &panics {
+        eprintln!("daemon panic: {l}");
+    }
     let total = conns * reqs;
     println!(
         "loadtest: {conns} connections x {reqs} requests = {total} in {secs:.2}s ({:.0} requests/s), {errors} errors; daemon {hwm}",
         total as f64 / secs
     );
+    anyhow::ensure!(panics.is_empty(), "the daemon logged {} panic line(s)", panics.len());
     anyhow::ensure!(errors == 0, "{errors} connections failed");
     Ok(())
 }

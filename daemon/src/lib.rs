@@ -11,7 +11,8 @@
 //! - [`store`]: store paths, hashes, NAR and `.drv` formats;
 //! - [`client`]: a minimal protocol client for tests, the demo and benches;
 //! - [`overlay_url`]: the `local-overlay://` URL Nix needs for our socket;
-//! - [`systemd`]: socket activation, sd_notify, journald detection.
+//! - [`systemd`]: socket activation, sd_notify, journald detection;
+//! - [`panics`]: the panic hook (one log line with op and peer pid) and the panic count.
 
 pub mod backend;
 pub mod client;
@@ -20,6 +21,7 @@ pub mod grpc;
 pub mod index;
 pub mod lower;
 pub mod overlay_url;
+pub mod panics;
 pub mod protocol;
 pub mod server;
 pub mod store;

@@ -337,6 +337,7 @@ fn open_store(lower_dir: &Path, store: &StoreArgs, create: bool) -> Result<Lower
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level, cli.log_target);
+    snix_lower_store::panics::install();
     match run(cli.cmd) {
         Ok(code) => code,
         Err(e) => {

@@ -64,12 +64,19 @@ pub fn stderr_is_journal() -> bool {
     dev.parse::<u64>().ok() == Some(meta.dev()) && ino.parse::<u64>().ok() == Some(meta.ino())
 }
 
+/// The counters of the STATUS= line. Panics are always shown, 0 included,
+/// so a monitor can alert on the field.
+pub fn status_counts(indexed: u64, open: u64, requests: u64, panics: u64) -> String {
+    format!("{indexed} paths indexed, {open} open connections, {requests} requests served, {panics} panics")
+}
+
 /// The STATUS= line: what `systemctl status` shows.
 pub fn status_text(server: &Server, indexed: u64) -> String {
-    let mut s = format!(
-        "{indexed} paths indexed, {} open connections, {} requests served",
+    let mut s = status_counts(
+        indexed,
         server.stats.open_connections.load(Ordering::Relaxed),
-        server.stats.requests.load(Ordering::Relaxed)
+        server.stats.requests.load(Ordering::Relaxed),
+        crate::panics::count(),
     );
     if let Some(d) = server.store.backend.status_detail() {
         s.push_str("; ");
@@ -126,7 +133,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         u => return Err(format!("unknown unit '{u}' in duration '{s}' (use ms, s, m or h)")),
     };
-    Ok(Duration::from_secs_f64(secs))
+    // from_secs_f64 would panic on a value too large for a Duration.
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("duration '{s}' is too large"))
 }
 
 #[cfg(test)]
@@ -136,9 +144,20 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert!(parse_duration("3Бs").is_err() && parse_duration("Б").is_err());
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
         assert!(parse_duration("5 fortnights").is_err());
+        assert!(parse_duration("99999999999999999999999h").is_err());
+    }
+
+    #[test]
+    fn status_line_shows_the_panic_count() {
+        assert_eq!(
+            status_counts(12, 1, 345, 0),
+            "12 paths indexed, 1 open connections, 345 requests served, 0 panics"
+        );
+        assert!(status_counts(0, 0, 0, 2).ends_with(", 2 panics"));
     }
 }

@@ -226,3 +226,77 @@ fn verify_finds_missing_and_modified_paths() {
     let p = snix_lower_store::verify::verify(&idx.all_hashes().unwrap(), &lower, &f.sd, false);
     assert!(p.len() == 1 && p[0].contains("not present"), "{p:?}");
 }
+
+/// Issue 11: the store path that panicked `StorePath::from_base_name` (a
+/// multi-byte character straddling byte 32), in each importer: a refusal
+/// naming the entry (and for registrations the line) and the path, escaped;
+/// through the CLI, a failed import that wrote nothing.
+#[test]
+fn multibyte_store_path_is_refused_naming_entry_and_line() {
+    use snix_lower_store::store::path::shown;
+    let f = Fixture::new();
+    let crash = format!("/nix/store/{}Б-x", "a".repeat(31));
+    let want_path = shown(&crash);
+    assert!(want_path.contains("\\u{411}"), "{want_path}");
+
+    // Registration: entry 2's path (and every reference to it) replaced.
+    let text = snix_lower_store::demo::registration(&f.sd, &f.entries).replace(&f.full(1), &crash);
+    let line = 6 + f.entries[0].references.len();
+    let e = import::parse_registration(&text, &f.sd, "reg").unwrap_err().to_string();
+    assert!(e.contains(&format!("reg: entry 2: line {line}: ")), "{e}");
+    assert!(e.contains(&want_path) && e.contains("is not a valid store path"), "{e}");
+
+    // The same file through `import`: refused, nothing written.
+    let reg = f.dir.path().join("reg");
+    std::fs::write(&reg, &text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_snix-lower-store"))
+        .args(["--log-target", "stderr", "import", "--registration"])
+        .arg(&reg)
+        .arg("--lower-dir")
+        .arg(&f.lower)
+        .arg("--state-dir")
+        .arg(&f.state)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("entry 2: line {line}: ")) && stderr.contains(&want_path),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(count(&f), 0, "nothing imported");
+
+    // path-info JSON: as a key (entry 1) and as a reference of entry 2.
+    let e0 = &f.entries[0];
+    let obj = |path: &str, refs: Vec<String>| serde_json::json!({"path": path, "narHash": e0.nar_hash.to_sri(), "narSize": e0.nar_size, "references": refs});
+    let json = serde_json::json!({ &crash: obj(&crash, vec![]) });
+    let e = import::parse_path_info_json(&json.to_string(), &f.sd, "j")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("j: entry 1: ") && e.contains(&want_path), "{e}");
+    // The legacy array form keeps the order.
+    let json = serde_json::json!([obj(&f.full(0), vec![]), obj(&f.full(1), vec![crash.clone()])]);
+    let e = import::parse_path_info_json(&json.to_string(), &f.sd, "j")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("j: entry 2: ") && e.contains(&want_path), "{e}");
+}
+
+/// A `--json-format 2` content address with an empty or short digest (its
+/// nix-base32 rendering underflowed on an empty one): a refusal naming the entry.
+#[test]
+fn v2_content_address_with_a_wrong_digest_length_is_refused() {
+    let f = Fixture::new();
+    let e0 = &f.entries[0];
+    for hash in ["sha256-", "sha256-AAAA", "md4-AAAA", "sha256-Б"] {
+        let json = serde_json::json!({"version": 2, "info": { e0.path.base_name(): {
+            "version": 2, "narHash": e0.nar_hash.to_sri(), "narSize": e0.nar_size, "references": [],
+            "ca": {"method": "text", "hash": hash}
+        }}});
+        let e = import::parse_path_info_json(&json.to_string(), &f.sd, "j")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("j: entry 1: ca.hash"), "{hash}: {e}");
+    }
+}

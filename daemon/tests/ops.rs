@@ -472,3 +472,139 @@ async fn serve_sees_an_import_without_restart() {
     tokio::time::sleep(snix_lower_store::index::READ_SNAPSHOT_MAX_AGE + std::time::Duration::from_millis(20)).await;
     assert!(c.is_valid_path(&f.full(3)).await.unwrap());
 }
+
+/// The real daemon binary serving `f`, its stderr in `log`; killed on drop.
+struct RealDaemon {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl RealDaemon {
+    async fn start(f: &Fixture) -> RealDaemon {
+        let log = f.dir.path().join("daemon.log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_snix-lower-store"))
+            .args(["--log-level", "info", "--log-target", "stderr", "serve", "--listen"])
+            .arg(&f.socket)
+            .arg("--lower-dir")
+            .arg(&f.lower)
+            .arg("--state-dir")
+            .arg(&f.state)
+            .env_remove("RUST_LOG")
+            .env_remove("JOURNAL_STREAM")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut d = RealDaemon { child, log };
+        let t0 = std::time::Instant::now();
+        while tokio::net::UnixStream::connect(&f.socket).await.is_err() {
+            if let Some(st) = d.child.try_wait().unwrap() {
+                panic!("the daemon exited ({st}) before listening: {}", d.log_text());
+            }
+            assert!(t0.elapsed().as_secs() < 60, "no socket after 60 s: {}", d.log_text());
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        d
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for RealDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `base` with the bytes from `at` on replaced by multi-byte `c` (the same
+/// byte length, unless `c` runs past the end).
+fn with_char_at(base: &str, at: usize, c: char) -> String {
+    let mut b = base.as_bytes().to_vec();
+    let mut enc = [0u8; 4];
+    let cb = c.encode_utf8(&mut enc).as_bytes();
+    b.splice(at..(at + cb.len()).min(b.len()), cb.iter().copied());
+    String::from_utf8(b).unwrap()
+}
+
+/// Issue 11: a multi-byte character straddling byte 32 of the base name made
+/// `StorePath::from_base_name` panic (the connection died with EOF). Every
+/// offset 0..=40, three characters of 2, 3 and 4 bytes, three ops: each gets
+/// STDERR_ERROR naming the op and the path (escaped), the next request on the
+/// same connection is answered, and the daemon logged no panic.
+#[tokio::test(flavor = "multi_thread")]
+async fn multibyte_store_paths_are_errors_and_the_connection_stays_usable() {
+    use snix_lower_store::panics::PANIC_MARKER;
+    use snix_lower_store::store::path::shown;
+    let f = Fixture::new();
+    f.import_all();
+    let daemon = RealDaemon::start(&f).await;
+    let mut c = Client::connect(&f.socket, 38).await.unwrap();
+    let good = f.full(0);
+    let base = format!("00bgd045z0d4icpbc2yyz4gx48ak44la-{}", "x".repeat(20));
+    let mut inputs = vec![format!("/nix/store/{}Б-x", "a".repeat(31))];
+    for ch in ['Б', '€', '😀'] {
+        for at in 0..=40 {
+            inputs.push(format!("/nix/store/{}", with_char_at(&base, at, ch)));
+        }
+    }
+    for input in &inputs {
+        for (op, m) in [
+            ("IsValidPath", daemon_err(c.is_valid_path(input).await)),
+            ("QueryPathInfo", daemon_err(c.query_path_info(input).await)),
+            (
+                "QueryValidPaths",
+                daemon_err(c.query_valid_paths(&[&good, input]).await),
+            ),
+        ] {
+            assert!(m.starts_with(op), "{op} {input:?}: {m}");
+            assert!(m.contains(&shown(input)) && m.contains("\\u{"), "{op} {input:?}: {m}");
+            assert!(m.contains("is not a valid store path"), "{op} {input:?}: {m}");
+            // The next request on the same connection is answered.
+            assert!(c.is_valid_path(&good).await.unwrap(), "after {op} {input:?}");
+        }
+    }
+    let log = daemon.log_text();
+    assert!(!log.contains(PANIC_MARKER) && !log.contains("panicked"), "{log}");
+}
+
+/// The crash input in every other op that takes store paths: STDERR_ERROR
+/// naming the op and the escaped path, then the connection answers again.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_crash_input_in_every_path_op_is_an_error() {
+    use snix_lower_store::protocol::request::Op;
+    use snix_lower_store::store::path::shown;
+    let (f, mut c) = setup().await;
+    let good = f.full(0);
+    let crash = format!("/nix/store/{}Б-x", "a".repeat(31));
+    let one = |p: &str| {
+        let mut a = WireBuf::default();
+        a.str(p);
+        a
+    };
+    let list = |p: &str| {
+        let mut a = WireBuf::default();
+        a.strings([p]);
+        a
+    };
+    let mut cases: Vec<(u64, WireBuf)> = [3, 4, 5, 6, 10, 11, 18, 21, 22, 28, 33, 38, 41]
+        .into_iter()
+        .map(|op| (op, one(&crash)))
+        .collect();
+    cases.push((32, list(&crash))); // QuerySubstitutablePaths
+    cases.push((40, list(&format!("{crash}!out")))); // QueryMissing
+    let mut build = list(&crash);
+    build.u64(0);
+    cases.push((9, build)); // BuildPaths, mode normal
+    let mut perm = one(&crash);
+    perm.str("/tmp/root");
+    cases.push((47, perm)); // AddPermRoot
+    for (op, args) in cases {
+        let name = Op::from_u64(op).unwrap().name();
+        let m = daemon_err(c.call(op, &args).await);
+        assert!(m.starts_with(name) && m.contains(&shown(&crash)), "{name}: {m}");
+        assert!(c.is_valid_path(&good).await.unwrap(), "after {name}");
+    }
+}

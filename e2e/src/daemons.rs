@@ -5,12 +5,45 @@
 //! every op from that service), and Nix's own `nix-daemon` serving the same
 //! lower store as a plain local store. All run inside a chroot, log to a
 //! file under `/e2e/logs`, and are terminated when their handle is dropped.
+//!
+//! When one of ours is dropped, its log is searched for panic lines (the
+//! daemon's panic hook starts each with `PANIC_MARKER`; Rust's default
+//! message says "panicked at"); `panic_lines` lists them and the run fails
+//! if there are any.
 
 use crate::ctx::Ctx;
 use crate::rootfs::{tail, Output, Rootfs};
 use anyhow::{bail, Context, Result};
 use std::process::{Child, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// What snix-lower-store's panic hook starts every line with
+/// (`snix_lower_store::panics::PANIC_MARKER`; a daemon unit test checks they match).
+pub const PANIC_MARKER: &str = "SNIX-LOWER-STORE-PANIC";
+
+/// Panic lines found in our daemons' logs, each prefixed with the log's path.
+static PANIC_LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Every panic line our daemons logged so far (the run fails on any).
+pub fn panic_lines() -> Vec<String> {
+    PANIC_LINES.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn collect_panics(log: &std::path::Path) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut found = PANIC_LINES.lock().unwrap_or_else(|e| e.into_inner());
+    for l in text
+        .lines()
+        .filter(|l| l.contains(PANIC_MARKER) || l.contains("panicked at"))
+    {
+        let l = format!("{}: {l}", log.display());
+        // A log is appended to by each restart on the same socket: report once.
+        if !found.contains(&l) {
+            found.push(l);
+        }
+    }
+}
 
 /// Which implementation serves the lower store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +75,6 @@ impl Kind {
 
 /// A running daemon; killed on drop.
 pub struct Daemon {
-    #[allow(dead_code)]
     pub kind: Kind,
     /// Socket path inside the chroot.
     pub socket: String,
@@ -120,6 +152,9 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         // The gRPC client first, then (field drop) its server.
         self.terminate();
+        if self.kind != Kind::Nix {
+            collect_panics(&self.log);
+        }
         let _ = std::fs::remove_file(&self.socket_host);
         for s in &self.extra_sockets {
             let _ = std::fs::remove_file(s);
@@ -421,5 +456,36 @@ impl Lower {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A daemon log with a hook line and one with Rust's default message are
+    /// both found, once each; a clean log adds nothing.
+    #[test]
+    fn panic_lines_are_collected_once() {
+        let dir = std::env::temp_dir().join(format!("e2e-panic-lines.{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (hook, default, clean) = (dir.join("a.log"), dir.join("b.log"), dir.join("c.log"));
+        let line =
+            format!("ERROR snix_lower_store::panics: {PANIC_MARKER} #1 while serving IsValidPath for client pid 7");
+        std::fs::write(&hook, format!("INFO serving\n{line}\n")).unwrap();
+        std::fs::write(&default, "thread 'tokio-runtime-worker' panicked at src/x.rs:1:2:\n").unwrap();
+        std::fs::write(&clean, "INFO serving\nWARN connection ended with an error\n").unwrap();
+        for log in [&hook, &hook, &default, &clean] {
+            collect_panics(log);
+        }
+        let found = panic_lines();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(found.iter().filter(|l| l.ends_with(&line)).count(), 1, "{found:?}");
+        assert_eq!(
+            found.iter().filter(|l| l.contains("panicked at")).count(),
+            1,
+            "{found:?}"
+        );
+        assert!(!found.iter().any(|l| l.contains("c.log")), "{found:?}");
     }
 }

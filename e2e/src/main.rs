@@ -209,6 +209,16 @@ fn run(opts: &Options, report: &mut Report) -> Result<()> {
         .context("setting up the work directory and chroot mounts failed")?;
     let res = scenarios::run_all(&ctx, opts, report);
     drop(ctx);
+    // Every daemon is stopped by now; a panic is a defect even if its scenario passed.
+    let panics = daemons::panic_lines();
+    if !panics.is_empty() {
+        let why = format!(
+            "our daemons logged {} panic line(s): {}",
+            panics.len(),
+            panics.join(" | ")
+        );
+        report.setup_problem("daemons/no-panic", &why, true);
+    }
     if tmpfs {
         let _ = std::fs::remove_dir(&work);
     }

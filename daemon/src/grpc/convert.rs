@@ -13,6 +13,7 @@ use super::proto::store::{
 };
 use crate::index::PathInfo;
 use crate::store::hash::{nix32_decode_vec, nix32_encode};
+use crate::store::path::shown;
 use crate::store::{NarHash, StorePath};
 
 fn digest_of(p: &StorePath) -> Vec<u8> {
@@ -29,37 +30,48 @@ fn hash_len(algo: &str) -> Option<usize> {
     })
 }
 
+/// Base16 of exactly `n` bytes, decoded byte-wise: a multi-byte character
+/// is refused, never sliced through.
+fn hex_decode_vec(s: &str, n: usize) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    if b.len() != 2 * n {
+        return None;
+    }
+    b.chunks_exact(2)
+        .map(|pair| {
+            let hi = (pair[0] as char).to_digit(16)?;
+            let lo = (pair[1] as char).to_digit(16)?;
+            Some((hi * 16 + lo) as u8)
+        })
+        .collect()
+}
+
 /// Nix's CA string (`text:sha256:…`, `fixed:r:sha256:…`, `fixed:sha1:…`) to snix's.
 pub fn ca_to_snix(ca: &str) -> Result<nar_info::Ca, String> {
+    // Every message shows the input escaped and bounded (it may come from a remote service).
+    let ca_shown = shown(ca);
     let (method, rest) = if let Some(r) = ca.strip_prefix("text:") {
         ("text", r)
     } else if let Some(r) = ca.strip_prefix("fixed:r:") {
         ("nar", r)
     } else if let Some(r) = ca.strip_prefix("fixed:git:") {
         return Err(format!(
-            "content address '{ca}' (git hashing) has no equivalent in snix's schema; {r:.0}"
+            "content address '{ca_shown}' (git hashing) has no equivalent in snix's schema; {r:.0}"
         ));
     } else if let Some(r) = ca.strip_prefix("fixed:") {
         ("flat", r)
     } else {
-        return Err(format!("unknown content address '{ca}'"));
+        return Err(format!("unknown content address '{ca_shown}'"));
     };
     let (algo, digest_s) = rest
         .split_once(':')
-        .ok_or_else(|| format!("content address '{ca}' has no hash algorithm"))?;
-    let n = hash_len(algo).ok_or_else(|| format!("content address '{ca}': unknown hash algorithm '{algo}'"))?;
+        .ok_or_else(|| format!("content address '{ca_shown}' has no hash algorithm"))?;
+    let n = hash_len(algo)
+        .ok_or_else(|| format!("content address '{ca_shown}': unknown hash algorithm '{}'", shown(algo)))?;
     let digest = nix32_decode_vec(digest_s, n)
-        .or_else(|| {
-            (digest_s.len() == 2 * n)
-                .then(|| {
-                    (0..n)
-                        .map(|i| u8::from_str_radix(&digest_s[2 * i..2 * i + 2], 16).ok())
-                        .collect::<Option<Vec<u8>>>()
-                })
-                .flatten()
-        })
+        .or_else(|| hex_decode_vec(digest_s, n))
         .ok_or_else(|| {
-            format!("content address '{ca}': the digest is neither nix-base32 nor base16 of a {algo} hash")
+            format!("content address '{ca_shown}': the digest is neither nix-base32 nor base16 of a {algo} hash")
         })?;
     let ty = match (method, algo) {
         ("text", "sha256") => CaHash::TextSha256,
@@ -71,7 +83,11 @@ pub fn ca_to_snix(ca: &str) -> Result<nar_info::Ca, String> {
         ("flat", "sha1") => CaHash::FlatSha1,
         ("flat", "sha512") => CaHash::FlatSha512,
         ("flat", "md5") => CaHash::FlatMd5,
-        _ => return Err(format!("content address '{ca}' has no equivalent in snix's schema")),
+        _ => {
+            return Err(format!(
+                "content address '{ca_shown}' has no equivalent in snix's schema"
+            ))
+        }
     };
     Ok(nar_info::Ca {
         r#type: ty as i32,
@@ -228,6 +244,7 @@ pub fn from_snix(p: SnixPathInfo) -> Result<PathInfo, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::hash::hex_encode;
     use prost::Message;
 
     fn sp(s: &str) -> StorePath {
@@ -310,6 +327,20 @@ mod tests {
             assert_eq!(ca_from_snix(&ca_to_snix(&s).unwrap()).unwrap(), s);
         }
         assert!(ca_to_snix("fixed:git:sha1:abc").is_err());
+    }
+
+    /// A base16 digest of the right byte length with a multi-byte character
+    /// at any offset is refused (it was sliced by byte pairs and panicked).
+    #[test]
+    fn ca_digest_with_multibyte_char_is_refused() {
+        let hex = hex_encode(&[0xab; 20]);
+        assert_eq!(ca_to_snix(&format!("fixed:sha1:{hex}")).unwrap().digest, vec![0xab; 20]);
+        for at in 0..hex.len() - 1 {
+            let bad = format!("{}Б{}", &hex[..at], &hex[at + 2..]);
+            assert_eq!(bad.len(), hex.len());
+            let e = ca_to_snix(&format!("fixed:sha1:{bad}")).unwrap_err();
+            assert!(e.contains("\\u{411}"), "{e}");
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::path::Path;
 use super::{PathInfoIndex, INDEX_FILE};
 use crate::lower::LowerDir;
 use crate::store::hash::nix32_encode;
+use crate::store::path::shown;
 use crate::store::realisation::DrvOutputId;
 use crate::store::{drv, NarHash, StoreDir, StorePath};
 
@@ -84,50 +85,53 @@ fn perr(source_name: &str, entry: usize, why: impl ToString) -> ImportError {
 
 /// Parse the registration format: per path, lines `path`, `narHash`,
 /// `narSize`, `deriver` (may be empty), `n`, then `n` reference lines.
+/// Errors name the entry (1-based) and the line.
 pub fn parse_registration(text: &str, sd: &StoreDir, source_name: &str) -> Result<Vec<NewPath>, ImportError> {
-    let mut lines = text.lines();
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
     let mut out = Vec::new();
-    while let Some(path) = lines.next() {
+    while let Some((path_line, path)) = lines.next() {
+        let n = out.len() + 1;
+        let at = |line: usize, why: String| perr(source_name, n, format!("line {line}: {why}"));
         if path.is_empty() {
             // Trailing blank lines end the file; a blank line mid-file is an error below.
-            if lines.clone().all(str::is_empty) {
+            if lines.clone().all(|(_, l)| l.is_empty()) {
                 break;
             }
-            return Err(perr(
-                source_name,
-                out.len() + 1,
-                "empty line where a store path was expected",
-            ));
+            return Err(at(path_line, "empty line where a store path was expected".into()));
         }
-        let n = out.len() + 1;
+        let shown_path = shown(path);
         let mut next = |what: &str| {
             lines
                 .next()
-                .ok_or_else(|| perr(source_name, n, format!("file ends before the {what} of {path}")))
+                .ok_or_else(|| at(path_line, format!("file ends before the {what} of {shown_path}")))
         };
-        let path_p = sd.parse(path).map_err(|e| perr(source_name, n, e))?;
-        let nar_hash = NarHash::parse(next("NAR hash")?).map_err(|e| perr(source_name, n, e))?;
-        let size_s = next("NAR size")?;
-        let nar_size = size_s
-            .parse::<u64>()
-            .map_err(|_| perr(source_name, n, format!("NAR size '{size_s}' of {path} is not a number")))?;
-        let deriver_s = next("deriver")?;
+        let path_p = sd.parse(path).map_err(|e| at(path_line, e.to_string()))?;
+        let (l, hash_s) = next("NAR hash")?;
+        let nar_hash = NarHash::parse(hash_s).map_err(|e| at(l, e.to_string()))?;
+        let (l, size_s) = next("NAR size")?;
+        let nar_size = size_s.parse::<u64>().map_err(|_| {
+            at(
+                l,
+                format!("NAR size '{}' of {shown_path} is not a number", shown(size_s)),
+            )
+        })?;
+        let (l, deriver_s) = next("deriver")?;
         let deriver = if deriver_s.is_empty() {
             None
         } else {
-            Some(sd.parse(deriver_s).map_err(|e| perr(source_name, n, e))?)
+            Some(sd.parse(deriver_s).map_err(|e| at(l, e.to_string()))?)
         };
-        let count_s = next("reference count")?;
+        let (l, count_s) = next("reference count")?;
         let count = count_s.parse::<usize>().map_err(|_| {
-            perr(
-                source_name,
-                n,
-                format!("reference count '{count_s}' of {path} is not a number"),
+            at(
+                l,
+                format!("reference count '{}' of {shown_path} is not a number", shown(count_s)),
             )
         })?;
         let mut references = Vec::with_capacity(count.min(4096));
         for _ in 0..count {
-            references.push(sd.parse(next("references")?).map_err(|e| perr(source_name, n, e))?);
+            let (l, r) = next("references")?;
+            references.push(sd.parse(r).map_err(|e| at(l, e.to_string()))?);
         }
         out.push(NewPath {
             path: path_p,
@@ -150,16 +154,27 @@ fn ca_from_v2(v: &Value) -> Result<String, String> {
     let hash = v.get("hash").and_then(Value::as_str).ok_or("ca.hash missing")?;
     let (algo, b64) = hash
         .split_once('-')
-        .ok_or_else(|| format!("ca.hash '{hash}' is not an SRI hash"))?;
+        .ok_or_else(|| format!("ca.hash '{}' is not an SRI hash", shown(hash)))?;
+    let hash = shown(hash);
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .map_err(|_| format!("ca.hash '{hash}' is not base64"))?;
+    let want = match algo {
+        "md5" => 16,
+        "sha1" => 20,
+        "sha256" => 32,
+        "sha512" => 64,
+        _ => return Err(format!("ca.hash '{hash}': unknown hash algorithm")),
+    };
+    if bytes.len() != want {
+        return Err(format!("ca.hash '{hash}' has {} bytes, {algo} has {want}", bytes.len()));
+    }
     let prefix = match method {
         "text" => "text:",
         "flat" => "fixed:",
         "nar" => "fixed:r:",
         "git" => "fixed:git:",
-        m => return Err(format!("unknown content address method '{m}'")),
+        m => return Err(format!("unknown content address method '{}'", shown(m))),
     };
     Ok(format!("{prefix}{algo}:{}", nix32_encode(&bytes)))
 }
@@ -191,7 +206,7 @@ pub fn parse_path_info_json(text: &str, sd: &StoreDir, source_name: &str) -> Res
                 n,
                 format!(
                     "{} is not valid in the store it was queried from",
-                    key.unwrap_or_default()
+                    shown(&key.unwrap_or_default())
                 ),
             ));
         }
@@ -210,12 +225,13 @@ pub fn parse_path_info_json(text: &str, sd: &StoreDir, source_name: &str) -> Res
             .or_else(|| obj.get("path").and_then(Value::as_str).map(str::to_owned))
             .ok_or_else(|| perr(source_name, n, "entry has no path"))?;
         let path = parse_path(&key).map_err(|e| perr(source_name, n, e))?;
+        let key = shown(&key);
         if let Some(dir) = obj.get("storeDir").and_then(Value::as_str) {
             if dir != sd.as_str() {
                 return Err(perr(
                     source_name,
                     n,
-                    format!("{key} is from store directory '{dir}', not '{}'", sd.as_str()),
+                    format!("{key} is from store directory '{}', not '{}'", shown(dir), sd.as_str()),
                 ));
             }
         }

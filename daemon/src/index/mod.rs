@@ -31,6 +31,17 @@ use std::sync::Mutex;
 use crate::store::realisation::{DrvOutputId, Realisation};
 use crate::store::{NarHash, StorePath};
 
+/// A base name read from the index, validated like any input.
+fn parse_stored(s: &str) -> rusqlite::Result<StorePath> {
+    StorePath::from_base_name(s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("damaged index row: {e}").into(),
+        )
+    })
+}
+
 pub const INDEX_FILE: &str = "index.sqlite";
 const SCHEMA_VERSION: &str = "3";
 /// Older versions `open_or_create` upgrades in place (tables were only added).
@@ -264,9 +275,11 @@ impl PathInfoIndex {
         out
     }
 
-    /// Base names in the index were validated at import.
+    /// Base names in the index were validated at import; they are checked
+    /// again on the way out (a few hundred nanoseconds) so a damaged or
+    /// hand-edited index gives an error naming the row, never a panic.
     fn parse_base(&self, s: String) -> rusqlite::Result<StorePath> {
-        Ok(StorePath::from_trusted(s))
+        parse_stored(&s)
     }
 
     pub fn is_valid(&self, p: &StorePath) -> Result<bool> {
@@ -324,8 +337,8 @@ impl PathInfoIndex {
             let references = refs
                 .split(' ')
                 .filter(|s| !s.is_empty())
-                .map(|s| StorePath::from_trusted(s.to_owned()))
-                .collect();
+                .map(parse_stored)
+                .collect::<rusqlite::Result<_>>()?;
             Ok(Some(PathInfo {
                 path: p.clone(),
                 nar_hash,

@@ -2,8 +2,10 @@
 //! request at a time and write its reply, until the client hangs up.
 //!
 //! A malformed request or an unknown op ends that connection only; a refused
-//! op (error reply) leaves it usable. NarFromPath streams the NAR from a
-//! blocking thread through a bounded channel, so memory stays constant.
+//! op (error reply) leaves it usable. Each connection runs inside a panic
+//! context (`crate::panics`) holding the peer pid and the op being served.
+//! NarFromPath streams the NAR from a blocking thread through a bounded
+//! channel, so memory stays constant.
 
 pub mod ops;
 pub mod peer;
@@ -175,7 +177,11 @@ impl Server {
             .unwrap_or_default();
         self.stats.total_connections.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let result = self.session(stream, peer).await;
+        let ctx = crate::panics::Context {
+            op: None,
+            peer_pid: peer.pid,
+        };
+        let result = crate::panics::scope(ctx, self.session(stream, peer)).await;
         *self.stats.last_close.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         self.stats.open_connections.fetch_sub(1, Ordering::Relaxed);
         match result {
@@ -231,6 +237,7 @@ impl Server {
                 return Err(msg);
             };
             let t0 = Instant::now();
+            crate::panics::set_op(Some(op.name()));
             let req = match read_request(&mut r, op, v).await {
                 Ok(q) => q,
                 Err(ProtocolError::Eof) => return Err(format!("{}: client hung up mid-request", op.name())),
@@ -250,6 +257,7 @@ impl Server {
             };
             let written = self.write_reply(&mut wr, v, reply).await;
             self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            crate::panics::set_op(None);
             written.map_err(|e| format!("{}: writing the reply: {e}", op.name()))?;
             // Field names become journald fields (OP, STORE_PATH, …).
             let duration_us = t0.elapsed().as_micros() as u64;
@@ -322,14 +330,17 @@ impl Server {
                 // Written chunks go back to the producer: a handful of
                 // buffers per transfer instead of one allocation per chunk.
                 let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+                let ctx = crate::panics::current();
                 let producer = tokio::task::spawn_blocking(move || {
-                    let mut nar = NarWriter::new(ChunkSender {
-                        tx,
-                        free: free_rx,
-                        buf: Vec::with_capacity(CHUNK),
-                    });
-                    nar.write_nar(&object)?;
-                    nar.into_inner().finish()
+                    crate::panics::in_blocking(ctx, || {
+                        let mut nar = NarWriter::new(ChunkSender {
+                            tx,
+                            free: free_rx,
+                            buf: Vec::with_capacity(CHUNK),
+                        });
+                        nar.write_nar(&object)?;
+                        nar.into_inner().finish()
+                    })
                 });
                 while let Some(mut chunk) = rx.recv().await {
                     w.write_all(&chunk).await?;

@@ -13,6 +13,7 @@ use crate::lower::LowerDir;
 use crate::protocol::request::{Op, Request};
 use crate::protocol::wire::WireBuf;
 use crate::protocol::ProtoVersion;
+use crate::store::path::shown;
 use crate::store::realisation::DrvOutputId;
 use crate::store::{StoreDir, StorePath};
 
@@ -263,8 +264,9 @@ impl LowerStore {
                     return Err(self.not_valid(op, &p));
                 }
                 return Err(format!(
-                    "AddPermRoot: the lower store is read-only and keeps every path, so it creates no root at '{gc_root}'; \
-                     create the root on the client side (nix-store --add-root does this without the daemon)"
+                    "AddPermRoot: the lower store is read-only and keeps every path, so it creates no root at '{}'; \
+                     create the root on the client side (nix-store --add-root does this without the daemon)",
+                    shown(gc_root)
                 ));
             }
             Q::FindRoots => {
@@ -351,7 +353,7 @@ impl LowerStore {
 
 /// The error for an op that would write or build.
 pub fn refusal(op: Op, subject: Option<&str>) -> String {
-    let about = subject.map(|s| format!(" ('{s}')")).unwrap_or_default();
+    let about = subject.map(|s| format!(" ('{}')", shown(s))).unwrap_or_default();
     match op {
         Op::ExportPath => format!("ExportPath{about}: this obsolete op is not served; Nix clients use NarFromPath"),
         _ => format!(

@@ -4,6 +4,9 @@
 //! nix-base32 (`sha256:1abc…` in registration files, store path hash parts) and
 //! SRI base64 (`sha256-…` in `nix path-info --json`). Import accepts all of them;
 //! the index stores the raw 32 bytes.
+//!
+//! All decoding works on bytes and checks lengths first, so no input (any
+//! UTF-8, any length) panics: it decodes or is refused.
 
 use base64::Engine as _;
 use std::fmt;
@@ -11,9 +14,14 @@ use std::fmt;
 /// The alphabet of Nix's own base-32: digits and lowercase letters minus e, o, u, t.
 pub const NIX32_ALPHABET: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
 
-/// Length of a nix-base32 encoding of `n` bytes.
+/// Length of a nix-base32 encoding of `n` bytes (0 for none: `n * 8 - 1`
+/// would underflow, and encoding an empty digest from an import must not panic).
 pub const fn nix32_len(n: usize) -> usize {
-    (n * 8 - 1) / 5 + 1
+    if n == 0 {
+        0
+    } else {
+        (n * 8 - 1) / 5 + 1
+    }
 }
 
 /// Encode bytes in Nix's base-32 (least significant 5-bit group printed last).
@@ -72,9 +80,15 @@ pub fn nix32_decode_vec(s: &str, n: usize) -> Option<Vec<u8>> {
     }
 }
 
-/// True if every character is in the nix-base32 alphabet.
+/// True if every character is in the nix-base32 alphabet (byte-wise: a
+/// multi-byte character is simply outside it).
 pub fn is_nix32(s: &str) -> bool {
-    s.bytes().all(|c| NIX32_DIGIT[c as usize] != 0xff)
+    s.bytes().all(is_nix32_byte)
+}
+
+/// True if `c` is a nix-base32 digit.
+pub fn is_nix32_byte(c: u8) -> bool {
+    NIX32_DIGIT[c as usize] != 0xff
 }
 
 /// Digit value of each byte in nix-base32, 0xff for bytes outside it.
@@ -201,6 +215,13 @@ mod tests {
     }
 
     #[test]
+    fn nix32_of_nothing_is_empty() {
+        assert_eq!(nix32_len(0), 0);
+        assert_eq!(nix32_encode(&[]), "");
+        assert_eq!(nix32_decode::<0>(""), Some([]));
+    }
+
+    #[test]
     fn nix32_rejects_overflow_and_bad_chars() {
         // The first digit of a 52-char 32-byte hash carries only one bit.
         assert!(nix32_decode::<32>("zmdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73").is_none());
@@ -221,5 +242,32 @@ mod tests {
         }
         assert!(NarHash::parse("md5:00").is_err());
         assert!(NarHash::parse("sha256:xyz").is_err());
+    }
+
+    /// A multi-byte character at every byte offset of each encoding's
+    /// length: refused, never a panic (the lengths are in bytes, so the
+    /// right byte length with a character straddling a digit boundary must
+    /// not be sliced).
+    #[test]
+    fn multibyte_input_at_every_offset_is_refused() {
+        let h = NarHash(Sha256::digest(b"abc").into());
+        for good in [h.to_base16(), nix32_encode(&h.0), h.to_sri()[7..].to_owned()] {
+            for c in ['Б', '€', '😀'] {
+                for at in 0..=good.len() {
+                    // Same byte length as `good`: the character replaces bytes.
+                    let mut b = good.as_bytes().to_vec();
+                    let mut enc = [0u8; 4];
+                    let cb = c.encode_utf8(&mut enc).as_bytes();
+                    b.splice(at..(at + cb.len()).min(b.len()), cb.iter().copied());
+                    let s = String::from_utf8(b).unwrap();
+                    for form in [s.clone(), format!("sha256:{s}"), format!("sha256-{s}")] {
+                        assert!(NarHash::parse(&form).is_err(), "{form}");
+                    }
+                    assert!(nix32_decode::<32>(&s).is_none(), "{s}");
+                    assert!(nix32_decode_vec(&s, 20).is_none(), "{s}");
+                    assert!(!is_nix32(&s), "{s}");
+                }
+            }
+        }
     }
 }

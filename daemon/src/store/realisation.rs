@@ -26,7 +26,7 @@ impl DrvOutputId {
     /// Parse Nix's `DrvOutput` text form: a SHA-256 in any encoding Nix
     /// prints, `!`, an output name.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let shown: String = s.chars().take(200).collect();
+        let shown = super::path::shown(s);
         let (hash, output) = s
             .split_once('!')
             .ok_or_else(|| format!("invalid derivation output id '{shown}': no '!' between hash and output name"))?;
