@@ -38,7 +38,12 @@ pub type Result<T> = std::result::Result<T, ClientError>;
 impl Client {
     /// Connect and handshake, offering protocol 1.`minor`.
     pub async fn connect(socket: &std::path::Path, minor: u8) -> Result<Client> {
-        let s = UnixStream::connect(socket).await?;
+        Client::over(UnixStream::connect(socket).await?, minor).await
+    }
+
+    /// Handshake over a stream that is already connected (one end of a
+    /// socketpair in the `session` fuzz target), offering protocol 1.`minor`.
+    pub async fn over(s: UnixStream, minor: u8) -> Result<Client> {
         let (rd, w) = s.into_split();
         let mut c = Client {
             r: WireReader::new(

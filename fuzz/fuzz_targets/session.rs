@@ -1,0 +1,450 @@
+//! The whole request path: a client handshake, then any op stream, answered
+//! by the daemon's own connection handler (`Server::connection`, as for a
+//! socket-activated or accepted connection) over a socketpair, backed by a
+//! real `LowerStore`: an index built by the registration importer over a
+//! small lower dir (text objects with references, a `.drv`, a directory
+//! tree with an executable and a symlink, one indexed object deleted
+//! afterwards), made once per process in a temp dir.
+//!
+//! Input: byte 0 picks the protocol the client offers (1.19-1.40: too old,
+//! every supported version, newer than ours); the rest is the op stream,
+//! sent one request at a time as a real client does. The target splits it
+//! into requests with the daemon's own decoder, so it knows which reply to
+//! expect for each, and asserts:
+//! - every reply decodes for the negotiated version (STDERR frames, the
+//!   STDERR_ERROR layout before and after 1.26, then a body that parses for
+//!   that op), every store path in it is valid, NARs hash to the index's
+//!   NAR hash, and nothing is left over after the last reply;
+//! - every error names the op it answers, and write ops are refused;
+//! - a malformed request or unknown op gets one STDERR_ERROR and the
+//!   connection ends; a request cut short gets no reply;
+//! - nothing panics: a panic in the server task is re-raised here (libFuzzer
+//!   also aborts on any panic through its hook), so it is a fuzz crash.
+#![no_main]
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+
+use libfuzzer_sys::fuzz_target;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use snix_lower_store::client::{Client, ClientError};
+use snix_lower_store::index::import::{self, ImportOptions, NewPath};
+use snix_lower_store::index::PathInfoIndex;
+use snix_lower_store::lower::LowerDir;
+use snix_lower_store::protocol::nar_skip::skip_nar;
+use snix_lower_store::protocol::request::{read_request, Op, Request};
+use snix_lower_store::protocol::wire::{Limits, ProtocolError, WireReader};
+use snix_lower_store::protocol::ProtoVersion;
+use snix_lower_store::server::ops::LowerStore;
+use snix_lower_store::server::Server;
+use snix_lower_store::store::nar::{nar_hash, HashingSink};
+use snix_lower_store::store::{StoreDir, StorePath};
+
+/// The daemon's default decoding limits, for the server and for splitting.
+fn limits() -> Limits {
+    Limits::default()
+}
+
+struct Fixture {
+    rt: tokio::runtime::Runtime,
+    server: Arc<Server>,
+    sd: StoreDir,
+    entries: Vec<NewPath>,
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&v, ops)) = data.split_first() else { return };
+    let minor = 19 + v % 22;
+    let f = fixture();
+    f.rt.block_on(run(f, minor, ops));
+});
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| build_fixture().unwrap_or_else(|e| panic!("session fuzz fixture: {e}")))
+}
+
+/// A directory per process under the temp dir; those of dead processes are
+/// removed first, so repeated runs do not pile up.
+fn fixture_dir() -> std::io::Result<PathBuf> {
+    let parent = std::env::temp_dir().join("snix-lower-store-fuzz-session");
+    std::fs::create_dir_all(&parent)?;
+    for e in std::fs::read_dir(&parent)?.flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if !Path::new("/proc").join(&pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    let dir = parent.join(std::process::id().to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn build_fixture() -> Result<Fixture, String> {
+    // As in the daemon (Rust's runtime does this before `main`, which
+    // libFuzzer replaces): a peer that hung up is EPIPE, not a signal.
+    // SAFETY: setting a signal's disposition to SIG_IGN touches no Rust state.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let dir = fixture_dir().map_err(|e| format!("temp dir: {e}"))?;
+    let (lower, state) = (dir.join("lower"), dir.join("state"));
+    std::fs::create_dir_all(&state).map_err(|e| e.to_string())?;
+    let sd = StoreDir::new("/nix/store")?;
+    let mut entries = snix_lower_store::demo::generate(&lower, &sd, 2, 2).map_err(|e| e.to_string())?;
+    let tree = tree_object(&lower, entries[0].path.clone()).map_err(|e| format!("tree object: {e}"))?;
+    entries.push(tree);
+    let gone = snix_lower_store::demo::add_text(&lower, &sd, "fuzz-gone", "deleted after import\n", &[])
+        .map_err(|e| e.to_string())?;
+    entries.push(gone.clone());
+    let lower_dir = LowerDir::open(&lower)?;
+    import::import(
+        &state,
+        &sd,
+        &lower_dir,
+        entries.clone(),
+        ImportOptions { check_content: true },
+    )
+    .map_err(|e| format!("import: {e}"))?;
+    // Indexed but absent: NarFromPath and VerifyStore report it.
+    std::fs::remove_file(lower.join(gone.path.base_name())).map_err(|e| e.to_string())?;
+    let store = LowerStore {
+        backend: snix_lower_store::backend::Backend::Index(
+            PathInfoIndex::open(&state, sd.as_str()).map_err(|e| e.to_string())?,
+        ),
+        lower: LowerDir::open(&lower)?,
+        store_dir: sd.clone(),
+    };
+    let server = Arc::new(Server {
+        store,
+        trusted_users: vec!["root".into()],
+        limits: limits(),
+        conn_limits: Default::default(),
+        daemon_version: snix_lower_store::daemon_version(),
+        stats: Default::default(),
+    });
+    // Multi-threaded: VerifyStore uses block_in_place.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok(Fixture {
+        rt,
+        server,
+        sd,
+        entries,
+    })
+}
+
+/// A directory object: a file, an executable, a symlink and a subdirectory.
+fn tree_object(lower: &Path, reference: StorePath) -> std::io::Result<NewPath> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = StorePath::from_base_name("0123456789abcdfghijklmnpqrsvwxyz-fuzz-tree").expect("valid");
+    let root = lower.join(path.base_name());
+    std::fs::create_dir_all(root.join("bin"))?;
+    std::fs::create_dir_all(root.join("share/doc"))?;
+    std::fs::write(root.join("bin/hello"), "#!/bin/sh\necho hello\n")?;
+    std::fs::set_permissions(root.join("bin/hello"), std::fs::Permissions::from_mode(0o555))?;
+    std::fs::write(root.join("share/doc/README"), "a tree\n")?;
+    std::os::unix::fs::symlink("share/doc", root.join("doc"))?;
+    let (nar_hash, nar_size) = nar_hash(&root)?;
+    Ok(NewPath {
+        path,
+        nar_hash,
+        nar_size,
+        references: vec![reference],
+        deriver: None,
+        registration_time: Some(1_700_000_000),
+        ultimate: false,
+        sigs: vec!["cache.example.org-1:c2lnbmF0dXJl".into()],
+        ca: None,
+    })
+}
+
+async fn run(f: &'static Fixture, minor: u8, ops: &[u8]) {
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    // `connection` counts the close; `run` would have counted the open.
+    f.server.stats.open_connections.fetch_add(1, Ordering::Relaxed);
+    let server = tokio::spawn(f.server.clone().connection(theirs));
+    let checked = talk(f, minor, ours, ops).await;
+    // The client end is closed now, so the server task ends.
+    if let Err(e) = server.await {
+        match e.try_into_panic() {
+            Ok(p) => std::panic::resume_unwind(p),
+            Err(e) => panic!("server task did not finish: {e}"),
+        }
+    }
+    if let Err(why) = checked {
+        panic!("protocol 1.{minor}: {why}");
+    }
+}
+
+/// What the server must send after the request that ends the stream.
+enum End {
+    /// Nothing more (clean end, or a request cut short).
+    Nothing,
+    /// One STDERR_ERROR, naming the op if known, then nothing.
+    Error(Option<Op>),
+}
+
+async fn talk(f: &Fixture, minor: u8, s: UnixStream, ops: &[u8]) -> Result<(), String> {
+    let mut c = match Client::over(s, minor).await {
+        Ok(c) => c,
+        Err(ClientError::Daemon(m)) if minor < 21 => {
+            return match m.contains("older than the oldest supported") {
+                true => Ok(()),
+                false => Err(format!("refusing an old client: unexpected message {m:?}")),
+            };
+        }
+        Err(e) => return Err(format!("handshake: {e}")),
+    };
+    check_handshake(&c, minor)?;
+    let v = c.version;
+    let mut cur = WireReader::new(Cursor::new(ops), limits());
+    loop {
+        let start = cur.get_mut().position() as usize;
+        let end = match cur.u64().await {
+            Err(_) => End::Nothing,
+            Ok(word) => match Op::from_u64(word) {
+                None => End::Error(None),
+                Some(op) => match read_request(&mut cur, op, v).await {
+                    Ok(req) => {
+                        let stop = cur.get_mut().position() as usize;
+                        send(&mut c, &ops[start..stop]).await?;
+                        check_reply(f, &mut c, &req)
+                            .await
+                            .map_err(|e| format!("{} (request bytes {start}..{stop}): {e}", op.name()))?;
+                        continue;
+                    }
+                    Err(ProtocolError::Eof) => End::Nothing,
+                    Err(_) => End::Error(Some(op)),
+                },
+            },
+        };
+        // The rest of the stream, then hang up.
+        let _ = c.w.write_all(&ops[start..]).await;
+        let _ = c.w.shutdown().await;
+        if let End::Error(op) = end {
+            expect_error(&mut c, op).await?;
+        }
+        return expect_end(&mut c).await;
+    }
+}
+
+fn check_handshake(c: &Client, minor: u8) -> Result<(), String> {
+    let want = ProtoVersion(minor.min(ProtoVersion::LATEST.0));
+    if c.version != want {
+        return Err(format!("negotiated {} for a client offering 1.{minor}", c.version));
+    }
+    if c.daemon_version.is_some() != want.at_least(33) {
+        return Err(format!("daemon version sent: {:?}", c.daemon_version));
+    }
+    // The fuzzer runs as a trusted user (root, or the test's own uid).
+    if want.at_least(35) && !matches!(c.trust, Some(1) | Some(2)) {
+        return Err(format!("trust word {:?}", c.trust));
+    }
+    Ok(())
+}
+
+async fn send(c: &mut Client, bytes: &[u8]) -> Result<(), String> {
+    c.w.write_all(bytes)
+        .await
+        .map_err(|e| format!("sending the request: {e}"))
+}
+
+async fn expect_error(c: &mut Client, op: Option<Op>) -> Result<(), String> {
+    match c.stderr().await {
+        Err(ClientError::Daemon(m)) => match op {
+            Some(op) if !m.starts_with(op.name()) => Err(format!("error does not name {}: {m:?}", op.name())),
+            None if !m.starts_with("unknown worker op") => Err(format!("unknown op answered with {m:?}")),
+            _ => Ok(()),
+        },
+        Ok(()) => Err("a malformed request was answered with STDERR_LAST".into()),
+        Err(e) => Err(format!("expected STDERR_ERROR: {e}")),
+    }
+}
+
+/// Nothing after the last reply: EOF (or a reset, when the server closed
+/// with unread request bytes).
+async fn expect_end(c: &mut Client) -> Result<(), String> {
+    let mut rest = Vec::new();
+    match c.r.get_mut().read_to_end(&mut rest).await {
+        Ok(_) if rest.is_empty() => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && rest.is_empty() => Ok(()),
+        Ok(_) | Err(_) => Err(format!("{} unexpected bytes after the last reply", rest.len())),
+    }
+}
+
+async fn check_reply(f: &Fixture, c: &mut Client, req: &Request) -> Result<(), String> {
+    let op = req.op();
+    match c.stderr().await {
+        Ok(()) => {}
+        Err(ClientError::Daemon(m)) if m.starts_with(op.name()) => return Ok(()),
+        Err(ClientError::Daemon(m)) => return Err(format!("error does not name the op: {m:?}")),
+        Err(e) => return Err(format!("STDERR frames do not decode: {e}")),
+    }
+    if matches!(req, Request::Refused { .. } | Request::AddPermRoot { .. }) {
+        return Err("a write op was answered with STDERR_LAST".into());
+    }
+    body(f, c, req).await.map_err(|e| format!("reply body: {e}"))
+}
+
+/// The reply after STDERR_LAST, in the layout Nix's client reads for `req`.
+async fn body(f: &Fixture, c: &mut Client, req: &Request) -> Result<(), String> {
+    use Request as Q;
+    let e = |e: ProtocolError| e.to_string();
+    match req {
+        Q::IsValidPath(_) | Q::HasSubstitutes(_) => {
+            c.r.bool("bool").await.map_err(e)?;
+        }
+        Q::QuerySubstitutablePathInfo(_) => {
+            if c.r.bool("found").await.map_err(e)? {
+                return Err("a substitutable path info from a store without substituters".into());
+            }
+        }
+        Q::QueryValidPaths { .. }
+        | Q::QueryAllValidPaths
+        | Q::QueryReferences(_)
+        | Q::QueryReferrers(_)
+        | Q::QueryValidDerivers(_)
+        | Q::QueryDerivationOutputs(_) => paths(f, c).await?,
+        Q::QueryDerivationOutputNames(_) => {
+            c.r.strings("output names").await.map_err(e)?;
+        }
+        Q::QueryPathInfo(p) => path_info(f, c, p).await?,
+        Q::QueryPathHash(p) => {
+            let h = c.r.string("narHash").await.map_err(e)?;
+            let want = entry(f, p)?.nar_hash.to_base16();
+            if h != want {
+                return Err(format!("narHash {h:?}, the index has {want}"));
+            }
+        }
+        Q::QueryDeriver(_) | Q::QueryPathFromHashPart(_) => opt_path(f, c).await?,
+        Q::QueryDerivationOutputMap(_) => {
+            let n = c.r.list_len("outputs").await.map_err(e)?;
+            for _ in 0..n {
+                c.r.string("output name").await.map_err(e)?;
+                opt_path(f, c).await?;
+            }
+        }
+        Q::QueryMissing(_) => {
+            for _ in 0..3 {
+                paths(f, c).await?;
+            }
+            c.r.u64().await.map_err(e)?;
+            c.r.u64().await.map_err(e)?;
+        }
+        // From 1.31 a set of realisations as JSON, before a set of paths.
+        Q::QueryRealisation(_) if c.version.at_least(31) => {
+            c.r.strings("realisations").await.map_err(e)?;
+        }
+        Q::QueryRealisation(_) => paths(f, c).await?,
+        Q::QuerySubstitutablePaths(_) | Q::QuerySubstitutablePathInfos(_) | Q::FindRoots => {
+            let n = c.r.u64().await.map_err(e)?;
+            if n != 0 {
+                return Err(format!("{n} entries where the lower store has none"));
+            }
+        }
+        Q::NarFromPath(p) => nar(f, c, p).await?,
+        Q::SetOptions(_) => {}
+        Q::AddTempRoot(_)
+        | Q::AddIndirectRoot(_)
+        | Q::SyncWithGC
+        | Q::OptimiseStore
+        | Q::EnsurePath(_)
+        | Q::BuildPaths { .. } => {
+            let w = c.r.u64().await.map_err(e)?;
+            if w != 1 {
+                return Err(format!("result word {w}, expected 1"));
+            }
+        }
+        Q::VerifyStore { .. } => {
+            let errors = c.r.bool("errors").await.map_err(e)?;
+            if errors == c.log.is_empty() {
+                return Err(format!(
+                    "VerifyStore says errors={errors} after {} log lines",
+                    c.log.len()
+                ));
+            }
+        }
+        Q::AddPermRoot { .. } | Q::Refused { .. } => unreachable!("checked by the caller"),
+    }
+    Ok(())
+}
+
+fn valid_path(f: &Fixture, s: &str) -> Result<StorePath, String> {
+    f.sd.parse(s)
+        .map_err(|e| format!("the reply holds an invalid store path: {e}"))
+}
+
+async fn paths(f: &Fixture, c: &mut Client) -> Result<(), String> {
+    for p in c.r.strings("paths").await.map_err(|e| e.to_string())? {
+        valid_path(f, &p)?;
+    }
+    Ok(())
+}
+
+async fn opt_path(f: &Fixture, c: &mut Client) -> Result<(), String> {
+    let p = c.r.string("path").await.map_err(|e| e.to_string())?;
+    if !p.is_empty() {
+        valid_path(f, &p)?;
+    }
+    Ok(())
+}
+
+fn entry<'a>(f: &'a Fixture, requested: &str) -> Result<&'a NewPath, String> {
+    let p = valid_path(f, requested)?;
+    f.entries
+        .iter()
+        .find(|e| e.path == p)
+        .ok_or_else(|| format!("answered for '{requested}', which is not in the index"))
+}
+
+async fn path_info(f: &Fixture, c: &mut Client, requested: &str) -> Result<(), String> {
+    let e = |e: ProtocolError| e.to_string();
+    if !c.r.bool("valid").await.map_err(e)? {
+        return Ok(());
+    }
+    let want = entry(f, requested)?;
+    opt_path(f, c).await?;
+    let hash = c.r.string("narHash").await.map_err(e)?;
+    if hash != want.nar_hash.to_base16() {
+        return Err(format!("narHash {hash:?}, the index has {}", want.nar_hash.to_base16()));
+    }
+    paths(f, c).await?;
+    c.r.u64().await.map_err(e)?; // registration time
+    let size = c.r.u64().await.map_err(e)?;
+    if size != want.nar_size {
+        return Err(format!("narSize {size}, the index has {}", want.nar_size));
+    }
+    c.r.bool("ultimate").await.map_err(e)?;
+    c.r.strings("sigs").await.map_err(e)?;
+    c.r.string("ca").await.map_err(e)?;
+    Ok(())
+}
+
+/// Exactly the indexed NAR size, hashing to the indexed NAR hash, and a
+/// NAR by the daemon's own NAR parser.
+async fn nar(f: &Fixture, c: &mut Client, requested: &str) -> Result<(), String> {
+    let want = entry(f, requested)?;
+    let mut bytes = vec![0u8; want.nar_size as usize];
+    c.r.get_mut()
+        .read_exact(&mut bytes)
+        .await
+        .map_err(|e| format!("NAR shorter than its {} bytes: {e}", want.nar_size))?;
+    let mut sink = HashingSink::default();
+    std::io::Write::write_all(&mut sink, &bytes).map_err(|e| e.to_string())?;
+    if sink.finish().0 != want.nar_hash {
+        return Err("the NAR does not hash to the indexed NAR hash".into());
+    }
+    let mut r = WireReader::new(Cursor::new(&bytes[..]), limits());
+    skip_nar(&mut r).await.map_err(|e| format!("not a NAR: {e}"))?;
+    if r.get_mut().position() != want.nar_size {
+        return Err("the NAR ends before its indexed size".into());
+    }
+    Ok(())
+}
