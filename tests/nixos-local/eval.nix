@@ -108,6 +108,8 @@ let
         requiredBy = u.requiredBy;
       }) units;
       initrdUnits = lib.mapAttrs (_: u: u.text) initrdUnits;
+      # The initrd units' .wants/.requires links (render lays them out).
+      initrdUnitLinks = lib.mapAttrs (_: u: { inherit (u) wantedBy requiredBy; }) initrdUnits;
       mountUnitNames = map (fs: "${utils.escapeSystemdPath fs.mountPoint}.mount") (lib.attrValues c.fileSystems);
       fileSystems = lib.mapAttrs (_: fs: {
         inherit (fs)

@@ -14,6 +14,10 @@ the /etc files, nix.conf, and the store paths the units name.
                  /usr/sbin, the package's binary is BIN.
     STORE_ROOT: the chroot store holding the scripts eval.nix wrote
                  (builtins.toFile), copied in executable.
+  render.py initrd EVAL_JSON CONFIG ROOT STORE_ROOT
+    the configuration's initrd units (boot.initrd.systemd) under
+    ROOT/etc/systemd/system with their links and the store paths they name,
+    as MODE verify does.
   render.py effective UNIT_FILE [DROPIN...]
     prints the effective values of the keys checks care about, as JSON.
 
@@ -98,7 +102,11 @@ def layout(cfg, root, mode, store_root, binary):
     os.makedirs(os.path.join(root, "etc/nix"), exist_ok=True)
     with open(os.path.join(root, "etc/nix/nix.conf"), "w") as f:
         f.write(cfg["nixConf"] + "\n")
-    # Store paths the units name, and those the scripts they run name.
+    return copy_store_paths(texts, root, mode, store_root, pkg)
+
+
+def copy_store_paths(texts, root, mode, store_root, pkg):
+    """Store paths the units name, and those the scripts they run name."""
     made, pending = [], list(texts)
     while pending:
         text = pending.pop()
@@ -133,6 +141,23 @@ def layout(cfg, root, mode, store_root, binary):
     return made
 
 
+def layout_initrd(cfg, root, store_root):
+    """The configuration's initrd units under ROOT/etc/systemd/system, their
+    .wants/.requires links, and the store paths they name (MODE verify)."""
+    etc_sd = os.path.join(root, "etc/systemd/system")
+    os.makedirs(etc_sd, exist_ok=True)
+    links = cfg.get("initrdUnitLinks", {})
+    for name, text in cfg["initrdUnits"].items():
+        with open(os.path.join(etc_sd, name), "w") as f:
+            f.write(text)
+        for kind, key in (("wants", "wantedBy"), ("requires", "requiredBy")):
+            for t in links.get(name, {}).get(key, []):
+                d = os.path.join(etc_sd, f"{t}.{kind}")
+                os.makedirs(d, exist_ok=True)
+                os.symlink("../" + name, os.path.join(d, name))
+    return copy_store_paths(list(cfg["initrdUnits"].values()), root, "verify", store_root, None)
+
+
 def effective(unit, dropins):
     """Values after systemd's rules: lists grow, an empty assignment resets."""
     vals = {}
@@ -152,6 +177,9 @@ def effective(unit, dropins):
 if __name__ == "__main__":
     if sys.argv[1] == "effective":
         print(json.dumps(effective(sys.argv[2], sys.argv[3:])))
+    elif sys.argv[1] == "initrd":
+        data = json.load(open(sys.argv[2]))
+        print(" ".join(layout_initrd(data["configs"][sys.argv[3]], sys.argv[4], sys.argv[5])))
     else:
         data = json.load(open(sys.argv[1]))
         cfg = data["configs"][sys.argv[2]]
