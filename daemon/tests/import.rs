@@ -177,7 +177,10 @@ fn path_info_json_formats_1_and_2() {
 #[test]
 fn nix_db_is_read_with_its_schema() {
     let f = Fixture::new();
-    let db = f.dir.path().join("db.sqlite");
+    // A directory name with what SQLite's URI syntax would read otherwise.
+    let dir = f.dir.path().join("nix 100%?var#db");
+    std::fs::create_dir(&dir).unwrap();
+    let db = dir.join("db.sqlite");
     let c = rusqlite::Connection::open(&db).unwrap();
     c.execute_batch(
         "CREATE TABLE ValidPaths (id integer primary key autoincrement not null, path text unique not null,

@@ -286,6 +286,23 @@ pub fn parse_path_info_json(text: &str, sd: &StoreDir, source_name: &str) -> Res
     Ok(out)
 }
 
+/// Opens a Nix store's `db.sqlite` read-only. `immutable=1`: never take locks
+/// or touch the WAL of a store we do not own. The path is percent-encoded
+/// where SQLite's URI syntax would read it otherwise (`%`, `?`, `#`).
+fn open_nix_db(db: &Path) -> rusqlite::Result<Connection> {
+    let mut path = String::new();
+    for c in db.to_string_lossy().chars() {
+        match c {
+            '%' => path.push_str("%25"),
+            '?' => path.push_str("%3f"),
+            '#' => path.push_str("%23"),
+            c => path.push(c),
+        }
+    }
+    let uri = format!("file:{path}?mode=ro&immutable=1");
+    Connection::open_with_flags(&uri, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI)
+}
+
 /// Read every valid path from a Nix store's `db.sqlite`, read-only.
 pub fn read_nix_db(db: &Path, sd: &StoreDir) -> Result<Vec<NewPath>, ImportError> {
     let name = db.display().to_string();
@@ -293,10 +310,7 @@ pub fn read_nix_db(db: &Path, sd: &StoreDir) -> Result<Vec<NewPath>, ImportError
         path: name.clone(),
         source,
     };
-    // immutable=1: never take locks or touch the WAL of a store we do not own.
-    let uri = format!("file:{}?mode=ro&immutable=1", db.display());
-    let c = Connection::open_with_flags(&uri, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI)
-        .map_err(err)?;
+    let c = open_nix_db(db).map_err(err)?;
     let mut refs: HashMap<i64, Vec<String>> = HashMap::new();
     {
         let mut st = c
@@ -365,9 +379,7 @@ pub fn read_nix_db_realisations(db: &Path, sd: &StoreDir) -> Result<Vec<NewReali
         path: name.clone(),
         source,
     };
-    let uri = format!("file:{}?mode=ro&immutable=1", db.display());
-    let c = Connection::open_with_flags(&uri, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI)
-        .map_err(err)?;
+    let c = open_nix_db(db).map_err(err)?;
     let has_tables: i64 = c
         .query_row(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('Realisations', 'RealisationsRefs')",
