@@ -29,7 +29,8 @@ pub fn text_path(sd: &StoreDir, name: &str, contents: &[u8], refs: &[StorePath])
     for (i, b) in full.iter().enumerate() {
         compressed[i % 20] ^= b;
     }
-    StorePath::from_base_name(&format!("{}-{name}", nix32_encode(&compressed))).expect("generated store path is valid")
+    StorePath::from_owned_base_name(format!("{}-{name}", nix32_encode(&compressed)))
+        .expect("generated store path is valid")
 }
 
 /// Write one text object into `lower` and describe it for import.

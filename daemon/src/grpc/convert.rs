@@ -205,7 +205,7 @@ pub fn from_snix(p: SnixPathInfo) -> Result<PathInfo, String> {
                 .try_into()
                 .map_err(|_| format!("{name}: deriver digest is not 20 bytes"))?;
             Some(
-                StorePath::from_base_name(&format!("{}-{}.drv", nix32_encode(&digest), d.name))
+                StorePath::from_owned_base_name(format!("{}-{}.drv", nix32_encode(&digest), d.name))
                     .map_err(|e| format!("{name}: deriver: {e}"))?,
             )
         }

@@ -31,9 +31,11 @@ use std::sync::Mutex;
 use crate::store::realisation::{DrvOutputId, Realisation};
 use crate::store::{NarHash, StorePath};
 
-/// A base name read from the index, validated like any input.
-fn parse_stored(s: &str) -> rusqlite::Result<StorePath> {
-    StorePath::from_base_name(s).map_err(|e| {
+/// A base name read from the index, validated like any input (a few hundred
+/// nanoseconds, no copy), so a damaged or hand-edited index gives an error
+/// naming the row, never a panic.
+fn parse_stored(s: String) -> rusqlite::Result<StorePath> {
+    StorePath::from_owned_base_name(s).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(
             0,
             rusqlite::types::Type::Text,
@@ -275,13 +277,6 @@ impl PathInfoIndex {
         out
     }
 
-    /// Base names in the index were validated at import; they are checked
-    /// again on the way out (a few hundred nanoseconds) so a damaged or
-    /// hand-edited index gives an error naming the row, never a panic.
-    fn parse_base(&self, s: String) -> rusqlite::Result<StorePath> {
-        parse_stored(&s)
-    }
-
     pub fn is_valid(&self, p: &StorePath) -> Result<bool> {
         self.with_conn(|c| {
             c.prepare_cached("SELECT 1 FROM paths WHERE base_name = ?1")?
@@ -337,14 +332,14 @@ impl PathInfoIndex {
             let references = refs
                 .split(' ')
                 .filter(|s| !s.is_empty())
-                .map(parse_stored)
+                .map(|s| parse_stored(s.to_owned()))
                 .collect::<rusqlite::Result<_>>()?;
             Ok(Some(PathInfo {
                 path: p.clone(),
                 nar_hash,
                 nar_size: size as u64,
                 references,
-                deriver: deriver.map(|d| self.parse_base(d)).transpose()?,
+                deriver: deriver.map(parse_stored).transpose()?,
                 registration_time: reg as u64,
                 ultimate,
                 sigs: sigs.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
@@ -357,7 +352,7 @@ impl PathInfoIndex {
         self.with_conn(|c| {
             let mut st = c.prepare_cached(sql)?;
             let rows = st.query_map([arg], |r| r.get::<_, String>(0))?;
-            rows.map(|n| self.parse_base(n?)).collect()
+            rows.map(|n| parse_stored(n?)).collect()
         })
     }
 
@@ -408,7 +403,7 @@ impl PathInfoIndex {
                 let path = if path.is_empty() {
                     None
                 } else {
-                    Some(self.parse_base(path)?)
+                    Some(parse_stored(path)?)
                 };
                 out.push((name, path));
             }
@@ -439,14 +434,14 @@ impl PathInfoIndex {
                     .query_row([&dep.drv_hash, &dep.output], |r| r.get::<_, String>(0))
                     .optional()?
                     .ok_or_else(|| corrupt(format!("dependent realisation {dep} of {id} is not indexed")))?;
-                dependent.push((dep, self.parse_base(p)?));
+                dependent.push((dep, parse_stored(p)?));
             }
             dependent.sort();
             let mut signatures: Vec<String> = sigs.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect();
             signatures.sort();
             Ok(Some(Realisation {
                 id: id.clone(),
-                out_path: self.parse_base(out)?,
+                out_path: parse_stored(out)?,
                 signatures,
                 dependent,
             }))
@@ -462,7 +457,7 @@ impl PathInfoIndex {
             c.prepare_cached("SELECT base_name FROM paths WHERE base_name >= ?1 AND base_name < ?2 LIMIT 1")?
                 .query_row([&lo, &hi], |r| r.get::<_, String>(0))
                 .optional()?
-                .map(|n| self.parse_base(n))
+                .map(parse_stored)
                 .transpose()
         })
     }
@@ -471,7 +466,7 @@ impl PathInfoIndex {
         self.with_conn(|c| {
             let mut st = c.prepare_cached("SELECT base_name FROM paths ORDER BY base_name")?;
             let rows = st.query_map([], |r| r.get::<_, String>(0))?;
-            rows.map(|n| self.parse_base(n?)).collect()
+            rows.map(|n| parse_stored(n?)).collect()
         })
     }
 
@@ -491,7 +486,7 @@ impl PathInfoIndex {
                         "NAR hash is not 32 bytes".into(),
                     )
                 })?;
-                Ok((self.parse_base(n)?, NarHash(h), s as u64))
+                Ok((parse_stored(n)?, NarHash(h), s as u64))
             })
             .collect()
         })

@@ -57,20 +57,15 @@ impl StorePath {
     /// Parse a base name `<32 nix-base32 chars>-<name>`. Works on bytes:
     /// any UTF-8 input is refused or accepted, never panics.
     pub fn from_base_name(s: &str) -> Result<Self, StorePathError> {
-        let bad = |why| StorePathError::Invalid(shown(s), why);
-        let b = s.as_bytes();
-        if b.len() < HASH_PART_LEN + 2 {
-            return Err(bad("too short"));
-        }
-        let (hash, rest) = b.split_at(HASH_PART_LEN);
-        if !hash.iter().all(|&c| super::hash::is_nix32_byte(c)) {
-            return Err(bad("hash part contains a character outside nix-base32"));
-        }
-        let name = rest
-            .strip_prefix(b"-")
-            .ok_or_else(|| bad("no '-' after the hash part"))?;
-        check_name_bytes(name).map_err(bad)?;
+        check_base_name(s)?;
         Ok(StorePath(s.to_owned()))
+    }
+
+    /// `from_base_name` for a base name the caller already owns (rows read
+    /// from the index): the same checks, without a copy.
+    pub fn from_owned_base_name(s: String) -> Result<Self, StorePathError> {
+        check_base_name(&s)?;
+        Ok(StorePath(s))
     }
 
     pub fn base_name(&self) -> &str {
@@ -88,6 +83,24 @@ impl StorePath {
     pub fn is_derivation(&self) -> bool {
         self.0.ends_with(".drv")
     }
+}
+
+/// The checks of `StorePath::from_base_name`: `<32 nix-base32 chars>-<name>`,
+/// on bytes, so any UTF-8 input is refused or accepted, never panics.
+fn check_base_name(s: &str) -> Result<(), StorePathError> {
+    let bad = |why| StorePathError::Invalid(shown(s), why);
+    let b = s.as_bytes();
+    if b.len() < HASH_PART_LEN + 2 {
+        return Err(bad("too short"));
+    }
+    let (hash, rest) = b.split_at(HASH_PART_LEN);
+    if !hash.iter().all(|&c| super::hash::is_nix32_byte(c)) {
+        return Err(bad("hash part contains a character outside nix-base32"));
+    }
+    let name = rest
+        .strip_prefix(b"-")
+        .ok_or_else(|| bad("no '-' after the hash part"))?;
+    check_name_bytes(name).map_err(bad)
 }
 
 /// Nix's rules for the name part of a store path.
