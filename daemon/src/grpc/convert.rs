@@ -12,22 +12,12 @@ use super::proto::store::{
     nar_info, nar_info::ca::Hash as CaHash, NarInfo, PathInfo as SnixPathInfo, StorePath as SnixStorePath,
 };
 use crate::index::PathInfo;
-use crate::store::hash::{nix32_decode_vec, nix32_encode};
+use crate::store::hash::{digest_len, nix32_decode_vec, nix32_encode};
 use crate::store::path::shown;
 use crate::store::{NarHash, StorePath};
 
 fn digest_of(p: &StorePath) -> Vec<u8> {
     nix32_decode_vec(p.hash_part(), 20).expect("validated store path has a nix32 hash part")
-}
-
-fn hash_len(algo: &str) -> Option<usize> {
-    Some(match algo {
-        "md5" => 16,
-        "sha1" => 20,
-        "sha256" => 32,
-        "sha512" => 64,
-        _ => return None,
-    })
 }
 
 /// Base16 of exactly `n` bytes, decoded byte-wise: a multi-byte character
@@ -66,7 +56,7 @@ pub fn ca_to_snix(ca: &str) -> Result<nar_info::Ca, String> {
     let (algo, digest_s) = rest
         .split_once(':')
         .ok_or_else(|| format!("content address '{ca_shown}' has no hash algorithm"))?;
-    let n = hash_len(algo)
+    let n = digest_len(algo)
         .ok_or_else(|| format!("content address '{ca_shown}': unknown hash algorithm '{}'", shown(algo)))?;
     let digest = nix32_decode_vec(digest_s, n)
         .or_else(|| hex_decode_vec(digest_s, n))
@@ -109,11 +99,11 @@ pub fn ca_from_snix(ca: &nar_info::Ca) -> Result<String, String> {
         CaHash::FlatSha512 => ("fixed:", "sha512"),
         CaHash::FlatMd5 => ("fixed:", "md5"),
     };
-    if Some(ca.digest.len()) != hash_len(algo) {
+    if Some(ca.digest.len()) != digest_len(algo) {
         return Err(format!(
             "snix CA digest has {} bytes, {algo} has {}",
             ca.digest.len(),
-            hash_len(algo).unwrap_or(0)
+            digest_len(algo).unwrap_or(0)
         ));
     }
     Ok(format!("{prefix}{algo}:{}", nix32_encode(&ca.digest)))

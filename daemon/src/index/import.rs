@@ -159,13 +159,8 @@ fn ca_from_v2(v: &Value) -> Result<String, String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .map_err(|_| format!("ca.hash '{hash}' is not base64"))?;
-    let want = match algo {
-        "md5" => 16,
-        "sha1" => 20,
-        "sha256" => 32,
-        "sha512" => 64,
-        _ => return Err(format!("ca.hash '{hash}': unknown hash algorithm")),
-    };
+    let want =
+        crate::store::hash::digest_len(algo).ok_or_else(|| format!("ca.hash '{hash}': unknown hash algorithm"))?;
     if bytes.len() != want {
         return Err(format!("ca.hash '{hash}' has {} bytes, {algo} has {want}", bytes.len()));
     }

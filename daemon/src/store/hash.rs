@@ -102,6 +102,18 @@ const NIX32_DIGIT: [u8; 256] = {
     t
 };
 
+/// Digest length in bytes of a hash algorithm as Nix names it in content
+/// addresses (`md5`, `sha1`, `sha256`, `sha512`); `None` for any other.
+pub(crate) fn digest_len(algo: &str) -> Option<usize> {
+    Some(match algo {
+        "md5" => 16,
+        "sha1" => 20,
+        "sha256" => 32,
+        "sha512" => 64,
+        _ => return None,
+    })
+}
+
 pub fn hex_encode(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
