@@ -15,6 +15,7 @@
 //! - [`panics`]: the panic hook (one log line with op and peer pid) and the panic count.
 
 pub mod backend;
+pub(crate) mod blocking;
 pub mod client;
 pub mod demo;
 pub mod grpc;
