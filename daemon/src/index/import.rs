@@ -18,7 +18,7 @@
 use base64::Engine as _;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use super::{PathInfoIndex, INDEX_FILE};
@@ -177,8 +177,22 @@ fn ca_from_v2(v: &Value) -> Result<String, String> {
 /// Parse `nix path-info --json` output (format 1 or 2, object or legacy array).
 pub fn parse_path_info_json(text: &str, sd: &StoreDir, source_name: &str) -> Result<Vec<NewPath>, ImportError> {
     let root: Value = serde_json::from_str(text).map_err(|e| perr(source_name, 0, format!("not JSON: {e}")))?;
+    let (entries, v2) = json_entries(&root).ok_or_else(|| perr(source_name, 0, "expected a JSON object or array"))?;
+    let mut out = Vec::new();
+    for (i, (key, v)) in entries.into_iter().enumerate() {
+        let n = i + 1;
+        let at = |why: String| perr(source_name, n, why);
+        out.push(parse_json_entry(sd, key, v, v2).map_err(at)?);
+    }
+    Ok(out)
+}
+
+/// The entries of a path-info JSON document, each with its key (none in the
+/// legacy array), and whether the document is format 2. `None` if the root
+/// is neither an object nor an array.
+fn json_entries(root: &Value) -> Option<(Vec<(Option<String>, &Value)>, bool)> {
     // Format 2 wraps the map: {"version": 2, "info": {...}}.
-    let (map, v2): (Vec<(Option<String>, &Value)>, bool) = match &root {
+    Some(match root {
         Value::Object(o) if o.get("info").is_some_and(Value::is_object) => (
             o["info"]
                 .as_object()
@@ -190,95 +204,87 @@ pub fn parse_path_info_json(text: &str, sd: &StoreDir, source_name: &str) -> Res
         ),
         Value::Object(o) => (o.iter().map(|(k, v)| (Some(k.clone()), v)).collect(), false),
         Value::Array(a) => (a.iter().map(|v| (None, v)).collect(), false),
-        _ => return Err(perr(source_name, 0, "expected a JSON object or array")),
+        _ => return None,
+    })
+}
+
+/// One entry of a path-info JSON document; the error is what is wrong with it
+/// (the caller names the source and the entry).
+fn parse_json_entry(sd: &StoreDir, key: Option<String>, v: &Value, v2: bool) -> Result<NewPath, String> {
+    if v.is_null() {
+        return Err(format!(
+            "{} is not valid in the store it was queried from",
+            shown(&key.unwrap_or_default())
+        ));
+    }
+    let obj = v.as_object().ok_or("entry is not an object")?;
+    let entry_v2 = v2 || obj.get("version").and_then(Value::as_u64) == Some(2);
+    let parse_path = |s: &str| {
+        if entry_v2 && !s.starts_with('/') {
+            StorePath::from_base_name(s)
+        } else {
+            sd.parse(s)
+        }
     };
-    let mut out = Vec::new();
-    for (i, (key, v)) in map.into_iter().enumerate() {
-        let n = i + 1;
-        if v.is_null() {
-            return Err(perr(
-                source_name,
-                n,
-                format!(
-                    "{} is not valid in the store it was queried from",
-                    shown(&key.unwrap_or_default())
-                ),
+    let key = key
+        .or_else(|| obj.get("path").and_then(Value::as_str).map(str::to_owned))
+        .ok_or("entry has no path")?;
+    let path = parse_path(&key).map_err(|e| e.to_string())?;
+    let key = shown(&key);
+    if let Some(dir) = obj.get("storeDir").and_then(Value::as_str) {
+        if dir != sd.as_str() {
+            return Err(format!(
+                "{key} is from store directory '{}', not '{}'",
+                shown(dir),
+                sd.as_str()
             ));
         }
-        let obj = v
-            .as_object()
-            .ok_or_else(|| perr(source_name, n, "entry is not an object"))?;
-        let entry_v2 = v2 || obj.get("version").and_then(Value::as_u64) == Some(2);
-        let parse_path = |s: &str| {
-            if entry_v2 && !s.starts_with('/') {
-                StorePath::from_base_name(s)
-            } else {
-                sd.parse(s)
-            }
-        };
-        let key = key
-            .or_else(|| obj.get("path").and_then(Value::as_str).map(str::to_owned))
-            .ok_or_else(|| perr(source_name, n, "entry has no path"))?;
-        let path = parse_path(&key).map_err(|e| perr(source_name, n, e))?;
-        let key = shown(&key);
-        if let Some(dir) = obj.get("storeDir").and_then(Value::as_str) {
-            if dir != sd.as_str() {
-                return Err(perr(
-                    source_name,
-                    n,
-                    format!("{key} is from store directory '{}', not '{}'", shown(dir), sd.as_str()),
-                ));
-            }
-        }
-        let hash_s = obj
-            .get("narHash")
-            .and_then(Value::as_str)
-            .ok_or_else(|| perr(source_name, n, format!("{key} has no narHash string")))?;
-        let nar_hash = NarHash::parse(hash_s).map_err(|e| perr(source_name, n, e))?;
-        let nar_size = obj
-            .get("narSize")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| perr(source_name, n, format!("{key} has no narSize")))?;
-        let mut references = Vec::new();
-        for r in obj
-            .get("references")
-            .and_then(Value::as_array)
-            .ok_or_else(|| perr(source_name, n, format!("{key} has no references list")))?
-        {
-            let r = r
-                .as_str()
-                .ok_or_else(|| perr(source_name, n, "reference is not a string"))?;
-            references.push(parse_path(r).map_err(|e| perr(source_name, n, e))?);
-        }
-        let deriver = match obj.get("deriver") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(parse_path(s).map_err(|e| perr(source_name, n, e))?),
-            Some(_) => return Err(perr(source_name, n, "deriver is not a string")),
-        };
-        let ca = match obj.get("ca") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(o @ Value::Object(_)) => Some(ca_from_v2(o).map_err(|e| perr(source_name, n, e))?),
-            Some(_) => return Err(perr(source_name, n, "ca is neither a string nor an object")),
-        };
-        let sigs = obj
-            .get("signatures")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-            .unwrap_or_default();
-        out.push(NewPath {
-            path,
-            nar_hash,
-            nar_size,
-            references,
-            deriver,
-            registration_time: obj.get("registrationTime").and_then(Value::as_u64),
-            ultimate: obj.get("ultimate").and_then(Value::as_bool).unwrap_or(false),
-            sigs,
-            ca,
-        });
     }
-    Ok(out)
+    let hash_s = obj
+        .get("narHash")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("{key} has no narHash string"))?;
+    let nar_hash = NarHash::parse(hash_s).map_err(|e| e.to_string())?;
+    let nar_size = obj
+        .get("narSize")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| format!("{key} has no narSize"))?;
+    let mut references = Vec::new();
+    for r in obj
+        .get("references")
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("{key} has no references list"))?
+    {
+        let r = r.as_str().ok_or("reference is not a string")?;
+        references.push(parse_path(r).map_err(|e| e.to_string())?);
+    }
+    let deriver = match obj.get("deriver") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(parse_path(s).map_err(|e| e.to_string())?),
+        Some(_) => return Err("deriver is not a string".into()),
+    };
+    let ca = match obj.get("ca") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(o @ Value::Object(_)) => Some(ca_from_v2(o)?),
+        Some(_) => return Err("ca is neither a string nor an object".into()),
+    };
+    let sigs = obj
+        .get("signatures")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default();
+    Ok(NewPath {
+        path,
+        nar_hash,
+        nar_size,
+        references,
+        deriver,
+        registration_time: obj.get("registrationTime").and_then(Value::as_u64),
+        ultimate: obj.get("ultimate").and_then(Value::as_bool).unwrap_or(false),
+        sigs,
+        ca,
+    })
 }
 
 /// Opens a Nix store's `db.sqlite` read-only. `immutable=1`: never take locks
@@ -472,31 +478,99 @@ pub fn import_with_realisations(
     realisations: Vec<NewRealisation>,
     opts: ImportOptions,
 ) -> Result<ImportReport, ImportError> {
-    let index = PathInfoIndex::open_or_create(state_dir, sd.as_str())?;
     let db_path = state_dir.join(INDEX_FILE);
-    let sql = |source| {
-        ImportError::Index(super::IndexError::Sqlite {
-            path: db_path.clone(),
-            source,
-        })
-    };
-    let mut conn = Connection::open(&db_path).map_err(sql)?;
-    conn.busy_timeout(std::time::Duration::from_secs(60)).map_err(sql)?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
-    conn.pragma_update(None, "foreign_keys", "OFF").map_err(sql)?;
-    drop(index);
-
-    // A large page cache for the import only: it is mostly index lookups.
-    conn.pragma_update(None, "cache_size", -262_144).map_err(sql)?;
-
+    let sql = sql_error(&db_path);
+    let mut conn = open_for_import(state_dir, sd, &db_path)?;
     // IMMEDIATE: the write lock is taken before validation, so what we check
     // against is what we commit on top of.
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(sql)?;
     let mut problems = Vec::new();
+    let in_batch = batch_by_name(sd, &batch, &mut problems);
+    let listing = lower_listing(lower, in_batch.len())?;
+    let was_empty: bool = tx
+        .query_row("SELECT NOT EXISTS (SELECT 1 FROM paths)", [], |r| r.get(0))
+        .map_err(sql)?;
+    let checks = Checks {
+        sd,
+        lower,
+        listing: listing.as_ref(),
+        was_empty,
+        check_content: opts.check_content,
+    };
+    let Validated {
+        mut new_paths,
+        outside_ids,
+        unchanged,
+    } = checks.validate(&tx, &in_batch, &mut problems).map_err(sql)?;
+    rejected_if_any(problems)?;
+    let mut problems = Vec::new();
+    // A first bulk load builds the reverse indexes once, after the inserts.
+    if was_empty && new_paths.len() > 10_000 {
+        tx.execute_batch("DROP INDEX IF EXISTS refs_by_reference; DROP INDEX IF EXISTS drv_outputs_by_path;")
+            .map_err(sql)?;
+    }
+    // Insert in path order so ids follow base names (better locality for scans).
+    new_paths.sort_by(|a, b| a.path.cmp(&b.path));
+    let (ids, drv_outputs) = insert_paths(&tx, sd, lower, &new_paths, &mut problems).map_err(sql)?;
+    insert_references(&tx, &new_paths, &ids, &outside_ids).map_err(sql)?;
+    insert_derivation_outputs(&tx, sd, &drv_outputs, &mut problems).map_err(sql)?;
+    add_realisations(&tx, sd, &realisations, &mut problems).map_err(sql)?;
+    // Dropping the transaction rolls it back.
+    rejected_if_any(problems)?;
+    tx.execute_batch(
+        "CREATE INDEX IF NOT EXISTS refs_by_reference ON refs (reference, referrer);
+         CREATE INDEX IF NOT EXISTS drv_outputs_by_path ON drv_outputs (path);",
+    )
+    .map_err(sql)?;
+    tx.commit().map_err(sql)?;
+    Ok(ImportReport {
+        added: new_paths.len(),
+        unchanged,
+    })
+}
+
+/// Creates the index if needed (schema and store dir checked by
+/// [`PathInfoIndex::open_or_create`]) and opens a connection tuned for one
+/// large write transaction.
+fn open_for_import(state_dir: &Path, sd: &StoreDir, db_path: &Path) -> Result<Connection, ImportError> {
+    let sql = sql_error(db_path);
+    let index = PathInfoIndex::open_or_create(state_dir, sd.as_str())?;
+    let conn = Connection::open(db_path).map_err(sql)?;
+    conn.busy_timeout(std::time::Duration::from_secs(60)).map_err(sql)?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
+    conn.pragma_update(None, "foreign_keys", "OFF").map_err(sql)?;
+    drop(index);
+    // A large page cache for the import only: it is mostly index lookups.
+    conn.pragma_update(None, "cache_size", -262_144).map_err(sql)?;
+    Ok(conn)
+}
+
+/// Maps an SQLite error on the index at `db_path` to [`ImportError::Index`].
+fn sql_error(db_path: &Path) -> impl Fn(rusqlite::Error) -> ImportError + Copy + '_ {
+    move |source| {
+        ImportError::Index(super::IndexError::Sqlite {
+            path: db_path.to_owned(),
+            source,
+        })
+    }
+}
+
+/// `Err(Rejected)` with the problems sorted, if there are any.
+fn rejected_if_any(mut problems: Vec<String>) -> Result<(), ImportError> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    problems.sort();
+    Err(ImportError::Rejected(problems))
+}
+
+/// The batch by base name; a path listed twice with different NAR hashes or
+/// sizes is a problem (the same entry twice is not).
+fn batch_by_name<'b>(sd: &StoreDir, batch: &'b [NewPath], problems: &mut Vec<String>) -> HashMap<&'b str, &'b NewPath> {
     let mut in_batch: HashMap<&str, &NewPath> = HashMap::with_capacity(batch.len());
-    for e in &batch {
+    for e in batch {
         if let Some(prev) = in_batch.insert(e.path.base_name(), e) {
             if prev.nar_hash != e.nar_hash || prev.nar_size != e.nar_size {
                 problems.push(format!(
@@ -506,200 +580,253 @@ pub fn import_with_realisations(
             }
         }
     }
-    // For big batches one listing of the lower dir replaces a stat per path.
-    let listing: Option<std::collections::HashSet<Vec<u8>>> = if in_batch.len() > 1000 {
-        use std::os::unix::ffi::OsStrExt;
-        let rd = std::fs::read_dir(lower.root()).map_err(|e| ImportError::Io(lower.root().display().to_string(), e))?;
-        let mut set = std::collections::HashSet::new();
-        for ent in rd {
-            let ent = ent.map_err(|e| ImportError::Io(lower.root().display().to_string(), e))?;
-            set.insert(ent.file_name().as_bytes().to_vec());
-        }
-        Some(set)
-    } else {
-        None
-    };
-    let was_empty: bool = tx
-        .query_row("SELECT NOT EXISTS (SELECT 1 FROM paths)", [], |r| r.get(0))
-        .map_err(sql)?;
-    let mut report = ImportReport::default();
-    let mut new_paths: Vec<&NewPath> = Vec::new();
-    // Row ids of paths outside the batch that new paths reference.
-    let mut outside_ids: HashMap<String, i64> = HashMap::new();
-    {
-        let mut existing = tx
-            .prepare("SELECT nar_hash, nar_size FROM paths WHERE base_name = ?1")
-            .map_err(sql)?;
-        let mut id_of = tx.prepare("SELECT id FROM paths WHERE base_name = ?1").map_err(sql)?;
+    in_batch
+}
+
+/// For big batches (over 1000 paths) one listing of the lower dir replaces a
+/// stat per path; `None` for smaller ones.
+fn lower_listing(lower: &LowerDir, batch_len: usize) -> Result<Option<HashSet<Vec<u8>>>, ImportError> {
+    use std::os::unix::ffi::OsStrExt;
+    if batch_len <= 1000 {
+        return Ok(None);
+    }
+    let io = |e| ImportError::Io(lower.root().display().to_string(), e);
+    let mut set = HashSet::new();
+    for ent in std::fs::read_dir(lower.root()).map_err(io)? {
+        set.insert(ent.map_err(io)?.file_name().as_bytes().to_vec());
+    }
+    Ok(Some(set))
+}
+
+/// What validation found.
+#[derive(Default)]
+struct Validated<'b> {
+    /// Batch paths not indexed yet: the ones to insert.
+    new_paths: Vec<&'b NewPath>,
+    /// Row ids of paths outside the batch that new paths reference.
+    outside_ids: HashMap<String, i64>,
+    /// Batch paths already indexed with the same NAR hash and size.
+    unchanged: usize,
+}
+
+/// Everything validation checks a batch entry against, besides the index.
+struct Checks<'a> {
+    sd: &'a StoreDir,
+    lower: &'a LowerDir,
+    listing: Option<&'a HashSet<Vec<u8>>>,
+    /// The index had no path when the transaction began: nothing is indexed yet.
+    was_empty: bool,
+    check_content: bool,
+}
+
+impl Checks<'_> {
+    /// Checks every batch entry (not indexed differently, references closed,
+    /// present in the lower dir, and its content if asked), collecting
+    /// problems; writes nothing.
+    fn validate<'b>(
+        &self,
+        tx: &Connection,
+        in_batch: &HashMap<&str, &'b NewPath>,
+        problems: &mut Vec<String>,
+    ) -> rusqlite::Result<Validated<'b>> {
+        let mut existing = tx.prepare("SELECT nar_hash, nar_size FROM paths WHERE base_name = ?1")?;
+        let mut id_of = tx.prepare("SELECT id FROM paths WHERE base_name = ?1")?;
+        let mut v = Validated::default();
         for e in in_batch.values() {
-            let shown = sd.display(&e.path);
-            if !was_empty {
-                match existing
-                    .query_row([e.path.base_name()], |r| {
-                        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
-                    })
-                    .optional()
-                    .map_err(sql)?
-                {
-                    Some((h, s)) if h == e.nar_hash.0 && s as u64 == e.nar_size => {
-                        report.unchanged += 1;
+            let shown = self.sd.display(&e.path);
+            if !self.was_empty {
+                match indexed_unchanged(&mut existing, e)? {
+                    Some(true) => {
+                        v.unchanged += 1;
                         continue;
                     }
-                    Some(_) => {
+                    Some(false) => {
                         problems.push(format!("{shown}: already indexed with a different NAR hash or size; the lower store may only grow, never change"));
                         continue;
                     }
                     None => {}
                 }
             }
-            for r in &e.references {
-                if in_batch.contains_key(r.base_name()) || outside_ids.contains_key(r.base_name()) {
-                    continue;
-                }
-                match id_of
-                    .query_row([r.base_name()], |row| row.get::<_, i64>(0))
-                    .optional()
-                    .map_err(sql)?
-                {
-                    Some(id) if !was_empty => {
-                        outside_ids.insert(r.base_name().to_owned(), id);
-                    }
-                    _ => problems.push(format!(
-                        "{shown}: reference {} is neither indexed nor in this import (the closure must be complete)",
-                        sd.display(r)
-                    )),
-                }
+            self.check_references(&mut id_of, e, &shown, in_batch, &mut v.outside_ids, problems)?;
+            if let Some(why) = self.lower_problem(e) {
+                problems.push(format!("{shown}: {why}"));
             }
-            let present = match &listing {
-                Some(set) => {
-                    if set.contains(e.path.base_name().as_bytes()) {
-                        Ok(())
-                    } else {
-                        Err(format!("not present in the lower dir {}", lower.root().display()))
-                    }
-                }
-                None => lower.check_present(&e.path),
-            };
-            match present {
-                Err(why) => problems.push(format!("{shown}: {why}")),
-                Ok(()) if opts.check_content => match lower.content_mismatch(&e.path, e.nar_hash, e.nar_size) {
-                    Ok(None) => {}
-                    Ok(Some((h, s))) => problems.push(format!(
-                        "{shown}: content does not match: NAR hash {} size {s} in the lower dir, {} size {} declared",
-                        h.to_nix32_prefixed(),
-                        e.nar_hash.to_nix32_prefixed(),
-                        e.nar_size
-                    )),
-                    Err(err) => problems.push(format!("{shown}: cannot hash its content: {err}")),
-                },
-                Ok(()) => {}
+            v.new_paths.push(e);
+        }
+        Ok(v)
+    }
+
+    /// Every reference of `e` must be in the batch or indexed; the row ids of
+    /// indexed ones are added to `outside_ids`.
+    fn check_references(
+        &self,
+        id_of: &mut rusqlite::Statement<'_>,
+        e: &NewPath,
+        shown: &str,
+        in_batch: &HashMap<&str, &NewPath>,
+        outside_ids: &mut HashMap<String, i64>,
+        problems: &mut Vec<String>,
+    ) -> rusqlite::Result<()> {
+        for r in &e.references {
+            if in_batch.contains_key(r.base_name()) || outside_ids.contains_key(r.base_name()) {
+                continue;
             }
-            new_paths.push(e);
+            match id_of
+                .query_row([r.base_name()], |row| row.get::<_, i64>(0))
+                .optional()?
+            {
+                Some(id) if !self.was_empty => {
+                    outside_ids.insert(r.base_name().to_owned(), id);
+                }
+                _ => problems.push(format!(
+                    "{shown}: reference {} is neither indexed nor in this import (the closure must be complete)",
+                    self.sd.display(r)
+                )),
+            }
+        }
+        Ok(())
+    }
+
+    /// What is wrong with `e`'s object in the lower dir (missing, or with
+    /// `check_content` a NAR hash or size other than declared), if anything.
+    fn lower_problem(&self, e: &NewPath) -> Option<String> {
+        let present = match self.listing {
+            Some(set) if set.contains(e.path.base_name().as_bytes()) => Ok(()),
+            Some(_) => Err(format!("not present in the lower dir {}", self.lower.root().display())),
+            None => self.lower.check_present(&e.path),
+        };
+        match present {
+            Err(why) => Some(why),
+            Ok(()) if self.check_content => match self.lower.content_mismatch(&e.path, e.nar_hash, e.nar_size) {
+                Ok(None) => None,
+                Ok(Some((h, s))) => Some(format!(
+                    "content does not match: NAR hash {} size {s} in the lower dir, {} size {} declared",
+                    h.to_nix32_prefixed(),
+                    e.nar_hash.to_nix32_prefixed(),
+                    e.nar_size
+                )),
+                Err(err) => Some(format!("cannot hash its content: {err}")),
+            },
+            Ok(()) => None,
         }
     }
-    if !problems.is_empty() {
-        problems.sort();
-        return Err(ImportError::Rejected(problems));
-    }
-    // A first bulk load builds the reverse indexes once, after the inserts.
-    if was_empty && new_paths.len() > 10_000 {
-        tx.execute_batch("DROP INDEX IF EXISTS refs_by_reference; DROP INDEX IF EXISTS drv_outputs_by_path;")
-            .map_err(sql)?;
-    }
-    // Insert in path order so ids follow base names (better locality for scans).
-    new_paths.sort_by(|a, b| a.path.cmp(&b.path));
+}
+
+/// Whether `e` is indexed with its NAR hash and size (`Some(true)`), with
+/// others (`Some(false)`), or not at all (`None`).
+fn indexed_unchanged(existing: &mut rusqlite::Statement<'_>, e: &NewPath) -> rusqlite::Result<Option<bool>> {
+    Ok(existing
+        .query_row([e.path.base_name()], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+        })
+        .optional()?
+        .map(|(h, s)| h == e.nar_hash.0 && s as u64 == e.nar_size))
+}
+
+/// A new derivation's row id, its path, and the outputs read from its `.drv`.
+type DrvOutputs<'b> = Vec<(i64, &'b StorePath, Vec<drv::DrvOutput>)>;
+
+/// Inserts the validated new paths (in the order given); returns their row
+/// ids by base name, and the outputs of the derivations among them (a `.drv`
+/// that cannot be read is a problem).
+fn insert_paths<'b>(
+    tx: &Connection,
+    sd: &StoreDir,
+    lower: &LowerDir,
+    new_paths: &[&'b NewPath],
+    problems: &mut Vec<String>,
+) -> rusqlite::Result<(HashMap<&'b str, i64>, DrvOutputs<'b>)> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let mut drv_outputs: Vec<(i64, &StorePath, Vec<drv::DrvOutput>)> = Vec::new();
+    let mut drv_outputs: DrvOutputs<'b> = Vec::new();
     let mut ids: HashMap<&str, i64> = HashMap::with_capacity(new_paths.len());
-    {
-        let mut ins = tx
-            .prepare(
-                "INSERT INTO paths (base_name, nar_hash, nar_size, deriver, registration_time, ultimate, sigs, ca, refs)
+    let mut ins = tx.prepare(
+        "INSERT INTO paths (base_name, nar_hash, nar_size, deriver, registration_time, ultimate, sigs, ca, refs)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )
-            .map_err(sql)?;
-        for e in &new_paths {
-            let mut sigs = e.sigs.clone();
-            sigs.sort();
-            sigs.dedup();
-            let mut refs: Vec<&str> = e.references.iter().map(StorePath::base_name).collect();
-            refs.sort_unstable();
-            refs.dedup();
-            ins.execute(params![
-                e.path.base_name(),
-                &e.nar_hash.0[..],
-                e.nar_size as i64,
-                e.deriver.as_ref().map(StorePath::base_name),
-                e.registration_time.unwrap_or(now) as i64,
-                e.ultimate,
-                sigs.join(" "),
-                e.ca.as_deref(),
-                refs.join(" "),
-            ])
-            .map_err(sql)?;
-            let id = tx.last_insert_rowid();
-            ids.insert(e.path.base_name(), id);
-            if e.path.is_derivation() {
-                match lower.read_derivation_outputs(&e.path) {
-                    Ok(outs) => drv_outputs.push((id, &e.path, outs)),
-                    Err(why) => problems.push(format!("{}: {why}", sd.display(&e.path))),
-                }
+    )?;
+    for e in new_paths {
+        let mut sigs = e.sigs.clone();
+        sigs.sort();
+        sigs.dedup();
+        let mut refs: Vec<&str> = e.references.iter().map(StorePath::base_name).collect();
+        refs.sort_unstable();
+        refs.dedup();
+        ins.execute(params![
+            e.path.base_name(),
+            &e.nar_hash.0[..],
+            e.nar_size as i64,
+            e.deriver.as_ref().map(StorePath::base_name),
+            e.registration_time.unwrap_or(now) as i64,
+            e.ultimate,
+            sigs.join(" "),
+            e.ca.as_deref(),
+            refs.join(" "),
+        ])?;
+        let id = tx.last_insert_rowid();
+        ids.insert(e.path.base_name(), id);
+        if e.path.is_derivation() {
+            match lower.read_derivation_outputs(&e.path) {
+                Ok(outs) => drv_outputs.push((id, &e.path, outs)),
+                Err(why) => problems.push(format!("{}: {why}", sd.display(&e.path))),
             }
         }
-        let mut ins_ref = tx
-            .prepare("INSERT OR IGNORE INTO refs (referrer, reference) VALUES (?1, ?2)")
-            .map_err(sql)?;
-        let mut id_of = tx.prepare("SELECT id FROM paths WHERE base_name = ?1").map_err(sql)?;
-        for e in &new_paths {
-            let from = ids[e.path.base_name()];
-            for r in &e.references {
-                let to = match ids.get(r.base_name()).or_else(|| outside_ids.get(r.base_name())) {
-                    Some(id) => *id,
-                    // Listed in this batch but already indexed (unchanged).
-                    None => id_of
-                        .query_row([r.base_name()], |row| row.get::<_, i64>(0))
-                        .map_err(sql)?,
-                };
-                ins_ref.execute([from, to]).map_err(sql)?;
-            }
+    }
+    Ok((ids, drv_outputs))
+}
+
+/// Inserts the reference rows of the new paths. A reference is a new path
+/// (`ids`), an indexed path found during validation (`outside_ids`), or a
+/// batch path that was already indexed (looked up).
+fn insert_references(
+    tx: &Connection,
+    new_paths: &[&NewPath],
+    ids: &HashMap<&str, i64>,
+    outside_ids: &HashMap<String, i64>,
+) -> rusqlite::Result<()> {
+    let mut ins_ref = tx.prepare("INSERT OR IGNORE INTO refs (referrer, reference) VALUES (?1, ?2)")?;
+    let mut id_of = tx.prepare("SELECT id FROM paths WHERE base_name = ?1")?;
+    for e in new_paths {
+        let from = ids[e.path.base_name()];
+        for r in &e.references {
+            let to = match ids.get(r.base_name()).or_else(|| outside_ids.get(r.base_name())) {
+                Some(id) => *id,
+                // Listed in this batch but already indexed (unchanged).
+                None => id_of.query_row([r.base_name()], |row| row.get::<_, i64>(0))?,
+            };
+            ins_ref.execute([from, to])?;
         }
-        let mut ins_out = tx
-            .prepare("INSERT OR REPLACE INTO drv_outputs (drv, output, path) VALUES (?1, ?2, ?3)")
-            .map_err(sql)?;
-        for (id, d, outs) in &drv_outputs {
-            for o in outs {
-                let base = if o.path.is_empty() {
-                    String::new()
-                } else {
-                    match sd.parse(&o.path) {
-                        Ok(p) => p.base_name().to_owned(),
-                        Err(e) => {
-                            problems.push(format!("{}: output {}: {e}", sd.display(d), o.name));
-                            continue;
-                        }
+    }
+    Ok(())
+}
+
+/// Inserts the outputs of the new derivations (an output path that is not a
+/// store path is a problem; a floating output has an empty path).
+fn insert_derivation_outputs(
+    tx: &Connection,
+    sd: &StoreDir,
+    drv_outputs: &DrvOutputs<'_>,
+    problems: &mut Vec<String>,
+) -> rusqlite::Result<()> {
+    let mut ins_out = tx.prepare("INSERT OR REPLACE INTO drv_outputs (drv, output, path) VALUES (?1, ?2, ?3)")?;
+    for (id, d, outs) in drv_outputs {
+        for o in outs {
+            let base = if o.path.is_empty() {
+                String::new()
+            } else {
+                match sd.parse(&o.path) {
+                    Ok(p) => p.base_name().to_owned(),
+                    Err(e) => {
+                        problems.push(format!("{}: output {}: {e}", sd.display(d), o.name));
+                        continue;
                     }
-                };
-                ins_out.execute(params![id, o.name, base]).map_err(sql)?;
-            }
+                }
+            };
+            ins_out.execute(params![id, o.name, base])?;
         }
     }
-    add_realisations(&tx, sd, &realisations, &mut problems).map_err(sql)?;
-    if !problems.is_empty() {
-        // Dropping the transaction rolls it back.
-        problems.sort();
-        return Err(ImportError::Rejected(problems));
-    }
-    tx.execute_batch(
-        "CREATE INDEX IF NOT EXISTS refs_by_reference ON refs (reference, referrer);
-         CREATE INDEX IF NOT EXISTS drv_outputs_by_path ON drv_outputs (path);",
-    )
-    .map_err(sql)?;
-    report.added = new_paths.len();
-    tx.commit().map_err(sql)?;
-    Ok(report)
+    Ok(())
 }
 
 /// Validate and insert `realisations` inside the import transaction (after
