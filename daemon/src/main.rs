@@ -5,7 +5,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use snix_lower_store::backend::Backend;
 use snix_lower_store::index::import::{self, ImportOptions};
@@ -16,6 +18,7 @@ use snix_lower_store::protocol::wire::Limits;
 use snix_lower_store::server::ops::LowerStore;
 use snix_lower_store::server::{self, Server};
 use snix_lower_store::store::StoreDir;
+use snix_lower_store::systemd;
 
 #[derive(Parser)]
 #[command(
@@ -64,146 +67,178 @@ struct StoreArgs {
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve the worker protocol on a unix socket.
-    Serve {
-        /// Socket path to bind (a stale socket file is replaced). Leave it out
-        /// under socket activation: the sockets systemd passes are used.
-        #[arg(long, env = "SNIX_LOWER_STORE_LISTEN")]
-        listen: Option<PathBuf>,
-        /// Mode of the bound socket (octal).
-        #[arg(long, env = "SNIX_LOWER_STORE_SOCKET_MODE", default_value = "0666")]
-        socket_mode: String,
-        /// Group owning the bound socket.
-        #[arg(long, env = "SNIX_LOWER_STORE_SOCKET_GROUP")]
-        socket_group: Option<String>,
-        /// Exit after this long with no open connection (socket activation
-        /// starts the daemon again on the next client). Examples: 30s, 10m.
-        #[arg(long, env = "SNIX_LOWER_STORE_IDLE_EXIT_AFTER", value_parser = snix_lower_store::systemd::parse_duration)]
-        idle_exit_after: Option<std::time::Duration>,
-        /// On SIGTERM, how long requests being answered may take to finish.
-        #[arg(long, env = "SNIX_LOWER_STORE_SHUTDOWN_TIMEOUT", value_parser = snix_lower_store::systemd::parse_duration, default_value = "10s")]
-        shutdown_timeout: std::time::Duration,
-        /// Physical directory holding the store objects (the overlay's lowerdir).
-        #[arg(long, env = "SNIX_LOWER_STORE_LOWER_DIR")]
-        lower_dir: PathBuf,
-        #[command(flatten)]
-        store: StoreArgs,
-        /// Users (and @groups, or *) reported as trusted in the handshake.
-        #[arg(
-            long,
-            env = "SNIX_LOWER_STORE_TRUSTED_USERS",
-            value_delimiter = ',',
-            default_value = "root"
-        )]
-        trusted_users: Vec<String>,
-        /// Read path infos from a snix PathInfoService instead of the embedded
-        /// index: grpc+unix:///run/snix/store.sock, grpc+http://host:port, grpc+https://host:port.
-        #[arg(long, env = "SNIX_LOWER_STORE_PATH_INFO_SERVICE")]
-        path_info_service: Option<String>,
-        /// Also serve our path infos as snix.store.v1.PathInfoService (plus gRPC
-        /// health) on unix:///path or host:port.
-        #[arg(long, env = "SNIX_LOWER_STORE_GRPC_LISTEN")]
-        grpc_listen: Option<String>,
-        /// Deadline of each call to the PathInfoService (List gets 60 times it).
-        #[arg(long, env = "SNIX_LOWER_STORE_GRPC_TIMEOUT", value_parser = snix_lower_store::systemd::parse_duration, default_value = "5s")]
-        grpc_timeout: std::time::Duration,
-        /// How often the List snapshot (referrers, derivers) is rebuilt.
-        #[arg(long, env = "SNIX_LOWER_STORE_REFRESH_INTERVAL", value_parser = snix_lower_store::systemd::parse_duration, default_value = "60s")]
-        refresh_interval: std::time::Duration,
-        /// Connections served at once; more are told to retry later.
-        #[arg(long, env = "SNIX_LOWER_STORE_MAX_CONNECTIONS", default_value_t = 4096)]
-        max_connections: u64,
-        /// Close connections idle this long (e.g. 1h). Off by default: Nix keeps
-        /// pooled connections to its lower store open and only notices a closed
-        /// one when its next request fails.
-        #[arg(long, env = "SNIX_LOWER_STORE_IDLE_TIMEOUT", value_parser = snix_lower_store::systemd::parse_duration)]
-        idle_timeout: Option<std::time::Duration>,
-        /// Close connections that have not finished the handshake by then.
-        #[arg(long, env = "SNIX_LOWER_STORE_HANDSHAKE_TIMEOUT", value_parser = snix_lower_store::systemd::parse_duration, default_value = "30s")]
-        handshake_timeout: std::time::Duration,
-        /// Longest string a request may carry, in bytes.
-        #[arg(long, env = "SNIX_LOWER_STORE_MAX_STRING", default_value_t = 1 << 20)]
-        max_string: u64,
-        /// Most entries a list in a request may carry.
-        #[arg(long, env = "SNIX_LOWER_STORE_MAX_LIST", default_value_t = 1 << 20)]
-        max_list: u64,
-    },
+    Serve(ServeArgs),
     /// Add path infos to the index, all or nothing.
-    Import {
-        /// Registration file (`nix-store --dump-db`, closureInfo's `registration`), or - for stdin.
-        #[arg(long, env = "SNIX_LOWER_STORE_REGISTRATION", group = "source")]
-        registration: Option<String>,
-        /// Output of `nix path-info --json` (Nix 2.26, or 2.34 --json-format 1 or 2), or - for stdin.
-        #[arg(long, env = "SNIX_LOWER_STORE_PATH_INFO_JSON", group = "source")]
-        path_info_json: Option<String>,
-        /// A Nix store database (…/nix/var/nix/db/db.sqlite), opened read-only; its
-        /// realisations of content-addressed derivation outputs are imported too.
-        #[arg(long, env = "SNIX_LOWER_STORE_NIX_DB", group = "source")]
-        nix_db: Option<PathBuf>,
-        /// Physical directory holding the store objects.
-        #[arg(long, env = "SNIX_LOWER_STORE_LOWER_DIR")]
-        lower_dir: PathBuf,
-        #[command(flatten)]
-        store: StoreArgs,
-        /// Re-hash each new path's NAR from the lower dir.
-        #[arg(long, env = "SNIX_LOWER_STORE_CHECK_CONTENT")]
-        check_content: bool,
-    },
+    Import(ImportArgs),
     /// Check every indexed path against the lower dir; non-zero exit on any problem.
-    Verify {
-        #[arg(long, env = "SNIX_LOWER_STORE_LOWER_DIR")]
-        lower_dir: PathBuf,
-        #[command(flatten)]
-        store: StoreArgs,
-        /// Re-hash every NAR.
-        #[arg(long, env = "SNIX_LOWER_STORE_CHECK_CONTENT")]
-        check_content: bool,
-    },
+    Verify(VerifyArgs),
     /// List indexed paths.
-    List {
-        #[command(flatten)]
-        store: StoreArgs,
-        #[arg(long)]
-        json: bool,
-    },
+    List(ListArgs),
     /// Show one path's info.
-    Info {
-        /// Full store path.
-        path: String,
-        #[command(flatten)]
-        store: StoreArgs,
-        #[arg(long)]
-        json: bool,
-    },
+    Info(InfoArgs),
     /// Print the local-overlay:// store URL using our socket as the lower store.
-    StoreUrl {
-        #[arg(long, env = "SNIX_LOWER_STORE_SOCKET")]
-        socket: PathBuf,
-        /// The overlay's lowerdir (checked by Nix's check-mount).
-        #[arg(long, env = "SNIX_LOWER_STORE_LOWER_DIR")]
-        lower_dir: PathBuf,
-        /// The overlay's upperdir.
-        #[arg(long, env = "SNIX_LOWER_STORE_UPPER_LAYER")]
-        upper_layer: PathBuf,
-        /// State directory of the upper store (Nix's `state`).
-        #[arg(long, env = "SNIX_LOWER_STORE_OVERLAY_STATE")]
-        state: Option<PathBuf>,
-        /// Root of the merged store (Nix's `root`), if not /.
-        #[arg(long, env = "SNIX_LOWER_STORE_OVERLAY_ROOT")]
-        root: Option<PathBuf>,
-    },
+    StoreUrl(StoreUrlArgs),
     /// Make a small lower store, index it, serve it and print how Nix uses it.
-    Demo {
-        /// Where to put the demo store, index and socket.
-        #[arg(
-            long,
-            env = "SNIX_LOWER_STORE_DEMO_DIR",
-            default_value = "/tmp/snix-lower-store-demo"
-        )]
-        dir: PathBuf,
-        /// Query every demo path through the socket, print the result and exit.
-        #[arg(long)]
-        check: bool,
-    },
+    Demo(DemoArgs),
+}
+
+// The structs below are the flags of one subcommand each. Their own comments
+// are plain comments: a doc comment on an `Args` struct would become help text.
+
+// `serve`: where to listen, what to serve from, and the connection limits.
+#[derive(Args)]
+struct ServeArgs {
+    /// Socket path to bind (a stale socket file is replaced). Leave it out
+    /// under socket activation: the sockets systemd passes are used.
+    #[arg(long, env = "SNIX_LOWER_STORE_LISTEN")]
+    listen: Option<PathBuf>,
+    /// Mode of the bound socket (octal).
+    #[arg(long, env = "SNIX_LOWER_STORE_SOCKET_MODE", default_value = "0666")]
+    socket_mode: String,
+    /// Group owning the bound socket.
+    #[arg(long, env = "SNIX_LOWER_STORE_SOCKET_GROUP")]
+    socket_group: Option<String>,
+    /// Exit after this long with no open connection (socket activation
+    /// starts the daemon again on the next client). Examples: 30s, 10m.
+    #[arg(long, env = "SNIX_LOWER_STORE_IDLE_EXIT_AFTER", value_parser = systemd::parse_duration)]
+    idle_exit_after: Option<Duration>,
+    /// On SIGTERM, how long requests being answered may take to finish.
+    #[arg(long, env = "SNIX_LOWER_STORE_SHUTDOWN_TIMEOUT", value_parser = systemd::parse_duration, default_value = "10s")]
+    shutdown_timeout: Duration,
+    /// Physical directory holding the store objects (the overlay's lowerdir).
+    #[arg(long, env = "SNIX_LOWER_STORE_LOWER_DIR")]
+    lower_dir: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Users (and @groups, or *) reported as trusted in the handshake.
+    #[arg(
+        long,
+        env = "SNIX_LOWER_STORE_TRUSTED_USERS",
+        value_delimiter = ',',
+        default_value = "root"
+    )]
+    trusted_users: Vec<String>,
+    /// Read path infos from a snix PathInfoService instead of the embedded
+    /// index: grpc+unix:///run/snix/store.sock, grpc+http://host:port, grpc+https://host:port.
+    #[arg(long, env = "SNIX_LOWER_STORE_PATH_INFO_SERVICE")]
+    path_info_service: Option<String>,
+    /// Also serve our path infos as snix.store.v1.PathInfoService (plus gRPC
+    /// health) on unix:///path or host:port.
+    #[arg(long, env = "SNIX_LOWER_STORE_GRPC_LISTEN")]
+    grpc_listen: Option<String>,
+    /// Deadline of each call to the PathInfoService (List gets 60 times it).
+    #[arg(long, env = "SNIX_LOWER_STORE_GRPC_TIMEOUT", value_parser = systemd::parse_duration, default_value = "5s")]
+    grpc_timeout: Duration,
+    /// How often the List snapshot (referrers, derivers) is rebuilt.
+    #[arg(long, env = "SNIX_LOWER_STORE_REFRESH_INTERVAL", value_parser = systemd::parse_duration, default_value = "60s")]
+    refresh_interval: Duration,
+    /// Connections served at once; more are told to retry later.
+    #[arg(long, env = "SNIX_LOWER_STORE_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: u64,
+    /// Close connections idle this long (e.g. 1h). Off by default: Nix keeps
+    /// pooled connections to its lower store open and only notices a closed
+    /// one when its next request fails.
+    #[arg(long, env = "SNIX_LOWER_STORE_IDLE_TIMEOUT", value_parser = systemd::parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// Close connections that have not finished the handshake by then.
+    #[arg(long, env = "SNIX_LOWER_STORE_HANDSHAKE_TIMEOUT", value_parser = systemd::parse_duration, default_value = "30s")]
+    handshake_timeout: Duration,
+    /// Longest string a request may carry, in bytes.
+    #[arg(long, env = "SNIX_LOWER_STORE_MAX_STRING", default_value_t = 1 << 20)]
+    max_string: u64,
+    /// Most entries a list in a request may carry.
+    #[arg(long, env = "SNIX_LOWER_STORE_MAX_LIST", default_value_t = 1 << 20)]
+    max_list: u64,
+}
+
+// `import`: one source (the group "source": at most one may be given) and
+// where to index it.
+#[derive(Args)]
+struct ImportArgs {
+    /// Registration file (`nix-store --dump-db`, closureInfo's `registration`), or - for stdin.
+    #[arg(long, env = "SNIX_LOWER_STORE_REGISTRATION", group = "source")]
+    registration: Option<String>,
+    /// Output of `nix path-info --json` (Nix 2.26, or 2.34 --json-format 1 or 2), or - for stdin.
+    #[arg(long, env = "SNIX_LOWER_STORE_PATH_INFO_JSON", group = "source")]
+    path_info_json: Option<String>,
+    /// A Nix store database (…/nix/var/nix/db/db.sqlite), opened read-only; its
+    /// realisations of content-addressed derivation outputs are imported too.
+    #[arg(long, env = "SNIX_LOWER_STORE_NIX_DB", group = "source")]
+    nix_db: Option<PathBuf>,
+    /// Physical directory holding the store objects.
+    #[arg(long, env = "SNIX_LOWER_STORE_LOWER_DIR")]
+    lower_dir: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Re-hash each new path's NAR from the lower dir.
+    #[arg(long, env = "SNIX_LOWER_STORE_CHECK_CONTENT")]
+    check_content: bool,
+}
+
+// `verify`: the index and the lower dir to check it against.
+#[derive(Args)]
+struct VerifyArgs {
+    #[arg(long, env = "SNIX_LOWER_STORE_LOWER_DIR")]
+    lower_dir: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Re-hash every NAR.
+    #[arg(long, env = "SNIX_LOWER_STORE_CHECK_CONTENT")]
+    check_content: bool,
+}
+
+// `list`: the index to list.
+#[derive(Args)]
+struct ListArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+// `info`: one path and the index to look it up in.
+#[derive(Args)]
+struct InfoArgs {
+    /// Full store path.
+    path: String,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+// `store-url`: the parts of the local-overlay:// URL.
+#[derive(Args)]
+struct StoreUrlArgs {
+    #[arg(long, env = "SNIX_LOWER_STORE_SOCKET")]
+    socket: PathBuf,
+    /// The overlay's lowerdir (checked by Nix's check-mount).
+    #[arg(long, env = "SNIX_LOWER_STORE_LOWER_DIR")]
+    lower_dir: PathBuf,
+    /// The overlay's upperdir.
+    #[arg(long, env = "SNIX_LOWER_STORE_UPPER_LAYER")]
+    upper_layer: PathBuf,
+    /// State directory of the upper store (Nix's `state`).
+    #[arg(long, env = "SNIX_LOWER_STORE_OVERLAY_STATE")]
+    state: Option<PathBuf>,
+    /// Root of the merged store (Nix's `root`), if not /.
+    #[arg(long, env = "SNIX_LOWER_STORE_OVERLAY_ROOT")]
+    root: Option<PathBuf>,
+}
+
+// `demo`: where to put it, and whether to check and exit.
+#[derive(Args)]
+struct DemoArgs {
+    /// Where to put the demo store, index and socket.
+    #[arg(
+        long,
+        env = "SNIX_LOWER_STORE_DEMO_DIR",
+        default_value = "/tmp/snix-lower-store-demo"
+    )]
+    dir: PathBuf,
+    /// Query every demo path through the socket, print the result and exit.
+    #[arg(long)]
+    check: bool,
 }
 
 fn init_logging(level: &str, target: LogTarget) {
@@ -214,7 +249,7 @@ fn init_logging(level: &str, target: LogTarget) {
     let journald = match target {
         LogTarget::Journald => true,
         LogTarget::Stderr => false,
-        LogTarget::Auto => snix_lower_store::systemd::stderr_is_journal(),
+        LogTarget::Auto => systemd::stderr_is_journal(),
     };
     if journald {
         match tracing_journald::layer() {
@@ -334,7 +369,7 @@ fn open_store(lower_dir: &Path, store: &StoreArgs, create: bool) -> Result<Lower
     })
 }
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level, cli.log_target);
     snix_lower_store::panics::install();
@@ -342,290 +377,283 @@ fn main() -> std::process::ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("snix-lower-store: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }
 
-fn run(cmd: Cmd) -> Result<std::process::ExitCode> {
-    use std::process::ExitCode;
+fn run(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
-        Cmd::Serve {
-            listen,
-            socket_mode,
-            socket_group,
-            idle_exit_after,
-            shutdown_timeout,
-            lower_dir,
-            store,
-            trusted_users,
-            path_info_service,
-            grpc_listen,
-            grpc_timeout,
-            refresh_interval,
-            max_connections,
-            idle_timeout,
-            handshake_timeout,
-            max_string,
-            max_list,
-        } => {
-            let conn_limits = snix_lower_store::server::ConnLimits {
-                max_connections,
-                idle_timeout,
-                handshake_timeout,
-            };
-            raise_fd_limit(max_connections);
-            use snix_lower_store::systemd;
-            let passed = systemd::passed_listeners().map_err(anyhow::Error::msg)?;
-            if !passed.is_empty() && listen.is_some() {
-                bail!(
-                    "serve: systemd passed {} socket(s) and --listen is set too; use one or the other",
-                    passed.len()
-                );
-            }
-            if passed.is_empty() && listen.is_none() {
-                bail!(
-                    "serve: no socket: give --listen PATH, or start under socket activation (snix-lower-store.socket)"
-                );
-            }
-            let rt = tokio::runtime::Runtime::new()?;
-            let stop = rt.block_on(async {
-                let store = match &path_info_service {
-                    None => open_store(&lower_dir, &store, true)?,
-                    Some(addr) => {
-                        let sd = store_dir(&store.store_dir)?;
-                        let lower = LowerDir::open(&lower_dir).map_err(anyhow::Error::msg)?;
-                        let g = snix_lower_store::grpc::client::GrpcBackend::connect(
-                            addr,
-                            lower.clone(),
-                            sd.clone(),
-                            grpc_timeout,
-                        )
-                        .await
-                        .map_err(anyhow::Error::msg)?;
-                        g.spawn_refresh_loop(refresh_interval);
-                        LowerStore {
-                            backend: Backend::Grpc(g),
-                            lower,
-                            store_dir: sd,
-                        }
-                    }
-                };
-                let server = Arc::new(Server {
-                    store,
-                    trusted_users,
-                    limits: Limits { max_string, max_list },
-                    conn_limits,
-                    daemon_version: snix_lower_store::daemon_version(),
-                    stats: Default::default(),
-                });
-                if let Some(addr) = grpc_listen.clone() {
-                    let srv = server.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = snix_lower_store::grpc::server::serve(srv, &addr).await {
-                            tracing::error!(error = %e, "gRPC server stopped");
-                        }
-                    });
-                }
-                let (listeners, shown) = if let Some(path) = &listen {
-                    let l = bind(path)?;
-                    chmod_chgrp(path, &socket_mode, socket_group.as_deref())?;
-                    (vec![l], path.display().to_string())
-                } else {
-                    let mut v = Vec::new();
-                    for l in passed {
-                        l.set_nonblocking(true)?;
-                        v.push(tokio::net::UnixListener::from_std(l)?);
-                    }
-                    let shown = format!("{} socket(s) from systemd", v.len());
-                    (v, shown)
-                };
-                server::log_start(&server, &shown);
-                let indexed = server.store.backend.count().await?;
-                systemd::ready(&systemd::status_text(&server, indexed));
-                systemd::spawn_status_and_watchdog(server.clone());
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-                let shutdown = async move {
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = tokio::signal::ctrl_c() => {}
-                    }
-                };
-                let stop = server
-                    .clone()
-                    .run(listeners, idle_exit_after, shutdown)
-                    .await
-                    .context("accepting connections")?;
-                systemd::stopping(&format!("stopping ({stop:?}): finishing requests in flight"));
-                if !server.drain(shutdown_timeout).await {
-                    tracing::warn!(timeout = ?shutdown_timeout, "requests still in flight at shutdown; closing them");
-                }
-                if let Some(path) = &listen {
-                    let _ = std::fs::remove_file(path);
-                }
-                anyhow::Ok(stop)
-            })?;
-            rt.shutdown_timeout(std::time::Duration::from_secs(1));
-            tracing::info!(reason = ?stop, "stopped");
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Import {
-            registration,
-            path_info_json,
-            nix_db,
-            lower_dir,
-            store,
-            check_content,
-        } => {
-            let sd = store_dir(&store.store_dir)?;
-            let lower = LowerDir::open(&lower_dir).map_err(anyhow::Error::msg)?;
-            let mut realisations = Vec::new();
-            let batch = if let Some(src) = registration {
-                import::parse_registration(&read_input(&src)?, &sd, &src)?
-            } else if let Some(src) = path_info_json {
-                import::parse_path_info_json(&read_input(&src)?, &sd, &src)?
-            } else if let Some(db) = nix_db {
-                realisations = import::read_nix_db_realisations(&db, &sd)?;
-                import::read_nix_db(&db, &sd)?
-            } else {
-                bail!("import: give one of --registration, --path-info-json or --nix-db");
-            };
-            std::fs::create_dir_all(&store.state_dir)
-                .with_context(|| format!("creating state dir {}", store.state_dir.display()))?;
-            let n = batch.len();
-            let nr = realisations.len();
-            let report = import::import_with_realisations(
-                &store.state_dir,
-                &sd,
-                &lower,
-                batch,
-                realisations,
-                ImportOptions { check_content },
-            )?;
-            println!(
-                "imported {n} entries: {} added, {} already indexed",
-                report.added, report.unchanged
-            );
-            if nr > 0 {
-                println!("imported {nr} realisations of content-addressed derivation outputs");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Verify {
-            lower_dir,
-            store,
-            check_content,
-        } => {
-            let sd = store_dir(&store.store_dir)?;
-            let lower = LowerDir::open(&lower_dir).map_err(anyhow::Error::msg)?;
-            let index = PathInfoIndex::open(&store.state_dir, sd.as_str())?;
-            let problems = snix_lower_store::verify::verify(&index.all_hashes()?, &lower, &sd, check_content);
-            for p in &problems {
-                println!("{p}");
-            }
-            let n = index.count()?;
-            if problems.is_empty() {
-                eprintln!(
-                    "verified {n} paths{}: no problems",
-                    if check_content { " with their contents" } else { "" }
-                );
-                Ok(ExitCode::SUCCESS)
-            } else {
-                eprintln!("verified {n} paths: {} problem(s)", problems.len());
-                Ok(ExitCode::FAILURE)
-            }
-        }
-        Cmd::List { store, json } => {
-            let sd = store_dir(&store.store_dir)?;
-            let index = PathInfoIndex::open(&store.state_dir, sd.as_str())?;
-            let all: Vec<String> = index.all_paths()?.iter().map(|p| sd.display(p)).collect();
-            if json {
-                println!("{}", serde_json::to_string(&all)?);
-            } else {
-                for p in all {
-                    println!("{p}");
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Info { path, store, json } => {
-            let sd = store_dir(&store.store_dir)?;
-            let index = PathInfoIndex::open(&store.state_dir, sd.as_str())?;
-            let p = sd.parse(&path)?;
-            let Some(info) = index.path_info(&p)? else {
-                bail!("info: {path} is not in the index {}", index.db_path().display());
-            };
-            let refs: Vec<String> = info.references.iter().map(|r| sd.display(r)).collect();
-            let deriver = info.deriver.as_ref().map(|d| sd.display(d));
-            if json {
-                let v = serde_json::json!({
-                    "path": path,
-                    "narHash": info.nar_hash.to_sri(),
-                    "narSize": info.nar_size,
-                    "references": refs,
-                    "deriver": deriver,
-                    "registrationTime": info.registration_time,
-                    "ultimate": info.ultimate,
-                    "signatures": info.sigs,
-                    "ca": info.ca,
-                });
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!("path:              {path}");
-                println!("nar hash:          {}", info.nar_hash.to_sri());
-                println!("nar size:          {}", info.nar_size);
-                println!("deriver:           {}", deriver.unwrap_or_default());
-                println!("registration time: {}", info.registration_time);
-                println!("signatures:        {}", info.sigs.join(" "));
-                println!("ca:                {}", info.ca.unwrap_or_default());
-                println!("references:");
-                for r in refs {
-                    println!("  {r}");
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::StoreUrl {
-            socket,
-            lower_dir,
-            upper_layer,
-            state,
-            root,
-        } => {
-            let url = OverlayUrl {
-                socket: &socket,
-                lower_dir: &lower_dir,
-                upper_layer: &upper_layer,
-                state: state.as_deref(),
-                root: root.as_deref(),
-            };
-            println!("{}", url.render());
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Demo { dir, check } => run_demo(&dir, check),
+        Cmd::Serve(args) => serve(args),
+        Cmd::Import(args) => import_cmd(args),
+        Cmd::Verify(args) => verify(args),
+        Cmd::List(args) => list(args),
+        Cmd::Info(args) => info(args),
+        Cmd::StoreUrl(args) => store_url(args),
+        Cmd::Demo(args) => demo(&args.dir, args.check),
     }
 }
 
-fn run_demo(dir: &Path, check: bool) -> Result<std::process::ExitCode> {
-    use snix_lower_store::client::Client;
+/// `serve`: checks where to listen, then serves until SIGTERM, Ctrl-C or
+/// `--idle-exit-after`, and finishes the requests in flight.
+fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let conn_limits = snix_lower_store::server::ConnLimits {
+        max_connections: args.max_connections,
+        idle_timeout: args.idle_timeout,
+        handshake_timeout: args.handshake_timeout,
+    };
+    raise_fd_limit(args.max_connections);
+    let passed = systemd::passed_listeners().map_err(anyhow::Error::msg)?;
+    if !passed.is_empty() && args.listen.is_some() {
+        bail!(
+            "serve: systemd passed {} socket(s) and --listen is set too; use one or the other",
+            passed.len()
+        );
+    }
+    if passed.is_empty() && args.listen.is_none() {
+        bail!("serve: no socket: give --listen PATH, or start under socket activation (snix-lower-store.socket)");
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    let stop = rt.block_on(async {
+        let server = Arc::new(Server {
+            store: serve_store(&args).await?,
+            trusted_users: args.trusted_users.clone(),
+            limits: Limits {
+                max_string: args.max_string,
+                max_list: args.max_list,
+            },
+            conn_limits,
+            daemon_version: snix_lower_store::daemon_version(),
+            stats: Default::default(),
+        });
+        if let Some(addr) = args.grpc_listen.clone() {
+            spawn_grpc_server(server.clone(), addr);
+        }
+        let (listeners, shown) = listeners(&args, passed)?;
+        serve_until_stopped(server, listeners, &shown, &args).await
+    })?;
+    rt.shutdown_timeout(Duration::from_secs(1));
+    tracing::info!(reason = ?stop, "stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The store `serve` answers from: the embedded index, or a PathInfoService
+/// with its List snapshot refreshed in the background.
+async fn serve_store(args: &ServeArgs) -> Result<LowerStore> {
+    let Some(addr) = &args.path_info_service else {
+        return open_store(&args.lower_dir, &args.store, true);
+    };
+    let sd = store_dir(&args.store.store_dir)?;
+    let lower = LowerDir::open(&args.lower_dir).map_err(anyhow::Error::msg)?;
+    let g = snix_lower_store::grpc::client::GrpcBackend::connect(addr, lower.clone(), sd.clone(), args.grpc_timeout)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    g.spawn_refresh_loop(args.refresh_interval);
+    Ok(LowerStore {
+        backend: Backend::Grpc(g),
+        lower,
+        store_dir: sd,
+    })
+}
+
+/// `--grpc-listen`: serves our path infos over gRPC until it fails (logged).
+fn spawn_grpc_server(server: Arc<Server>, addr: String) {
+    tokio::spawn(async move {
+        if let Err(e) = snix_lower_store::grpc::server::serve(server, &addr).await {
+            tracing::error!(error = %e, "gRPC server stopped");
+        }
+    });
+}
+
+/// The sockets to accept on: `--listen` (bound, chmod and chgrp'ed), or the
+/// ones systemd passed; and how to name them in the start log line.
+fn listeners(
+    args: &ServeArgs,
+    passed: Vec<std::os::unix::net::UnixListener>,
+) -> Result<(Vec<tokio::net::UnixListener>, String)> {
+    if let Some(path) = &args.listen {
+        let l = bind(path)?;
+        chmod_chgrp(path, &args.socket_mode, args.socket_group.as_deref())?;
+        return Ok((vec![l], path.display().to_string()));
+    }
+    let mut v = Vec::new();
+    for l in passed {
+        l.set_nonblocking(true)?;
+        v.push(tokio::net::UnixListener::from_std(l)?);
+    }
+    let shown = format!("{} socket(s) from systemd", v.len());
+    Ok((v, shown))
+}
+
+/// Tells systemd we are ready, accepts connections until a stop reason, then
+/// drains the requests in flight within `--shutdown-timeout` and removes the
+/// `--listen` socket.
+async fn serve_until_stopped(
+    server: Arc<Server>,
+    listeners: Vec<tokio::net::UnixListener>,
+    shown: &str,
+    args: &ServeArgs,
+) -> Result<server::Stop> {
+    server::log_start(&server, shown);
+    let indexed = server.store.backend.count().await?;
+    systemd::ready(&systemd::status_text(&server, indexed));
+    systemd::spawn_status_and_watchdog(server.clone());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    let stop = server
+        .clone()
+        .run(listeners, args.idle_exit_after, shutdown)
+        .await
+        .context("accepting connections")?;
+    systemd::stopping(&format!("stopping ({stop:?}): finishing requests in flight"));
+    if !server.drain(args.shutdown_timeout).await {
+        tracing::warn!(timeout = ?args.shutdown_timeout, "requests still in flight at shutdown; closing them");
+    }
+    if let Some(path) = &args.listen {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(stop)
+}
+
+/// `import`: parses the one source given, then imports it (and the Nix
+/// database's realisations) in one transaction.
+fn import_cmd(args: ImportArgs) -> Result<ExitCode> {
+    let sd = store_dir(&args.store.store_dir)?;
+    let lower = LowerDir::open(&args.lower_dir).map_err(anyhow::Error::msg)?;
+    let mut realisations = Vec::new();
+    let batch = if let Some(src) = args.registration {
+        import::parse_registration(&read_input(&src)?, &sd, &src)?
+    } else if let Some(src) = args.path_info_json {
+        import::parse_path_info_json(&read_input(&src)?, &sd, &src)?
+    } else if let Some(db) = args.nix_db {
+        realisations = import::read_nix_db_realisations(&db, &sd)?;
+        import::read_nix_db(&db, &sd)?
+    } else {
+        bail!("import: give one of --registration, --path-info-json or --nix-db");
+    };
+    let state_dir = &args.store.state_dir;
+    std::fs::create_dir_all(state_dir).with_context(|| format!("creating state dir {}", state_dir.display()))?;
+    let n = batch.len();
+    let nr = realisations.len();
+    let opts = ImportOptions {
+        check_content: args.check_content,
+    };
+    let report = import::import_with_realisations(state_dir, &sd, &lower, batch, realisations, opts)?;
+    println!(
+        "imported {n} entries: {} added, {} already indexed",
+        report.added, report.unchanged
+    );
+    if nr > 0 {
+        println!("imported {nr} realisations of content-addressed derivation outputs");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `verify`: prints each problem on stdout and a summary on stderr; fails
+/// when there is any problem.
+fn verify(args: VerifyArgs) -> Result<ExitCode> {
+    let sd = store_dir(&args.store.store_dir)?;
+    let lower = LowerDir::open(&args.lower_dir).map_err(anyhow::Error::msg)?;
+    let index = PathInfoIndex::open(&args.store.state_dir, sd.as_str())?;
+    let problems = snix_lower_store::verify::verify(&index.all_hashes()?, &lower, &sd, args.check_content);
+    for p in &problems {
+        println!("{p}");
+    }
+    let n = index.count()?;
+    if problems.is_empty() {
+        eprintln!(
+            "verified {n} paths{}: no problems",
+            if args.check_content { " with their contents" } else { "" }
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("verified {n} paths: {} problem(s)", problems.len());
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// `list`: every indexed path, one a line or as a JSON array.
+fn list(args: ListArgs) -> Result<ExitCode> {
+    let sd = store_dir(&args.store.store_dir)?;
+    let index = PathInfoIndex::open(&args.store.state_dir, sd.as_str())?;
+    let all: Vec<String> = index.all_paths()?.iter().map(|p| sd.display(p)).collect();
+    if args.json {
+        println!("{}", serde_json::to_string(&all)?);
+    } else {
+        for p in all {
+            println!("{p}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `info`: one path's info, as text or JSON (`nix path-info --json`'s names).
+fn info(args: InfoArgs) -> Result<ExitCode> {
+    let InfoArgs { path, store, json } = args;
+    let sd = store_dir(&store.store_dir)?;
+    let index = PathInfoIndex::open(&store.state_dir, sd.as_str())?;
+    let p = sd.parse(&path)?;
+    let Some(info) = index.path_info(&p)? else {
+        bail!("info: {path} is not in the index {}", index.db_path().display());
+    };
+    let refs: Vec<String> = info.references.iter().map(|r| sd.display(r)).collect();
+    let deriver = info.deriver.as_ref().map(|d| sd.display(d));
+    if json {
+        let v = serde_json::json!({
+            "path": path,
+            "narHash": info.nar_hash.to_sri(),
+            "narSize": info.nar_size,
+            "references": refs,
+            "deriver": deriver,
+            "registrationTime": info.registration_time,
+            "ultimate": info.ultimate,
+            "signatures": info.sigs,
+            "ca": info.ca,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("path:              {path}");
+        println!("nar hash:          {}", info.nar_hash.to_sri());
+        println!("nar size:          {}", info.nar_size);
+        println!("deriver:           {}", deriver.unwrap_or_default());
+        println!("registration time: {}", info.registration_time);
+        println!("signatures:        {}", info.sigs.join(" "));
+        println!("ca:                {}", info.ca.unwrap_or_default());
+        println!("references:");
+        for r in refs {
+            println!("  {r}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `store-url`: prints the local-overlay:// URL.
+fn store_url(args: StoreUrlArgs) -> Result<ExitCode> {
+    let url = OverlayUrl {
+        socket: &args.socket,
+        lower_dir: &args.lower_dir,
+        upper_layer: &args.upper_layer,
+        state: args.state.as_deref(),
+        root: args.root.as_deref(),
+    };
+    println!("{}", url.render());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `demo`: generates and indexes a small lower store in `dir`, serves it,
+/// queries it once and prints how Nix uses it; then serves until Ctrl-C, or
+/// exits with `check`.
+fn demo(dir: &Path, check: bool) -> Result<ExitCode> {
     let sd = StoreDir::new("/nix/store").map_err(anyhow::Error::msg)?;
     let lower = dir.join("lower/nix/store");
     let state = dir.join("state");
     let socket = dir.join("daemon.sock");
-    let entries = snix_lower_store::demo::generate(&lower, &sd, 3, 3).context("writing the demo lower store")?;
-    std::fs::create_dir_all(&state)?;
-    let reg = snix_lower_store::demo::registration(&sd, &entries);
-    let reg_file = dir.join("registration");
-    std::fs::write(&reg_file, &reg)?;
-    let batch = import::parse_registration(&reg, &sd, &reg_file.display().to_string())?;
-    let lower_dir = LowerDir::open(&lower).map_err(anyhow::Error::msg)?;
-    let report = import::import(&state, &sd, &lower_dir, batch, ImportOptions { check_content: true })?;
-    println!(
-        "demo lower store: {} ({} paths, {} newly indexed)",
-        lower.display(),
-        entries.len(),
-        report.added
-    );
+    let entries = demo_store(dir, &sd, &lower, &state)?;
     let store = open_store(
         &lower,
         &StoreArgs {
@@ -646,54 +674,10 @@ fn run_demo(dir: &Path, check: bool) -> Result<std::process::ExitCode> {
     rt.block_on(async {
         let listener = bind(&socket)?;
         let srv = tokio::spawn(server.clone().run(vec![listener], None, std::future::pending()));
-        let top = entries
-            .iter()
-            .find(|e| e.deriver.is_some())
-            .map(|e| sd.display(&e.path))
-            .unwrap_or_default();
-        let mut c = Client::connect(&socket, 38).await?;
-        let info = c
-            .query_path_info(&top)
-            .await?
-            .context("demo path missing from the daemon")?;
-        let bottom = sd.display(&entries[0].path);
-        let referrers = c.path_set_op(6, &bottom).await?;
-        println!(
-            "served on {} ({})",
-            socket.display(),
-            c.daemon_version.clone().unwrap_or_default()
-        );
-        println!(
-            "  QueryPathInfo {top}: narHash sha256:{} narSize {} references {}",
-            info.nar_hash,
-            info.nar_size,
-            info.references.len()
-        );
-        println!("  QueryReferrers {bottom}: {} referrers", referrers.len());
-        let lower_url = OverlayUrl {
-            socket: &socket,
-            lower_dir: &lower,
-            upper_layer: &dir.join("upper"),
-            state: None,
-            root: None,
-        };
-        println!();
-        println!("Query it directly with Nix:");
-        println!(
-            "  nix --extra-experimental-features nix-command path-info -r --store '{}' {top}",
-            lower_url.lower_store()
-        );
-        println!("Use it as the lower layer of a local-overlay store (mount the overlay first):");
-        println!(
-            "  mount -t overlay overlay -o lowerdir={},upperdir={},workdir={} /nix/store",
-            lower.display(),
-            dir.join("upper").display(),
-            dir.join("work").display()
-        );
-        println!("  nix.conf: extra-experimental-features = local-overlay-store");
-        println!("  nix.conf: store = {}", lower_url.render());
+        let top = demo_query(&socket, &sd, &entries).await?;
+        demo_usage(dir, &socket, &lower, &top);
         if check {
-            return Ok(std::process::ExitCode::SUCCESS);
+            return Ok(ExitCode::SUCCESS);
         }
         println!();
         println!("serving until interrupted (Ctrl-C)");
@@ -702,6 +686,84 @@ fn run_demo(dir: &Path, check: bool) -> Result<std::process::ExitCode> {
             _ = tokio::signal::ctrl_c() => {}
         }
         let _ = std::fs::remove_file(&socket);
-        Ok(std::process::ExitCode::SUCCESS)
+        Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Writes the demo lower store and its registration file, and indexes it
+/// (content checked).
+fn demo_store(dir: &Path, sd: &StoreDir, lower: &Path, state: &Path) -> Result<Vec<import::NewPath>> {
+    let entries = snix_lower_store::demo::generate(lower, sd, 3, 3).context("writing the demo lower store")?;
+    std::fs::create_dir_all(state)?;
+    let reg = snix_lower_store::demo::registration(sd, &entries);
+    let reg_file = dir.join("registration");
+    std::fs::write(&reg_file, &reg)?;
+    let batch = import::parse_registration(&reg, sd, &reg_file.display().to_string())?;
+    let lower_dir = LowerDir::open(lower).map_err(anyhow::Error::msg)?;
+    let report = import::import(state, sd, &lower_dir, batch, ImportOptions { check_content: true })?;
+    println!(
+        "demo lower store: {} ({} paths, {} newly indexed)",
+        lower.display(),
+        entries.len(),
+        report.added
+    );
+    Ok(entries)
+}
+
+/// Queries the demo daemon like Nix would (QueryPathInfo of the top path,
+/// QueryReferrers of the bottom one) and prints the answers; returns the top
+/// path.
+async fn demo_query(socket: &Path, sd: &StoreDir, entries: &[import::NewPath]) -> Result<String> {
+    use snix_lower_store::client::Client;
+    let top = entries
+        .iter()
+        .find(|e| e.deriver.is_some())
+        .map(|e| sd.display(&e.path))
+        .unwrap_or_default();
+    let mut c = Client::connect(socket, 38).await?;
+    let info = c
+        .query_path_info(&top)
+        .await?
+        .context("demo path missing from the daemon")?;
+    let bottom = sd.display(&entries[0].path);
+    let referrers = c.path_set_op(6, &bottom).await?;
+    println!(
+        "served on {} ({})",
+        socket.display(),
+        c.daemon_version.clone().unwrap_or_default()
+    );
+    println!(
+        "  QueryPathInfo {top}: narHash sha256:{} narSize {} references {}",
+        info.nar_hash,
+        info.nar_size,
+        info.references.len()
+    );
+    println!("  QueryReferrers {bottom}: {} referrers", referrers.len());
+    Ok(top)
+}
+
+/// Prints the Nix command line and configuration that use the demo daemon.
+fn demo_usage(dir: &Path, socket: &Path, lower: &Path, top: &str) {
+    let lower_url = OverlayUrl {
+        socket,
+        lower_dir: lower,
+        upper_layer: &dir.join("upper"),
+        state: None,
+        root: None,
+    };
+    println!();
+    println!("Query it directly with Nix:");
+    println!(
+        "  nix --extra-experimental-features nix-command path-info -r --store '{}' {top}",
+        lower_url.lower_store()
+    );
+    println!("Use it as the lower layer of a local-overlay store (mount the overlay first):");
+    println!(
+        "  mount -t overlay overlay -o lowerdir={},upperdir={},workdir={} /nix/store",
+        lower.display(),
+        dir.join("upper").display(),
+        dir.join("work").display()
+    );
+    println!("  nix.conf: extra-experimental-features = local-overlay-store");
+    println!("  nix.conf: store = {}", lower_url.render());
 }
