@@ -17,8 +17,8 @@ pub enum Backend {
 pub enum BackendError {
     #[error(transparent)]
     Index(#[from] IndexError),
-    #[error("{0}")]
-    Grpc(String),
+    #[error(transparent)]
+    Grpc(#[from] crate::grpc::GrpcError),
 }
 
 pub type Result<T> = std::result::Result<T, BackendError>;

@@ -169,7 +169,8 @@ async fn unreachable_at_start_and_lost_at_runtime_are_errors_naming_the_backend(
     let e = GrpcBackend::connect(&nowhere, lower.clone(), f.sd.clone(), Duration::from_secs(1))
         .await
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(e.contains("nothing.sock"), "{e}");
 
     let index_server = f.serve().await;

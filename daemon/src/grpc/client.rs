@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::convert::from_snix;
+use super::error::{DrvOutputsError, GrpcError};
 use super::proto::store::path_info_service_client::PathInfoServiceClient;
 use super::proto::store::{get_path_info_request, GetPathInfoRequest, ListPathInfoRequest};
 use super::Address;
-use crate::backend::{BackendError, Result};
+use crate::backend::Result;
 use crate::index::PathInfo;
 use crate::lower::LowerDir;
 use crate::store::hash::nix32_decode_vec;
@@ -50,7 +51,13 @@ struct Inner {
 #[derive(Clone)]
 pub struct GrpcBackend(Arc<Inner>);
 
-fn channel(addr: &Address, deadline: Duration) -> std::result::Result<Channel, String> {
+fn channel(addr: &Address, deadline: Duration) -> std::result::Result<Channel, GrpcError> {
+    let endpoint = |uri: String| {
+        Endpoint::from_shared(uri.clone()).map_err(|error| GrpcError::Endpoint {
+            uri: format!("grpc+{uri}"),
+            error,
+        })
+    };
     Ok(match addr {
         Address::Unix(path) => {
             let path = path.clone();
@@ -66,14 +73,15 @@ fn channel(addr: &Address, deadline: Duration) -> std::result::Result<Channel, S
                     }
                 }))
         }
-        Address::Http(h) => Endpoint::from_shared(format!("http://{h}"))
-            .map_err(|e| format!("grpc+http://{h}: {e}"))?
+        Address::Http(h) => endpoint(format!("http://{h}"))?
             .connect_timeout(deadline)
             .connect_lazy(),
-        Address::Https(h) => Endpoint::from_shared(format!("https://{h}"))
-            .map_err(|e| format!("grpc+https://{h}: {e}"))?
+        Address::Https(h) => endpoint(format!("https://{h}"))?
             .tls_config(tonic::transport::ClientTlsConfig::new().with_native_roots())
-            .map_err(|e| format!("grpc+https://{h}: TLS setup: {e}"))?
+            .map_err(|error| GrpcError::Tls {
+                uri: format!("grpc+https://{h}"),
+                error,
+            })?
             .connect_timeout(deadline)
             .connect_lazy(),
     })
@@ -87,7 +95,7 @@ impl GrpcBackend {
         lower: LowerDir,
         store_dir: StoreDir,
         deadline: Duration,
-    ) -> std::result::Result<Self, String> {
+    ) -> std::result::Result<Self, GrpcError> {
         let addr = Address::parse(address)?;
         let client = PathInfoServiceClient::new(channel(&addr, deadline)?).max_decoding_message_size(64 << 20);
         let b = GrpcBackend(Arc::new(Inner {
@@ -102,9 +110,9 @@ impl GrpcBackend {
             last_error: Mutex::new(None),
             drv_outputs: Mutex::new(HashMap::new()),
         }));
-        b.refresh()
+        b.list_into_snapshot_recorded()
             .await
-            .map_err(|e| format!("cannot start without the metadata backend: {e}"))?;
+            .map_err(|e| GrpcError::Startup(Box::new(e)))?;
         Ok(b)
     }
 
@@ -112,13 +120,21 @@ impl GrpcBackend {
         &self.0.address
     }
 
-    fn err(&self, call: &str, s: tonic::Status) -> BackendError {
-        BackendError::Grpc(format!(
-            "snix PathInfoService {}: {call}: {:?}: {}",
-            self.0.address,
-            s.code(),
-            s.message()
-        ))
+    fn err(&self, call: &str, s: tonic::Status) -> GrpcError {
+        GrpcError::Status {
+            address: self.0.address.clone(),
+            call: call.to_owned(),
+            code: s.code(),
+            message: s.message().to_owned(),
+        }
+    }
+
+    fn convert_err(&self, call: &str, error: super::convert::ConvertError) -> GrpcError {
+        GrpcError::Convert {
+            address: self.0.address.clone(),
+            call: call.to_owned(),
+            error: Box::new(error),
+        }
     }
 
     fn snap(&self) -> Arc<Snapshot> {
@@ -153,11 +169,11 @@ impl GrpcBackend {
         });
         req.set_timeout(self.0.deadline);
         match self.0.client.clone().get(req).await {
-            Ok(r) => from_snix(r.into_inner()).map(Some).map_err(|e| {
-                BackendError::Grpc(format!("snix PathInfoService {}: Get {hash_part}: {e}", self.0.address))
-            }),
+            Ok(r) => Ok(Some(
+                from_snix(r.into_inner()).map_err(|e| self.convert_err(&format!("Get {hash_part}"), e))?,
+            )),
             Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
-            Err(s) => Err(self.err(&format!("Get {hash_part}"), s)),
+            Err(s) => Err(self.err(&format!("Get {hash_part}"), s).into()),
         }
     }
 
@@ -212,17 +228,21 @@ impl GrpcBackend {
         Ok(self.snap_knowing(p).await?.derivers.get(p).cloned().unwrap_or_default())
     }
 
-    fn parse_drv(&self, drv: &StorePath) -> std::result::Result<crate::store::drv::OutputMap, String> {
+    fn parse_drv(&self, drv: &StorePath) -> std::result::Result<crate::store::drv::OutputMap, DrvOutputsError> {
         if let Some(o) = self.0.drv_outputs.lock().unwrap_or_else(|e| e.into_inner()).get(drv) {
             return Ok(o.clone());
         }
-        let outs = self.0.lower.read_derivation_outputs(drv)?;
+        let outs = self
+            .0
+            .lower
+            .read_derivation_outputs(drv)
+            .map_err(DrvOutputsError::Read)?;
         let mut v = Vec::new();
         for o in outs {
             let p = if o.path.is_empty() {
                 None
             } else {
-                Some(self.0.store_dir.parse(&o.path).map_err(|e| e.to_string())?)
+                Some(self.0.store_dir.parse(&o.path).map_err(DrvOutputsError::OutputPath)?)
             };
             v.push((o.name, p));
         }
@@ -239,9 +259,14 @@ impl GrpcBackend {
         if self.path_info(drv).await?.is_none() {
             return Ok(None);
         }
-        self.parse_drv(drv)
-            .map(Some)
-            .map_err(|e| BackendError::Grpc(format!("{drv}: {e}")))
+        // Reading and parsing the .drv (the first time) blocks: off the async threads.
+        let (me, d) = (self.clone(), drv.clone());
+        let outputs = crate::blocking::run(move || me.parse_drv(&d)).await;
+        let outputs = outputs.map_err(|error| GrpcError::Derivation {
+            drv: drv.clone(),
+            error,
+        })?;
+        Ok(Some(outputs))
     }
 
     pub async fn all_paths(&self) -> Result<Vec<StorePath>> {
@@ -258,6 +283,12 @@ impl GrpcBackend {
 
     /// Rebuild the snapshot from List.
     pub async fn refresh(&self) -> Result<()> {
+        Ok(self.list_into_snapshot_recorded().await?)
+    }
+
+    /// [`Self::refresh`], with its typed error: one List at a time, its time
+    /// and outcome recorded for the refresh loop and STATUS.
+    async fn list_into_snapshot_recorded(&self) -> std::result::Result<(), GrpcError> {
         let _guard = self.0.refresh_lock.lock().await;
         *self.0.last_attempt.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         let r = self.list_into_snapshot().await;
@@ -265,7 +296,7 @@ impl GrpcBackend {
         r
     }
 
-    async fn list_into_snapshot(&self) -> Result<()> {
+    async fn list_into_snapshot(&self) -> std::result::Result<(), GrpcError> {
         let mut req = tonic::Request::new(ListPathInfoRequest {});
         // List streams everything: allow it far longer than a single call.
         req.set_timeout(self.0.deadline * 60);
@@ -280,8 +311,7 @@ impl GrpcBackend {
         let mut s = Snapshot::default();
         let mut deriver_of: Vec<(StorePath, StorePath)> = Vec::new();
         while let Some(item) = stream.message().await.map_err(|st| self.err("List", st))? {
-            let info = from_snix(item)
-                .map_err(|e| BackendError::Grpc(format!("snix PathInfoService {}: List: {e}", self.0.address)))?;
+            let info = from_snix(item).map_err(|e| self.convert_err("List", e))?;
             for r in &info.references {
                 s.referrers.entry(r.clone()).or_default().push(info.path.clone());
             }

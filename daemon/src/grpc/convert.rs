@@ -13,8 +13,69 @@ use super::proto::store::{
 };
 use crate::index::PathInfo;
 use crate::store::hash::{digest_len, nix32_decode_vec, nix32_encode};
-use crate::store::path::shown;
+use crate::store::path::{shown, StorePathError};
 use crate::store::{NarHash, StorePath};
+
+/// Why a path info cannot cross between snix's schema and Nix's. Content
+/// addresses and the field values shown are escaped and bounded ([`shown`]):
+/// they may come from a remote service.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// Nix's git-hashing content addresses have no snix equivalent. (The
+    /// message has always ended in "; ".)
+    #[error("content address '{0}' (git hashing) has no equivalent in snix's schema; ")]
+    GitHashing(String),
+    #[error("unknown content address '{0}'")]
+    UnknownContentAddress(String),
+    #[error("content address '{0}' has no hash algorithm")]
+    NoHashAlgorithm(String),
+    #[error("content address '{ca}': unknown hash algorithm '{algo}'")]
+    UnknownHashAlgorithm { ca: String, algo: String },
+    #[error("content address '{ca}': the digest is neither nix-base32 nor base16 of a {algo} hash")]
+    BadDigest { ca: String, algo: String },
+    /// A method and algorithm pair snix's enum does not list.
+    #[error("content address '{0}' has no equivalent in snix's schema")]
+    NoSnixEquivalent(String),
+    #[error("unknown snix CA type {0}")]
+    UnknownSnixCaType(i32),
+    #[error("snix CA digest has {len} bytes, {algo} has {want}")]
+    SnixCaDigestLength {
+        len: usize,
+        algo: &'static str,
+        want: usize,
+    },
+    #[error("signature '{0}' is not name:base64")]
+    SignatureNotNameBase64(String),
+    #[error("signature '{0}' is not base64")]
+    SignatureNotBase64(String),
+    #[error("deriver '{0}' does not end in .drv")]
+    DeriverNotDrv(StorePath),
+    #[error("PathInfo has no root entry")]
+    NoRootEntry,
+    #[error("PathInfo root entry is empty")]
+    EmptyRootEntry,
+    #[error("root entry name is not UTF-8")]
+    RootNameNotUtf8,
+    #[error("{0}")]
+    RootName(StorePathError),
+    /// The errors below name the path (the root entry's name) first.
+    #[error("{name}: PathInfo has no narinfo")]
+    NoNarInfo { name: String },
+    #[error("{name}: nar_sha256 is not 32 bytes")]
+    NarSha256Length { name: String },
+    #[error("{name}: {digests} reference digests but {names} reference names")]
+    ReferenceCount { name: String, digests: usize, names: usize },
+    #[error("{name}: {error}")]
+    ReferenceName { name: String, error: StorePathError },
+    #[error("{name}: reference name {reference} does not match its digest")]
+    ReferenceDigest { name: String, reference: String },
+    #[error("{name}: deriver digest is not 20 bytes")]
+    DeriverDigestLength { name: String },
+    #[error("{name}: deriver: {error}")]
+    Deriver { name: String, error: StorePathError },
+    #[error("{name}: {error}")]
+    ContentAddress { name: String, error: Box<ConvertError> },
+}
 
 fn digest_of(p: &StorePath) -> Vec<u8> {
     nix32_decode_vec(p.hash_part(), 20).expect("validated store path has a nix32 hash part")
@@ -37,31 +98,32 @@ fn hex_decode_vec(s: &str, n: usize) -> Option<Vec<u8>> {
 }
 
 /// Nix's CA string (`text:sha256:…`, `fixed:r:sha256:…`, `fixed:sha1:…`) to snix's.
-pub fn ca_to_snix(ca: &str) -> Result<nar_info::Ca, String> {
+pub fn ca_to_snix(ca: &str) -> Result<nar_info::Ca, ConvertError> {
     // Every message shows the input escaped and bounded (it may come from a remote service).
     let ca_shown = shown(ca);
     let (method, rest) = if let Some(r) = ca.strip_prefix("text:") {
         ("text", r)
     } else if let Some(r) = ca.strip_prefix("fixed:r:") {
         ("nar", r)
-    } else if let Some(r) = ca.strip_prefix("fixed:git:") {
-        return Err(format!(
-            "content address '{ca_shown}' (git hashing) has no equivalent in snix's schema; {r:.0}"
-        ));
+    } else if ca.starts_with("fixed:git:") {
+        return Err(ConvertError::GitHashing(ca_shown));
     } else if let Some(r) = ca.strip_prefix("fixed:") {
         ("flat", r)
     } else {
-        return Err(format!("unknown content address '{ca_shown}'"));
+        return Err(ConvertError::UnknownContentAddress(ca_shown));
     };
     let (algo, digest_s) = rest
         .split_once(':')
-        .ok_or_else(|| format!("content address '{ca_shown}' has no hash algorithm"))?;
-    let n = digest_len(algo)
-        .ok_or_else(|| format!("content address '{ca_shown}': unknown hash algorithm '{}'", shown(algo)))?;
+        .ok_or_else(|| ConvertError::NoHashAlgorithm(ca_shown.clone()))?;
+    let n = digest_len(algo).ok_or_else(|| ConvertError::UnknownHashAlgorithm {
+        ca: ca_shown.clone(),
+        algo: shown(algo),
+    })?;
     let digest = nix32_decode_vec(digest_s, n)
         .or_else(|| hex_decode_vec(digest_s, n))
-        .ok_or_else(|| {
-            format!("content address '{ca_shown}': the digest is neither nix-base32 nor base16 of a {algo} hash")
+        .ok_or_else(|| ConvertError::BadDigest {
+            ca: ca_shown.clone(),
+            algo: algo.to_owned(),
         })?;
     let ty = match (method, algo) {
         ("text", "sha256") => CaHash::TextSha256,
@@ -73,11 +135,7 @@ pub fn ca_to_snix(ca: &str) -> Result<nar_info::Ca, String> {
         ("flat", "sha1") => CaHash::FlatSha1,
         ("flat", "sha512") => CaHash::FlatSha512,
         ("flat", "md5") => CaHash::FlatMd5,
-        _ => {
-            return Err(format!(
-                "content address '{ca_shown}' has no equivalent in snix's schema"
-            ))
-        }
+        _ => return Err(ConvertError::NoSnixEquivalent(ca_shown)),
     };
     Ok(nar_info::Ca {
         r#type: ty as i32,
@@ -86,8 +144,8 @@ pub fn ca_to_snix(ca: &str) -> Result<nar_info::Ca, String> {
 }
 
 /// snix's CA to Nix's string, digest in nix-base32 as Nix renders it.
-pub fn ca_from_snix(ca: &nar_info::Ca) -> Result<String, String> {
-    let ty = CaHash::try_from(ca.r#type).map_err(|_| format!("unknown snix CA type {}", ca.r#type))?;
+pub fn ca_from_snix(ca: &nar_info::Ca) -> Result<String, ConvertError> {
+    let ty = CaHash::try_from(ca.r#type).map_err(|_| ConvertError::UnknownSnixCaType(ca.r#type))?;
     let (prefix, algo) = match ty {
         CaHash::TextSha256 => ("text:", "sha256"),
         CaHash::NarSha256 => ("fixed:r:", "sha256"),
@@ -100,25 +158,25 @@ pub fn ca_from_snix(ca: &nar_info::Ca) -> Result<String, String> {
         CaHash::FlatMd5 => ("fixed:", "md5"),
     };
     if Some(ca.digest.len()) != digest_len(algo) {
-        return Err(format!(
-            "snix CA digest has {} bytes, {algo} has {}",
-            ca.digest.len(),
-            digest_len(algo).unwrap_or(0)
-        ));
+        return Err(ConvertError::SnixCaDigestLength {
+            len: ca.digest.len(),
+            algo,
+            want: digest_len(algo).unwrap_or(0),
+        });
     }
     Ok(format!("{prefix}{algo}:{}", nix32_encode(&ca.digest)))
 }
 
 /// Our path info, with the castore root `entry`, as snix's PathInfo.
-pub fn to_snix(info: &PathInfo, entry: Entry) -> Result<SnixPathInfo, String> {
+pub fn to_snix(info: &PathInfo, entry: Entry) -> Result<SnixPathInfo, ConvertError> {
     let mut signatures = Vec::new();
     for s in &info.sigs {
         let (name, b64) = s
             .split_once(':')
-            .ok_or_else(|| format!("signature '{s}' is not name:base64"))?;
+            .ok_or_else(|| ConvertError::SignatureNotNameBase64(s.clone()))?;
         let data = base64::engine::general_purpose::STANDARD
             .decode(b64)
-            .map_err(|_| format!("signature '{s}' is not base64"))?;
+            .map_err(|_| ConvertError::SignatureNotBase64(s.clone()))?;
         signatures.push(nar_info::Signature {
             name: name.to_owned(),
             data,
@@ -129,7 +187,7 @@ pub fn to_snix(info: &PathInfo, entry: Entry) -> Result<SnixPathInfo, String> {
             name: d
                 .name()
                 .strip_suffix(".drv")
-                .ok_or_else(|| format!("deriver '{d}' does not end in .drv"))?
+                .ok_or_else(|| ConvertError::DeriverNotDrv(d.clone()))?
                 .to_owned(),
             digest: digest_of(d),
         }),
@@ -158,30 +216,34 @@ fn entry_name(e: &Entry) -> Option<&[u8]> {
 }
 
 /// snix's PathInfo as ours; every field checked.
-pub fn from_snix(p: SnixPathInfo) -> Result<PathInfo, String> {
-    let entry = p.entry.as_ref().ok_or("PathInfo has no root entry")?;
-    let name = entry_name(entry).ok_or("PathInfo root entry is empty")?;
-    let name = std::str::from_utf8(name).map_err(|_| "root entry name is not UTF-8")?;
-    let path = StorePath::from_base_name(name).map_err(|e| e.to_string())?;
-    let ni = p.narinfo.ok_or_else(|| format!("{name}: PathInfo has no narinfo"))?;
+pub fn from_snix(p: SnixPathInfo) -> Result<PathInfo, ConvertError> {
+    let entry = p.entry.as_ref().ok_or(ConvertError::NoRootEntry)?;
+    let name = entry_name(entry).ok_or(ConvertError::EmptyRootEntry)?;
+    let name = std::str::from_utf8(name).map_err(|_| ConvertError::RootNameNotUtf8)?;
+    let path = StorePath::from_base_name(name).map_err(ConvertError::RootName)?;
+    let named = || name.to_owned();
+    let ni = p.narinfo.ok_or_else(|| ConvertError::NoNarInfo { name: named() })?;
     let nar_hash = NarHash(
         ni.nar_sha256
             .as_slice()
             .try_into()
-            .map_err(|_| format!("{name}: nar_sha256 is not 32 bytes"))?,
+            .map_err(|_| ConvertError::NarSha256Length { name: named() })?,
     );
     if ni.reference_names.len() != p.references.len() {
-        return Err(format!(
-            "{name}: {} reference digests but {} reference names",
-            p.references.len(),
-            ni.reference_names.len()
-        ));
+        return Err(ConvertError::ReferenceCount {
+            name: named(),
+            digests: p.references.len(),
+            names: ni.reference_names.len(),
+        });
     }
     let mut references = Vec::with_capacity(ni.reference_names.len());
     for (n, d) in ni.reference_names.iter().zip(&p.references) {
-        let r = StorePath::from_base_name(n).map_err(|e| format!("{name}: {e}"))?;
+        let r = StorePath::from_base_name(n).map_err(|error| ConvertError::ReferenceName { name: named(), error })?;
         if &digest_of(&r) != d {
-            return Err(format!("{name}: reference name {n} does not match its digest"));
+            return Err(ConvertError::ReferenceDigest {
+                name: named(),
+                reference: n.clone(),
+            });
         }
         references.push(r);
     }
@@ -193,10 +255,10 @@ pub fn from_snix(p: SnixPathInfo) -> Result<PathInfo, String> {
                 .digest
                 .as_slice()
                 .try_into()
-                .map_err(|_| format!("{name}: deriver digest is not 20 bytes"))?;
+                .map_err(|_| ConvertError::DeriverDigestLength { name: named() })?;
             Some(
                 StorePath::from_owned_base_name(format!("{}-{}.drv", nix32_encode(&digest), d.name))
-                    .map_err(|e| format!("{name}: deriver: {e}"))?,
+                    .map_err(|error| ConvertError::Deriver { name: named(), error })?,
             )
         }
         None => None,
@@ -227,7 +289,10 @@ pub fn from_snix(p: SnixPathInfo) -> Result<PathInfo, String> {
             .as_ref()
             .map(ca_from_snix)
             .transpose()
-            .map_err(|e| format!("{name}: {e}"))?,
+            .map_err(|error| ConvertError::ContentAddress {
+                name: named(),
+                error: Box::new(error),
+            })?,
     })
 }
 
@@ -316,7 +381,14 @@ mod tests {
             let s = format!("{m}{a}:{}", nix32_encode(&vec![0xab; n]));
             assert_eq!(ca_from_snix(&ca_to_snix(&s).unwrap()).unwrap(), s);
         }
-        assert!(ca_to_snix("fixed:git:sha1:abc").is_err());
+        assert_eq!(
+            ca_to_snix("fixed:git:sha1:abc").unwrap_err().to_string(),
+            "content address 'fixed:git:sha1:abc' (git hashing) has no equivalent in snix's schema; "
+        );
+        assert_eq!(
+            ca_to_snix("fixed:blake9:abc").unwrap_err().to_string(),
+            "content address 'fixed:blake9:abc': unknown hash algorithm 'blake9'"
+        );
     }
 
     /// A base16 digest of the right byte length with a multi-byte character
@@ -328,7 +400,7 @@ mod tests {
         for at in 0..hex.len() - 1 {
             let bad = format!("{}Б{}", &hex[..at], &hex[at + 2..]);
             assert_eq!(bad.len(), hex.len());
-            let e = ca_to_snix(&format!("fixed:sha1:{bad}")).unwrap_err();
+            let e = ca_to_snix(&format!("fixed:sha1:{bad}")).unwrap_err().to_string();
             assert!(e.contains("\\u{411}"), "{e}");
         }
     }
@@ -360,6 +432,9 @@ mod tests {
             })),
         });
         p.references[0][0] ^= 1;
-        assert!(from_snix(p).unwrap_err().contains("does not match its digest"));
+        assert!(from_snix(p)
+            .unwrap_err()
+            .to_string()
+            .contains("does not match its digest"));
     }
 }

@@ -13,7 +13,10 @@
 pub mod castore;
 pub mod client;
 pub mod convert;
+pub mod error;
 pub mod server;
+
+pub use error::GrpcError;
 
 /// Generated code, nested as the proto packages are so cross-package
 /// references resolve.
@@ -46,13 +49,11 @@ pub enum Address {
 }
 
 impl Address {
-    pub fn parse(s: &str) -> Result<Address, String> {
+    pub fn parse(s: &str) -> Result<Address, GrpcError> {
         let bare = s.split('?').next().unwrap_or(s);
         if let Some(p) = bare.strip_prefix("grpc+unix://") {
             if !p.starts_with('/') {
-                return Err(format!(
-                    "'{s}': grpc+unix needs an absolute socket path (grpc+unix:///run/snix/store.sock)"
-                ));
+                return Err(GrpcError::RelativeUnixSocket(s.to_owned()));
             }
             Ok(Address::Unix(p.into()))
         } else if let Some(h) = bare.strip_prefix("grpc+http://") {
@@ -60,7 +61,7 @@ impl Address {
         } else if let Some(h) = bare.strip_prefix("grpc+https://") {
             Ok(Address::Https(h.trim_end_matches('/').to_owned()))
         } else {
-            Err(format!("'{s}' is not a snix service address; use grpc+unix:///path, grpc+http://host:port or grpc+https://host:port"))
+            Err(GrpcError::NotAnAddress(s.to_owned()))
         }
     }
 }
@@ -79,7 +80,13 @@ mod tests {
             Address::parse("grpc+http://[::1]:8000").unwrap(),
             Address::Http("[::1]:8000".into())
         );
-        assert!(Address::parse("grpc+unix://relative").is_err());
-        assert!(Address::parse("http://x").is_err());
+        assert_eq!(
+            Address::parse("grpc+unix://relative").unwrap_err().to_string(),
+            "'grpc+unix://relative': grpc+unix needs an absolute socket path (grpc+unix:///run/snix/store.sock)"
+        );
+        assert_eq!(
+            Address::parse("http://x").unwrap_err().to_string(),
+            "'http://x' is not a snix service address; use grpc+unix:///path, grpc+http://host:port or grpc+https://host:port"
+        );
     }
 }

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 
 use super::castore::root_entry;
 use super::convert::to_snix;
+use super::error::GrpcError;
 use super::proto::castore::Entry;
 use super::proto::store::path_info_service_server::{PathInfoService, PathInfoServiceServer};
 use super::proto::store::{
@@ -142,7 +143,7 @@ impl PathInfoService for Arc<PathInfoServer> {
 }
 
 /// Serve PathInfoService and health on `addr` (`unix:///path`, a path, or host:port).
-pub async fn serve(server: Arc<crate::server::Server>, addr: &str) -> Result<(), String> {
+pub async fn serve(server: Arc<crate::server::Server>, addr: &str) -> Result<(), GrpcError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<PathInfoServiceServer<Arc<PathInfoServer>>>()
@@ -154,20 +155,24 @@ pub async fn serve(server: Arc<crate::server::Server>, addr: &str) -> Result<(),
         .or_else(|| addr.starts_with('/').then_some(addr));
     if let Some(path) = unix {
         let _ = std::fs::remove_file(path);
-        let l = tokio::net::UnixListener::bind(path).map_err(|e| format!("--grpc-listen {addr}: {e}"))?;
+        let l = tokio::net::UnixListener::bind(path).map_err(|error| GrpcError::Bind {
+            addr: addr.to_owned(),
+            error,
+        })?;
         tracing::info!(grpc_listen = addr, "serving snix.store.v1.PathInfoService");
         router
             .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(l))
             .await
-            .map_err(|e| format!("gRPC server on {addr}: {e}"))
+            .map_err(|error| GrpcError::Serve {
+                addr: addr.to_owned(),
+                error,
+            })
     } else {
-        let sa: std::net::SocketAddr = addr
-            .parse()
-            .map_err(|_| format!("--grpc-listen '{addr}': expected unix:///path or host:port"))?;
+        let sa: std::net::SocketAddr = addr.parse().map_err(|_| GrpcError::ListenAddress(addr.to_owned()))?;
         tracing::info!(grpc_listen = addr, "serving snix.store.v1.PathInfoService");
-        router
-            .serve(sa)
-            .await
-            .map_err(|e| format!("gRPC server on {addr}: {e}"))
+        router.serve(sa).await.map_err(|error| GrpcError::Serve {
+            addr: addr.to_owned(),
+            error,
+        })
     }
 }

@@ -187,10 +187,13 @@ pub fn parse_path_info_json(text: &str, sd: &StoreDir, source_name: &str) -> Res
     Ok(out)
 }
 
+/// Path-info JSON entries, each with its key if the document has keys.
+type JsonEntries<'a> = Vec<(Option<String>, &'a Value)>;
+
 /// The entries of a path-info JSON document, each with its key (none in the
 /// legacy array), and whether the document is format 2. `None` if the root
 /// is neither an object nor an array.
-fn json_entries(root: &Value) -> Option<(Vec<(Option<String>, &Value)>, bool)> {
+fn json_entries(root: &Value) -> Option<(JsonEntries<'_>, bool)> {
     // Format 2 wraps the map: {"version": 2, "info": {...}}.
     Some(match root {
         Value::Object(o) if o.get("info").is_some_and(Value::is_object) => (
