@@ -14,6 +14,9 @@ use crate::store::{NarHash, StorePath};
 /// A derivation larger than this is not a derivation Nix wrote.
 const MAX_DRV_SIZE: u64 = 64 << 20;
 
+/// The physical lower directory (the overlay's lowerdir), opened read-only:
+/// where store objects are looked up, hashed and read. Clones share the
+/// liveness state.
 #[derive(Clone, Debug)]
 pub struct LowerDir {
     root: PathBuf,
@@ -51,7 +54,7 @@ impl LowerDir {
     /// whose files are gone.
     /// A success is trusted for 100 ms: a lower mount that disappears is
     /// noticed within that, at one `stat` per 100 ms however busy we are.
-    pub fn check_alive(&self) -> Result<(), String> {
+    pub(crate) fn check_alive(&self) -> Result<(), String> {
         use std::sync::atomic::Ordering;
         // Stored as ms + 1 so that 0 means "never checked".
         let now = self.epoch.elapsed().as_millis() as u64 + 1;
@@ -78,6 +81,7 @@ impl LowerDir {
         }
     }
 
+    /// The directory as opened.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -88,7 +92,7 @@ impl LowerDir {
         self.root.join(p.base_name())
     }
 
-    pub fn check_present(&self, p: &StorePath) -> Result<(), String> {
+    pub(crate) fn check_present(&self, p: &StorePath) -> Result<(), String> {
         match fs::symlink_metadata(self.object(p)) {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -98,19 +102,25 @@ impl LowerDir {
         }
     }
 
+    /// NAR hash and size of the object of `p`, read from the lower dir.
     pub fn nar_hash(&self, p: &StorePath) -> io::Result<(NarHash, u64)> {
         nar_hash(&self.object(p))
     }
 
     /// Re-hash the object of `p`: `None` if it has the recorded NAR hash and
     /// size, else what it has.
-    pub fn content_mismatch(&self, p: &StorePath, hash: NarHash, size: u64) -> io::Result<Option<(NarHash, u64)>> {
+    pub(crate) fn content_mismatch(
+        &self,
+        p: &StorePath,
+        hash: NarHash,
+        size: u64,
+    ) -> io::Result<Option<(NarHash, u64)>> {
         let (h, s) = self.nar_hash(p)?;
         Ok((h != hash || s != size).then_some((h, s)))
     }
 
     /// Read a `.drv` from the lower dir and parse its outputs.
-    pub fn read_derivation_outputs(&self, p: &StorePath) -> Result<Vec<DrvOutput>, String> {
+    pub(crate) fn read_derivation_outputs(&self, p: &StorePath) -> Result<Vec<DrvOutput>, String> {
         let f = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)

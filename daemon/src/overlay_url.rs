@@ -20,6 +20,8 @@ pub fn encode(s: &str) -> String {
     out
 }
 
+/// The parts of a `local-overlay://` store URL whose lower store is our
+/// socket; [`OverlayUrl::render`] writes it as Nix parses it.
 pub struct OverlayUrl<'a> {
     pub socket: &'a Path,
     pub lower_dir: &'a Path,

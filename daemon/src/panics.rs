@@ -24,7 +24,7 @@ static PANICS: AtomicU64 = AtomicU64::new(0);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Context {
     pub op: Option<&'static str>,
-    pub peer_pid: Option<i32>,
+    pub(crate) peer_pid: Option<i32>,
 }
 
 tokio::task_local! {
@@ -36,12 +36,12 @@ thread_local! {
 }
 
 /// Run a connection's future with `ctx` as its panic context.
-pub async fn scope<F: std::future::Future>(ctx: Context, f: F) -> F::Output {
+pub(crate) async fn scope<F: std::future::Future>(ctx: Context, f: F) -> F::Output {
     TASK.scope(Cell::new(ctx), f).await
 }
 
 /// Set the op of the current connection (inside `scope`; a no-op outside).
-pub fn set_op(op: Option<&'static str>) {
+pub(crate) fn set_op(op: Option<&'static str>) {
     let _ = TASK.try_with(|c| c.set(Context { op, ..c.get() }));
 }
 
@@ -52,7 +52,7 @@ pub fn current() -> Option<Context> {
 
 /// Run blocking work serving a request with `ctx` as its panic context.
 /// Restored when `f` returns or unwinds, so a pooled thread keeps no stale context.
-pub fn in_blocking<T>(ctx: Option<Context>, f: impl FnOnce() -> T) -> T {
+pub(crate) fn in_blocking<T>(ctx: Option<Context>, f: impl FnOnce() -> T) -> T {
     struct Restore(Option<Context>);
     impl Drop for Restore {
         fn drop(&mut self) {

@@ -66,7 +66,7 @@ pub fn stderr_is_journal() -> bool {
 
 /// The counters of the STATUS= line. Panics are always shown, 0 included,
 /// so a monitor can alert on the field.
-pub fn status_counts(indexed: u64, open: u64, requests: u64, panics: u64) -> String {
+pub(crate) fn status_counts(indexed: u64, open: u64, requests: u64, panics: u64) -> String {
     format!("{indexed} paths indexed, {open} open connections, {requests} requests served, {panics} panics")
 }
 

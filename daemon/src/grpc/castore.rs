@@ -88,7 +88,7 @@ fn node(path: &Path, name: Vec<u8>) -> io::Result<entry::Entry> {
 }
 
 /// The castore root entry of the object at `path`, named `name`.
-pub fn root_entry(path: &Path, name: &str) -> io::Result<Entry> {
+pub(crate) fn root_entry(path: &Path, name: &str) -> io::Result<Entry> {
     Ok(Entry {
         entry: Some(node(path, name.as_bytes().to_vec())?),
     })

@@ -48,6 +48,8 @@ struct Inner {
     drv_outputs: Mutex<HashMap<StorePath, crate::store::drv::OutputMap>>,
 }
 
+/// A backend reading path infos from a snix `PathInfoService`; clones share
+/// the channel and the snapshot.
 #[derive(Clone)]
 pub struct GrpcBackend(Arc<Inner>);
 
@@ -145,7 +147,7 @@ impl GrpcBackend {
         self.snap().known.len() as u64
     }
 
-    pub fn status_detail(&self) -> String {
+    pub(crate) fn status_detail(&self) -> String {
         let s = self.snap();
         let age = s.built.map(|b| b.elapsed().as_secs()).unwrap_or(0);
         let mut d = format!(
@@ -224,7 +226,7 @@ impl GrpcBackend {
             .unwrap_or_default())
     }
 
-    pub async fn valid_derivers(&self, p: &StorePath) -> Result<Vec<StorePath>> {
+    pub(crate) async fn valid_derivers(&self, p: &StorePath) -> Result<Vec<StorePath>> {
         Ok(self.snap_knowing(p).await?.derivers.get(p).cloned().unwrap_or_default())
     }
 
@@ -255,7 +257,7 @@ impl GrpcBackend {
         Ok(v)
     }
 
-    pub async fn derivation_outputs(&self, drv: &StorePath) -> Result<Option<crate::store::drv::OutputMap>> {
+    pub(crate) async fn derivation_outputs(&self, drv: &StorePath) -> Result<Option<crate::store::drv::OutputMap>> {
         if self.path_info(drv).await?.is_none() {
             return Ok(None);
         }

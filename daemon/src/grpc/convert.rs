@@ -98,7 +98,7 @@ fn hex_decode_vec(s: &str, n: usize) -> Option<Vec<u8>> {
 }
 
 /// Nix's CA string (`text:sha256:…`, `fixed:r:sha256:…`, `fixed:sha1:…`) to snix's.
-pub fn ca_to_snix(ca: &str) -> Result<nar_info::Ca, ConvertError> {
+pub(crate) fn ca_to_snix(ca: &str) -> Result<nar_info::Ca, ConvertError> {
     // Every message shows the input escaped and bounded (it may come from a remote service).
     let ca_shown = shown(ca);
     let (method, rest) = if let Some(r) = ca.strip_prefix("text:") {
@@ -144,7 +144,7 @@ pub fn ca_to_snix(ca: &str) -> Result<nar_info::Ca, ConvertError> {
 }
 
 /// snix's CA to Nix's string, digest in nix-base32 as Nix renders it.
-pub fn ca_from_snix(ca: &nar_info::Ca) -> Result<String, ConvertError> {
+pub(crate) fn ca_from_snix(ca: &nar_info::Ca) -> Result<String, ConvertError> {
     let ty = CaHash::try_from(ca.r#type).map_err(|_| ConvertError::UnknownSnixCaType(ca.r#type))?;
     let (prefix, algo) = match ty {
         CaHash::TextSha256 => ("text:", "sha256"),
@@ -168,7 +168,7 @@ pub fn ca_from_snix(ca: &nar_info::Ca) -> Result<String, ConvertError> {
 }
 
 /// Our path info, with the castore root `entry`, as snix's PathInfo.
-pub fn to_snix(info: &PathInfo, entry: Entry) -> Result<SnixPathInfo, ConvertError> {
+pub(crate) fn to_snix(info: &PathInfo, entry: Entry) -> Result<SnixPathInfo, ConvertError> {
     let mut signatures = Vec::new();
     for s in &info.sigs {
         let (name, b64) = s
@@ -216,7 +216,7 @@ fn entry_name(e: &Entry) -> Option<&[u8]> {
 }
 
 /// snix's PathInfo as ours; every field checked.
-pub fn from_snix(p: SnixPathInfo) -> Result<PathInfo, ConvertError> {
+pub(crate) fn from_snix(p: SnixPathInfo) -> Result<PathInfo, ConvertError> {
     let entry = p.entry.as_ref().ok_or(ConvertError::NoRootEntry)?;
     let name = entry_name(entry).ok_or(ConvertError::EmptyRootEntry)?;
     let name = std::str::from_utf8(name).map_err(|_| ConvertError::RootNameNotUtf8)?;

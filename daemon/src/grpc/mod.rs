@@ -10,7 +10,7 @@
 //! - [`castore`]: castore digests (BLAKE3 Merkle tree) of a lower-dir object,
 //!   which snix's `PathInfo.entry` carries.
 
-pub mod castore;
+pub(crate) mod castore;
 pub mod client;
 pub mod convert;
 pub mod error;
@@ -39,7 +39,7 @@ pub mod proto {
 
 /// A service address in snix's syntax.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Address {
+pub(crate) enum Address {
     /// `grpc+unix:///run/snix/store.sock`
     Unix(std::path::PathBuf),
     /// `grpc+http://host:port`

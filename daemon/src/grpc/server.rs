@@ -25,7 +25,7 @@ use crate::store::StorePath;
 
 const ENTRY_CACHE_MAX: usize = 100_000;
 
-pub struct PathInfoServer {
+pub(crate) struct PathInfoServer {
     store: Arc<crate::server::Server>,
     entries: Mutex<HashMap<StorePath, Entry>>,
 }

@@ -51,6 +51,9 @@ pub struct NewPath {
     pub ca: Option<String>,
 }
 
+/// Why an import wrote nothing: a source that does not parse, a batch that
+/// fails validation (every problem listed), or the index or a Nix database
+/// that cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("{source_name}: entry {entry}: {why}")]
@@ -69,6 +72,7 @@ pub enum ImportError {
     NixDb { path: String, source: rusqlite::Error },
 }
 
+/// What an import did: paths added, and batch paths already indexed as given.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ImportReport {
     pub added: usize,
@@ -453,6 +457,7 @@ pub fn read_nix_db_realisations(db: &Path, sd: &StoreDir) -> Result<Vec<NewReali
     Ok(out)
 }
 
+/// How thoroughly an import checks the lower dir.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ImportOptions {
     /// Re-hash every new path's NAR from the lower dir.

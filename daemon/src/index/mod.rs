@@ -44,7 +44,7 @@ fn parse_stored(s: String) -> rusqlite::Result<StorePath> {
     })
 }
 
-pub const INDEX_FILE: &str = "index.sqlite";
+pub(crate) const INDEX_FILE: &str = "index.sqlite";
 const SCHEMA_VERSION: &str = "3";
 /// Older versions `open_or_create` upgrades in place (tables were only added).
 const UPGRADABLE_FROM: &[&str] = &["2"];
@@ -68,6 +68,8 @@ pub struct PathInfo {
     pub ca: Option<String>,
 }
 
+/// What can go wrong opening or reading the index; every message names the
+/// index file and says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error("index database {path}: {source}")]
@@ -88,8 +90,11 @@ pub enum IndexError {
     Corrupt { path: PathBuf, what: String, why: String },
 }
 
+/// The result of an index operation.
 pub type Result<T> = std::result::Result<T, IndexError>;
 
+/// The embedded path-info database (`index.sqlite` in the state dir), read
+/// through a small pool of read-only connections.
 pub struct PathInfoIndex {
     db_path: PathBuf,
     readers: Mutex<Vec<Reader>>,
@@ -257,7 +262,7 @@ impl PathInfoIndex {
 
     /// Run `f` on a pooled read connection, inside a read snapshot at most
     /// `READ_SNAPSHOT_MAX_AGE` old.
-    pub fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+    pub(crate) fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         let mut r = self.reader()?;
         let fresh = r.snapshot_since.is_some_and(|t| t.elapsed() < READ_SNAPSHOT_MAX_AGE);
         if !fresh {
@@ -366,7 +371,7 @@ impl PathInfoIndex {
     }
 
     /// Valid derivations that have `p` among their outputs.
-    pub fn valid_derivers(&self, p: &StorePath) -> Result<Vec<StorePath>> {
+    pub(crate) fn valid_derivers(&self, p: &StorePath) -> Result<Vec<StorePath>> {
         self.path_list(
             "SELECT d.base_name FROM drv_outputs o JOIN paths d ON d.id = o.drv
              WHERE o.path = ?1 ORDER BY d.base_name",
@@ -377,7 +382,7 @@ impl PathInfoIndex {
     /// The output map of a valid derivation: name → path (None when the
     /// output has no static path, e.g. floating content-addressed).
     /// `None` if the derivation is not valid.
-    pub fn derivation_outputs(&self, drv: &StorePath) -> Result<Option<crate::store::drv::OutputMap>> {
+    pub(crate) fn derivation_outputs(&self, drv: &StorePath) -> Result<Option<crate::store::drv::OutputMap>> {
         self.with_conn(|c| {
             let Some(id) = c
                 .prepare_cached("SELECT id FROM paths WHERE base_name = ?1")?

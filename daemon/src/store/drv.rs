@@ -6,8 +6,9 @@
 
 /// A derivation's outputs as the index and the gRPC backend answer them:
 /// output name and, for input-addressed outputs, its store path.
-pub type OutputMap = Vec<(String, Option<super::StorePath>)>;
+pub(crate) type OutputMap = Vec<(String, Option<super::StorePath>)>;
 
+/// One output of a derivation as its `.drv` file lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DrvOutput {
     pub name: String,
@@ -15,10 +16,12 @@ pub struct DrvOutput {
     pub path: String,
 }
 
+/// A `.drv` file that is not in Nix's ATerm derivation format: where, and what
+/// was expected.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("malformed derivation at byte {pos}: {what}")]
 pub struct DrvParseError {
-    pub pos: usize,
+    pub(crate) pos: usize,
     pub what: &'static str,
 }
 

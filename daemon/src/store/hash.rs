@@ -12,7 +12,7 @@ use base64::Engine as _;
 use std::fmt;
 
 /// The alphabet of Nix's own base-32: digits and lowercase letters minus e, o, u, t.
-pub const NIX32_ALPHABET: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
+pub(crate) const NIX32_ALPHABET: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
 
 /// Length of a nix-base32 encoding of `n` bytes (0 for none: `n * 8 - 1`
 /// would underflow, and encoding an empty digest from an import must not panic).
@@ -70,7 +70,7 @@ pub fn nix32_decode<const N: usize>(s: &str) -> Option<[u8; N]> {
 }
 
 /// Decode Nix base-32 into `n` bytes (for lengths known only at run time).
-pub fn nix32_decode_vec(s: &str, n: usize) -> Option<Vec<u8>> {
+pub(crate) fn nix32_decode_vec(s: &str, n: usize) -> Option<Vec<u8>> {
     match n {
         16 => nix32_decode::<16>(s).map(|a| a.to_vec()),
         20 => nix32_decode::<20>(s).map(|a| a.to_vec()),
@@ -82,12 +82,12 @@ pub fn nix32_decode_vec(s: &str, n: usize) -> Option<Vec<u8>> {
 
 /// True if every character is in the nix-base32 alphabet (byte-wise: a
 /// multi-byte character is simply outside it).
-pub fn is_nix32(s: &str) -> bool {
+pub(crate) fn is_nix32(s: &str) -> bool {
     s.bytes().all(is_nix32_byte)
 }
 
 /// True if `c` is a nix-base32 digit.
-pub fn is_nix32_byte(c: u8) -> bool {
+pub(crate) fn is_nix32_byte(c: u8) -> bool {
     NIX32_DIGIT[c as usize] != 0xff
 }
 
@@ -142,6 +142,7 @@ fn hex_decode<const N: usize>(s: &str) -> Option<[u8; N]> {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NarHash(pub [u8; 32]);
 
+/// A NAR hash string in none of the encodings Nix writes.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("invalid NAR hash '{input}': {reason} (expected sha256 as 'sha256:<base16|nix32|base64>', 'sha256-<base64>' or bare base16)")]
 pub struct HashParseError {

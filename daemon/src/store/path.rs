@@ -13,15 +13,15 @@
 
 use std::fmt;
 
-pub const HASH_PART_LEN: usize = 32;
-pub const MAX_NAME_LEN: usize = 211;
+pub(crate) const HASH_PART_LEN: usize = 32;
+pub(crate) const MAX_NAME_LEN: usize = 211;
 
 /// A validated store path, kept as its base name (`<hash>-<name>`).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StorePath(String);
 
 /// How much of a rejected input an error message shows.
-pub const SHOWN_MAX_CHARS: usize = 200;
+pub(crate) const SHOWN_MAX_CHARS: usize = 200;
 
 /// Untrusted text for an error message: ASCII as Rust's `escape_debug`
 /// shows it (control characters, quotes and `\\` escaped), every non-ASCII
@@ -45,6 +45,7 @@ pub fn shown(s: &str) -> String {
     out
 }
 
+/// Why a string is not a store path (the input shown escaped and bounded).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StorePathError {
     #[error("'{0}' is not in the store directory '{1}'")]
@@ -63,7 +64,7 @@ impl StorePath {
 
     /// `from_base_name` for a base name the caller already owns (rows read
     /// from the index): the same checks, without a copy.
-    pub fn from_owned_base_name(s: String) -> Result<Self, StorePathError> {
+    pub(crate) fn from_owned_base_name(s: String) -> Result<Self, StorePathError> {
         check_base_name(&s)?;
         Ok(StorePath(s))
     }
@@ -80,7 +81,7 @@ impl StorePath {
         &self.0[HASH_PART_LEN + 1..]
     }
 
-    pub fn is_derivation(&self) -> bool {
+    pub(crate) fn is_derivation(&self) -> bool {
         self.0.ends_with(".drv")
     }
 }

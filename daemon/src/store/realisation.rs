@@ -18,7 +18,7 @@ const MAX_OUTPUT_NAME: usize = 211;
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DrvOutputId {
     /// `sha256:<base16>`, as Nix's `DrvOutput::strHash`.
-    pub drv_hash: String,
+    pub(crate) drv_hash: String,
     pub output: String,
 }
 
@@ -71,7 +71,7 @@ pub struct Realisation {
 impl Realisation {
     /// The JSON text Nix's daemon sends for protocol 1.31 and later: keys in
     /// nlohmann's (sorted) order, no spaces.
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         #[derive(serde::Serialize)]
         struct Json<'a> {
             #[serde(rename = "dependentRealisations")]
