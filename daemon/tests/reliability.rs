@@ -79,10 +79,11 @@ async fn connection_limit_is_a_clear_error() {
 }
 
 /// --idle-timeout closes a silent connection; --handshake-timeout a silent
-/// opener. Timers never fire early, so "not before the timeout" is asserted
-/// exactly; "soon after" is polled with a deadline no loaded machine reaches.
-#[tokio::test(flavor = "multi_thread")]
+/// opener. On tokio's paused clock: timers never fire early, and "soon
+/// after" is bounded by a deadline that only a hang reaches.
+#[tokio::test(start_paused = true)]
 async fn idle_and_handshake_timeouts_close_connections() {
+    use tokio::time::Instant;
     const TIMEOUT: Duration = Duration::from_millis(200);
     let f = Fixture::new();
     f.import_all();
@@ -313,11 +314,13 @@ fn repeated_kills_during_import() {
 /// Idle exit counts from the last connection's end: an open connection
 /// keeps the daemon up however long it lasts, a new connection right after
 /// restarts the count, and the exit comes no sooner than the idle time after
-/// the last one closed. Only orderings and lower bounds are asserted (timers
-/// never fire early); the one margin is reconnecting within IDLE (2 s).
-#[tokio::test(flavor = "multi_thread")]
+/// the last one closed. On tokio's paused clock: only orderings and lower
+/// bounds are asserted (timers never fire early), and no time passes
+/// between the two connections.
+#[tokio::test(start_paused = true)]
 async fn idle_exit_counts_from_the_last_connection() {
     use snix_lower_store::server::Stop;
+    use tokio::time::Instant;
     const IDLE: Duration = Duration::from_secs(2);
     let f = Fixture::new();
     f.import_all();
@@ -348,4 +351,118 @@ async fn idle_exit_counts_from_the_last_connection() {
         "exited {:?} after the last connection closed, before the idle time {IDLE:?}",
         last_closed.elapsed()
     );
+}
+
+/// Clients over --max-connections are told why by at most REFUSING_AT_ONCE
+/// tasks at a time; the ones beyond are closed at once, without a task each,
+/// and once the refused clients are gone the next one is told again. On the
+/// paused clock, so the refusals' own timeouts (5 s) cannot end them mid-test.
+#[tokio::test(start_paused = true)]
+async fn refusals_over_the_limit_stay_bounded() {
+    use snix_lower_store::protocol::{WORKER_MAGIC_1, WORKER_MAGIC_2};
+    use snix_lower_store::server::REFUSING_AT_ONCE;
+    let f = Fixture::new();
+    f.import_all();
+    let server = f
+        .serve_with(snix_lower_store::server::ConnLimits {
+            max_connections: 1,
+            ..Default::default()
+        })
+        .await;
+    let mut held = Client::connect(&f.socket, 38).await.unwrap();
+    assert!(held.is_valid_path(&f.full(0)).await.unwrap());
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let tasks_before = metrics.num_alive_tasks();
+    let mut hello = WireBuf::default();
+    hello.u64(WORKER_MAGIC_1);
+    let mut refused = Vec::new();
+    for _ in 0..REFUSING_AT_ONCE * 3 {
+        let mut s = tokio::net::UnixStream::connect(&f.socket).await.unwrap();
+        // Fails (broken pipe) if the daemon closed this one already.
+        let _ = s.write_all(&hello.0).await;
+        refused.push(s);
+    }
+    // Accepted in order: the first REFUSING_AT_ONCE are answered (the
+    // handshake starts), all later ones are closed without a byte.
+    for (i, s) in refused.iter_mut().enumerate() {
+        let mut word = [0u8; 8];
+        let told = match tokio::time::timeout(POLL_DEADLINE, s.read_exact(&mut word)).await {
+            Ok(Ok(_)) => {
+                assert_eq!(u64::from_le_bytes(word), WORKER_MAGIC_2, "client {i}");
+                true
+            }
+            Ok(Err(e)) => {
+                let closed = [std::io::ErrorKind::UnexpectedEof, std::io::ErrorKind::ConnectionReset];
+                assert!(closed.contains(&e.kind()), "client {i}: {e}");
+                false
+            }
+            Err(_) => panic!("client {i} was neither answered nor closed"),
+        };
+        assert_eq!(told, i < REFUSING_AT_ONCE, "client {i} of {}", refused.len());
+    }
+    assert_eq!(server.stats.refusing(), REFUSING_AT_ONCE);
+    assert_eq!(
+        metrics.num_alive_tasks() - tasks_before,
+        REFUSING_AT_ONCE,
+        "one task per refused client being told, none for the others"
+    );
+    // The refused clients hang up: their tasks end and free their slots.
+    drop(refused);
+    while server.stats.refusing() > 0 {
+        tokio::task::yield_now().await;
+    }
+    let mut late = Client::connect(&f.socket, 38).await.unwrap();
+    match late.is_valid_path(&f.full(0)).await {
+        Err(ClientError::Daemon(m)) => assert!(m.contains("limit of 1 connections"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(held.is_valid_path(&f.full(0)).await.unwrap());
+}
+
+/// Drain waits for a request in flight (here a NAR the client does not read
+/// yet): false at its bound while the request is unfinished, true once the
+/// reply is written. Real clock (the NAR writer blocks a blocking-pool
+/// thread, which stops a paused clock); only lower bounds are asserted.
+#[tokio::test(flavor = "multi_thread")]
+async fn drain_waits_for_a_request_in_flight() {
+    const BOUND: Duration = Duration::from_millis(100);
+    let f = Fixture::new();
+    // Larger than the socket buffers, so the reply cannot be written until read.
+    let big = f.lower.join("big-tmp");
+    std::fs::write(&big, vec![7u8; 16 << 20]).unwrap();
+    let (h, n) = snix_lower_store::store::nar::nar_hash(&big).unwrap();
+    let p = snix_lower_store::demo::text_path(&f.sd, "big", b"big", &[]);
+    std::fs::rename(&big, f.lower.join(p.base_name())).unwrap();
+    let mut entries = f.entries.clone();
+    entries.push(snix_lower_store::index::import::NewPath {
+        path: p.clone(),
+        nar_hash: h,
+        nar_size: n,
+        references: vec![],
+        deriver: None,
+        registration_time: None,
+        ultimate: false,
+        sigs: vec![],
+        ca: None,
+    });
+    let lower = snix_lower_store::lower::LowerDir::open(&f.lower).unwrap();
+    snix_lower_store::index::import::import(&f.state, &f.sd, &lower, entries, Default::default()).unwrap();
+    let server = f.serve().await;
+    assert!(server.drain(Duration::ZERO).await, "nothing in flight yet");
+    let mut c = Client::connect(&f.socket, 38).await.unwrap();
+    let mut a = WireBuf::default();
+    a.u64(38).str(&f.sd.display(&p));
+    c.w.write_all(&a.0).await.unwrap();
+    c.stderr().await.unwrap();
+    let t0 = Instant::now();
+    assert!(!server.drain(BOUND).await, "drain returned true with a NAR unsent");
+    assert!(t0.elapsed() >= BOUND, "drain gave up before its bound");
+    let waiting = tokio::spawn({
+        let server = server.clone();
+        async move { server.drain(POLL_DEADLINE).await }
+    });
+    let mut nar = vec![0u8; n as usize];
+    c.r.get_mut().read_exact(&mut nar).await.unwrap();
+    assert!(waiting.await.unwrap(), "drain did not see the request finish");
+    assert_eq!(server.stats.in_flight.load(std::sync::atomic::Ordering::Relaxed), 0);
 }

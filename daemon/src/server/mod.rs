@@ -7,8 +7,11 @@
 //! NarFromPath streams the NAR from a blocking thread through a bounded
 //! channel, so memory stays constant.
 
+mod limits;
 pub mod ops;
 pub mod peer;
+
+pub use limits::{InFlight, REFUSING_AT_ONCE};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,16 +30,20 @@ use crate::store::nar::NarWriter;
 use ops::{LowerStore, Reply};
 use peer::Peer;
 
-/// Counters reported in logs and the service status.
+/// Counters reported in logs and the service status, and the semaphores and
+/// notifications behind them (`limits`).
 #[derive(Default)]
 pub struct Stats {
+    /// Connections being served (not those being refused); kept by `limits::Open`.
     pub open_connections: AtomicU64,
     pub total_connections: AtomicU64,
     pub requests: AtomicU64,
-    /// Requests read and not yet fully answered.
+    /// Requests read and not yet fully answered; kept by [`InFlight`] guards
+    /// (`Stats::answering`).
     pub in_flight: AtomicU64,
     /// When the last connection closed: idle time counts from there.
-    pub last_close: std::sync::Mutex<Option<Instant>>,
+    pub last_close: std::sync::Mutex<Option<tokio::time::Instant>>,
+    gates: limits::Gates,
 }
 
 /// Why `Server::run` returned.
@@ -90,8 +97,7 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> std::io::Result<Stop> {
         tokio::pin!(shutdown);
-        let tick = idle_exit_after.map_or(Duration::from_secs(3600), |d| (d / 4).max(Duration::from_millis(50)));
-        let mut idle_since = Instant::now();
+        let started = tokio::time::Instant::now();
         loop {
             let accept = std::future::poll_fn(|cx| {
                 for l in &listeners {
@@ -104,42 +110,41 @@ impl Server {
             tokio::select! {
                 r = accept => {
                     let (stream, _) = r?;
-                    if self.stats.open_connections.load(Ordering::Relaxed) >= self.conn_limits.max_connections {
-                        let me = self.clone();
-                        tokio::spawn(async move { me.refuse_busy(stream).await });
-                        continue;
-                    }
-                    // Count it before the next idle check can run.
-                    self.stats.open_connections.fetch_add(1, Ordering::Relaxed);
-                    idle_since = Instant::now();
-                    let me = self.clone();
-                    tokio::spawn(async move { me.connection(stream).await });
+                    self.dispatch(stream);
                 }
                 _ = &mut shutdown => return Ok(Stop::Signal),
-                _ = tokio::time::sleep(tick) => {
-                    if let Some(closed) = *self.stats.last_close.lock().unwrap_or_else(|e| e.into_inner()) {
-                        idle_since = idle_since.max(closed);
-                    }
-                    if self.stats.open_connections.load(Ordering::Relaxed) > 0 {
-                        idle_since = Instant::now();
-                    } else if idle_exit_after.is_some_and(|d| idle_since.elapsed() >= d) {
-                        return Ok(Stop::Idle);
-                    }
-                }
+                _ = self.idle_exit(idle_exit_after, started) => return Ok(Stop::Idle),
             }
         }
     }
 
-    /// Wait until no request is being answered, at most `bound`.
-    pub async fn drain(&self, bound: Duration) -> bool {
-        let t0 = Instant::now();
-        while self.stats.in_flight.load(Ordering::Relaxed) > 0 {
-            if t0.elapsed() >= bound {
-                return false;
+    /// Serve a new client, refuse it with a reason, or (when too many are
+    /// being refused already) close it at once. Counted as open before the
+    /// accept loop's next idle check.
+    fn dispatch(self: &Arc<Self>, stream: UnixStream) {
+        let me = self.clone();
+        match self.admit() {
+            limits::Admission::Serve(open) => {
+                tokio::spawn(async move { me.serve_connection(open, stream).await });
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            limits::Admission::Refuse(permit) => {
+                tokio::spawn(async move {
+                    me.refuse_busy(stream).await;
+                    drop(permit);
+                });
+            }
+            limits::Admission::Close => warn!(
+                max_connections = self.conn_limits.max_connections,
+                refusing = REFUSING_AT_ONCE,
+                "connection limit reached and {REFUSING_AT_ONCE} clients are being refused already; \
+                 closing a client without a reply (raise --max-connections if this is expected load)"
+            ),
         }
-        true
+    }
+
+    /// Wait until no request is being answered, at most `bound`. True if none is.
+    pub async fn drain(&self, bound: Duration) -> bool {
+        tokio::time::timeout(bound, self.stats.settled()).await.is_ok()
     }
 
     /// Over --max-connections: finish the handshake so the client can show
@@ -166,7 +171,15 @@ impl Server {
         }
     }
 
+    /// Serve a connection that did not come through [`Server::run`] (tests,
+    /// fuzzing): counted as open, outside `--max-connections`.
     pub async fn connection(self: Arc<Self>, stream: UnixStream) {
+        let open = self.open_unlimited();
+        self.serve_connection(open, stream).await
+    }
+
+    /// Serve one admitted connection; `open` keeps it counted until the end.
+    async fn serve_connection(self: Arc<Self>, open: limits::Open, stream: UnixStream) {
         let peer = stream
             .peer_cred()
             .map(|c| Peer {
@@ -182,8 +195,7 @@ impl Server {
             peer_pid: peer.pid,
         };
         let result = crate::panics::scope(ctx, self.session(stream, peer)).await;
-        *self.stats.last_close.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-        self.stats.open_connections.fetch_sub(1, Ordering::Relaxed);
+        drop(open);
         match result {
             Ok(n) => debug!(
                 client_pid = peer.pid,
@@ -199,7 +211,7 @@ impl Server {
     async fn session(&self, stream: UnixStream, peer: Peer) -> Result<u64, String> {
         let (rd, mut wr) = stream.into_split();
         let mut r = WireReader::new(BufReader::with_capacity(16 * 1024, rd), self.limits);
-        let trusted = peer::is_trusted(&peer, &self.trusted_users);
+        let trusted = peer::is_trusted(&peer, &self.trusted_users).await;
         let neg = tokio::time::timeout(
             self.conn_limits.handshake_timeout,
             serve_handshake(&mut r, &mut wr, &self.daemon_version, trusted),
@@ -249,14 +261,14 @@ impl Server {
             };
             served += 1;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+            let in_flight = self.stats.answering();
             let reply = self.store.answer(&req, v).await;
             let refused = match &reply {
                 Reply::Error(m) => Some(m.clone()),
                 _ => None,
             };
             let written = self.write_reply(&mut wr, v, reply).await;
-            self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            drop(in_flight);
             crate::panics::set_op(None);
             written.map_err(|e| format!("{}: writing the reply: {e}", op.name()))?;
             // Field names become journald fields (OP, STORE_PATH, …).

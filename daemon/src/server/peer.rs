@@ -1,6 +1,10 @@
 //! Who is on the other end of the socket (SO_PEERCRED) and whether the
 //! trusted-users list trusts them. The store is read-only either way; trust
 //! only changes what the handshake reports and which errors Nix prints.
+//!
+//! Invariant: the NSS look-ups (getpwuid_r, getgrouplist, getgrnam_r) may
+//! block on a network directory, so they only run through
+//! `crate::blocking::run`, never on an async thread.
 
 use std::ffi::CStr;
 
@@ -45,13 +49,25 @@ fn group_gid(name: &str) -> Option<u32> {
 }
 
 /// Nix's trusted-users semantics: user names, `@group`, and `*` for everyone.
-pub fn is_trusted(peer: &Peer, trusted_users: &[String]) -> bool {
+/// The user and group look-ups (NSS: files, LDAP, …) run through
+/// `crate::blocking::run`; `*` and an empty list need none.
+pub async fn is_trusted(peer: &Peer, trusted_users: &[String]) -> bool {
     if trusted_users.iter().any(|u| u == "*") {
         return true;
     }
     let (Some(uid), Some(gid)) = (peer.uid, peer.gid) else {
         return false;
     };
+    if trusted_users.is_empty() {
+        return false;
+    }
+    let trusted_users = trusted_users.to_vec();
+    crate::blocking::run(move || trusted_by_name(uid, gid, &trusted_users)).await
+}
+
+/// Blocking part of [`is_trusted`]: is user `uid` (primary group `gid`) named
+/// in `trusted_users`, or in a `@group` listed there?
+fn trusted_by_name(uid: u32, gid: u32, trusted_users: &[String]) -> bool {
     let Some((name, groups)) = user_name_and_groups(uid, gid) else {
         return false;
     };
@@ -59,4 +75,31 @@ pub fn is_trusted(peer: &Peer, trusted_users: &[String]) -> bool {
         Some(group) => group_gid(group).is_some_and(|g| groups.contains(&g)),
         None => *entry == name,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_trusted, Peer};
+
+    fn root() -> Peer {
+        Peer {
+            pid: None,
+            uid: Some(0),
+            gid: Some(0),
+        }
+    }
+
+    fn list(entries: &[&str]) -> Vec<String> {
+        entries.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[tokio::test]
+    async fn names_groups_and_star() {
+        assert!(is_trusted(&Peer::default(), &list(&["*"])).await);
+        assert!(!is_trusted(&Peer::default(), &list(&["root"])).await);
+        assert!(is_trusted(&root(), &list(&["nobody-by-that-name", "root"])).await);
+        assert!(is_trusted(&root(), &list(&["@root"])).await);
+        assert!(!is_trusted(&root(), &list(&["nobody-by-that-name", "@no-group-by-that-name"])).await);
+        assert!(!is_trusted(&root(), &[]).await);
+    }
 }
