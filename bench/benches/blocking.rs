@@ -1,7 +1,7 @@
 //! What moving a SQLite point lookup off tokio's async threads costs: one
 //! `PathInfoIndex::path_info` (the lookup behind QueryPathInfo) run inline on
-//! the async thread, through `spawn_blocking` the way `blocking::run` does it
-//! (with the caller's panic context), and through `block_in_place`; on a
+//! the async thread, through `spawn_blocking`, and through the daemon's own `blocking::run`
+//! (`block_in_place` on this runtime); on a
 //! multi-thread runtime with 2 workers and 1 or 4 concurrent tasks.
 //!
 //! Not a criterion bench: what matters is CPU per op (all threads of the
@@ -52,23 +52,24 @@ fn setup() -> (PathBuf, Vec<StorePath>) {
 enum Mode {
     Inline,
     SpawnBlocking,
-    BlockInPlace,
+    BlockingRun,
 }
 
 async fn lookup(mode: Mode, idx: &Arc<PathInfoIndex>, p: &StorePath) -> bool {
     match mode {
         Mode::Inline => idx.path_info(p).unwrap().is_some(),
         Mode::SpawnBlocking => {
-            // What blocking::run does (it is crate-private).
-            let ctx = snix_lower_store::panics::current();
+            // The alternative blocking::run does not take on this runtime.
             let (idx, p) = (idx.clone(), p.clone());
-            tokio::task::spawn_blocking(move || {
-                snix_lower_store::panics::in_blocking(ctx, || idx.path_info(&p).unwrap().is_some())
-            })
-            .await
-            .unwrap()
+            tokio::task::spawn_blocking(move || idx.path_info(&p).unwrap().is_some())
+                .await
+                .unwrap()
         }
-        Mode::BlockInPlace => tokio::task::block_in_place(|| idx.path_info(p).unwrap().is_some()),
+        Mode::BlockingRun => {
+            // The daemon's own path: blocking::run (block_in_place here).
+            let (idx, p) = (idx.clone(), p.clone());
+            snix_lower_store::blocking::run(move || idx.path_info(&p).unwrap().is_some()).await
+        }
     }
 }
 
@@ -116,7 +117,7 @@ fn main() {
     println!("path_info on {N} paths, 2 worker threads, {OPS_PER_TASK} ops per task");
     println!("{:<16} {:>6} {:>12} {:>12}", "mode", "tasks", "CPU µs/op", "wall µs/op");
     for tasks in [1, 4] {
-        for mode in [Mode::Inline, Mode::SpawnBlocking, Mode::BlockInPlace] {
+        for mode in [Mode::Inline, Mode::SpawnBlocking, Mode::BlockingRun] {
             let (cpu, wall) = measure(mode, tasks, &idx, &paths);
             println!("{:<16} {tasks:>6} {cpu:>12.2} {wall:>12.2}", format!("{mode:?}"));
         }

@@ -24,7 +24,7 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 
 /// Run `f` off the async threads and return its result. A panic in `f` is
 /// re-raised in the caller (after the panic hook has logged it).
-pub(crate) async fn run<T, F>(f: F) -> T
+pub async fn run<T, F>(f: F) -> T
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,

@@ -15,7 +15,9 @@
 //! - [`panics`]: the panic hook (one log line with op and peer pid) and the panic count.
 
 pub mod backend;
-pub(crate) mod blocking;
+/// Public only so that `bench/benches/blocking.rs` measures the real thing.
+#[doc(hidden)]
+pub mod blocking;
 pub mod client;
 pub mod demo;
 pub mod grpc;
