@@ -678,28 +678,38 @@ impl Wire for ClientObsolete {
     }
 }
 
-/// Whether the daemon trusts the client (1.35+): Nix's `TrustedFlag`
-/// (0 unknown, 1 trusted, 2 not trusted).
+/// Whether the daemon trusts the client (1.35+): Nix's `TrustedFlag`. On
+/// the wire as `Option<TrustedFlag>`: 0 unknown, 1 trusted, 2 not trusted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TrustedFlag {
-    Unknown,
     Trusted,
     NotTrusted,
 }
 
-impl TrustedFlag {
-    /// The wire word.
-    pub fn word(self) -> u64 {
-        match self {
-            TrustedFlag::Unknown => 0,
-            TrustedFlag::Trusted => 1,
-            TrustedFlag::NotTrusted => 2,
+impl Wire for Option<TrustedFlag> {
+    fn encode(&self, out: &mut WireBuf, _: ProtoVersion) {
+        out.u64(match self {
+            None => 0,
+            Some(TrustedFlag::Trusted) => 1,
+            Some(TrustedFlag::NotTrusted) => 2,
+        });
+    }
+    async fn decode<R: AsyncRead + Unpin + Send>(
+        r: &mut WireReader<R>,
+        _: ProtoVersion,
+    ) -> Result<Self, ProtocolError> {
+        match r.u64().await? {
+            0 => Ok(None),
+            1 => Ok(Some(TrustedFlag::Trusted)),
+            2 => Ok(Some(TrustedFlag::NotTrusted)),
+            t => Err(ProtocolError::Malformed(format!("unexpected: trust word {t}"))),
         }
     }
 }
 
-/// The daemon's last handshake words before the first STDERR_LAST: its
-/// version string (1.33+) and the trust flag (1.35+).
+/// The daemon's last handshake words before the first STDERR_LAST (Nix's
+/// `ClientHandshakeInfo`): its version string (1.33+) and the trust flag
+/// (1.35+; `None` there is "unknown").
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServerInfo {
     pub daemon_version: Option<String>,
@@ -712,7 +722,7 @@ impl Wire for ServerInfo {
             out.str(self.daemon_version.as_deref().unwrap_or(""));
         }
         if v.at_least(35) {
-            out.u64(self.trust.unwrap_or(TrustedFlag::Unknown).word());
+            self.trust.encode(out, v);
         }
     }
     async fn decode<R: AsyncRead + Unpin + Send>(
@@ -724,12 +734,7 @@ impl Wire for ServerInfo {
             info.daemon_version = Some(r.string("daemon version").await?);
         }
         if v.at_least(35) {
-            info.trust = Some(match r.u64().await? {
-                0 => TrustedFlag::Unknown,
-                1 => TrustedFlag::Trusted,
-                2 => TrustedFlag::NotTrusted,
-                t => return Err(ProtocolError::Malformed(format!("unexpected: trust word {t}"))),
-            });
+            info.trust = Option::<TrustedFlag>::decode(r, v).await?;
         }
         Ok(info)
     }
