@@ -22,6 +22,7 @@ use tokio::io::AsyncRead;
 
 use super::wire::{ProtocolError, WireBuf, WireReader};
 use super::{ProtoVersion, WORKER_MAGIC_1, WORKER_MAGIC_2};
+use crate::store::{StoreDir, StorePath};
 
 /// A value with one wire layout (possibly depending on the negotiated
 /// version): `encode` appends it to a reply or request being assembled,
@@ -113,16 +114,64 @@ impl Wire for () {
     }
 }
 
+/// A store path inside a value: the full path text on the wire. `String`
+/// is what decoding gives; the daemon encodes [`Shown`] paths, which write
+/// the text straight into the reply.
+pub trait WirePath: Sized + Send + Sync + std::fmt::Debug {
+    fn put(&self, out: &mut WireBuf);
+    /// The path from its decoded text.
+    fn take(text: String) -> Result<Self, ProtocolError>;
+}
+
+impl WirePath for String {
+    fn put(&self, out: &mut WireBuf) {
+        out.str(self);
+    }
+    fn take(text: String) -> Result<Self, ProtocolError> {
+        Ok(text)
+    }
+}
+
+/// A store path shown under its store dir, for encoding only: no string is
+/// built per path on the reply path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shown {
+    pub dir: StoreDir,
+    pub path: StorePath,
+}
+
+impl WirePath for Shown {
+    fn put(&self, out: &mut WireBuf) {
+        out.dir_entry(self.dir.as_str(), self.path.base_name());
+    }
+    fn take(_: String) -> Result<Self, ProtocolError> {
+        Err(ProtocolError::Malformed(
+            "a shown store path is encoded by the daemon, not decoded; decode into String".into(),
+        ))
+    }
+}
+
+fn put_opt<P: WirePath>(out: &mut WireBuf, p: &Option<P>) {
+    match p {
+        Some(p) => p.put(out),
+        None => {
+            out.str("");
+        }
+    }
+}
+
 /// Nix's `UnkeyedValidPathInfo`: a path info without its own path. The
-/// fields from `ultimate` on exist from protocol 1.16.
+/// fields from `ultimate` on exist from protocol 1.16. `P` is how store
+/// paths are held: full path strings (decoding, tests) or [`Shown`] (the
+/// daemon's replies); the layout is the same.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct UnkeyedValidPathInfo {
+pub struct UnkeyedValidPathInfo<P = String> {
     /// Full store path of the deriver, if known.
-    pub deriver: Option<String>,
+    pub deriver: Option<P>,
     /// SHA-256 of the NAR, base16, without the `sha256:` prefix.
     pub nar_hash: String,
     /// Full store paths, sorted.
-    pub references: Vec<String>,
+    pub references: Vec<P>,
     /// Seconds since the epoch.
     pub registration_time: u64,
     pub nar_size: u64,
@@ -132,11 +181,14 @@ pub struct UnkeyedValidPathInfo {
     pub ca: Option<String>,
 }
 
-impl Wire for UnkeyedValidPathInfo {
+impl<P: WirePath> Wire for UnkeyedValidPathInfo<P> {
     fn encode(&self, out: &mut WireBuf, v: ProtoVersion) {
-        self.deriver.encode(out, v);
+        put_opt(out, &self.deriver);
         out.str(&self.nar_hash);
-        out.strings(self.references.iter().map(String::as_str));
+        out.u64(self.references.len() as u64);
+        for r in &self.references {
+            r.put(out);
+        }
         out.u64(self.registration_time).u64(self.nar_size);
         if v.at_least(16) {
             out.bool(self.ultimate);
@@ -148,9 +200,13 @@ impl Wire for UnkeyedValidPathInfo {
         r: &mut WireReader<R>,
         v: ProtoVersion,
     ) -> Result<Self, ProtocolError> {
-        let deriver = Some(r.string("deriver").await?).filter(|s| !s.is_empty());
+        let deriver = match r.string("deriver").await? {
+            d if d.is_empty() => None,
+            d => Some(P::take(d)?),
+        };
         let nar_hash = r.string("narHash").await?;
         let references = r.strings("references").await?;
+        let references = references.into_iter().map(P::take).collect::<Result<_, _>>()?;
         let registration_time = r.u64().await?;
         let nar_size = r.u64().await?;
         let mut info = UnkeyedValidPathInfo {
@@ -159,7 +215,9 @@ impl Wire for UnkeyedValidPathInfo {
             references,
             registration_time,
             nar_size,
-            ..Default::default()
+            ultimate: false,
+            sigs: Vec::new(),
+            ca: None,
         };
         if v.at_least(16) {
             info.ultimate = r.bool("ultimate").await?;
@@ -193,7 +251,7 @@ impl Wire for ValidPathInfo {
 }
 
 /// QueryPathInfo's reply: a validity flag, then the info if valid.
-impl Wire for Option<UnkeyedValidPathInfo> {
+impl<P: WirePath> Wire for Option<UnkeyedValidPathInfo<P>> {
     fn encode(&self, out: &mut WireBuf, v: ProtoVersion) {
         out.bool(self.is_some());
         if let Some(info) = self {

@@ -218,6 +218,19 @@ impl WireBuf {
         self.bytes(s.as_bytes())
     }
 
+    /// The string `dir/base` (a store path shown under its store dir),
+    /// written without building it first.
+    pub fn dir_entry(&mut self, dir: &str, base: &str) -> &mut Self {
+        let len = dir.len() + 1 + base.len();
+        self.u64(len as u64);
+        self.0.reserve(len + 8);
+        self.0.extend_from_slice(dir.as_bytes());
+        self.0.push(b'/');
+        self.0.extend_from_slice(base.as_bytes());
+        self.0.resize(self.0.len() + padding(len as u64), 0);
+        self
+    }
+
     pub fn strings<'a, I: IntoIterator<Item = &'a str>>(&mut self, items: I) -> &mut Self
     where
         I::IntoIter: ExactSizeIterator,

@@ -17,6 +17,7 @@ impl LowerStore {
 }
 
 impl Serve for EnsurePath {
+    type Body = u64;
     async fn serve(&self, s: &LowerStore) -> Result<Answer<u64>, OpError> {
         let p = s.path(&self.path)?;
         if !s.backend(s.backend.is_valid(&p).await)? {
@@ -27,6 +28,7 @@ impl Serve for EnsurePath {
 }
 
 impl Serve for BuildPaths {
+    type Body = u64;
     async fn serve(&self, s: &LowerStore) -> Result<Answer<u64>, OpError> {
         // Nothing to build when every requested path is already present;
         // anything else would need a build or substitution.
@@ -40,6 +42,7 @@ impl Serve for BuildPaths {
 }
 
 impl Serve for BuildPathsWithResults {
+    type Body = NoReply;
     async fn serve(&self, s: &LowerStore) -> Result<Answer<NoReply>, OpError> {
         // Paths are validated (and looked up) as for BuildPaths, then refused:
         // this op always reports build results, which we have none of.
@@ -51,6 +54,7 @@ impl Serve for BuildPathsWithResults {
 }
 
 impl Serve for VerifyStore {
+    type Body = bool;
     async fn serve(&self, s: &LowerStore) -> Result<Answer<bool>, OpError> {
         if self.repair {
             return Err(OpError::NoRepair);

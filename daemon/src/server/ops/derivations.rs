@@ -19,6 +19,7 @@ impl LowerStore {
 }
 
 impl Serve for QueryDerivationOutputMap {
+    type Body = OutputMap;
     async fn serve(&self, s: &LowerStore) -> Result<Answer<OutputMap>, OpError> {
         let outs = s.outputs(&self.path).await?;
         let map = outs.into_iter().map(|(n, p)| (n, s.display_opt(p.as_ref()))).collect();
@@ -27,6 +28,7 @@ impl Serve for QueryDerivationOutputMap {
 }
 
 impl Serve for QueryDerivationOutputs {
+    type Body = Vec<String>;
     async fn serve(&self, s: &LowerStore) -> Result<Answer<Vec<String>>, OpError> {
         let outs = s.outputs(&self.path).await?;
         let mut paths: Vec<StorePath> = outs.into_iter().filter_map(|(_, p)| p).collect();
@@ -36,6 +38,7 @@ impl Serve for QueryDerivationOutputs {
 }
 
 impl Serve for QueryDerivationOutputNames {
+    type Body = Vec<String>;
     async fn serve(&self, s: &LowerStore) -> Result<Answer<Vec<String>>, OpError> {
         let outs = s.outputs(&self.path).await?;
         Ok(outs.into_iter().map(|(n, _)| n).collect::<Vec<_>>().into())
@@ -43,6 +46,7 @@ impl Serve for QueryDerivationOutputNames {
 }
 
 impl Serve for QueryMissing {
+    type Body = Missing;
     async fn serve(&self, s: &LowerStore) -> Result<Answer<Missing>, OpError> {
         let mut unknown = Vec::new();
         for t in &self.targets {
@@ -62,6 +66,7 @@ impl Serve for QueryMissing {
 }
 
 impl Serve for QueryRealisation {
+    type Body = Realisations;
     async fn serve(&self, s: &LowerStore) -> Result<Answer<Realisations>, OpError> {
         // Empty when unknown; the layout (JSON or output path) is the reply type's.
         let id = DrvOutputId::parse(&self.id).map_err(OpError::BadArgument)?;

@@ -66,10 +66,17 @@ impl<T> From<T> for Answer<T> {
 /// What an op answers, given its decoded request. Implemented for every
 /// request type; public so benches can answer typed requests.
 pub trait Serve: Request + Sync {
+    /// What the handler answers: `Self::Reply`, or a type with the same
+    /// layout that is cheaper to build (QueryPathInfo's [`Shown`] paths).
+    /// The ops tests and the `session` fuzz target decode every answer with
+    /// `Self::Reply`.
+    ///
+    /// [`Shown`]: crate::protocol::codec::Shown
+    type Body: Wire;
     fn serve<'a>(
         &'a self,
         store: &'a LowerStore,
-    ) -> impl Future<Output = Result<Answer<Self::Reply>, OpError>> + Send + 'a;
+    ) -> impl Future<Output = Result<Answer<Self::Body>, OpError>> + Send + 'a;
 }
 
 /// The one dispatch table: every op of `for_each_op!` to its request type's

@@ -6,6 +6,7 @@ use super::{Answer, LowerStore, OpError, Serve};
 use crate::protocol::request::*;
 
 impl Serve for NarFromPath {
+    type Body = NarFollows;
     async fn serve(&self, s: &LowerStore) -> Result<Answer<NarFollows>, OpError> {
         let p = s.path(&self.path)?;
         if !s.backend(s.backend.is_valid(&p).await)? {

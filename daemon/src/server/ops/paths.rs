@@ -4,7 +4,7 @@
 
 use super::{Answer, LowerStore, OpError, Serve};
 use crate::index::PathInfo;
-use crate::protocol::codec::UnkeyedValidPathInfo;
+use crate::protocol::codec::{Shown, UnkeyedValidPathInfo};
 use crate::protocol::request::*;
 use crate::store::StoreDir;
 
@@ -20,11 +20,12 @@ impl LowerStore {
 /// Nix's `UnkeyedValidPathInfo` of a backend's path info, paths shown under
 /// `sd` (public for the codec benchmark, which measures this and the
 /// encoding together, as QueryPathInfo does them).
-pub fn wire_path_info(sd: &StoreDir, info: PathInfo) -> UnkeyedValidPathInfo {
+pub fn wire_path_info(sd: &StoreDir, info: PathInfo) -> UnkeyedValidPathInfo<Shown> {
+    let shown = |path| Shown { dir: sd.clone(), path };
     UnkeyedValidPathInfo {
-        deriver: info.deriver.as_ref().map(|d| sd.display(d)),
+        deriver: info.deriver.map(shown),
         nar_hash: info.nar_hash.to_base16(),
-        references: info.references.iter().map(|r| sd.display(r)).collect(),
+        references: info.references.into_iter().map(shown).collect(),
         registration_time: info.registration_time,
         nar_size: info.nar_size,
         ultimate: info.ultimate,
@@ -34,6 +35,7 @@ pub fn wire_path_info(sd: &StoreDir, info: PathInfo) -> UnkeyedValidPathInfo {
 }
 
 impl Serve for IsValidPath {
+    type Body = bool;
     async fn serve(&self, s: &LowerStore) -> Result<Answer<bool>, OpError> {
         let p = s.path(&self.path)?;
         Ok(s.backend(s.backend.is_valid(&p).await)?.into())
@@ -41,6 +43,7 @@ impl Serve for IsValidPath {
 }
 
 impl Serve for QueryValidPaths {
+    type Body = Vec<String>;
     async fn serve(&self, s: &LowerStore) -> Result<Answer<Vec<String>>, OpError> {
         // `substitute` is ignored: a lower store substitutes nothing.
         let paths = s.paths(&self.paths)?;
@@ -52,6 +55,7 @@ impl Serve for QueryValidPaths {
 }
 
 impl Serve for QueryAllValidPaths {
+    type Body = Vec<String>;
     async fn serve(&self, s: &LowerStore) -> Result<Answer<Vec<String>>, OpError> {
         let all = s.backend(s.backend.all_paths().await)?;
         Ok(s.display_all(&all).into())
@@ -59,7 +63,8 @@ impl Serve for QueryAllValidPaths {
 }
 
 impl Serve for QueryPathInfo {
-    async fn serve(&self, s: &LowerStore) -> Result<Answer<Option<UnkeyedValidPathInfo>>, OpError> {
+    type Body = Option<UnkeyedValidPathInfo<Shown>>;
+    async fn serve(&self, s: &LowerStore) -> Result<Answer<Self::Body>, OpError> {
         let p = s.path(&self.path)?;
         let info = s.backend(s.backend.path_info(&p).await)?;
         Ok(info.map(|i| wire_path_info(&s.store_dir, i)).into())
@@ -67,18 +72,21 @@ impl Serve for QueryPathInfo {
 }
 
 impl Serve for QueryPathHash {
+    type Body = String;
     async fn serve(&self, s: &LowerStore) -> Result<Answer<String>, OpError> {
         Ok(s.valid_info(&self.path).await?.nar_hash.to_base16().into())
     }
 }
 
 impl Serve for QueryReferences {
+    type Body = Vec<String>;
     async fn serve(&self, s: &LowerStore) -> Result<Answer<Vec<String>>, OpError> {
         Ok(s.display_all(&s.valid_info(&self.path).await?.references).into())
     }
 }
 
 impl Serve for QueryDeriver {
+    type Body = Option<String>;
     async fn serve(&self, s: &LowerStore) -> Result<Answer<Option<String>>, OpError> {
         let info = s.valid_info(&self.path).await?;
         Ok(s.display_opt(info.deriver.as_ref()).into())
@@ -86,6 +94,7 @@ impl Serve for QueryDeriver {
 }
 
 impl Serve for QueryPathFromHashPart {
+    type Body = Option<String>;
     async fn serve(&self, s: &LowerStore) -> Result<Answer<Option<String>>, OpError> {
         // An invalid hash part simply matches nothing, as in Nix.
         let h = &self.hash_part;
@@ -99,6 +108,7 @@ impl Serve for QueryPathFromHashPart {
 }
 
 impl Serve for QueryReferrers {
+    type Body = Vec<String>;
     async fn serve(&self, s: &LowerStore) -> Result<Answer<Vec<String>>, OpError> {
         let p = s.path(&self.path)?;
         Ok(s.display_all(&s.backend(s.backend.referrers(&p).await)?).into())
@@ -106,6 +116,7 @@ impl Serve for QueryReferrers {
 }
 
 impl Serve for QueryValidDerivers {
+    type Body = Vec<String>;
     async fn serve(&self, s: &LowerStore) -> Result<Answer<Vec<String>>, OpError> {
         let p = s.path(&self.path)?;
         Ok(s.display_all(&s.backend(s.backend.valid_derivers(&p).await)?).into())

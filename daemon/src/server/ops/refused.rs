@@ -10,6 +10,7 @@ macro_rules! refused {
     ($($name:ident),* $(,)?) => {
         $(
             impl Serve for $name {
+                type Body = NoReply;
                 async fn serve(&self, _: &LowerStore) -> Result<Answer<NoReply>, OpError> {
                     Err(OpError::ReadOnly {
                         subject: self.subject().map(str::to_owned),

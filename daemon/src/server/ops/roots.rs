@@ -8,12 +8,14 @@ use super::{Answer, LowerStore, OpError, Serve};
 use crate::protocol::request::*;
 
 impl Serve for SetOptions {
+    type Body = ();
     async fn serve(&self, _: &LowerStore) -> Result<Answer<()>, OpError> {
         Ok(().into())
     }
 }
 
 impl Serve for AddTempRoot {
+    type Body = u64;
     async fn serve(&self, s: &LowerStore) -> Result<Answer<u64>, OpError> {
         // Lower paths are never collected, so they need no root.
         s.path(&self.path)?;
@@ -22,18 +24,21 @@ impl Serve for AddTempRoot {
 }
 
 impl Serve for AddIndirectRoot {
+    type Body = u64;
     async fn serve(&self, _: &LowerStore) -> Result<Answer<u64>, OpError> {
         Ok(1.into())
     }
 }
 
 impl Serve for SyncWithGC {
+    type Body = u64;
     async fn serve(&self, _: &LowerStore) -> Result<Answer<u64>, OpError> {
         Ok(1.into())
     }
 }
 
 impl Serve for AddPermRoot {
+    type Body = String;
     async fn serve(&self, s: &LowerStore) -> Result<Answer<String>, OpError> {
         let p = s.path(&self.path)?;
         if !s.backend(s.backend.is_valid(&p).await)? {
@@ -46,12 +51,14 @@ impl Serve for AddPermRoot {
 }
 
 impl Serve for FindRoots {
+    type Body = Roots;
     async fn serve(&self, _: &LowerStore) -> Result<Answer<Roots>, OpError> {
         Ok(Roots::default().into())
     }
 }
 
 impl Serve for OptimiseStore {
+    type Body = u64;
     async fn serve(&self, _: &LowerStore) -> Result<Answer<u64>, OpError> {
         // Nothing to do: the lower store is read-only and optimised (or not)
         // by whoever built it.

@@ -5,6 +5,7 @@ use super::{Answer, LowerStore, OpError, Serve};
 use crate::protocol::request::*;
 
 impl Serve for HasSubstitutes {
+    type Body = bool;
     async fn serve(&self, s: &LowerStore) -> Result<Answer<bool>, OpError> {
         s.path(&self.path)?;
         Ok(false.into())
@@ -12,6 +13,7 @@ impl Serve for HasSubstitutes {
 }
 
 impl Serve for QuerySubstitutablePaths {
+    type Body = Vec<String>;
     async fn serve(&self, s: &LowerStore) -> Result<Answer<Vec<String>>, OpError> {
         s.paths(&self.paths)?;
         Ok(Vec::new().into())
@@ -19,6 +21,7 @@ impl Serve for QuerySubstitutablePaths {
 }
 
 impl Serve for QuerySubstitutablePathInfos {
+    type Body = SubstitutablePathInfos;
     async fn serve(&self, s: &LowerStore) -> Result<Answer<SubstitutablePathInfos>, OpError> {
         for (p, _) in &self.paths {
             s.path(p)?;
@@ -28,6 +31,7 @@ impl Serve for QuerySubstitutablePathInfos {
 }
 
 impl Serve for QuerySubstitutablePathInfo {
+    type Body = Option<SubstitutablePathInfo>;
     async fn serve(&self, s: &LowerStore) -> Result<Answer<Option<SubstitutablePathInfo>>, OpError> {
         s.path(&self.path)?;
         Ok(None.into())
