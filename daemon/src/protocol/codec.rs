@@ -77,16 +77,19 @@ impl Wire for String {
     }
 }
 
-/// A list (or set: the same layout) of strings, e.g. store paths.
-impl Wire for Vec<String> {
+/// A list (or set: the same layout) of strings or store paths.
+impl<P: WirePath> Wire for Vec<P> {
     fn encode(&self, out: &mut WireBuf, _: ProtoVersion) {
-        out.strings(self.iter().map(String::as_str));
+        out.u64(self.len() as u64);
+        for p in self {
+            p.put(out);
+        }
     }
     async fn decode<R: AsyncRead + Unpin + Send>(
         r: &mut WireReader<R>,
         _: ProtoVersion,
     ) -> Result<Self, ProtocolError> {
-        r.strings("string list").await
+        r.strings("string list").await?.into_iter().map(P::take).collect()
     }
 }
 

@@ -101,6 +101,16 @@ macro_rules! define_ops {
             pub fn subject(&self) -> Option<&str> {
                 match self { $(AnyRequest::$name(q) => q.subject(),)* }
             }
+            /// Read the reply to this request (after STDERR_LAST) with its
+            /// op's reply type, and drop it (fuzz targets, tests).
+            pub async fn skip_reply<R: AsyncRead + Unpin + Send>(
+                &self,
+                r: &mut WireReader<R>,
+                v: ProtoVersion,
+            ) -> Result<(), ProtocolError> {
+                match self { $(AnyRequest::$name(_) => drop(<$name as Request>::Reply::decode(r, v).await?),)* }
+                Ok(())
+            }
         }
 
         /// Decode the request of `op` (the op word has been read).

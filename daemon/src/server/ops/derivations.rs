@@ -3,6 +3,7 @@
 //! content-addressed outputs.
 
 use super::{Answer, LowerStore, OpError, Serve};
+use crate::protocol::codec::Shown;
 use crate::protocol::codec::{Missing, OutputMap, Realisations, WireRealisation};
 use crate::protocol::request::*;
 use crate::store::drv::OutputMap as DrvOutputs;
@@ -28,12 +29,12 @@ impl Serve for QueryDerivationOutputMap {
 }
 
 impl Serve for QueryDerivationOutputs {
-    type Body = Vec<String>;
-    async fn serve(&self, s: &LowerStore) -> Result<Answer<Vec<String>>, OpError> {
+    type Body = Vec<Shown>;
+    async fn serve(&self, s: &LowerStore) -> Result<Answer<Self::Body>, OpError> {
         let outs = s.outputs(&self.path).await?;
         let mut paths: Vec<StorePath> = outs.into_iter().filter_map(|(_, p)| p).collect();
         paths.sort();
-        Ok(s.display_all(&paths).into())
+        Ok(s.shown(paths).into())
     }
 }
 
@@ -58,7 +59,7 @@ impl Serve for QueryMissing {
         unknown.sort();
         unknown.dedup();
         Ok(Missing {
-            unknown: s.display_all(&unknown),
+            unknown: unknown.iter().map(|p| s.store_dir.display(p)).collect(),
             ..Default::default()
         }
         .into())

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use crate::backend::{Backend, BackendError};
 use crate::lower::LowerDir;
-use crate::protocol::codec::{StderrFrame, Wire};
+use crate::protocol::codec::{Shown, StderrFrame, Wire};
 use crate::protocol::request::Request;
 use crate::protocol::wire::WireBuf;
 use crate::protocol::ProtoVersion;
@@ -154,9 +154,15 @@ impl LowerStore {
         OpError::NotValid(self.store_dir.display(p))
     }
 
-    /// Full paths, as they go on the wire.
-    pub(crate) fn display_all(&self, paths: &[StorePath]) -> Vec<String> {
-        paths.iter().map(|p| self.store_dir.display(p)).collect()
+    /// Paths as they go on the wire, shown under the store dir.
+    pub(crate) fn shown(&self, paths: Vec<StorePath>) -> Vec<Shown> {
+        paths
+            .into_iter()
+            .map(|path| Shown {
+                dir: self.store_dir.clone(),
+                path,
+            })
+            .collect()
     }
 
     pub(crate) fn display_opt(&self, p: Option<&StorePath>) -> Option<String> {

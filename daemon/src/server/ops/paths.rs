@@ -43,22 +43,22 @@ impl Serve for IsValidPath {
 }
 
 impl Serve for QueryValidPaths {
-    type Body = Vec<String>;
-    async fn serve(&self, s: &LowerStore) -> Result<Answer<Vec<String>>, OpError> {
+    type Body = Vec<Shown>;
+    async fn serve(&self, s: &LowerStore) -> Result<Answer<Self::Body>, OpError> {
         // `substitute` is ignored: a lower store substitutes nothing.
         let paths = s.paths(&self.paths)?;
         let mut valid = s.backend(s.backend.valid_subset(&paths).await)?;
         valid.sort();
         valid.dedup();
-        Ok(s.display_all(&valid).into())
+        Ok(s.shown(valid).into())
     }
 }
 
 impl Serve for QueryAllValidPaths {
-    type Body = Vec<String>;
-    async fn serve(&self, s: &LowerStore) -> Result<Answer<Vec<String>>, OpError> {
+    type Body = Vec<Shown>;
+    async fn serve(&self, s: &LowerStore) -> Result<Answer<Self::Body>, OpError> {
         let all = s.backend(s.backend.all_paths().await)?;
-        Ok(s.display_all(&all).into())
+        Ok(s.shown(all).into())
     }
 }
 
@@ -79,9 +79,9 @@ impl Serve for QueryPathHash {
 }
 
 impl Serve for QueryReferences {
-    type Body = Vec<String>;
-    async fn serve(&self, s: &LowerStore) -> Result<Answer<Vec<String>>, OpError> {
-        Ok(s.display_all(&s.valid_info(&self.path).await?.references).into())
+    type Body = Vec<Shown>;
+    async fn serve(&self, s: &LowerStore) -> Result<Answer<Self::Body>, OpError> {
+        Ok(s.shown(s.valid_info(&self.path).await?.references).into())
     }
 }
 
@@ -108,17 +108,17 @@ impl Serve for QueryPathFromHashPart {
 }
 
 impl Serve for QueryReferrers {
-    type Body = Vec<String>;
-    async fn serve(&self, s: &LowerStore) -> Result<Answer<Vec<String>>, OpError> {
+    type Body = Vec<Shown>;
+    async fn serve(&self, s: &LowerStore) -> Result<Answer<Self::Body>, OpError> {
         let p = s.path(&self.path)?;
-        Ok(s.display_all(&s.backend(s.backend.referrers(&p).await)?).into())
+        Ok(s.shown(s.backend(s.backend.referrers(&p).await)?).into())
     }
 }
 
 impl Serve for QueryValidDerivers {
-    type Body = Vec<String>;
-    async fn serve(&self, s: &LowerStore) -> Result<Answer<Vec<String>>, OpError> {
+    type Body = Vec<Shown>;
+    async fn serve(&self, s: &LowerStore) -> Result<Answer<Self::Body>, OpError> {
         let p = s.path(&self.path)?;
-        Ok(s.display_all(&s.backend(s.backend.valid_derivers(&p).await)?).into())
+        Ok(s.shown(s.backend(s.backend.valid_derivers(&p).await)?).into())
     }
 }
