@@ -13,13 +13,13 @@
 //! and returns its reply as data ([`Answer`]) or an [`OpError`]; framing,
 //! encoding and error rendering happen once, in `session::serve_op`.
 
-pub mod build;
-pub mod derivations;
-pub mod nar;
+mod build;
+mod derivations;
+mod nar;
 pub mod paths;
-pub mod refused;
-pub mod roots;
-pub mod substitutes;
+mod refused;
+mod roots;
+mod substitutes;
 
 use std::future::Future;
 use std::sync::Arc;
