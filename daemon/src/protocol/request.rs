@@ -820,3 +820,87 @@ write_request!(
         r.u64().await?; // obsolete sign flag
     }
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::wire::Limits;
+
+    /// Encode `q` with its op word, decode it through `read_request`.
+    async fn through_read_request<Q: Request + Clone>(q: Q, v: ProtoVersion) -> AnyRequest {
+        let mut b = WireBuf::default();
+        q.encode(&mut b, v);
+        let mut r = WireReader::new(std::io::Cursor::new(b.0), Limits::default());
+        let got = read_request(&mut r, Q::OP, v).await.unwrap();
+        assert!(
+            matches!(r.u64().await, Err(ProtocolError::Eof)),
+            "{}: bytes left",
+            Q::OP.name()
+        );
+        assert_eq!(got.op(), Q::OP);
+        got
+    }
+
+    #[tokio::test]
+    async fn read_requests_round_trip_per_version() {
+        let p = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x".to_string();
+        for v in [ProtoVersion(21), ProtoVersion(22), ProtoVersion(27), ProtoVersion(38)] {
+            let q = QueryValidPaths {
+                paths: vec![p.clone()],
+                substitute: v.at_least(27),
+            };
+            match through_read_request(q.clone(), v).await {
+                AnyRequest::QueryValidPaths(got) => assert_eq!(got, q),
+                other => panic!("{other:?}"),
+            }
+            let q = QuerySubstitutablePathInfos {
+                paths: vec![(p.clone(), v.at_least(22).then(|| "text:sha256:x".to_string()))],
+            };
+            match through_read_request(q.clone(), v).await {
+                AnyRequest::QuerySubstitutablePathInfos(got) => assert_eq!(got, q),
+                other => panic!("{other:?}"),
+            }
+            let q = SetOptions {
+                verbosity: 3,
+                build_settings: [1, 2, 3, 4, 5, 6, 7, 8],
+                overrides: vec![("a".into(), "b".into())],
+                ..Default::default()
+            };
+            match through_read_request(q.clone(), v).await {
+                AnyRequest::SetOptions(got) => assert_eq!(got, q),
+                other => panic!("{other:?}"),
+            }
+            let q = BuildPaths {
+                paths: vec![format!("{p}.drv!out")],
+                mode: BuildMode::CHECK,
+            };
+            match through_read_request(q.clone(), v).await {
+                AnyRequest::BuildPaths(got) => assert_eq!(got, q),
+                other => panic!("{other:?}"),
+            }
+            let q = AddPermRoot {
+                path: p.clone(),
+                gc_root: "/tmp/r".into(),
+            };
+            assert_eq!(through_read_request(q, v).await.subject(), Some(p.as_str()));
+        }
+    }
+
+    #[tokio::test]
+    async fn write_requests_keep_their_subject_and_drain_the_rest() {
+        let mut rest = WireBuf::default();
+        rest.str("").strings(["r"]).u64(0).u64(3);
+        rest.0.extend_from_slice(b"abc");
+        rest.u64(0);
+        let q = AddToStore {
+            name: "n".into(),
+            rest: rest.0,
+        };
+        let got = through_read_request(q, ProtoVersion(38)).await;
+        assert_eq!(got.subject(), Some("n"));
+        match got {
+            AnyRequest::AddToStore(got) => assert!(got.rest.is_empty()),
+            other => panic!("{other:?}"),
+        }
+    }
+}

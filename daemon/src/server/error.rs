@@ -138,3 +138,56 @@ impl SessionError {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The texts the end-to-end suite compares; a change here is a change
+    /// of behaviour.
+    #[test]
+    fn rendered_texts_are_unchanged() {
+        let p = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x".to_string();
+        assert_eq!(
+            OpError::NotValid(p.clone()).render(Op::QueryPathHash),
+            format!("QueryPathHash: path '{p}' is not valid in the lower store")
+        );
+        assert_eq!(
+            OpError::ReadOnly {
+                subject: Some(p.clone())
+            }
+            .render(Op::AddToStore),
+            format!(
+                "AddToStore ('{p}'): the lower store is read-only; it answers queries only, so add, build or delete in the upper (local-overlay) store instead"
+            )
+        );
+        assert_eq!(
+            OpError::ReadOnly { subject: None }.render(Op::ExportPath),
+            "ExportPath: this obsolete op is not served; Nix clients use NarFromPath"
+        );
+        assert_eq!(
+            OpError::NoRepair.render(Op::VerifyStore),
+            "VerifyStore: repair is impossible: the lower store is read-only; verify without --repair, and fix the lower store where it is built"
+        );
+        assert_eq!(
+            OpError::CannotEnsure(p.clone()).render(Op::EnsurePath),
+            format!("EnsurePath: path '{p}' is not in the lower store, and the lower store is read-only: it cannot build or substitute it")
+        );
+        assert_eq!(
+            OpError::NoPermRoot { gc_root: "/r".into() }.render(Op::AddPermRoot),
+            "AddPermRoot: the lower store is read-only and keeps every path, so it creates no root at '/r'; create the root on the client side (nix-store --add-root does this without the daemon)"
+        );
+        let e = SessionError::UnknownOp(999);
+        assert!(!e.can_recover() && e.tell_client());
+        assert_eq!(
+            e.to_string(),
+            "unknown worker op 999; this connection is closed (snix-lower-store speaks protocol 1.21 to 1.38)"
+        );
+        let e = SessionError::Op {
+            op: Op::IsValidPath,
+            error: OpError::NoRepair,
+        };
+        assert!(e.can_recover());
+        assert!(!SessionError::HungUp(Op::IsValidPath).tell_client());
+    }
+}
