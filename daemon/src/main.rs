@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use snix_lower_store::backend::Backend;
 use snix_lower_store::index::import::{self, ImportOptions};
 use snix_lower_store::index::PathInfoIndex;
 use snix_lower_store::lower::LowerDir;
@@ -363,7 +362,7 @@ fn open_store(lower_dir: &Path, store: &StoreArgs, create: bool) -> Result<Lower
         PathInfoIndex::open(&store.state_dir, sd.as_str())?
     };
     Ok(LowerStore {
-        backend: Backend::Index(index),
+        backend: snix_lower_store::backend::index(index),
         lower,
         store_dir: sd,
     })
@@ -450,7 +449,7 @@ async fn serve_store(args: &ServeArgs) -> Result<LowerStore> {
         .map_err(anyhow::Error::msg)?;
     g.spawn_refresh_loop(args.refresh_interval);
     Ok(LowerStore {
-        backend: Backend::Grpc(g),
+        backend: snix_lower_store::backend::grpc(g),
         lower,
         store_dir: sd,
     })
@@ -726,7 +725,9 @@ async fn demo_query(socket: &Path, sd: &StoreDir, entries: &[import::NewPath]) -
         .await?
         .context("demo path missing from the daemon")?;
     let bottom = sd.display(&entries[0].path);
-    let referrers = c.path_set_op(6, &bottom).await?;
+    let referrers = c
+        .call(&snix_lower_store::protocol::request::QueryReferrers { path: bottom.clone() })
+        .await?;
     println!(
         "served on {} ({})",
         socket.display(),

@@ -76,8 +76,8 @@ pub enum GrpcError {
 #[derive(Debug, thiserror::Error)]
 pub enum DrvOutputsError {
     /// Opening, reading or parsing the `.drv` failed ([`crate::lower::LowerDir`]'s message).
-    #[error("{0}")]
-    Read(String),
+    #[error(transparent)]
+    Read(crate::lower::LowerError),
     /// An output path is not a store path of our store directory.
     #[error("{0}")]
     OutputPath(StorePathError),
@@ -117,7 +117,7 @@ mod tests {
         let drv = StorePath::from_base_name("1n5cj1q9ykjq2y3hbqh3v3rn9wsxk0sm-x.drv").unwrap();
         let e = GrpcError::Derivation {
             drv,
-            error: DrvOutputsError::Read("derivation is larger than 64 MiB".into()),
+            error: DrvOutputsError::Read(crate::lower::LowerError::DrvTooLarge),
         };
         assert_eq!(
             e.to_string(),

@@ -701,7 +701,7 @@ impl Checks<'_> {
         let present = match self.listing {
             Some(set) if set.contains(e.path.base_name().as_bytes()) => Ok(()),
             Some(_) => Err(format!("not present in the lower dir {}", self.lower.root().display())),
-            None => self.lower.check_present(&e.path),
+            None => self.lower.check_present(&e.path).map_err(String::from),
         };
         match present {
             Err(why) => Some(why),

@@ -60,7 +60,10 @@ pub struct WireReader<R> {
     pub limits: Limits,
 }
 
-fn padding(len: u64) -> usize {
+/// Zero bytes that follow a string of `len` bytes on the wire (to the next
+/// multiple of 8). The one place the protocol's padding rule is written; the
+/// NAR writer and the benches' generators use it too.
+pub fn padding(len: u64) -> usize {
     ((8 - (len % 8)) % 8) as usize
 }
 
@@ -213,6 +216,19 @@ impl WireBuf {
 
     pub fn str(&mut self, s: &str) -> &mut Self {
         self.bytes(s.as_bytes())
+    }
+
+    /// The string `dir/base` (a store path shown under its store dir),
+    /// written without building it first.
+    pub fn dir_entry(&mut self, dir: &str, base: &str) -> &mut Self {
+        let len = dir.len() + 1 + base.len();
+        self.u64(len as u64);
+        self.0.reserve(len + 8);
+        self.0.extend_from_slice(dir.as_bytes());
+        self.0.push(b'/');
+        self.0.extend_from_slice(base.as_bytes());
+        self.0.resize(self.0.len() + padding(len as u64), 0);
+        self
     }
 
     pub fn strings<'a, I: IntoIterator<Item = &'a str>>(&mut self, items: I) -> &mut Self

@@ -141,8 +141,9 @@ impl fmt::Display for StorePath {
 }
 
 /// The logical store directory paths are printed under (`/nix/store`).
+/// Shared (`Arc`): replies hold it next to each path they show.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoreDir(String);
+pub struct StoreDir(std::sync::Arc<str>);
 
 impl StoreDir {
     pub fn new(dir: &str) -> Result<Self, String> {
@@ -150,7 +151,7 @@ impl StoreDir {
         if !d.starts_with('/') || d.is_empty() {
             return Err(format!("store directory '{dir}' must be an absolute path"));
         }
-        Ok(StoreDir(d.to_owned()))
+        Ok(StoreDir(d.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -160,9 +161,9 @@ impl StoreDir {
     /// Parse a full path `<store dir>/<base name>`.
     pub fn parse(&self, full: &str) -> Result<StorePath, StorePathError> {
         let base = full
-            .strip_prefix(self.0.as_str())
+            .strip_prefix(&*self.0)
             .and_then(|r| r.strip_prefix('/'))
-            .ok_or_else(|| StorePathError::NotInStore(shown(full), self.0.clone()))?;
+            .ok_or_else(|| StorePathError::NotInStore(shown(full), self.0.to_string()))?;
         // The error names the full path the caller gave, not only its base name.
         StorePath::from_base_name(base).map_err(|e| match e {
             StorePathError::Invalid(_, why) => StorePathError::Invalid(shown(full), why),
