@@ -16,6 +16,9 @@ pub mod request;
 pub mod stderr;
 pub mod wire;
 
+#[cfg(test)]
+mod golden;
+
 /// First word a client sends.
 pub const WORKER_MAGIC_1: u64 = 0x6e69_7863;
 /// First word the daemon answers.
