@@ -116,7 +116,10 @@ pub(super) fn golden_dir(test: &str) -> Option<PathBuf> {
     if in_ci() {
         panic!("golden test {test}: {msg}; CI=true, so this is a failure, not a skip");
     }
-    eprintln!("SKIPPED golden test {test}: {msg}");
+    // Written to the process's stderr, not through `eprintln!`, which the
+    // test harness captures: the skip must show in a normal `cargo test`.
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED golden test {test}: {msg}");
     None
 }
 

@@ -51,7 +51,7 @@ fn values_match_nix_json_for_paths_and_strings() {
         assert_eq!(got, nested, "{stem}[3]");
     }
     assert_eq!(strs(&json(&dir, "drv-output")), {
-        let ids: Vec<String> = drv_outputs().iter().map(|(h, n)| drv_output(h, n).to_string()).collect();
+        let ids: Vec<String> = drv_outputs().iter().map(|(h, n)| drv_output_id(h, n).to_string()).collect();
         ids
     });
 }
@@ -189,7 +189,7 @@ fn values_match_nix_json_for_realisations() {
         return;
     };
     let with_deps = json(&dir, "realisation-with-deps");
-    assert_eq!(real_from_json(&with_deps[0]), realisation_with_deps());
+    assert_eq!(real_from_json(&with_deps[0]), realisation_with_deps_value());
     let plain = json(&dir, "realisation");
     assert_eq!(real_from_json(&plain[0]), realisation_plain());
     // The test source's hash (SRI) is the one in the files (base16).

@@ -114,7 +114,7 @@ pub(super) fn drv_outputs() -> Vec<(&'static str, &'static str)> {
 }
 
 /// `DrvOutput{Hash::parseSRI(sri), name}` through the daemon's id type.
-pub(super) fn drv_output(sri: &str, name: &str) -> DrvOutputId {
+pub(super) fn drv_output_id(sri: &str, name: &str) -> DrvOutputId {
     DrvOutputId::parse(&format!("{sri}!{name}")).expect("Nix's test ids are valid")
 }
 
@@ -241,12 +241,12 @@ pub(super) struct Real {
 
 /// `realisation-with-deps` (values from its `.json`: signatures as
 /// `key:base64` strings, one dependent realisation).
-pub(super) fn realisation_with_deps() -> Real {
+pub(super) fn realisation_with_deps_value() -> Real {
     Real {
-        id: drv_output(NAR_HASH_SRI, "baz"),
+        id: drv_output_id(NAR_HASH_SRI, "baz"),
         out_path: path("foo"),
         signatures: vec![zero_sig("asdf"), zero_sig("qwer")],
-        dependent: vec![(drv_output(DRV_HASH_2_SRI, "quux"), path("foo"))],
+        dependent: vec![(drv_output_id(DRV_HASH_2_SRI, "quux"), path("foo"))],
     }
 }
 
@@ -254,7 +254,7 @@ pub(super) fn realisation_with_deps() -> Real {
 /// second value carries signatures as JSON objects, Nix 2.35's layout.)
 pub(super) fn realisation_plain() -> Real {
     Real {
-        id: drv_output(NAR_HASH_SRI, "baz"),
+        id: drv_output_id(NAR_HASH_SRI, "baz"),
         out_path: path("foo"),
         signatures: vec![],
         dependent: vec![],
