@@ -1,17 +1,22 @@
 //! Codec micro-benchmarks: the wire encoding and decoding of a QueryPathInfo
-//! reply, request decoding, NAR hash parsing, nix32, store path parsing and
-//! `.drv` output parsing.
+//! reply and the decoding of its request, all with the daemon's own codec
+//! types (nothing here writes a layout), NAR hash parsing, nix32, store path
+//! parsing and `.drv` output parsing.
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
-use snix_lower_store::protocol::request::{read_request, Op};
+use snix_lower_store::index::PathInfo;
+use snix_lower_store::protocol::codec::{StderrFrame, UnkeyedValidPathInfo, Wire};
+use snix_lower_store::protocol::request::QueryPathInfo;
 use snix_lower_store::protocol::wire::{Limits, WireBuf, WireReader};
 use snix_lower_store::protocol::ProtoVersion;
+use snix_lower_store::server::ops::paths::wire_path_info;
 use snix_lower_store::store::drv::parse_outputs;
 use snix_lower_store::store::hash::{nix32_decode, nix32_encode};
 use snix_lower_store::store::{NarHash, StoreDir, StorePath};
 
 const SD: &str = "/nix/store";
+const V: ProtoVersion = ProtoVersion::LATEST;
 
 fn sample_paths(n: usize) -> Vec<StorePath> {
     (0..n)
@@ -22,78 +27,74 @@ fn sample_paths(n: usize) -> Vec<StorePath> {
         .collect()
 }
 
-/// The reply body as the daemon writes it (Nix's UnkeyedValidPathInfo,
-/// protocol >= 1.16): deriver, base16 NAR hash, references, registration
-/// time, NAR size, ultimate, sigs, ca.
-fn encode_reply(sd: &StoreDir, b: &mut WireBuf, deriver: &StorePath, hash: &NarHash, refs: &[StorePath]) {
-    b.u64(0x616c7473); // STDERR_LAST
-    b.bool(true);
-    b.str(&sd.display(deriver));
-    b.str(&hash.to_base16());
-    b.u64(refs.len() as u64);
-    for r in refs {
-        b.str(&sd.display(r));
-    }
-    b.u64(1_700_000_000).u64(123_456);
-    b.bool(false);
-    b.strings([
-        "cache.example.org-1:6wzr1QlOPHG+knFuJIaw+85Z5ivwbdI512JikexG+nQ7JDSZM2hw8zzlcLOguXwrn6ZbbYXTtowR1Cs76Sy3Cg==",
-    ]);
-    b.str("");
+/// The reply as the daemon sends it, with the daemon's own encoders: the
+/// index entry shown as Nix's UnkeyedValidPathInfo, STDERR_LAST, the
+/// validity flag and the info (protocol >= 1.16).
+fn encode_reply(sd: &StoreDir, b: &mut WireBuf, info: PathInfo) {
+    StderrFrame::Last.encode(b, V);
+    Some(wire_path_info(sd, info)).encode(b, V);
 }
 
 fn codecs(c: &mut Criterion) {
     let sd = StoreDir::new(SD).unwrap();
     let refs = sample_paths(10);
     let deriver = StorePath::from_base_name(&format!("{}-bench.drv", nix32_encode(&[9u8; 20]))).unwrap();
-    let hash = NarHash([0xab; 32]);
+    let info = PathInfo {
+        path: refs[0].clone(),
+        nar_hash: NarHash([0xab; 32]),
+        nar_size: 123_456,
+        references: refs.clone(),
+        deriver: Some(deriver),
+        registration_time: 1_700_000_000,
+        ultimate: false,
+        sigs: vec![
+            "cache.example.org-1:6wzr1QlOPHG+knFuJIaw+85Z5ivwbdI512JikexG+nQ7JDSZM2hw8zzlcLOguXwrn6ZbbYXTtowR1Cs76Sy3Cg=="
+                .into(),
+        ],
+        ca: None,
+    };
+    let hash = info.nar_hash;
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
 
     let mut g = c.benchmark_group("wire");
     g.bench_function("encode QueryPathInfo reply (10 refs)", |b| {
-        b.iter(|| {
-            let mut buf = WireBuf::default();
-            encode_reply(&sd, &mut buf, black_box(&deriver), black_box(&hash), black_box(&refs));
-            buf
-        })
+        // The daemon owns the info it got from the backend: cloning it is setup.
+        b.iter_batched(
+            || info.clone(),
+            |info| {
+                let mut buf = WireBuf::default();
+                encode_reply(&sd, &mut buf, black_box(info));
+                buf
+            },
+            BatchSize::SmallInput,
+        )
     });
     let mut reply = WireBuf::default();
-    encode_reply(&sd, &mut reply, &deriver, &hash, &refs);
+    encode_reply(&sd, &mut reply, info.clone());
     let bytes = reply.0.clone();
     g.throughput(Throughput::Bytes(bytes.len() as u64));
     g.bench_function("decode QueryPathInfo reply (10 refs)", |b| {
         b.iter(|| {
             rt.block_on(async {
                 let mut r = WireReader::new(black_box(&bytes[..]), Limits::default());
-                r.u64().await.unwrap();
-                r.bool("valid").await.unwrap();
-                let deriver = r.string("deriver").await.unwrap();
-                let hash = NarHash::parse(&r.string("narHash").await.unwrap()).unwrap();
-                let refs: Vec<StorePath> = r
-                    .strings("refs")
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|s| sd.parse(s).unwrap())
-                    .collect();
-                let t = r.u64().await.unwrap();
-                let n = r.u64().await.unwrap();
-                let u = r.bool("ultimate").await.unwrap();
-                let sigs = r.strings("sigs").await.unwrap();
-                let ca = r.string("ca").await.unwrap();
-                (deriver, hash, refs, t, n, u, sigs, ca)
+                let last = StderrFrame::decode(&mut r, V).await.unwrap();
+                let info = Option::<UnkeyedValidPathInfo>::decode(&mut r, V).await.unwrap();
+                (last, info)
             })
         })
     });
     let mut req = WireBuf::default();
-    req.str(&sd.display(&refs[3]));
+    QueryPathInfo {
+        path: sd.display(&refs[3]),
+    }
+    .encode(&mut req, V);
     let req = req.0;
     g.throughput(Throughput::Elements(1));
     g.bench_function("decode QueryPathInfo request", |b| {
         b.iter(|| {
             rt.block_on(async {
                 let mut r = WireReader::new(black_box(&req[..]), Limits::default());
-                read_request(&mut r, Op::QueryPathInfo, ProtoVersion(38)).await.unwrap()
+                QueryPathInfo::decode(&mut r, V).await.unwrap()
             })
         })
     });

@@ -7,13 +7,13 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use std::path::PathBuf;
 
-use snix_lower_store::backend::Backend;
 use snix_lower_store::index::import::{self, ImportOptions};
 use snix_lower_store::index::PathInfoIndex;
 use snix_lower_store::lower::LowerDir;
-use snix_lower_store::protocol::request::Request;
+use snix_lower_store::protocol::request::QueryPathInfo;
+use snix_lower_store::protocol::wire::WireBuf;
 use snix_lower_store::protocol::ProtoVersion;
-use snix_lower_store::server::ops::{LowerStore, Reply};
+use snix_lower_store::server::ops::LowerStore;
 use snix_lower_store::store::{StoreDir, StorePath};
 use snix_lower_store_bench::gen::{self, Rng, Spec};
 
@@ -74,25 +74,27 @@ fn index(c: &mut Criterion) {
     g.finish();
 
     let store = LowerStore {
-        backend: Backend::Index(PathInfoIndex::open(&state, "/nix/store").unwrap()),
+        backend: snix_lower_store::backend::index(PathInfoIndex::open(&state, "/nix/store").unwrap()),
         lower: LowerDir::open(&lower).unwrap(),
         store_dir: StoreDir::new("/nix/store").unwrap(),
     };
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let reqs: Vec<Request> = paths
+    let reqs: Vec<QueryPathInfo> = paths
         .iter()
         .take(4096)
-        .map(|p| Request::QueryPathInfo(format!("/nix/store/{}", p.base_name())))
+        .map(|p| QueryPathInfo {
+            path: format!("/nix/store/{}", p.base_name()),
+        })
         .collect();
     let mut i = 0;
     let mut g = c.benchmark_group(format!("answer ({N} paths)"));
     g.bench_function("QueryPathInfo (lookup + encoding)", |b| {
         b.iter(|| {
             i = (i + 1) % reqs.len();
-            match rt.block_on(store.answer(black_box(&reqs[i]), ProtoVersion(38))) {
-                Reply::Data { body, .. } => body,
-                _ => panic!("unexpected reply"),
-            }
+            let mut out = WireBuf::default();
+            rt.block_on(store.answer(black_box(&reqs[i]), ProtoVersion(38), &mut out))
+                .expect("answered");
+            out
         })
     });
     g.finish();

@@ -81,7 +81,7 @@ impl Rng {
 fn nar_str(h: &mut Sha256, s: &[u8]) -> u64 {
     h.update((s.len() as u64).to_le_bytes());
     h.update(s);
-    let pad = (8 - s.len() % 8) % 8;
+    let pad = snix_lower_store::protocol::wire::padding(s.len() as u64);
     h.update(&[0u8; 8][..pad]);
     8 + s.len() as u64 + pad as u64
 }

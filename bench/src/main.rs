@@ -15,7 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use snix_lower_store::client::Client;
+use snix_lower_store::protocol::codec::Wire;
+use snix_lower_store::protocol::request::{NarFromPath, QueryPathInfo, QueryReferrers, Request};
 use snix_lower_store::protocol::wire::WireBuf;
+use snix_lower_store::protocol::ProtoVersion;
 use snix_lower_store_bench::gen::{self, Rng, Spec, Store};
 use snix_lower_store_bench::procfs;
 use snix_lower_store_bench::stats::{median, Samples};
@@ -496,7 +499,7 @@ async fn one_op(
             c.query_valid_paths(&ps).await?;
         }
         OpKind::Referrers => {
-            c.path_set_op(6, p).await?;
+            c.call(&QueryReferrers { path: p.clone() }).await?;
         }
         OpKind::Nar => {
             c.nar_from_path(p, *size).await?;
@@ -681,8 +684,11 @@ fn echo_floor(work: &Path, n: usize) -> Result<Samples> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut st = tokio::net::UnixStream::connect(&sock).await?;
         let mut req = WireBuf::default();
-        req.u64(26)
-            .str("/nix/store/ffffffffffffffffffffffffffffffff-bench-12345");
+        req.u64(QueryPathInfo::OP as u64);
+        let q = QueryPathInfo {
+            path: "/nix/store/ffffffffffffffffffffffffffffffff-bench-12345".into(),
+        };
+        q.encode(&mut req, ProtoVersion::LATEST);
         let mut back = vec![0u8; req.0.len()];
         let mut s = Samples::default();
         for _ in 0..n {
@@ -904,9 +910,7 @@ fn mode_nar(env: &Env, bytes: u64) -> Result<()> {
             let mut times = vec![];
             for _ in 0..5 {
                 let t0 = Instant::now();
-                let mut a = WireBuf::default();
-                a.str(&p);
-                c.call(38, &a).await?;
+                c.call(&NarFromPath { path: p.clone() }).await?;
                 let mut left = size;
                 let r = c.r.get_mut();
                 while left > 0 {

@@ -153,7 +153,11 @@ async fn main() -> anyhow::Result<()> {
                         anyhow::ensure!(client.query_valid_paths(&batch).await?.len() == batch.len());
                     }
                     8 => {
-                        let got: BTreeSet<String> = client.path_set_op(6, p).await?.into_iter().collect();
+                        let got: BTreeSet<String> = client
+                            .call(&snix_lower_store::protocol::request::QueryReferrers { path: p.clone() })
+                            .await?
+                            .into_iter()
+                            .collect();
                         anyhow::ensure!(
                             got == want[p].referrers,
                             "QueryReferrers {p}: got {got:?}, the fixture says {:?}",

@@ -2,17 +2,21 @@
 //! `PathInfoService` over gRPC. The op handlers ask a [`Backend`] and never
 //! care which; a backend that cannot answer says so with an error naming
 //! itself, never with "path not valid".
+//!
+//! Invariant: index queries (SQLite) run through `crate::blocking::run`, never
+//! on the async threads.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use crate::grpc::client::GrpcBackend;
 use crate::index::{IndexError, PathInfo, PathInfoIndex};
+use crate::store::drv::OutputMap;
 use crate::store::realisation::{DrvOutputId, Realisation};
 use crate::store::{NarHash, StorePath};
 
-pub enum Backend {
-    Index(PathInfoIndex),
-    Grpc(GrpcBackend),
-}
-
+/// Why a backend could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error(transparent)]
@@ -23,101 +27,149 @@ pub enum BackendError {
 
 pub type Result<T> = std::result::Result<T, BackendError>;
 
-impl Backend {
-    /// For logs and STATUS: which backend, where.
-    pub fn describe(&self) -> String {
-        match self {
-            Backend::Index(i) => format!("index {}", i.db_path().display()),
-            Backend::Grpc(g) => format!("snix PathInfoService {}", g.address()),
-        }
-    }
+/// A boxed future borrowing the backend.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-    pub async fn is_valid(&self, p: &StorePath) -> Result<bool> {
-        match self {
-            Backend::Index(i) => Ok(i.is_valid(p)?),
-            Backend::Grpc(g) => Ok(g.path_info(p).await?.is_some()),
-        }
-    }
-
+/// The questions the op handlers ask about the lower store's metadata.
+///
+/// Used as `Arc<dyn Backend>` with boxed futures rather than as a generic
+/// parameter: the backend is chosen at run time (a command-line flag), and a
+/// generic would spread a type parameter through `LowerStore`, `Server`, the
+/// tests and the fuzz targets for one allocation per call, which is noise
+/// next to a SQLite query or a gRPC round trip.
+pub trait Backend: Send + Sync {
+    /// For logs, STATUS and error messages: which backend, where.
+    fn describe(&self) -> String;
+    fn is_valid<'a>(&'a self, p: &'a StorePath) -> BoxFuture<'a, Result<bool>>;
     /// The subset of `paths` that is valid, in the order given.
-    pub async fn valid_subset(&self, paths: &[StorePath]) -> Result<Vec<StorePath>> {
-        match self {
-            Backend::Index(i) => Ok(i.valid_subset(paths)?),
-            Backend::Grpc(g) => g.valid_subset(paths).await,
-        }
-    }
-
-    pub async fn path_info(&self, p: &StorePath) -> Result<Option<PathInfo>> {
-        match self {
-            Backend::Index(i) => Ok(i.path_info(p)?),
-            Backend::Grpc(g) => g.path_info(p).await,
-        }
-    }
-
-    pub async fn referrers(&self, p: &StorePath) -> Result<Vec<StorePath>> {
-        match self {
-            Backend::Index(i) => Ok(i.referrers(p)?),
-            Backend::Grpc(g) => g.referrers(p).await,
-        }
-    }
-
-    pub async fn valid_derivers(&self, p: &StorePath) -> Result<Vec<StorePath>> {
-        match self {
-            Backend::Index(i) => Ok(i.valid_derivers(p)?),
-            Backend::Grpc(g) => g.valid_derivers(p).await,
-        }
-    }
-
-    pub async fn derivation_outputs(&self, drv: &StorePath) -> Result<Option<crate::store::drv::OutputMap>> {
-        match self {
-            Backend::Index(i) => Ok(i.derivation_outputs(drv)?),
-            Backend::Grpc(g) => g.derivation_outputs(drv).await,
-        }
-    }
-
-    /// The realisation of a content-addressed derivation output. A snix
-    /// PathInfoService holds none, so through gRPC every output is unknown.
-    pub async fn realisation(&self, id: &DrvOutputId) -> Result<Option<Realisation>> {
-        match self {
-            Backend::Index(i) => Ok(i.realisation(id)?),
-            Backend::Grpc(_) => Ok(None),
-        }
-    }
-
-    pub async fn path_from_hash_part(&self, hash_part: &str) -> Result<Option<StorePath>> {
-        match self {
-            Backend::Index(i) => Ok(i.path_from_hash_part(hash_part)?),
-            Backend::Grpc(g) => g.path_from_hash_part(hash_part).await,
-        }
-    }
-
-    pub async fn all_paths(&self) -> Result<Vec<StorePath>> {
-        match self {
-            Backend::Index(i) => Ok(i.all_paths()?),
-            Backend::Grpc(g) => g.all_paths().await,
-        }
-    }
-
-    pub async fn all_hashes(&self) -> Result<Vec<(StorePath, NarHash, u64)>> {
-        match self {
-            Backend::Index(i) => Ok(i.all_hashes()?),
-            Backend::Grpc(g) => g.all_hashes().await,
-        }
-    }
-
+    fn valid_subset<'a>(&'a self, paths: &'a [StorePath]) -> BoxFuture<'a, Result<Vec<StorePath>>>;
+    fn path_info<'a>(&'a self, p: &'a StorePath) -> BoxFuture<'a, Result<Option<PathInfo>>>;
+    fn referrers<'a>(&'a self, p: &'a StorePath) -> BoxFuture<'a, Result<Vec<StorePath>>>;
+    fn valid_derivers<'a>(&'a self, p: &'a StorePath) -> BoxFuture<'a, Result<Vec<StorePath>>>;
+    fn derivation_outputs<'a>(&'a self, drv: &'a StorePath) -> BoxFuture<'a, Result<Option<OutputMap>>>;
+    /// The realisation of a content-addressed derivation output.
+    fn realisation<'a>(&'a self, id: &'a DrvOutputId) -> BoxFuture<'a, Result<Option<Realisation>>>;
+    fn path_from_hash_part<'a>(&'a self, hash_part: &'a str) -> BoxFuture<'a, Result<Option<StorePath>>>;
+    fn all_paths(&self) -> BoxFuture<'_, Result<Vec<StorePath>>>;
+    fn all_hashes(&self) -> BoxFuture<'_, Result<Vec<(StorePath, NarHash, u64)>>>;
     /// Number of known paths (for STATUS).
-    pub async fn count(&self) -> Result<u64> {
-        match self {
-            Backend::Index(i) => Ok(i.count()?),
-            Backend::Grpc(g) => Ok(g.snapshot_len()),
-        }
-    }
-
+    fn count(&self) -> BoxFuture<'_, Result<u64>>;
     /// Extra words for STATUS (the gRPC snapshot's size and age).
-    pub fn status_detail(&self) -> Option<String> {
-        match self {
-            Backend::Index(_) => None,
-            Backend::Grpc(g) => Some(g.status_detail()),
-        }
+    fn status_detail(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The embedded index as a backend.
+pub fn index(index: PathInfoIndex) -> Arc<dyn Backend> {
+    Arc::new(Arc::new(index))
+}
+
+/// A snix PathInfoService as a backend.
+pub fn grpc(g: GrpcBackend) -> Arc<dyn Backend> {
+    Arc::new(g)
+}
+
+/// Run one index query on the blocking pool.
+fn query<T, F>(index: &Arc<PathInfoIndex>, f: F) -> BoxFuture<'static, Result<T>>
+where
+    T: Send + 'static,
+    F: FnOnce(&PathInfoIndex) -> std::result::Result<T, IndexError> + Send + 'static,
+{
+    let index = index.clone();
+    Box::pin(async move { Ok(crate::blocking::run(move || f(&index)).await?) })
+}
+
+/// The embedded index. Shared (`Arc`) so each query can move to the
+/// blocking pool; its own connection pool makes concurrent queries safe.
+impl Backend for Arc<PathInfoIndex> {
+    fn describe(&self) -> String {
+        format!("index {}", self.db_path().display())
+    }
+    fn is_valid<'a>(&'a self, p: &'a StorePath) -> BoxFuture<'a, Result<bool>> {
+        let p = p.clone();
+        query(self, move |i| i.is_valid(&p))
+    }
+    fn valid_subset<'a>(&'a self, paths: &'a [StorePath]) -> BoxFuture<'a, Result<Vec<StorePath>>> {
+        let paths = paths.to_vec();
+        query(self, move |i| i.valid_subset(&paths))
+    }
+    fn path_info<'a>(&'a self, p: &'a StorePath) -> BoxFuture<'a, Result<Option<PathInfo>>> {
+        let p = p.clone();
+        query(self, move |i| i.path_info(&p))
+    }
+    fn referrers<'a>(&'a self, p: &'a StorePath) -> BoxFuture<'a, Result<Vec<StorePath>>> {
+        let p = p.clone();
+        query(self, move |i| i.referrers(&p))
+    }
+    fn valid_derivers<'a>(&'a self, p: &'a StorePath) -> BoxFuture<'a, Result<Vec<StorePath>>> {
+        let p = p.clone();
+        query(self, move |i| i.valid_derivers(&p))
+    }
+    fn derivation_outputs<'a>(&'a self, drv: &'a StorePath) -> BoxFuture<'a, Result<Option<OutputMap>>> {
+        let drv = drv.clone();
+        query(self, move |i| i.derivation_outputs(&drv))
+    }
+    fn realisation<'a>(&'a self, id: &'a DrvOutputId) -> BoxFuture<'a, Result<Option<Realisation>>> {
+        let id = id.clone();
+        query(self, move |i| i.realisation(&id))
+    }
+    fn path_from_hash_part<'a>(&'a self, hash_part: &'a str) -> BoxFuture<'a, Result<Option<StorePath>>> {
+        let h = hash_part.to_owned();
+        query(self, move |i| i.path_from_hash_part(&h))
+    }
+    fn all_paths(&self) -> BoxFuture<'_, Result<Vec<StorePath>>> {
+        query(self, |i| i.all_paths())
+    }
+    fn all_hashes(&self) -> BoxFuture<'_, Result<Vec<(StorePath, NarHash, u64)>>> {
+        query(self, |i| i.all_hashes())
+    }
+    fn count(&self) -> BoxFuture<'_, Result<u64>> {
+        query(self, |i| i.count())
+    }
+}
+
+/// A snix PathInfoService. It holds no realisations, so through gRPC every
+/// content-addressed derivation output is unknown.
+impl Backend for GrpcBackend {
+    fn describe(&self) -> String {
+        format!("snix PathInfoService {}", self.address())
+    }
+    fn is_valid<'a>(&'a self, p: &'a StorePath) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move { Ok(GrpcBackend::path_info(self, p).await?.is_some()) })
+    }
+    fn valid_subset<'a>(&'a self, paths: &'a [StorePath]) -> BoxFuture<'a, Result<Vec<StorePath>>> {
+        Box::pin(GrpcBackend::valid_subset(self, paths))
+    }
+    fn path_info<'a>(&'a self, p: &'a StorePath) -> BoxFuture<'a, Result<Option<PathInfo>>> {
+        Box::pin(GrpcBackend::path_info(self, p))
+    }
+    fn referrers<'a>(&'a self, p: &'a StorePath) -> BoxFuture<'a, Result<Vec<StorePath>>> {
+        Box::pin(GrpcBackend::referrers(self, p))
+    }
+    fn valid_derivers<'a>(&'a self, p: &'a StorePath) -> BoxFuture<'a, Result<Vec<StorePath>>> {
+        Box::pin(GrpcBackend::valid_derivers(self, p))
+    }
+    fn derivation_outputs<'a>(&'a self, drv: &'a StorePath) -> BoxFuture<'a, Result<Option<OutputMap>>> {
+        Box::pin(GrpcBackend::derivation_outputs(self, drv))
+    }
+    fn realisation<'a>(&'a self, _: &'a DrvOutputId) -> BoxFuture<'a, Result<Option<Realisation>>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn path_from_hash_part<'a>(&'a self, hash_part: &'a str) -> BoxFuture<'a, Result<Option<StorePath>>> {
+        Box::pin(GrpcBackend::path_from_hash_part(self, hash_part))
+    }
+    fn all_paths(&self) -> BoxFuture<'_, Result<Vec<StorePath>>> {
+        Box::pin(GrpcBackend::all_paths(self))
+    }
+    fn all_hashes(&self) -> BoxFuture<'_, Result<Vec<(StorePath, NarHash, u64)>>> {
+        Box::pin(GrpcBackend::all_hashes(self))
+    }
+    fn count(&self) -> BoxFuture<'_, Result<u64>> {
+        let n = self.snapshot_len();
+        Box::pin(async move { Ok(n) })
+    }
+    fn status_detail(&self) -> Option<String> {
+        Some(GrpcBackend::status_detail(self))
     }
 }

@@ -1,32 +1,49 @@
 //! A minimal worker-protocol client: handshake, one op at a time, STDERR
 //! processing. Used by the tests (every op through a real unix socket), the
-//! demo's self-check and the benches; it speaks to Nix's own daemon too.
+//! demo's self-check, the benches and the fuzz targets; it speaks to Nix's
+//! own daemon too.
+//!
+//! It encodes requests and decodes replies with the daemon's own types
+//! (`protocol::request`, `protocol::codec`): [`Client::call`] sends a typed
+//! request and returns its typed reply. Its limits are generous (it trusts
+//! the daemon more than the daemon trusts it) but still bounded.
 
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
-use crate::protocol::stderr::*;
+use crate::protocol::codec::{
+    ClientMagic, ClientObsolete, ClientVersion, Features, ServerHello, ServerInfo, StderrFrame, TrustedFlag,
+    UnkeyedValidPathInfo, Wire,
+};
+use crate::protocol::request::{IsValidPath, NarFromPath, QueryPathInfo, QueryValidPaths, Request};
 use crate::protocol::wire::{Limits, ProtocolError, WireBuf, WireReader};
-use crate::protocol::{ProtoVersion, WORKER_MAGIC_1, WORKER_MAGIC_2};
+use crate::protocol::ProtoVersion;
 
+/// A connected, handshaken client.
 pub struct Client {
+    /// The daemon's side of the socket (for reading a NAR or raw bytes).
     pub r: WireReader<BufReader<OwnedReadHalf>>,
+    /// Our side (for sending raw bytes, e.g. hostile input in tests).
     pub w: OwnedWriteHalf,
+    /// The negotiated version.
     pub version: ProtoVersion,
+    /// The daemon's version string (1.33+).
     pub daemon_version: Option<String>,
-    /// 0 unknown, 1 trusted, 2 not trusted (1.35+).
-    pub trust: Option<u64>,
-    /// Log lines (STDERR_NEXT) of the last op.
+    /// Whether the daemon trusts us (1.35+).
+    pub trust: Option<TrustedFlag>,
+    /// Log lines (STDERR_NEXT, trailing newline removed) of the last op.
     pub log: Vec<String>,
 }
 
+/// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The daemon answered with STDERR_ERROR; this is its message.
     #[error("daemon error: {0}")]
     Daemon(String),
     #[error("unexpected: {0}")]
@@ -45,116 +62,75 @@ impl Client {
     /// socketpair in the `session` fuzz target), offering protocol 1.`minor`.
     pub async fn over(s: UnixStream, minor: u8) -> Result<Client> {
         let (rd, w) = s.into_split();
+        let limits = Limits {
+            max_string: 1 << 30,
+            max_list: 1 << 24,
+        };
         let mut c = Client {
-            r: WireReader::new(
-                BufReader::new(rd),
-                Limits {
-                    max_string: 1 << 30,
-                    max_list: 1 << 24,
-                },
-            ),
+            r: WireReader::new(BufReader::new(rd), limits),
             w,
             version: ProtoVersion(minor),
             daemon_version: None,
             trust: None,
             log: Vec::new(),
         };
+        let offered = ProtoVersion(minor);
         let mut b = WireBuf::default();
-        b.u64(WORKER_MAGIC_1).u64((1 << 8) | minor as u64);
+        ClientMagic::default().encode(&mut b, offered);
+        ClientVersion(offered.to_wire()).encode(&mut b, offered);
         c.w.write_all(&b.0).await?;
-        if c.r.u64().await? != WORKER_MAGIC_2 {
-            return Err(ClientError::Unexpected("bad daemon magic".into()));
-        }
-        let dv = c.r.u64().await?;
-        c.version = ProtoVersion(((dv & 0xff) as u8).min(minor));
+        let hello = ServerHello::decode(&mut c.r, offered).await?;
+        c.version = ProtoVersion(((hello.version & 0xff) as u8).min(minor));
+        let v = c.version;
         let mut b = WireBuf::default();
-        if c.version.at_least(38) {
-            b.u64(0); // no features
+        if v.at_least(38) {
+            Features::default().encode(&mut b, v);
             c.w.write_all(&b.0).await?;
-            c.r.strings("daemon features").await?;
+            Features::decode(&mut c.r, v).await?;
             b = WireBuf::default();
         }
-        b.u64(0).u64(0); // CPU affinity, reserveSpace
+        ClientObsolete::default().encode(&mut b, v);
         c.w.write_all(&b.0).await?;
-        if c.version.at_least(33) {
-            c.daemon_version = Some(c.r.string("daemon version").await?);
-        }
-        if c.version.at_least(35) {
-            c.trust = Some(c.r.u64().await?);
-        }
+        let info = ServerInfo::decode(&mut c.r, v).await?;
+        c.daemon_version = info.daemon_version;
+        c.trust = info.trust;
         c.stderr().await?;
         Ok(c)
     }
 
-    /// Read STDERR messages until STDERR_LAST (Ok) or STDERR_ERROR (Err).
+    /// Read STDERR messages until STDERR_LAST (Ok) or STDERR_ERROR (Err),
+    /// keeping the log lines in `self.log`.
     pub async fn stderr(&mut self) -> Result<()> {
         self.log.clear();
         loop {
-            match self.r.u64().await? {
-                STDERR_LAST => return Ok(()),
-                STDERR_NEXT => {
-                    let l = self.r.string("log").await?;
-                    self.log.push(l.trim_end_matches('\n').to_owned());
-                }
-                STDERR_ERROR => {
-                    let msg = if self.version.at_least(26) {
-                        self.r.string("type").await?;
-                        self.r.u64().await?;
-                        self.r.string("name").await?;
-                        let msg = self.r.string("msg").await?;
-                        self.r.u64().await?;
-                        let traces = self.r.u64().await?;
-                        for _ in 0..traces {
-                            self.r.u64().await?;
-                            self.r.string("trace").await?;
-                        }
-                        msg
-                    } else {
-                        let msg = self.r.string("msg").await?;
-                        self.r.u64().await?;
-                        msg
-                    };
-                    return Err(ClientError::Daemon(msg));
-                }
-                STDERR_START_ACTIVITY => {
-                    self.r.u64().await?;
-                    self.r.u64().await?;
-                    self.r.u64().await?;
-                    self.r.string("activity").await?;
-                    self.fields().await?;
-                    self.r.u64().await?;
-                }
-                STDERR_STOP_ACTIVITY => {
-                    self.r.u64().await?;
-                }
-                STDERR_RESULT => {
-                    self.r.u64().await?;
-                    self.r.u64().await?;
-                    self.fields().await?;
-                }
-                other => return Err(ClientError::Unexpected(format!("STDERR word {other:#x}"))),
+            match StderrFrame::decode(&mut self.r, self.version).await? {
+                StderrFrame::Last => return Ok(()),
+                StderrFrame::Next(l) => self.log.push(l.strip_suffix('\n').unwrap_or(&l).to_owned()),
+                StderrFrame::Error(e) => return Err(ClientError::Daemon(e.msg)),
+                StderrFrame::StartActivity { .. } | StderrFrame::StopActivity { .. } | StderrFrame::Result { .. } => {}
             }
         }
     }
 
-    async fn fields(&mut self) -> Result<()> {
-        let n = self.r.u64().await?;
-        for _ in 0..n {
-            match self.r.u64().await? {
-                0 => {
-                    self.r.u64().await?;
-                }
-                1 => {
-                    self.r.string("field").await?;
-                }
-                t => return Err(ClientError::Unexpected(format!("field type {t}"))),
-            }
-        }
+    /// Send a request without waiting for the answer.
+    pub async fn send<Q: Request>(&mut self, q: &Q) -> Result<()> {
+        let mut b = WireBuf::default();
+        b.u64(Q::OP as u64);
+        q.encode(&mut b, self.version);
+        self.w.write_all(&b.0).await?;
         Ok(())
     }
 
-    /// Send op `op` with pre-encoded arguments and process STDERR.
-    pub async fn call(&mut self, op: u64, args: &WireBuf) -> Result<()> {
+    /// Send a request, process STDERR and decode the reply.
+    pub async fn call<Q: Request>(&mut self, q: &Q) -> Result<Q::Reply> {
+        self.send(q).await?;
+        self.stderr().await?;
+        Ok(Q::Reply::decode(&mut self.r, self.version).await?)
+    }
+
+    /// Send an op word the daemon may not know, with raw arguments, and
+    /// process STDERR (for tests of hostile input only).
+    pub async fn call_raw(&mut self, op: u64, args: &WireBuf) -> Result<()> {
         let mut b = WireBuf::default();
         b.u64(op);
         b.0.extend_from_slice(&args.0);
@@ -163,76 +139,27 @@ impl Client {
     }
 
     pub async fn is_valid_path(&mut self, path: &str) -> Result<bool> {
-        let mut a = WireBuf::default();
-        a.str(path);
-        self.call(1, &a).await?;
-        Ok(self.r.bool("valid").await?)
-    }
-
-    pub async fn path_set_op(&mut self, op: u64, path: &str) -> Result<Vec<String>> {
-        let mut a = WireBuf::default();
-        a.str(path);
-        self.call(op, &a).await?;
-        Ok(self.r.strings("paths").await?)
+        self.call(&IsValidPath { path: path.into() }).await
     }
 
     pub async fn query_valid_paths(&mut self, paths: &[&str]) -> Result<Vec<String>> {
-        let mut a = WireBuf::default();
-        a.strings(paths.iter().copied());
-        if self.version.at_least(27) {
-            a.u64(0);
-        }
-        self.call(31, &a).await?;
-        Ok(self.r.strings("paths").await?)
+        let q = QueryValidPaths {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            substitute: false,
+        };
+        self.call(&q).await
     }
 
     /// QueryPathInfo: `None` if not valid.
-    pub async fn query_path_info(&mut self, path: &str) -> Result<Option<RawPathInfo>> {
-        let mut a = WireBuf::default();
-        a.str(path);
-        self.call(26, &a).await?;
-        if !self.r.bool("valid").await? {
-            return Ok(None);
-        }
-        let deriver = self.r.string("deriver").await?;
-        let nar_hash = self.r.string("narHash").await?;
-        let references = self.r.strings("references").await?;
-        let registration_time = self.r.u64().await?;
-        let nar_size = self.r.u64().await?;
-        let ultimate = self.r.u64().await? != 0;
-        let sigs = self.r.strings("sigs").await?;
-        let ca = self.r.string("ca").await?;
-        Ok(Some(RawPathInfo {
-            deriver,
-            nar_hash,
-            references,
-            registration_time,
-            nar_size,
-            ultimate,
-            sigs,
-            ca,
-        }))
+    pub async fn query_path_info(&mut self, path: &str) -> Result<Option<UnkeyedValidPathInfo>> {
+        self.call(&QueryPathInfo { path: path.into() }).await
     }
 
     /// NarFromPath: reads exactly `nar_size` bytes (from QueryPathInfo).
     pub async fn nar_from_path(&mut self, path: &str, nar_size: u64) -> Result<Vec<u8>> {
-        let mut a = WireBuf::default();
-        a.str(path);
-        self.call(38, &a).await?;
+        self.call(&NarFromPath { path: path.into() }).await?;
         let mut buf = vec![0u8; nar_size as usize];
-        tokio::io::AsyncReadExt::read_exact(self.r.get_mut(), &mut buf).await?;
+        self.r.get_mut().read_exact(&mut buf).await?;
         Ok(buf)
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawPathInfo {
-    pub deriver: String,
-    pub nar_hash: String,
-    pub references: Vec<String>,
-    pub registration_time: u64,
-    pub nar_size: u64,
-    pub ultimate: bool,
-    pub sigs: Vec<String>,
-    pub ca: String,
 }

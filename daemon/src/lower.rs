@@ -7,12 +7,51 @@ use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::store::drv::{parse_outputs, DrvOutput};
+use crate::store::drv::{parse_outputs, DrvOutput, DrvParseError};
 use crate::store::nar::nar_hash;
 use crate::store::{NarHash, StorePath};
 
 /// A derivation larger than this is not a derivation Nix wrote.
 const MAX_DRV_SIZE: u64 = 64 << 20;
+
+/// Why the lower dir, or an object in it, cannot be used. The texts end up
+/// in error replies and import reports; each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum LowerError {
+    #[error("lower dir {}: {source}; is the lower store mounted?", root.display())]
+    Unopenable { root: PathBuf, source: io::Error },
+    #[error("lower dir {} is not a directory", root.display())]
+    NotADirectory { root: PathBuf },
+    #[error("lower dir {} cannot be listed: {source}", root.display())]
+    Unlistable { root: PathBuf, source: io::Error },
+    #[error(
+        "the lower dir {} is no longer the file system it was at start (device {was:#x}, now {now:#x}): \
+         the lower mount was unmounted or replaced; remount it and restart snix-lower-store",
+        root.display()
+    )]
+    Replaced { root: PathBuf, was: u64, now: u64 },
+    #[error("the lower dir {} is gone ({source}); remount it and restart snix-lower-store", root.display())]
+    Gone { root: PathBuf, source: io::Error },
+    #[error("not present in the lower dir {}", root.display())]
+    Absent { root: PathBuf },
+    #[error("cannot be read in the lower dir {}: {source}", root.display())]
+    Unreadable { root: PathBuf, source: io::Error },
+    #[error("cannot open the derivation in the lower dir: {0}")]
+    DrvOpen(io::Error),
+    #[error("cannot read the derivation: {0}")]
+    DrvRead(io::Error),
+    #[error("derivation is larger than 64 MiB")]
+    DrvTooLarge,
+    #[error(transparent)]
+    DrvParse(#[from] DrvParseError),
+}
+
+/// For callers that collect problems as text (the importers' reports).
+impl From<LowerError> for String {
+    fn from(e: LowerError) -> String {
+        e.to_string()
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct LowerDir {
@@ -31,13 +70,20 @@ const ALIVE_FOR_MS: u64 = 100;
 
 impl LowerDir {
     /// Open the lower dir, checking it is a readable directory.
-    pub fn open(root: &Path) -> Result<Self, String> {
-        let meta = fs::metadata(root)
-            .map_err(|e| format!("lower dir {}: {e}; is the lower store mounted?", root.display()))?;
+    pub fn open(root: &Path) -> Result<Self, LowerError> {
+        let meta = fs::metadata(root).map_err(|source| LowerError::Unopenable {
+            root: root.to_path_buf(),
+            source,
+        })?;
         if !meta.is_dir() {
-            return Err(format!("lower dir {} is not a directory", root.display()));
+            return Err(LowerError::NotADirectory {
+                root: root.to_path_buf(),
+            });
         }
-        fs::read_dir(root).map_err(|e| format!("lower dir {} cannot be listed: {e}", root.display()))?;
+        fs::read_dir(root).map_err(|source| LowerError::Unlistable {
+            root: root.to_path_buf(),
+            source,
+        })?;
         Ok(LowerDir {
             root: root.to_path_buf(),
             dev: meta.dev(),
@@ -51,7 +97,7 @@ impl LowerDir {
     /// whose files are gone.
     /// A success is trusted for 100 ms: a lower mount that disappears is
     /// noticed within that, at one `stat` per 100 ms however busy we are.
-    pub fn check_alive(&self) -> Result<(), String> {
+    pub fn check_alive(&self) -> Result<(), LowerError> {
         use std::sync::atomic::Ordering;
         // Stored as ms + 1 so that 0 means "never checked".
         let now = self.epoch.elapsed().as_millis() as u64 + 1;
@@ -64,17 +110,15 @@ impl LowerDir {
                 self.alive_at.store(now, Ordering::Relaxed);
                 Ok(())
             }
-            Ok(m) => Err(format!(
-                "the lower dir {} is no longer the file system it was at start (device {:#x}, now {:#x}): \
-                 the lower mount was unmounted or replaced; remount it and restart snix-lower-store",
-                self.root.display(),
-                self.dev,
-                m.dev()
-            )),
-            Err(e) => Err(format!(
-                "the lower dir {} is gone ({e}); remount it and restart snix-lower-store",
-                self.root.display()
-            )),
+            Ok(m) => Err(LowerError::Replaced {
+                root: self.root.clone(),
+                was: self.dev,
+                now: m.dev(),
+            }),
+            Err(source) => Err(LowerError::Gone {
+                root: self.root.clone(),
+                source,
+            }),
         }
     }
 
@@ -88,13 +132,16 @@ impl LowerDir {
         self.root.join(p.base_name())
     }
 
-    pub fn check_present(&self, p: &StorePath) -> Result<(), String> {
+    pub fn check_present(&self, p: &StorePath) -> Result<(), LowerError> {
         match fs::symlink_metadata(self.object(p)) {
             Ok(_) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(format!("not present in the lower dir {}", self.root.display()))
-            }
-            Err(e) => Err(format!("cannot be read in the lower dir {}: {e}", self.root.display())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(LowerError::Absent {
+                root: self.root.clone(),
+            }),
+            Err(source) => Err(LowerError::Unreadable {
+                root: self.root.clone(),
+                source,
+            }),
         }
     }
 
@@ -110,19 +157,19 @@ impl LowerDir {
     }
 
     /// Read a `.drv` from the lower dir and parse its outputs.
-    pub fn read_derivation_outputs(&self, p: &StorePath) -> Result<Vec<DrvOutput>, String> {
+    pub fn read_derivation_outputs(&self, p: &StorePath) -> Result<Vec<DrvOutput>, LowerError> {
         let f = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(self.object(p))
-            .map_err(|e| format!("cannot open the derivation in the lower dir: {e}"))?;
+            .map_err(LowerError::DrvOpen)?;
         let mut bytes = Vec::new();
         f.take(MAX_DRV_SIZE + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| format!("cannot read the derivation: {e}"))?;
+            .map_err(LowerError::DrvRead)?;
         if bytes.len() as u64 > MAX_DRV_SIZE {
-            return Err("derivation is larger than 64 MiB".into());
+            return Err(LowerError::DrvTooLarge);
         }
-        parse_outputs(&bytes).map_err(|e| e.to_string())
+        Ok(parse_outputs(&bytes)?)
     }
 }

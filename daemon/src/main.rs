@@ -7,7 +7,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use snix_lower_store::backend::Backend;
 use snix_lower_store::index::import::{self, ImportOptions};
 use snix_lower_store::index::PathInfoIndex;
 use snix_lower_store::lower::LowerDir;
@@ -328,7 +327,7 @@ fn open_store(lower_dir: &Path, store: &StoreArgs, create: bool) -> Result<Lower
         PathInfoIndex::open(&store.state_dir, sd.as_str())?
     };
     Ok(LowerStore {
-        backend: Backend::Index(index),
+        backend: snix_lower_store::backend::index(index),
         lower,
         store_dir: sd,
     })
@@ -405,7 +404,7 @@ fn run(cmd: Cmd) -> Result<std::process::ExitCode> {
                         .map_err(anyhow::Error::msg)?;
                         g.spawn_refresh_loop(refresh_interval);
                         LowerStore {
-                            backend: Backend::Grpc(g),
+                            backend: snix_lower_store::backend::grpc(g),
                             lower,
                             store_dir: sd,
                         }
@@ -657,7 +656,9 @@ fn run_demo(dir: &Path, check: bool) -> Result<std::process::ExitCode> {
             .await?
             .context("demo path missing from the daemon")?;
         let bottom = sd.display(&entries[0].path);
-        let referrers = c.path_set_op(6, &bottom).await?;
+        let referrers = c
+            .call(&snix_lower_store::protocol::request::QueryReferrers { path: bottom.clone() })
+            .await?;
         println!(
             "served on {} ({})",
             socket.display(),

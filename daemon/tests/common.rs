@@ -71,7 +71,7 @@ impl Fixture {
     /// Same, with connection limits.
     pub async fn serve_with(&self, conn_limits: snix_lower_store::server::ConnLimits) -> Arc<Server> {
         let store = LowerStore {
-            backend: snix_lower_store::backend::Backend::Index(PathInfoIndex::open(&self.state, "/nix/store").unwrap()),
+            backend: snix_lower_store::backend::index(PathInfoIndex::open(&self.state, "/nix/store").unwrap()),
             lower: LowerDir::open(&self.lower).unwrap(),
             store_dir: self.sd.clone(),
         };

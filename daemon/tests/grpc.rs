@@ -12,7 +12,8 @@ use snix_lower_store::backend::Backend;
 use snix_lower_store::client::{Client, ClientError};
 use snix_lower_store::grpc::client::GrpcBackend;
 use snix_lower_store::lower::LowerDir;
-use snix_lower_store::protocol::wire::{Limits, WireBuf};
+use snix_lower_store::protocol::request::{QueryPathFromHashPart, QueryReferrers, QueryValidDerivers};
+use snix_lower_store::protocol::wire::Limits;
 use snix_lower_store::server::ops::LowerStore;
 use snix_lower_store::server::Server;
 
@@ -60,7 +61,7 @@ async fn wait_for(path: &std::path::Path) {
     panic!("{} never appeared", path.display());
 }
 
-async fn serve_backend(f: &Fixture, backend: Backend, socket: &std::path::Path) {
+async fn serve_backend(f: &Fixture, backend: Arc<dyn Backend>, socket: &std::path::Path) {
     let store = LowerStore {
         backend,
         lower: LowerDir::open(&f.lower).unwrap(),
@@ -85,14 +86,20 @@ async fn answers(c: &mut Client, f: &Fixture) -> Vec<String> {
         let mut info = c.query_path_info(&p).await.unwrap().unwrap();
         info.registration_time = 0;
         out.push(format!("{info:?}"));
-        out.push(format!("{:?}", c.path_set_op(6, &p).await.unwrap()));
-        out.push(format!("{:?}", c.path_set_op(33, &p).await.unwrap()));
+        out.push(format!(
+            "{:?}",
+            c.call(&QueryReferrers { path: p.clone() }).await.unwrap()
+        ));
+        out.push(format!(
+            "{:?}",
+            c.call(&QueryValidDerivers { path: p.clone() }).await.unwrap()
+        ));
         let nar = c.nar_from_path(&p, info.nar_size).await.unwrap();
         out.push(format!("{}", nar.len()));
-        let mut a = WireBuf::default();
-        a.str(f.entries[i].path.hash_part());
-        c.call(29, &a).await.unwrap();
-        out.push(c.r.string("p").await.unwrap());
+        let q = QueryPathFromHashPart {
+            hash_part: f.entries[i].path.hash_part().into(),
+        };
+        out.push(c.call(&q).await.unwrap().unwrap_or_default());
     }
     let missing = format!("/nix/store/{}-missing", "a".repeat(32));
     out.push(format!("{:?}", c.query_path_info(&missing).await.unwrap()));
@@ -119,7 +126,7 @@ async fn grpc_backend_answers_like_the_index_over_unix_and_tcp() {
     .unwrap();
     assert_eq!(b.snapshot_len(), f.entries.len() as u64);
     let via_grpc = f.dir.path().join("via-grpc.sock");
-    serve_backend(&f, Backend::Grpc(b), &via_grpc).await;
+    serve_backend(&f, snix_lower_store::backend::grpc(b), &via_grpc).await;
 
     let mut direct = Client::connect(&f.socket, 38).await.unwrap();
     let mut grpc = Client::connect(&via_grpc, 38).await.unwrap();
@@ -185,7 +192,7 @@ async fn unreachable_at_start_and_lost_at_runtime_are_errors_naming_the_backend(
     .await
     .unwrap();
     let via_grpc = f.dir.path().join("via-grpc.sock");
-    serve_backend(&f, Backend::Grpc(b), &via_grpc).await;
+    serve_backend(&f, snix_lower_store::backend::grpc(b), &via_grpc).await;
     let mut c = Client::connect(&via_grpc, 38).await.unwrap();
     assert!(c.is_valid_path(&f.full(0)).await.unwrap());
     drop(g);

@@ -4,6 +4,8 @@ mod common;
 
 use common::Fixture;
 use snix_lower_store::client::{Client, ClientError};
+use snix_lower_store::protocol::codec::{BuildMode, OutputMap, TrustedFlag};
+use snix_lower_store::protocol::request::*;
 use snix_lower_store::protocol::wire::WireBuf;
 use snix_lower_store::store::nar::NarWriter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,13 +25,30 @@ fn daemon_err<T: std::fmt::Debug>(r: Result<T, ClientError>) -> String {
     }
 }
 
+/// `q` gets an error naming its op, and the connection answers the next
+/// request. Returns the error text.
+async fn refused_then_usable<Q: Request>(c: &mut Client, q: &Q, good: &str) -> String
+where
+    Q::Reply: std::fmt::Debug,
+{
+    let name = Q::OP.name();
+    let e = daemon_err(c.call(q).await);
+    assert!(e.starts_with(name), "{name}: {e}");
+    assert!(c.is_valid_path(good).await.unwrap(), "connection unusable after {name}");
+    e
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn handshake_reports_version_and_trust() {
     let (_f, c) = setup().await;
     assert_eq!(c.version.0, 38);
     assert!(c.daemon_version.as_deref().unwrap().starts_with("snix-lower-store "));
     // The test runs as some uid; trust is 1 for root, 2 for anyone else.
-    let expect = if unsafe { libc::geteuid() } == 0 { 1 } else { 2 };
+    let expect = if unsafe { libc::geteuid() } == 0 {
+        TrustedFlag::Trusted
+    } else {
+        TrustedFlag::NotTrusted
+    };
     assert_eq!(c.trust, Some(expect));
 }
 
@@ -43,7 +62,10 @@ async fn older_protocols_negotiate_and_too_old_is_a_clear_error() {
         assert_eq!(c.version.0, minor.min(38));
         assert!(c.is_valid_path(&f.full(0)).await.unwrap(), "1.{minor}");
         // Error layout differs before 1.26; the client decodes both.
-        let e = daemon_err(c.path_set_op(6, "/not/a/store/path").await);
+        let q = QueryReferrers {
+            path: "/not/a/store/path".into(),
+        };
+        let e = daemon_err(c.call(&q).await);
         assert!(e.contains("QueryReferrers"), "{e}");
     }
     let e = match Client::connect(&f.socket, 20).await {
@@ -65,75 +87,67 @@ async fn validity_and_path_info() {
     let e = &f.entries[top];
     assert_eq!(info.nar_hash, e.nar_hash.to_base16());
     assert_eq!(info.nar_size, e.nar_size);
-    assert_eq!(info.deriver, f.sd.display(e.deriver.as_ref().unwrap()));
+    assert_eq!(info.deriver, Some(f.sd.display(e.deriver.as_ref().unwrap())));
     let mut refs: Vec<String> = e.references.iter().map(|r| f.sd.display(r)).collect();
     refs.sort();
     assert_eq!(info.references, refs);
-    assert!(info.ca.starts_with("text:sha256:"));
+    assert!(info.ca.unwrap().starts_with("text:sha256:"));
     assert!(c.query_path_info(&missing).await.unwrap().is_none());
     let v = c.query_valid_paths(&[&f.full(0), &missing, &f.full(1)]).await.unwrap();
     let mut want = vec![f.full(0), f.full(1)];
     want.sort();
     assert_eq!(v, want);
-    c.call(23, &WireBuf::default()).await.unwrap();
-    assert_eq!(c.r.strings("all").await.unwrap().len(), f.entries.len());
+    assert_eq!(c.call(&QueryAllValidPaths).await.unwrap().len(), f.entries.len());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn referrers_derivers_and_hash_part() {
     let (f, mut c) = setup().await;
     // Layer 0 items are referenced by both layer 1 items.
-    let r = c.path_set_op(6, &f.full(0)).await.unwrap();
+    let r = c.call(&QueryReferrers { path: f.full(0) }).await.unwrap();
     let mut want = vec![f.full(2), f.full(3)];
     want.sort();
     assert_eq!(r, want);
     // The top path's deriver is the demo .drv; it is a valid deriver via its outputs.
     let top = f.entries.iter().position(|e| e.deriver.is_some()).unwrap();
     let drv = f.sd.display(f.entries[top].deriver.as_ref().unwrap());
-    assert_eq!(c.path_set_op(33, &f.full(top)).await.unwrap(), vec![drv.clone()]);
-    assert!(c.path_set_op(33, &f.full(0)).await.unwrap().is_empty());
+    let derivers = |path: String| QueryValidDerivers { path };
+    assert_eq!(c.call(&derivers(f.full(top))).await.unwrap(), vec![drv.clone()]);
+    assert!(c.call(&derivers(f.full(0))).await.unwrap().is_empty());
     // QueryDerivationOutputMap.
-    let mut a = WireBuf::default();
-    a.str(&drv);
-    c.call(41, &a).await.unwrap();
-    assert_eq!(c.r.u64().await.unwrap(), 1);
-    assert_eq!(c.r.string("n").await.unwrap(), "out");
-    assert_eq!(c.r.string("p").await.unwrap(), f.full(top));
+    let map = c.call(&QueryDerivationOutputMap { path: drv.clone() }).await.unwrap();
+    assert_eq!(map, OutputMap(vec![("out".into(), Some(f.full(top)))]));
     // QueryPathFromHashPart.
     let hp = f.entries[1].path.hash_part().to_owned();
-    let mut a = WireBuf::default();
-    a.str(&hp);
-    c.call(29, &a).await.unwrap();
-    assert_eq!(c.r.string("p").await.unwrap(), f.full(1));
-    let mut a = WireBuf::default();
-    a.str(&"0".repeat(32));
-    c.call(29, &a).await.unwrap();
-    assert_eq!(c.r.string("p").await.unwrap(), "");
+    let by_hash = |hash_part: String| QueryPathFromHashPart { hash_part };
+    assert_eq!(c.call(&by_hash(hp)).await.unwrap(), Some(f.full(1)));
+    assert_eq!(c.call(&by_hash("0".repeat(32))).await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_substitutes_and_realisations() {
     let (f, mut c) = setup().await;
     let missing = format!("/nix/store/{}-missing", "b".repeat(32));
-    let mut a = WireBuf::default();
-    a.strings([f.full(0).as_str(), missing.as_str()]);
-    c.call(40, &a).await.unwrap();
-    assert!(c.r.strings("willBuild").await.unwrap().is_empty());
-    assert!(c.r.strings("willSubstitute").await.unwrap().is_empty());
-    assert_eq!(c.r.strings("unknown").await.unwrap(), vec![missing.clone()]);
-    assert_eq!((c.r.u64().await.unwrap(), c.r.u64().await.unwrap()), (0, 0));
-    let mut a = WireBuf::default();
-    a.strings([f.full(0).as_str()]);
-    c.call(32, &a).await.unwrap();
-    assert_eq!(c.r.u64().await.unwrap(), 0);
-    let mut a = WireBuf::default();
-    a.u64(1).str(&f.full(0)).str("");
-    c.call(30, &a).await.unwrap();
-    assert_eq!(c.r.u64().await.unwrap(), 0);
-    let mut a = WireBuf::default();
-    a.str("sha256:0000000000000000000000000000000000000000000000000000000000000000!out");
-    c.call(43, &a).await.unwrap();
-    assert_eq!(c.r.u64().await.unwrap(), 0);
+    let m = c
+        .call(&QueryMissing {
+            targets: vec![f.full(0), missing.clone()],
+        })
+        .await
+        .unwrap();
+    assert!(m.will_build.is_empty());
+    assert!(m.will_substitute.is_empty());
+    assert_eq!(m.unknown, vec![missing.clone()]);
+    assert_eq!((m.download_size, m.nar_size), (0, 0));
+    let q = QuerySubstitutablePaths { paths: vec![f.full(0)] };
+    assert!(c.call(&q).await.unwrap().is_empty());
+    let q = QuerySubstitutablePathInfos {
+        paths: vec![(f.full(0), None)],
+    };
+    assert!(c.call(&q).await.unwrap().0.is_empty());
+    let q = QueryRealisation {
+        id: "sha256:0000000000000000000000000000000000000000000000000000000000000000!out".into(),
+    };
+    assert!(c.call(&q).await.unwrap().0.is_empty());
 }
 
 /// Realisations imported with the paths answer QueryRealisation in Nix's two
@@ -190,20 +204,19 @@ async fn query_realisation_in_both_layouts() {
     .unwrap();
     f.serve().await;
 
-    let ask = |s: &str| {
-        let mut a = WireBuf::default();
-        a.str(s);
-        a
-    };
+    let ask = |s: &str| QueryRealisation { id: s.into() };
+    let jsons =
+        |r: snix_lower_store::protocol::codec::Realisations| r.0.into_iter().map(|r| r.json).collect::<Vec<_>>();
+    let out_paths =
+        |r: snix_lower_store::protocol::codec::Realisations| r.0.into_iter().map(|r| r.out_path).collect::<Vec<_>>();
     let mut c = Client::connect(&f.socket, 38).await.unwrap();
     // Any SHA-256 encoding of the id finds it.
     let nix32 = snix_lower_store::store::NarHash::parse(&hex)
         .unwrap()
         .to_nix32_prefixed();
     for asked in [id.to_string(), format!("{nix32}!out")] {
-        c.call(43, &ask(&asked)).await.unwrap();
         assert_eq!(
-            c.r.strings("realisations").await.unwrap(),
+            jsons(c.call(&ask(&asked)).await.unwrap()),
             vec![format!(
                 r#"{{"dependentRealisations":{{"{dep}":"{}"}},"id":"{id}","outPath":"{}","signatures":["k1:a","k2:b"]}}"#,
                 f.entries[1].path.base_name(),
@@ -211,11 +224,9 @@ async fn query_realisation_in_both_layouts() {
             )]
         );
     }
-    c.call(43, &ask(&format!("sha256:{}!out", "00".repeat(32))))
-        .await
-        .unwrap();
-    assert!(c.r.strings("realisations").await.unwrap().is_empty());
-    match c.call(43, &ask("not-an-id")).await {
+    let unknown = c.call(&ask(&format!("sha256:{}!out", "00".repeat(32)))).await.unwrap();
+    assert!(jsons(unknown).is_empty());
+    match c.call(&ask("not-an-id")).await {
         Err(ClientError::Daemon(m)) => assert!(m.contains("QueryRealisation") && m.contains("not-an-id"), "{m}"),
         other => panic!("expected an error, got {other:?}"),
     }
@@ -225,12 +236,13 @@ async fn query_realisation_in_both_layouts() {
     );
 
     let mut old = Client::connect(&f.socket, 30).await.unwrap();
-    old.call(43, &ask(&id.to_string())).await.unwrap();
-    assert_eq!(old.r.strings("output paths").await.unwrap(), vec![f.full(0)]);
-    old.call(43, &ask(&format!("sha256:{}!out", "00".repeat(32))))
+    let known = old.call(&ask(&id.to_string())).await.unwrap();
+    assert_eq!(out_paths(known), vec![f.full(0)]);
+    let unknown = old
+        .call(&ask(&format!("sha256:{}!out", "00".repeat(32))))
         .await
         .unwrap();
-    assert!(old.r.strings("output paths").await.unwrap().is_empty());
+    assert!(out_paths(unknown).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -253,33 +265,27 @@ async fn nar_from_path_matches_the_lower_dir() {
 async fn gc_and_root_ops_write_nothing() {
     let (f, mut c) = setup().await;
     let before = snapshot(&f);
-    for (op, arg) in [
-        (11u64, Some(f.full(0))),
-        (12, Some("/tmp/some-root".to_owned())),
-        (13, None),
-        (34, None),
-    ] {
-        let mut a = WireBuf::default();
-        if let Some(s) = &arg {
-            a.str(s);
-        }
-        c.call(op, &a).await.unwrap();
-        assert_eq!(c.r.u64().await.unwrap(), 1, "op {op}");
-    }
-    c.call(14, &WireBuf::default()).await.unwrap();
-    assert_eq!(c.r.u64().await.unwrap(), 0, "FindRoots: no roots");
-    let mut a = WireBuf::default();
-    a.u64(1).u64(0); // VerifyStore checkContents, no repair
-    c.call(35, &a).await.unwrap();
-    assert!(!c.r.bool("errors").await.unwrap());
-    let mut a = WireBuf::default();
-    a.str(&f.full(0));
-    c.call(10, &a).await.unwrap(); // EnsurePath of a present path
-    assert_eq!(c.r.u64().await.unwrap(), 1);
-    let mut a = WireBuf::default();
-    a.strings([f.full(0).as_str()]).u64(0);
-    c.call(9, &a).await.unwrap(); // BuildPaths of present paths: nothing to do
-    assert_eq!(c.r.u64().await.unwrap(), 1);
+    assert_eq!(c.call(&AddTempRoot { path: f.full(0) }).await.unwrap(), 1);
+    let q = AddIndirectRoot {
+        path: "/tmp/some-root".into(),
+    };
+    assert_eq!(c.call(&q).await.unwrap(), 1);
+    assert_eq!(c.call(&SyncWithGC).await.unwrap(), 1);
+    assert_eq!(c.call(&OptimiseStore).await.unwrap(), 1);
+    assert!(c.call(&FindRoots).await.unwrap().0.is_empty(), "FindRoots: no roots");
+    let q = VerifyStore {
+        check_contents: true,
+        repair: false,
+    };
+    assert!(!c.call(&q).await.unwrap());
+    // EnsurePath of a present path.
+    assert_eq!(c.call(&EnsurePath { path: f.full(0) }).await.unwrap(), 1);
+    // BuildPaths of present paths: nothing to do.
+    let q = BuildPaths {
+        paths: vec![f.full(0)],
+        mode: BuildMode::NORMAL,
+    };
+    assert_eq!(c.call(&q).await.unwrap(), 1);
     assert_eq!(snapshot(&f), before, "lower dir or index changed");
 }
 
@@ -298,92 +304,135 @@ fn snapshot(f: &Fixture) -> Vec<(String, Vec<u8>)> {
     v
 }
 
-/// Each write op is refused with an error naming it, and the connection
-/// answers the next request.
-#[tokio::test(flavor = "multi_thread")]
-async fn write_ops_are_refused_and_the_connection_stays_usable() {
-    let (f, mut c) = setup().await;
-    let p = f.full(0);
-    let framed = |a: &mut WireBuf| {
-        a.u64(5);
-        a.0.extend_from_slice(b"hello");
-        a.u64(0);
-    };
-    let mut cases: Vec<(u64, &str, WireBuf)> = Vec::new();
-    let mut a = WireBuf::default();
-    a.str("name").str("text:sha256").strings([p.as_str()]).u64(0);
-    framed(&mut a);
-    cases.push((7, "AddToStore", a));
-    let mut a = WireBuf::default();
-    a.str("x").str("some text").strings(std::iter::empty());
-    cases.push((8, "AddTextToStore", a));
-    let mut a = WireBuf::default();
-    a.str(&p)
-        .str("")
-        .str(&"0".repeat(64))
-        .strings(std::iter::empty())
-        .u64(0)
-        .u64(8)
-        .u64(0)
-        .strings(std::iter::empty())
-        .str("")
-        .u64(0)
-        .u64(0);
-    framed(&mut a);
-    cases.push((39, "AddToStoreNar", a));
-    let mut a = WireBuf::default();
-    a.u64(0).u64(0);
-    framed(&mut a);
-    cases.push((44, "AddMultipleToStore", a));
-    let mut a = WireBuf::default();
-    a.str(&p);
-    framed(&mut a);
-    cases.push((45, "AddBuildLog", a));
-    let mut a = WireBuf::default();
-    a.str(&p).strings(["cache:sig"]);
-    cases.push((37, "AddSignatures", a));
-    let mut a = WireBuf::default();
-    a.strings([format!("/nix/store/{}-x.drv!out", "d".repeat(32)).as_str()])
-        .u64(0);
-    cases.push((9, "BuildPaths", a.clone()));
-    cases.push((46, "BuildPathsWithResults", a));
-    let mut a = WireBuf::default();
-    a.str(&format!("/nix/store/{}-x.drv", "d".repeat(32)));
-    a.u64(1).str("out").str(&p).str("").str("");
-    a.strings(std::iter::empty())
-        .str("x86_64-linux")
-        .str("/bin/sh")
-        .strings(["-c", "true"]);
-    a.u64(1).str("out").str(&p);
+/// Framed data as write ops send it: one 5-byte frame, then the terminator.
+fn framed(a: &mut WireBuf) {
+    a.u64(5);
+    a.0.extend_from_slice(b"hello");
     a.u64(0);
-    cases.push((36, "BuildDerivation", a));
-    let mut a = WireBuf::default();
-    a.str(&format!("/nix/store/{}-absent", "d".repeat(32)));
-    cases.push((10, "EnsurePath", a));
-    let mut a = WireBuf::default();
-    a.u64(2)
-        .strings(std::iter::empty())
-        .u64(0)
-        .u64(u64::MAX)
-        .u64(0)
-        .u64(0)
-        .u64(0);
-    cases.push((20, "CollectGarbage", a));
-    let mut a = WireBuf::default();
-    a.str("{\"id\":\"x\"}");
-    cases.push((42, "RegisterDrvOutput", a));
-    let mut a = WireBuf::default();
-    a.u64(1).u64(1);
-    cases.push((35, "VerifyStore", a));
-    for (op, name, args) in cases {
-        let e = daemon_err(c.call(op, &args).await);
-        assert!(e.starts_with(name), "op {op}: {e}");
-        if name != "EnsurePath" && name != "VerifyStore" {
-            assert!(e.contains("read-only"), "op {op}: {e}");
-        }
-        assert!(c.is_valid_path(&p).await.unwrap(), "connection unusable after {name}");
-    }
 }
+
+/// One test per op that would write or build: refused with an error naming
+/// the op (and, for a write, saying the store is read-only), its payload
+/// drained so the connection answers the next request.
+macro_rules! refused_op {
+    ($test:ident, read_only: $ro:expr, |$p:ident| $req:expr) => {
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $test() {
+            let (f, mut c) = setup().await;
+            let $p = f.full(0);
+            let e = refused_then_usable(&mut c, &$req, &$p).await;
+            if $ro {
+                assert!(e.contains("read-only"), "{e}");
+            }
+        }
+    };
+}
+
+refused_op!(add_to_store_is_refused, read_only: true, |p| AddToStore {
+    name: "name".into(),
+    rest: {
+        let mut a = WireBuf::default();
+        a.str("text:sha256").strings([p.as_str()]).u64(0);
+        framed(&mut a);
+        a.0
+    },
+});
+refused_op!(add_text_to_store_is_refused, read_only: true, |p| AddTextToStore {
+    name: "x".into(),
+    rest: {
+        let mut a = WireBuf::default();
+        a.str("some text").strings(std::iter::empty());
+        a.0
+    },
+});
+refused_op!(add_to_store_nar_is_refused, read_only: true, |p| AddToStoreNar {
+    path: p.clone(),
+    rest: {
+        let mut a = WireBuf::default();
+        a.str("")
+            .str(&"0".repeat(64))
+            .strings(std::iter::empty())
+            .u64(0)
+            .u64(8)
+            .u64(0)
+            .strings(std::iter::empty())
+            .str("")
+            .u64(0)
+            .u64(0);
+        framed(&mut a);
+        a.0
+    },
+});
+refused_op!(add_multiple_to_store_is_refused, read_only: true, |p| AddMultipleToStore {
+    rest: {
+        let mut a = WireBuf::default();
+        a.u64(0).u64(0);
+        framed(&mut a);
+        a.0
+    },
+});
+refused_op!(add_build_log_is_refused, read_only: true, |p| AddBuildLog {
+    path: p.clone(),
+    rest: {
+        let mut a = WireBuf::default();
+        framed(&mut a);
+        a.0
+    },
+});
+refused_op!(add_signatures_is_refused, read_only: true, |p| AddSignatures {
+    path: p.clone(),
+    rest: {
+        let mut a = WireBuf::default();
+        a.strings(["cache:sig"]);
+        a.0
+    },
+});
+refused_op!(build_paths_of_an_absent_output_is_refused, read_only: true, |p| BuildPaths {
+    paths: vec![format!("/nix/store/{}-x.drv!out", "d".repeat(32))],
+    mode: BuildMode::NORMAL,
+});
+refused_op!(build_paths_with_results_is_refused, read_only: true, |p| BuildPathsWithResults {
+    paths: vec![format!("/nix/store/{}-x.drv!out", "d".repeat(32))],
+    mode: BuildMode::NORMAL,
+});
+refused_op!(build_derivation_is_refused, read_only: true, |p| BuildDerivation {
+    path: format!("/nix/store/{}-x.drv", "d".repeat(32)),
+    rest: {
+        let mut a = WireBuf::default();
+        a.u64(1).str("out").str(&p).str("").str("");
+        a.strings(std::iter::empty())
+            .str("x86_64-linux")
+            .str("/bin/sh")
+            .strings(["-c", "true"]);
+        a.u64(1).str("out").str(&p);
+        a.u64(0);
+        a.0
+    },
+});
+refused_op!(ensure_path_of_an_absent_path_is_refused, read_only: false, |p| EnsurePath {
+    path: format!("/nix/store/{}-absent", "d".repeat(32)),
+});
+refused_op!(collect_garbage_is_refused, read_only: true, |p| CollectGarbage {
+    rest: {
+        let mut a = WireBuf::default();
+        a.u64(2)
+            .strings(std::iter::empty())
+            .u64(0)
+            .u64(u64::MAX)
+            .u64(0)
+            .u64(0)
+            .u64(0);
+        a.0
+    },
+});
+refused_op!(register_drv_output_is_refused, read_only: true, |p| RegisterDrvOutput {
+    id: "{\"id\":\"x\"}".into(),
+    rest: Vec::new(),
+});
+refused_op!(verify_store_with_repair_is_refused, read_only: false, |p| VerifyStore {
+    check_contents: true,
+    repair: true,
+});
 
 /// The old AddToStore (before 1.25) sends an unframed NAR: it is parsed to its end.
 #[tokio::test(flavor = "multi_thread")]
@@ -395,9 +444,13 @@ async fn old_add_to_store_nar_is_drained() {
     let mut nar = NarWriter::new(Vec::new());
     nar.write_nar(&f.lower.join(f.entries[2].path.base_name())).unwrap();
     let mut a = WireBuf::default();
-    a.str("x").u64(1).u64(1).str("sha256");
+    a.u64(1).u64(1).str("sha256");
     a.0.extend_from_slice(&nar.into_inner());
-    let e = daemon_err(c.call(7, &a).await);
+    let q = AddToStore {
+        name: "x".into(),
+        rest: a.0,
+    };
+    let e = daemon_err(c.call(&q).await);
     assert!(e.contains("read-only"));
     assert!(c.is_valid_path(&f.full(0)).await.unwrap());
 }
@@ -427,7 +480,7 @@ async fn hostile_input_closes_only_that_connection() {
 
     // Unknown op: error, then closed.
     let mut c = Client::connect(&f.socket, 38).await.unwrap();
-    let e = daemon_err(c.call(999, &WireBuf::default()).await);
+    let e = daemon_err(c.call_raw(999, &WireBuf::default()).await);
     assert!(e.contains("unknown worker op 999"), "{e}");
     assert!(c.r.u64().await.is_err());
 
@@ -440,7 +493,8 @@ async fn hostile_input_closes_only_that_connection() {
     ] {
         let mut a = WireBuf::default();
         a.bytes(bad);
-        let e = daemon_err(c.call(26, &a).await);
+        // Raw bytes: a request type holds only valid UTF-8.
+        let e = daemon_err(c.call_raw(Op::QueryPathInfo as u64, &a).await);
         assert!(e.contains("QueryPathInfo"), "{e}");
         assert!(c.is_valid_path(&f.full(0)).await.unwrap());
     }
@@ -574,37 +628,44 @@ async fn multibyte_store_paths_are_errors_and_the_connection_stays_usable() {
 /// naming the op and the escaped path, then the connection answers again.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_crash_input_in_every_path_op_is_an_error() {
-    use snix_lower_store::protocol::request::Op;
     use snix_lower_store::store::path::shown;
     let (f, mut c) = setup().await;
     let good = f.full(0);
     let crash = format!("/nix/store/{}Б-x", "a".repeat(31));
-    let one = |p: &str| {
-        let mut a = WireBuf::default();
-        a.str(p);
-        a
+    let c = &mut c;
+    let p = || crash.clone();
+    let mut errors = vec![
+        refused_then_usable(c, &HasSubstitutes { path: p() }, &good).await,
+        refused_then_usable(c, &QueryPathHash { path: p() }, &good).await,
+        refused_then_usable(c, &QueryReferences { path: p() }, &good).await,
+        refused_then_usable(c, &QueryReferrers { path: p() }, &good).await,
+        refused_then_usable(c, &EnsurePath { path: p() }, &good).await,
+        refused_then_usable(c, &AddTempRoot { path: p() }, &good).await,
+        refused_then_usable(c, &QueryDeriver { path: p() }, &good).await,
+        refused_then_usable(c, &QuerySubstitutablePathInfo { path: p() }, &good).await,
+        refused_then_usable(c, &QueryDerivationOutputs { path: p() }, &good).await,
+        refused_then_usable(c, &QueryDerivationOutputNames { path: p() }, &good).await,
+        refused_then_usable(c, &QueryValidDerivers { path: p() }, &good).await,
+        refused_then_usable(c, &NarFromPath { path: p() }, &good).await,
+        refused_then_usable(c, &QueryDerivationOutputMap { path: p() }, &good).await,
+    ];
+    let q = QuerySubstitutablePaths { paths: vec![p()] };
+    errors.push(refused_then_usable(c, &q, &good).await);
+    let q = QueryMissing {
+        targets: vec![format!("{crash}!out")],
     };
-    let list = |p: &str| {
-        let mut a = WireBuf::default();
-        a.strings([p]);
-        a
+    errors.push(refused_then_usable(c, &q, &good).await);
+    let q = BuildPaths {
+        paths: vec![p()],
+        mode: BuildMode::NORMAL,
     };
-    let mut cases: Vec<(u64, WireBuf)> = [3, 4, 5, 6, 10, 11, 18, 21, 22, 28, 33, 38, 41]
-        .into_iter()
-        .map(|op| (op, one(&crash)))
-        .collect();
-    cases.push((32, list(&crash))); // QuerySubstitutablePaths
-    cases.push((40, list(&format!("{crash}!out")))); // QueryMissing
-    let mut build = list(&crash);
-    build.u64(0);
-    cases.push((9, build)); // BuildPaths, mode normal
-    let mut perm = one(&crash);
-    perm.str("/tmp/root");
-    cases.push((47, perm)); // AddPermRoot
-    for (op, args) in cases {
-        let name = Op::from_u64(op).unwrap().name();
-        let m = daemon_err(c.call(op, &args).await);
-        assert!(m.starts_with(name) && m.contains(&shown(&crash)), "{name}: {m}");
-        assert!(c.is_valid_path(&good).await.unwrap(), "after {name}");
+    errors.push(refused_then_usable(c, &q, &good).await);
+    let q = AddPermRoot {
+        path: p(),
+        gc_root: "/tmp/root".into(),
+    };
+    errors.push(refused_then_usable(c, &q, &good).await);
+    for m in errors {
+        assert!(m.contains(&shown(&crash)), "{m}");
     }
 }

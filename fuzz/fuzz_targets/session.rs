@@ -35,8 +35,9 @@ use snix_lower_store::client::{Client, ClientError};
 use snix_lower_store::index::import::{self, ImportOptions, NewPath};
 use snix_lower_store::index::PathInfoIndex;
 use snix_lower_store::lower::LowerDir;
+use snix_lower_store::protocol::codec::{TrustedFlag, UnkeyedValidPathInfo, Wire};
 use snix_lower_store::protocol::nar_skip::skip_nar;
-use snix_lower_store::protocol::request::{read_request, Op, Request};
+use snix_lower_store::protocol::request::{read_request, AnyRequest, Op};
 use snix_lower_store::protocol::wire::{Limits, ProtocolError, WireReader};
 use snix_lower_store::protocol::ProtoVersion;
 use snix_lower_store::server::ops::LowerStore;
@@ -112,9 +113,7 @@ fn build_fixture() -> Result<Fixture, String> {
     // Indexed but absent: NarFromPath and VerifyStore report it.
     std::fs::remove_file(lower.join(gone.path.base_name())).map_err(|e| e.to_string())?;
     let store = LowerStore {
-        backend: snix_lower_store::backend::Backend::Index(
-            PathInfoIndex::open(&state, sd.as_str()).map_err(|e| e.to_string())?,
-        ),
+        backend: snix_lower_store::backend::index(PathInfoIndex::open(&state, sd.as_str()).map_err(|e| e.to_string())?),
         lower: LowerDir::open(&lower)?,
         store_dir: sd.clone(),
     };
@@ -126,7 +125,7 @@ fn build_fixture() -> Result<Fixture, String> {
         daemon_version: snix_lower_store::daemon_version(),
         stats: Default::default(),
     });
-    // Multi-threaded: VerifyStore uses block_in_place.
+    // Multi-threaded, as the daemon runs.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -244,7 +243,7 @@ fn check_handshake(c: &Client, minor: u8) -> Result<(), String> {
         return Err(format!("daemon version sent: {:?}", c.daemon_version));
     }
     // The fuzzer runs as a trusted user (root, or the test's own uid).
-    if want.at_least(35) && !matches!(c.trust, Some(1) | Some(2)) {
+    if want.at_least(35) && !matches!(c.trust, Some(TrustedFlag::Trusted | TrustedFlag::NotTrusted)) {
         return Err(format!("trust word {:?}", c.trust));
     }
     Ok(())
@@ -279,7 +278,7 @@ async fn expect_end(c: &mut Client) -> Result<(), String> {
     }
 }
 
-async fn check_reply(f: &Fixture, c: &mut Client, req: &Request) -> Result<(), String> {
+async fn check_reply(f: &Fixture, c: &mut Client, req: &AnyRequest) -> Result<(), String> {
     let op = req.op();
     match c.stderr().await {
         Ok(()) => {}
@@ -287,83 +286,76 @@ async fn check_reply(f: &Fixture, c: &mut Client, req: &Request) -> Result<(), S
         Err(ClientError::Daemon(m)) => return Err(format!("error does not name the op: {m:?}")),
         Err(e) => return Err(format!("STDERR frames do not decode: {e}")),
     }
-    if matches!(req, Request::Refused { .. } | Request::AddPermRoot { .. }) {
-        return Err("a write op was answered with STDERR_LAST".into());
-    }
     body(f, c, req).await.map_err(|e| format!("reply body: {e}"))
 }
 
+/// Decode the reply of a request of type `Q` with the daemon's own type.
+async fn reply<Q: snix_lower_store::protocol::request::Request>(c: &mut Client, _: &Q) -> Result<Q::Reply, String> {
+    Q::Reply::decode(&mut c.r, c.version).await.map_err(|e| e.to_string())
+}
+
 /// The reply after STDERR_LAST, in the layout Nix's client reads for `req`.
-async fn body(f: &Fixture, c: &mut Client, req: &Request) -> Result<(), String> {
-    use Request as Q;
-    let e = |e: ProtocolError| e.to_string();
+async fn body(f: &Fixture, c: &mut Client, req: &AnyRequest) -> Result<(), String> {
+    use AnyRequest as Q;
     match req {
-        Q::IsValidPath(_) | Q::HasSubstitutes(_) => {
-            c.r.bool("bool").await.map_err(e)?;
-        }
-        Q::QuerySubstitutablePathInfo(_) => {
-            if c.r.bool("found").await.map_err(e)? {
+        Q::IsValidPath(q) => drop(reply(c, q).await?),
+        Q::HasSubstitutes(q) => drop(reply(c, q).await?),
+        Q::QuerySubstitutablePathInfo(q) => {
+            if reply(c, q).await?.is_some() {
                 return Err("a substitutable path info from a store without substituters".into());
             }
         }
-        Q::QueryValidPaths { .. }
-        | Q::QueryAllValidPaths
-        | Q::QueryReferences(_)
-        | Q::QueryReferrers(_)
-        | Q::QueryValidDerivers(_)
-        | Q::QueryDerivationOutputs(_) => paths(f, c).await?,
-        Q::QueryDerivationOutputNames(_) => {
-            c.r.strings("output names").await.map_err(e)?;
-        }
-        Q::QueryPathInfo(p) => path_info(f, c, p).await?,
-        Q::QueryPathHash(p) => {
-            let h = c.r.string("narHash").await.map_err(e)?;
-            let want = entry(f, p)?.nar_hash.to_base16();
+        Q::QueryValidPaths(q) => paths(f, reply(c, q).await?)?,
+        Q::QueryAllValidPaths(q) => paths(f, reply(c, q).await?)?,
+        Q::QueryReferences(q) => paths(f, reply(c, q).await?)?,
+        Q::QueryReferrers(q) => paths(f, reply(c, q).await?)?,
+        Q::QueryValidDerivers(q) => paths(f, reply(c, q).await?)?,
+        Q::QueryDerivationOutputs(q) => paths(f, reply(c, q).await?)?,
+        Q::QueryDerivationOutputNames(q) => drop(reply(c, q).await?),
+        Q::QueryPathInfo(q) => path_info(f, reply(c, q).await?, &q.path)?,
+        Q::QueryPathHash(q) => {
+            let h = reply(c, q).await?;
+            let want = entry(f, &q.path)?.nar_hash.to_base16();
             if h != want {
                 return Err(format!("narHash {h:?}, the index has {want}"));
             }
         }
-        Q::QueryDeriver(_) | Q::QueryPathFromHashPart(_) => opt_path(f, c).await?,
-        Q::QueryDerivationOutputMap(_) => {
-            let n = c.r.list_len("outputs").await.map_err(e)?;
-            for _ in 0..n {
-                c.r.string("output name").await.map_err(e)?;
-                opt_path(f, c).await?;
+        Q::QueryDeriver(q) => opt_path(f, reply(c, q).await?)?,
+        Q::QueryPathFromHashPart(q) => opt_path(f, reply(c, q).await?)?,
+        Q::QueryDerivationOutputMap(q) => {
+            for (_, p) in reply(c, q).await?.0 {
+                opt_path(f, p)?;
             }
         }
-        Q::QueryMissing(_) => {
-            for _ in 0..3 {
-                paths(f, c).await?;
-            }
-            c.r.u64().await.map_err(e)?;
-            c.r.u64().await.map_err(e)?;
+        Q::QueryMissing(q) => {
+            let m = reply(c, q).await?;
+            paths(f, m.will_build)?;
+            paths(f, m.will_substitute)?;
+            paths(f, m.unknown)?;
         }
         // From 1.31 a set of realisations as JSON, before a set of paths.
-        Q::QueryRealisation(_) if c.version.at_least(31) => {
-            c.r.strings("realisations").await.map_err(e)?;
-        }
-        Q::QueryRealisation(_) => paths(f, c).await?,
-        Q::QuerySubstitutablePaths(_) | Q::QuerySubstitutablePathInfos(_) | Q::FindRoots => {
-            let n = c.r.u64().await.map_err(e)?;
-            if n != 0 {
-                return Err(format!("{n} entries where the lower store has none"));
+        Q::QueryRealisation(q) => {
+            let r = reply(c, q).await?;
+            if !c.version.at_least(31) {
+                paths(f, r.0.into_iter().map(|r| r.out_path).collect())?;
             }
         }
-        Q::NarFromPath(p) => nar(f, c, p).await?,
-        Q::SetOptions(_) => {}
-        Q::AddTempRoot(_)
-        | Q::AddIndirectRoot(_)
-        | Q::SyncWithGC
-        | Q::OptimiseStore
-        | Q::EnsurePath(_)
-        | Q::BuildPaths { .. } => {
-            let w = c.r.u64().await.map_err(e)?;
-            if w != 1 {
-                return Err(format!("result word {w}, expected 1"));
-            }
+        Q::QuerySubstitutablePaths(q) => none(reply(c, q).await?.len())?,
+        Q::QuerySubstitutablePathInfos(q) => none(reply(c, q).await?.0.len())?,
+        Q::FindRoots(q) => none(reply(c, q).await?.0.len())?,
+        Q::NarFromPath(q) => {
+            reply(c, q).await?;
+            nar(f, c, &q.path).await?
         }
-        Q::VerifyStore { .. } => {
-            let errors = c.r.bool("errors").await.map_err(e)?;
+        Q::SetOptions(q) => reply(c, q).await?,
+        Q::AddTempRoot(q) => one(reply(c, q).await?)?,
+        Q::AddIndirectRoot(q) => one(reply(c, q).await?)?,
+        Q::SyncWithGC(q) => one(reply(c, q).await?)?,
+        Q::OptimiseStore(q) => one(reply(c, q).await?)?,
+        Q::EnsurePath(q) => one(reply(c, q).await?)?,
+        Q::BuildPaths(q) => one(reply(c, q).await?)?,
+        Q::VerifyStore(q) => {
+            let errors = reply(c, q).await?;
             if errors == c.log.is_empty() {
                 return Err(format!(
                     "VerifyStore says errors={errors} after {} log lines",
@@ -371,9 +363,36 @@ async fn body(f: &Fixture, c: &mut Client, req: &Request) -> Result<(), String> 
                 ));
             }
         }
-        Q::AddPermRoot { .. } | Q::Refused { .. } => unreachable!("checked by the caller"),
+        // Writes (and AddPermRoot, which would write a root) are never answered.
+        Q::AddPermRoot(_)
+        | Q::AddToStore(_)
+        | Q::AddTextToStore(_)
+        | Q::AddToStoreNar(_)
+        | Q::AddMultipleToStore(_)
+        | Q::AddBuildLog(_)
+        | Q::AddSignatures(_)
+        | Q::BuildDerivation(_)
+        | Q::BuildPathsWithResults(_)
+        | Q::CollectGarbage(_)
+        | Q::RegisterDrvOutput(_)
+        | Q::ImportPaths(_)
+        | Q::ExportPath(_) => return Err("a write op was answered with STDERR_LAST".into()),
     }
     Ok(())
+}
+
+fn none(n: usize) -> Result<(), String> {
+    match n {
+        0 => Ok(()),
+        n => Err(format!("{n} entries where the lower store has none")),
+    }
+}
+
+fn one(w: u64) -> Result<(), String> {
+    match w {
+        1 => Ok(()),
+        w => Err(format!("result word {w}, expected 1")),
+    }
 }
 
 fn valid_path(f: &Fixture, s: &str) -> Result<StorePath, String> {
@@ -381,19 +400,18 @@ fn valid_path(f: &Fixture, s: &str) -> Result<StorePath, String> {
         .map_err(|e| format!("the reply holds an invalid store path: {e}"))
 }
 
-async fn paths(f: &Fixture, c: &mut Client) -> Result<(), String> {
-    for p in c.r.strings("paths").await.map_err(|e| e.to_string())? {
+fn paths(f: &Fixture, v: Vec<String>) -> Result<(), String> {
+    for p in v {
         valid_path(f, &p)?;
     }
     Ok(())
 }
 
-async fn opt_path(f: &Fixture, c: &mut Client) -> Result<(), String> {
-    let p = c.r.string("path").await.map_err(|e| e.to_string())?;
-    if !p.is_empty() {
-        valid_path(f, &p)?;
+fn opt_path(f: &Fixture, p: Option<String>) -> Result<(), String> {
+    match p {
+        Some(p) => valid_path(f, &p).map(drop),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn entry<'a>(f: &'a Fixture, requested: &str) -> Result<&'a NewPath, String> {
@@ -404,26 +422,21 @@ fn entry<'a>(f: &'a Fixture, requested: &str) -> Result<&'a NewPath, String> {
         .ok_or_else(|| format!("answered for '{requested}', which is not in the index"))
 }
 
-async fn path_info(f: &Fixture, c: &mut Client, requested: &str) -> Result<(), String> {
-    let e = |e: ProtocolError| e.to_string();
-    if !c.r.bool("valid").await.map_err(e)? {
-        return Ok(());
-    }
+fn path_info(f: &Fixture, info: Option<UnkeyedValidPathInfo>, requested: &str) -> Result<(), String> {
+    let Some(info) = info else { return Ok(()) };
     let want = entry(f, requested)?;
-    opt_path(f, c).await?;
-    let hash = c.r.string("narHash").await.map_err(e)?;
-    if hash != want.nar_hash.to_base16() {
-        return Err(format!("narHash {hash:?}, the index has {}", want.nar_hash.to_base16()));
+    opt_path(f, info.deriver)?;
+    if info.nar_hash != want.nar_hash.to_base16() {
+        return Err(format!(
+            "narHash {:?}, the index has {}",
+            info.nar_hash,
+            want.nar_hash.to_base16()
+        ));
     }
-    paths(f, c).await?;
-    c.r.u64().await.map_err(e)?; // registration time
-    let size = c.r.u64().await.map_err(e)?;
-    if size != want.nar_size {
-        return Err(format!("narSize {size}, the index has {}", want.nar_size));
+    paths(f, info.references)?;
+    if info.nar_size != want.nar_size {
+        return Err(format!("narSize {}, the index has {}", info.nar_size, want.nar_size));
     }
-    c.r.bool("ultimate").await.map_err(e)?;
-    c.r.strings("sigs").await.map_err(e)?;
-    c.r.string("ca").await.map_err(e)?;
     Ok(())
 }
 

@@ -578,7 +578,7 @@ pub fn import_with_realisations(
                         Err(format!("not present in the lower dir {}", lower.root().display()))
                     }
                 }
-                None => lower.check_present(&e.path),
+                None => lower.check_present(&e.path).map_err(String::from),
             };
             match present {
                 Err(why) => problems.push(format!("{shown}: {why}")),

@@ -1,12 +1,15 @@
 //! Opening a connection: magic numbers, version negotiation, the feature-set
 //! exchange (1.38+), the obsolete client words, and the daemon's version and
-//! trust answer, ending with the first STDERR_LAST.
+//! trust answer, ending with the first STDERR_LAST. The layouts are the
+//! handshake types of `codec`, shared with the test client.
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::stderr;
+use super::codec::{
+    ClientMagic, ClientObsolete, ClientVersion, Features, ServerHello, ServerInfo, StderrFrame, TrustedFlag, Wire,
+};
 use super::wire::{ProtocolError, WireBuf, WireReader};
-use super::{ProtoVersion, WORKER_MAGIC_1, WORKER_MAGIC_2};
+use super::{ProtoVersion, WORKER_MAGIC_1};
 
 /// What the handshake settled.
 #[derive(Debug, Clone)]
@@ -35,6 +38,13 @@ pub enum HandshakeError {
     Protocol(#[from] ProtocolError),
 }
 
+/// Write `values` and flush.
+async fn send<W: AsyncWrite + Unpin>(w: &mut W, out: &WireBuf) -> Result<(), ProtocolError> {
+    w.write_all(&out.0).await?;
+    w.flush().await?;
+    Ok(())
+}
+
 /// Run the server side of the handshake.
 pub async fn serve_handshake<R, W>(
     r: &mut WireReader<R>,
@@ -43,62 +53,60 @@ pub async fn serve_handshake<R, W>(
     trusted: bool,
 ) -> Result<Negotiated, HandshakeError>
 where
-    R: AsyncRead + Unpin,
+    R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin,
 {
-    let magic = r.u64().await?;
+    let latest = ProtoVersion::LATEST;
+    let ClientMagic(magic) = ClientMagic::decode(r, latest).await?;
     if magic != WORKER_MAGIC_1 {
         return Err(HandshakeError::BadMagic(magic));
     }
     let mut out = WireBuf::default();
-    out.u64(WORKER_MAGIC_2).u64(ProtoVersion::LATEST.to_wire());
-    w.write_all(&out.0).await.map_err(ProtocolError::from)?;
-    w.flush().await.map_err(ProtocolError::from)?;
+    ServerHello {
+        version: latest.to_wire(),
+    }
+    .encode(&mut out, latest);
+    send(w, &out).await?;
 
-    let client_version = r.u64().await?;
+    let ClientVersion(client_version) = ClientVersion::decode(r, latest).await?;
     if client_version >> 8 != 1 {
         return Err(HandshakeError::BadMajor(client_version));
     }
-    let version = ProtoVersion((client_version & 0xff) as u8).min(ProtoVersion::LATEST);
+    let version = ProtoVersion((client_version & 0xff) as u8).min(latest);
 
     let mut features = Vec::new();
     if version.at_least(38) {
-        let client_features = r.strings("client feature list").await?;
+        let Features(client_features) = Features::decode(r, version).await?;
         let mut out = WireBuf::default();
-        out.strings(FEATURES.iter().copied());
-        w.write_all(&out.0).await.map_err(ProtocolError::from)?;
-        w.flush().await.map_err(ProtocolError::from)?;
+        Features(FEATURES.iter().map(|f| f.to_string()).collect()).encode(&mut out, version);
+        send(w, &out).await?;
         features = client_features
             .into_iter()
             .filter(|f| FEATURES.contains(&f.as_str()))
             .collect();
     }
 
-    // Obsolete words the client still sends: CPU affinity and reserveSpace.
-    if version.at_least(14) && r.u64().await? != 0 {
-        r.u64().await?;
-    }
-    if version.at_least(11) {
-        r.u64().await?;
-    }
+    ClientObsolete::decode(r, version).await?;
 
     let mut out = WireBuf::default();
     if version < ProtoVersion::MINIMUM {
         // The client now reads STDERR messages: tell it why we stop.
-        stderr::error(&mut out, version, &HandshakeError::TooOld(version).to_string());
-        let _ = w.write_all(&out.0).await;
-        let _ = w.flush().await;
+        StderrFrame::error(HandshakeError::TooOld(version).to_string()).encode(&mut out, version);
+        let _ = send(w, &out).await;
         return Err(HandshakeError::TooOld(version));
     }
-    if version.at_least(33) {
-        out.str(daemon_version);
+    let trust = if trusted {
+        TrustedFlag::Trusted
+    } else {
+        TrustedFlag::NotTrusted
+    };
+    ServerInfo {
+        daemon_version: Some(daemon_version.to_owned()),
+        trust: Some(trust),
     }
-    if version.at_least(35) {
-        out.u64(if trusted { 1 } else { 2 });
-    }
-    stderr::last(&mut out);
-    w.write_all(&out.0).await.map_err(ProtocolError::from)?;
-    w.flush().await.map_err(ProtocolError::from)?;
+    .encode(&mut out, version);
+    StderrFrame::Last.encode(&mut out, version);
+    send(w, &out).await?;
     Ok(Negotiated {
         version,
         features,

@@ -3,17 +3,18 @@
 //!
 //! - [`wire`]: u64 words, padded strings, lists, framed data; bounded decoding.
 //! - [`handshake`]: magic numbers, version and feature negotiation, trust.
-//! - [`stderr`]: the STDERR_* messages that end every reply.
-//! - [`request`]: the op numbers and how each op's request is decoded.
-//!   Write payloads are drained here, so a refused op leaves the connection
-//!   ready for the next one.
+//! - [`codec`]: the [`codec::Wire`] trait and the typed values: path infos,
+//!   STDERR frames, handshake messages; one layout each, version gates inside.
+//! - [`request`]: the op table and one request type per op, with its reply
+//!   type. Write payloads are drained here, so a refused op leaves the
+//!   connection ready for the next one.
 //!
 //! What each op *answers* lives in `server::ops`, not here.
 
+pub mod codec;
 pub mod handshake;
 pub mod nar_skip;
 pub mod request;
-pub mod stderr;
 pub mod wire;
 
 #[cfg(test)]

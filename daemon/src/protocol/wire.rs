@@ -60,7 +60,10 @@ pub struct WireReader<R> {
     pub limits: Limits,
 }
 
-fn padding(len: u64) -> usize {
+/// Zero bytes that follow a string of `len` bytes on the wire (to the next
+/// multiple of 8). The one place the protocol's padding rule is written; the
+/// NAR writer and the benches' generators use it too.
+pub fn padding(len: u64) -> usize {
     ((8 - (len % 8)) % 8) as usize
 }
 

@@ -49,7 +49,7 @@ impl<W: Write> NarWriter<W> {
     }
 
     fn pad(&mut self, len: u64) -> io::Result<()> {
-        let p = (8 - (len % 8) as usize) % 8;
+        let p = crate::protocol::wire::padding(len);
         self.out.write_all(&[0u8; 8][..p])
     }
 
@@ -168,7 +168,7 @@ mod tests {
     fn s(out: &mut Vec<u8>, x: &[u8]) {
         out.extend_from_slice(&(x.len() as u64).to_le_bytes());
         out.extend_from_slice(x);
-        out.resize(out.len() + (8 - x.len() % 8) % 8, 0);
+        out.resize(out.len() + crate::protocol::wire::padding(x.len() as u64), 0);
     }
 
     #[test]

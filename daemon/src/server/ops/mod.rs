@@ -1,0 +1,185 @@
+//! What each op answers: one [`Serve`] impl per request type, grouped in one
+//! file per op family, and the dispatch table that maps op numbers to them.
+//!
+//! - [`paths`]: validity, path infos, references, referrers, derivers;
+//! - [`derivations`]: derivation outputs, QueryMissing, realisations;
+//! - [`substitutes`]: a lower store has none;
+//! - [`roots`]: temp/indirect roots, GC sync, FindRoots, OptimiseStore;
+//! - [`nar`]: NarFromPath (the NAR itself is streamed by the session);
+//! - [`build`]: EnsurePath, BuildPaths, VerifyStore;
+//! - [`refused`]: ops that would write, refused after their payload is drained.
+//!
+//! A handler validates its arguments, asks the [`Backend`] and the lower dir,
+//! and returns its reply as data ([`Answer`]) or an [`OpError`]; framing,
+//! encoding and error rendering happen once, in `session::serve_op`.
+
+pub mod build;
+pub mod derivations;
+pub mod nar;
+pub mod paths;
+pub mod refused;
+pub mod roots;
+pub mod substitutes;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::backend::{Backend, BackendError};
+use crate::lower::LowerDir;
+use crate::protocol::codec::{StderrFrame, Wire};
+use crate::protocol::request::Request;
+use crate::protocol::wire::WireBuf;
+use crate::protocol::ProtoVersion;
+use crate::store::{StoreDir, StorePath};
+
+pub use super::error::OpError;
+
+/// The read-only store behind the socket.
+pub struct LowerStore {
+    /// The metadata: the embedded index or a snix PathInfoService.
+    pub backend: Arc<dyn Backend>,
+    /// The objects.
+    pub lower: LowerDir,
+    /// The logical store directory paths are shown under.
+    pub store_dir: StoreDir,
+}
+
+/// A successful answer: log lines (STDERR_NEXT), then the reply after
+/// STDERR_LAST, then (NarFromPath only) the NAR of `nar`, which the session
+/// streams from the lower dir.
+pub struct Answer<T> {
+    pub log: Vec<String>,
+    pub body: T,
+    pub nar: Option<StorePath>,
+}
+
+impl<T> From<T> for Answer<T> {
+    fn from(body: T) -> Self {
+        Answer {
+            log: Vec::new(),
+            body,
+            nar: None,
+        }
+    }
+}
+
+/// What an op answers, given its decoded request. Implemented for every
+/// request type; public so benches can answer typed requests.
+pub trait Serve: Request + Sync {
+    fn serve<'a>(
+        &'a self,
+        store: &'a LowerStore,
+    ) -> impl Future<Output = Result<Answer<Self::Reply>, OpError>> + Send + 'a;
+}
+
+/// The one dispatch table: every op of `for_each_op!` to its request type's
+/// `Serve` impl, through `session::Conn::serve_op`.
+macro_rules! dispatch {
+    ($($name:ident = $num:literal,)*) => {
+        /// Decode, answer and reply to one request of `op`.
+        pub(super) async fn dispatch<R, W>(
+            c: &mut super::session::Conn<'_, R, W>,
+            op: crate::protocol::request::Op,
+        ) -> Result<(), super::error::SessionError>
+        where
+            R: tokio::io::AsyncRead + Unpin + Send,
+            W: tokio::io::AsyncWrite + Unpin + Send,
+        {
+            use crate::protocol::request::{self as q, Op};
+            match op {
+                $(Op::$name => c.serve_op::<q::$name>().await,)*
+            }
+        }
+    };
+}
+crate::protocol::request::for_each_op!(dispatch);
+
+impl LowerStore {
+    /// Answer `q` as the session does and append what is sent before any
+    /// NAR: STDERR_NEXT per log line, STDERR_LAST and the reply, or
+    /// STDERR_ERROR. Returns the path whose NAR follows (NarFromPath), or
+    /// the op's error, already encoded in `out`. A lower dir that is gone is
+    /// never answered for.
+    pub async fn answer<Q: Serve>(
+        &self,
+        q: &Q,
+        v: ProtoVersion,
+        out: &mut WireBuf,
+    ) -> Result<Option<StorePath>, OpError> {
+        let answer = match self.lower.check_alive() {
+            Err(why) => Err(OpError::LowerGone(why)),
+            Ok(()) => q.serve(self).await,
+        };
+        match answer {
+            Ok(a) => {
+                for line in &a.log {
+                    StderrFrame::log(line).encode(out, v);
+                }
+                StderrFrame::Last.encode(out, v);
+                a.body.encode(out, v);
+                Ok(a.nar)
+            }
+            Err(e) => {
+                StderrFrame::error(e.render(Q::OP)).encode(out, v);
+                Err(e)
+            }
+        }
+    }
+
+    /// A store path argument, validated.
+    pub(crate) fn path(&self, s: &str) -> Result<StorePath, OpError> {
+        Ok(self.store_dir.parse(s)?)
+    }
+
+    pub(crate) fn paths(&self, v: &[String]) -> Result<Vec<StorePath>, OpError> {
+        v.iter().map(|s| self.path(s)).collect()
+    }
+
+    /// A backend answer, its failure naming the backend.
+    pub(crate) fn backend<T>(&self, r: Result<T, BackendError>) -> Result<T, OpError> {
+        r.map_err(|source| OpError::Backend {
+            backend: Some(self.backend.describe()),
+            source,
+        })
+    }
+
+    pub(crate) fn not_valid(&self, p: &StorePath) -> OpError {
+        OpError::NotValid(self.store_dir.display(p))
+    }
+
+    /// Full paths, as they go on the wire.
+    pub(crate) fn display_all(&self, paths: &[StorePath]) -> Vec<String> {
+        paths.iter().map(|p| self.store_dir.display(p)).collect()
+    }
+
+    pub(crate) fn display_opt(&self, p: Option<&StorePath>) -> Option<String> {
+        p.map(|p| self.store_dir.display(p))
+    }
+
+    /// Is a derived path (`/nix/store/x`, `/nix/store/x.drv!out,dev`, `…!*`)
+    /// already present: the path valid, or every wanted output valid?
+    pub(crate) async fn derived_path_present(&self, t: &str) -> Result<bool, OpError> {
+        let (base, outputs) = match t.split_once('!') {
+            Some((b, o)) => (b, Some(o)),
+            None => (t, None),
+        };
+        let p = self.path(base)?;
+        let Some(outputs) = outputs else {
+            return self.backend(self.backend.is_valid(&p).await);
+        };
+        let Some(outs) = self.backend(self.backend.derivation_outputs(&p).await)? else {
+            return Ok(false);
+        };
+        let wanted: Vec<&str> = outputs.split(',').collect();
+        for (name, path) in &outs {
+            if wanted.contains(&"*") || wanted.contains(&name.as_str()) {
+                match path {
+                    Some(path) if self.backend(self.backend.is_valid(path).await)? => {}
+                    _ => return Ok(false),
+                }
+            }
+        }
+        // An output name the derivation does not have is not present either.
+        Ok(wanted.iter().all(|w| *w == "*" || outs.iter().any(|(n, _)| n == w)))
+    }
+}

@@ -1,0 +1,35 @@
+//! Ops that would write: their payload was drained when decoding, so the
+//! refusal (an error naming the op and what it was about) leaves the
+//! connection ready for the next request.
+
+use super::{Answer, LowerStore, OpError, Serve};
+use crate::protocol::request::*;
+
+/// Every op here is refused the same way.
+macro_rules! refused {
+    ($($name:ident),* $(,)?) => {
+        $(
+            impl Serve for $name {
+                async fn serve(&self, _: &LowerStore) -> Result<Answer<NoReply>, OpError> {
+                    Err(OpError::ReadOnly {
+                        subject: self.subject().map(str::to_owned),
+                    })
+                }
+            }
+        )*
+    };
+}
+
+refused!(
+    AddToStore,
+    AddTextToStore,
+    AddToStoreNar,
+    AddMultipleToStore,
+    AddBuildLog,
+    AddSignatures,
+    BuildDerivation,
+    CollectGarbage,
+    RegisterDrvOutput,
+    ImportPaths,
+    ExportPath,
+);
