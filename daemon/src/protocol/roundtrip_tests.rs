@@ -125,7 +125,13 @@ fn error_frame(g: &mut Rng, v: ProtoVersion) -> ErrorFrame {
 fn fields(g: &mut Rng) -> Fields {
     Fields(
         (0..g.usize(0..4))
-            .map(|_| if g.bool() { Field::Int(word(g)) } else { Field::String(text(g)) })
+            .map(|_| {
+                if g.bool() {
+                    Field::Int(word(g))
+                } else {
+                    Field::String(text(g))
+                }
+            })
             .collect(),
     )
 }
@@ -166,8 +172,8 @@ fn realisations(g: &mut Rng, v: ProtoVersion) -> Realisations {
     Realisations((0..g.usize(0..3)).map(|_| one(g)).collect())
 }
 
-fn trust(g: &mut Rng) -> TrustedFlag {
-    [TrustedFlag::Unknown, TrustedFlag::Trusted, TrustedFlag::NotTrusted][g.usize(0..3)]
+fn trust(g: &mut Rng) -> Option<TrustedFlag> {
+    [None, Some(TrustedFlag::Trusted), Some(TrustedFlag::NotTrusted)][g.usize(0..3)]
 }
 
 fn substitutable(g: &mut Rng) -> SubstitutablePathInfo {
@@ -206,9 +212,10 @@ arb_plain! {
     ClientVersion => |g, v| ClientVersion(word(g));
     Features => |g, v| Features(texts(g));
     ClientObsolete => |g, v| ClientObsolete { cpu_affinity: g.bool().then(|| word(g)), reserve_space: g.bool() };
+    Option<TrustedFlag> => |g, v| trust(g);
     ServerInfo => |g, v| ServerInfo {
         daemon_version: v.at_least(33).then(|| text(g)),
-        trust: v.at_least(35).then(|| trust(g)),
+        trust: if v.at_least(35) { trust(g) } else { None },
     };
     Option<SubstitutablePathInfo> => |g, v| g.bool().then(|| substitutable(g));
     SubstitutablePathInfos => |g, v| SubstitutablePathInfos((0..g.usize(0..3)).map(|_| (text(g), substitutable(g))).collect());
@@ -378,7 +385,9 @@ macro_rules! arb_write {
                 Some($ty { $($kept: text(g),)* rest: payload(Op::$ty, g, v) })
             }
             fn decoded(&self) -> Self {
-                $ty { rest: Vec::new(), ..self.clone() }
+                let mut d = self.clone();
+                d.rest = Vec::new();
+                d
             }
         }
     )*};
@@ -468,7 +477,7 @@ async fn roundtrip_codec_values() {
         u64, bool, String, Vec<String>, Option<String>, (),
         UnkeyedValidPathInfo, ValidPathInfo, Option<UnkeyedValidPathInfo>,
         OutputMap, Missing, Realisations, BuildMode, Fields, StderrFrame,
-        ClientMagic, ServerHello, ClientVersion, Features, ClientObsolete, ServerInfo,
+        ClientMagic, ServerHello, ClientVersion, Features, ClientObsolete, Option<TrustedFlag>, ServerInfo,
         Option<SubstitutablePathInfo>, SubstitutablePathInfos, Roots, NarFollows,
     );
 }

@@ -45,7 +45,10 @@ pub(super) const TABLE: &[(&str, Coverage)] = &[
     ("store-path.bin", Coverage::Tested("store_path")),
     ("optional-store-path.bin", Coverage::Tested("optional_store_path")),
     ("content-address.bin", Coverage::Tested("content_address")),
-    ("optional-content-address.bin", Coverage::Tested("optional_content_address")),
+    (
+        "optional-content-address.bin",
+        Coverage::Tested("optional_content_address"),
+    ),
     ("vector.bin", Coverage::Tested("vector")),
     ("set.bin", Coverage::Tested("set")),
     ("drv-output.bin", Coverage::Tested("drv_output")),
@@ -63,10 +66,22 @@ pub(super) const TABLE: &[(&str, Coverage)] = &[
     ("build-mode.bin", Coverage::Tested("build_mode")),
     ("optional-trusted-flag.bin", Coverage::Tested("optional_trusted_flag")),
     ("handshake-to-client.bin", Coverage::Tested("handshake_to_client")),
-    ("client-handshake-info_1_30.bin", Coverage::Tested("client_handshake_info")),
-    ("client-handshake-info_1_33.bin", Coverage::Tested("client_handshake_info")),
-    ("client-handshake-info_1_35.bin", Coverage::Tested("client_handshake_info")),
-    ("unkeyed-valid-path-info-1.15.bin", Coverage::Tested("unkeyed_valid_path_info_1_15")),
+    (
+        "client-handshake-info_1_30.bin",
+        Coverage::Tested("client_handshake_info"),
+    ),
+    (
+        "client-handshake-info_1_33.bin",
+        Coverage::Tested("client_handshake_info"),
+    ),
+    (
+        "client-handshake-info_1_35.bin",
+        Coverage::Tested("client_handshake_info"),
+    ),
+    (
+        "unkeyed-valid-path-info-1.15.bin",
+        Coverage::Tested("unkeyed_valid_path_info_1_15"),
+    ),
     ("valid-path-info-1.15.bin", Coverage::Tested("valid_path_info_1_15")),
     ("valid-path-info-1.16.bin", Coverage::Tested("valid_path_info_1_16")),
     ("build-result-1.27.bin", Coverage::NotSpoken(BUILD_RESULT)),
@@ -74,11 +89,23 @@ pub(super) const TABLE: &[(&str, Coverage)] = &[
     ("build-result-1.29.bin", Coverage::NotSpoken(BUILD_RESULT)),
     ("build-result-1.29-compat.bin", Coverage::NotSpoken(BUILD_RESULT)),
     ("build-result-1.37.bin", Coverage::NotSpoken(BUILD_RESULT)),
-    ("build-result-realisation-with-path-not-hash.bin", Coverage::NotSpoken(BUILD_RESULT)),
+    (
+        "build-result-realisation-with-path-not-hash.bin",
+        Coverage::NotSpoken(BUILD_RESULT),
+    ),
     ("keyed-build-result-1.29.bin", Coverage::NotSpoken(BUILD_RESULT)),
-    ("drv-output-realisation-with-path-not-hash.bin", Coverage::NotSpoken(PATH_NOT_HASH)),
-    ("realisation-realisation-with-path-not-hash.bin", Coverage::NotSpoken(PATH_NOT_HASH)),
-    ("unkeyed-realisation-realisation-with-path-not-hash.bin", Coverage::NotSpoken(PATH_NOT_HASH)),
+    (
+        "drv-output-realisation-with-path-not-hash.bin",
+        Coverage::NotSpoken(PATH_NOT_HASH),
+    ),
+    (
+        "realisation-realisation-with-path-not-hash.bin",
+        Coverage::NotSpoken(PATH_NOT_HASH),
+    ),
+    (
+        "unkeyed-realisation-realisation-with-path-not-hash.bin",
+        Coverage::NotSpoken(PATH_NOT_HASH),
+    ),
 ];
 
 fn repo_root() -> PathBuf {
@@ -151,7 +178,11 @@ pub(super) fn all_bins(dir: &Path) -> Vec<(String, String)> {
             continue;
         };
         for e in entries {
-            let name = e.expect("readable directory entry").file_name().to_string_lossy().into_owned();
+            let name = e
+                .expect("readable directory entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
             if name.ends_with(".bin") {
                 out.push((sub.to_owned(), name));
             }

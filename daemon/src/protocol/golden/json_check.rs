@@ -51,7 +51,10 @@ fn values_match_nix_json_for_paths_and_strings() {
         assert_eq!(got, nested, "{stem}[3]");
     }
     assert_eq!(strs(&json(&dir, "drv-output")), {
-        let ids: Vec<String> = drv_outputs().iter().map(|(h, n)| drv_output_id(h, n).to_string()).collect();
+        let ids: Vec<String> = drv_outputs()
+            .iter()
+            .map(|(h, n)| drv_output_id(h, n).to_string())
+            .collect();
         ids
     });
 }
@@ -126,7 +129,12 @@ fn values_match_nix_json_for_derived_paths() {
         ("derived-path-1.29", derived_paths_1_29()),
         ("derived-path-1.30", derived_paths_1_30()),
     ] {
-        let got: Vec<Derived> = json(&dir, stem).as_array().unwrap().iter().map(derived_from_json).collect();
+        let got: Vec<Derived> = json(&dir, stem)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(derived_from_json)
+            .collect();
         assert_eq!(got, want, "{stem}");
     }
 }
@@ -158,7 +166,12 @@ fn values_match_nix_json_for_path_infos() {
         ("valid-path-info-1.15", infos_1_15()),
         ("valid-path-info-1.16", infos_1_16()),
     ] {
-        let got: Vec<Info> = json(&dir, stem).as_array().unwrap().iter().map(info_from_json).collect();
+        let got: Vec<Info> = json(&dir, stem)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(info_from_json)
+            .collect();
         assert_eq!(got, want, "{stem}");
     }
 }

@@ -38,4 +38,5 @@
 
 mod data;
 mod json_check;
+mod tests;
 mod values;

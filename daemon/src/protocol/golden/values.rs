@@ -97,7 +97,9 @@ pub(super) fn content_addresses() -> Vec<String> {
 
 fn blob_ca() -> String {
     let b64 = BLOB_SHA1_SRI.strip_prefix("sha1-").expect("SRI prefix");
-    let digest = base64::engine::general_purpose::STANDARD.decode(b64).expect("valid base64");
+    let digest = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("valid base64");
     format!("fixed:sha1:{}", nix32_encode(&digest))
 }
 
