@@ -18,18 +18,18 @@
 //! | optional-store-path                       | optional store path (""=none), 1.10   | `optional_store_path` |
 //! | content-address                           | CA text (path infos), 1.10            | `content_address` |
 //! | optional-content-address                  | optional CA (""=none), 1.10           | `optional_content_address` |
-//! | vector                                    | list of strings / of lists, 1.10      | `vector` |
-//! | set                                       | sorted set of strings / of sets, 1.10 | `set` |
-//! | drv-output                                | DrvOutput id (QueryRealisation), 1.10 | `drv_output` |
+//! | vector                                    | list of strings, 1.10 (its list of lists, never sent by the daemon, is read as a count and string lists) | `vector` |
+//! | set                                       | sorted set of strings, 1.10 (set of sets: as for vector) | `set` |
+//! | drv-output                                | DrvOutput id: the QueryRealisation request, 1.10/1.31/1.38 | `drv_output` |
 //! | realisation                               | realisation JSON (1.31+ reply)        | `realisation_without_signatures`: value 1; value 2 is Nix 2.35's signature objects, not spoken |
-//! | realisation-with-deps                     | realisation JSON with dependents      | `realisation_with_deps` |
-//! | derived-path-1.29, -1.30                  | derived path (BuildPaths, QueryMissing) | `derived_path_1_29`, `derived_path_1_30` |
+//! | realisation-with-deps                     | realisation JSON with dependents: QueryRealisation reply at 1.31/1.35/1.38 | `realisation_with_deps` |
+//! | derived-path-1.29, -1.30                  | derived path text, and as a BuildPaths request | `derived_path_1_29`, `derived_path_1_30` |
 //! | build-mode                                | build mode, 1.10                      | `build_mode` |
-//! | optional-trusted-flag                     | optional trusted flag, 1.10           | `optional_trusted_flag` |
+//! | optional-trusted-flag                     | optional trusted flag, 1.10, and as the trust word of the handshake info at 1.35 | `optional_trusted_flag` |
 //! | handshake-to-client                       | daemon hello (magic, version), 1.10   | `handshake_to_client` |
 //! | client-handshake-info_1_30, _1_33, _1_35  | daemon version, trust                 | `client_handshake_info` |
-//! | unkeyed-valid-path-info-1.15              | QueryPathInfo reply body, 1.15        | `unkeyed_valid_path_info_1_15` |
-//! | valid-path-info-1.15, -1.16               | path + path info, 1.15 / 1.16         | `valid_path_info_1_15`, `valid_path_info_1_16` |
+//! | unkeyed-valid-path-info-1.15              | QueryPathInfo reply body, 1.15 (also through `wire_path_info`) | `unkeyed_valid_path_info_1_15` |
+//! | valid-path-info-1.15, -1.16               | path + path info, 1.15 / 1.16 (and 1.21, 1.38) | `valid_path_info_1_15`, `valid_path_info_1_16` |
 //! | build-result-*, keyed-build-result-1.29   | BuildResult                           | not spoken: BuildDerivation and BuildPathsWithResults are refused |
 //! | *-realisation-with-path-not-hash          | 1.38 feature realisation layouts      | not spoken: the feature is never negotiated (FEATURES is empty) |
 //!
