@@ -17,6 +17,11 @@ pub mod nar_skip;
 pub mod request;
 pub mod wire;
 
+#[cfg(test)]
+mod golden;
+#[cfg(test)]
+mod roundtrip_tests;
+
 /// First word a client sends.
 pub const WORKER_MAGIC_1: u64 = 0x6e69_7863;
 /// First word the daemon answers.
