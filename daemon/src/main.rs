@@ -15,6 +15,7 @@ use snix_lower_store::overlay_url::OverlayUrl;
 use snix_lower_store::protocol::wire::Limits;
 use snix_lower_store::server::ops::LowerStore;
 use snix_lower_store::server::{self, Server};
+use snix_lower_store::store::ca_proof::CaProofOptions;
 use snix_lower_store::store::StoreDir;
 
 #[derive(Parser)]
@@ -147,6 +148,17 @@ enum Cmd {
         /// Re-hash each new path's NAR from the lower dir.
         #[arg(long, env = "SNIX_LOWER_STORE_CHECK_CONTENT")]
         check_content: bool,
+        /// Derive no content address: entries keep the `ca` they come with (a
+        /// registration has none). By default a `ca` is recorded for an entry
+        /// without one when its store path proves it: `fixed:r:sha256` from the
+        /// NAR hash, `text:sha256` and `fixed:sha256` from the file's contents.
+        #[arg(long, env = "SNIX_LOWER_STORE_NO_CA_PROOF")]
+        no_ca_proof: bool,
+        /// Largest regular file read to prove a `text:sha256` or `fixed:sha256`
+        /// content address (0: read no file, prove only from NAR hashes).
+        #[arg(long, env = "SNIX_LOWER_STORE_CA_PROOF_MAX_FILE_SIZE", value_name = "BYTES",
+              default_value_t = snix_lower_store::store::ca_proof::DEFAULT_MAX_FILE_SIZE)]
+        ca_proof_max_file_size: u64,
     },
     /// Check every indexed path against the lower dir; non-zero exit on any problem.
     Verify {
@@ -476,9 +488,19 @@ fn run(cmd: Cmd) -> Result<std::process::ExitCode> {
             lower_dir,
             store,
             check_content,
+            no_ca_proof,
+            ca_proof_max_file_size,
         } => {
             let sd = store_dir(&store.store_dir)?;
             let lower = LowerDir::open(&lower_dir).map_err(anyhow::Error::msg)?;
+            let ca_proof = if no_ca_proof {
+                CaProofOptions::OFF
+            } else {
+                CaProofOptions {
+                    from_nar_hash: true,
+                    max_file_size: ca_proof_max_file_size,
+                }
+            };
             let mut realisations = Vec::new();
             let batch = if let Some(src) = registration {
                 import::parse_registration(&read_input(&src)?, &sd, &src)?
@@ -500,7 +522,10 @@ fn run(cmd: Cmd) -> Result<std::process::ExitCode> {
                 &lower,
                 batch,
                 realisations,
-                ImportOptions { check_content },
+                ImportOptions {
+                    check_content,
+                    ca_proof,
+                },
             )?;
             println!(
                 "imported {n} entries: {} added, {} already indexed",
@@ -619,7 +644,16 @@ fn run_demo(dir: &Path, check: bool) -> Result<std::process::ExitCode> {
     std::fs::write(&reg_file, &reg)?;
     let batch = import::parse_registration(&reg, &sd, &reg_file.display().to_string())?;
     let lower_dir = LowerDir::open(&lower).map_err(anyhow::Error::msg)?;
-    let report = import::import(&state, &sd, &lower_dir, batch, ImportOptions { check_content: true })?;
+    let report = import::import(
+        &state,
+        &sd,
+        &lower_dir,
+        batch,
+        ImportOptions {
+            check_content: true,
+            ..Default::default()
+        },
+    )?;
     println!(
         "demo lower store: {} ({} paths, {} newly indexed)",
         lower.display(),

@@ -82,7 +82,10 @@ fn refusals_leave_the_index_as_it_was() {
         &f.sd,
         &lower,
         vec![ghost.clone()],
-        ImportOptions { check_content: true },
+        ImportOptions {
+            check_content: true,
+            ..Default::default()
+        },
     ));
     assert!(p.iter().any(|m| m.contains("content does not match")), "{p:?}");
 
@@ -109,7 +112,10 @@ fn refusals_leave_the_index_as_it_was() {
         &f.sd,
         &lower,
         batch,
-        ImportOptions { check_content: true },
+        ImportOptions {
+            check_content: true,
+            ..Default::default()
+        },
     ));
     assert_eq!(count(&f), 2);
 }
@@ -207,7 +213,17 @@ fn nix_db_is_read_with_its_schema() {
     let batch = import::read_nix_db(&db, &f.sd).unwrap();
     assert_eq!(batch.len(), f.entries.len());
     let lower = LowerDir::open(&f.lower).unwrap();
-    let r = import::import(&f.state, &f.sd, &lower, batch, ImportOptions { check_content: true }).unwrap();
+    let r = import::import(
+        &f.state,
+        &f.sd,
+        &lower,
+        batch,
+        ImportOptions {
+            check_content: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(r.added, f.entries.len());
     let idx = PathInfoIndex::open(&f.state, "/nix/store").unwrap();
     let top = f.entries.iter().find(|e| e.deriver.is_some()).unwrap();
