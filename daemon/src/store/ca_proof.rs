@@ -103,23 +103,29 @@ pub(crate) fn prove_missing_cas(batch: &mut [NewPath], sd: &StoreDir, lower_root
 }
 
 fn prove_all(batch: &mut [NewPath], sd: &StoreDir, lower_root: &Path, opts: CaProofOptions) {
+    let files = if opts.max_file_size > 0 {
+        LowerFiles::open(lower_root)
+    } else {
+        None
+    };
     for e in batch.iter_mut().filter(|e| e.ca.is_none()) {
-        e.ca = prove_one(e, sd, lower_root, opts);
+        e.ca = prove_one(e, sd, files.as_ref(), opts);
     }
 }
 
 /// The proven `ca` of one entry, if any: first from its NAR hash, then from
 /// its file's contents.
-fn prove_one(e: &NewPath, sd: &StoreDir, lower_root: &Path, opts: CaProofOptions) -> Option<String> {
+fn prove_one(e: &NewPath, sd: &StoreDir, files: Option<&LowerFiles>, opts: CaProofOptions) -> Option<String> {
     if opts.from_nar_hash {
         if let Some(ca) = source_ca(sd, &e.path, &e.references, &e.nar_hash) {
             return Some(ca);
         }
     }
+    let files = files?;
     if opts.max_file_size == 0 || e.nar_size > opts.max_file_size.saturating_add(FILE_NAR_OVERHEAD) {
         return None;
     }
-    let digest = sha256_of_regular_file(&lower_root.join(e.path.base_name()), opts.max_file_size)?;
+    let digest = files.sha256_of_regular_file(e.path.base_name(), opts.max_file_size)?;
     text_ca(sd, &e.path, &e.references, &digest).or_else(|| flat_ca(sd, &e.path, &e.references, &digest))
 }
 
@@ -202,36 +208,55 @@ fn hash_part(sd: &StoreDir, ty: &str, inner: &[u8; 32], name: &str) -> String {
     nix32_encode(&folded)
 }
 
-/// SHA-256 of the regular file at `object` if it is one (not followed
-/// through a symlink) of at most `max` bytes; `None` otherwise or on any
-/// read error. Reads in a fixed buffer, so memory does not grow with `max`.
-fn sha256_of_regular_file(object: &Path, max: u64) -> Option<[u8; 32]> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(object)
-        .ok()?;
-    let meta = f.metadata().ok()?;
-    if !meta.is_file() || meta.len() > max {
-        return None;
+/// The lower dir opened once, so each object is opened relative to it (one
+/// path component to resolve, not the whole root path again).
+struct LowerFiles(std::fs::File);
+
+impl LowerFiles {
+    fn open(root: &Path) -> Option<Self> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(root)
+            .ok()
+            .map(LowerFiles)
     }
-    let mut h = Sha256::new();
-    let mut buf = [0u8; 16 * 1024];
-    let mut total = 0u64;
-    let mut r = f.take(max + 1);
-    loop {
-        match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                total += n as u64;
-                h.update(&buf[..n]);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
+
+    /// SHA-256 of the object `base` if it is a regular file (not followed
+    /// through a symlink; a FIFO never blocks) of at most `max` bytes; `None`
+    /// otherwise or on any error. Reads in a fixed buffer, so memory does not
+    /// grow with `max`; no `stat`: a directory fails to read, a longer file
+    /// overruns `max`.
+    fn sha256_of_regular_file(&self, base: &str, max: u64) -> Option<[u8; 32]> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // A validated base name has no NUL and no '/'.
+        let name = std::ffi::CString::new(base).ok()?;
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY;
+        // SAFETY: both pointers are valid for the call; on success the
+        // returned descriptor is new and owned by the `File` built from it.
+        let fd = unsafe { libc::openat(self.0.as_raw_fd(), name.as_ptr(), flags) };
+        if fd < 0 {
+            return None;
         }
+        // SAFETY: `fd` is a freshly opened descriptor nothing else owns.
+        let f = unsafe { std::fs::File::from_raw_fd(fd) };
+        let mut h = Sha256::new();
+        let mut buf = [0u8; 16 * 1024];
+        let mut total = 0u64;
+        let mut r = f.take(max + 1);
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    total += n as u64;
+                    h.update(&buf[..n]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        (total <= max).then(|| h.finalize().into())
     }
-    // Grown past the bound since the stat: not what was measured, skip it.
-    (total <= max).then(|| h.finalize().into())
 }
 
 #[cfg(test)]
