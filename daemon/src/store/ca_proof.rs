@@ -225,8 +225,7 @@ impl LowerFiles {
     /// SHA-256 of the object `base` if it is a regular file (not followed
     /// through a symlink; a FIFO never blocks) of at most `max` bytes; `None`
     /// otherwise or on any error. Reads in a fixed buffer, so memory does not
-    /// grow with `max`; no `stat`: a directory fails to read, a longer file
-    /// overruns `max`.
+    /// grow with `max`; a file longer than `max` overruns it and is skipped.
     fn sha256_of_regular_file(&self, base: &str, max: u64) -> Option<[u8; 32]> {
         use std::os::fd::{AsRawFd, FromRawFd};
         // A validated base name has no NUL and no '/'.
@@ -240,6 +239,11 @@ impl LowerFiles {
         }
         // SAFETY: `fd` is a freshly opened descriptor nothing else owns.
         let f = unsafe { std::fs::File::from_raw_fd(fd) };
+        // Only a regular file is a text or flat object (a FIFO or device
+        // opened here must not be hashed as one).
+        if !f.metadata().ok()?.is_file() {
+            return None;
+        }
         let mut h = Sha256::new();
         let mut buf = [0u8; 16 * 1024];
         let mut total = 0u64;
@@ -388,6 +392,10 @@ mod tests {
         assert_eq!(source_ca(&sd, &p, &[], &nar), None);
     }
 
+    fn text_hash_part(sd: &StoreDir, contents: &[u8], name: &str) -> String {
+        hash_part(sd, "text", &Sha256::digest(contents).into(), name)
+    }
+
     fn entry(v: &Vector, ca: Option<String>) -> NewPath {
         NewPath {
             path: v.path.clone(),
@@ -472,6 +480,28 @@ mod tests {
         std::fs::create_dir(dir.path().join(text.path.base_name())).unwrap();
         prove_missing_cas(&mut batch, &sd, dir.path(), CaProofOptions::default());
         assert_eq!(batch[0].ca, None, "directory");
+        // A FIFO: opened without blocking, never hashed (its empty read
+        // would otherwise be taken for empty contents).
+        let empty = StorePath::from_base_name(&format!("{}-fifo", text_hash_part(&sd, b"", "fifo"))).unwrap();
+        let fifo =
+            std::ffi::CString::new(dir.path().join(empty.base_name()).into_os_string().into_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let mut batch = vec![NewPath {
+            path: empty.clone(),
+            references: Vec::new(),
+            ..entry(text, None)
+        }];
+        prove_missing_cas(&mut batch, &sd, dir.path(), CaProofOptions::default());
+        assert_eq!(batch[0].ca, None, "fifo");
+        // The same name as a regular empty file is proven.
+        std::fs::remove_file(dir.path().join(empty.base_name())).unwrap();
+        std::fs::write(dir.path().join(empty.base_name()), b"").unwrap();
+        prove_missing_cas(&mut batch, &sd, dir.path(), CaProofOptions::default());
+        assert!(
+            batch[0].ca.as_deref().unwrap().starts_with("text:sha256:"),
+            "{:?}",
+            batch[0].ca
+        );
     }
 
     #[test]
