@@ -16,6 +16,7 @@ use snix_lower_store::overlay_url::OverlayUrl;
 use snix_lower_store::protocol::wire::Limits;
 use snix_lower_store::server::ops::LowerStore;
 use snix_lower_store::server::{self, Server};
+use snix_lower_store::store::ca_proof::CaProofOptions;
 use snix_lower_store::store::StoreDir;
 use snix_lower_store::systemd;
 
@@ -172,6 +173,17 @@ struct ImportArgs {
     /// Re-hash each new path's NAR from the lower dir.
     #[arg(long, env = "SNIX_LOWER_STORE_CHECK_CONTENT")]
     check_content: bool,
+    /// Derive no content address: entries keep the `ca` they come with (a
+    /// registration has none). By default a `ca` is recorded for an entry
+    /// without one when its store path proves it: `fixed:r:sha256` from the
+    /// NAR hash, `text:sha256` and `fixed:sha256` from the file's contents.
+    #[arg(long, env = "SNIX_LOWER_STORE_NO_CA_PROOF")]
+    no_ca_proof: bool,
+    /// Largest regular file read to prove a `text:sha256` or `fixed:sha256`
+    /// content address (0: read no file, prove only from NAR hashes).
+    #[arg(long, env = "SNIX_LOWER_STORE_CA_PROOF_MAX_FILE_SIZE", value_name = "BYTES",
+          default_value_t = snix_lower_store::store::ca_proof::DEFAULT_MAX_FILE_SIZE)]
+    ca_proof_max_file_size: u64,
 }
 
 // `verify`: the index and the lower dir to check it against.
@@ -539,8 +551,17 @@ fn import_cmd(args: ImportArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(state_dir).with_context(|| format!("creating state dir {}", state_dir.display()))?;
     let n = batch.len();
     let nr = realisations.len();
+    let ca_proof = if args.no_ca_proof {
+        CaProofOptions::OFF
+    } else {
+        CaProofOptions {
+            from_nar_hash: true,
+            max_file_size: args.ca_proof_max_file_size,
+        }
+    };
     let opts = ImportOptions {
         check_content: args.check_content,
+        ca_proof,
     };
     let report = import::import_with_realisations(state_dir, &sd, &lower, batch, realisations, opts)?;
     println!(
@@ -699,7 +720,16 @@ fn demo_store(dir: &Path, sd: &StoreDir, lower: &Path, state: &Path) -> Result<V
     std::fs::write(&reg_file, &reg)?;
     let batch = import::parse_registration(&reg, sd, &reg_file.display().to_string())?;
     let lower_dir = LowerDir::open(lower).map_err(anyhow::Error::msg)?;
-    let report = import::import(state, sd, &lower_dir, batch, ImportOptions { check_content: true })?;
+    let report = import::import(
+        state,
+        sd,
+        &lower_dir,
+        batch,
+        ImportOptions {
+            check_content: true,
+            ..Default::default()
+        },
+    )?;
     println!(
         "demo lower store: {} ({} paths, {} newly indexed)",
         lower.display(),

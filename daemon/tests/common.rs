@@ -54,7 +54,10 @@ impl Fixture {
             &self.sd,
             &lower,
             self.entries.clone(),
-            ImportOptions { check_content: true },
+            ImportOptions {
+                check_content: true,
+                ..Default::default()
+            },
         )
         .unwrap();
     }

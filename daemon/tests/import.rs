@@ -82,7 +82,10 @@ fn refusals_leave_the_index_as_it_was() {
         &f.sd,
         &lower,
         vec![ghost.clone()],
-        ImportOptions { check_content: true },
+        ImportOptions {
+            check_content: true,
+            ..Default::default()
+        },
     ));
     assert!(p.iter().any(|m| m.contains("content does not match")), "{p:?}");
 
@@ -109,7 +112,10 @@ fn refusals_leave_the_index_as_it_was() {
         &f.sd,
         &lower,
         batch,
-        ImportOptions { check_content: true },
+        ImportOptions {
+            check_content: true,
+            ..Default::default()
+        },
     ));
     assert_eq!(count(&f), 2);
 }
@@ -207,7 +213,17 @@ fn nix_db_is_read_with_its_schema() {
     let batch = import::read_nix_db(&db, &f.sd).unwrap();
     assert_eq!(batch.len(), f.entries.len());
     let lower = LowerDir::open(&f.lower).unwrap();
-    let r = import::import(&f.state, &f.sd, &lower, batch, ImportOptions { check_content: true }).unwrap();
+    let r = import::import(
+        &f.state,
+        &f.sd,
+        &lower,
+        batch,
+        ImportOptions {
+            check_content: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(r.added, f.entries.len());
     let idx = PathInfoIndex::open(&f.state, "/nix/store").unwrap();
     let top = f.entries.iter().find(|e| e.deriver.is_some()).unwrap();
@@ -301,5 +317,89 @@ fn v2_content_address_with_a_wrong_digest_length_is_refused() {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("j: entry 1: ca.hash"), "{hash}: {e}");
+    }
+}
+
+/// The vectors real Nix made (daemon/tests/data/ca-proof-vectors.json) as a
+/// lower dir with their contents and a `nix-store --dump-db` registration.
+fn nix_made_lower(root: &std::path::Path) -> (serde_json::Value, String) {
+    let doc: serde_json::Value = serde_json::from_str(include_str!("data/ca-proof-vectors.json")).unwrap();
+    let mut reg = String::new();
+    for e in doc["entries"].as_array().unwrap() {
+        let path = e["path"].as_str().unwrap();
+        let obj = root.join(path.rsplit('/').next().unwrap());
+        if let Some(text) = e["file"].as_str() {
+            std::fs::write(&obj, text).unwrap();
+        }
+        for (rel, what) in e["dir"].as_object().into_iter().flatten() {
+            let at = obj.join(rel);
+            std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+            match what.as_str().unwrap().strip_prefix("->") {
+                Some(target) => std::os::unix::fs::symlink(target, &at).unwrap(),
+                None => std::fs::write(&at, what.as_str().unwrap()).unwrap(),
+            }
+        }
+        let refs = e["references"].as_array().unwrap();
+        reg.push_str(&format!(
+            "{path}\n{}\n{}\n\n{}\n",
+            &e["narHash"].as_str().unwrap()["sha256:".len()..],
+            e["narSize"],
+            refs.len()
+        ));
+        for r in refs {
+            reg.push_str(r.as_str().unwrap());
+            reg.push('\n');
+        }
+    }
+    (doc, reg)
+}
+
+/// A registration carries no `ca`; imported from it, text, source and flat
+/// sha256 paths get exactly the `ca` Nix recorded, the others none.
+#[test]
+fn registration_import_proves_content_addresses_nix_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let lower_dir = dir.path().join("store");
+    std::fs::create_dir(&lower_dir).unwrap();
+    let (doc, reg) = nix_made_lower(&lower_dir);
+    let sd = snix_lower_store::store::StoreDir::new("/nix/store").unwrap();
+    let batch = import::parse_registration(&reg, &sd, "reg").unwrap();
+    assert!(batch.iter().all(|e| e.ca.is_none()));
+    let lower = LowerDir::open(&lower_dir).unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    // check_content: the recreated objects are byte for byte what Nix hashed.
+    let opts = ImportOptions {
+        check_content: true,
+        ..Default::default()
+    };
+    let r = import::import(&state, &sd, &lower, batch, opts).unwrap();
+    assert_eq!(r.added, 9);
+    let idx = PathInfoIndex::open(&state, "/nix/store").unwrap();
+    let mut proven = 0;
+    for e in doc["entries"].as_array().unwrap() {
+        let p = sd.parse(e["path"].as_str().unwrap()).unwrap();
+        let got = idx.path_info(&p).unwrap().unwrap().ca;
+        if e["kind"] == "unprovable" {
+            assert_eq!(got, None, "{p}");
+        } else {
+            assert_eq!(got.as_deref(), e["nix_ca"].as_str(), "{p}");
+            proven += 1;
+        }
+    }
+    assert_eq!(proven, 7);
+
+    // --no-ca-proof: the same registration keeps no ca at all.
+    let state = dir.path().join("state-off");
+    std::fs::create_dir(&state).unwrap();
+    let batch = import::parse_registration(&reg, &sd, "reg").unwrap();
+    let opts = ImportOptions {
+        ca_proof: snix_lower_store::store::ca_proof::CaProofOptions::OFF,
+        ..Default::default()
+    };
+    import::import(&state, &sd, &lower, batch, opts).unwrap();
+    let idx = PathInfoIndex::open(&state, "/nix/store").unwrap();
+    for p in idx.all_paths().unwrap() {
+        assert_eq!(idx.path_info(&p).unwrap().unwrap().ca, None, "{p}");
     }
 }

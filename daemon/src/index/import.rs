@@ -23,6 +23,7 @@ use std::path::Path;
 
 use super::{PathInfoIndex, INDEX_FILE};
 use crate::lower::LowerDir;
+use crate::store::ca_proof::{self, CaProofOptions};
 use crate::store::hash::nix32_encode;
 use crate::store::path::shown;
 use crate::store::realisation::DrvOutputId;
@@ -462,6 +463,9 @@ pub fn read_nix_db_realisations(db: &Path, sd: &StoreDir) -> Result<Vec<NewReali
 pub struct ImportOptions {
     /// Re-hash every new path's NAR from the lower dir.
     pub check_content: bool,
+    /// Which content addresses are derived, where the store path proves
+    /// them, for entries that come without one (see `store::ca_proof`).
+    pub ca_proof: CaProofOptions,
 }
 
 /// Validate `batch` against the index and the lower dir, then add it in one
@@ -482,10 +486,12 @@ pub fn import_with_realisations(
     state_dir: &Path,
     sd: &StoreDir,
     lower: &LowerDir,
-    batch: Vec<NewPath>,
+    mut batch: Vec<NewPath>,
     realisations: Vec<NewRealisation>,
     opts: ImportOptions,
 ) -> Result<ImportReport, ImportError> {
+    // Content addresses proven from the store paths, before any validation.
+    ca_proof::prove_missing_cas(&mut batch, sd, lower.root(), opts.ca_proof);
     let db_path = state_dir.join(INDEX_FILE);
     let sql = sql_error(&db_path);
     let mut conn = open_for_import(state_dir, sd, &db_path)?;

@@ -1,8 +1,10 @@
 //! Nix store vocabulary shared by every other module: store paths, hashes,
-//! the NAR serialization of a lower-dir object and the `.drv` format.
+//! the NAR serialization of a lower-dir object, the `.drv` format and the
+//! content addresses a store path proves (`ca_proof`).
 //!
 //! Nothing here does I/O on sockets; the protocol and the index build on it.
 
+pub mod ca_proof;
 pub mod drv;
 pub mod hash;
 pub mod nar;

@@ -154,9 +154,48 @@ fn listed(ctx: &Ctx, fs: &Rootfs, state: &str) -> Result<Vec<String>> {
     Ok(v)
 }
 
-/// Fields a `--dump-db` registration carries; the others (ca, signatures,
-/// ultimate) cannot survive that format.
-const REGISTRATION_FIELDS: &[&str] = &["narHash", "narSize", "references", "deriver", "path"];
+/// Fields a `--dump-db` registration carries, plus `ca`, which `import`
+/// proves from the store path where it can (see `only_provable_ca`); the
+/// others (signatures, ultimate) cannot survive that format.
+const REGISTRATION_FIELDS: &[&str] = &["narHash", "narSize", "references", "deriver", "path", "ca"];
+
+/// Nix's answer with each `ca` that `import` cannot prove from a
+/// registration set to null: text and sha256 flat or NAR content addresses
+/// are proven (the store path is a hash of them), others (another hash
+/// algorithm, git) would need the object re-hashed and stay unknown.
+fn only_provable_ca(json: &str) -> Result<String> {
+    fn provable(ca: &serde_json::Value) -> bool {
+        match ca {
+            serde_json::Value::String(s) => ["text:sha256:", "fixed:r:sha256:", "fixed:sha256:"]
+                .iter()
+                .any(|p| s.starts_with(p)),
+            serde_json::Value::Object(o) => {
+                ["text", "nar", "flat"].contains(&o.get("method").and_then(|m| m.as_str()).unwrap_or(""))
+                    && o.get("hash")
+                        .and_then(|h| h.as_str())
+                        .is_some_and(|h| h.starts_with("sha256-"))
+            }
+            _ => false,
+        }
+    }
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            serde_json::Value::Object(m) if m.contains_key("narHash") => {
+                if let Some(ca) = m.get_mut("ca") {
+                    if !provable(ca) {
+                        *ca = serde_json::Value::Null;
+                    }
+                }
+            }
+            serde_json::Value::Object(m) => m.values_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut v: serde_json::Value = serde_json::from_str(json)?;
+    walk(&mut v);
+    Ok(serde_json::to_string(&v)?)
+}
 
 fn project(json: &str, keep: &[&str]) -> Result<String> {
     let mut v: serde_json::Value = serde_json::from_str(json)?;
@@ -232,7 +271,7 @@ fn import_and_serve(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, format: Format) -> Res
         .stdout();
     let (direct, served) = if format == Format::Registration {
         (
-            project(&direct, REGISTRATION_FIELDS)?,
+            project(&only_provable_ca(&direct)?, REGISTRATION_FIELDS)?,
             project(&served, REGISTRATION_FIELDS)?,
         )
     } else {

@@ -405,7 +405,18 @@ fn served(i: &Info) -> UnkeyedValidPathInfo {
         sigs: i.sigs.clone(),
         ca: i.ca.clone(),
     };
-    crate::server::ops::paths::wire_path_info(&sd, indexed)
+    let w = crate::server::ops::paths::wire_path_info(&sd, indexed);
+    let text = |s: crate::protocol::codec::Shown| s.dir.display(&s.path);
+    UnkeyedValidPathInfo {
+        deriver: w.deriver.map(text),
+        nar_hash: w.nar_hash,
+        references: w.references.into_iter().map(text).collect(),
+        registration_time: w.registration_time,
+        nar_size: w.nar_size,
+        ultimate: w.ultimate,
+        sigs: w.sigs,
+        ca: w.ca,
+    }
 }
 
 fn keyed(i: &Info) -> ValidPathInfo {

@@ -1,0 +1,535 @@
+//! Content addresses proven at import: a registration (`nix-store --dump-db`,
+//! closureInfo) carries no `ca`, but for a content-addressed path the store
+//! path itself is a hash of its content address, so the `ca` can be
+//! recovered and checked at once.
+//!
+//! Invariant: a `ca` is recorded only when recomputing the store path from it
+//! (with the entry's own name, references and store directory, as Nix's
+//! `makeFixedOutputPathFromCA` does) gives exactly the registered path. A
+//! wrong guess therefore never becomes a `ca`: it simply does not match, and
+//! the entry stays without one. An entry that already has a `ca` keeps it.
+//!
+//! What is proven, and at what cost:
+//! - `fixed:r:sha256` (a `source` path: `nix-store --add`, `builtins.path`,
+//!   recursive sha256 fixed outputs): from the NAR hash already in the
+//!   registration, no I/O (`CaProofOptions::from_nar_hash`);
+//! - `text:sha256` (`builtins.toFile`, `.drv` files) and `fixed:sha256` (flat
+//!   sha256 fixed outputs): from the SHA-256 of the file's contents, read from
+//!   the lower dir for regular files of at most
+//!   `CaProofOptions::max_file_size` bytes (0: no file is read).
+//!
+//! Not proven (needs the NAR re-hashed with another algorithm, or Git
+//! hashing): other algorithms (`fixed:r:sha1`, `fixed:sha512`, …) and
+//! `fixed:git:`. Fingerprints follow Nix's store path specification
+//! (`<type>:sha256:<base16 inner hash>:<store dir>:<name>`, SHA-256, XOR-folded
+//! to 20 bytes, nix-base32); the `ca` is rendered with a nix-base32 digest as
+//! Nix renders it.
+
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use super::hash::{hex_encode, nix32_encode};
+use super::{NarHash, StoreDir, StorePath};
+use crate::index::import::NewPath;
+
+/// Default bound on the files read to prove `text:` and flat `fixed:` content
+/// addresses: text paths and `.drv` files are small, while flat fixed outputs
+/// (source tarballs) can be large and are not worth reading at every import.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 1 << 20;
+
+/// Entries below this many are proven on the calling thread.
+const PARALLEL_FROM: usize = 4096;
+
+/// Most threads used to prove a batch.
+const MAX_THREADS: usize = 8;
+
+/// A NAR of a regular file of `n` bytes is at most this much larger than `n`
+/// (header, `type regular`, `executable`, padding); a larger NAR is never a
+/// file within the size bound, so it is skipped without a `stat`.
+const FILE_NAR_OVERHEAD: u64 = 256;
+
+/// Which content addresses `import` derives for entries that have none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CaProofOptions {
+    /// Prove `fixed:r:sha256` from the NAR hash (no I/O).
+    pub from_nar_hash: bool,
+    /// Read regular files of at most this many bytes to prove `text:sha256`
+    /// and `fixed:sha256`; 0 reads no file.
+    pub max_file_size: u64,
+}
+
+impl Default for CaProofOptions {
+    fn default() -> Self {
+        CaProofOptions {
+            from_nar_hash: true,
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+        }
+    }
+}
+
+impl CaProofOptions {
+    /// Prove nothing: every entry keeps the `ca` it came with.
+    pub const OFF: CaProofOptions = CaProofOptions {
+        from_nar_hash: false,
+        max_file_size: 0,
+    };
+}
+
+/// Fill in the `ca` of every entry that has none where its store path proves
+/// one, reading file contents (when enabled) from `lower_root`, the physical
+/// directory holding the objects. Unreadable or missing objects simply stay
+/// without a `ca`: presence and content are the import's checks, not ours.
+/// Large batches are split over a few threads (pure hashing and small reads).
+pub(crate) fn prove_missing_cas(batch: &mut [NewPath], sd: &StoreDir, lower_root: &Path, opts: CaProofOptions) {
+    if opts == CaProofOptions::OFF {
+        return;
+    }
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(MAX_THREADS);
+    if batch.len() < PARALLEL_FROM || threads < 2 {
+        prove_all(batch, sd, lower_root, opts);
+        return;
+    }
+    let chunk = batch.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        for part in batch.chunks_mut(chunk) {
+            s.spawn(move || prove_all(part, sd, lower_root, opts));
+        }
+    });
+}
+
+fn prove_all(batch: &mut [NewPath], sd: &StoreDir, lower_root: &Path, opts: CaProofOptions) {
+    let files = if opts.max_file_size > 0 {
+        LowerFiles::open(lower_root)
+    } else {
+        None
+    };
+    for e in batch.iter_mut().filter(|e| e.ca.is_none()) {
+        e.ca = prove_one(e, sd, files.as_ref(), opts);
+    }
+}
+
+/// The proven `ca` of one entry, if any: first from its NAR hash, then from
+/// its file's contents.
+fn prove_one(e: &NewPath, sd: &StoreDir, files: Option<&LowerFiles>, opts: CaProofOptions) -> Option<String> {
+    if opts.from_nar_hash {
+        if let Some(ca) = source_ca(sd, &e.path, &e.references, &e.nar_hash) {
+            return Some(ca);
+        }
+    }
+    let files = files?;
+    if opts.max_file_size == 0 || e.nar_size > opts.max_file_size.saturating_add(FILE_NAR_OVERHEAD) {
+        return None;
+    }
+    let digest = files.sha256_of_regular_file(e.path.base_name(), opts.max_file_size)?;
+    text_ca(sd, &e.path, &e.references, &digest).or_else(|| flat_ca(sd, &e.path, &e.references, &digest))
+}
+
+/// `fixed:r:sha256:<nix32>` if `path` is the `source` path of a NAR with
+/// hash `nar` and these references (a reference to itself is `:self`).
+pub(crate) fn source_ca(sd: &StoreDir, path: &StorePath, refs: &[StorePath], nar: &NarHash) -> Option<String> {
+    let ty = type_with_refs("source", sd, path, refs, true)?;
+    (hash_part(sd, &ty, &nar.0, path.name()) == path.hash_part())
+        .then(|| format!("fixed:r:sha256:{}", nix32_encode(&nar.0)))
+}
+
+/// `text:sha256:<nix32>` if `path` is the text path of contents hashing to
+/// `digest` with these references (a text path cannot refer to itself).
+pub(crate) fn text_ca(sd: &StoreDir, path: &StorePath, refs: &[StorePath], digest: &[u8; 32]) -> Option<String> {
+    let ty = type_with_refs("text", sd, path, refs, false)?;
+    (hash_part(sd, &ty, digest, path.name()) == path.hash_part())
+        .then(|| format!("text:sha256:{}", nix32_encode(digest)))
+}
+
+/// `fixed:sha256:<nix32>` if `path` is the flat sha256 fixed output of a file
+/// hashing to `digest` (such a path has no references).
+pub(crate) fn flat_ca(sd: &StoreDir, path: &StorePath, refs: &[StorePath], digest: &[u8; 32]) -> Option<String> {
+    if !refs.is_empty() {
+        return None;
+    }
+    let inner: [u8; 32] = Sha256::digest(format!("fixed:out:sha256:{}:", hex_encode(digest))).into();
+    (hash_part(sd, "output:out", &inner, path.name()) == path.hash_part())
+        .then(|| format!("fixed:sha256:{}", nix32_encode(digest)))
+}
+
+/// `<kind>:<ref>:<ref>…[:self]`, references as full paths in store path
+/// order, each once. `None` when `path` refers to itself and `self_allowed`
+/// is false.
+fn type_with_refs(
+    kind: &str,
+    sd: &StoreDir,
+    path: &StorePath,
+    refs: &[StorePath],
+    self_allowed: bool,
+) -> Option<String> {
+    let mut sorted: Vec<&StorePath> = refs.iter().collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut ty = String::with_capacity(kind.len() + sorted.len() * (sd.as_str().len() + 64));
+    ty.push_str(kind);
+    let mut has_self = false;
+    for r in sorted {
+        if r == path {
+            has_self = true;
+            continue;
+        }
+        ty.push(':');
+        ty.push_str(sd.as_str());
+        ty.push('/');
+        ty.push_str(r.base_name());
+    }
+    if has_self {
+        if !self_allowed {
+            return None;
+        }
+        ty.push_str(":self");
+    }
+    Some(ty)
+}
+
+/// The hash part Nix computes for `<ty>:sha256:<base16 inner>:<store dir>:<name>`.
+fn hash_part(sd: &StoreDir, ty: &str, inner: &[u8; 32], name: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [ty.as_bytes(), b":sha256:", hex_encode(inner).as_bytes(), b":"] {
+        h.update(part);
+    }
+    h.update(sd.as_str());
+    h.update(b":");
+    h.update(name);
+    let full: [u8; 32] = h.finalize().into();
+    let mut folded = [0u8; 20];
+    for (i, b) in full.iter().enumerate() {
+        folded[i % 20] ^= b;
+    }
+    nix32_encode(&folded)
+}
+
+/// The lower dir opened once, so each object is opened relative to it (one
+/// path component to resolve, not the whole root path again).
+struct LowerFiles(std::fs::File);
+
+impl LowerFiles {
+    fn open(root: &Path) -> Option<Self> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(root)
+            .ok()
+            .map(LowerFiles)
+    }
+
+    /// SHA-256 of the object `base` if it is a regular file (not followed
+    /// through a symlink; a FIFO never blocks) of at most `max` bytes; `None`
+    /// otherwise or on any error. Reads in a fixed buffer, so memory does not
+    /// grow with `max`; a file longer than `max` overruns it and is skipped.
+    fn sha256_of_regular_file(&self, base: &str, max: u64) -> Option<[u8; 32]> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // A validated base name has no NUL and no '/'.
+        let name = std::ffi::CString::new(base).ok()?;
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY;
+        // SAFETY: both pointers are valid for the call; on success the
+        // returned descriptor is new and owned by the `File` built from it.
+        let fd = unsafe { libc::openat(self.0.as_raw_fd(), name.as_ptr(), flags) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: `fd` is a freshly opened descriptor nothing else owns.
+        let f = unsafe { std::fs::File::from_raw_fd(fd) };
+        // Only a regular file is a text or flat object (a FIFO or device
+        // opened here must not be hashed as one).
+        if !f.metadata().ok()?.is_file() {
+            return None;
+        }
+        let mut h = Sha256::new();
+        let mut buf = [0u8; 16 * 1024];
+        let mut total = 0u64;
+        let mut r = f.take(max + 1);
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    total += n as u64;
+                    h.update(&buf[..n]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        (total <= max).then(|| h.finalize().into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// Vectors made by real Nix 2.26 and 2.34 (see the file's `note`).
+    const VECTORS: &str = include_str!("../../tests/data/ca-proof-vectors.json");
+
+    struct Vector {
+        path: StorePath,
+        kind: String,
+        nar_hash: NarHash,
+        refs: Vec<StorePath>,
+        nix_ca: String,
+        file: Option<Vec<u8>>,
+    }
+
+    fn vectors() -> (StoreDir, Vec<Vector>) {
+        let doc: Value = serde_json::from_str(VECTORS).unwrap();
+        let sd = StoreDir::new(doc["storeDir"].as_str().unwrap()).unwrap();
+        let out = doc["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| Vector {
+                path: sd.parse(e["path"].as_str().unwrap()).unwrap(),
+                kind: e["kind"].as_str().unwrap().to_owned(),
+                nar_hash: NarHash::parse(e["narHash"].as_str().unwrap()).unwrap(),
+                refs: e["references"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| sd.parse(r.as_str().unwrap()).unwrap())
+                    .collect(),
+                nix_ca: e["nix_ca"].as_str().unwrap().to_owned(),
+                file: e.get("file").and_then(Value::as_str).map(|s| s.as_bytes().to_vec()),
+            })
+            .collect();
+        (sd, out)
+    }
+
+    /// What the pure functions prove for `v` with a possibly changed
+    /// path, references, NAR hash and file digest.
+    fn proven(sd: &StoreDir, path: &StorePath, refs: &[StorePath], nar: &NarHash, file: Option<&[u8]>) -> Vec<String> {
+        let mut out: Vec<String> = source_ca(sd, path, refs, nar).into_iter().collect();
+        if let Some(bytes) = file {
+            let d: [u8; 32] = Sha256::digest(bytes).into();
+            out.extend(text_ca(sd, path, refs, &d));
+            out.extend(flat_ca(sd, path, refs, &d));
+        }
+        out
+    }
+
+    #[test]
+    fn each_provable_vector_gets_exactly_nix_ca() {
+        let (sd, vs) = vectors();
+        assert_eq!(vs.iter().filter(|v| v.kind != "unprovable").count(), 7);
+        for v in &vs {
+            let got = proven(&sd, &v.path, &v.refs, &v.nar_hash, v.file.as_deref());
+            if v.kind == "unprovable" {
+                assert_eq!(got, Vec::<String>::new(), "{}", v.path);
+            } else {
+                assert_eq!(got, vec![v.nix_ca.clone()], "{} ({})", v.path, v.kind);
+                let prefix = match v.kind.as_str() {
+                    "text" => "text:sha256:",
+                    "source" => "fixed:r:sha256:",
+                    _ => "fixed:sha256:",
+                };
+                assert!(v.nix_ca.starts_with(prefix), "{}", v.nix_ca);
+            }
+        }
+    }
+
+    #[test]
+    fn tampered_name_reference_or_hash_proves_nothing() {
+        let (sd, vs) = vectors();
+        for v in vs.iter().filter(|v| v.kind != "unprovable") {
+            // Another name with the same hash part.
+            let renamed = StorePath::from_base_name(&format!("{}-renamed", v.path.hash_part())).unwrap();
+            assert!(proven(&sd, &renamed, &v.refs, &v.nar_hash, v.file.as_deref()).is_empty());
+            // One reference more, or one fewer.
+            let mut more = v.refs.clone();
+            more.push(vs[0].path.clone());
+            if more != v.refs && !v.refs.contains(&vs[0].path) {
+                assert!(proven(&sd, &v.path, &more, &v.nar_hash, v.file.as_deref()).is_empty());
+            }
+            if !v.refs.is_empty() {
+                assert!(proven(&sd, &v.path, &[], &v.nar_hash, v.file.as_deref()).is_empty());
+            }
+            // A different NAR hash and different contents.
+            let mut nar = v.nar_hash;
+            nar.0[0] ^= 1;
+            let mut file = v.file.clone();
+            if let Some(f) = file.as_mut() {
+                f.push(b' ');
+            }
+            assert!(proven(&sd, &v.path, &v.refs, &nar, file.as_deref()).is_empty());
+            // Another store directory.
+            let other = StoreDir::new("/gnu/store").unwrap();
+            assert!(proven(&other, &v.path, &v.refs, &v.nar_hash, v.file.as_deref()).is_empty());
+        }
+    }
+
+    #[test]
+    fn duplicate_references_count_once_and_order_does_not_matter() {
+        let (sd, vs) = vectors();
+        let v = vs.iter().find(|v| !v.refs.is_empty() && v.kind == "text").unwrap();
+        let d: [u8; 32] = Sha256::digest(v.file.as_deref().unwrap()).into();
+        let twice = [v.refs.clone(), v.refs.clone()].concat();
+        assert_eq!(text_ca(&sd, &v.path, &twice, &d).as_deref(), Some(v.nix_ca.as_str()));
+        // A text path listing itself is never a text path.
+        let with_self = [v.refs.clone(), vec![v.path.clone()]].concat();
+        assert_eq!(text_ca(&sd, &v.path, &with_self, &d), None);
+    }
+
+    #[test]
+    fn self_reference_is_rendered_as_self() {
+        let sd = StoreDir::new("/nix/store").unwrap();
+        let nar = NarHash([7; 32]);
+        // The path whose fingerprint ends its type with ":self".
+        let hp = hash_part(&sd, "source:self", &nar.0, "selfish");
+        let p = StorePath::from_base_name(&format!("{hp}-selfish")).unwrap();
+        assert_eq!(
+            source_ca(&sd, &p, std::slice::from_ref(&p), &nar),
+            Some(format!("fixed:r:sha256:{}", nix32_encode(&nar.0)))
+        );
+        assert_eq!(source_ca(&sd, &p, &[], &nar), None);
+    }
+
+    fn text_hash_part(sd: &StoreDir, contents: &[u8], name: &str) -> String {
+        hash_part(sd, "text", &Sha256::digest(contents).into(), name)
+    }
+
+    fn entry(v: &Vector, ca: Option<String>) -> NewPath {
+        NewPath {
+            path: v.path.clone(),
+            nar_hash: v.nar_hash,
+            nar_size: 128,
+            references: v.refs.clone(),
+            deriver: None,
+            registration_time: None,
+            ultimate: false,
+            sigs: Vec::new(),
+            ca,
+        }
+    }
+
+    #[test]
+    fn batch_reads_files_within_the_bound_and_keeps_existing_cas() {
+        let (sd, vs) = vectors();
+        let dir = tempfile::tempdir().unwrap();
+        for v in &vs {
+            if let Some(f) = &v.file {
+                std::fs::write(dir.path().join(v.path.base_name()), f).unwrap();
+            }
+        }
+        let text = vs.iter().find(|v| v.kind == "text").unwrap();
+        let flat = vs.iter().find(|v| v.kind == "flat").unwrap();
+        let source = vs.iter().find(|v| v.kind == "source").unwrap();
+        let mut batch = vec![
+            entry(text, None),
+            entry(flat, None),
+            entry(source, None),
+            entry(text, Some("fixed:r:sha256:kept".into())),
+        ];
+        prove_missing_cas(&mut batch, &sd, dir.path(), CaProofOptions::default());
+        let cas: Vec<Option<&str>> = batch.iter().map(|e| e.ca.as_deref()).collect();
+        assert_eq!(
+            cas,
+            [
+                Some(text.nix_ca.as_str()),
+                Some(flat.nix_ca.as_str()),
+                Some(source.nix_ca.as_str()),
+                Some("fixed:r:sha256:kept")
+            ]
+        );
+        // No file reading: only the NAR-hash proof.
+        let mut batch = vec![entry(text, None), entry(source, None)];
+        let nar_only = CaProofOptions {
+            from_nar_hash: true,
+            max_file_size: 0,
+        };
+        prove_missing_cas(&mut batch, &sd, dir.path(), nar_only);
+        assert_eq!(batch[0].ca, None);
+        assert_eq!(batch[1].ca.as_deref(), Some(source.nix_ca.as_str()));
+        // A file over the bound is not read.
+        let mut batch = vec![entry(text, None)];
+        let len = text.file.as_ref().unwrap().len() as u64;
+        let tight = CaProofOptions {
+            from_nar_hash: true,
+            max_file_size: len - 1,
+        };
+        prove_missing_cas(&mut batch, &sd, dir.path(), tight);
+        assert_eq!(batch[0].ca, None);
+        // Off: nothing at all.
+        let mut batch = vec![entry(source, None)];
+        prove_missing_cas(&mut batch, &sd, dir.path(), CaProofOptions::OFF);
+        assert_eq!(batch[0].ca, None);
+    }
+
+    #[test]
+    fn symlinks_directories_and_missing_objects_are_not_read() {
+        let (sd, vs) = vectors();
+        let text = vs.iter().find(|v| v.kind == "text").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("elsewhere");
+        std::fs::write(&real, text.file.as_ref().unwrap()).unwrap();
+        let mut batch = vec![entry(text, None)];
+        prove_missing_cas(&mut batch, &sd, dir.path(), CaProofOptions::default());
+        assert_eq!(batch[0].ca, None, "missing");
+        std::os::unix::fs::symlink(&real, dir.path().join(text.path.base_name())).unwrap();
+        prove_missing_cas(&mut batch, &sd, dir.path(), CaProofOptions::default());
+        assert_eq!(batch[0].ca, None, "symlink");
+        std::fs::remove_file(dir.path().join(text.path.base_name())).unwrap();
+        std::fs::create_dir(dir.path().join(text.path.base_name())).unwrap();
+        prove_missing_cas(&mut batch, &sd, dir.path(), CaProofOptions::default());
+        assert_eq!(batch[0].ca, None, "directory");
+        // A FIFO: opened without blocking, never hashed (its empty read
+        // would otherwise be taken for empty contents).
+        let empty = StorePath::from_base_name(&format!("{}-fifo", text_hash_part(&sd, b"", "fifo"))).unwrap();
+        let fifo =
+            std::ffi::CString::new(dir.path().join(empty.base_name()).into_os_string().into_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let mut batch = vec![NewPath {
+            path: empty.clone(),
+            references: Vec::new(),
+            ..entry(text, None)
+        }];
+        prove_missing_cas(&mut batch, &sd, dir.path(), CaProofOptions::default());
+        assert_eq!(batch[0].ca, None, "fifo");
+        // The same name as a regular empty file is proven.
+        std::fs::remove_file(dir.path().join(empty.base_name())).unwrap();
+        std::fs::write(dir.path().join(empty.base_name()), b"").unwrap();
+        prove_missing_cas(&mut batch, &sd, dir.path(), CaProofOptions::default());
+        assert!(
+            batch[0].ca.as_deref().unwrap().starts_with("text:sha256:"),
+            "{:?}",
+            batch[0].ca
+        );
+    }
+
+    #[test]
+    fn large_batches_are_proven_on_threads_with_the_same_result() {
+        let sd = StoreDir::new("/nix/store").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let n = PARALLEL_FROM * 2 + 3;
+        let mut batch: Vec<NewPath> = (0..n)
+            .map(|i| {
+                let nar = NarHash(Sha256::digest(i.to_le_bytes()).into());
+                let name = format!("p{i}");
+                let hp = hash_part(&sd, "source", &nar.0, &name);
+                NewPath {
+                    path: StorePath::from_base_name(&format!("{hp}-{name}")).unwrap(),
+                    nar_hash: nar,
+                    nar_size: 1 << 30,
+                    references: Vec::new(),
+                    deriver: None,
+                    registration_time: None,
+                    ultimate: false,
+                    sigs: Vec::new(),
+                    ca: None,
+                }
+            })
+            .collect();
+        prove_missing_cas(&mut batch, &sd, dir.path(), CaProofOptions::default());
+        for e in &batch {
+            assert_eq!(e.ca, Some(format!("fixed:r:sha256:{}", nix32_encode(&e.nar_hash.0))));
+        }
+    }
+}
