@@ -38,6 +38,7 @@ export SNIX_LOWER_STORE_BIN=$tdir/release/snix-lower-store
 step "fmt" cargo fmt --all --check || rc=1
 step "fuzz fmt" bash -c 'cd fuzz && cargo fmt --check' || rc=1
 step "clippy" cargo clippy --workspace --all-targets -- -D warnings || rc=1
+step "fn length" scripts/check-fn-length || rc=1
 step "unit tests" cargo test --workspace --release || rc=1
 step "release build" cargo build --release -p snix-lower-store -p e2e --bins --example loadtest || exit 1
 # 512 concurrent connections; the full 2,000 requests each take ~75 s here,

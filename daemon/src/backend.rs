@@ -3,15 +3,16 @@
 //! care which; a backend that cannot answer says so with an error naming
 //! itself, never with "path not valid".
 //!
-//! Index queries (SQLite): the ones whose cost grows with the store (all
-//! paths, all hashes, the valid subset of a client's list, the count) run
-//! through `crate::blocking::run`, off the async threads. Point lookups by
-//! primary key (one path, one hash part, one realisation) run inline: they
-//! take a few microseconds on the index's own read connections, less than a
-//! hand-off to the blocking pool (measured with the `index` bench: a whole
-//! QueryPathInfo answer takes 6 µs inline and 40 µs through the pool), and
-//! QueryPathInfo's CPU per op is the figure this daemon is judged by.
-//! Switching a lookup to the pool is changing `lookup` to `query` below.
+//! Index queries (SQLite): the ones whose cost grows with the store or with
+//! the client's request (all paths, all hashes, the count, the valid subset
+//! of a list longer than 64 paths) run through `crate::blocking::run`, off
+//! the async threads. Point lookups by primary key (one path, one hash part,
+//! one realisation, a short list) run inline: they take a few microseconds
+//! on the index's read connections, and moving them costs more than they do.
+//! Measured with `snix-lower-store-bench` (QueryPathInfo only, 16
+//! connections, 22k paths): 10-11 µs of daemon CPU per op inline, 28-40 µs
+//! through `block_in_place` and more through `spawn_blocking`
+//! (`bench/benches/blocking.rs` measures the hop alone).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -77,6 +78,9 @@ pub fn grpc(g: GrpcBackend) -> Arc<dyn Backend> {
     Arc::new(g)
 }
 
+/// Longest QueryValidPaths list answered with inline lookups.
+const INLINE_BATCH: usize = 64;
+
 /// Run one point lookup of the index on the calling thread.
 fn lookup<'a, T: Send + 'a>(
     index: &PathInfoIndex,
@@ -106,6 +110,11 @@ impl Backend for Arc<PathInfoIndex> {
         lookup(self, |i| i.is_valid(p))
     }
     fn valid_subset<'a>(&'a self, paths: &'a [StorePath]) -> BoxFuture<'a, Result<Vec<StorePath>>> {
+        // A batch like Nix's (tens of paths) is a handful of point lookups;
+        // a client's long list goes to the blocking pool.
+        if paths.len() <= INLINE_BATCH {
+            return lookup(self, |i| i.valid_subset(paths));
+        }
         let paths = paths.to_vec();
         query(self, move |i| i.valid_subset(&paths))
     }

@@ -1,17 +1,21 @@
 //! Blocking work (SQLite queries, NSS look-ups, `.drv` parsing, reading the
 //! lower directory) run off tokio's async worker threads.
 //!
-//! Invariant: every call that may block the thread goes through [`run`], so
-//! one slow query never stalls the connections sharing its worker thread.
+//! Invariant: every call whose cost grows with the store or with the request
+//! (scans, long lists, VerifyStore, NSS look-ups, `.drv` reads) goes through
+//! [`run`], so one slow call never stalls the connections sharing its worker
+//! thread. Point lookups of a few microseconds stay inline (see `backend`).
 //! The closure runs inside the caller's panic context (`crate::panics`), so a
 //! panic there is logged with the op and the client's pid like any other.
 //!
 //! How: on the multi-thread runtime (the daemon's), `block_in_place`: the
 //! worker thread hands its queue of tasks to another thread and runs `f`
-//! itself, so it is no longer an async thread while `f` blocks. Measured on a
-//! SQLite point lookup (`bench/benches/blocking.rs`), that costs about
-//! 0.1–2 µs CPU per call, where `spawn_blocking` costs about 15 µs (the
-//! waiting task parks its worker and the blocking thread has to wake it).
+//! itself, so it is no longer an async thread while `f` blocks. Alone
+//! (`bench/benches/blocking.rs`) that costs 0.1–2 µs CPU per call, where
+//! `spawn_blocking` costs about 15 µs (the waiting task parks its worker and
+//! the blocking thread has to wake it); in the daemon under 16 busy
+//! connections it cost about 18 µs per QueryPathInfo, which is why the
+//! index's point lookups do not use it.
 //! Elsewhere (the current-thread runtime of tests with a paused clock, where
 //! `block_in_place` is not allowed), `spawn_blocking`.
 //!
