@@ -4,6 +4,7 @@ mod common;
 
 use common::Fixture;
 use snix_lower_store::client::{Client, ClientError};
+use snix_lower_store::demo;
 use snix_lower_store::protocol::codec::{BuildMode, OutputMap, TrustedFlag};
 use snix_lower_store::protocol::request::*;
 use snix_lower_store::protocol::wire::WireBuf;
@@ -131,6 +132,7 @@ async fn missing_substitutes_and_realisations() {
     let m = c
         .call(&QueryMissing {
             targets: vec![f.full(0), missing.clone()],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -148,6 +150,59 @@ async fn missing_substitutes_and_realisations() {
         id: "sha256:0000000000000000000000000000000000000000000000000000000000000000!out".into(),
     };
     assert!(c.call(&q).await.unwrap().0.is_empty());
+}
+
+/// A derived path as Nix writes it below 1.30 (`StorePathWithOutputs`):
+/// "all outputs of this derivation" is the bare `.drv` path, and Nix's
+/// daemon reads a bare `.drv` from such clients as `drv!*`. From 1.30 the
+/// same bytes mean the `.drv` file itself. One derivation's output is
+/// indexed (the demo's), the other's is not; both `.drv` files are.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bare_drv_below_1_30_asks_for_all_its_outputs() {
+    let mut f = Fixture::new();
+    let absent = format!("/nix/store/{}-absent", "f".repeat(32));
+    let text = format!(r#"Derive([("out","{absent}","","")],[],[],"x86_64-linux","/bin/sh",[],[("out","{absent}")])"#);
+    let entry = demo::add_text(&f.lower, &f.sd, "absent-out.drv", &text, &[]).unwrap();
+    let unbuilt = f.sd.display(&entry.path);
+    f.entries.push(entry);
+    let top = f.entries.iter().position(|e| e.deriver.is_some()).unwrap();
+    let built = f.sd.display(f.entries[top].deriver.as_ref().unwrap());
+    f.import_all();
+    f.serve().await;
+    let good = f.full(0);
+    for minor in [21u8, 29, 30, 38] {
+        let mut c = Client::connect(&f.socket, minor).await.unwrap();
+        assert_eq!(c.version.0, minor);
+        let build = |p: &str| BuildPaths {
+            paths: vec![p.to_owned()],
+            mode: BuildMode::NORMAL,
+            ..Default::default()
+        };
+        let missing = |p: &str| QueryMissing {
+            targets: vec![p.to_owned()],
+            ..Default::default()
+        };
+        // The built derivation: its output and its .drv are both valid.
+        assert_eq!(c.call(&build(&built)).await.unwrap(), 1, "1.{minor}");
+        assert!(c.call(&missing(&built)).await.unwrap().unknown.is_empty(), "1.{minor}");
+        // The unbuilt one: below 1.30 its output is wanted and absent.
+        let m = c.call(&missing(&unbuilt)).await.unwrap();
+        if minor < 30 {
+            assert_eq!(m.unknown, vec![unbuilt.clone()], "1.{minor}");
+            let e = refused_then_usable(&mut c, &build(&unbuilt), &good).await;
+            assert!(
+                e.contains(&format!("('{unbuilt}')")) && e.contains("read-only"),
+                "1.{minor}: {e}"
+            );
+        } else {
+            assert!(m.unknown.is_empty(), "1.{minor}: {m:?}");
+            assert_eq!(c.call(&build(&unbuilt)).await.unwrap(), 1, "1.{minor}");
+            // `drv!*` is how 1.30 asks for the outputs.
+            let all = format!("{unbuilt}!*");
+            assert_eq!(c.call(&missing(&all)).await.unwrap().unknown, vec![unbuilt.clone()]);
+            refused_then_usable(&mut c, &build(&all), &good).await;
+        }
+    }
 }
 
 /// Realisations imported with the paths answer QueryRealisation in Nix's two
@@ -284,6 +339,7 @@ async fn gc_and_root_ops_write_nothing() {
     let q = BuildPaths {
         paths: vec![f.full(0)],
         mode: BuildMode::NORMAL,
+        ..Default::default()
     };
     assert_eq!(c.call(&q).await.unwrap(), 1);
     assert_eq!(snapshot(&f), before, "lower dir or index changed");
@@ -390,10 +446,12 @@ refused_op!(add_signatures_is_refused, read_only: true, |p| AddSignatures {
 refused_op!(build_paths_of_an_absent_output_is_refused, read_only: true, |p| BuildPaths {
     paths: vec![format!("/nix/store/{}-x.drv!out", "d".repeat(32))],
     mode: BuildMode::NORMAL,
+    ..Default::default()
 });
 refused_op!(build_paths_with_results_is_refused, read_only: true, |p| BuildPathsWithResults {
     paths: vec![format!("/nix/store/{}-x.drv!out", "d".repeat(32))],
     mode: BuildMode::NORMAL,
+    ..Default::default()
 });
 refused_op!(build_derivation_is_refused, read_only: true, |p| BuildDerivation {
     path: format!("/nix/store/{}-x.drv", "d".repeat(32)),
@@ -653,11 +711,13 @@ async fn the_crash_input_in_every_path_op_is_an_error() {
     errors.push(refused_then_usable(c, &q, &good).await);
     let q = QueryMissing {
         targets: vec![format!("{crash}!out")],
+        ..Default::default()
     };
     errors.push(refused_then_usable(c, &q, &good).await);
     let q = BuildPaths {
         paths: vec![p()],
         mode: BuildMode::NORMAL,
+        ..Default::default()
     };
     errors.push(refused_then_usable(c, &q, &good).await);
     let q = AddPermRoot {

@@ -225,17 +225,21 @@ macro_rules! empty_request {
 }
 
 /// A request whose fields are all in `Wire` order with a label each; its
-/// subject is the first field when that is a string.
+/// subject is the first field when that is a string. An optional
+/// `[field: ty = |v| expr]` after the subject is not on the wire: decoding
+/// sets it from the negotiated version, encoding ignores it.
 macro_rules! request {
     (
         $(#[$doc:meta])* $name:ident -> $reply:ty;
         subject: $subject:expr;
+        $( [$(#[$ndoc:meta])* $nfield:ident: $nty:ty = |$nv:ident| $nexpr:expr] )?
         $( $(#[$fdoc:meta])* $field:ident: $ty:ty = $dec:ident($label:literal) => $enc:ident; )*
     ) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Default, PartialEq, Eq)]
         pub struct $name {
             $( $(#[$fdoc])* pub $field: $ty, )*
+            $( $(#[$ndoc])* pub $nfield: $nty, )?
         }
         impl Wire for $name {
             fn encode(&self, out: &mut WireBuf, _: ProtoVersion) {
@@ -243,10 +247,11 @@ macro_rules! request {
             }
             async fn decode<R: AsyncRead + Unpin + Send>(
                 r: &mut WireReader<R>,
-                _: ProtoVersion,
+                _v: ProtoVersion,
             ) -> Result<Self, ProtocolError> {
                 $( let $field = dec::$dec(r, $label).await?; )*
-                Ok($name { $($field,)* })
+                $( let $nfield = { let $nv = _v; $nexpr }; )?
+                Ok($name { $($field,)* $($nfield,)? })
             }
         }
         impl Request for $name {
@@ -385,6 +390,12 @@ request!(
     /// What building these derived paths would need.
     QueryMissing -> Missing;
     subject: |_| None;
+    [
+        /// Decoded below 1.30, where Nix sends derived paths as
+        /// `StorePathWithOutputs`: a bare `.drv` path asks for all its
+        /// outputs, not the `.drv` itself. Not on the wire.
+        bare_drv_means_outputs: bool = |v| !v.at_least(30)
+    ]
     /// Derived paths (`/nix/store/…`, `/nix/store/….drv!out,dev`, `…!*`).
     targets: Vec<String> = strings("derived paths") => strings;
 );
@@ -633,6 +644,12 @@ request!(
     /// Build derived paths (nothing to do when all are present).
     BuildPaths -> u64;
     subject: |q| q.paths.first().map(String::as_str);
+    [
+        /// Decoded below 1.30, where Nix sends derived paths as
+        /// `StorePathWithOutputs`: a bare `.drv` path asks for all its
+        /// outputs, not the `.drv` itself. Not on the wire.
+        bare_drv_means_outputs: bool = |v| !v.at_least(30)
+    ]
     paths: Vec<String> = strings("derived paths") => strings;
     mode: BuildMode = mode("build mode") => mode;
 );
@@ -640,6 +657,12 @@ request!(
     /// Build derived paths and report results (always refused).
     BuildPathsWithResults -> NoReply;
     subject: |q| q.paths.first().map(String::as_str);
+    [
+        /// Decoded below 1.30, where Nix sends derived paths as
+        /// `StorePathWithOutputs`: a bare `.drv` path asks for all its
+        /// outputs, not the `.drv` itself. Not on the wire.
+        bare_drv_means_outputs: bool = |v| !v.at_least(30)
+    ]
     paths: Vec<String> = strings("derived paths") => strings;
     mode: BuildMode = mode("build mode") => mode;
 );
@@ -873,6 +896,7 @@ mod tests {
             let q = BuildPaths {
                 paths: vec![format!("{p}.drv!out")],
                 mode: BuildMode::CHECK,
+                bare_drv_means_outputs: !v.at_least(30),
             };
             match through_read_request(q.clone(), v).await {
                 AnyRequest::BuildPaths(got) => assert_eq!(got, q),

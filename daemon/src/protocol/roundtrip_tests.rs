@@ -236,7 +236,7 @@ arb_plain! {
     QueryDerivationOutputNames => |g, v| QueryDerivationOutputNames { path: text(g) };
     QueryDerivationOutputMap => |g, v| QueryDerivationOutputMap { path: text(g) };
     QueryRealisation => |g, v| QueryRealisation { id: text(g) };
-    QueryMissing => |g, v| QueryMissing { targets: texts(g) };
+    QueryMissing => |g, v| QueryMissing { targets: texts(g), bare_drv_means_outputs: !v.at_least(30) };
     HasSubstitutes => |g, v| HasSubstitutes { path: text(g) };
     QuerySubstitutablePathInfo => |g, v| QuerySubstitutablePathInfo { path: text(g) };
     QuerySubstitutablePaths => |g, v| QuerySubstitutablePaths { paths: texts(g) };
@@ -260,8 +260,12 @@ arb_plain! {
     AddPermRoot => |g, v| AddPermRoot { path: text(g), gc_root: text(g) };
     VerifyStore => |g, v| VerifyStore { check_contents: g.bool(), repair: g.bool() };
     EnsurePath => |g, v| EnsurePath { path: text(g) };
-    BuildPaths => |g, v| BuildPaths { paths: texts(g), mode: BuildMode(word(g)) };
-    BuildPathsWithResults => |g, v| BuildPathsWithResults { paths: texts(g), mode: BuildMode(word(g)) };
+    BuildPaths => |g, v| BuildPaths { paths: texts(g), mode: BuildMode(word(g)), bare_drv_means_outputs: !v.at_least(30) };
+    BuildPathsWithResults => |g, v| BuildPathsWithResults {
+        paths: texts(g),
+        mode: BuildMode(word(g)),
+        bare_drv_means_outputs: !v.at_least(30),
+    };
 }
 
 impl Arb for NoReply {

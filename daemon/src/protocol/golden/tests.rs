@@ -285,6 +285,7 @@ async fn derived_case(label: &str, elements: &[u8], want: &[Derived], minor: u8)
     let req = BuildPaths {
         paths: texts,
         mode: Default::default(),
+        bare_drv_means_outputs: minor < 30,
     };
     golden_seq(label, &bytes, &[req], v(minor)).await;
 }

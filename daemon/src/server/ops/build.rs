@@ -7,10 +7,11 @@ use crate::protocol::request::*;
 
 impl LowerStore {
     /// Are all these derived paths present, so a build has nothing to do?
-    async fn nothing_to_build(&self, paths: &[String], mode: BuildMode) -> Result<bool, OpError> {
+    /// `bare_drv`: the request's `bare_drv_means_outputs`.
+    async fn nothing_to_build(&self, paths: &[String], mode: BuildMode, bare_drv: bool) -> Result<bool, OpError> {
         let mut all_present = mode == BuildMode::NORMAL;
         for t in paths {
-            all_present = all_present && self.derived_path_present(t).await?;
+            all_present = all_present && self.derived_path_present(t, bare_drv).await?;
         }
         Ok(all_present)
     }
@@ -32,7 +33,10 @@ impl Serve for BuildPaths {
     async fn serve(&self, s: &LowerStore) -> Result<Answer<u64>, OpError> {
         // Nothing to build when every requested path is already present;
         // anything else would need a build or substitution.
-        if !s.nothing_to_build(&self.paths, self.mode).await? {
+        if !s
+            .nothing_to_build(&self.paths, self.mode, self.bare_drv_means_outputs)
+            .await?
+        {
             return Err(OpError::ReadOnly {
                 subject: self.paths.first().cloned(),
             });
@@ -46,7 +50,8 @@ impl Serve for BuildPathsWithResults {
     async fn serve(&self, s: &LowerStore) -> Result<Answer<NoReply>, OpError> {
         // Paths are validated (and looked up) as for BuildPaths, then refused:
         // this op always reports build results, which we have none of.
-        s.nothing_to_build(&self.paths, self.mode).await?;
+        s.nothing_to_build(&self.paths, self.mode, self.bare_drv_means_outputs)
+            .await?;
         Err(OpError::ReadOnly {
             subject: self.paths.first().cloned(),
         })

@@ -51,7 +51,7 @@ impl Serve for QueryMissing {
     async fn serve(&self, s: &LowerStore) -> Result<Answer<Missing>, OpError> {
         let mut unknown = Vec::new();
         for t in &self.targets {
-            if !s.derived_path_present(t).await? {
+            if !s.derived_path_present(t, self.bare_drv_means_outputs).await? {
                 let base = t.split('!').next().unwrap_or(t);
                 unknown.push(s.path(base)?);
             }

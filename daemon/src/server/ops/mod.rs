@@ -171,14 +171,19 @@ impl LowerStore {
 
     /// Is a derived path (`/nix/store/x`, `/nix/store/x.drv!out,dev`, `…!*`)
     /// already present: the path valid, or every wanted output valid?
-    pub(crate) async fn derived_path_present(&self, t: &str) -> Result<bool, OpError> {
+    /// With `bare_drv_means_outputs` (clients below 1.30, as Nix's daemon
+    /// reads them) a bare `.drv` path wants all its outputs, like `…!*`;
+    /// otherwise a bare path is the path itself.
+    pub(crate) async fn derived_path_present(&self, t: &str, bare_drv_means_outputs: bool) -> Result<bool, OpError> {
         let (base, outputs) = match t.split_once('!') {
             Some((b, o)) => (b, Some(o)),
             None => (t, None),
         };
         let p = self.path(base)?;
-        let Some(outputs) = outputs else {
-            return self.backend(self.backend.is_valid(&p).await);
+        let outputs = match outputs {
+            Some(o) => o,
+            None if bare_drv_means_outputs && p.is_derivation() => "*",
+            None => return self.backend(self.backend.is_valid(&p).await),
         };
         let Some(outs) = self.backend(self.backend.derivation_outputs(&p).await)? else {
             return Ok(false);
