@@ -126,6 +126,16 @@ struct ServeArgs {
     /// health) on unix:///path or host:port.
     #[arg(long, env = "SNIX_LOWER_STORE_GRPC_LISTEN")]
     grpc_listen: Option<String>,
+    /// How --grpc-listen writes a deriver's name: with-drv (as snix-store
+    /// copy stores it; right for snix's nix-daemon) or without-drv (as the
+    /// proto comment says; right for nar-bridge).
+    #[arg(
+        long,
+        env = "SNIX_LOWER_STORE_GRPC_DERIVER_NAME",
+        value_enum,
+        default_value = "with-drv"
+    )]
+    grpc_deriver_name: snix_lower_store::grpc::convert::DeriverName,
     /// Deadline of each call to the PathInfoService (List gets 60 times it).
     #[arg(long, env = "SNIX_LOWER_STORE_GRPC_TIMEOUT", value_parser = systemd::parse_duration, default_value = "5s")]
     grpc_timeout: Duration,
@@ -438,7 +448,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             stats: Default::default(),
         });
         if let Some(addr) = args.grpc_listen.clone() {
-            spawn_grpc_server(server.clone(), addr);
+            spawn_grpc_server(server.clone(), addr, args.grpc_deriver_name);
         }
         let (listeners, shown) = listeners(&args, passed)?;
         serve_until_stopped(server, listeners, &shown, &args).await
@@ -468,9 +478,9 @@ async fn serve_store(args: &ServeArgs) -> Result<LowerStore> {
 }
 
 /// `--grpc-listen`: serves our path infos over gRPC until it fails (logged).
-fn spawn_grpc_server(server: Arc<Server>, addr: String) {
+fn spawn_grpc_server(server: Arc<Server>, addr: String, deriver_name: snix_lower_store::grpc::convert::DeriverName) {
     tokio::spawn(async move {
-        if let Err(e) = snix_lower_store::grpc::server::serve(server, &addr).await {
+        if let Err(e) = snix_lower_store::grpc::server::serve_with(server, &addr, deriver_name).await {
             tracing::error!(error = %e, "gRPC server stopped");
         }
     });

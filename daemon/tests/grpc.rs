@@ -11,6 +11,7 @@ use common::Fixture;
 use snix_lower_store::backend::Backend;
 use snix_lower_store::client::{Client, ClientError};
 use snix_lower_store::grpc::client::GrpcBackend;
+use snix_lower_store::grpc::convert::DeriverName;
 use snix_lower_store::lower::LowerDir;
 use snix_lower_store::protocol::request::{QueryPathFromHashPart, QueryReferrers, QueryValidDerivers};
 use snix_lower_store::protocol::wire::Limits;
@@ -26,12 +27,16 @@ struct GrpcServer {
 
 impl GrpcServer {
     fn start(server: Arc<Server>, addr: String) -> GrpcServer {
+        GrpcServer::start_with(server, addr, DeriverName::default())
+    }
+
+    fn start_with(server: Arc<Server>, addr: String, deriver_name: DeriverName) -> GrpcServer {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async move {
                 tokio::select! {
-                    r = snix_lower_store::grpc::server::serve(server, &addr) => r.unwrap(),
+                    r = snix_lower_store::grpc::server::serve_with(server, &addr, deriver_name) => r.unwrap(),
                     _ = rx => {}
                 }
             });
@@ -250,4 +255,67 @@ async fn put_is_refused_and_health_is_serving() {
         r.status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+}
+
+/// The deriver's name on the wire in each `--grpc-deriver-name` form (with
+/// ".drv" by default, as snix's nix-daemon needs it), and our client reading
+/// either back as exactly the deriver the index holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn deriver_name_on_the_wire_and_read_back_exactly() {
+    use snix_lower_store::grpc::proto::store::path_info_service_client::PathInfoServiceClient;
+    use snix_lower_store::grpc::proto::store::{get_path_info_request, GetPathInfoRequest};
+    let f = Fixture::new();
+    f.import_all();
+    let index_server = f.serve().await;
+    let lower = LowerDir::open(&f.lower).unwrap();
+    let e = f.entries.iter().find(|e| e.deriver.is_some()).unwrap();
+    let want = e.deriver.clone().unwrap();
+    assert!(want.name().ends_with(".drv"));
+    let digest = snix_lower_store::store::hash::nix32_decode::<20>(e.path.hash_part())
+        .unwrap()
+        .to_vec();
+    for (form, wire_name) in [
+        (DeriverName::WithDrv, want.name().to_owned()),
+        (
+            DeriverName::WithoutDrv,
+            want.name().strip_suffix(".drv").unwrap().to_owned(),
+        ),
+    ] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let _g = GrpcServer::start_with(index_server.clone(), format!("127.0.0.1:{port}"), form);
+        let url = format!("http://127.0.0.1:{port}");
+        let mut raw = None;
+        for _ in 0..100 {
+            if let Ok(c) = PathInfoServiceClient::connect(url.clone()).await {
+                raw = Some(c);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let got = raw
+            .expect("TCP gRPC server never answered")
+            .get(GetPathInfoRequest {
+                by_what: Some(get_path_info_request::ByWhat::ByOutputHash(digest.clone())),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let d = got.narinfo.unwrap().deriver.unwrap();
+        assert_eq!((form, d.name.as_str()), (form, wire_name.as_str()));
+        let b = GrpcBackend::connect(
+            &format!("grpc+http://127.0.0.1:{port}"),
+            lower.clone(),
+            f.sd.clone(),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+        assert_eq!(b.path_info(&e.path).await.unwrap().unwrap().deriver, Some(want.clone()));
+        let b = snix_lower_store::backend::grpc(b);
+        assert_eq!(b.valid_derivers(&e.path).await.unwrap(), vec![want.clone()]);
+    }
 }

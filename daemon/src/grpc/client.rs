@@ -6,6 +6,11 @@
 //! when asked about a path it does not know. A service we cannot reach is an
 //! error naming it, never "path not valid". Calls have deadlines; the channel
 //! reconnects by itself, and the refresh loop backs off while it is down.
+//!
+//! Deriver names are read tolerantly (`convert::from_snix`); the one
+//! ambiguous name, `x.drv` that may be a recursive-Nix `x.drv.drv` stored
+//! without its last ".drv", is settled by the snapshot: the reading the
+//! backend holds wins, else `x.drv`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -13,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use super::convert::from_snix;
+use super::convert::{from_snix, recursive_nix_alternative};
 use super::error::{DrvOutputsError, GrpcError};
 use super::proto::store::path_info_service_client::PathInfoServiceClient;
 use super::proto::store::{get_path_info_request, GetPathInfoRequest, ListPathInfoRequest};
@@ -46,6 +51,19 @@ struct Inner {
     last_error: Mutex<Option<String>>,
     /// Parsed outputs of derivations, which never change.
     drv_outputs: Mutex<HashMap<StorePath, crate::store::drv::OutputMap>>,
+}
+
+/// The deriver `d` as read, or its recursive-Nix reading `d.drv` when only
+/// that one is among the `known` paths (they share the digest, so at most
+/// one of them is in the store).
+fn settle_deriver(d: StorePath, known: &HashSet<StorePath>) -> StorePath {
+    if known.contains(&d) {
+        return d;
+    }
+    match recursive_nix_alternative(&d) {
+        Some(alt) if known.contains(&alt) => alt,
+        _ => d,
+    }
 }
 
 /// A backend reading path infos from a snix `PathInfoService`; clones share
@@ -171,9 +189,13 @@ impl GrpcBackend {
         });
         req.set_timeout(self.0.deadline);
         match self.0.client.clone().get(req).await {
-            Ok(r) => Ok(Some(
-                from_snix(r.into_inner()).map_err(|e| self.convert_err(&format!("Get {hash_part}"), e))?,
-            )),
+            Ok(r) => {
+                let mut info =
+                    from_snix(r.into_inner()).map_err(|e| self.convert_err(&format!("Get {hash_part}"), e))?;
+                // The snapshot as it is (no refresh): cheap, and the simple rule otherwise.
+                info.deriver = info.deriver.map(|d| settle_deriver(d, &self.snap().known));
+                Ok(Some(info))
+            }
             Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
             Err(s) => Err(self.err(&format!("Get {hash_part}"), s).into()),
         }
@@ -326,6 +348,7 @@ impl GrpcBackend {
         // Valid derivers: derivations in the store naming the path as an
         // output (as Nix's DerivationOutputs table), plus recorded derivers.
         for (out, d) in deriver_of {
+            let d = settle_deriver(d, &s.known);
             if s.known.contains(&d) {
                 s.derivers.entry(out).or_default().push(d);
             }
@@ -371,5 +394,29 @@ impl GrpcBackend {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sp(s: &str) -> StorePath {
+        StorePath::from_base_name(s).unwrap()
+    }
+
+    /// A deriver read as `x.drv` becomes the recursive-Nix `x.drv.drv` only
+    /// when that is the path the backend holds.
+    #[test]
+    fn settle_deriver_prefers_the_path_the_backend_holds() {
+        let h = "1n5cj1q9ykjq2y3hbqh3v3rn9wsxk0sm";
+        let simple = sp(&format!("{h}-inner.drv"));
+        let rec = sp(&format!("{h}-inner.drv.drv"));
+        let known_rec: HashSet<StorePath> = [rec.clone()].into();
+        let known_simple: HashSet<StorePath> = [simple.clone()].into();
+        assert_eq!(settle_deriver(simple.clone(), &known_rec), rec);
+        assert_eq!(settle_deriver(simple.clone(), &known_simple), simple);
+        assert_eq!(settle_deriver(simple.clone(), &HashSet::new()), simple);
+        assert_eq!(settle_deriver(rec.clone(), &known_rec), rec);
     }
 }

@@ -1,9 +1,16 @@
 //! Converting between snix's `PathInfo` and Nix's path info, losslessly for
 //! everything Nix sends on the worker protocol: NAR hash and size, references
-//! (digests and names), deriver (snix drops ".drv" from its name),
-//! signatures (`name:base64` ⇄ name + raw bytes) and content address (Nix's
-//! `text:`/`fixed:` strings ⇄ snix's enum). Nix's registration time and
-//! `ultimate` have no place in snix's schema: they read back as 0 and false.
+//! (digests and names), deriver, signatures (`name:base64` ⇄ name + raw
+//! bytes) and content address (Nix's `text:`/`fixed:` strings ⇄ snix's
+//! enum). Nix's registration time and `ultimate` have no place in snix's
+//! schema: they read back as 0 and false.
+//!
+//! Deriver names: snix (at 50b41ae7e05b) writes both forms into
+//! `StorePath.name`. The proto comment, nar-bridge and snix's builds leave
+//! ".drv" out; `snix-store copy` and snix's nix-daemon keep it, and snix's
+//! nix-daemon serves the stored name unchanged. So the reader is tolerant
+//! ([`deriver_from_snix`]) and the writer's form is a choice
+//! ([`DeriverName`], default with ".drv", what snix's nix-daemon needs).
 
 use base64::Engine as _;
 
@@ -75,6 +82,76 @@ pub enum ConvertError {
     Deriver { name: String, error: StorePathError },
     #[error("{name}: {error}")]
     ContentAddress { name: String, error: Box<ConvertError> },
+}
+
+/// How [`to_snix`] writes a deriver's name into snix's `StorePath.name`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeriverName {
+    /// The full name, `x.drv`, as `snix-store copy` stores it: snix's own
+    /// nix-daemon then answers `--deriver` right (it passes the name through),
+    /// while snix's narinfo renderer (nar-bridge) adds a second ".drv".
+    #[default]
+    WithDrv,
+    /// The name without its last ".drv", as the proto comment, nar-bridge and
+    /// snix's builds write it: right for nar-bridge, while snix's nix-daemon
+    /// then answers without ".drv".
+    WithoutDrv,
+}
+
+/// Our deriver as snix's `StorePath`, in the `form` asked for. A deriver
+/// not ending in ".drv" cannot be written without it (Nix never records one).
+fn deriver_to_snix(d: &StorePath, form: DeriverName) -> Result<SnixStorePath, ConvertError> {
+    let name = match form {
+        DeriverName::WithDrv => d.name(),
+        DeriverName::WithoutDrv => d
+            .name()
+            .strip_suffix(".drv")
+            .ok_or_else(|| ConvertError::DeriverNotDrv(d.clone()))?,
+    };
+    Ok(SnixStorePath {
+        name: name.to_owned(),
+        digest: digest_of(d),
+    })
+}
+
+/// snix's deriver `StorePath` as ours: the tolerant reading of both forms
+/// snix writes. The stored name must itself be a valid store path name (as
+/// snix checks); then a name ending in ".drv" is kept as it is, and one
+/// without gets ".drv" added.
+///
+/// The one ambiguous case is recursive Nix: a derivation `x.drv.drv` written
+/// without its last ".drv" is stored as `x.drv`, the same as a derivation
+/// `x.drv` written with it (the digest is the same in both readings). This
+/// picks `x.drv`, right for every writer that keeps ".drv" and for all but
+/// recursive-Nix derivations of the others; a caller that knows which paths
+/// exist settles it with [`recursive_nix_alternative`].
+fn deriver_from_snix(d: SnixStorePath, name: &str) -> Result<StorePath, ConvertError> {
+    let digest: [u8; 20] = d
+        .digest
+        .as_slice()
+        .try_into()
+        .map_err(|_| ConvertError::DeriverDigestLength { name: name.to_owned() })?;
+    let deriver_err = |error| ConvertError::Deriver {
+        name: name.to_owned(),
+        error,
+    };
+    let stored =
+        StorePath::from_owned_base_name(format!("{}-{}", nix32_encode(&digest), d.name)).map_err(deriver_err)?;
+    if stored.is_derivation() {
+        return Ok(stored);
+    }
+    StorePath::from_owned_base_name(format!("{stored}.drv")).map_err(deriver_err)
+}
+
+/// For a deriver read as `x.drv`, the other reading, `x.drv.drv` (a
+/// recursive-Nix derivation whose name was stored without its last ".drv"),
+/// if that is a valid store path. The caller prefers it only when it is the
+/// one the backend holds.
+pub(crate) fn recursive_nix_alternative(d: &StorePath) -> Option<StorePath> {
+    if !d.is_derivation() {
+        return None;
+    }
+    StorePath::from_owned_base_name(format!("{d}.drv")).ok()
 }
 
 fn digest_of(p: &StorePath) -> Vec<u8> {
@@ -167,8 +244,9 @@ pub(crate) fn ca_from_snix(ca: &nar_info::Ca) -> Result<String, ConvertError> {
     Ok(format!("{prefix}{algo}:{}", nix32_encode(&ca.digest)))
 }
 
-/// Our path info, with the castore root `entry`, as snix's PathInfo.
-pub(crate) fn to_snix(info: &PathInfo, entry: Entry) -> Result<SnixPathInfo, ConvertError> {
+/// Our path info, with the castore root `entry`, as snix's PathInfo; the
+/// deriver's name in the `deriver_name` form.
+pub(crate) fn to_snix(info: &PathInfo, entry: Entry, deriver_name: DeriverName) -> Result<SnixPathInfo, ConvertError> {
     let mut signatures = Vec::new();
     for s in &info.sigs {
         let (name, b64) = s
@@ -182,17 +260,11 @@ pub(crate) fn to_snix(info: &PathInfo, entry: Entry) -> Result<SnixPathInfo, Con
             data,
         });
     }
-    let deriver = match &info.deriver {
-        Some(d) => Some(SnixStorePath {
-            name: d
-                .name()
-                .strip_suffix(".drv")
-                .ok_or_else(|| ConvertError::DeriverNotDrv(d.clone()))?
-                .to_owned(),
-            digest: digest_of(d),
-        }),
-        None => None,
-    };
+    let deriver = info
+        .deriver
+        .as_ref()
+        .map(|d| deriver_to_snix(d, deriver_name))
+        .transpose()?;
     Ok(SnixPathInfo {
         entry: Some(entry),
         references: info.references.iter().map(digest_of).collect(),
@@ -249,20 +321,7 @@ pub(crate) fn from_snix(p: SnixPathInfo) -> Result<PathInfo, ConvertError> {
     }
     references.sort();
     references.dedup();
-    let deriver = match ni.deriver {
-        Some(d) => {
-            let digest: [u8; 20] = d
-                .digest
-                .as_slice()
-                .try_into()
-                .map_err(|_| ConvertError::DeriverDigestLength { name: named() })?;
-            Some(
-                StorePath::from_owned_base_name(format!("{}-{}.drv", nix32_encode(&digest), d.name))
-                    .map_err(|error| ConvertError::Deriver { name: named(), error })?,
-            )
-        }
-        None => None,
-    };
+    let deriver = ni.deriver.map(|d| deriver_from_snix(d, name)).transpose()?;
     let mut sigs: Vec<String> = ni
         .signatures
         .iter()
@@ -364,9 +423,159 @@ mod tests {
             info.ca.as_deref(),
             Some(format!("text:sha256:{}", nix32_encode(&[3u8; 32])).as_str())
         );
-        // And back: the same bytes.
-        let again = to_snix(&info, msg.entry.clone().unwrap()).unwrap();
+        // And back, in the proto comment's form: the same bytes.
+        let again = to_snix(&info, msg.entry.clone().unwrap(), DeriverName::WithoutDrv).unwrap();
         assert_eq!(again.encode_to_vec(), bytes);
+        // In the default form the name keeps ".drv", and reads back the same.
+        let with = to_snix(&info, msg.entry.clone().unwrap(), DeriverName::default()).unwrap();
+        assert_eq!(
+            with.narinfo.as_ref().unwrap().deriver.as_ref().unwrap().name,
+            "net-tools-1.60.drv"
+        );
+        assert_eq!(from_snix(with).unwrap(), info);
+    }
+
+    const OUT: &str = "00bgd045z0d4icpbc2yyz4gx48ak44la-hello-2.12";
+    const DRV_HASH: &str = "1n5cj1q9ykjq2y3hbqh3v3rn9wsxk0sm";
+
+    fn info_with_deriver(deriver: Option<StorePath>) -> PathInfo {
+        PathInfo {
+            path: sp(OUT),
+            nar_hash: NarHash([0; 32]),
+            nar_size: 1,
+            references: vec![],
+            deriver,
+            registration_time: 0,
+            ultimate: false,
+            sigs: vec![],
+            ca: None,
+        }
+    }
+
+    fn entry_of(name: &str) -> Entry {
+        Entry {
+            entry: Some(entry::Entry::Symlink(super::super::proto::castore::SymlinkEntry {
+                name: name.as_bytes().to_vec(),
+                target: b"/".to_vec(),
+            })),
+        }
+    }
+
+    /// snix's PathInfo for [`OUT`] with a deriver stored as `name`.
+    fn snix_with_deriver_name(name: &str) -> SnixPathInfo {
+        let mut p = to_snix(&info_with_deriver(None), entry_of(OUT), DeriverName::default()).unwrap();
+        p.narinfo.as_mut().unwrap().deriver = Some(SnixStorePath {
+            name: name.to_owned(),
+            digest: nix32_decode_vec(DRV_HASH, 20).unwrap(),
+        });
+        p
+    }
+
+    fn read_deriver(name: &str) -> Result<Option<StorePath>, ConvertError> {
+        from_snix(snix_with_deriver_name(name)).map(|i| i.deriver)
+    }
+
+    /// Both forms snix writes read as the same deriver: `snix-store copy`'s
+    /// (with ".drv") and the proto comment's (without).
+    #[test]
+    fn deriver_read_with_or_without_drv() {
+        let want = Some(sp(&format!("{DRV_HASH}-hello-2.12.drv")));
+        assert_eq!(read_deriver("hello-2.12.drv").unwrap(), want);
+        assert_eq!(read_deriver("hello-2.12").unwrap(), want);
+        // Not `….drv.drv`: the bug a snix-store copy'd backend showed.
+        assert!(!read_deriver("hello-2.12.drv")
+            .unwrap()
+            .unwrap()
+            .name()
+            .ends_with(".drv.drv"));
+    }
+
+    /// Recursive Nix: `x.drv.drv` with ".drv" is kept; without its last
+    /// ".drv" it is stored as `x.drv`, read as `x.drv` by the simple rule, and
+    /// `recursive_nix_alternative` names the other reading for the client.
+    #[test]
+    fn recursive_nix_deriver_names() {
+        let rec = sp(&format!("{DRV_HASH}-inner.drv.drv"));
+        assert_eq!(read_deriver("inner.drv.drv").unwrap(), Some(rec.clone()));
+        let simple = read_deriver("inner.drv").unwrap().unwrap();
+        assert_eq!(simple, sp(&format!("{DRV_HASH}-inner.drv")));
+        assert_eq!(recursive_nix_alternative(&simple), Some(rec.clone()));
+        assert_eq!(recursive_nix_alternative(&sp(OUT)), None);
+        // Written without ".drv", only the last one goes (as snix's builds do).
+        let p = to_snix(
+            &info_with_deriver(Some(rec.clone())),
+            entry_of(OUT),
+            DeriverName::WithoutDrv,
+        )
+        .unwrap();
+        assert_eq!(p.narinfo.unwrap().deriver.unwrap().name, "inner.drv");
+        // Written with ".drv", it round-trips exactly.
+        let p = to_snix(
+            &info_with_deriver(Some(rec.clone())),
+            entry_of(OUT),
+            DeriverName::WithDrv,
+        )
+        .unwrap();
+        assert_eq!(from_snix(p).unwrap().deriver, Some(rec));
+    }
+
+    /// A stored name that is no valid store path name, or one that adding
+    /// ".drv" makes too long, is an error naming the path and the deriver.
+    #[test]
+    fn invalid_deriver_names_are_clear_errors() {
+        let e = read_deriver("a/b").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{OUT}: deriver: '{DRV_HASH}-a/b' is not a valid store path: \
+                 name contains a character outside [A-Za-z0-9+-._?=]"
+            )
+        );
+        let e = read_deriver("").unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{OUT}: deriver: ")) && e.ends_with("too short"),
+            "{e}"
+        );
+        // 211 characters is the limit: kept as is when it ends in ".drv"…
+        let long = format!("{}.drv", "x".repeat(207));
+        assert_eq!(read_deriver(&long).unwrap().unwrap().name(), long);
+        // …and too long once ".drv" is added.
+        let e = read_deriver(&"x".repeat(208)).unwrap_err().to_string();
+        assert!(e.ends_with("name is longer than 211 characters"), "{e}");
+        let mut p = snix_with_deriver_name("hello-2.12.drv");
+        p.narinfo.as_mut().unwrap().deriver.as_mut().unwrap().digest.pop();
+        assert_eq!(
+            from_snix(p).unwrap_err().to_string(),
+            format!("{OUT}: deriver digest is not 20 bytes")
+        );
+    }
+
+    /// The writer's two forms, and what each reads back as.
+    #[test]
+    fn deriver_written_in_either_form_reads_back_exactly() {
+        let d = sp(&format!("{DRV_HASH}-hello-2.12.drv"));
+        let info = info_with_deriver(Some(d.clone()));
+        for (form, name) in [
+            (DeriverName::WithDrv, "hello-2.12.drv"),
+            (DeriverName::WithoutDrv, "hello-2.12"),
+        ] {
+            let p = to_snix(&info, entry_of(OUT), form).unwrap();
+            let written = p.narinfo.as_ref().unwrap().deriver.clone().unwrap();
+            assert_eq!(written.name, name);
+            assert_eq!(written.digest, nix32_decode_vec(DRV_HASH, 20).unwrap());
+            assert_eq!(from_snix(p).unwrap(), info);
+        }
+        assert_eq!(DeriverName::default(), DeriverName::WithDrv);
+        // A deriver without ".drv" (Nix never records one) cannot lose it.
+        let odd = info_with_deriver(Some(sp(&format!("{DRV_HASH}-hello"))));
+        assert_eq!(
+            to_snix(&odd, entry_of(OUT), DeriverName::WithoutDrv)
+                .unwrap_err()
+                .to_string(),
+            format!("deriver '{DRV_HASH}-hello' does not end in .drv")
+        );
+        let p = to_snix(&odd, entry_of(OUT), DeriverName::WithDrv).unwrap();
+        assert_eq!(p.narinfo.unwrap().deriver.unwrap().name, "hello");
     }
 
     #[test]
@@ -423,6 +632,7 @@ mod tests {
             Entry {
                 entry: Some(entry::Entry::Symlink(Default::default())),
             },
+            DeriverName::default(),
         )
         .unwrap();
         p.entry = Some(Entry {

@@ -2,7 +2,8 @@
 //! hosts and snix tooling can read it: Get and List answered, Put refused
 //! (PERMISSION_DENIED), CalculateNAR UNIMPLEMENTED; plus the standard gRPC
 //! health service. Castore root entries are computed from the lower dir on
-//! first use and kept in a bounded cache.
+//! first use and kept in a bounded cache. Derivers are written in the
+//! [`DeriverName`] form chosen at start (default: with ".drv").
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -12,7 +13,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::castore::root_entry;
-use super::convert::to_snix;
+use super::convert::{to_snix, DeriverName};
 use super::error::GrpcError;
 use super::proto::castore::Entry;
 use super::proto::store::path_info_service_server::{PathInfoService, PathInfoServiceServer};
@@ -28,13 +29,15 @@ const ENTRY_CACHE_MAX: usize = 100_000;
 pub(crate) struct PathInfoServer {
     store: Arc<crate::server::Server>,
     entries: Mutex<HashMap<StorePath, Entry>>,
+    deriver_name: DeriverName,
 }
 
 impl PathInfoServer {
-    pub fn new(store: Arc<crate::server::Server>) -> Self {
+    pub fn new(store: Arc<crate::server::Server>, deriver_name: DeriverName) -> Self {
         PathInfoServer {
             store,
             entries: Mutex::new(HashMap::new()),
+            deriver_name,
         }
     }
 
@@ -69,7 +72,7 @@ impl PathInfoServer {
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let Some(info) = info else { return Ok(None) };
         let entry = self.entry(p).await?;
-        to_snix(&info, entry)
+        to_snix(&info, entry, self.deriver_name)
             .map(Some)
             .map_err(|e| Status::failed_precondition(format!("{p}: {e}")))
     }
@@ -142,13 +145,23 @@ impl PathInfoService for Arc<PathInfoServer> {
     }
 }
 
-/// Serve PathInfoService and health on `addr` (`unix:///path`, a path, or host:port).
+/// Serve PathInfoService and health on `addr` (`unix:///path`, a path, or
+/// host:port), derivers written with ".drv" (the default form).
 pub async fn serve(server: Arc<crate::server::Server>, addr: &str) -> Result<(), GrpcError> {
+    serve_with(server, addr, DeriverName::default()).await
+}
+
+/// [`serve`], derivers written in the `deriver_name` form.
+pub async fn serve_with(
+    server: Arc<crate::server::Server>,
+    addr: &str,
+    deriver_name: DeriverName,
+) -> Result<(), GrpcError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<PathInfoServiceServer<Arc<PathInfoServer>>>()
         .await;
-    let svc = PathInfoServiceServer::new(Arc::new(PathInfoServer::new(server)));
+    let svc = PathInfoServiceServer::new(Arc::new(PathInfoServer::new(server, deriver_name)));
     let router = tonic::transport::Server::builder().add_service(health).add_service(svc);
     let unix = addr
         .strip_prefix("unix://")
