@@ -199,6 +199,12 @@ macro_rules! one_string_request {
                 Some(&self.$field)
             }
         }
+        #[cfg(test)]
+        impl super::roundtrip_tests::OneString for $name {
+            fn with(text: String) -> Self {
+                $name { $field: text }
+            }
+        }
     };
 }
 

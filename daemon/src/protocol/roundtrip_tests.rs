@@ -83,6 +83,21 @@ fn pairs(g: &mut Rng) -> Vec<(String, String)> {
 
 // ---- Plain values -----------------------------------------------------------
 
+/// A request of one string field (`one_string_request!` implements this), so
+/// a new op of that shape is round-trip tested without a line here.
+pub(super) trait OneString: Wire + Clone + PartialEq + Debug {
+    fn with(text: String) -> Self;
+}
+
+impl<T: OneString> Arb for T {
+    fn arb(g: &mut Rng, _: ProtoVersion) -> Option<Self> {
+        Some(T::with(text(g)))
+    }
+    fn decoded(&self) -> Self {
+        self.clone()
+    }
+}
+
 macro_rules! arb_plain {
     ($($ty:ty => |$g:ident, $v:ident| $e:expr;)*) => {$(
         impl Arb for $ty {
@@ -222,28 +237,13 @@ arb_plain! {
     Roots => |g, v| Roots(pairs(g));
     NarFollows => |g, v| NarFollows;
     // Requests with fields kept in full.
-    IsValidPath => |g, v| IsValidPath { path: text(g) };
-    QueryPathInfo => |g, v| QueryPathInfo { path: text(g) };
-    QueryPathHash => |g, v| QueryPathHash { path: text(g) };
-    QueryReferences => |g, v| QueryReferences { path: text(g) };
-    QueryPathFromHashPart => |g, v| QueryPathFromHashPart { hash_part: text(g) };
-    QueryReferrers => |g, v| QueryReferrers { path: text(g) };
-    QueryValidDerivers => |g, v| QueryValidDerivers { path: text(g) };
-    QueryDeriver => |g, v| QueryDeriver { path: text(g) };
     QueryAllValidPaths => |g, v| QueryAllValidPaths;
     QueryValidPaths => |g, v| QueryValidPaths { paths: texts(g), substitute: v.at_least(27) && g.bool() };
-    QueryDerivationOutputs => |g, v| QueryDerivationOutputs { path: text(g) };
-    QueryDerivationOutputNames => |g, v| QueryDerivationOutputNames { path: text(g) };
-    QueryDerivationOutputMap => |g, v| QueryDerivationOutputMap { path: text(g) };
-    QueryRealisation => |g, v| QueryRealisation { id: text(g) };
     QueryMissing => |g, v| QueryMissing { targets: texts(g), bare_drv_means_outputs: !v.at_least(30) };
-    HasSubstitutes => |g, v| HasSubstitutes { path: text(g) };
-    QuerySubstitutablePathInfo => |g, v| QuerySubstitutablePathInfo { path: text(g) };
     QuerySubstitutablePaths => |g, v| QuerySubstitutablePaths { paths: texts(g) };
     QuerySubstitutablePathInfos => |g, v| QuerySubstitutablePathInfos {
         paths: (0..g.usize(0..4)).map(|_| (text(g), if v.at_least(22) { opt(g) } else { None })).collect(),
     };
-    NarFromPath => |g, v| NarFromPath { path: text(g) };
     SetOptions => |g, v| SetOptions {
         keep_failed: word(g),
         keep_going: word(g),
@@ -252,14 +252,11 @@ arb_plain! {
         build_settings: std::array::from_fn(|_| word(g)),
         overrides: pairs(g),
     };
-    AddTempRoot => |g, v| AddTempRoot { path: text(g) };
-    AddIndirectRoot => |g, v| AddIndirectRoot { path: text(g) };
     SyncWithGC => |g, v| SyncWithGC;
     FindRoots => |g, v| FindRoots;
     OptimiseStore => |g, v| OptimiseStore;
     AddPermRoot => |g, v| AddPermRoot { path: text(g), gc_root: text(g) };
     VerifyStore => |g, v| VerifyStore { check_contents: g.bool(), repair: g.bool() };
-    EnsurePath => |g, v| EnsurePath { path: text(g) };
     BuildPaths => |g, v| BuildPaths { paths: texts(g), mode: BuildMode(word(g)), bare_drv_means_outputs: !v.at_least(30) };
     BuildPathsWithResults => |g, v| BuildPathsWithResults {
         paths: texts(g),
