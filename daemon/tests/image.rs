@@ -108,9 +108,7 @@ fn serve(lower: &Path, socket: &Path, extra: &[&std::ffi::OsStr]) -> Result<Chil
 }
 
 fn refused(lower: &Path, socket: &Path, state: &Path) -> String {
-    let out = serve(lower, socket, &["--state-dir".as_ref(), state.as_os_str()])
-        .err()
-        .expect("serve started");
+    let out = serve(lower, socket, &["--state-dir".as_ref(), state.as_os_str()]).expect_err("serve started");
     assert!(!out.status.success());
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
