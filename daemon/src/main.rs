@@ -517,6 +517,12 @@ fn serve_index(args: &ServeArgs) -> Result<LowerStore> {
         }
         None => in_image,
     };
+    if !file.exists() {
+        bail!(
+            "serve: --index {}: no such file; write it with `snix-lower-store build-index`",
+            file.display()
+        );
+    }
     let sd = store_dir(&args.store.store_dir)?;
     let lower = LowerDir::open(&args.lower_dir).map_err(anyhow::Error::msg)?;
     let index = image::open_checked(&file, sd.as_str(), &lower).context("serve")?;

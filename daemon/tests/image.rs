@@ -293,6 +293,14 @@ fn a_corrupt_or_foreign_index_is_refused() {
     .unwrap();
     let err = String::from_utf8_lossy(&err.stderr);
     assert!(err.contains("not a database"), "{err}");
+    let err = serve(
+        &img.lower,
+        &t.path().join("sock"),
+        &["--index".as_ref(), t.path().join("nothing").as_os_str()],
+    )
+    .expect_err("serve started");
+    let err = String::from_utf8_lossy(&err.stderr);
+    assert!(err.contains("no such file; write it with"), "{err}");
 }
 
 #[test]

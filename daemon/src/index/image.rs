@@ -28,7 +28,12 @@
 //! catch one object swapped for another of the same count off the sample,
 //! which is what `verify` is for. Recomputing the names digest would need the
 //! NAR sizes, which a readdir does not give, so it is kept for `verify` and
-//! for tooling that compares images, not for start-up.
+//! for tooling that compares images, not for start-up. Measured on this
+//! project's build machine (ext4, 1M empty files named like store paths, warm
+//! cache): listing the names takes about 0.7 s and sorting them another 0.6 s
+//! (Python's os.listdir and list.sort, a rough proxy), so a digest of the
+//! sorted names would spend most of the 1 s start-up budget; counting alone
+//! is the listing.
 
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
