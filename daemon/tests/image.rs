@@ -283,6 +283,11 @@ fn a_corrupt_or_foreign_index_is_refused() {
     let err = refused(&img.lower, &t.path().join("sock"), &t.path().join("none"));
     assert!(err.contains("is not an image index"), "{err}");
 
+    // An empty file (SQLite reads it as a database without tables).
+    std::fs::write(&index, b"").unwrap();
+    let err = refused(&img.lower, &t.path().join("sock"), &t.path().join("none"));
+    assert!(err.contains("is not an image index"), "{err}");
+
     // --index names the file explicitly.
     let err = serve(
         &img.lower,

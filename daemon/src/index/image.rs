@@ -226,7 +226,11 @@ pub fn seal(tmp: &Path, lower_entries: u64) -> Result<u64, ImageError> {
 /// Opens an image index read-only (`immutable=1`) and checks it belongs to
 /// `lower` (see the module header).
 pub fn open_checked(index: &Path, store_dir: &str, lower: &LowerDir) -> Result<PathInfoIndex, ImageError> {
-    let idx = PathInfoIndex::open_immutable(index, store_dir)?;
+    // The file exists (the caller checked): no tables means it is no index.
+    let idx = PathInfoIndex::open_immutable(index, store_dir).map_err(|e| match e {
+        IndexError::Missing(_) => ImageError::NotAnImage(index.to_owned()),
+        e => e.into(),
+    })?;
     let meta = |k: &'static str| {
         move |c: &Connection| {
             c.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get::<_, String>(0))
