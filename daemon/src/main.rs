@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use snix_lower_store::index::image;
 use snix_lower_store::index::import::{self, ImportOptions};
 use snix_lower_store::index::PathInfoIndex;
 use snix_lower_store::lower::LowerDir;
@@ -70,6 +71,9 @@ enum Cmd {
     Serve(ServeArgs),
     /// Add path infos to the index, all or nothing.
     Import(ImportArgs),
+    /// Write a self-contained, read-only index into a lower dir (an image
+    /// being built), which `serve` then opens from the image itself.
+    BuildIndex(BuildIndexArgs),
     /// Check every indexed path against the lower dir; non-zero exit on any problem.
     Verify(VerifyArgs),
     /// List indexed paths.
@@ -110,6 +114,14 @@ struct ServeArgs {
     lower_dir: PathBuf,
     #[command(flatten)]
     store: StoreArgs,
+    /// An image's own index (written by `build-index`), opened read-only and
+    /// checked against --lower-dir. Without it the index is, in this order:
+    /// the state dir's index.sqlite if it exists (an explicit or default
+    /// --state-dir keeps working as before); else the lower dir's own
+    /// <lower dir>/.snix-lower-store/index if it exists; else a new empty
+    /// index.sqlite in the state dir.
+    #[arg(long, env = "SNIX_LOWER_STORE_INDEX", conflicts_with = "path_info_service")]
+    index: Option<PathBuf>,
     /// Users (and @groups, or *) reported as trusted in the handshake.
     #[arg(
         long,
@@ -161,10 +173,22 @@ struct ServeArgs {
     max_list: u64,
 }
 
-// `import`: one source (the group "source": at most one may be given) and
-// where to index it.
+// `import`: one source and where to index it.
 #[derive(Args)]
 struct ImportArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Physical directory holding the store objects.
+    #[arg(long, env = "SNIX_LOWER_STORE_LOWER_DIR")]
+    lower_dir: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+// What `import` and `build-index` read and how they check it: one source (the
+// group "source": at most one may be given) and the checks.
+#[derive(Args)]
+struct SourceArgs {
     /// Registration file (`nix-store --dump-db`, closureInfo's `registration`), or - for stdin.
     #[arg(long, env = "SNIX_LOWER_STORE_REGISTRATION", group = "source")]
     registration: Option<String>,
@@ -175,11 +199,6 @@ struct ImportArgs {
     /// realisations of content-addressed derivation outputs are imported too.
     #[arg(long, env = "SNIX_LOWER_STORE_NIX_DB", group = "source")]
     nix_db: Option<PathBuf>,
-    /// Physical directory holding the store objects.
-    #[arg(long, env = "SNIX_LOWER_STORE_LOWER_DIR")]
-    lower_dir: PathBuf,
-    #[command(flatten)]
-    store: StoreArgs,
     /// Re-hash each new path's NAR from the lower dir.
     #[arg(long, env = "SNIX_LOWER_STORE_CHECK_CONTENT")]
     check_content: bool,
@@ -194,6 +213,25 @@ struct ImportArgs {
     #[arg(long, env = "SNIX_LOWER_STORE_CA_PROOF_MAX_FILE_SIZE", value_name = "BYTES",
           default_value_t = snix_lower_store::store::ca_proof::DEFAULT_MAX_FILE_SIZE)]
     ca_proof_max_file_size: u64,
+}
+
+// `build-index`: a source, the lower dir it describes, and where to write
+// the image's own index.
+#[derive(Args)]
+struct BuildIndexArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Physical directory holding the store objects; must be writable unless
+    /// --output points elsewhere.
+    #[arg(long, env = "SNIX_LOWER_STORE_LOWER_DIR")]
+    lower_dir: PathBuf,
+    /// Logical store directory the paths are named under.
+    #[arg(long, env = "SNIX_LOWER_STORE_STORE_DIR", default_value = "/nix/store")]
+    store_dir: String,
+    /// Where to write the index [default: <lower dir>/.snix-lower-store/index,
+    /// where `serve` finds it].
+    #[arg(long)]
+    output: Option<PathBuf>,
 }
 
 // `verify`: the index and the lower dir to check it against.
@@ -407,6 +445,7 @@ fn run(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
         Cmd::Serve(args) => serve(args),
         Cmd::Import(args) => import_cmd(args),
+        Cmd::BuildIndex(args) => build_index(args),
         Cmd::Verify(args) => verify(args),
         Cmd::List(args) => list(args),
         Cmd::Info(args) => info(args),
@@ -462,7 +501,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
 /// with its List snapshot refreshed in the background.
 async fn serve_store(args: &ServeArgs) -> Result<LowerStore> {
     let Some(addr) = &args.path_info_service else {
-        return open_store(&args.lower_dir, &args.store, true);
+        return serve_index(args);
     };
     let sd = store_dir(&args.store.store_dir)?;
     let lower = LowerDir::open(&args.lower_dir).map_err(anyhow::Error::msg)?;
@@ -472,6 +511,34 @@ async fn serve_store(args: &ServeArgs) -> Result<LowerStore> {
     g.spawn_refresh_loop(args.refresh_interval);
     Ok(LowerStore {
         backend: snix_lower_store::backend::grpc(g),
+        lower,
+        store_dir: sd,
+    })
+}
+
+/// The embedded index `serve` answers from: `--index`, the state dir's, the
+/// image's own, or a new one in the state dir (the rule in `--index`'s help).
+fn serve_index(args: &ServeArgs) -> Result<LowerStore> {
+    let in_image = image::default_location(&args.lower_dir);
+    let file = match &args.index {
+        Some(f) => f.clone(),
+        None if args.store.state_dir.join("index.sqlite").exists() || !in_image.exists() => {
+            return open_store(&args.lower_dir, &args.store, true);
+        }
+        None => in_image,
+    };
+    if !file.exists() {
+        bail!(
+            "serve: --index {}: no such file; write it with `snix-lower-store build-index`",
+            file.display()
+        );
+    }
+    let sd = store_dir(&args.store.store_dir)?;
+    let lower = LowerDir::open(&args.lower_dir).map_err(anyhow::Error::msg)?;
+    let index = image::open_checked(&file, sd.as_str(), &lower).context("serve")?;
+    tracing::info!(index = %file.display(), "serving the image's own index, opened read-only");
+    Ok(LowerStore {
+        backend: snix_lower_store::backend::index(index),
         lower,
         store_dir: sd,
     })
@@ -541,38 +608,47 @@ async fn serve_until_stopped(
     Ok(stop)
 }
 
+/// The entries (and the Nix database's realisations) of the one source given.
+fn read_source(src: &SourceArgs, sd: &StoreDir) -> Result<(Vec<import::NewPath>, Vec<import::NewRealisation>)> {
+    if let Some(f) = &src.registration {
+        Ok((import::parse_registration(&read_input(f)?, sd, f)?, Vec::new()))
+    } else if let Some(f) = &src.path_info_json {
+        Ok((import::parse_path_info_json(&read_input(f)?, sd, f)?, Vec::new()))
+    } else if let Some(db) = &src.nix_db {
+        let realisations = import::read_nix_db_realisations(db, sd)?;
+        Ok((import::read_nix_db(db, sd)?, realisations))
+    } else {
+        bail!("give one of --registration, --path-info-json or --nix-db");
+    }
+}
+
+/// The checks `--check-content` and the content-address proof flags ask for.
+fn import_options(src: &SourceArgs) -> ImportOptions {
+    let ca_proof = if src.no_ca_proof {
+        CaProofOptions::OFF
+    } else {
+        CaProofOptions {
+            from_nar_hash: true,
+            max_file_size: src.ca_proof_max_file_size,
+        }
+    };
+    ImportOptions {
+        check_content: src.check_content,
+        ca_proof,
+    }
+}
+
 /// `import`: parses the one source given, then imports it (and the Nix
 /// database's realisations) in one transaction.
 fn import_cmd(args: ImportArgs) -> Result<ExitCode> {
     let sd = store_dir(&args.store.store_dir)?;
     let lower = LowerDir::open(&args.lower_dir).map_err(anyhow::Error::msg)?;
-    let mut realisations = Vec::new();
-    let batch = if let Some(src) = args.registration {
-        import::parse_registration(&read_input(&src)?, &sd, &src)?
-    } else if let Some(src) = args.path_info_json {
-        import::parse_path_info_json(&read_input(&src)?, &sd, &src)?
-    } else if let Some(db) = args.nix_db {
-        realisations = import::read_nix_db_realisations(&db, &sd)?;
-        import::read_nix_db(&db, &sd)?
-    } else {
-        bail!("import: give one of --registration, --path-info-json or --nix-db");
-    };
+    let (batch, realisations) = read_source(&args.source, &sd).context("import")?;
     let state_dir = &args.store.state_dir;
     std::fs::create_dir_all(state_dir).with_context(|| format!("creating state dir {}", state_dir.display()))?;
     let n = batch.len();
     let nr = realisations.len();
-    let ca_proof = if args.no_ca_proof {
-        CaProofOptions::OFF
-    } else {
-        CaProofOptions {
-            from_nar_hash: true,
-            max_file_size: args.ca_proof_max_file_size,
-        }
-    };
-    let opts = ImportOptions {
-        check_content: args.check_content,
-        ca_proof,
-    };
+    let opts = import_options(&args.source);
     let report = import::import_with_realisations(state_dir, &sd, &lower, batch, realisations, opts)?;
     println!(
         "imported {n} entries: {} added, {} already indexed",
@@ -581,6 +657,24 @@ fn import_cmd(args: ImportArgs) -> Result<ExitCode> {
     if nr > 0 {
         println!("imported {nr} realisations of content-addressed derivation outputs");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `build-index`: validates the source as `import` does and writes the
+/// image's own index (complete, or not at all).
+fn build_index(args: BuildIndexArgs) -> Result<ExitCode> {
+    let sd = store_dir(&args.store_dir)?;
+    let lower = LowerDir::open(&args.lower_dir).map_err(anyhow::Error::msg)?;
+    let (batch, realisations) = read_source(&args.source, &sd).context("build-index")?;
+    let output = args.output.unwrap_or_else(|| image::default_location(&args.lower_dir));
+    let report = image::build(&output, &sd, &lower, batch, realisations, import_options(&args.source))?;
+    println!(
+        "wrote {}: {} paths indexed, {} store paths in {}",
+        output.display(),
+        report.paths,
+        report.lower_entries,
+        args.lower_dir.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -215,6 +215,45 @@ fn spawn(ctx: &Ctx, kind: Kind, socket: &str, real: &str, mut cmd: std::process:
 /// debug lines of the connection handler.
 const REQUEST_LOG_LEVEL: &str = "info,snix_lower_store::server=debug";
 
+/// Starts `serve` on an image made by `scripts/mk-lower-image`: no import,
+/// and a state dir that does not exist, so the daemon must find and open the
+/// image's own index (`<image>/.snix-lower-store/index`). `register` adds
+/// the image (index included) to the read-only check; a mounted erofs image
+/// is checked by its file's hash instead.
+pub fn start_ours_image(
+    ctx: &Ctx,
+    fs: &Rootfs,
+    socket: &str,
+    image: &str,
+    no_state: &str,
+    register: bool,
+) -> Result<Daemon> {
+    let bin = ctx
+        .ours
+        .as_deref()
+        .context("snix-lower-store binary is not available")?;
+    if register {
+        ctx.readonly.borrow_mut().serving(&ctx.host(image), None);
+    }
+    let args = [
+        bin,
+        "serve",
+        "--listen",
+        socket,
+        "--lower-dir",
+        image,
+        "--store-dir",
+        "/nix/store",
+        "--state-dir",
+        no_state,
+        "--trusted-users",
+        "root",
+        "--log-level",
+        REQUEST_LOG_LEVEL,
+    ];
+    spawn(ctx, Kind::Ours, socket, image, fs.command(&args))
+}
+
 /// Starts `snix-lower-store serve` for an already imported state directory;
 /// returns once the socket accepts connections.
 pub fn start_ours(ctx: &Ctx, fs: &Rootfs, socket: &str, lower_store_dir: &str, state_dir: &str) -> Result<Daemon> {

@@ -94,3 +94,16 @@ pub fn remount(fs: &Rootfs, target: &str) -> Result<()> {
         .context("remounting OverlayFS failed")?;
     Ok(())
 }
+
+/// Mounts an erofs image read-only (a loop device) from inside the chroot,
+/// so the chroot sees it (the suite's namespace does not propagate host
+/// mounts into the chroot's bind of the work directory).
+pub fn erofs(fs: &Rootfs, image: &str, target: &str) -> Result<Mounted> {
+    mkdir(&fs.host_path(target))?;
+    fs.run(&["mount", "-t", "erofs", "-o", "loop,ro", image, target])?
+        .ok()
+        .context("mounting the erofs image failed")?;
+    Ok(Mounted {
+        target: fs.host_path(target),
+    })
+}

@@ -22,6 +22,7 @@
 //! restart. An import is one write transaction, so a killed import leaves
 //! the previous state.
 
+pub mod image;
 pub mod import;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -97,6 +98,9 @@ pub type Result<T> = std::result::Result<T, IndexError>;
 /// through a small pool of read-only connections.
 pub struct PathInfoIndex {
     db_path: PathBuf,
+    /// Opened with `immutable=1` (an image's own index): no locks, no
+    /// journal, nothing written or created beside the file.
+    immutable: bool,
     readers: Mutex<Vec<Reader>>,
 }
 
@@ -186,12 +190,22 @@ impl PathInfoIndex {
 
     /// Open an existing index read-only for serving and queries.
     pub fn open(state_dir: &Path, store_dir: &str) -> Result<Self> {
-        let db_path = state_dir.join(INDEX_FILE);
+        Self::open_file(state_dir.join(INDEX_FILE), store_dir, false)
+    }
+
+    /// Open an index file that nothing may write to (an image's own index,
+    /// see [`image`]) with SQLite's `immutable=1`.
+    pub fn open_immutable(file: &Path, store_dir: &str) -> Result<Self> {
+        Self::open_file(file.to_owned(), store_dir, true)
+    }
+
+    fn open_file(db_path: PathBuf, store_dir: &str, immutable: bool) -> Result<Self> {
         if !db_path.exists() {
             return Err(IndexError::Missing(db_path));
         }
         let idx = PathInfoIndex {
             db_path,
+            immutable,
             readers: Mutex::new(Vec::new()),
         };
         let (created, version, indexed) = idx.with_conn(|c| {
@@ -244,10 +258,12 @@ impl PathInfoIndex {
         if let Some(r) = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             return Ok(r);
         }
-        let c = Connection::open_with_flags(
-            &self.db_path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let c = if self.immutable {
+            Connection::open_with_flags(immutable_uri(&self.db_path), flags | OpenFlags::SQLITE_OPEN_URI)
+        } else {
+            Connection::open_with_flags(&self.db_path, flags)
+        }
         .map_err(self.sql_err())?;
         c.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(self.sql_err())?;
@@ -503,6 +519,22 @@ impl PathInfoIndex {
                 .map(|n| n as u64)
         })
     }
+}
+
+/// `file:<path>?immutable=1`, with the characters a URI path cannot hold
+/// as they are percent-encoded.
+fn immutable_uri(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
 }
 
 #[cfg(test)]

@@ -157,13 +157,13 @@ fn listed(ctx: &Ctx, fs: &Rootfs, state: &str) -> Result<Vec<String>> {
 /// Fields a `--dump-db` registration carries, plus `ca`, which `import`
 /// proves from the store path where it can (see `only_provable_ca`); the
 /// others (signatures, ultimate) cannot survive that format.
-const REGISTRATION_FIELDS: &[&str] = &["narHash", "narSize", "references", "deriver", "path", "ca"];
+pub(super) const REGISTRATION_FIELDS: &[&str] = &["narHash", "narSize", "references", "deriver", "path", "ca"];
 
 /// Nix's answer with each `ca` that `import` cannot prove from a
 /// registration set to null: text and sha256 flat or NAR content addresses
 /// are proven (the store path is a hash of them), others (another hash
 /// algorithm, git) would need the object re-hashed and stay unknown.
-fn only_provable_ca(json: &str) -> Result<String> {
+pub(super) fn only_provable_ca(json: &str) -> Result<String> {
     fn provable(ca: &serde_json::Value) -> bool {
         match ca {
             serde_json::Value::String(s) => ["text:sha256:", "fixed:r:sha256:", "fixed:sha256:"]
@@ -197,7 +197,7 @@ fn only_provable_ca(json: &str) -> Result<String> {
     Ok(serde_json::to_string(&v)?)
 }
 
-fn project(json: &str, keep: &[&str]) -> Result<String> {
+pub(super) fn project(json: &str, keep: &[&str]) -> Result<String> {
     let mut v: serde_json::Value = serde_json::from_str(json)?;
     fn walk(v: &mut serde_json::Value, keep: &[&str]) {
         match v {

@@ -3,6 +3,7 @@
 //! relay that lets `ssh-ng://localhost` clients reach a daemon socket.
 
 pub mod grpc;
+pub mod image;
 pub mod import;
 pub mod overlay;
 pub mod parity;
@@ -65,6 +66,7 @@ pub fn run_all(ctx: &Ctx, opts: &Options, report: &mut Report) -> Result<()> {
     for fs in &ctx.roots {
         if with_ours {
             import::run(ctx, fs, &fixtures, report);
+            image::run(ctx, fs, &fixtures, opts.ci, report);
         }
     }
     for fs in &ctx.roots {
@@ -122,7 +124,7 @@ pub fn names(suites: &[String]) -> Vec<String> {
     let mut v = vec![];
     for s in suites {
         v.push(tagged("fixture/generate", s));
-        for n in import::NAMES.iter().chain(parity::NAMES) {
+        for n in import::NAMES.iter().chain(image::NAMES).chain(parity::NAMES) {
             v.push(tagged(n, s));
         }
         for n in parity::NAMES {

@@ -1,0 +1,334 @@
+//! An index shipped inside the image: `build-index` writes it into the lower
+//! dir, `serve` opens it read-only from there with no state dir and no
+//! import, and refuses an index that belongs to another image or is not one.
+//! Runs the real binary on a socket and queries it through the client.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+
+use snix_lower_store::client::Client;
+use snix_lower_store::index::import::NewPath;
+use snix_lower_store::store::StoreDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_snix-lower-store");
+
+/// A generated lower dir and its registration file.
+struct Image {
+    lower: PathBuf,
+    registration: PathBuf,
+    entries: Vec<NewPath>,
+}
+
+fn sd() -> StoreDir {
+    StoreDir::new("/nix/store").unwrap()
+}
+
+fn make_image(dir: &Path, layers: usize, width: usize) -> Image {
+    let lower = dir.join("lower");
+    let entries = snix_lower_store::demo::generate(&lower, &sd(), layers, width).unwrap();
+    let registration = dir.join("registration");
+    std::fs::write(&registration, snix_lower_store::demo::registration(&sd(), &entries)).unwrap();
+    Image {
+        lower,
+        registration,
+        entries,
+    }
+}
+
+fn cmd() -> Command {
+    let mut c = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SNIX_LOWER_STORE_") {
+            c.env_remove(k);
+        }
+    }
+    c.args(["--log-target", "stderr"]);
+    c
+}
+
+fn build_index(img: &Image) -> Output {
+    cmd()
+        .args(["build-index", "--registration"])
+        .arg(&img.registration)
+        .arg("--lower-dir")
+        .arg(&img.lower)
+        .output()
+        .unwrap()
+}
+
+/// Every file under `root` with its contents (symlinks: their targets), sorted.
+fn tree(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().to_owned();
+            if m.is_dir() {
+                out.push((rel, b"dir".to_vec()));
+                walk(root, &p, out);
+            } else if m.file_type().is_symlink() {
+                out.push((
+                    rel,
+                    std::fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes(),
+                ));
+            } else {
+                out.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+/// `serve` on `socket` with `extra` flags; waits for the socket, or returns
+/// the failed start's output.
+fn serve(lower: &Path, socket: &Path, extra: &[&std::ffi::OsStr]) -> Result<Child, Output> {
+    let mut child = cmd()
+        .arg("serve")
+        .arg("--lower-dir")
+        .arg(lower)
+        .arg("--listen")
+        .arg(socket)
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    loop {
+        if let Some(_status) = child.try_wait().unwrap() {
+            return Err(child.wait_with_output().unwrap());
+        }
+        if socket.exists() {
+            return Ok(child);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn refused(lower: &Path, socket: &Path, state: &Path) -> String {
+    let out = serve(lower, socket, &["--state-dir".as_ref(), state.as_os_str()]).expect_err("serve started");
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Every entry answers QueryPathInfo with its NAR hash and size.
+fn query_all(socket: &Path, entries: &[NewPath]) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = Client::connect(socket, 38).await.unwrap();
+        for e in entries {
+            let info = c
+                .query_path_info(&sd().display(&e.path))
+                .await
+                .unwrap()
+                .expect("path known");
+            assert_eq!(info.nar_size, e.nar_size);
+            assert_eq!(info.nar_hash, e.nar_hash.to_base16());
+        }
+        let missing = format!("/nix/store/{}-missing", "0".repeat(32));
+        assert!(c.query_path_info(&missing).await.unwrap().is_none());
+    });
+}
+
+/// Serves `lower` (its own index) with a state dir that does not exist, which
+/// must still not exist afterwards; queries every entry.
+fn serve_from_image(dir: &Path, lower: &Path, entries: &[NewPath]) {
+    let socket = dir.join("sock");
+    let state = dir.join("no-state");
+    let mut child = serve(lower, &socket, &["--state-dir".as_ref(), state.as_os_str()]).unwrap_or_else(|o| {
+        panic!("serve failed: {}", String::from_utf8_lossy(&o.stderr));
+    });
+    query_all(&socket, entries);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!state.exists(), "serve created a state dir");
+}
+
+#[test]
+fn build_index_then_serve_from_the_image_without_writing_it() {
+    let t = tempfile::tempdir().unwrap();
+    // Characters a SQLite URI must escape.
+    let dir = t.path().join("a b%c?d#e");
+    let img = make_image(&dir, 3, 3);
+    let out = build_index(&img);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let index_dir = img.lower.join(".snix-lower-store");
+    let names: Vec<_> = std::fs::read_dir(&index_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        vec![std::ffi::OsString::from("index")],
+        "no -wal, -shm or temporary left"
+    );
+    let before = tree(&img.lower);
+    serve_from_image(&dir, &img.lower, &img.entries);
+    assert!(before == tree(&img.lower), "the image changed while being served");
+}
+
+#[test]
+fn serves_from_a_read_only_bind_mount() {
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI runs the tests as root"
+        );
+        eprintln!("SKIPPED serves_from_a_read_only_bind_mount: needs root for mount --bind -o ro");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let img = make_image(t.path(), 3, 2);
+    assert!(build_index(&img).status.success());
+    let mnt = t.path().join("ro");
+    std::fs::create_dir(&mnt).unwrap();
+    let mount = |args: &[&std::ffi::OsStr]| {
+        let s = Command::new("mount").args(args).status().unwrap();
+        assert!(s.success(), "mount {args:?}");
+    };
+    mount(&["--bind".as_ref(), img.lower.as_os_str(), mnt.as_os_str()]);
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    mount(&["-o".as_ref(), "remount,bind,ro".as_ref(), mnt.as_os_str()]);
+    assert!(
+        std::fs::write(mnt.join("probe"), b"").is_err(),
+        "the bind mount is writable"
+    );
+    let before = tree(&mnt);
+    serve_from_image(t.path(), &mnt, &img.entries);
+    assert!(before == tree(&mnt));
+    // build-index into a frozen image says why it cannot.
+    let frozen = Image {
+        lower: mnt.clone(),
+        registration: img.registration.clone(),
+        entries: Vec::new(),
+    };
+    let out = build_index(&frozen);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("before freezing the image"), "{err}");
+}
+
+#[test]
+fn an_index_of_another_image_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let a = make_image(&t.path().join("a"), 3, 3);
+    let b = make_image(&t.path().join("b"), 4, 3);
+    assert!(build_index(&a).status.success());
+    let b_index = b.lower.join(".snix-lower-store/index");
+    std::fs::create_dir_all(b_index.parent().unwrap()).unwrap();
+    std::fs::copy(a.lower.join(".snix-lower-store/index"), &b_index).unwrap();
+    let err = refused(&b.lower, &t.path().join("sock"), &t.path().join("none"));
+    assert!(err.contains("does not match the lower dir"), "{err}");
+    assert!(err.contains(&b_index.display().to_string()), "{err}");
+    assert!(err.contains(&b.lower.display().to_string()), "{err}");
+    assert!(err.contains("build-index"), "{err}");
+
+    // Same count of store paths, one object replaced by another.
+    let c_lower = t.path().join("c");
+    std::fs::create_dir(&c_lower).unwrap();
+    for e in std::fs::read_dir(&a.lower).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            std::fs::create_dir(c_lower.join(e.file_name())).unwrap();
+        } else {
+            std::fs::copy(e.path(), c_lower.join(e.file_name())).unwrap();
+        }
+    }
+    std::fs::copy(
+        a.lower.join(".snix-lower-store/index"),
+        c_lower.join(".snix-lower-store/index"),
+    )
+    .unwrap();
+    let gone = a.entries[0].path.base_name();
+    let gone_path = c_lower.join(gone);
+    if gone_path.is_dir() {
+        std::fs::remove_dir_all(&gone_path).unwrap();
+    } else {
+        std::fs::remove_file(&gone_path).unwrap();
+    }
+    std::fs::write(c_lower.join(format!("{}-other", "1".repeat(32))), b"x").unwrap();
+    let err = refused(&c_lower, &t.path().join("sock"), &t.path().join("none"));
+    assert!(
+        err.contains(&format!("indexed path {gone} is not in the lower dir")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_corrupt_or_foreign_index_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let img = make_image(t.path(), 2, 2);
+    assert!(build_index(&img).status.success());
+    let index = img.lower.join(".snix-lower-store/index");
+    let good = std::fs::read(&index).unwrap();
+
+    std::fs::write(&index, vec![0x5a; 8192]).unwrap();
+    let err = refused(&img.lower, &t.path().join("sock"), &t.path().join("none"));
+    assert!(err.contains(&index.display().to_string()), "{err}");
+    assert!(err.contains("not a database"), "{err}");
+
+    // A valid database without the image's identity (e.g. a state dir's index).
+    std::fs::write(&index, &good).unwrap();
+    let c = rusqlite::Connection::open(&index).unwrap();
+    c.execute("DELETE FROM meta WHERE key LIKE 'image_%'", []).unwrap();
+    drop(c);
+    let err = refused(&img.lower, &t.path().join("sock"), &t.path().join("none"));
+    assert!(err.contains("is not an image index"), "{err}");
+
+    // An empty file (SQLite reads it as a database without tables).
+    std::fs::write(&index, b"").unwrap();
+    let err = refused(&img.lower, &t.path().join("sock"), &t.path().join("none"));
+    assert!(err.contains("is not an image index"), "{err}");
+
+    // --index names the file explicitly.
+    let err = serve(
+        &img.lower,
+        &t.path().join("sock"),
+        &["--index".as_ref(), t.path().join("registration").as_os_str()],
+    )
+    .err()
+    .unwrap();
+    let err = String::from_utf8_lossy(&err.stderr);
+    assert!(err.contains("not a database"), "{err}");
+    let err = serve(
+        &img.lower,
+        &t.path().join("sock"),
+        &["--index".as_ref(), t.path().join("nothing").as_os_str()],
+    )
+    .expect_err("serve started");
+    let err = String::from_utf8_lossy(&err.stderr);
+    assert!(err.contains("no such file; write it with"), "{err}");
+}
+
+#[test]
+fn a_state_dir_index_still_wins_over_the_image_index() {
+    let t = tempfile::tempdir().unwrap();
+    let img = make_image(t.path(), 2, 2);
+    assert!(build_index(&img).status.success());
+    let state = t.path().join("state");
+    let out = cmd()
+        .args(["import", "--registration"])
+        .arg(&img.registration)
+        .arg("--lower-dir")
+        .arg(&img.lower)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Break the image's index: serving must not look at it.
+    std::fs::write(img.lower.join(".snix-lower-store/index"), b"junk").unwrap();
+    let socket = t.path().join("sock");
+    let mut child = serve(&img.lower, &socket, &["--state-dir".as_ref(), state.as_os_str()]).unwrap();
+    query_all(&socket, &img.entries);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
