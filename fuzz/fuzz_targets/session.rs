@@ -107,7 +107,10 @@ fn build_fixture() -> Result<Fixture, String> {
         &sd,
         &lower_dir,
         entries.clone(),
-        ImportOptions { check_content: true, ..Default::default() },
+        ImportOptions {
+            check_content: true,
+            ..Default::default()
+        },
     )
     .map_err(|e| format!("import: {e}"))?;
     // Indexed but absent: NarFromPath and VerifyStore report it.
