@@ -125,6 +125,15 @@ struct ServeArgs {
     /// index.sqlite in the state dir.
     #[arg(long, env = "SNIX_LOWER_STORE_INDEX", conflicts_with = "path_info_service")]
     index: Option<PathBuf>,
+    /// How an image's own index is checked against --lower-dir at start:
+    /// `sample` (the image id in <lower dir>/.snix-lower-store/id must equal
+    /// the index's, then 1024 indexed paths must exist with a kind and length
+    /// that fit their NAR size; cost independent of the store's size) or
+    /// `full` (as `sample`, plus one listing of the whole lower dir whose count
+    /// of store paths must equal the count at build time). An index built
+    /// without an id is always checked by the listing.
+    #[arg(long, env = "SNIX_LOWER_STORE_IMAGE_CHECK", value_enum, default_value_t = image::ImageCheck::Sample)]
+    image_check: image::ImageCheck,
     /// Users (and @groups, or *) reported as trusted in the handshake.
     #[arg(
         long,
@@ -538,7 +547,7 @@ fn serve_index(args: &ServeArgs) -> Result<LowerStore> {
     }
     let sd = store_dir(&args.store.store_dir)?;
     let lower = LowerDir::open(&args.lower_dir).map_err(anyhow::Error::msg)?;
-    let index = image::open_checked(&file, sd.as_str(), &lower).context("serve")?;
+    let index = image::open_checked(&file, sd.as_str(), &lower, args.image_check).context("serve")?;
     tracing::info!(index = %file.display(), "serving the image's own index, opened read-only");
     Ok(LowerStore {
         backend: snix_lower_store::backend::index(index),

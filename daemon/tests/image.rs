@@ -155,13 +155,14 @@ fn build_index_then_serve_from_the_image_without_writing_it() {
     let out = build_index(&img);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let index_dir = img.lower.join(".snix-lower-store");
-    let names: Vec<_> = std::fs::read_dir(&index_dir)
+    let mut names: Vec<_> = std::fs::read_dir(&index_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
+    names.sort();
     assert_eq!(
         names,
-        vec![std::ffi::OsString::from("index")],
+        vec![std::ffi::OsString::from("id"), std::ffi::OsString::from("index")],
         "no -wal, -shm or temporary left"
     );
     let before = tree(&img.lower);
@@ -242,11 +243,13 @@ fn an_index_of_another_image_is_refused() {
             std::fs::copy(e.path(), c_lower.join(e.file_name())).unwrap();
         }
     }
-    std::fs::copy(
-        a.lower.join(".snix-lower-store/index"),
-        c_lower.join(".snix-lower-store/index"),
-    )
-    .unwrap();
+    for f in ["index", "id"] {
+        std::fs::copy(
+            a.lower.join(".snix-lower-store").join(f),
+            c_lower.join(".snix-lower-store").join(f),
+        )
+        .unwrap();
+    }
     let gone = a.entries[0].path.base_name();
     let gone_path = c_lower.join(gone);
     if gone_path.is_dir() {
@@ -260,6 +263,101 @@ fn an_index_of_another_image_is_refused() {
         err.contains(&format!("indexed path {gone} is not in the lower dir")),
         "{err}"
     );
+}
+
+/// Copies `from`'s `.snix-lower-store/<f>` over `to`'s.
+fn copy_image_file(from: &Image, to: &Image, f: &str) {
+    std::fs::copy(
+        from.lower.join(".snix-lower-store").join(f),
+        to.lower.join(".snix-lower-store").join(f),
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_index_file_copied_alone_into_another_image_is_refused_by_the_id() {
+    let t = tempfile::tempdir().unwrap();
+    let a = make_image(&t.path().join("a"), 3, 3);
+    let b = make_image(&t.path().join("b"), 3, 3);
+    assert!(build_index(&a).status.success());
+    assert!(build_index(&b).status.success());
+    copy_image_file(&a, &b, "index");
+    let err = refused(&b.lower, &t.path().join("sock"), &t.path().join("none"));
+    assert!(err.contains("does not match the lower dir"), "{err}");
+    assert!(err.contains("the index has image id"), "{err}");
+    assert!(err.contains(".snix-lower-store/id holds"), "{err}");
+    // Rebuilt in place: served again.
+    assert!(build_index(&b).status.success());
+    serve_from_image(t.path(), &b.lower, &b.entries);
+}
+
+#[test]
+fn an_index_dir_copied_into_another_image_is_refused_by_the_sample() {
+    let t = tempfile::tempdir().unwrap();
+    let a = make_image(&t.path().join("a"), 3, 3);
+    let b = make_image(&t.path().join("b"), 3, 4);
+    assert!(build_index(&a).status.success());
+    std::fs::create_dir_all(b.lower.join(".snix-lower-store")).unwrap();
+    copy_image_file(&a, &b, "index");
+    copy_image_file(&a, &b, "id");
+    let err = refused(&b.lower, &t.path().join("sock"), &t.path().join("none"));
+    assert!(err.contains("does not match the lower dir"), "{err}");
+    assert!(err.contains("is not in the lower dir"), "{err}");
+
+    // Same names, one object's contents changed in length: its NAR size no
+    // longer fits.
+    let changed = a.entries[0].path.base_name();
+    std::fs::write(a.lower.join(changed), b"a different length than before\n").unwrap();
+    let err = refused(&a.lower, &t.path().join("sock"), &t.path().join("none"));
+    assert!(err.contains(&format!("indexed path {changed} has NAR size")), "{err}");
+}
+
+/// The base name of the indexed path with the highest id (off the sample
+/// when there are more paths than the sample holds).
+fn last_indexed(img: &Image) -> String {
+    let c = rusqlite::Connection::open(img.lower.join(".snix-lower-store/index")).unwrap();
+    c.query_row("SELECT base_name FROM paths ORDER BY id DESC LIMIT 1", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn image_check_full_and_an_index_without_id_list_the_lower_dir() {
+    let t = tempfile::tempdir().unwrap();
+    // More paths than the 1024 sampled at start.
+    let img = make_image(t.path(), 1, 1100);
+    assert!(build_index(&img).status.success());
+    let gone = last_indexed(&img);
+    std::fs::remove_file(img.lower.join(&gone)).unwrap();
+    // The default check samples and misses it (`verify` is for that)...
+    let socket = t.path().join("sock");
+    let none = t.path().join("none");
+    let mut child = serve(&img.lower, &socket, &["--state-dir".as_ref(), none.as_os_str()]).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_file(&socket).unwrap();
+    // ...the full check counts the lower dir and refuses.
+    let out = serve(
+        &img.lower,
+        &socket,
+        &[
+            "--state-dir".as_ref(),
+            none.as_os_str(),
+            "--image-check".as_ref(),
+            "full".as_ref(),
+        ],
+    )
+    .expect_err("serve started");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not match the lower dir"), "{err}");
+    assert!(err.contains("the lower dir holds 1100"), "{err}");
+
+    // An index from before image ids: the listing, by default.
+    let c = rusqlite::Connection::open(img.lower.join(".snix-lower-store/index")).unwrap();
+    assert_eq!(c.execute("DELETE FROM meta WHERE key = 'image_id'", []).unwrap(), 1);
+    drop(c);
+    let err = refused(&img.lower, &socket, &none);
+    assert!(err.contains("has no image id"), "{err}");
+    assert!(err.contains("the lower dir holds 1100"), "{err}");
 }
 
 #[test]

@@ -12,28 +12,33 @@
 //!   next to it and renamed into place, so it is there complete or not at all.
 //! - `serve` opens it with SQLite's `immutable=1` (read-only, no locks, no
 //!   journal, no `-wal`/`-shm` created): nothing in the image is written.
-//! - Its `meta` table says what lower dir it describes: `image_lower_entries`
-//!   (store-path-shaped names in the lower dir at build time, which may exceed
-//!   the indexed paths), `image_path_count` (indexed paths) and
-//!   `image_names_digest` (sha256 over `base name SP nar size LF` of every
-//!   indexed path, sorted by base name).
+//! - Its `meta` table says what lower dir it describes: `image_id` (random,
+//!   32 hex digits, also written to `<lower dir>/.snix-lower-store/id`),
+//!   `image_lower_entries` (store-path-shaped names in the lower dir at build
+//!   time, which may exceed the indexed paths), `image_path_count` (indexed
+//!   paths) and `image_names_digest` (sha256 over `base name SP nar size LF`
+//!   of every indexed path, sorted by base name). With `--output` outside a
+//!   lower dir that cannot be written, the index has no `image_id`.
 //!
-//! Mismatch check at start (an index of image A inside image B): one readdir
-//! of the lower dir counting store-path-shaped names, compared with
-//! `image_lower_entries`, then 256 indexed paths spread evenly over the id
-//! range (ids follow base names) must exist in the lower dir. This costs one
-//! readdir without sorting or hashing names, plus 256 stats and 256 primary
-//! key lookups. It catches any other image (another closure differs in count
-//! or, with the same count, almost surely in a sampled name); it does not
-//! catch one object swapped for another of the same count off the sample,
-//! which is what `verify` is for. Recomputing the names digest would need the
-//! NAR sizes, which a readdir does not give, so it is kept for `verify` and
-//! for tooling that compares images, not for start-up. Measured on this
-//! project's build machine (ext4, 1M empty files named like store paths, warm
-//! cache): listing the names takes about 0.7 s and sorting them another 0.6 s
-//! (Python's os.listdir and list.sort, a rough proxy), so a digest of the
-//! sorted names would spend most of the 1 s start-up budget; counting alone
-//! is the listing.
+//! Mismatch check at start (an index of image A inside image B), cost
+//! independent of the store's size by default ([`ImageCheck::Sample`]):
+//! 1. the lower dir's id file must hold the index's `image_id` (refuses an
+//!    index file copied alone into another image, or left from an earlier
+//!    build);
+//! 2. [`SAMPLE`] indexed paths spread evenly over the id range (ids follow
+//!    base names) must exist, and one `lstat` each must fit the recorded NAR
+//!    size: a regular file or symlink has exactly the NAR size its length
+//!    (and executable bit) gives, a directory at least an empty one's
+//!    (refuses a whole `.snix-lower-store` dir copied into another image: its
+//!    names are not there, or not with those sizes).
+//!
+//! [`ImageCheck::Full`] (`serve --image-check full`), and any index without
+//! an `image_id` (built before ids), add one readdir of the lower dir counting
+//! store-path-shaped names against `image_lower_entries`: about 0.2–0.4 s for
+//! 200k names, so it is opt-in. Neither check catches one object swapped for
+//! another of the same name and size off the sample; `verify` does. The names
+//! digest would need a sorted listing and the NAR sizes, so it is kept for
+//! `verify` and tooling that compares images, not for start-up.
 
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
@@ -48,8 +53,12 @@ use crate::store::StorePath;
 pub const IMAGE_INDEX_DIR: &str = ".snix-lower-store";
 /// File name of the image's index inside [`IMAGE_INDEX_DIR`].
 pub const IMAGE_INDEX_FILE: &str = "index";
-/// How many indexed paths are checked for presence at start.
-const SAMPLE: i64 = 256;
+/// File name of the image id inside [`IMAGE_INDEX_DIR`] of the lower dir.
+pub const IMAGE_ID_FILE: &str = "id";
+/// How many indexed paths are checked (kind and NAR size) at start.
+const SAMPLE: i64 = 1024;
+/// The most bytes read from an id file (an id is 32 hex digits and a newline).
+const ID_FILE_MAX: u64 = 256;
 
 /// Where an image keeps its own index: `<lower dir>/.snix-lower-store/index`.
 pub fn default_location(lower_dir: &Path) -> PathBuf {
@@ -137,7 +146,8 @@ fn build_in(
         path: lower.root().to_owned(),
         source,
     })?;
-    let paths = seal(tmp, lower_entries)?;
+    let id = write_id(tmp, output, lower)?;
+    let paths = seal(tmp, lower_entries, id.as_deref())?;
     let db = tmp.join(INDEX_FILE);
     std::fs::rename(&db, output).map_err(|source| ImageError::Io {
         what: "moving the index into place at",
@@ -145,6 +155,50 @@ fn build_in(
         source,
     })?;
     Ok(BuildReport { paths, lower_entries })
+}
+
+/// Writes a new image id to `<lower>/.snix-lower-store/id` (beside `tmp`,
+/// renamed into place) and returns it. With `--output` elsewhere and a lower
+/// dir that cannot be written, the index gets no id (a warning says `serve`
+/// will list the lower dir at start).
+fn write_id(tmp: &Path, output: &Path, lower: &LowerDir) -> Result<Option<String>, ImageError> {
+    let target = id_location(lower.root());
+    let id = new_id().map_err(|source| ImageError::Io {
+        what: "reading /dev/urandom for the image id of",
+        path: target.clone(),
+        source,
+    })?;
+    let write = |dir: &Path| -> std::io::Result<()> {
+        std::fs::create_dir_all(target.parent().unwrap_or(Path::new(".")))?;
+        let staged = dir.join(format!(".id-{}", std::process::id()));
+        std::fs::write(&staged, format!("{id}\n"))?;
+        std::fs::rename(&staged, &target)
+    };
+    // Staged in `tmp` when it is on the lower dir's file system (the default
+    // location), else in the id's own directory.
+    let same_dir = output.parent() == target.parent();
+    let staged_in = if same_dir {
+        tmp.to_owned()
+    } else {
+        target.parent().unwrap_or(Path::new(".")).to_owned()
+    };
+    match write(&staged_in) {
+        Ok(()) => Ok(Some(id)),
+        Err(source) if same_dir => Err(ImageError::Io {
+            what: "writing the image id to",
+            path: target,
+            source,
+        }),
+        Err(e) => {
+            tracing::warn!(
+                id = %target.display(),
+                error = %e,
+                "cannot write the image id into the lower dir: the index gets no id, and `serve` will list \
+                 the whole lower dir at start to check it"
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// Whether `name` looks like a store path base name (`<32 nix32 chars>-<name>`).
@@ -186,7 +240,7 @@ fn hex(b: &[u8]) -> String {
 /// Turns the freshly imported `index.sqlite` in `tmp` into a self-contained
 /// image index: identity in `meta`, rollback journal, vacuumed. Returns the
 /// number of indexed paths.
-pub fn seal(tmp: &Path, lower_entries: u64) -> Result<u64, ImageError> {
+pub fn seal(tmp: &Path, lower_entries: u64, id: Option<&str>) -> Result<u64, ImageError> {
     let db = tmp.join(INDEX_FILE);
     let err = |source| IndexError::Sqlite {
         path: db.clone(),
@@ -198,7 +252,10 @@ pub fn seal(tmp: &Path, lower_entries: u64) -> Result<u64, ImageError> {
         ("image_lower_entries", lower_entries.to_string()),
         ("image_path_count", count.to_string()),
         ("image_names_digest", digest),
-    ] {
+    ]
+    .into_iter()
+    .chain(id.map(|id| ("image_id", id.to_owned())))
+    {
         c.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
             params![k, v],
@@ -223,20 +280,31 @@ pub fn seal(tmp: &Path, lower_entries: u64) -> Result<u64, ImageError> {
     Ok(count)
 }
 
+/// How much of the lower dir `serve` checks against an image index at start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImageCheck {
+    /// The image id, then [`SAMPLE`] indexed paths (kind and NAR size):
+    /// cost independent of the store's size.
+    #[default]
+    Sample,
+    /// As `sample`, plus one listing of the whole lower dir whose count of
+    /// store-path-shaped names must equal the count at build time.
+    Full,
+}
+
 /// Opens an image index read-only (`immutable=1`) and checks it belongs to
 /// `lower` (see the module header).
-pub fn open_checked(index: &Path, store_dir: &str, lower: &LowerDir) -> Result<PathInfoIndex, ImageError> {
+pub fn open_checked(
+    index: &Path,
+    store_dir: &str,
+    lower: &LowerDir,
+    check: ImageCheck,
+) -> Result<PathInfoIndex, ImageError> {
     // The file exists (the caller checked): no tables means it is no index.
     let idx = PathInfoIndex::open_immutable(index, store_dir).map_err(|e| match e {
         IndexError::Missing(_) => ImageError::NotAnImage(index.to_owned()),
         e => e.into(),
     })?;
-    let meta = |k: &'static str| {
-        move |c: &Connection| {
-            c.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get::<_, String>(0))
-                .optional()
-        }
-    };
     let entries = idx.with_conn(meta("image_lower_entries"))?;
     let Some(entries) = entries.and_then(|e| e.parse::<u64>().ok()) else {
         return Err(ImageError::NotAnImage(index.to_owned()));
@@ -246,49 +314,200 @@ pub fn open_checked(index: &Path, store_dir: &str, lower: &LowerDir) -> Result<P
         lower: lower.root().to_owned(),
         why,
     };
-    let found = count_lower_entries(lower.root()).map_err(|source| ImageError::Io {
-        what: "listing the lower dir",
-        path: lower.root().to_owned(),
-        source,
-    })?;
-    if found != entries {
-        return Err(mismatch(format!(
-            "the index was built over {entries} store paths, the lower dir holds {found}"
-        )));
-    }
-    for p in sample(&idx)? {
-        if lower.check_present(&p).is_err() {
+    let list = match idx.with_conn(meta("image_id"))? {
+        Some(id) => {
+            check_id(&id, lower).map_err(mismatch)?;
+            check == ImageCheck::Full
+        }
+        None => {
+            tracing::info!(
+                index = %index.display(),
+                "the image index has no image id (built by an older build-index): checking it by listing \
+                 the whole lower dir; rebuild it with build-index for a start-up check that does not list"
+            );
+            true
+        }
+    };
+    if list {
+        let found = count_lower_entries(lower.root()).map_err(|source| ImageError::Io {
+            what: "listing the lower dir",
+            path: lower.root().to_owned(),
+            source,
+        })?;
+        if found != entries {
             return Err(mismatch(format!(
-                "indexed path {} is not in the lower dir",
-                p.base_name()
+                "the index was built over {entries} store paths, the lower dir holds {found}"
             )));
         }
+    }
+    for (p, nar_size) in sample(&idx)? {
+        check_object(lower, &p, nar_size).map_err(mismatch)?;
     }
     Ok(idx)
 }
 
-/// Up to [`SAMPLE`] indexed paths spread evenly over the id range.
-fn sample(idx: &PathInfoIndex) -> Result<Vec<StorePath>, IndexError> {
+/// Reads one `meta` value.
+fn meta(k: &'static str) -> impl FnOnce(&Connection) -> rusqlite::Result<Option<String>> {
+    move |c| {
+        c.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get::<_, String>(0))
+            .optional()
+    }
+}
+
+/// Where the image id lives in the lower dir: next to the default index.
+pub fn id_location(lower_dir: &Path) -> PathBuf {
+    lower_dir.join(IMAGE_INDEX_DIR).join(IMAGE_ID_FILE)
+}
+
+/// A fresh random image id: 32 hex digits from the kernel's random source.
+fn new_id() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(hex(&b))
+}
+
+/// The lower dir's id file must hold the index's `image_id`. Errors are the
+/// reason of a mismatch.
+fn check_id(want: &str, lower: &LowerDir) -> Result<(), String> {
+    use std::io::Read;
+    let path = id_location(lower.root());
+    let mut buf = Vec::new();
+    match std::fs::File::open(&path) {
+        // Bounded: an id is 32 hex digits and a newline.
+        Ok(f) => f.take(ID_FILE_MAX).read_to_end(&mut buf),
+        Err(e) => Err(e),
+    }
+    .map_err(|e| {
+        format!(
+            "the index has image id {want}, and the lower dir's {} cannot be read ({e})",
+            path.display()
+        )
+    })?;
+    let got = String::from_utf8_lossy(&buf);
+    if got.trim_end() != want {
+        return Err(format!(
+            "the index has image id {want}, the lower dir's {} holds {:?}",
+            path.display(),
+            got.trim_end()
+        ));
+    }
+    Ok(())
+}
+
+/// Up to [`SAMPLE`] indexed paths with their NAR sizes, spread evenly over
+/// the id range.
+fn sample(idx: &PathInfoIndex) -> Result<Vec<(StorePath, u64)>, IndexError> {
     idx.with_conn(|c| {
         let (lo, hi): (Option<i64>, Option<i64>) =
             c.query_row("SELECT min(id), max(id) FROM paths", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let (Some(lo), Some(hi)) = (lo, hi) else {
             return Ok(Vec::new());
         };
-        let mut st = c.prepare_cached("SELECT id, base_name FROM paths WHERE id >= ?1 ORDER BY id LIMIT 1")?;
+        let mut st =
+            c.prepare_cached("SELECT id, base_name, nar_size FROM paths WHERE id >= ?1 ORDER BY id LIMIT 1")?;
         let step = ((hi - lo) / SAMPLE).max(1);
         let mut out = Vec::new();
         let mut at = lo;
         while at <= hi && (out.len() as i64) < SAMPLE {
-            let Some((id, name)) = st
-                .query_row([at], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            let Some((id, name, size)) = st
+                .query_row([at], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                })
                 .optional()?
             else {
                 break;
             };
-            out.push(super::parse_stored(name)?);
+            out.push((super::parse_stored(name)?, u64::try_from(size).unwrap_or(0)));
             at = id.max(at) + step;
         }
         Ok(out)
     })
+}
+
+/// The object of `p` exists, and its kind fits its recorded NAR size: a
+/// regular file or symlink has exactly the NAR size its length gives, a
+/// directory at least an empty directory's. One `lstat`, no reading.
+fn check_object(lower: &LowerDir, p: &StorePath, nar_size: u64) -> Result<(), String> {
+    let meta = match std::fs::symlink_metadata(lower.object(p)) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("indexed path {} is not in the lower dir", p.base_name()));
+        }
+        Err(e) => return Err(format!("indexed path {} cannot be read: {e}", p.base_name())),
+    };
+    let (kind, fits) = match nar_size_of(&meta) {
+        NarSize::Exact(n) => (
+            if meta.is_symlink() { "symlink" } else { "regular file" },
+            n == nar_size,
+        ),
+        NarSize::AtLeast(n) => ("directory", nar_size >= n),
+    };
+    if fits {
+        return Ok(());
+    }
+    Err(format!(
+        "indexed path {} has NAR size {nar_size}, which the lower dir's {kind} of {} bytes cannot have",
+        p.base_name(),
+        meta.len()
+    ))
+}
+
+/// What an object's metadata says about its NAR size.
+#[derive(Debug, PartialEq, Eq)]
+enum NarSize {
+    Exact(u64),
+    AtLeast(u64),
+}
+
+/// The NAR size of a regular file or symlink from its length (and the
+/// executable bit), the least NAR size of a directory. A NAR string is a
+/// u64 length then the bytes padded to 8; the fixed strings around a file's
+/// contents or a symlink's target add up to 112 bytes, `executable` and its
+/// empty value 32 more, an empty directory is 96.
+fn nar_size_of(meta: &std::fs::Metadata) -> NarSize {
+    use std::os::unix::fs::PermissionsExt;
+    let padded = |n: u64| n.div_ceil(8) * 8;
+    if meta.is_dir() {
+        NarSize::AtLeast(96)
+    } else if meta.is_symlink() {
+        NarSize::Exact(112 + padded(meta.len()))
+    } else {
+        let exec = if meta.permissions().mode() & 0o100 != 0 { 32 } else { 0 };
+        NarSize::Exact(112 + exec + padded(meta.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn real(p: &Path) -> u64 {
+        crate::store::nar::nar_hash(p).unwrap().1
+    }
+
+    #[test]
+    fn nar_size_from_metadata_matches_the_nar_writer() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        for n in [0usize, 1, 7, 8, 9, 4096, 4097] {
+            for exec in [false, true] {
+                let f = t.path().join(format!("f{n}{exec}"));
+                std::fs::write(&f, vec![b'a'; n]).unwrap();
+                let mode = if exec { 0o755 } else { 0o644 };
+                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+                let m = std::fs::symlink_metadata(&f).unwrap();
+                assert_eq!(nar_size_of(&m), NarSize::Exact(real(&f)), "{n} {exec}");
+            }
+            let l = t.path().join(format!("l{n}"));
+            std::os::unix::fs::symlink("b".repeat(n.clamp(1, 4000)), &l).unwrap();
+            let m = std::fs::symlink_metadata(&l).unwrap();
+            assert_eq!(nar_size_of(&m), NarSize::Exact(real(&l)), "symlink {n}");
+        }
+        let d = t.path().join("d");
+        std::fs::create_dir(&d).unwrap();
+        assert_eq!(nar_size_of(&std::fs::metadata(&d).unwrap()), NarSize::AtLeast(real(&d)));
+        std::fs::write(d.join("x"), b"x").unwrap();
+        assert!(real(&d) > 96);
+    }
 }
