@@ -176,25 +176,7 @@ async fn trailing_garbage_closes_only_that_connection() {
 async fn disconnect_mid_nar_ends_the_task() {
     let f = Fixture::new();
     // One large object so the NAR is still streaming when we hang up.
-    let big = f.lower.join("big-tmp");
-    std::fs::write(&big, vec![7u8; 64 << 20]).unwrap();
-    let (h, n) = snix_lower_store::store::nar::nar_hash(&big).unwrap();
-    let p = snix_lower_store::demo::text_path(&f.sd, "big", b"big", &[]);
-    std::fs::rename(&big, f.lower.join(p.base_name())).unwrap();
-    let mut entries = f.entries.clone();
-    entries.push(snix_lower_store::index::import::NewPath {
-        path: p.clone(),
-        nar_hash: h,
-        nar_size: n,
-        references: vec![],
-        deriver: None,
-        registration_time: None,
-        ultimate: false,
-        sigs: vec![],
-        ca: None,
-    });
-    let lower = snix_lower_store::lower::LowerDir::open(&f.lower).unwrap();
-    snix_lower_store::index::import::import(&f.state, &f.sd, &lower, entries, Default::default()).unwrap();
+    let (p, _) = index_with_big_object(&f, 64 << 20);
     let server = f.serve().await;
     for _ in 0..5 {
         let mut c = Client::connect(&f.socket, 38).await.unwrap();
@@ -428,8 +410,32 @@ async fn drain_waits_for_a_request_in_flight() {
     const BOUND: Duration = Duration::from_millis(100);
     let f = Fixture::new();
     // Larger than the socket buffers, so the reply cannot be written until read.
+    let (p, nar_size) = index_with_big_object(&f, 16 << 20);
+    let server = f.serve().await;
+    assert!(server.drain(Duration::ZERO).await, "nothing in flight yet");
+    let mut c = Client::connect(&f.socket, 38).await.unwrap();
+    let mut a = WireBuf::default();
+    a.u64(38).str(&f.sd.display(&p));
+    c.w.write_all(&a.0).await.unwrap();
+    c.stderr().await.unwrap();
+    let t0 = Instant::now();
+    assert!(!server.drain(BOUND).await, "drain returned true with a NAR unsent");
+    assert!(t0.elapsed() >= BOUND, "drain gave up before its bound");
+    let waiting = tokio::spawn({
+        let server = server.clone();
+        async move { server.drain(POLL_DEADLINE).await }
+    });
+    let mut nar = vec![0u8; nar_size as usize];
+    c.r.get_mut().read_exact(&mut nar).await.unwrap();
+    assert!(waiting.await.unwrap(), "drain did not see the request finish");
+    assert_eq!(server.stats.in_flight.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+/// Indexes the fixture plus one object of `size` bytes (a NAR that is still
+/// streaming when a test acts) and returns its path and NAR size.
+fn index_with_big_object(f: &Fixture, size: usize) -> (snix_lower_store::store::StorePath, u64) {
     let big = f.lower.join("big-tmp");
-    std::fs::write(&big, vec![7u8; 16 << 20]).unwrap();
+    std::fs::write(&big, vec![7u8; size]).unwrap();
     let (h, n) = snix_lower_store::store::nar::nar_hash(&big).unwrap();
     let p = snix_lower_store::demo::text_path(&f.sd, "big", b"big", &[]);
     std::fs::rename(&big, f.lower.join(p.base_name())).unwrap();
@@ -447,22 +453,5 @@ async fn drain_waits_for_a_request_in_flight() {
     });
     let lower = snix_lower_store::lower::LowerDir::open(&f.lower).unwrap();
     snix_lower_store::index::import::import(&f.state, &f.sd, &lower, entries, Default::default()).unwrap();
-    let server = f.serve().await;
-    assert!(server.drain(Duration::ZERO).await, "nothing in flight yet");
-    let mut c = Client::connect(&f.socket, 38).await.unwrap();
-    let mut a = WireBuf::default();
-    a.u64(38).str(&f.sd.display(&p));
-    c.w.write_all(&a.0).await.unwrap();
-    c.stderr().await.unwrap();
-    let t0 = Instant::now();
-    assert!(!server.drain(BOUND).await, "drain returned true with a NAR unsent");
-    assert!(t0.elapsed() >= BOUND, "drain gave up before its bound");
-    let waiting = tokio::spawn({
-        let server = server.clone();
-        async move { server.drain(POLL_DEADLINE).await }
-    });
-    let mut nar = vec![0u8; n as usize];
-    c.r.get_mut().read_exact(&mut nar).await.unwrap();
-    assert!(waiting.await.unwrap(), "drain did not see the request finish");
-    assert_eq!(server.stats.in_flight.load(std::sync::atomic::Ordering::Relaxed), 0);
+    (p, n)
 }

@@ -486,12 +486,10 @@ pub fn import_with_realisations(
     state_dir: &Path,
     sd: &StoreDir,
     lower: &LowerDir,
-    mut batch: Vec<NewPath>,
+    batch: Vec<NewPath>,
     realisations: Vec<NewRealisation>,
     opts: ImportOptions,
 ) -> Result<ImportReport, ImportError> {
-    // Content addresses proven from the store paths, before any validation.
-    ca_proof::prove_missing_cas(&mut batch, sd, lower.root(), opts.ca_proof);
     let db_path = state_dir.join(INDEX_FILE);
     let sql = sql_error(&db_path);
     let mut conn = open_for_import(state_dir, sd, &db_path)?;
@@ -527,6 +525,11 @@ pub fn import_with_realisations(
     }
     // Insert in path order so ids follow base names (better locality for scans).
     new_paths.sort_by(|a, b| a.path.cmp(&b.path));
+    // Content addresses proven for the paths being added only: re-importing
+    // an indexed store (the NixOS import unit, at every boot) reads no file.
+    let mut to_add: Vec<NewPath> = new_paths.iter().map(|e| (*e).clone()).collect();
+    ca_proof::prove_missing_cas(&mut to_add, sd, lower.root(), opts.ca_proof);
+    let new_paths: Vec<&NewPath> = to_add.iter().collect();
     let (ids, drv_outputs) = insert_paths(&tx, sd, lower, &new_paths, &mut problems).map_err(sql)?;
     insert_references(&tx, &new_paths, &ids, &outside_ids).map_err(sql)?;
     insert_derivation_outputs(&tx, sd, &drv_outputs, &mut problems).map_err(sql)?;
