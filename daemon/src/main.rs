@@ -160,6 +160,10 @@ struct ServeArgs {
         default_value = "with-drv"
     )]
     grpc_deriver_name: snix_lower_store::grpc::convert::DeriverName,
+    /// With --path-info-service: content addresses proven for path infos
+    /// that come without one, as `import` does.
+    #[command(flatten)]
+    ca_proof: CaProofArgs,
     /// Deadline of each call to the PathInfoService (List gets 60 times it).
     #[arg(long, env = "SNIX_LOWER_STORE_GRPC_TIMEOUT", value_parser = systemd::parse_duration, default_value = "5s")]
     grpc_timeout: Duration,
@@ -214,6 +218,15 @@ struct SourceArgs {
     /// Re-hash each new path's NAR from the lower dir.
     #[arg(long, env = "SNIX_LOWER_STORE_CHECK_CONTENT")]
     check_content: bool,
+    #[command(flatten)]
+    ca_proof: CaProofArgs,
+}
+
+// Content addresses proven where a path info has none: at import and
+// build-index (a registration has none), and in `serve` for path infos from
+// a PathInfoService (snix-store copy drops them).
+#[derive(Args)]
+struct CaProofArgs {
     /// Derive no content address: entries keep the `ca` they come with (a
     /// registration has none). By default a `ca` is recorded for an entry
     /// without one when its store path proves it: `fixed:r:sha256` from the
@@ -225,6 +238,19 @@ struct SourceArgs {
     #[arg(long, env = "SNIX_LOWER_STORE_CA_PROOF_MAX_FILE_SIZE", value_name = "BYTES",
           default_value_t = snix_lower_store::store::ca_proof::DEFAULT_MAX_FILE_SIZE)]
     ca_proof_max_file_size: u64,
+}
+
+impl CaProofArgs {
+    fn options(&self) -> CaProofOptions {
+        if self.no_ca_proof {
+            CaProofOptions::OFF
+        } else {
+            CaProofOptions {
+                from_nar_hash: true,
+                max_file_size: self.ca_proof_max_file_size,
+            }
+        }
+    }
 }
 
 // `build-index`: a source, the lower dir it describes, and where to write
@@ -517,9 +543,15 @@ async fn serve_store(args: &ServeArgs) -> Result<LowerStore> {
     };
     let sd = store_dir(&args.store.store_dir)?;
     let lower = LowerDir::open(&args.lower_dir).map_err(anyhow::Error::msg)?;
-    let g = snix_lower_store::grpc::client::GrpcBackend::connect(addr, lower.clone(), sd.clone(), args.grpc_timeout)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let g = snix_lower_store::grpc::client::GrpcBackend::connect_with(
+        addr,
+        lower.clone(),
+        sd.clone(),
+        args.grpc_timeout,
+        args.ca_proof.options(),
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     g.spawn_refresh_loop(args.refresh_interval);
     Ok(LowerStore {
         backend: snix_lower_store::backend::grpc(g),
@@ -636,17 +668,9 @@ fn read_source(src: &SourceArgs, sd: &StoreDir) -> Result<(Vec<import::NewPath>,
 
 /// The checks `--check-content` and the content-address proof flags ask for.
 fn import_options(src: &SourceArgs) -> ImportOptions {
-    let ca_proof = if src.no_ca_proof {
-        CaProofOptions::OFF
-    } else {
-        CaProofOptions {
-            from_nar_hash: true,
-            max_file_size: src.ca_proof_max_file_size,
-        }
-    };
     ImportOptions {
         check_content: src.check_content,
-        ca_proof,
+        ca_proof: src.ca_proof.options(),
     }
 }
 

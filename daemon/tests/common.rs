@@ -94,3 +94,37 @@ impl Fixture {
         server
     }
 }
+
+/// The vectors real Nix made (daemon/tests/data/ca-proof-vectors.json) as a
+/// lower dir with their contents and a `nix-store --dump-db` registration.
+pub fn nix_made_lower(root: &std::path::Path) -> (serde_json::Value, String) {
+    let doc: serde_json::Value = serde_json::from_str(include_str!("data/ca-proof-vectors.json")).unwrap();
+    let mut reg = String::new();
+    for e in doc["entries"].as_array().unwrap() {
+        let path = e["path"].as_str().unwrap();
+        let obj = root.join(path.rsplit('/').next().unwrap());
+        if let Some(text) = e["file"].as_str() {
+            std::fs::write(&obj, text).unwrap();
+        }
+        for (rel, what) in e["dir"].as_object().into_iter().flatten() {
+            let at = obj.join(rel);
+            std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+            match what.as_str().unwrap().strip_prefix("->") {
+                Some(target) => std::os::unix::fs::symlink(target, &at).unwrap(),
+                None => std::fs::write(&at, what.as_str().unwrap()).unwrap(),
+            }
+        }
+        let refs = e["references"].as_array().unwrap();
+        reg.push_str(&format!(
+            "{path}\n{}\n{}\n\n{}\n",
+            &e["narHash"].as_str().unwrap()["sha256:".len()..],
+            e["narSize"],
+            refs.len()
+        ));
+        for r in refs {
+            reg.push_str(r.as_str().unwrap());
+            reg.push('\n');
+        }
+    }
+    (doc, reg)
+}

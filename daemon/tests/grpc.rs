@@ -319,3 +319,47 @@ async fn deriver_name_on_the_wire_and_read_back_exactly() {
         assert_eq!(b.valid_derivers(&e.path).await.unwrap(), vec![want.clone()]);
     }
 }
+
+/// A PathInfoService holding no `ca` (as snix-store's `copy` leaves it):
+/// through our gRPC client, text, source and flat sha256 paths get exactly
+/// the `ca` real Nix recorded, from the store path's own proof; the others
+/// none; with proving off, none at all. Asked twice, the answer is the same
+/// (the second from the cache).
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_backend_proves_content_addresses_the_service_lacks() {
+    use snix_lower_store::index::import::{self, ImportOptions};
+    use snix_lower_store::store::ca_proof::CaProofOptions;
+    let f = Fixture::new();
+    let (doc, reg) = common::nix_made_lower(&f.lower);
+    let batch = import::parse_registration(&reg, &f.sd, "reg").unwrap();
+    let lower = LowerDir::open(&f.lower).unwrap();
+    let off = ImportOptions {
+        ca_proof: CaProofOptions::OFF,
+        ..Default::default()
+    };
+    import::import(&f.state, &f.sd, &lower, batch, off).unwrap();
+    let index_server = f.serve().await;
+    let grpc_sock = f.dir.path().join("grpc.sock");
+    let _g = GrpcServer::start(index_server, format!("unix://{}", grpc_sock.display()));
+    wait_for(&grpc_sock).await;
+    let addr = format!("grpc+unix://{}", grpc_sock.display());
+    let deadline = Duration::from_secs(5);
+    let proving = GrpcBackend::connect(&addr, lower.clone(), f.sd.clone(), deadline)
+        .await
+        .unwrap();
+    let plain = GrpcBackend::connect_with(&addr, lower.clone(), f.sd.clone(), deadline, CaProofOptions::OFF)
+        .await
+        .unwrap();
+    let mut proven = 0;
+    for e in doc["entries"].as_array().unwrap() {
+        let p = f.sd.parse(e["path"].as_str().unwrap()).unwrap();
+        let want = (e["kind"] != "unprovable").then(|| e["nix_ca"].as_str().unwrap().to_owned());
+        for round in 0..2 {
+            let got = proving.path_info(&p).await.unwrap().unwrap().ca;
+            assert_eq!(got, want, "{p} (round {round})");
+        }
+        assert_eq!(plain.path_info(&p).await.unwrap().unwrap().ca, None, "{p}");
+        proven += usize::from(want.is_some());
+    }
+    assert_eq!(proven, 7);
+}

@@ -320,40 +320,6 @@ fn v2_content_address_with_a_wrong_digest_length_is_refused() {
     }
 }
 
-/// The vectors real Nix made (daemon/tests/data/ca-proof-vectors.json) as a
-/// lower dir with their contents and a `nix-store --dump-db` registration.
-fn nix_made_lower(root: &std::path::Path) -> (serde_json::Value, String) {
-    let doc: serde_json::Value = serde_json::from_str(include_str!("data/ca-proof-vectors.json")).unwrap();
-    let mut reg = String::new();
-    for e in doc["entries"].as_array().unwrap() {
-        let path = e["path"].as_str().unwrap();
-        let obj = root.join(path.rsplit('/').next().unwrap());
-        if let Some(text) = e["file"].as_str() {
-            std::fs::write(&obj, text).unwrap();
-        }
-        for (rel, what) in e["dir"].as_object().into_iter().flatten() {
-            let at = obj.join(rel);
-            std::fs::create_dir_all(at.parent().unwrap()).unwrap();
-            match what.as_str().unwrap().strip_prefix("->") {
-                Some(target) => std::os::unix::fs::symlink(target, &at).unwrap(),
-                None => std::fs::write(&at, what.as_str().unwrap()).unwrap(),
-            }
-        }
-        let refs = e["references"].as_array().unwrap();
-        reg.push_str(&format!(
-            "{path}\n{}\n{}\n\n{}\n",
-            &e["narHash"].as_str().unwrap()["sha256:".len()..],
-            e["narSize"],
-            refs.len()
-        ));
-        for r in refs {
-            reg.push_str(r.as_str().unwrap());
-            reg.push('\n');
-        }
-    }
-    (doc, reg)
-}
-
 /// A registration carries no `ca`; imported from it, text, source and flat
 /// sha256 paths get exactly the `ca` Nix recorded, the others none.
 #[test]
@@ -361,7 +327,7 @@ fn registration_import_proves_content_addresses_nix_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let lower_dir = dir.path().join("store");
     std::fs::create_dir(&lower_dir).unwrap();
-    let (doc, reg) = nix_made_lower(&lower_dir);
+    let (doc, reg) = common::nix_made_lower(&lower_dir);
     let sd = snix_lower_store::store::StoreDir::new("/nix/store").unwrap();
     let batch = import::parse_registration(&reg, &sd, "reg").unwrap();
     assert!(batch.iter().all(|e| e.ca.is_none()));

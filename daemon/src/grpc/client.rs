@@ -11,6 +11,12 @@
 //! ambiguous name, `x.drv` that may be a recursive-Nix `x.drv.drv` stored
 //! without its last ".drv", is settled by the snapshot: the reading the
 //! backend holds wins, else `x.drv`.
+//!
+//! A path info without a `ca` whose store path proves one (snix-store's
+//! `copy` drops every `ca`) gets it as `import` would (`store::ca_proof`):
+//! from the NAR hash on the calling thread, from a small file's contents
+//! through `blocking::run`. Results are kept per path and NAR hash (bounded),
+//! so a text path's file is read once, not per query.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -26,6 +32,7 @@ use super::Address;
 use crate::backend::Result;
 use crate::index::PathInfo;
 use crate::lower::LowerDir;
+use crate::store::ca_proof::{self, CaProofOptions, Claim};
 use crate::store::hash::nix32_decode_vec;
 use crate::store::{NarHash, StoreDir, StorePath};
 
@@ -51,7 +58,15 @@ struct Inner {
     last_error: Mutex<Option<String>>,
     /// Parsed outputs of derivations, which never change.
     drv_outputs: Mutex<HashMap<StorePath, crate::store::drv::OutputMap>>,
+    /// Which content addresses are proven for path infos that have none.
+    ca_proof: CaProofOptions,
+    /// Proofs already made: path -> (the NAR hash proven for, its `ca`).
+    proven: Mutex<HashMap<StorePath, (NarHash, Option<String>)>>,
 }
+
+/// Most proofs kept; past it the cache starts again (a proof is cheap to
+/// redo, the bound only keeps memory flat on a store of millions of paths).
+const MAX_PROVEN: usize = 1 << 16;
 
 /// The deriver `d` as read, or its recursive-Nix reading `d.drv` when only
 /// that one is among the `known` paths (they share the digest, so at most
@@ -110,11 +125,24 @@ fn channel(addr: &Address, deadline: Duration) -> std::result::Result<Channel, G
 impl GrpcBackend {
     /// Connect and take the first snapshot; an unreachable service is an
     /// error here, so the daemon never reports READY without its backend.
+    /// Content addresses are proven with the default options.
     pub async fn connect(
         address: &str,
         lower: LowerDir,
         store_dir: StoreDir,
         deadline: Duration,
+    ) -> std::result::Result<Self, GrpcError> {
+        Self::connect_with(address, lower, store_dir, deadline, CaProofOptions::default()).await
+    }
+
+    /// As `connect`, proving missing content addresses as `ca_proof` says
+    /// (`CaProofOptions::OFF`: every path info keeps the `ca` it came with).
+    pub async fn connect_with(
+        address: &str,
+        lower: LowerDir,
+        store_dir: StoreDir,
+        deadline: Duration,
+        ca_proof: CaProofOptions,
     ) -> std::result::Result<Self, GrpcError> {
         let addr = Address::parse(address)?;
         let client = PathInfoServiceClient::new(channel(&addr, deadline)?).max_decoding_message_size(64 << 20);
@@ -129,6 +157,8 @@ impl GrpcBackend {
             last_attempt: Mutex::new(None),
             last_error: Mutex::new(None),
             drv_outputs: Mutex::new(HashMap::new()),
+            ca_proof,
+            proven: Mutex::new(HashMap::new()),
         }));
         b.list_into_snapshot_recorded()
             .await
@@ -194,11 +224,70 @@ impl GrpcBackend {
                     from_snix(r.into_inner()).map_err(|e| self.convert_err(&format!("Get {hash_part}"), e))?;
                 // The snapshot as it is (no refresh): cheap, and the simple rule otherwise.
                 info.deriver = info.deriver.map(|d| settle_deriver(d, &self.snap().known));
+                if info.ca.is_none() {
+                    info.ca = self.proven_ca(&info).await;
+                }
                 Ok(Some(info))
             }
             Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
             Err(s) => Err(self.err(&format!("Get {hash_part}"), s).into()),
         }
+    }
+
+    /// The `ca` that `info`'s store path proves, if any (see the module
+    /// doc): from the cache, else proven and remembered.
+    async fn proven_ca(&self, info: &PathInfo) -> Option<String> {
+        let opts = self.0.ca_proof;
+        if opts == CaProofOptions::OFF {
+            return None;
+        }
+        if let Some((h, ca)) = self.0.proven.lock().unwrap_or_else(|e| e.into_inner()).get(&info.path) {
+            if *h == info.nar_hash {
+                return ca.clone();
+            }
+        }
+        let ca = self.prove(info, opts).await;
+        let mut proven = self.0.proven.lock().unwrap_or_else(|e| e.into_inner());
+        if proven.len() >= MAX_PROVEN {
+            proven.clear();
+        }
+        proven.insert(info.path.clone(), (info.nar_hash, ca.clone()));
+        ca
+    }
+
+    /// One proof: the NAR hash inline (pure hashing of a short string), a
+    /// file's contents off the async threads.
+    async fn prove(&self, info: &PathInfo, opts: CaProofOptions) -> Option<String> {
+        let claim = Claim {
+            path: &info.path,
+            references: &info.references,
+            nar_hash: &info.nar_hash,
+            nar_size: info.nar_size,
+        };
+        if let Some(ca) = ca_proof::prove_from_nar_hash(&claim, &self.0.store_dir, opts) {
+            return Some(ca);
+        }
+        if !claim.needs_file(opts) {
+            return None;
+        }
+        let (path, references, nar_hash, nar_size) =
+            (info.path.clone(), info.references.clone(), info.nar_hash, info.nar_size);
+        let sd = self.0.store_dir.clone();
+        let root = self.0.lower.root().to_path_buf();
+        let file_only = CaProofOptions {
+            from_nar_hash: false,
+            ..opts
+        };
+        crate::blocking::run(move || {
+            let claim = Claim {
+                path: &path,
+                references: &references,
+                nar_hash: &nar_hash,
+                nar_size,
+            };
+            ca_proof::prove_path(&claim, &sd, &root, file_only)
+        })
+        .await
     }
 
     pub async fn path_info(&self, p: &StorePath) -> Result<Option<PathInfo>> {

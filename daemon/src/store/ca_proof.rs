@@ -8,6 +8,9 @@
 //! `makeFixedOutputPathFromCA` does) gives exactly the registered path. A
 //! wrong guess therefore never becomes a `ca`: it simply does not match, and
 //! the entry stays without one. An entry that already has a `ca` keeps it.
+//! The same proof serves path infos from a backend that dropped the `ca`
+//! (snix-store's `copy` does): `prove_path`, called per answer by the gRPC
+//! client.
 //!
 //! What is proven, and at what cost:
 //! - `fixed:r:sha256` (a `source` path: `nix-store --add`, `builtins.path`,
@@ -109,24 +112,64 @@ fn prove_all(batch: &mut [NewPath], sd: &StoreDir, lower_root: &Path, opts: CaPr
         None
     };
     for e in batch.iter_mut().filter(|e| e.ca.is_none()) {
-        e.ca = prove_one(e, sd, files.as_ref(), opts);
+        let claim = Claim {
+            path: &e.path,
+            references: &e.references,
+            nar_hash: &e.nar_hash,
+            nar_size: e.nar_size,
+        };
+        e.ca = prove_one(&claim, sd, files.as_ref(), opts);
     }
+}
+
+/// What a path info says about one store path, as far as a proof needs it.
+pub(crate) struct Claim<'a> {
+    pub(crate) path: &'a StorePath,
+    pub(crate) references: &'a [StorePath],
+    pub(crate) nar_hash: &'a NarHash,
+    pub(crate) nar_size: u64,
+}
+
+impl Claim<'_> {
+    /// Whether proving it may read its file (a regular file small enough).
+    pub(crate) fn needs_file(&self, opts: CaProofOptions) -> bool {
+        opts.max_file_size > 0 && self.nar_size <= opts.max_file_size.saturating_add(FILE_NAR_OVERHEAD)
+    }
+}
+
+/// The `ca` proven from the NAR hash alone (no I/O), if enabled and proven.
+pub(crate) fn prove_from_nar_hash(claim: &Claim<'_>, sd: &StoreDir, opts: CaProofOptions) -> Option<String> {
+    if !opts.from_nar_hash {
+        return None;
+    }
+    source_ca(sd, claim.path, claim.references, claim.nar_hash)
+}
+
+/// The `ca` of one path info that came without one (a backend's, not an
+/// import's): as at import, from the NAR hash, then from the file's contents
+/// read from `lower_root`. Blocking (it may read a file of up to
+/// `opts.max_file_size` bytes): call it off the async threads.
+pub(crate) fn prove_path(claim: &Claim<'_>, sd: &StoreDir, lower_root: &Path, opts: CaProofOptions) -> Option<String> {
+    let files = if claim.needs_file(opts) {
+        LowerFiles::open(lower_root)
+    } else {
+        None
+    };
+    prove_one(claim, sd, files.as_ref(), opts)
 }
 
 /// The proven `ca` of one entry, if any: first from its NAR hash, then from
 /// its file's contents.
-fn prove_one(e: &NewPath, sd: &StoreDir, files: Option<&LowerFiles>, opts: CaProofOptions) -> Option<String> {
-    if opts.from_nar_hash {
-        if let Some(ca) = source_ca(sd, &e.path, &e.references, &e.nar_hash) {
-            return Some(ca);
-        }
+fn prove_one(claim: &Claim<'_>, sd: &StoreDir, files: Option<&LowerFiles>, opts: CaProofOptions) -> Option<String> {
+    if let Some(ca) = prove_from_nar_hash(claim, sd, opts) {
+        return Some(ca);
     }
     let files = files?;
-    if opts.max_file_size == 0 || e.nar_size > opts.max_file_size.saturating_add(FILE_NAR_OVERHEAD) {
+    if !claim.needs_file(opts) {
         return None;
     }
-    let digest = files.sha256_of_regular_file(e.path.base_name(), opts.max_file_size)?;
-    text_ca(sd, &e.path, &e.references, &digest).or_else(|| flat_ca(sd, &e.path, &e.references, &digest))
+    let digest = files.sha256_of_regular_file(claim.path.base_name(), opts.max_file_size)?;
+    text_ca(sd, claim.path, claim.references, &digest).or_else(|| flat_ca(sd, claim.path, claim.references, &digest))
 }
 
 /// `fixed:r:sha256:<nix32>` if `path` is the `source` path of a NAR with
