@@ -460,8 +460,8 @@ pub struct Lower {
     pub daemon: Option<Daemon>,
     /// Image flavours: the image of `root`'s first state (shared, made once).
     base: Option<crate::images::Image>,
-    /// Image flavours: the image served now, and its read-only mount on
-    /// [`Lower::store_dir`].
+    /// Image flavours: the last image our daemon accepted, and the read-only
+    /// mount on [`Lower::store_dir`] (of that image or of a copy it refused).
     pub image: Option<crate::images::Image>,
     image_mount: Option<crate::mounts::Mounted>,
 }
@@ -549,16 +549,7 @@ impl Lower {
                     (1, Some(b)) => b.clone(),
                     _ => self.make_image(ctx, fs)?,
                 };
-                self.mount_image(fs, img)?;
-                let no_state = format!("{}-no-state", self.root);
-                self.daemon = Some(start_ours_image(
-                    ctx,
-                    fs,
-                    self.kind,
-                    &self.socket,
-                    &self.store_dir(),
-                    &no_state,
-                )?);
+                self.serve_image(ctx, fs, img)?;
             }
         }
         Ok(())
@@ -585,11 +576,25 @@ impl Lower {
         )
     }
 
-    /// Image flavours: mounts `img` on the lower dir in place of the image
-    /// mounted there (the daemon is left as it is).
-    pub fn mount_image(&mut self, fs: &Rootfs, img: crate::images::Image) -> Result<()> {
+    /// Image flavours: stops the daemon, mounts `img` on the lower dir in
+    /// place of the image mounted there, and starts the daemon on it (the
+    /// caller unmounts any overlay on top first).
+    pub fn serve_image(&mut self, ctx: &Ctx, fs: &Rootfs, img: crate::images::Image) -> Result<()> {
+        if let Some(d) = self.daemon.take() {
+            d.stop();
+        }
         self.image_mount = None;
         self.image_mount = Some(crate::images::mount(fs, self.kind, &img, &self.store_dir())?);
+        let no_state = format!("{}-no-state", self.root);
+        self.daemon = Some(start_ours_image(
+            ctx,
+            fs,
+            self.kind,
+            &self.socket,
+            &self.store_dir(),
+            &no_state,
+        )?);
+        // Only an image the daemon accepted counts as the one served.
         self.image = Some(img);
         Ok(())
     }

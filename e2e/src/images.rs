@@ -163,6 +163,25 @@ pub fn mount(fs: &Rootfs, kind: Kind, img: &Image, target: &str) -> Result<Mount
     }
 }
 
+/// The image's metadata directory, beside the store objects at its top.
+pub const METADATA_DIR: &str = ".snix-lower-store";
+
+/// Hides the image's metadata directory from the merged view of an overlay
+/// whose upper layer is `upper` (host path), with a whiteout (a 0:0
+/// character device of the same name). Needed: the image root is the
+/// lowerdir, so `.snix-lower-store` would appear in the merged store dir, and
+/// Nix's garbage collector on a local-overlay store fails on any entry there
+/// that is not a store path (`'.snix-lower-store' is too short to be a valid
+/// store path`, Nix 2.26 and 2.34, even for `--print-live`). Our daemon reads
+/// the lower dir itself and still finds its index.
+pub fn hide_metadata(upper: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(upper).with_context(|| format!("cannot create {}", upper.display()))?;
+    let w = upper.join(METADATA_DIR);
+    crate::rootfs::host("mknod", [w.as_os_str(), "c".as_ref(), "0".as_ref(), "0".as_ref()])
+        .with_context(|| format!("cannot make the whiteout {}", w.display()))?;
+    Ok(())
+}
+
 /// Makes an erofs file of the directory `dir` with plain options (a damaged
 /// copy's image, never served as a whole by our daemon).
 pub fn mkfs_erofs(ctx: &Ctx, dir: &str, file: &str) -> Result<()> {

@@ -87,8 +87,11 @@ fn image_note(name: &str) -> Option<&'static str> {
              lower dir changed in place only)",
         ),
         "verify" => Some(
-            "image flavour: the damage (a .drv removed, two files truncated) is done to a copy of the image, \
-             mounted in its place under the overlay; the image itself is never changed",
+            "image flavour: the damage is done to copies of the image mounted in its place, never to the image: \
+             a copy missing a .drv is refused by our daemon's start check (naming it), so Nix's verify never sees \
+             that; in a copy with two files overwritten at the same length (which the start check's kind and size \
+             sample cannot see) Nix's verify reports the modified one and not the lower-only one, as for a lower \
+             dir",
         ),
         _ => None,
     }
@@ -208,6 +211,9 @@ impl<'a> Overlay<'a> {
         std::fs::create_dir_all(fs.host_path("/nix/store"))?;
         std::fs::create_dir_all(fs.host_path("/nix/var/nix/gcroots"))?;
         let upper = format!("{dir}/upper");
+        if kind.image() {
+            crate::images::hide_metadata(&ctx.host(&upper))?;
+        }
         let url = overlay_url(&lower.daemon().url(), &upper, "");
         let ov = Overlay {
             ctx,
@@ -256,12 +262,13 @@ impl<'a> Overlay<'a> {
 
     /// Image flavours: a copy of the image served now, damaged by `damage`
     /// (given where a store path is in the copy), mounted in place of the
-    /// image under a fresh overlay mount; the daemon keeps running on the
-    /// image's index. The copy is not the image and is not registered for
-    /// the read-only check; the image is never touched.
-    fn damaged_image(&self, damage: impl Fn(&dyn Fn(&str) -> PathBuf) -> Result<()>) -> Result<()> {
+    /// image under a fresh overlay mount, and our daemon restarted on it (a
+    /// replaced mount is refused by a running one). The copy is not the
+    /// image and is not registered for the read-only check; the image is
+    /// never touched. `name` names the copy; the result is the restart's.
+    fn damaged_image(&self, name: &str, damage: impl Fn(&dyn Fn(&str) -> PathBuf) -> Result<()>) -> Result<()> {
         let img = self.lower.borrow().image.clone().context("no image is served")?;
-        let copy = format!("{}/damaged-image", self.dir);
+        let copy = format!("{}/{name}", self.dir);
         host(
             "cp",
             [
@@ -280,7 +287,7 @@ impl<'a> Overlay<'a> {
             None => None,
         };
         let damaged = crate::images::Image { dir: copy, erofs };
-        self.with_overlay_down(|l| l.mount_image(self.fs, damaged))
+        self.with_overlay_down(|l| l.serve_image(self.ctx, self.fs, damaged))
     }
 
     /// `local?root=…` URL of the lower store, for Nix acting on it directly.
@@ -671,6 +678,10 @@ fn gc(ov: &Overlay) -> Result<()> {
     let left: Vec<_> = std::fs::read_dir(ov.ctx.host(&ov.upper))?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name())
+        // An image carries no `.links` (mk-lower-image copies store objects
+        // only), so Nix makes its own in the upper layer; and the whiteout
+        // hiding the image's metadata stays.
+        .filter(|n| !(ov.kind().image() && (n == crate::images::METADATA_DIR || n == ".links")))
         .collect();
     ensure!(left.is_empty(), "upper layer not empty after GC: {left:?}");
     ensure!(ov.lower_hash()? == before, "GC changed the lower layer");
@@ -717,24 +728,33 @@ fn verify(ov: &Overlay) -> Result<()> {
     ensure!(again == dummy, "{again} vs {dummy}");
     let lower_only = ov.add_to_lower(&ov.file("lower-only", "only in the lower store\n")?)?;
     ov.ok(&["nix-store", "--store", "{O}", "--verify", "--check-contents"])?;
-    let damage = |store: &dyn Fn(&str) -> PathBuf| -> Result<()> {
-        let drv = store(&fx.tree_drv);
-        std::fs::remove_file(&drv).with_context(|| format!("rm {}", drv.display()))?;
-        for p in [&dummy, &lower_only] {
-            host("truncate", ["-s", "0", &store(p).display().to_string()])?;
-        }
-        Ok(())
+    let vanished = match ov.kind().image() {
+        true => verify_damaged_image(ov)?,
+        false => true,
     };
-    if ov.kind().image() {
-        ov.damaged_image(damage)?;
-    } else {
+    if !ov.kind().image() {
         // Corrupt the lower layer behind everyone's back (this scenario's own
         // copy; left out of the read-only check, which says so).
         ov.ctx.readonly.borrow_mut().changed_on_purpose(
             &ov.ctx.host(&ov.lower.borrow().store_dir()),
             "the verify scenario corrupts this lower store copy",
         );
-        damage(&|p| ov.lower_host(p))?;
+        let drv = ov.lower_host(&fx.tree_drv);
+        std::fs::remove_file(&drv).with_context(|| format!("rm {}", drv.display()))?;
+        for p in [&dummy, &lower_only] {
+            host("truncate", ["-s", "0", &ov.lower_host(p).display().to_string()])?;
+        }
+    } else {
+        // Same length, other bytes: the start check (kind and NAR size)
+        // accepts it, so only reading the contents can find it.
+        ov.damaged_image("damaged-contents", |store| {
+            for p in [&dummy, &lower_only] {
+                let f = store(p);
+                let len = std::fs::metadata(&f)?.len() as usize;
+                std::fs::write(&f, vec![b'#'; len]).with_context(|| format!("overwriting {}", f.display()))?;
+            }
+            Ok(())
+        })?;
     }
     ov.remount()?;
     let out = ov
@@ -742,7 +762,7 @@ fn verify(ov: &Overlay) -> Result<()> {
         .failed()?;
     let text = out.stderr();
     ensure!(
-        text.contains(base(&fx.tree_drv)),
+        !vanished || text.contains(base(&fx.tree_drv)),
         "verify did not report the vanished {}: {text}",
         fx.tree_drv
     );
@@ -755,6 +775,27 @@ fn verify(ov: &Overlay) -> Result<()> {
         "verify reported the lower-only {lower_only}: {text}"
     );
     Ok(())
+}
+
+/// Image flavours: an object missing from the image is found by our
+/// daemon's start check before any client can ask (the restart on a copy of
+/// the image without `tree_drv` is refused, naming it), so Nix's `verify`
+/// never sees that damage; returns false (nothing vanished under the overlay).
+fn verify_damaged_image(ov: &Overlay) -> Result<bool> {
+    let drv = &ov.fx.tree_drv;
+    let refused = ov.damaged_image("damaged-missing", |store| {
+        let f = store(drv);
+        std::fs::remove_file(&f).with_context(|| format!("rm {}", f.display()))
+    });
+    let err = match refused {
+        Ok(()) => bail!("our daemon started on an image missing {drv}"),
+        Err(e) => format!("{e:#}"),
+    };
+    ensure!(
+        err.contains(base(drv)) && err.contains("is not in the lower dir"),
+        "the refusal of an image missing {drv} does not say so: {err}"
+    );
+    Ok(false)
 }
 
 fn bad_uris(ov: &Overlay) -> Result<()> {
