@@ -367,4 +367,27 @@ mod tests {
         assert_ne!(h0, index_hash(&d).unwrap(), "a write is seen");
         std::fs::remove_dir_all(&d).unwrap();
     }
+
+    #[test]
+    fn image_files_and_absent_state_dirs_are_checked() {
+        let d = scratch("image");
+        let file = d.join("img.erofs");
+        std::fs::write(&file, b"erofs bytes").unwrap();
+        let absent = d.join("no-state");
+        let mut reg = Registry::default();
+        reg.serving_file(&file);
+        reg.must_stay_absent(&absent);
+        assert!(!reg.is_empty());
+        let s = reg.check().unwrap();
+        assert_eq!((s.files, s.absent), (1, 1));
+        std::fs::write(&file, b"erofs bytez").unwrap();
+        let e = format!("{:#}", reg.check().err().expect("a changed image file is found"));
+        assert!(e.contains("img.erofs changed"), "{e}");
+        std::fs::write(&file, b"erofs bytes").unwrap();
+        reg.check().unwrap();
+        std::fs::create_dir(&absent).unwrap();
+        let e = format!("{:#}", reg.check().err().expect("a created state dir is found"));
+        assert!(e.contains("no-state exists"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }
