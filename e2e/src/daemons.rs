@@ -233,10 +233,11 @@ fn spawn(ctx: &Ctx, kind: Kind, socket: &str, real: &str, mut cmd: std::process:
 /// debug lines of the connection handler.
 const REQUEST_LOG_LEVEL: &str = "info,snix_lower_store::server=debug";
 
-/// Starts `serve` on an image made by `scripts/mk-lower-image` (`image`:
-/// its directory, or where it is mounted): no import, and a state dir that
-/// does not exist, so the daemon must find and open the image's own index
-/// (`<image>/.snix-lower-store/index`). The image itself was registered for
+/// Starts `serve` on an image made by `scripts/mk-lower-image` (`lower`:
+/// the image's lower dir, `<root>/nix/store` of its directory or of where it
+/// is mounted): no import, and a state dir that does not exist, so the
+/// daemon must find and open the image's own index
+/// (`<root>/.snix-lower-store/index`). The image itself was registered for
 /// the read-only check when made ([`crate::images::make`]); `no_state` is
 /// registered as a path that must stay absent.
 pub fn start_ours_image(
@@ -244,7 +245,7 @@ pub fn start_ours_image(
     fs: &Rootfs,
     kind: Kind,
     socket: &str,
-    image: &str,
+    lower: &str,
     no_state: &str,
 ) -> Result<Daemon> {
     let bin = ctx
@@ -258,9 +259,9 @@ pub fn start_ours_image(
         "--listen",
         socket,
         "--lower-dir",
-        image,
+        lower,
         "--store-dir",
-        "/nix/store",
+        crate::images::STORE_DIR,
         "--state-dir",
         no_state,
         "--trusted-users",
@@ -268,7 +269,7 @@ pub fn start_ours_image(
         "--log-level",
         REQUEST_LOG_LEVEL,
     ];
-    spawn(ctx, kind, socket, image, fs.command(&args))
+    spawn(ctx, kind, socket, lower, fs.command(&args))
 }
 
 /// Starts `snix-lower-store serve` for an already imported state directory;
@@ -461,7 +462,7 @@ pub struct Lower {
     /// Image flavours: the image of `root`'s first state (shared, made once).
     base: Option<crate::images::Image>,
     /// Image flavours: the last image our daemon accepted, and the read-only
-    /// mount on [`Lower::store_dir`] (of that image or of a copy it refused).
+    /// mount on [`Lower::image_root`] (of that image or of a copy it refused).
     pub image: Option<crate::images::Image>,
     image_mount: Option<crate::mounts::Mounted>,
 }
@@ -494,13 +495,19 @@ impl Lower {
     }
 
     /// The lower dir: what the daemon serves and the overlay's lowerdir (for
-    /// the image flavours, the mount point of the image served now).
+    /// the image flavours, the store dir inside the mounted image root).
     pub fn store_dir(&self) -> String {
         if self.kind.image() {
-            format!("{}-image", self.root)
+            crate::images::lower_dir(&self.image_root())
         } else {
             format!("{}/nix/store", self.root)
         }
+    }
+
+    /// Image flavours: where the root of the image served now is mounted
+    /// (its `.snix-lower-store` beside the lower dir's `nix/`).
+    pub fn image_root(&self) -> String {
+        format!("{}-image", self.root)
     }
 
     pub fn daemon(&self) -> &Daemon {
@@ -584,7 +591,7 @@ impl Lower {
             d.stop();
         }
         self.image_mount = None;
-        self.image_mount = Some(crate::images::mount(fs, self.kind, &img, &self.store_dir())?);
+        self.image_mount = Some(crate::images::mount(fs, self.kind, &img, &self.image_root())?);
         let no_state = format!("{}-no-state", self.root);
         self.daemon = Some(start_ours_image(
             ctx,

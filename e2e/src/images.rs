@@ -1,14 +1,19 @@
 //! Lower images for the suite, the one place that makes and mounts them:
 //! `scripts/mk-lower-image` (run on the host, its `nix`/`nix-store` in a
-//! chroot against a `local?root=` store) makes the directory form (store
-//! objects at the top, `.snix-lower-store/{registration,index,id}`) and, when
-//! asked, the erofs file; [`mount`] puts either form, read-only, on a mount
-//! point inside the chroot.
+//! chroot against a `local?root=` store) makes the directory form, an image
+//! root laid out as a chroot store's (`<root>/nix/store/<objects>`, the lower
+//! dir, and `<root>/.snix-lower-store/{registration,index,id}` outside the
+//! store dir) and, when asked, the erofs file of that root; [`mount`] puts
+//! either form, read-only, on a mount point inside the chroot, whose
+//! `nix/store` is then the lower dir ([`lower_dir`]).
 //!
 //! Invariants: every image is made in a directory that did not exist and is
 //! never written afterwards; it is registered for the read-only check when
-//! made (the directory with its index as a lower dir, the erofs file by its
-//! SHA-256), so "before" is always taken before our daemon first opens it.
+//! made (the whole image root, index included, walked as a lower dir; the
+//! erofs file by its SHA-256), so "before" is always taken before our daemon
+//! first opens it. Nothing of the image but store objects is in its lower
+//! dir, so no whiteout or other help is needed to keep `.snix-lower-store`
+//! out of a local-overlay store's merged view.
 //! The image of a fixture (every path of the parity and local-overlay lower
 //! store) is made once per Nix version and shared ([`base`]): it is immutable,
 //! so sharing it between scenarios cannot couple them.
@@ -19,6 +24,7 @@ use crate::fixture::Fixture;
 use crate::mounts::{self, Mounted};
 use crate::rootfs::{capture, Rootfs};
 use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
 use std::process::Command;
 
 /// The script under test, written into the work dir's `bin`.
@@ -34,13 +40,27 @@ pub enum IndexFrom {
     Registration,
 }
 
+/// The store dir every image of the suite is made for.
+pub const STORE_DIR: &str = "/nix/store";
+
+/// The image's metadata directory, in the image root beside `nix/`.
+pub const METADATA_DIR: &str = ".snix-lower-store";
+
+/// The lower dir of an image whose root is (or is mounted on) `root`.
+pub fn lower_dir(root: &str) -> String {
+    format!("{root}{STORE_DIR}")
+}
+
 /// An image made by the script (paths inside the chroot).
 #[derive(Debug, Clone)]
 pub struct Image {
-    /// The directory form (the lower dir; its index inside).
+    /// The directory form: the image root (objects in [`lower_dir`], the
+    /// index in [`METADATA_DIR`]).
     pub dir: String,
-    /// The erofs file, when one was made.
+    /// The erofs file of the image root, when one was made.
     pub erofs: Option<String>,
+    /// [`metadata_digest`] of the metadata directory when made.
+    pub metadata: String,
 }
 
 /// What a store to make an image of is, for the script.
@@ -87,11 +107,16 @@ pub fn make(ctx: &Ctx, fs: &Rootfs, src: &Source, out: &str, erofs: bool, from: 
     if from == "path-info" && made.stderr().contains("note:") {
         bail!("mk-lower-image fell back to the registration: {}", made.stderr().trim());
     }
-    for f in [".snix-lower-store/index", ".snix-lower-store/registration"] {
-        if !ctx.host(&format!("{out}/{f}")).is_file() {
-            bail!("mk-lower-image made no {out}/{f}");
+    for f in ["index", "id", "registration"] {
+        if !ctx.host(&format!("{out}/{METADATA_DIR}/{f}")).is_file() {
+            bail!("mk-lower-image made no {out}/{METADATA_DIR}/{f}");
         }
     }
+    let lower = lower_dir(out);
+    if !ctx.host(&lower).is_dir() || ctx.host(&format!("{lower}/{METADATA_DIR}")).symlink_metadata().is_ok() {
+        bail!("mk-lower-image did not put the objects alone in {lower} (the metadata belongs in {out}/{METADATA_DIR})");
+    }
+    let metadata = metadata_digest(&ctx.host(&format!("{out}/{METADATA_DIR}")))?;
     let file = format!("{out}.erofs");
     let erofs = if erofs {
         if !ctx.host(&file).is_file() {
@@ -109,7 +134,30 @@ pub fn make(ctx: &Ctx, fs: &Rootfs, src: &Source, out: &str, erofs: bool, from: 
     Ok(Image {
         dir: out.to_string(),
         erofs,
+        metadata,
     })
+}
+
+/// Names, lengths and contents of the files in an image's metadata
+/// directory (host path), in one SHA-256: the same for the directory form
+/// and its erofs mount (unlike a walk, which sees erofs's owners and mtimes).
+pub fn metadata_digest(dir: &std::path::Path) -> Result<String> {
+    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("cannot list {}", dir.display()))?;
+    names.sort();
+    let mut h = Sha256::new();
+    for n in names {
+        let p = dir.join(&n);
+        let bytes = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+        h.update(n.as_encoded_bytes());
+        h.update([0]);
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The image of `fx`'s whole store made with `fs`'s Nix (index from `nix
@@ -146,9 +194,9 @@ pub fn erofs_unavailable() -> Option<String> {
     None
 }
 
-/// Mounts `img` read-only on `target` (inside the chroot) in the form `kind`
-/// serves: the directory as a read-only bind mount, the erofs file as a
-/// read-only loop mount.
+/// Mounts `img`'s root read-only on `target` (inside the chroot) in the form
+/// `kind` serves: the directory as a read-only bind mount, the erofs file as
+/// a read-only loop mount. The lower dir is then [`lower_dir`]`(target)`.
 pub fn mount(fs: &Rootfs, kind: Kind, img: &Image, target: &str) -> Result<Mounted> {
     match kind {
         Kind::OursErofs => {
@@ -163,27 +211,8 @@ pub fn mount(fs: &Rootfs, kind: Kind, img: &Image, target: &str) -> Result<Mount
     }
 }
 
-/// The image's metadata directory, beside the store objects at its top.
-pub const METADATA_DIR: &str = ".snix-lower-store";
-
-/// Hides the image's metadata directory from the merged view of an overlay
-/// whose upper layer is `upper` (host path), with a whiteout (a 0:0
-/// character device of the same name). Needed: the image root is the
-/// lowerdir, so `.snix-lower-store` would appear in the merged store dir, and
-/// Nix's garbage collector on a local-overlay store fails on any entry there
-/// that is not a store path (`'.snix-lower-store' is too short to be a valid
-/// store path`, Nix 2.26 and 2.34, even for `--print-live`). Our daemon reads
-/// the lower dir itself and still finds its index.
-pub fn hide_metadata(upper: &std::path::Path) -> Result<()> {
-    std::fs::create_dir_all(upper).with_context(|| format!("cannot create {}", upper.display()))?;
-    let w = upper.join(METADATA_DIR);
-    crate::rootfs::host("mknod", [w.as_os_str(), "c".as_ref(), "0".as_ref(), "0".as_ref()])
-        .with_context(|| format!("cannot make the whiteout {}", w.display()))?;
-    Ok(())
-}
-
-/// Makes an erofs file of the directory `dir` with plain options (a damaged
-/// copy's image, never served as a whole by our daemon).
+/// Makes an erofs file of the image root `dir` with plain options (a
+/// damaged copy's image, never served as a whole by our daemon).
 pub fn mkfs_erofs(ctx: &Ctx, dir: &str, file: &str) -> Result<()> {
     capture(
         Command::new("mkfs.erofs")

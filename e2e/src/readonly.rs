@@ -15,8 +15,9 @@
 //! WAL, which every reader (read-only ones included) writes by design.
 //!
 //! Images (`scripts/mk-lower-image`) are registered when made: the
-//! directory form as a lower dir (its `.snix-lower-store/index` is inside, so
-//! the walk covers it byte for byte), the erofs form as a file (SHA-256 of its
+//! directory form's image root walked as a lower dir (its `nix/store` and,
+//! beside it, `.snix-lower-store/{index,id,registration}`, so the walk covers
+//! the index byte for byte), the erofs form as a file (SHA-256 of its
 //! bytes). A state dir our daemon was told to use for an image but must never
 //! create is registered as one that must stay absent, and is checked too.
 //!

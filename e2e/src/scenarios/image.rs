@@ -5,6 +5,8 @@
 //! with Nix's daemon on the same lower store (`ca` of text and source paths
 //! included, proven by `build-index` from the registration).
 //!
+//! An image is an image root: our daemon is given its lower dir
+//! (`<root>/nix/store`) and finds `<root>/.snix-lower-store/index` itself.
 //! `image/directory` serves the directory form (in the read-only check:
 //! objects and index unchanged); `image/erofs` serves the erofs file,
 //! loop-mounted read-only, and checks the file's SHA-256 is unchanged. Where
@@ -72,7 +74,7 @@ fn directory(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<()> {
         fs,
         Kind::OursImage,
         &format!("{dir}/ours.sock"),
-        &image.dir,
+        &images::lower_dir(&image.dir),
         &no_state,
     )?;
     let nix = daemons::start_nix(ctx, fs, &format!("{dir}/nix.sock"), &fx.root)?;
@@ -94,7 +96,14 @@ fn erofs(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<()> {
     let mnt = format!("{dir}/mnt");
     let mounted = images::mount(fs, Kind::OursErofs, &image, &mnt)?;
     let no_state = format!("{dir}/no-state");
-    let ours = daemons::start_ours_image(ctx, fs, Kind::OursErofs, &format!("{dir}/ours.sock"), &mnt, &no_state)?;
+    let ours = daemons::start_ours_image(
+        ctx,
+        fs,
+        Kind::OursErofs,
+        &format!("{dir}/ours.sock"),
+        &images::lower_dir(&mnt),
+        &no_state,
+    )?;
     let nix = daemons::start_nix(ctx, fs, &format!("{dir}/nix.sock"), &fx.root)?;
     let res = parity(fs, fx, &nix, &ours);
     ours.stop();
@@ -125,7 +134,8 @@ fn mismatched(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<()> {
         false,
     )?;
     let b = make_image(ctx, fs, fx, &format!("{dir}/b"), std::slice::from_ref(&fx.src), false)?;
-    let b_index = format!("{}/.snix-lower-store/index", b.dir);
+    let b_index = format!("{}/{}/index", b.dir, images::METADATA_DIR);
+    let a_lower = images::lower_dir(&a.dir);
     let no_state = format!("{dir}/no-state");
     ctx.readonly.borrow_mut().must_stay_absent(&ctx.host(&no_state));
     let socket = format!("{dir}/ours.sock");
@@ -142,7 +152,7 @@ fn mismatched(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<()> {
         "--listen",
         &socket,
         "--lower-dir",
-        &a.dir,
+        &a_lower,
         "--index",
         &b_index,
         "--store-dir",
@@ -161,7 +171,7 @@ fn mismatched(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<()> {
     for want in [
         "does not match the lower dir",
         b_index.as_str(),
-        a.dir.as_str(),
+        a_lower.as_str(),
         "build-index",
     ] {
         if !err.contains(want) {

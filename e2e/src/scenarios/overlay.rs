@@ -3,10 +3,13 @@
 //! daemon in gRPC mode (`overlay-ours-grpc/…`: our gRPC PathInfoService
 //! server on the index, our daemon reading from it), by our daemon on an
 //! image made by `scripts/mk-lower-image` (`overlay-ours-image/…`: the
-//! directory form, bind-mounted read-only as the lowerdir;
-//! `overlay-ours-erofs/…`: the erofs form, loop-mounted read-only as the
-//! lowerdir; no import, no state dir) or, as the baseline, by Nix's own
-//! daemon (`overlay-nix/…`).
+//! directory form, bind-mounted read-only; `overlay-ours-erofs/…`: the erofs
+//! form, loop-mounted read-only; either way the lowerdir is the image's
+//! `nix/store`, its `.snix-lower-store` outside it; no import, no state dir)
+//! or, as the baseline, by Nix's own daemon (`overlay-nix/…`). After every
+//! scenario of an image flavour, the merged store has no `.snix-lower-store`
+//! entry (and the upper layer no whiteout for one), and the mounted image's
+//! `.snix-lower-store` is byte for byte what `mk-lower-image` made.
 //!
 //! Each scenario gets its own copy of the generated lower store, its own
 //! daemon, its own upper layer and a scratch `/nix` in the chroot with the
@@ -127,7 +130,11 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
             let ran = report.wanted(&full);
             report.run(&full, || {
                 let ov = Overlay::setup(ctx, fs, fx, kind, name).context("overlay setup")?;
-                f(&ov)
+                f(&ov)?;
+                match kind.image() {
+                    true => ov.metadata_outside_store(),
+                    false => Ok(()),
+                }
             });
             if let Some(n) = image_note(name).filter(|_| ran && kind.image()) {
                 report.note(&full, n);
@@ -211,9 +218,6 @@ impl<'a> Overlay<'a> {
         std::fs::create_dir_all(fs.host_path("/nix/store"))?;
         std::fs::create_dir_all(fs.host_path("/nix/var/nix/gcroots"))?;
         let upper = format!("{dir}/upper");
-        if kind.image() {
-            crate::images::hide_metadata(&ctx.host(&upper))?;
-        }
         let url = overlay_url(&lower.daemon().url(), &upper, "");
         let ov = Overlay {
             ctx,
@@ -260,6 +264,35 @@ impl<'a> Overlay<'a> {
         self.lower.borrow().kind
     }
 
+    /// Image flavours: the image's metadata stays outside the store. The
+    /// merged store (and the upper layer: no whiteout) has no
+    /// `.snix-lower-store` entry, and the mounted image root's one holds
+    /// exactly the bytes `mk-lower-image` wrote.
+    fn metadata_outside_store(&self) -> Result<()> {
+        let name = crate::images::METADATA_DIR;
+        let merged = self.fs.host_path(&format!("/nix/store/{name}"));
+        ensure!(
+            merged.symlink_metadata().is_err(),
+            "the merged store has a {name} entry: the image's metadata must stay outside its store dir"
+        );
+        let upper = self.ctx.host(&format!("{}/{name}", self.upper));
+        ensure!(
+            upper.symlink_metadata().is_err(),
+            "the upper layer has a {name} entry (a whiteout is no longer needed or made)"
+        );
+        let l = self.lower.borrow();
+        let img = l.image.as_ref().context("no image is served")?;
+        let meta = self.fs.host_path(&format!("{}/{name}", l.image_root()));
+        let now = crate::images::metadata_digest(&meta)?;
+        ensure!(
+            now == img.metadata,
+            "{} differs from the {name} mk-lower-image made in {}",
+            meta.display(),
+            img.dir
+        );
+        Ok(())
+    }
+
     /// Image flavours: a copy of the image served now, damaged by `damage`
     /// (given where a store path is in the copy), mounted in place of the
     /// image under a fresh overlay mount, and our daemon restarted on it (a
@@ -277,7 +310,8 @@ impl<'a> Overlay<'a> {
                 self.ctx.host(&copy).into(),
             ],
         )?;
-        damage(&|p| self.ctx.host(&format!("{copy}/{}", base(p))))?;
+        let store = crate::images::lower_dir(&copy);
+        damage(&|p| self.ctx.host(&format!("{store}/{}", base(p))))?;
         let erofs = match img.erofs {
             Some(_) => {
                 let f = format!("{copy}.erofs");
@@ -286,7 +320,12 @@ impl<'a> Overlay<'a> {
             }
             None => None,
         };
-        let damaged = crate::images::Image { dir: copy, erofs };
+        // The metadata is copied undamaged.
+        let damaged = crate::images::Image {
+            dir: copy,
+            erofs,
+            metadata: img.metadata,
+        };
         self.with_overlay_down(|l| l.serve_image(self.ctx, self.fs, damaged))
     }
 
@@ -679,9 +718,8 @@ fn gc(ov: &Overlay) -> Result<()> {
         .filter_map(|e| e.ok())
         .map(|e| e.file_name())
         // An image carries no `.links` (mk-lower-image copies store objects
-        // only), so Nix makes its own in the upper layer; and the whiteout
-        // hiding the image's metadata stays.
-        .filter(|n| !(ov.kind().image() && (n == crate::images::METADATA_DIR || n == ".links")))
+        // only), so Nix makes its own in the upper layer.
+        .filter(|n| !(ov.kind().image() && n == ".links"))
         .collect();
     ensure!(left.is_empty(), "upper layer not empty after GC: {left:?}");
     ensure!(ov.lower_hash()? == before, "GC changed the lower layer");

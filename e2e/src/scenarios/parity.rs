@@ -637,7 +637,8 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
             let mut mounted = None;
             let d = if kind.image() {
                 let img = crate::images::base(ctx, fs, fx)?;
-                let lower = match kind {
+                // The image root: the erofs file's mount point, or the directory.
+                let root = match kind {
                     Kind::OursErofs => {
                         let mnt = format!("/e2e/run/parity-{}-erofs-mnt", fs.suite);
                         mounted = Some(crate::images::mount(fs, kind, &img, &mnt)?);
@@ -645,6 +646,7 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
                     }
                     _ => img.dir.clone(),
                 };
+                let lower = crate::images::lower_dir(&root);
                 let no_state = format!("/e2e/run/parity-{}-{}-no-state", fs.suite, kind.short());
                 daemons::start_ours_image(ctx, fs, kind, &socket, &lower, &no_state)?
             } else {
