@@ -245,17 +245,56 @@ let
       rustPlatform.buildRustPackage = args: args;
     });
 
+  # The flake's image builder (nix/mk-lower-image.nix) through both of its
+  # entry points, with the stand-in package set: the derivation each option
+  # set gives (null where the function refuses it).
+  images =
+    let
+      mk = args: self.lib.mkLowerImage ({ inherit pkgs; rootPaths = [ pkgs.busybox ]; } // args);
+      summary = img: {
+        inherit (img) name buildCommand;
+        nativeBuildInputs = map (p: p.name) img.env.nativeBuildInputs;
+        format = img.env.passthru.format;
+        closureInfoRoots = map (p: p.name) img.env.passthru.closureInfo.rootPaths;
+      };
+      try =
+        v:
+        let
+          r = builtins.tryEval (builtins.deepSeq v v);
+        in
+        if r.success then r.value else null;
+    in
+    {
+      default = try (summary (mk { }));
+      directory = try (summary (mk { format = "directory"; }));
+      options = try (
+        summary (mk {
+          dedupe = false;
+          label = "lowerstore";
+          extraMkfsArgs = [ "-b4096" ];
+        })
+      );
+      uncompressed = try (summary (mk { compression = null; }));
+      bad-format = try (summary (mk { format = "squashfs"; }));
+      long-label = try (summary (mk { label = "a-label-of-sixteen"; }));
+      no-roots = try (summary (mk { rootPaths = [ ]; }));
+      via-package = try (
+        summary (self.packages.${system}.snix-lower-store.mkLowerImage { rootPaths = [ pkgs.busybox ]; })
+      );
+    };
+
   checks = import ./checks.nix {
     inherit
       lib
       repo
       configs
       packageArgs
+      images
       ;
   };
 in
 {
-  json = { inherit configs checks; };
+  json = { inherit configs checks images; };
   # Forces one configuration without tryEval, so that its error is shown.
   explain = name: builtins.deepSeq (summarize allEvals.${name}) "evaluates";
 }

@@ -12,4 +12,5 @@ in
   lower-missing = import ./lower-missing.nix args;
   fixed = import ./fixed.nix args;
   system-store = import ./system-store.nix args;
+  image = import ./image.nix args;
 }
