@@ -279,6 +279,22 @@ in
   )
   (
     let
+      c = get "vm-test image/machine";
+      i = get "vm-test image/machine/specialisation/imported";
+    in
+    check "14 vm-test image: the node serves the image's own index; its specialisation imports the image's registration over the same lowerdir" (
+      evaluated c
+      && evaluated i
+      && !(c.units ? ${importUnit})
+      && c.units ? "snix-lower-store-check.service"
+      && i.units ? ${importUnit}
+      && !(i.units ? "snix-lower-store-check.service")
+      && lib.hasInfix "/var/lib/snix-overlay/lower/.snix-lower-store/registration" (unitText i importUnit)
+      && c.fileSystems == i.fileSystems
+    ) "image node units: ${toString (lib.attrNames (c.units or { }))}; imported: ${toString (lib.attrNames (i.units or { }))}"
+  )
+  (
+    let
       c = get "case image-check-full";
       start = builtins.replaceStrings [ "\"" ] [ "" ] (
         lib.concatStringsSep " " (values "ExecStart" (unitText c "snix-lower-store.service"))

@@ -3,8 +3,10 @@
 # lower.index = "image": no import unit, no state directory, the socket
 # listening once the image is mounted; path-info answers with the content
 # addresses build-index proved from the registration (a text path and a
-# source path); -qR and a build work over the local-overlay store; nothing
-# is written to the image's device.
+# source path); -qR and a build work over the local-overlay store. Then
+# `switch-to-configuration switch` to the registration import of the same
+# image (lower.index = "import") and back. Nothing is written to the image's
+# device.
 { pkgs, common }:
 
 let
@@ -32,7 +34,7 @@ pkgs.testers.runNixOSTest {
   name = "snix-lower-store-image";
 
   nodes.machine =
-    { ... }:
+    { lib, ... }:
     {
       imports = [
         common.module
@@ -47,6 +49,18 @@ pkgs.testers.runNixOSTest {
         lower.index = "image";
       };
 
+      # The same image through the registration it carries, imported into
+      # the state directory.
+      specialisation.imported.configuration = {
+        services.snix-lower-store = {
+          lower.index = lib.mkForce "import";
+          lower.storeDir = lowerMount;
+          registrations = [ "${lowerMount}/.snix-lower-store/registration" ];
+        };
+      };
+
+      boot.loader.grub.enable = false;
+      system.switch.enable = true;
       nix.settings.experimental-features = [ "nix-command" ];
       virtualisation.memorySize = 1024;
     };
@@ -115,6 +129,44 @@ pkgs.testers.runNixOSTest {
         machine.succeed(f"test -f ${common.upperDir}/{name}")
         machine.fail(f"test -e ${lowerMount}/{name}")
         nix(machine, f"path-info {out}")
+
+    base = machine.succeed("readlink -f /run/current-system").strip()
+
+    def switch(to):
+        link = base if to is None else f"{base}/specialisation/{to}"
+        target = machine.succeed(f"readlink -f {link}").strip()
+        machine.succeed(f"{target}/bin/switch-to-configuration switch >&2")
+        got = machine.succeed("readlink -f /run/current-system").strip()
+        assert got == target, f"current system {got}, expected {target}"
+
+    def text_ca():
+        return path_infos(nix(machine, f"path-info --json {text_path}"))[text_path].get("ca") or ""
+
+    with subtest("switch to the registration import of the same image"):
+        switch("imported")
+        machine.wait_for_unit("snix-lower-store.socket")
+        machine.succeed("systemctl is-active snix-lower-store-import.service")
+        machine.fail("systemctl cat snix-lower-store-check.service")
+        machine.succeed("test -s /var/lib/private/snix-lower-store/index.sqlite")
+        start = machine.succeed("systemctl show -p ExecStart --value snix-lower-store.service")
+        assert "--index" not in start, start
+        nix(machine, f"path-info {out}")
+        # The import proves the text path's content address too.
+        assert text_ca().startswith("text:sha256:"), text_ca()
+
+    with subtest("switch back to the image's own index; the imported one is not read"):
+        switch(None)
+        machine.wait_for_unit("snix-lower-store.socket")
+        machine.fail("systemctl cat snix-lower-store-import.service")
+        machine.succeed("systemctl is-active snix-lower-store-check.service")
+        start = machine.succeed("systemctl show -p ExecStart --value snix-lower-store.service")
+        assert "--index ${lowerMount}/.snix-lower-store/index" in start, start
+        assert text_ca().startswith("text:sha256:"), text_ca()
+        nix(machine, f"path-info {out}")
+        pid = machine.succeed("systemctl show -p MainPID --value snix-lower-store.service").strip()
+        machine.succeed(
+            f"journalctl -b _PID={pid} | grep -q \"serving the image's own index\""
+        )
 
     with subtest("nothing was written to the image's device"):
         # /sys/block/<dev>/stat: the fifth field counts write requests.
