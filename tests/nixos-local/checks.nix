@@ -10,6 +10,7 @@
   configs,
   packageArgs,
   images,
+  readmePackages,
 }:
 
 let
@@ -276,6 +277,13 @@ in
     check "14 image mode: lower.storeDir defaults to the mount point (mkLowerImage puts the store paths at the image's top)" (
       evaluated c && c.snix.lowerStoreDir == c.snix.lowerMountPoint
     ) "lower.storeDir = ${toString (c.snix.lowerStoreDir or null)}, lower.mountPoint = ${toString (c.snix.lowerMountPoint or null)}"
+  )
+  (
+    check "14 README: every package a flake example defines evaluates (lib.mkLowerImage)" (
+      readmePackages != { }
+      && lib.all (p: p != null) (lib.attrValues readmePackages)
+      && lib.any (p: p != null && lib.hasInfix "build-index" p.buildCommand) (lib.attrValues readmePackages)
+    ) "README packages: ${builtins.toJSON readmePackages}"
   )
   (
     let

@@ -186,14 +186,52 @@ let
   ) vmTests;
 
   # ------------------------------------------------------ the README blocks
+  readmeNixpkgs = {
+    lib = lib // {
+      nixosSystem = args: args;
+    };
+    legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] si.mkPkgs;
+  };
+  # The packages a README flake example defines (lib.mkLowerImage …), each
+  # forced as a build would force it: its name and build command, or null
+  # when it does not evaluate.
+  readmePackages = lib.listToAttrs (
+    lib.concatLists (
+      lib.imap1 (
+        i: file:
+        let
+          v = builtins.scopedImport { snix-lower-store = self; } file;
+          packages =
+            if v ? outputs then
+              (v.outputs {
+                nixpkgs = readmeNixpkgs;
+                snix-lower-store = self;
+                self = { };
+              }).packages or { }
+            else
+              { };
+        in
+        lib.concatLists (
+          lib.mapAttrsToList (
+            sys: ps:
+            lib.mapAttrsToList (
+              n: p:
+              let
+                r = builtins.tryEval (builtins.deepSeq [ p.name p.buildCommand ] { inherit (p) name buildCommand; });
+              in
+              lib.nameValuePair "README block ${toString i}: packages.${sys}.${n}" (if r.success then r.value else null)
+            ) ps
+          ) packages
+        )
+      ) readmeBlocks
+    )
+  );
   readmeEvals = lib.listToAttrs (
     lib.imap1 (
       i: file:
       let
         v = builtins.scopedImport { snix-lower-store = self; } file;
-        stubNixpkgs.lib = lib // {
-          nixosSystem = args: args;
-        };
+        stubNixpkgs = readmeNixpkgs;
         modules =
           if v ? outputs then
             lib.concatMap (c: c.modules) (
@@ -290,11 +328,19 @@ let
       configs
       packageArgs
       images
+      readmePackages
       ;
   };
 in
 {
-  json = { inherit configs checks images; };
+  json = {
+    inherit
+      configs
+      checks
+      images
+      readmePackages
+      ;
+  };
   # Forces one configuration without tryEval, so that its error is shown.
   explain = name: builtins.deepSeq (summarize allEvals.${name}) "evaluates";
 }
