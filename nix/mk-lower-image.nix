@@ -106,6 +106,10 @@ runCommand (if format == "erofs" then "${name}.erofs" else name)
     snix-lower-store build-index --store-dir ${lib.escapeShellArg storeDir} \
       --lower-dir "$root" --registration "$root/.snix-lower-store/registration"
     test -s "$root/.snix-lower-store/index"
+    # Read-only like the store objects (and like Nix leaves the directory
+    # form), in the erofs image too.
+    chmod -R a-w "$root/.snix-lower-store"
+    chmod a-w "$root"
     ${lib.optionalString (format == "erofs") ''
       # A UUID from the registration, not a random one.
       uuid=$(sha256sum < "$root/.snix-lower-store/registration" | cut -c1-32 |

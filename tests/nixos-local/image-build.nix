@@ -1,7 +1,8 @@
 # Builds a lower image with the flake's lib.mkLowerImage
 # (nix/mk-lower-image.nix) by real Nix in the Debian root file system, for
-# the boot part of tests/nixos-local/run: format = "directory" (what the
-# container binds as its lower), over a small closure with a text path and a
+# the boot part of tests/nixos-local/run: `image` in format = "directory"
+# and `imageErofs` in format = "erofs" (mounted by the host, then bound into
+# the container as its lower), over a small closure with a text path and a
 # source path.
 #
 # What nixpkgs would give is stood in for, with real derivations:
@@ -10,18 +11,20 @@
 #   closureInfo  exportReferencesGraph with structured attributes, turned
 #                into `registration` and `store-paths` as nixpkgs' closureInfo
 #                lays them out (here by perl, there by jq);
-#   erofs-utils  a placeholder that fails if used (the directory form runs
-#                no mkfs.erofs);
+#   erofs-utils  this machine's mkfs.erofs (Debian's erofs-utils) given as
+#                `erofsBin` (a directory with bin/mkfs.erofs), added to the
+#                store as it is; without it a placeholder that fails if used;
 #   the package  the binary under test, added to the store as it is.
 # Only the hosted VM test (tests/nixos/image.nix) builds the image with
 # nixpkgs' own closureInfo and erofs-utils.
 #
 #   nix-build image-build.nix --arg repo /mnt/src --arg nixpkgs /mnt/nixpkgs \
-#     --arg bin /mnt/work/image-bin -A image
+#     --arg bin /mnt/work/image-bin [--arg erofsBin /mnt/work/erofs-bin] -A image
 {
   repo,
   nixpkgs,
   bin,
+  erofsBin ? null,
 }:
 
 let
@@ -83,15 +86,22 @@ let
       ];
     };
 
-  erofs-utils = derivation {
-    name = "erofs-utils-placeholder";
-    inherit system;
-    builder = "/bin/sh";
-    args = [
-      "-c"
-      "echo 'erofs-utils is not available in tests/nixos-local' >&2; exit 1"
-    ];
-  };
+  erofs-utils =
+    if erofsBin != null then
+      builtins.path {
+        path = erofsBin;
+        name = "erofs-utils-host";
+      }
+    else
+      derivation {
+        name = "erofs-utils-placeholder";
+        inherit system;
+        builder = "/bin/sh";
+        args = [
+          "-c"
+          "echo 'erofs-utils is not available in tests/nixos-local' >&2; exit 1"
+        ];
+      };
 
   package = builtins.path {
     path = bin;
@@ -138,6 +148,11 @@ let
 in
 {
   inherit image;
+  # No label: Debian bookworm's mkfs.erofs 1.5 has no -L (nixpkgs' has).
+  imageErofs = outputs.lib.mkLowerImage {
+    inherit pkgs package;
+    rootPaths = [ root ];
+  };
   paths = {
     closureInfo = "${image.closureInfo}";
     root = "${root}";
