@@ -9,16 +9,19 @@
 #     rootPaths = [ pkgs.hello ];
 #   }
 #
-# Layout (the lower dir is the image's top, as nixpkgs' make-squashfs.nix
-# puts store paths at the top of its image):
-#   <store path base names>            the closure of rootPaths, copied
+# Layout (the store directory holds store paths only: Nix's garbage
+# collector over the merged store stops on any other name in it):
+#   nix/store/<store path base names>  the closure of rootPaths, copied: the
+#                                      lower dir (the module's default
+#                                      lower.storeDir, <mount point>/nix/store)
 #   .snix-lower-store/registration     closureInfo's registration (for
 #                                      lower.index = "import")
 #   .snix-lower-store/index, …/id      written by `snix-lower-store build-index
-#                                      --registration`, which proves content
-#                                      addresses (text, fixed) from the files
-# Mount it read-only and give its mount point as lower.storeDir (the module's
-# default with lower.index = "image").
+#                                      --registration --output --image-id`,
+#                                      which proves content addresses (text,
+#                                      fixed) from the files; served with
+#                                      `serve --index … --image-id …`
+# Mount it read-only at lower.mountPoint with lower.index = "image".
 #
 # Invariants: the store objects are copied as they are in the store (Nix has
 # canonicalised them: mtime 1, no write bits); the erofs image has every
@@ -53,11 +56,13 @@
   tailPacking ? true,
   # Further mkfs.erofs arguments, after the module's own.
   extraMkfsArgs ? [ ],
-  # The logical store directory the paths are named under.
+  # The logical store directory the paths are named under; the image holds
+  # them under the same path below its top.
   storeDir ? builtins.storeDir,
 }:
 
 let
+  storeSubdir = lib.removePrefix "/" storeDir;
   formats = [
     "erofs"
     "directory"
@@ -89,27 +94,36 @@ runCommand (if format == "erofs" then "${name}.erofs" else name)
   {
     nativeBuildInputs = [ snix-lower-store ] ++ lib.optional (format == "erofs") erofs-utils;
     passthru = {
-      inherit format storeDir;
+      inherit format storeDir storeSubdir;
       closureInfo = info;
-      # Where the module finds the index, relative to the image's top.
+      # Where the module finds the index and the id, relative to the image's top.
       indexPath = ".snix-lower-store/index";
+      idPath = ".snix-lower-store/id";
     };
   }
   ''
     set -euo pipefail
     root=${if format == "erofs" then "$PWD/root" else "$out"}
-    mkdir -p "$root/.snix-lower-store"
+    store="$root"/${lib.escapeShellArg storeSubdir}
+    meta=$root/.snix-lower-store
+    mkdir -p "$store" "$meta"
     while IFS= read -r path; do
-      cp -a -- "$path" "$root/"
+      cp -a -- "$path" "$store/"
     done < ${info}/store-paths
-    cp ${info}/registration "$root/.snix-lower-store/registration"
+    cp ${info}/registration "$meta/registration"
     snix-lower-store build-index --store-dir ${lib.escapeShellArg storeDir} \
-      --lower-dir "$root" --registration "$root/.snix-lower-store/registration"
-    test -s "$root/.snix-lower-store/index"
+      --lower-dir "$store" --registration "$meta/registration" \
+      --output "$meta/index" --image-id "$meta/id"
+    test -s "$meta/index" && test -s "$meta/id"
+    # Store paths only in the store directory.
+    if [ -n "$(find "$store" -mindepth 1 -maxdepth 1 -name '.*')" ]; then
+      echo "mkLowerImage: a dot-name in $store" >&2
+      exit 1
+    fi
     # Read-only like the store objects (and like Nix leaves the directory
     # form), in the erofs image too.
-    chmod -R a-w "$root/.snix-lower-store"
-    chmod a-w "$root"
+    chmod -R a-w "$meta"
+    find "$root" -mindepth 0 -maxdepth ${toString (lib.length (lib.splitString "/" storeSubdir))} -type d -exec chmod a-w {} +
     ${lib.optionalString (format == "erofs") ''
       # A UUID from the registration, not a random one.
       uuid=$(sha256sum < "$root/.snix-lower-store/registration" | cut -c1-32 |

@@ -14,8 +14,8 @@
 #   lower.storeDir
 #   lower.index     "import" (default): the registrations are imported into
 #                   an index in stateDir; "image": the index inside the
-#                   image (<lower.storeDir>/.snix-lower-store/index, written
-#                   by mkLowerImage / build-index) is served as it is
+#                   image (<lower.mountPoint>/.snix-lower-store/{index,id},
+#                   written by mkLowerImage / build-index) is served as it is
 #   lower.imageCheck "sample" | "full": serve's --image-check (image index)
 #   overlay.root    null | str; second-store: "/var/lib/snix-overlay" by
 #                   default; system-store: must be null
@@ -77,7 +77,11 @@ let
   # nothing is imported and nothing is written; a one-line check unit takes
   # the import unit's place in front of the socket.
   imageIndex = cfg.lower.index == "image";
-  imageIndexFile = "${cfg.lower.storeDir}/.snix-lower-store/index";
+  # At the image's top, beside its store directory (mkLowerImage); an image
+  # with the store paths at its top (scripts/mk-lower-image, lower.storeDir
+  # = lower.mountPoint) has them at the same place.
+  imageIndexFile = "${cfg.lower.mountPoint}/.snix-lower-store/index";
+  imageIdFile = "${cfg.lower.mountPoint}/.snix-lower-store/id";
   gateUnitName = if imageIndex then "snix-lower-store-check" else "snix-lower-store-import";
   gateUnit = "${gateUnitName}.service";
 
@@ -491,22 +495,15 @@ in
 
       storeDir = mkOption {
         type = types.str;
-        # An image with its own index (mkLowerImage) has the store paths at
-        # its top.
-        default = if imageIndex then cfg.lower.mountPoint else "${cfg.lower.mountPoint}/nix/store";
-        defaultText = literalExpression ''
-          if config.services.snix-lower-store.lower.index == "image"
-          then config.services.snix-lower-store.lower.mountPoint
-          else "''${config.services.snix-lower-store.lower.mountPoint}/nix/store"
-        '';
+        default = "${cfg.lower.mountPoint}/nix/store";
+        defaultText = literalExpression ''"''${config.services.snix-lower-store.lower.mountPoint}/nix/store"'';
         example = "/srv/lower";
         description = ''
           The physical directory holding the lower store objects: the
           overlay's `lowerdir=` and the `real` of the lower store URL. Set it
           to the mount point itself for an image that has the store paths at
-          its top, as nixpkgs' `make-squashfs.nix` and this flake's
-          `lib.mkLowerImage` build them (the default with
-          {option}`services.snix-lower-store.lower.index` `"image"`).
+          its top, as nixpkgs' `make-squashfs.nix` builds them. This flake's
+          `lib.mkLowerImage` puts them in `nix/store/`, the default.
         '';
       };
 
@@ -527,13 +524,16 @@ in
           starts (at every boot; a new lower rebuilds it). For any lower
           store with a registration.
 
-          `"image"`: the lower image carries its own index at
-          `<lower.storeDir>/.snix-lower-store/index`, as the flake's
-          `lib.mkLowerImage` and `snix-lower-store build-index` write it. The
-          daemon opens it read-only (`serve --index`) and checks it against
-          the image at start; there is no import unit, nothing is written
-          (no state directory), and the socket listens as soon as the lower
-          is mounted. `registrations` and `closures` must be empty.
+          `"image"`: the lower image carries its own index and image id at
+          `<lower.mountPoint>/.snix-lower-store/{index,id}`, as the flake's
+          `lib.mkLowerImage` writes them (beside `nix/store/`) and
+          `scripts/mk-lower-image` does (among the store paths at the
+          image's top: set `lower.storeDir` to `lower.mountPoint`). The daemon
+          opens the index read-only (`serve --index … --image-id …`) and
+          checks it against the image at start; there is no import unit,
+          nothing is written (no state directory), and the socket listens as
+          soon as the lower is mounted. `registrations` and `closures` must
+          be empty.
         '';
       };
 
@@ -1038,6 +1038,8 @@ in
                 utils.escapeSystemdExecArgs [
                   "--index"
                   imageIndexFile
+                  "--image-id"
+                  imageIdFile
                   "--image-check"
                   cfg.lower.imageCheck
                 ]

@@ -245,18 +245,17 @@ in
     service = unitText c "snix-lower-store.service";
     socket = unitText c "snix-lower-store.socket";
     check' = unitText c "snix-lower-store-check.service";
-    lowerDir = c.snix.lowerStoreDir or "(none)";
-    index = "${lowerDir}/.snix-lower-store/index";
+    meta = "${c.snix.lowerMountPoint or "(none)"}/.snix-lower-store";
     # escapeSystemdExecArgs quotes each argument.
     start = builtins.replaceStrings [ "\"" ] [ "" ] (lib.concatStringsSep " " (values "ExecStart" service));
     socketDeps = values "Requires" socket ++ values "After" socket ++ values "PartOf" socket;
   in
-  check "14 ${name}: lower.index = \"image\": no import unit, serve --index <lower>/.snix-lower-store/index, the socket waits for the check only, no state directory" (
+  check "14 ${name}: lower.index = \"image\": no import unit, serve --index/--image-id <lower mount>/.snix-lower-store/{index,id}, the socket waits for the check only, no state directory" (
     evaluated c
     && c.failedAssertions == [ ]
     && !(c.units ? ${importUnit})
     && c.units ? "snix-lower-store-check.service"
-    && lib.hasInfix "serve --index ${index} --image-check " start
+    && lib.hasInfix "serve --index ${meta}/index --image-id ${meta}/id --image-check " start
     && !(lib.elem importUnit socketDeps)
     && lib.elem "snix-lower-store-check.service" (values "Requires" socket)
     && values "StateDirectory" service == [ ]
@@ -274,8 +273,8 @@ in
     let
       c = get "case second-store-image";
     in
-    check "14 image mode: lower.storeDir defaults to the mount point (mkLowerImage puts the store paths at the image's top)" (
-      evaluated c && c.snix.lowerStoreDir == c.snix.lowerMountPoint
+    check "14 image mode: the lower dir is <mount>/nix/store, where mkLowerImage puts the store paths, with the index outside it" (
+      evaluated c && c.snix.lowerStoreDir == "${c.snix.lowerMountPoint}/nix/store"
     ) "lower.storeDir = ${toString (c.snix.lowerStoreDir or null)}, lower.mountPoint = ${toString (c.snix.lowerMountPoint or null)}"
   )
   (
@@ -342,8 +341,10 @@ in
       && i.closureInfoRoots == [ "busybox-stand-in" ]
       && lib.elem "erofs-utils-stand-in" i.nativeBuildInputs
       && lib.elem "snix-lower-store-0.1.0" i.nativeBuildInputs
+      && lib.hasInfix "store=\"$root\"/nix/store" cmd
       && lib.hasInfix "snix-lower-store build-index --store-dir /nix/store" cmd
-      && lib.hasInfix "--registration \"$root/.snix-lower-store/registration\"" cmd
+      && lib.hasInfix "--lower-dir \"$store\" --registration \"$meta/registration\"" cmd
+      && lib.hasInfix "--output \"$meta/index\" --image-id \"$meta/id\"" cmd
       && lib.hasInfix "mkfs.erofs --quiet --all-root -T1 -zlz4hc,12 -Eztailpacking,dedupe -U" cmd
     ) "image: ${builtins.toJSON i}"
   )

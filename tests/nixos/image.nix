@@ -3,7 +3,9 @@
 # lower.index = "image": no import unit, no state directory, the socket
 # listening once the image is mounted; path-info answers with the content
 # addresses build-index proved from the registration (a text path and a
-# source path); -qR and a build work over the local-overlay store. Then
+# source path); -qR and a build work over the local-overlay store, and so
+# does garbage collection (the image's store directory holds store paths
+# only). Then
 # `switch-to-configuration switch` to the registration import of the same
 # image (lower.index = "import") and back. Nothing is written to the image's
 # device.
@@ -54,7 +56,6 @@ pkgs.testers.runNixOSTest {
       specialisation.imported.configuration = {
         services.snix-lower-store = {
           lower.index = lib.mkForce "import";
-          lower.storeDir = lowerMount;
           registrations = [ "${lowerMount}/.snix-lower-store/registration" ];
         };
       };
@@ -90,13 +91,16 @@ pkgs.testers.runNixOSTest {
     dev = machine.succeed("readlink -f /dev/disk/by-id/virtio-sniximage").strip()
     blk = dev.removeprefix("/dev/")
 
-    with subtest("the image is mounted read-only with its index at the top"):
+    with subtest("the image is mounted read-only, its index beside its store directory"):
         machine.succeed("findmnt -n -o OPTIONS ${lowerMount} | grep -Eq '^ro(,|$)'")
         machine.succeed("test -s ${lowerMount}/.snix-lower-store/index")
+        machine.succeed("test -s ${lowerMount}/.snix-lower-store/id")
         machine.succeed("test -s ${lowerMount}/.snix-lower-store/registration")
-        machine.succeed(f"test -d ${lowerMount}/{root.removeprefix('/nix/store/')}")
+        machine.succeed(f"test -d ${lowerMount}/nix/store/{root.removeprefix('/nix/store/')}")
+        names = sorted(machine.succeed("ls -A ${lowerMount}/nix/store").split())
+        assert names == sorted(p.removeprefix("/nix/store/") for p in closure), names
         options = machine.succeed("findmnt -n -o OPTIONS ${common.mergedStore}")
-        assert "lowerdir=${lowerMount}," in options + ",", options
+        assert "lowerdir=${lowerMount}/nix/store," in options + ",", options
 
     with subtest("no import: no import unit, no state directory; the check unit ran"):
         machine.fail("systemctl cat snix-lower-store-import.service")
@@ -105,7 +109,7 @@ pkgs.testers.runNixOSTest {
         machine.fail("test -e /var/lib/private/snix-lower-store")
         machine.fail("test -e /var/lib/snix-lower-store")
         start = machine.succeed("systemctl show -p ExecStart --value snix-lower-store.service")
-        assert "--index ${lowerMount}/.snix-lower-store/index" in start, start
+        assert "--index ${lowerMount}/.snix-lower-store/index --image-id ${lowerMount}/.snix-lower-store/id" in start, start
 
     with subtest("the system's Nix database does not know the image's closure"):
         machine.fail(f"nix-store --check-validity {root}")
@@ -128,8 +132,19 @@ pkgs.testers.runNixOSTest {
         out = build_through(machine, "built-over-image", root)
         name = out.removeprefix("/nix/store/")
         machine.succeed(f"test -f ${common.upperDir}/{name}")
-        machine.fail(f"test -e ${lowerMount}/{name}")
+        machine.fail(f"test -e ${lowerMount}/nix/store/{name}")
         nix(machine, f"path-info {out}")
+
+    with subtest("garbage collection over the local-overlay store leaves the image alone"):
+        url = shlex.quote(store_url(machine))
+        gone = build_through(machine, "collected", root)
+        machine.succeed(f"nix-store --store {url} --gc >&2")
+        machine.fail(f"test -e ${common.upperDir}/{gone.removeprefix('/nix/store/')}")
+        machine.succeed("test -z \"$(find ${common.upperDir} -type c)\"")
+        got = sorted(machine.succeed(f"nix-store --store {url} -qR {root}").split())
+        assert got == closure, got
+        # `out` is kept for the switch below: build it again if collected.
+        out = build_through(machine, "built-over-image", root)
 
     base = machine.succeed("readlink -f /run/current-system").strip()
 
@@ -161,7 +176,7 @@ pkgs.testers.runNixOSTest {
         machine.fail("systemctl cat snix-lower-store-import.service")
         machine.succeed("systemctl is-active snix-lower-store-check.service")
         start = machine.succeed("systemctl show -p ExecStart --value snix-lower-store.service")
-        assert "--index ${lowerMount}/.snix-lower-store/index" in start, start
+        assert "--index ${lowerMount}/.snix-lower-store/index --image-id ${lowerMount}/.snix-lower-store/id" in start, start
         assert text_ca().startswith("text:sha256:"), text_ca()
         nix(machine, f"path-info {out}")
         pid = machine.succeed("systemctl show -p MainPID --value snix-lower-store.service").strip()
