@@ -69,7 +69,7 @@
           system = pkgs.stdenv.hostPlatform.system;
         in
         # VM tests: basic, socket-activation, switch, lower-missing, fixed,
-        # system-store, image.
+        # system-store, system-store-image, image.
         import ./tests/nixos { inherit pkgs self; }
         // {
           # The package's checkPhase runs the daemon's cargo tests.
