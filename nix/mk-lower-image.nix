@@ -71,19 +71,18 @@ let
   extended =
     lib.optional (compression != null && tailPacking) "ztailpacking"
     ++ lib.optional (compression != null && dedupe) "dedupe";
-  mkfsArgs =
-    [
-      "--quiet"
-      "--all-root"
-      "-T1"
-    ]
-    ++ lib.optional (compression != null) "-z${compression}"
-    ++ lib.optional (extended != [ ]) "-E${lib.concatStringsSep "," extended}"
-    ++ lib.optionals (label != null) [
-      "-L"
-      label
-    ]
-    ++ extraMkfsArgs;
+  mkfsArgs = [
+    "--quiet"
+    "--all-root"
+    "-T1"
+  ]
+  ++ lib.optional (compression != null) "-z${compression}"
+  ++ lib.optional (extended != [ ]) "-E${lib.concatStringsSep "," extended}"
+  ++ lib.optionals (label != null) [
+    "-L"
+    label
+  ]
+  ++ extraMkfsArgs;
 in
 assert lib.assertMsg (lib.elem format formats)
   "mkLowerImage: format = \"${toString format}\": use one of ${lib.concatStringsSep ", " formats}.";

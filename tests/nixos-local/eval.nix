@@ -217,7 +217,12 @@ let
             lib.mapAttrsToList (
               n: p:
               let
-                r = builtins.tryEval (builtins.deepSeq [ p.name p.buildCommand ] { inherit (p) name buildCommand; });
+                r = builtins.tryEval (
+                  builtins.deepSeq [
+                    p.name
+                    p.buildCommand
+                  ] { inherit (p) name buildCommand; }
+                );
               in
               lib.nameValuePair "README block ${toString i}: packages.${sys}.${n}" (if r.success then r.value else null)
             ) ps
@@ -288,7 +293,15 @@ let
   # set gives (null where the function refuses it).
   images =
     let
-      mk = args: self.lib.mkLowerImage ({ inherit pkgs; rootPaths = [ pkgs.busybox ]; } // args);
+      mk =
+        args:
+        self.lib.mkLowerImage (
+          {
+            inherit pkgs;
+            rootPaths = [ pkgs.busybox ];
+          }
+          // args
+        );
       summary = img: {
         inherit (img) name buildCommand;
         nativeBuildInputs = map (p: p.name) img.env.nativeBuildInputs;
