@@ -9,18 +9,18 @@
 #     rootPaths = [ pkgs.hello ];
 #   }
 #
-# Layout (the store directory holds store paths only: Nix's garbage
-# collector over the merged store stops on any other name in it):
+# Layout: an image root as build-index and serve define it (the store
+# directory holds store paths only: Nix's garbage collector over the merged
+# store fails on any other name in it):
 #   nix/store/<store path base names>  the closure of rootPaths, copied: the
 #                                      lower dir (the module's default
 #                                      lower.storeDir, <mount point>/nix/store)
 #   .snix-lower-store/registration     closureInfo's registration (for
 #                                      lower.index = "import")
 #   .snix-lower-store/index, …/id      written by `snix-lower-store build-index
-#                                      --registration --output --image-id`,
+#                                      --registration --lower-dir <root>/nix/store`,
 #                                      which proves content addresses (text,
-#                                      fixed) from the files; served with
-#                                      `serve --index … --image-id …`
+#                                      fixed) from the files
 # Mount it read-only at lower.mountPoint with lower.index = "image".
 #
 # Invariants: the store objects are copied as they are in the store (Nix has
@@ -111,8 +111,7 @@ runCommand (if format == "erofs" then "${name}.erofs" else name)
     done < ${info}/store-paths
     cp ${info}/registration "$meta/registration"
     snix-lower-store build-index --store-dir ${lib.escapeShellArg storeDir} \
-      --lower-dir "$store" --registration "$meta/registration" \
-      --output "$meta/index" --image-id "$meta/id"
+      --lower-dir "$store" --registration "$meta/registration"
     test -s "$meta/index" && test -s "$meta/id"
     # Store paths only in the store directory.
     if [ -n "$(find "$store" -mindepth 1 -maxdepth 1 -name '.*')" ]; then

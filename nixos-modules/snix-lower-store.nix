@@ -14,8 +14,9 @@
 #   lower.storeDir
 #   lower.index     "import" (default): the registrations are imported into
 #                   an index in stateDir; "image": the index inside the
-#                   image (<lower.mountPoint>/.snix-lower-store/{index,id},
-#                   written by mkLowerImage / build-index) is served as it is
+#                   image (<image root>/.snix-lower-store/index beside
+#                   lower.storeDir = <image root>/nix/store, written by
+#                   mkLowerImage / build-index) is served as it is
 #   lower.imageCheck "sample" | "full": serve's --image-check (image index)
 #   overlay.root    null | str; second-store: "/var/lib/snix-overlay" by
 #                   default; system-store: must be null
@@ -77,11 +78,12 @@ let
   # nothing is imported and nothing is written; a one-line check unit takes
   # the import unit's place in front of the socket.
   imageIndex = cfg.lower.index == "image";
-  # At the image's top, beside its store directory (mkLowerImage); an image
-  # with the store paths at its top (scripts/mk-lower-image, lower.storeDir
-  # = lower.mountPoint) has them at the same place.
-  imageIndexFile = "${cfg.lower.mountPoint}/.snix-lower-store/index";
-  imageIdFile = "${cfg.lower.mountPoint}/.snix-lower-store/id";
+  # The image root R of a lower dir R/nix/store holds the index (and the id
+  # serve checks it against) in R/.snix-lower-store, outside the store dir,
+  # as build-index and mkLowerImage lay it out.
+  imageRoot =
+    if lib.hasSuffix "/nix/store" cfg.lower.storeDir then lib.removeSuffix "/nix/store" cfg.lower.storeDir else null;
+  imageIndexFile = "${toString imageRoot}/.snix-lower-store/index";
   gateUnitName = if imageIndex then "snix-lower-store-check" else "snix-lower-store-import";
   gateUnit = "${gateUnitName}.service";
 
@@ -524,16 +526,16 @@ in
           starts (at every boot; a new lower rebuilds it). For any lower
           store with a registration.
 
-          `"image"`: the lower image carries its own index and image id at
-          `<lower.mountPoint>/.snix-lower-store/{index,id}`, as the flake's
-          `lib.mkLowerImage` writes them (beside `nix/store/`) and
-          `scripts/mk-lower-image` does (among the store paths at the
-          image's top: set `lower.storeDir` to `lower.mountPoint`). The daemon
-          opens the index read-only (`serve --index … --image-id …`) and
-          checks it against the image at start; there is no import unit,
-          nothing is written (no state directory), and the socket listens as
-          soon as the lower is mounted. `registrations` and `closures` must
-          be empty.
+          `"image"`: the lower image carries its own index: for
+          {option}`services.snix-lower-store.lower.storeDir`
+          `<image root>/nix/store` (by default the image root is
+          {option}`services.snix-lower-store.lower.mountPoint`), at
+          `<image root>/.snix-lower-store/index`, as the flake's
+          `lib.mkLowerImage` and `snix-lower-store build-index` write it. The
+          daemon opens it read-only (`serve --index`) and checks it against
+          the image at start; there is no import unit, nothing is written
+          (no state directory), and the socket listens as soon as the lower
+          is mounted. `registrations` and `closures` must be empty.
         '';
       };
 
@@ -837,6 +839,10 @@ in
           message = "services.snix-lower-store.placement = \"system-store\": set registrations (for example the registration file inside the lower image), or lower.index = \"image\" for an image carrying its own index: the index must describe the lower image, which must hold this system's closure.";
         }
         {
+          assertion = imageIndex -> imageRoot != null;
+          message = "services.snix-lower-store.lower.index = \"image\" with lower.storeDir = \"${cfg.lower.storeDir}\": an image's own index lies in <image root>/.snix-lower-store beside its store dir <image root>/nix/store, so lower.storeDir must end in /nix/store (the default, <lower.mountPoint>/nix/store, as lib.mkLowerImage lays the image out). For store objects at the top of the mount, use lower.index = \"import\".";
+        }
+        {
           assertion = imageIndex -> (cfg.registrations == [ ] && cfg.closures == [ ]);
           message = "services.snix-lower-store.lower.index = \"image\" serves the index inside the image (${imageIndexFile}) and imports nothing, but registrations or closures are set. Remove them, or set lower.index = \"import\" to import them (for an image without its own index).";
         }
@@ -1038,8 +1044,6 @@ in
                 utils.escapeSystemdExecArgs [
                   "--index"
                   imageIndexFile
-                  "--image-id"
-                  imageIdFile
                   "--image-check"
                   cfg.lower.imageCheck
                 ]

@@ -419,9 +419,9 @@ let
       !(img.systemd.services ? snix-lower-store-import)
       && img.systemd.services ? snix-lower-store-check
       && img.systemd.sockets.snix-lower-store.requires == [ "snix-lower-store-check.service" ];
-    "14: image index: serve --index/--image-id <lower mount>/.snix-lower-store/{index,id}, no state directory" =
+    "14: image index: serve --index <image root>/.snix-lower-store/index, no state directory" =
       img.systemd.services.snix-lower-store.serviceConfig.ExecStart
-      == "${exe} serve \"--index\" \"/var/lib/snix-overlay/lower/.snix-lower-store/index\" \"--image-id\" \"/var/lib/snix-overlay/lower/.snix-lower-store/id\" \"--image-check\" \"sample\""
+      == "${exe} serve \"--index\" \"/var/lib/snix-overlay/lower/.snix-lower-store/index\" \"--image-check\" \"sample\""
       && !(img.systemd.services.snix-lower-store.serviceConfig ? StateDirectory)
       && img.services.snix-lower-store.lower.storeDir == "/var/lib/snix-overlay/lower/nix/store";
     "14: image index: no assertion fails, evaluates to a system" =

@@ -95,6 +95,17 @@ in
     }
   ];
   image-with-registrations = second { services.snix-lower-store.lower.index = "image"; };
+  # Store objects at the top of the mount: no image root.
+  image-store-top.modules = [
+    {
+      services.snix-lower-store = {
+        enable = true;
+        lower.device = "/dev/disk/by-label/lower-store";
+        lower.index = "image";
+        lower.storeDir = "/var/lib/snix-overlay/lower";
+      };
+    }
+  ];
   image-check-full.modules = [
     {
       services.snix-lower-store = {

@@ -250,12 +250,12 @@ in
     start = builtins.replaceStrings [ "\"" ] [ "" ] (lib.concatStringsSep " " (values "ExecStart" service));
     socketDeps = values "Requires" socket ++ values "After" socket ++ values "PartOf" socket;
   in
-  check "14 ${name}: lower.index = \"image\": no import unit, serve --index/--image-id <lower mount>/.snix-lower-store/{index,id}, the socket waits for the check only, no state directory" (
+  check "14 ${name}: lower.index = \"image\": no import unit, serve --index <image root>/.snix-lower-store/index, the socket waits for the check only, no state directory" (
     evaluated c
     && c.failedAssertions == [ ]
     && !(c.units ? ${importUnit})
     && c.units ? "snix-lower-store-check.service"
-    && lib.hasInfix "serve --index ${meta}/index --image-id ${meta}/id --image-check " start
+    && lib.hasInfix "serve --index ${meta}/index --image-check " start
     && !(lib.elem importUnit socketDeps)
     && lib.elem "snix-lower-store-check.service" (values "Requires" socket)
     && values "StateDirectory" service == [ ]
@@ -311,6 +311,14 @@ in
   )
   (
     let
+      c = get "case image-store-top";
+    in
+    check "14 lower.index = \"image\" with a lower.storeDir that has no image root is refused with its message" (
+      evaluated c && hasMessage "lower.storeDir must end in /nix/store" c
+    ) "assertions: ${toString (c.failedAssertions or [ ])}"
+  )
+  (
+    let
       c = get "case image-with-registrations";
     in
     check "14 lower.index = \"image\" with registrations is refused with its message" (
@@ -344,7 +352,7 @@ in
       && lib.hasInfix "store=\"$root\"/nix/store" cmd
       && lib.hasInfix "snix-lower-store build-index --store-dir /nix/store" cmd
       && lib.hasInfix "--lower-dir \"$store\" --registration \"$meta/registration\"" cmd
-      && lib.hasInfix "--output \"$meta/index\" --image-id \"$meta/id\"" cmd
+      && lib.hasInfix "test -s \"$meta/index\" && test -s \"$meta/id\"" cmd
       && lib.hasInfix "mkfs.erofs --quiet --all-root -T1 -zlz4hc,12 -Eztailpacking,dedupe -U" cmd
     ) "image: ${builtins.toJSON i}"
   )

@@ -109,7 +109,7 @@ pkgs.testers.runNixOSTest {
         machine.fail("test -e /var/lib/private/snix-lower-store")
         machine.fail("test -e /var/lib/snix-lower-store")
         start = machine.succeed("systemctl show -p ExecStart --value snix-lower-store.service")
-        assert "--index ${lowerMount}/.snix-lower-store/index --image-id ${lowerMount}/.snix-lower-store/id" in start, start
+        assert "--index ${lowerMount}/.snix-lower-store/index --image-check" in start, start
 
     with subtest("the system's Nix database does not know the image's closure"):
         machine.fail(f"nix-store --check-validity {root}")
@@ -176,7 +176,7 @@ pkgs.testers.runNixOSTest {
         machine.fail("systemctl cat snix-lower-store-import.service")
         machine.succeed("systemctl is-active snix-lower-store-check.service")
         start = machine.succeed("systemctl show -p ExecStart --value snix-lower-store.service")
-        assert "--index ${lowerMount}/.snix-lower-store/index --image-id ${lowerMount}/.snix-lower-store/id" in start, start
+        assert "--index ${lowerMount}/.snix-lower-store/index --image-check" in start, start
         assert text_ca().startswith("text:sha256:"), text_ca()
         nix(machine, f"path-info {out}")
         pid = machine.succeed("systemctl show -p MainPID --value snix-lower-store.service").strip()
