@@ -25,10 +25,11 @@
 #
 # Invariants: the store objects are copied as they are in the store (Nix has
 # canonicalised them: mtime 1, no write bits); the erofs image has every
-# inode owned by root and every mtime 1 (`--all-root -T1`) and a UUID derived
-# from the registration, so it does not depend on the build user or the
-# clock. The image is not bit-for-bit reproducible: `build-index` writes a
-# random image id (what `serve` checks the index against).
+# inode owned by root and every mtime 1 (`--all-root -T1`); the image id
+# (what `serve` checks the index against) and the erofs UUID are derived from
+# the registration (`build-index --image-id`), and registration times are
+# SOURCE_DATE_EPOCH: the same closure gives the same image, independent of
+# the build user and the clock.
 {
   lib,
   runCommand,
@@ -110,8 +111,11 @@ runCommand (if format == "erofs" then "${name}.erofs" else name)
       cp -a -- "$path" "$store/"
     done < ${info}/store-paths
     cp ${info}/registration "$meta/registration"
+    # One closure, one id: different closures have different registrations.
+    id=$(sha256sum < "$meta/registration" | cut -c1-32)
+    export SOURCE_DATE_EPOCH=''${SOURCE_DATE_EPOCH:-315532800}
     snix-lower-store build-index --store-dir ${lib.escapeShellArg storeDir} \
-      --lower-dir "$store" --registration "$meta/registration"
+      --lower-dir "$store" --registration "$meta/registration" --image-id "$id"
     test -s "$meta/index" && test -s "$meta/id"
     # Store paths only in the store directory.
     if [ -n "$(find "$store" -mindepth 1 -maxdepth 1 -name '.*')" ]; then
@@ -123,9 +127,8 @@ runCommand (if format == "erofs" then "${name}.erofs" else name)
     chmod -R a-w "$meta"
     find "$root" -mindepth 0 -maxdepth ${toString (lib.length (lib.splitString "/" storeSubdir))} -type d -exec chmod a-w {} +
     ${lib.optionalString (format == "erofs") ''
-      # A UUID from the registration, not a random one.
-      uuid=$(sha256sum < "$root/.snix-lower-store/registration" | cut -c1-32 |
-        sed -E 's/^(.{8})(.{4})(.{4})(.{4})(.{12})$/\1-\2-\3-\4-\5/')
+      # A UUID from the image id, not a random one.
+      uuid=$(echo "$id" | sed -E 's/^(.{8})(.{4})(.{4})(.{4})(.{12})$/\1-\2-\3-\4-\5/')
       mkfs.erofs ${lib.escapeShellArgs mkfsArgs} -U "$uuid" "$out" "$root"
     ''}
   ''

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use snix_lower_store::index::image;
-use snix_lower_store::index::import::{self, ImportOptions};
+use snix_lower_store::index::import::{self, ImportOptions, NewPath};
 use snix_lower_store::index::PathInfoIndex;
 use snix_lower_store::lower::LowerDir;
 use snix_lower_store::overlay_url::OverlayUrl;
@@ -271,6 +271,14 @@ struct BuildIndexArgs {
     /// lower dir <root>/nix/store (the store dir), where `serve` finds it].
     #[arg(long)]
     output: Option<PathBuf>,
+    /// The image id written into the index and <root>/.snix-lower-store/id
+    /// (32 hex digits) instead of a random one, so that the same inputs give
+    /// the same image (as a Nix build must). Derive it from what makes the
+    /// image, e.g. the registration's sha256; images that differ must not
+    /// share an id. With SOURCE_DATE_EPOCH set, entries without a
+    /// registration time get that time, not the build's.
+    #[arg(long, value_parser = image::parse_image_id)]
+    image_id: Option<String>,
 }
 
 // `verify`: the index and the lower dir to check it against.
@@ -715,7 +723,12 @@ fn build_index(args: BuildIndexArgs) -> Result<ExitCode> {
             )
         })?,
     };
-    let report = image::build(&output, &sd, &lower, batch, realisations, import_options(&args.source))?;
+    let batch = with_source_date_epoch(batch)?;
+    let opts = image::BuildOptions {
+        import: import_options(&args.source),
+        image_id: args.image_id,
+    };
+    let report = image::build(&output, &sd, &lower, batch, realisations, opts)?;
     println!(
         "wrote {}: {} paths indexed, {} store paths in {}",
         output.display(),
@@ -724,6 +737,23 @@ fn build_index(args: BuildIndexArgs) -> Result<ExitCode> {
         args.lower_dir.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reproducible builds: with `SOURCE_DATE_EPOCH` set (as nixpkgs' stdenv
+/// sets it), entries without a registration time (a registration has none)
+/// get that time instead of the time of the build.
+fn with_source_date_epoch(mut batch: Vec<NewPath>) -> Result<Vec<NewPath>> {
+    let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") else {
+        return Ok(batch);
+    };
+    let t: u64 = v
+        .trim()
+        .parse()
+        .with_context(|| format!("build-index: SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))?;
+    for e in batch.iter_mut().filter(|e| e.registration_time.is_none()) {
+        e.registration_time = Some(t);
+    }
+    Ok(batch)
 }
 
 /// `verify`: prints each problem on stdout and a summary on stderr; fails

@@ -127,6 +127,30 @@ pub enum ImageError {
     Import(#[from] super::import::ImportError),
 }
 
+/// How `build-index` builds: the import's checks, and the image id.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Validation and content-address proofs, as for `import`.
+    pub import: super::import::ImportOptions,
+    /// The image id to write (32 lowercase hex digits, see [`parse_image_id`]);
+    /// `None`: a random one. A build system that must give the same output
+    /// for the same input (a Nix derivation) derives it from its inputs.
+    pub image_id: Option<String>,
+}
+
+/// Checks an image id given on the command line: exactly 32 hex digits,
+/// returned in lowercase.
+pub fn parse_image_id(s: &str) -> Result<String, String> {
+    if s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "image id {:?}: give 32 hex digits (e.g. the first 32 of a sha256sum of the image's registration)",
+            s.escape_debug().to_string()
+        ))
+    }
+}
+
 /// What `build-index` wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BuildReport {
@@ -145,7 +169,7 @@ pub fn build(
     lower: &LowerDir,
     batch: Vec<super::import::NewPath>,
     realisations: Vec<super::import::NewRealisation>,
-    opts: super::import::ImportOptions,
+    opts: BuildOptions,
 ) -> Result<BuildReport, ImageError> {
     let io = |what, path: &Path| {
         let path = path.to_owned();
@@ -169,15 +193,15 @@ fn build_in(
     lower: &LowerDir,
     batch: Vec<super::import::NewPath>,
     realisations: Vec<super::import::NewRealisation>,
-    opts: super::import::ImportOptions,
+    opts: BuildOptions,
 ) -> Result<BuildReport, ImageError> {
-    super::import::import_with_realisations(tmp, sd, lower, batch, realisations, opts)?;
+    super::import::import_with_realisations(tmp, sd, lower, batch, realisations, opts.import)?;
     let lower_entries = count_lower_entries(lower.root()).map_err(|source| ImageError::Io {
         what: "listing the lower dir",
         path: lower.root().to_owned(),
         source,
     })?;
-    let id = write_id(tmp, output, id_location(lower.root(), sd.as_str()))?;
+    let id = write_id(tmp, output, id_location(lower.root(), sd.as_str()), opts.image_id)?;
     let paths = seal(tmp, lower_entries, id.as_deref())?;
     let db = tmp.join(INDEX_FILE);
     std::fs::rename(&db, output).map_err(|source| ImageError::Io {
@@ -192,7 +216,12 @@ fn build_in(
 /// renamed into place) and returns it. Without an image root, or with
 /// `--output` elsewhere and an image root that cannot be written, the index
 /// gets no id (a warning says `serve` will list the lower dir at start).
-fn write_id(tmp: &Path, output: &Path, target: Option<PathBuf>) -> Result<Option<String>, ImageError> {
+fn write_id(
+    tmp: &Path,
+    output: &Path,
+    target: Option<PathBuf>,
+    given: Option<String>,
+) -> Result<Option<String>, ImageError> {
     let Some(target) = target else {
         tracing::warn!(
             index = %output.display(),
@@ -202,11 +231,14 @@ fn write_id(tmp: &Path, output: &Path, target: Option<PathBuf>) -> Result<Option
         );
         return Ok(None);
     };
-    let id = new_id().map_err(|source| ImageError::Io {
-        what: "reading /dev/urandom for the image id of",
-        path: target.clone(),
-        source,
-    })?;
+    let id = match given {
+        Some(id) => id,
+        None => new_id().map_err(|source| ImageError::Io {
+            what: "reading /dev/urandom for the image id of",
+            path: target.clone(),
+            source,
+        })?,
+    };
     let write = |dir: &Path| -> std::io::Result<()> {
         std::fs::create_dir_all(target.parent().unwrap_or(Path::new(".")))?;
         let staged = dir.join(format!(".id-{}", std::process::id()));
