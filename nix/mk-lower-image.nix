@@ -113,8 +113,7 @@ runCommand (if format == "erofs" then "${name}.erofs" else name)
     cp ${info}/registration "$meta/registration"
     # One closure, one id: different closures have different registrations.
     id=$(sha256sum < "$meta/registration" | cut -c1-32)
-    export SOURCE_DATE_EPOCH=''${SOURCE_DATE_EPOCH:-315532800}
-    snix-lower-store build-index --store-dir ${lib.escapeShellArg storeDir} \
+    SOURCE_DATE_EPOCH=''${SOURCE_DATE_EPOCH:-315532800} snix-lower-store build-index --store-dir ${lib.escapeShellArg storeDir} \
       --lower-dir "$store" --registration "$meta/registration" --image-id "$id"
     test -s "$meta/index" && test -s "$meta/id"
     # Store paths only in the store directory.
@@ -129,6 +128,8 @@ runCommand (if format == "erofs" then "${name}.erofs" else name)
     ${lib.optionalString (format == "erofs") ''
       # A UUID from the image id, not a random one.
       uuid=$(echo "$id" | sed -E 's/^(.{8})(.{4})(.{4})(.{4})(.{12})$/\1-\2-\3-\4-\5/')
-      mkfs.erofs ${lib.escapeShellArgs mkfsArgs} -U "$uuid" "$out" "$root"
+      # mkfs.erofs takes SOURCE_DATE_EPOCH (stdenv sets it) over -T1 (1.5
+      # does): every mtime must be 1, as in the store.
+      env -u SOURCE_DATE_EPOCH mkfs.erofs ${lib.escapeShellArgs mkfsArgs} -U "$uuid" "$out" "$root"
     ''}
   ''
