@@ -12,16 +12,44 @@
         "aarch64-linux"
       ];
       forAllSystems = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+
+      # The package, with mkLowerImage (./nix/mk-lower-image.nix) bound to it
+      # as `passthru.mkLowerImage`.
+      withImageFunction =
+        pkgs: package:
+        package.overrideAttrs (old: {
+          passthru = (old.passthru or { }) // {
+            mkLowerImage = pkgs.callPackage ./nix/mk-lower-image.nix { snix-lower-store = package; };
+          };
+        });
     in
     {
       overlays.default = final: _prev: {
-        snix-lower-store = final.callPackage ./nix/package.nix { };
+        snix-lower-store = withImageFunction final (final.callPackage ./nix/package.nix { });
       };
 
       packages = forAllSystems (pkgs: {
-        snix-lower-store = pkgs.callPackage ./nix/package.nix { };
+        snix-lower-store = withImageFunction pkgs (pkgs.callPackage ./nix/package.nix { });
         default = self.packages.${pkgs.stdenv.hostPlatform.system}.snix-lower-store;
       });
+
+      # A lower image carrying its own index, from the closure of rootPaths:
+      #   snix-lower-store.lib.mkLowerImage { inherit pkgs; rootPaths = [ pkgs.hello ]; }
+      # with pkgs' closureInfo and erofs-utils and this flake's package for
+      # pkgs' system (or `package`); with the overlay the same function is
+      # pkgs.snix-lower-store.mkLowerImage { … }. Options: nix/mk-lower-image.nix.
+      lib.mkLowerImage =
+        {
+          pkgs,
+          package ? self.packages.${pkgs.stdenv.hostPlatform.system}.snix-lower-store,
+          ...
+        }@args:
+        pkgs.callPackage ./nix/mk-lower-image.nix { snix-lower-store = package; } (
+          removeAttrs args [
+            "pkgs"
+            "package"
+          ]
+        );
 
       nixosModules = {
         snix-lower-store =
@@ -41,7 +69,7 @@
           system = pkgs.stdenv.hostPlatform.system;
         in
         # VM tests: basic, socket-activation, switch, lower-missing, fixed,
-        # system-store.
+        # system-store, system-store-image, image.
         import ./tests/nixos { inherit pkgs self; }
         // {
           # The package's checkPhase runs the daemon's cargo tests.

@@ -12,6 +12,12 @@
 #   lower.device    null | str (required when lower.mount)
 #   lower.fsType / lower.options / lower.deviceTimeout / lower.mountPoint /
 #   lower.storeDir
+#   lower.index     "import" (default): the registrations are imported into
+#                   an index in stateDir; "image": the index inside the
+#                   image (<image root>/.snix-lower-store/index beside
+#                   lower.storeDir = <image root>/nix/store, written by
+#                   mkLowerImage / build-index) is served as it is
+#   lower.imageCheck "sample" | "full": serve's --image-check (image index)
 #   overlay.root    null | str; second-store: "/var/lib/snix-overlay" by
 #                   default; system-store: must be null
 #   overlay.mountPoint / overlay.upperDir / overlay.workDir / overlay.state
@@ -29,7 +35,8 @@
 #                   (second-store); VM tests copy them into
 #                   virtualisation.fileSystems
 # Units (all defined here, none taken from the package): snix-lower-store.socket,
-# snix-lower-store.service, snix-lower-store-import.service,
+# snix-lower-store.service, snix-lower-store-import.service (lower.index =
+# "import") or snix-lower-store-check.service (lower.index = "image"),
 # snix-lower-store-overlay-dirs.service (second-store),
 # snix-lower-store-nix-daemon-env.service (configureNix), and in the initrd
 # (system-store) snix-lower-store-initrd-paths.service and the mounts
@@ -66,6 +73,19 @@ let
 
   systemStore = cfg.placement == "system-store";
   secondStore = cfg.placement == "second-store";
+
+  # lower.index = "image": the daemon serves the index the image carries, so
+  # nothing is imported and nothing is written; a one-line check unit takes
+  # the import unit's place in front of the socket.
+  imageIndex = cfg.lower.index == "image";
+  # The image root R of a lower dir R/nix/store holds the index (and the id
+  # serve checks it against) in R/.snix-lower-store, outside the store dir,
+  # as build-index and mkLowerImage lay it out.
+  imageRoot =
+    if lib.hasSuffix "/nix/store" cfg.lower.storeDir then lib.removeSuffix "/nix/store" cfg.lower.storeDir else null;
+  imageIndexFile = "${toString imageRoot}/.snix-lower-store/index";
+  gateUnitName = if imageIndex then "snix-lower-store-check" else "snix-lower-store-import";
+  gateUnit = "${gateUnitName}.service";
 
   # The module declares a lower mount only when asked to and given a device.
   hasLowerMount = cfg.lower.mount && cfg.lower.device != null;
@@ -293,15 +313,30 @@ let
     SystemCallErrorNumber = "EPERM";
   };
 
-  # Both run as this DynamicUser, so the same dynamic UID owns the index.
+  # Both run as this DynamicUser, so the same dynamic UID owns the index. An
+  # image's own index needs no state directory: nothing is written.
   identity = {
     DynamicUser = true;
     User = "snix-lower-store";
-    StateDirectory = stateDirectoryName;
-    StateDirectoryMode = "0700";
     UMask = "0077";
     ReadOnlyPaths = [ "-${cfg.lower.storeDir}" ];
+  }
+  // optionalAttrs (!imageIndex) {
+    StateDirectory = stateDirectoryName;
+    StateDirectoryMode = "0700";
   };
+
+  # lower.index = "image": the lower is there and carries its index; one
+  # line that says what to do when it does not.
+  checkImageIndex = pkgs.writeShellScript "snix-lower-store-check-image-index" ''
+    set -eu
+    if [ ! -f ${lib.escapeShellArg imageIndexFile} ]; then
+      echo ${
+        lib.escapeShellArg "snix-lower-store: the lower store has no index of its own: ${imageIndexFile} is missing (services.snix-lower-store.lower.index = \"image\"). Build the image with the flake's lib.mkLowerImage or `snix-lower-store build-index`, or set lower.index = \"import\" and registrations."
+      } >&2
+      exit 1
+    fi
+  '';
 
   # The second store's mounts, as fileSystems entries.
   secondStoreMounts = lib.optionalAttrs hasLowerMount {
@@ -469,7 +504,54 @@ in
           The physical directory holding the lower store objects: the
           overlay's `lowerdir=` and the `real` of the lower store URL. Set it
           to the mount point itself for an image that has the store paths at
-          its top, as nixpkgs' `make-squashfs.nix` builds them.
+          its top, as nixpkgs' `make-squashfs.nix` builds them. This flake's
+          `lib.mkLowerImage` puts them in `nix/store/`, the default.
+        '';
+      };
+
+      index = mkOption {
+        type = types.enum [
+          "import"
+          "image"
+        ];
+        default = "import";
+        example = "image";
+        description = ''
+          Where the daemon's index comes from.
+
+          `"import"`: `snix-lower-store-import.service` imports
+          {option}`services.snix-lower-store.registrations` and
+          {option}`services.snix-lower-store.closures` into an index in
+          {option}`services.snix-lower-store.stateDir` before the socket
+          starts (at every boot; a new lower rebuilds it). For any lower
+          store with a registration.
+
+          `"image"`: the lower image carries its own index: for
+          {option}`services.snix-lower-store.lower.storeDir`
+          `<image root>/nix/store` (by default the image root is
+          {option}`services.snix-lower-store.lower.mountPoint`), at
+          `<image root>/.snix-lower-store/index`, as the flake's
+          `lib.mkLowerImage` and `snix-lower-store build-index` write it. The
+          daemon opens it read-only (`serve --index`) and checks it against
+          the image at start; there is no import unit, nothing is written
+          (no state directory), and the socket listens as soon as the lower
+          is mounted. `registrations` and `closures` must be empty.
+        '';
+      };
+
+      imageCheck = mkOption {
+        type = types.enum [
+          "sample"
+          "full"
+        ];
+        default = "sample";
+        example = "full";
+        description = ''
+          With {option}`services.snix-lower-store.lower.index` `"image"`: how
+          the daemon checks at start that the index describes the mounted
+          image (`serve --image-check`). `"sample"`: the image id and 1024
+          indexed paths, the same cost at any size; `"full"`: also one
+          listing of the whole lower directory.
         '';
       };
     };
@@ -753,8 +835,16 @@ in
           message = "services.snix-lower-store.placement = \"system-store\" needs lower.mount = true and lower.device: the lower image, holding this system's closure, is mounted in the initrd.";
         }
         {
-          assertion = systemStore -> (cfg.registrations != [ ] || cfg.closures != [ ]);
-          message = "services.snix-lower-store.placement = \"system-store\": set registrations (for example the registration file inside the lower image): the index must describe the lower image, which must hold this system's closure.";
+          assertion = systemStore -> (imageIndex || cfg.registrations != [ ] || cfg.closures != [ ]);
+          message = "services.snix-lower-store.placement = \"system-store\": set registrations (for example the registration file inside the lower image), or lower.index = \"image\" for an image carrying its own index: the index must describe the lower image, which must hold this system's closure.";
+        }
+        {
+          assertion = imageIndex -> imageRoot != null;
+          message = "services.snix-lower-store.lower.index = \"image\" with lower.storeDir = \"${cfg.lower.storeDir}\": an image's own index lies in <image root>/.snix-lower-store beside its store dir <image root>/nix/store, so lower.storeDir must end in /nix/store (the default, <lower.mountPoint>/nix/store, as lib.mkLowerImage lays the image out). For store objects at the top of the mount, use lower.index = \"import\".";
+        }
+        {
+          assertion = imageIndex -> (cfg.registrations == [ ] && cfg.closures == [ ]);
+          message = "services.snix-lower-store.lower.index = \"image\" serves the index inside the image (${imageIndexFile}) and imports nothing, but registrations or closures are set. Remove them, or set lower.index = \"import\" to import them (for an image without its own index).";
         }
         {
           assertion = systemStore -> cfg.configureNix;
@@ -842,12 +932,19 @@ in
 
       environment.etc."snix-lower-store/store-url".text = storeUrl + "\n";
 
-      # Checks the lower store and imports the registrations, as the daemon's
-      # DynamicUser, before the socket accepts anything. Part of the lower
-      # mount: stopping or restarting the mount stops or re-runs the import
-      # (and, through Requires=, the socket and the daemon).
-      systemd.services.snix-lower-store-import = {
-        description = "snix-lower-store: check the lower store and import its registrations";
+      # The unit in front of the socket: snix-lower-store-import checks the
+      # lower store and imports the registrations; with an image's own index
+      # snix-lower-store-check only checks that the lower and its index are
+      # there. As the daemon's DynamicUser, before the socket accepts
+      # anything. Part of the lower mount: stopping or restarting the mount
+      # stops or re-runs it (and, through Requires=, the socket and the
+      # daemon).
+      systemd.services.${gateUnitName} = {
+        description =
+          if imageIndex then
+            "snix-lower-store: check the lower store and its own index"
+          else
+            "snix-lower-store: check the lower store and import its registrations";
         documentation = [ "https://github.com/snix-lower-store/snix-lower-store#nixos" ];
         wants = lowerUnits ++ [ "snix-lower-store.socket" ];
         partOf = lowerUnits;
@@ -880,17 +977,29 @@ in
           // {
             Type = "oneshot";
             RemainAfterExit = true;
-            ExecStartPre = [
-              "${checkLower}"
-              "${dropStaleIndex}"
-            ];
-            ExecStartPost = "${recordFingerprint}";
-            ExecStart =
-              if registrationFiles == [ ] then
-                [ "${pkgs.coreutils}/bin/true" ]
-              else
-                map (f: "${exe} import --registration ${utils.escapeSystemdExecArg f}") registrationFiles;
-          };
+          }
+          // (
+            if imageIndex then
+              {
+                ExecStart = [
+                  "${checkLower}"
+                  "${checkImageIndex}"
+                ];
+              }
+            else
+              {
+                ExecStartPre = [
+                  "${checkLower}"
+                  "${dropStaleIndex}"
+                ];
+                ExecStartPost = "${recordFingerprint}";
+                ExecStart =
+                  if registrationFiles == [ ] then
+                    [ "${pkgs.coreutils}/bin/true" ]
+                  else
+                    map (f: "${exe} import --registration ${utils.escapeSystemdExecArg f}") registrationFiles;
+              }
+          );
       };
 
       # The whole daemon unit, not drop-ins over the package's: nothing of the
@@ -901,11 +1010,11 @@ in
         documentation = [ "https://github.com/snix-lower-store/snix-lower-store#nixos" ];
         requires = [
           "snix-lower-store.socket"
-          "snix-lower-store-import.service"
+          gateUnit
         ];
         after = [
           "snix-lower-store.socket"
-          "snix-lower-store-import.service"
+          gateUnit
         ]
         ++ lowerUnits;
         bindsTo = lowerUnits;
@@ -928,9 +1037,18 @@ in
           // {
             Type = "notify";
             NotifyAccess = "main";
+            # The image's index by name: serve would otherwise prefer an
+            # index.sqlite left in the state directory by an earlier import.
             ExecStart = "${exe} serve${
-              optionalString (cfg.extraArgs != [ ]) " ${utils.escapeSystemdExecArgs cfg.extraArgs}"
-            }";
+              optionalString imageIndex " ${
+                utils.escapeSystemdExecArgs [
+                  "--index"
+                  imageIndexFile
+                  "--image-check"
+                  cfg.lower.imageCheck
+                ]
+              }"
+            }${optionalString (cfg.extraArgs != [ ]) " ${utils.escapeSystemdExecArgs cfg.extraArgs}"}";
             # SIGTERM: the daemon finishes in-flight requests and exits 0.
             KillMode = "mixed";
             TimeoutStopSec = "30s";
@@ -939,17 +1057,17 @@ in
           };
       };
 
-      # Waits for the import (so it leaves sockets.target, which comes before
-      # the import's basic.target) and goes when the lower mount goes.
+      # Waits for the import or the check (so it leaves sockets.target, which
+      # comes before their basic.target) and goes when the lower mount goes.
       systemd.sockets.snix-lower-store = {
         description = "snix-lower-store socket (read-only nix-daemon for a local-overlay lower store)";
         documentation = [ "https://github.com/snix-lower-store/snix-lower-store#nixos" ];
         wantedBy = [ "multi-user.target" ];
-        requires = [ "snix-lower-store-import.service" ];
-        partOf = [ "snix-lower-store-import.service" ];
+        requires = [ gateUnit ];
+        partOf = [ gateUnit ];
         after = [
           "sysinit.target"
-          "snix-lower-store-import.service"
+          gateUnit
         ]
         ++ lowerUnits;
         bindsTo = lowerUnits;

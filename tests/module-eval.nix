@@ -1,7 +1,8 @@
 # Evaluates NixOS configurations using the module (no VM, nothing built but
 # a text file) and checks the values it produces, and that impossible
 # combinations are refused with their assertion messages. Each check named
-# "N: ..." covers failure N of issue 12.
+# "N: ..." covers failure N of issue 12; "14: ..." the lower images of
+# issue 14 (lower.index = "image", mkLowerImage).
 {
   pkgs,
   self,
@@ -170,6 +171,21 @@ let
       };
     }
   );
+
+  # lower.index = "image": the image's own index, no import.
+  imageIndex = eval {
+    services.snix-lower-store = {
+      enable = true;
+      lower.device = device;
+      lower.index = "image";
+    };
+  };
+  img = imageIndex.config;
+  # The flake's image builder, with nixpkgs' closureInfo and erofs-utils.
+  lowerImage = self.lib.mkLowerImage {
+    inherit pkgs;
+    rootPaths = [ pkgs.hello ];
+  };
 
   sec = secondStore.config;
   sys = systemStore.config;
@@ -398,6 +414,37 @@ let
     "system store: no assertion fails" = failedAssertions systemStore == [ ];
     "second store: evaluates to a system" = lib.hasSuffix ".drv" sec.system.build.toplevel.drvPath;
     "system store: evaluates to a system" = lib.hasSuffix ".drv" sys.system.build.toplevel.drvPath;
+
+    "14: image index: no import unit, a check unit in front of the socket" =
+      !(img.systemd.services ? snix-lower-store-import)
+      && img.systemd.services ? snix-lower-store-check
+      && img.systemd.sockets.snix-lower-store.requires == [ "snix-lower-store-check.service" ];
+    "14: image index: serve --index <image root>/.snix-lower-store/index, no state directory" =
+      img.systemd.services.snix-lower-store.serviceConfig.ExecStart
+      == "${exe} serve \"--index\" \"/var/lib/snix-overlay/lower/.snix-lower-store/index\" \"--image-check\" \"sample\""
+      && !(img.systemd.services.snix-lower-store.serviceConfig ? StateDirectory)
+      && img.services.snix-lower-store.lower.storeDir == "/var/lib/snix-overlay/lower/nix/store";
+    "14: image index: no assertion fails, evaluates to a system" =
+      failedAssertions imageIndex == [ ] && lib.hasSuffix ".drv" img.system.build.toplevel.drvPath;
+    "14: image index with registrations is refused" =
+      refusedWith "lower.index = \"image\" serves the index inside the image" (eval {
+        services.snix-lower-store = {
+          enable = true;
+          lower.device = device;
+          lower.index = "image";
+          registrations = [ "/var/lib/snix-overlay/lower/registration" ];
+        };
+      });
+    "14: mkLowerImage evaluates with nixpkgs' closureInfo and erofs-utils" =
+      lib.hasSuffix ".drv" lowerImage.drvPath
+      && lib.hasSuffix ".drv" lowerImage.closureInfo.drvPath
+      && lib.hasSuffix ".erofs" lowerImage.name;
+    "14: the package's mkLowerImage (the overlay's) builds the directory form" =
+      lib.hasSuffix ".drv"
+        (self.packages.${pkgs.stdenv.hostPlatform.system}.snix-lower-store.mkLowerImage {
+          rootPaths = [ pkgs.hello ];
+          format = "directory";
+        }).drvPath;
 
     "refused: overlay.mountPoint elsewhere than <root>/nix/store" = refusedWith "overlay.mountPoint" (eval {
       services.snix-lower-store = {

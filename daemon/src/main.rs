@@ -120,13 +120,14 @@ struct ServeArgs {
     /// An image's own index (written by `build-index`), opened read-only and
     /// checked against --lower-dir. Without it the index is, in this order:
     /// the state dir's index.sqlite if it exists (an explicit or default
-    /// --state-dir keeps working as before); else the lower dir's own
-    /// <lower dir>/.snix-lower-store/index if it exists; else a new empty
+    /// --state-dir keeps working as before); else, for a lower dir
+    /// <root>/nix/store (the store dir), the image's own
+    /// <root>/.snix-lower-store/index if it exists; else a new empty
     /// index.sqlite in the state dir.
     #[arg(long, env = "SNIX_LOWER_STORE_INDEX", conflicts_with = "path_info_service")]
     index: Option<PathBuf>,
     /// How an image's own index is checked against --lower-dir at start:
-    /// `sample` (the image id in <lower dir>/.snix-lower-store/id must equal
+    /// `sample` (the image id in <root>/.snix-lower-store/id must equal
     /// the index's, then 1024 indexed paths must exist with a kind and length
     /// that fit their NAR size; cost independent of the store's size) or
     /// `full` (as `sample`, plus one listing of the whole lower dir whose count
@@ -266,8 +267,8 @@ struct BuildIndexArgs {
     /// Logical store directory the paths are named under.
     #[arg(long, env = "SNIX_LOWER_STORE_STORE_DIR", default_value = "/nix/store")]
     store_dir: String,
-    /// Where to write the index [default: <lower dir>/.snix-lower-store/index,
-    /// where `serve` finds it].
+    /// Where to write the index [default: <root>/.snix-lower-store/index for a
+    /// lower dir <root>/nix/store (the store dir), where `serve` finds it].
     #[arg(long)]
     output: Option<PathBuf>,
 }
@@ -563,13 +564,11 @@ async fn serve_store(args: &ServeArgs) -> Result<LowerStore> {
 /// The embedded index `serve` answers from: `--index`, the state dir's, the
 /// image's own, or a new one in the state dir (the rule in `--index`'s help).
 fn serve_index(args: &ServeArgs) -> Result<LowerStore> {
-    let in_image = image::default_location(&args.lower_dir);
-    let file = match &args.index {
-        Some(f) => f.clone(),
-        None if args.store.state_dir.join("index.sqlite").exists() || !in_image.exists() => {
-            return open_store(&args.lower_dir, &args.store, true);
-        }
-        None => in_image,
+    let in_image = image::default_location(&args.lower_dir, &args.store.store_dir).filter(|f| f.exists());
+    let file = match (&args.index, in_image) {
+        (Some(f), _) => f.clone(),
+        (None, Some(f)) if !args.store.state_dir.join("index.sqlite").exists() => f,
+        (None, _) => return open_store(&args.lower_dir, &args.store, true),
     };
     if !file.exists() {
         bail!(
@@ -702,7 +701,20 @@ fn build_index(args: BuildIndexArgs) -> Result<ExitCode> {
     let sd = store_dir(&args.store_dir)?;
     let lower = LowerDir::open(&args.lower_dir).map_err(anyhow::Error::msg)?;
     let (batch, realisations) = read_source(&args.source, &sd).context("build-index")?;
-    let output = args.output.unwrap_or_else(|| image::default_location(&args.lower_dir));
+    let output = match args.output {
+        Some(o) => o,
+        None => image::default_location(&args.lower_dir, &args.store_dir).with_context(|| {
+            format!(
+                "build-index: --lower-dir {} does not end in the store dir {}, so it has no image root for the \
+                 index: lay the image out as <root>{} (the lower dir) with the index going to \
+                 <root>/.snix-lower-store, outside the store dir, where a local-overlay store never shows it; \
+                 or give --output",
+                args.lower_dir.display(),
+                args.store_dir,
+                args.store_dir
+            )
+        })?,
+    };
     let report = image::build(&output, &sd, &lower, batch, realisations, import_options(&args.source))?;
     println!(
         "wrote {}: {} paths indexed, {} store paths in {}",

@@ -1,6 +1,8 @@
-//! An index shipped inside the image: `build-index` writes it into the lower
-//! dir, `serve` opens it read-only from there with no state dir and no
-//! import, and refuses an index that belongs to another image or is not one.
+//! An index shipped inside the image: `build-index` writes it into the image
+//! root `R` (store objects in `R/nix/store`, the index in
+//! `R/.snix-lower-store`, outside the store dir), `serve` opens it read-only
+//! from there with no state dir and no import, and refuses an index that
+//! belongs to another image or is not one.
 //! Runs the real binary on a socket and queries it through the client.
 
 use std::path::{Path, PathBuf};
@@ -12,8 +14,10 @@ use snix_lower_store::store::StoreDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_snix-lower-store");
 
-/// A generated lower dir and its registration file.
+/// A generated image (root, and its store dir as the lower dir) and its
+/// registration file.
 struct Image {
+    root: PathBuf,
     lower: PathBuf,
     registration: PathBuf,
     entries: Vec<NewPath>,
@@ -24,11 +28,13 @@ fn sd() -> StoreDir {
 }
 
 fn make_image(dir: &Path, layers: usize, width: usize) -> Image {
-    let lower = dir.join("lower");
+    let root = dir.join("img");
+    let lower = root.join("nix/store");
     let entries = snix_lower_store::demo::generate(&lower, &sd(), layers, width).unwrap();
     let registration = dir.join("registration");
     std::fs::write(&registration, snix_lower_store::demo::registration(&sd(), &entries)).unwrap();
     Image {
+        root,
         lower,
         registration,
         entries,
@@ -154,7 +160,7 @@ fn build_index_then_serve_from_the_image_without_writing_it() {
     let img = make_image(&dir, 3, 3);
     let out = build_index(&img);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let index_dir = img.lower.join(".snix-lower-store");
+    let index_dir = img.root.join(".snix-lower-store");
     let mut names: Vec<_> = std::fs::read_dir(&index_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -165,9 +171,13 @@ fn build_index_then_serve_from_the_image_without_writing_it() {
         vec![std::ffi::OsString::from("id"), std::ffi::OsString::from("index")],
         "no -wal, -shm or temporary left"
     );
-    let before = tree(&img.lower);
+    assert!(
+        !img.lower.join(".snix-lower-store").exists(),
+        "the index must stay out of the store dir (the overlay's lowerdir)"
+    );
+    let before = tree(&img.root);
     serve_from_image(&dir, &img.lower, &img.entries);
-    assert!(before == tree(&img.lower), "the image changed while being served");
+    assert!(before == tree(&img.root), "the image changed while being served");
 }
 
 #[test]
@@ -189,7 +199,7 @@ fn serves_from_a_read_only_bind_mount() {
         let s = Command::new("mount").args(args).status().unwrap();
         assert!(s.success(), "mount {args:?}");
     };
-    mount(&["--bind".as_ref(), img.lower.as_os_str(), mnt.as_os_str()]);
+    mount(&["--bind".as_ref(), img.root.as_os_str(), mnt.as_os_str()]);
     struct Unmount(PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
@@ -203,11 +213,12 @@ fn serves_from_a_read_only_bind_mount() {
         "the bind mount is writable"
     );
     let before = tree(&mnt);
-    serve_from_image(t.path(), &mnt, &img.entries);
+    serve_from_image(t.path(), &mnt.join("nix/store"), &img.entries);
     assert!(before == tree(&mnt));
     // build-index into a frozen image says why it cannot.
     let frozen = Image {
-        lower: mnt.clone(),
+        root: mnt.clone(),
+        lower: mnt.join("nix/store"),
         registration: img.registration.clone(),
         entries: Vec::new(),
     };
@@ -223,9 +234,9 @@ fn an_index_of_another_image_is_refused() {
     let a = make_image(&t.path().join("a"), 3, 3);
     let b = make_image(&t.path().join("b"), 4, 3);
     assert!(build_index(&a).status.success());
-    let b_index = b.lower.join(".snix-lower-store/index");
+    let b_index = b.root.join(".snix-lower-store/index");
     std::fs::create_dir_all(b_index.parent().unwrap()).unwrap();
-    std::fs::copy(a.lower.join(".snix-lower-store/index"), &b_index).unwrap();
+    std::fs::copy(a.root.join(".snix-lower-store/index"), &b_index).unwrap();
     let err = refused(&b.lower, &t.path().join("sock"), &t.path().join("none"));
     assert!(err.contains("does not match the lower dir"), "{err}");
     assert!(err.contains(&b_index.display().to_string()), "{err}");
@@ -233,8 +244,10 @@ fn an_index_of_another_image_is_refused() {
     assert!(err.contains("build-index"), "{err}");
 
     // Same count of store paths, one object replaced by another.
-    let c_lower = t.path().join("c");
-    std::fs::create_dir(&c_lower).unwrap();
+    let c_root = t.path().join("c");
+    let c_lower = c_root.join("nix/store");
+    std::fs::create_dir_all(&c_lower).unwrap();
+    std::fs::create_dir_all(c_root.join(".snix-lower-store")).unwrap();
     for e in std::fs::read_dir(&a.lower).unwrap() {
         let e = e.unwrap();
         if e.file_type().unwrap().is_dir() {
@@ -245,8 +258,8 @@ fn an_index_of_another_image_is_refused() {
     }
     for f in ["index", "id"] {
         std::fs::copy(
-            a.lower.join(".snix-lower-store").join(f),
-            c_lower.join(".snix-lower-store").join(f),
+            a.root.join(".snix-lower-store").join(f),
+            c_root.join(".snix-lower-store").join(f),
         )
         .unwrap();
     }
@@ -268,8 +281,8 @@ fn an_index_of_another_image_is_refused() {
 /// Copies `from`'s `.snix-lower-store/<f>` over `to`'s.
 fn copy_image_file(from: &Image, to: &Image, f: &str) {
     std::fs::copy(
-        from.lower.join(".snix-lower-store").join(f),
-        to.lower.join(".snix-lower-store").join(f),
+        from.root.join(".snix-lower-store").join(f),
+        to.root.join(".snix-lower-store").join(f),
     )
     .unwrap();
 }
@@ -297,7 +310,7 @@ fn an_index_dir_copied_into_another_image_is_refused_by_the_sample() {
     let a = make_image(&t.path().join("a"), 3, 3);
     let b = make_image(&t.path().join("b"), 3, 4);
     assert!(build_index(&a).status.success());
-    std::fs::create_dir_all(b.lower.join(".snix-lower-store")).unwrap();
+    std::fs::create_dir_all(b.root.join(".snix-lower-store")).unwrap();
     copy_image_file(&a, &b, "index");
     copy_image_file(&a, &b, "id");
     let err = refused(&b.lower, &t.path().join("sock"), &t.path().join("none"));
@@ -315,7 +328,7 @@ fn an_index_dir_copied_into_another_image_is_refused_by_the_sample() {
 /// The base name of the indexed path with the highest id (off the sample
 /// when there are more paths than the sample holds).
 fn last_indexed(img: &Image) -> String {
-    let c = rusqlite::Connection::open(img.lower.join(".snix-lower-store/index")).unwrap();
+    let c = rusqlite::Connection::open(img.root.join(".snix-lower-store/index")).unwrap();
     c.query_row("SELECT base_name FROM paths ORDER BY id DESC LIMIT 1", [], |r| r.get(0))
         .unwrap()
 }
@@ -352,7 +365,7 @@ fn image_check_full_and_an_index_without_id_list_the_lower_dir() {
     assert!(err.contains("the lower dir holds 1100"), "{err}");
 
     // An index from before image ids: the listing, by default.
-    let c = rusqlite::Connection::open(img.lower.join(".snix-lower-store/index")).unwrap();
+    let c = rusqlite::Connection::open(img.root.join(".snix-lower-store/index")).unwrap();
     assert_eq!(c.execute("DELETE FROM meta WHERE key = 'image_id'", []).unwrap(), 1);
     drop(c);
     let err = refused(&img.lower, &socket, &none);
@@ -365,7 +378,7 @@ fn a_corrupt_or_foreign_index_is_refused() {
     let t = tempfile::tempdir().unwrap();
     let img = make_image(t.path(), 2, 2);
     assert!(build_index(&img).status.success());
-    let index = img.lower.join(".snix-lower-store/index");
+    let index = img.root.join(".snix-lower-store/index");
     let good = std::fs::read(&index).unwrap();
 
     std::fs::write(&index, vec![0x5a; 8192]).unwrap();
@@ -423,10 +436,55 @@ fn a_state_dir_index_still_wins_over_the_image_index() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // Break the image's index: serving must not look at it.
-    std::fs::write(img.lower.join(".snix-lower-store/index"), b"junk").unwrap();
+    std::fs::write(img.root.join(".snix-lower-store/index"), b"junk").unwrap();
     let socket = t.path().join("sock");
     let mut child = serve(&img.lower, &socket, &["--state-dir".as_ref(), state.as_os_str()]).unwrap();
     query_all(&socket, &img.entries);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// A lower dir that does not end in the store dir (store objects at the top
+/// of the mount) has no image root: build-index refuses to write the index
+/// into the store dir and says how to lay the image out; with --output the
+/// index has no id and serve (given --index) checks it by listing.
+#[test]
+fn a_lower_dir_without_an_image_root_keeps_the_index_out_of_the_store_dir() {
+    let t = tempfile::tempdir().unwrap();
+    let lower = t.path().join("flat");
+    let entries = snix_lower_store::demo::generate(&lower, &sd(), 2, 2).unwrap();
+    let registration = t.path().join("registration");
+    std::fs::write(&registration, snix_lower_store::demo::registration(&sd(), &entries)).unwrap();
+    let flat = Image {
+        root: lower.clone(),
+        lower: lower.clone(),
+        registration,
+        entries,
+    };
+    let out = build_index(&flat);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not end in the store dir /nix/store"), "{err}");
+    assert!(err.contains("<root>/nix/store"), "{err}");
+    assert!(!lower.join(".snix-lower-store").exists());
+
+    let index = t.path().join("elsewhere/index");
+    let out = cmd()
+        .args(["build-index", "--registration"])
+        .arg(&flat.registration)
+        .arg("--lower-dir")
+        .arg(&lower)
+        .arg("--output")
+        .arg(&index)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!lower.join(".snix-lower-store").exists());
+    let socket = t.path().join("sock");
+    let mut child = serve(&lower, &socket, &["--index".as_ref(), index.as_os_str()]).unwrap_or_else(|o| {
+        panic!("serve failed: {}", String::from_utf8_lossy(&o.stderr));
+    });
+    query_all(&socket, &flat.entries);
     child.kill().unwrap();
     child.wait().unwrap();
 }

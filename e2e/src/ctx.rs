@@ -18,6 +18,11 @@ pub struct Ctx {
     counter: Cell<u32>,
     /// What our daemon served, hashed before it first did (read-only check).
     pub readonly: RefCell<crate::readonly::Registry>,
+    /// The image of each Nix version's parity/overlay lower store, made once
+    /// (by label) on first use: see [`crate::images::base`].
+    pub base_images: RefCell<std::collections::BTreeMap<String, std::result::Result<crate::images::Image, String>>>,
+    /// CI=true: a missing tool or kernel feature fails instead of skipping.
+    pub ci: bool,
     // Dropped last (declared last): unmounts chroot binds, then the tmpfs.
     _mounts: Vec<Mounted>,
 }
@@ -25,7 +30,7 @@ pub struct Ctx {
 impl Ctx {
     /// Creates the work directory and wires it, /proc, /dev and a scratch
     /// /nix into every root file system.
-    pub fn new(work: PathBuf, tmpfs: bool, mut roots: Vec<Rootfs>, ours_host: Option<&Path>) -> Result<Ctx> {
+    pub fn new(work: PathBuf, tmpfs: bool, mut roots: Vec<Rootfs>, ours_host: Option<&Path>, ci: bool) -> Result<Ctx> {
         let mut mounts = Vec::new();
         if tmpfs {
             mounts.push(mounts::tmpfs(&work, "6g")?);
@@ -63,6 +68,8 @@ impl Ctx {
             ours,
             counter: Cell::new(0),
             readonly: RefCell::default(),
+            base_images: RefCell::default(),
+            ci,
             _mounts: mounts,
         })
     }

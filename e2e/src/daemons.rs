@@ -2,8 +2,10 @@
 //! (`snix-lower-store serve` on its embedded index), ours in gRPC mode (a
 //! `serve --grpc-listen` exposing the same index as snix's PathInfoService,
 //! and in front of it a `serve --path-info-service grpc+unix://…` answering
-//! every op from that service), and Nix's own `nix-daemon` serving the same
-//! lower store as a plain local store. All run inside a chroot, log to a
+//! every op from that service), ours serving an image made by
+//! `scripts/mk-lower-image` (directory form or erofs, with the image's own
+//! index, no import and no state dir), and Nix's own `nix-daemon` serving the
+//! same lower store as a plain local store. All run inside a chroot, log to a
 //! file under `/e2e/logs`, and are terminated when their handle is dropped.
 //!
 //! When one of ours is dropped, its log is searched for panic lines (the
@@ -51,6 +53,10 @@ pub enum Kind {
     Ours,
     /// Our daemon as a gRPC client of our gRPC server (same index).
     OursGrpc,
+    /// Our daemon on the directory form of an image (its own index).
+    OursImage,
+    /// Our daemon on the erofs form of the same image, loop-mounted read-only.
+    OursErofs,
     Nix,
 }
 
@@ -59,8 +65,18 @@ impl Kind {
         match self {
             Kind::Ours => "ours",
             Kind::OursGrpc => "ours-grpc",
+            Kind::OursImage => "ours-image",
+            Kind::OursErofs => "ours-erofs",
             Kind::Nix => "nix-daemon",
         }
+    }
+
+    /// Every flavour of our daemon, in the order the scenarios run them.
+    pub const OURS: [Kind; 4] = [Kind::Ours, Kind::OursGrpc, Kind::OursImage, Kind::OursErofs];
+
+    /// Whether this flavour serves an image (no import, no state dir).
+    pub fn image(self) -> bool {
+        matches!(self, Kind::OursImage | Kind::OursErofs)
     }
 
     /// Short name used in scenario groups (`overlay-<short>/…`) and directories.
@@ -68,6 +84,8 @@ impl Kind {
         match self {
             Kind::Ours => "ours",
             Kind::OursGrpc => "ours-grpc",
+            Kind::OursImage => "ours-image",
+            Kind::OursErofs => "ours-erofs",
             Kind::Nix => "nix",
         }
     }
@@ -215,35 +233,35 @@ fn spawn(ctx: &Ctx, kind: Kind, socket: &str, real: &str, mut cmd: std::process:
 /// debug lines of the connection handler.
 const REQUEST_LOG_LEVEL: &str = "info,snix_lower_store::server=debug";
 
-/// Starts `serve` on an image made by `scripts/mk-lower-image`: no import,
-/// and a state dir that does not exist, so the daemon must find and open the
-/// image's own index (`<image>/.snix-lower-store/index`). `register` adds
-/// the image (index included) to the read-only check; a mounted erofs image
-/// is checked by its file's hash instead.
+/// Starts `serve` on an image made by `scripts/mk-lower-image` (`lower`:
+/// the image's lower dir, `<root>/nix/store` of its directory or of where it
+/// is mounted): no import, and a state dir that does not exist, so the
+/// daemon must find and open the image's own index
+/// (`<root>/.snix-lower-store/index`). The image itself was registered for
+/// the read-only check when made ([`crate::images::make`]); `no_state` is
+/// registered as a path that must stay absent.
 pub fn start_ours_image(
     ctx: &Ctx,
     fs: &Rootfs,
+    kind: Kind,
     socket: &str,
-    image: &str,
+    lower: &str,
     no_state: &str,
-    register: bool,
 ) -> Result<Daemon> {
     let bin = ctx
         .ours
         .as_deref()
         .context("snix-lower-store binary is not available")?;
-    if register {
-        ctx.readonly.borrow_mut().serving(&ctx.host(image), None);
-    }
+    ctx.readonly.borrow_mut().must_stay_absent(&ctx.host(no_state));
     let args = [
         bin,
         "serve",
         "--listen",
         socket,
         "--lower-dir",
-        image,
+        lower,
         "--store-dir",
-        "/nix/store",
+        crate::images::STORE_DIR,
         "--state-dir",
         no_state,
         "--trusted-users",
@@ -251,7 +269,7 @@ pub fn start_ours_image(
         "--log-level",
         REQUEST_LOG_LEVEL,
     ];
-    spawn(ctx, Kind::Ours, socket, image, fs.command(&args))
+    spawn(ctx, kind, socket, lower, fs.command(&args))
 }
 
 /// Starts `snix-lower-store serve` for an already imported state directory;
@@ -430,39 +448,75 @@ pub fn import_registration(ctx: &Ctx, fs: &Rootfs, lower_root: &str, state_dir: 
 
 /// A lower store served by one daemon, able to pick up changes Nix made
 /// directly to the lower store (ours re-imports into a new state directory
-/// and restarts; Nix's daemon reads its database live).
+/// and restarts; Nix's daemon reads its database live; the image flavours
+/// get a new image, since an image is never changed: see [`Lower::refresh`]).
 pub struct Lower {
     pub kind: Kind,
     /// Root of the lower local store (inside the chroot); objects live in
-    /// `{root}/nix/store`.
+    /// `{root}/nix/store`. For the image flavours this is the store Nix acts
+    /// on directly and images are made of, not what the daemon serves.
     pub root: String,
     pub socket: String,
     generation: u32,
     pub daemon: Option<Daemon>,
+    /// Image flavours: the image of `root`'s first state (shared, made once).
+    base: Option<crate::images::Image>,
+    /// Image flavours: the last image our daemon accepted, and the read-only
+    /// mount on [`Lower::image_root`] (of that image or of a copy it refused).
+    pub image: Option<crate::images::Image>,
+    image_mount: Option<crate::mounts::Mounted>,
 }
 
 impl Lower {
-    pub fn start(ctx: &Ctx, fs: &Rootfs, kind: Kind, root: &str, socket: &str) -> Result<Lower> {
+    /// `base` is the image of `root`'s contents (image flavours only).
+    pub fn start(
+        ctx: &Ctx,
+        fs: &Rootfs,
+        kind: Kind,
+        root: &str,
+        socket: &str,
+        base: Option<crate::images::Image>,
+    ) -> Result<Lower> {
+        if kind.image() != base.is_some() {
+            bail!("{}: an image is given exactly to the image flavours", kind.name());
+        }
         let mut l = Lower {
             kind,
             root: root.to_string(),
             socket: socket.to_string(),
             generation: 0,
             daemon: None,
+            base,
+            image: None,
+            image_mount: None,
         };
         l.refresh(ctx, fs)?;
         Ok(l)
     }
 
+    /// The lower dir: what the daemon serves and the overlay's lowerdir (for
+    /// the image flavours, the store dir inside the mounted image root).
     pub fn store_dir(&self) -> String {
-        format!("{}/nix/store", self.root)
+        if self.kind.image() {
+            crate::images::lower_dir(&self.image_root())
+        } else {
+            format!("{}/nix/store", self.root)
+        }
+    }
+
+    /// Image flavours: where the root of the image served now is mounted
+    /// (its `.snix-lower-store` beside the lower dir's `nix/`).
+    pub fn image_root(&self) -> String {
+        format!("{}-image", self.root)
     }
 
     pub fn daemon(&self) -> &Daemon {
         self.daemon.as_ref().expect("daemon running")
     }
 
-    /// Makes the daemon serve the lower store's current contents.
+    /// Makes the daemon serve the lower store's current contents. Image
+    /// flavours: a new image of `root` (every valid path), mounted in place
+    /// of the old one; the caller unmounts any overlay on top first.
     pub fn refresh(&mut self, ctx: &Ctx, fs: &Rootfs) -> Result<()> {
         match self.kind {
             Kind::Nix => {
@@ -493,7 +547,62 @@ impl Lower {
                 };
                 self.daemon = Some(start(ctx, fs, &self.socket, &self.store_dir(), &state)?);
             }
+            Kind::OursImage | Kind::OursErofs => {
+                if let Some(d) = self.daemon.take() {
+                    d.stop();
+                }
+                self.generation += 1;
+                let img = match (self.generation, &self.base) {
+                    (1, Some(b)) => b.clone(),
+                    _ => self.make_image(ctx, fs)?,
+                };
+                self.serve_image(ctx, fs, img)?;
+            }
         }
+        Ok(())
+    }
+
+    /// Image flavours: an image of every valid path of `root` now.
+    fn make_image(&self, ctx: &Ctx, fs: &Rootfs) -> Result<crate::images::Image> {
+        let url = format!("local?root={}", self.root);
+        let all = fs.run(&["nix", "path-info", "--all", "--store", &url])?.ok()?.stdout();
+        let roots: Vec<String> = all.lines().map(str::to_string).collect();
+        let src = crate::images::Source {
+            url: &url,
+            store_dir: &format!("{}/nix/store", self.root),
+            roots: &roots,
+        };
+        let out = format!("{}-image{}", self.root, self.generation);
+        crate::images::make(
+            ctx,
+            fs,
+            &src,
+            &out,
+            self.kind == Kind::OursErofs,
+            crate::images::IndexFrom::PathInfo,
+        )
+    }
+
+    /// Image flavours: stops the daemon, mounts `img` on the lower dir in
+    /// place of the image mounted there, and starts the daemon on it (the
+    /// caller unmounts any overlay on top first).
+    pub fn serve_image(&mut self, ctx: &Ctx, fs: &Rootfs, img: crate::images::Image) -> Result<()> {
+        if let Some(d) = self.daemon.take() {
+            d.stop();
+        }
+        self.image_mount = None;
+        self.image_mount = Some(crate::images::mount(fs, self.kind, &img, &self.image_root())?);
+        let no_state = format!("{}-no-state", self.root);
+        self.daemon = Some(start_ours_image(
+            ctx,
+            fs,
+            self.kind,
+            &self.socket,
+            &self.store_dir(),
+            &no_state,
+        )?);
+        // Only an image the daemon accepted counts as the one served.
+        self.image = Some(img);
         Ok(())
     }
 }

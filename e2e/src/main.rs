@@ -12,6 +12,7 @@
 mod ctx;
 mod daemons;
 mod fixture;
+mod images;
 mod mounts;
 mod readonly;
 mod report;
@@ -205,7 +206,7 @@ fn run(opts: &Options, report: &mut Report) -> Result<()> {
         Some(w) => (w.clone(), false),
         None => (unique_work_dir()?, true),
     };
-    let ctx = ctx::Ctx::new(work.clone(), tmpfs, roots, ours_bin.as_deref())
+    let ctx = ctx::Ctx::new(work.clone(), tmpfs, roots, ours_bin.as_deref(), opts.ci)
         .context("setting up the work directory and chroot mounts failed")?;
     let res = scenarios::run_all(&ctx, opts, report);
     drop(ctx);

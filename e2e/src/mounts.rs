@@ -107,3 +107,15 @@ pub fn erofs(fs: &Rootfs, image: &str, target: &str) -> Result<Mounted> {
         target: fs.host_path(target),
     })
 }
+
+/// Bind-mounts `source` read-only on `target`, from inside the chroot (for
+/// the same reason as [`erofs`]): the directory form of an image as a lower dir.
+pub fn bind_ro(fs: &Rootfs, source: &str, target: &str) -> Result<Mounted> {
+    mkdir(&fs.host_path(target))?;
+    fs.run(&["mount", "-o", "bind,ro", source, target])?
+        .ok()
+        .context("read-only bind mount failed")?;
+    Ok(Mounted {
+        target: fs.host_path(target),
+    })
+}

@@ -14,6 +14,13 @@
 //! The `-shm` file is not hashed: it is SQLite's shared-memory index of the
 //! WAL, which every reader (read-only ones included) writes by design.
 //!
+//! Images (`scripts/mk-lower-image`) are registered when made: the
+//! directory form's image root walked as a lower dir (its `nix/store` and,
+//! beside it, `.snix-lower-store/{index,id,registration}`, so the walk covers
+//! the index byte for byte), the erofs form as a file (SHA-256 of its
+//! bytes). A state dir our daemon was told to use for an image but must never
+//! create is registered as one that must stay absent, and is checked too.
+//!
 //! Some scenarios change a lower store on purpose (the local-overlay
 //! scenarios that add to or delete from the lower store with Nix directly,
 //! or corrupt it behind everyone's back); they say so with
@@ -34,6 +41,10 @@ pub struct Registry {
     lowers: BTreeMap<PathBuf, String>,
     /// State dirs (host path) -> hash before first serve.
     states: BTreeMap<PathBuf, String>,
+    /// Image files (host path) -> SHA-256 when made.
+    files: BTreeMap<PathBuf, String>,
+    /// Paths that must not exist at the end (state dirs of image daemons).
+    absent: std::collections::BTreeSet<PathBuf>,
     /// Lower dirs changed deliberately by a scenario, with the reason.
     excluded: BTreeMap<PathBuf, String>,
     /// Hashing problems met while registering (reported at the end).
@@ -44,6 +55,8 @@ pub struct Registry {
 pub struct Summary {
     pub lowers: usize,
     pub states: usize,
+    pub files: usize,
+    pub absent: usize,
     pub excluded: usize,
 }
 
@@ -71,6 +84,29 @@ impl Registry {
         }
     }
 
+    /// An image file (erofs) our daemon will serve through a mount; hashed
+    /// the first time. Host path.
+    pub fn serving_file(&mut self, file: &Path) {
+        if !self.files.contains_key(file) {
+            match file_hash(file) {
+                Ok(h) => {
+                    self.files.insert(file.to_path_buf(), h);
+                }
+                Err(e) => self.problems.push(format!("hashing {}: {e:#}", file.display())),
+            }
+        }
+    }
+
+    /// A path our daemon is given (a state dir next to an image) but must
+    /// never create. Host path.
+    pub fn must_stay_absent(&mut self, path: &Path) {
+        if path.exists() {
+            self.problems
+                .push(format!("{} exists before our daemon was started", path.display()));
+        }
+        self.absent.insert(path.to_path_buf());
+    }
+
     /// A scenario is about to change `lower` itself (not through our daemon).
     pub fn changed_on_purpose(&mut self, lower: &Path, why: &str) {
         // The most specific (latest) reason is kept.
@@ -78,7 +114,7 @@ impl Registry {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lowers.is_empty() && self.states.is_empty()
+        self.lowers.is_empty() && self.states.is_empty() && self.files.is_empty()
     }
 
     /// Hashes everything again; every difference is an error.
@@ -101,12 +137,30 @@ impl Registry {
                 Err(e) => errors.push(format!("hashing {}: {e:#}", dir.display())),
             }
         }
+        for (file, before) in &self.files {
+            match file_hash(file) {
+                Ok(after) if &after == before => {}
+                Ok(after) => errors.push(format!(
+                    "image file {} changed: sha256 {before} before, {after} after",
+                    file.display()
+                )),
+                Err(e) => errors.push(format!("hashing {}: {e:#}", file.display())),
+            }
+        }
+        for p in self.absent.iter().filter(|p| p.symlink_metadata().is_ok()) {
+            errors.push(format!(
+                "{} exists: our daemon serving an image created its state dir",
+                p.display()
+            ));
+        }
         if !errors.is_empty() {
             bail!("{}", errors.join("; "));
         }
         Ok(Summary {
             lowers: self.lowers.len() - self.excluded_served(),
             states: self.states.len(),
+            files: self.files.len(),
+            absent: self.absent.len(),
             excluded: self.excluded_served(),
         })
     }
@@ -188,6 +242,14 @@ fn walk(root: &Path, rel: &Path, h: &mut Sha256) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// SHA-256 of a file's bytes.
+pub fn file_hash(file: &Path) -> Result<String> {
+    let mut h = Sha256::new();
+    let mut f = std::fs::File::open(file).with_context(|| format!("open {}", file.display()))?;
+    std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", file.display()))?;
+    Ok(hex(&h.finalize()))
 }
 
 /// Checkpoints every SQLite file in a state dir (TRUNCATE: the WAL is
@@ -304,6 +366,29 @@ mod tests {
         w.execute("INSERT INTO t VALUES (2)", []).unwrap();
         drop(w);
         assert_ne!(h0, index_hash(&d).unwrap(), "a write is seen");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn image_files_and_absent_state_dirs_are_checked() {
+        let d = scratch("image");
+        let file = d.join("img.erofs");
+        std::fs::write(&file, b"erofs bytes").unwrap();
+        let absent = d.join("no-state");
+        let mut reg = Registry::default();
+        reg.serving_file(&file);
+        reg.must_stay_absent(&absent);
+        assert!(!reg.is_empty());
+        let s = reg.check().unwrap();
+        assert_eq!((s.files, s.absent), (1, 1));
+        std::fs::write(&file, b"erofs bytez").unwrap();
+        let e = format!("{:#}", reg.check().err().expect("a changed image file is found"));
+        assert!(e.contains("img.erofs changed"), "{e}");
+        std::fs::write(&file, b"erofs bytes").unwrap();
+        reg.check().unwrap();
+        std::fs::create_dir(&absent).unwrap();
+        let e = format!("{:#}", reg.check().err().expect("a created state dir is found"));
+        assert!(e.contains("no-state exists"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

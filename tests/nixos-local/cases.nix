@@ -84,6 +84,74 @@ in
     ];
   };
 
+  # lower.index = "image": the image's own index, no registrations.
+  second-store-image.modules = [
+    {
+      services.snix-lower-store = {
+        enable = true;
+        lower.device = "/dev/disk/by-label/lower-store";
+        lower.index = "image";
+      };
+    }
+  ];
+  image-with-registrations = second { services.snix-lower-store.lower.index = "image"; };
+  # Store objects at the top of the mount: no image root.
+  image-store-top.modules = [
+    {
+      services.snix-lower-store = {
+        enable = true;
+        lower.device = "/dev/disk/by-label/lower-store";
+        lower.index = "image";
+        lower.storeDir = "/var/lib/snix-overlay/lower";
+      };
+    }
+  ];
+  image-check-full.modules = [
+    {
+      services.snix-lower-store = {
+        enable = true;
+        lower.device = "/dev/disk/by-label/lower-store";
+        lower.index = "image";
+        lower.imageCheck = "full";
+        stateDir = "/var/lib/snix-lower-store-image";
+      };
+    }
+  ];
+  system-store-image.modules = [
+    systemStore
+    {
+      services.snix-lower-store = {
+        lower.index = "image";
+        registrations = lib.mkForce [ ];
+      };
+    }
+  ];
+  # What the nspawn boot runs in image mode: a directory image made by the
+  # flake's mkLowerImage (format = "directory"), bound in place.
+  second-store-bind-image = {
+    modules = [
+      {
+        services.snix-lower-store = {
+          enable = true;
+          lower.device = "/srv/lower-image";
+          lower.fsType = "none";
+          lower.options = [
+            "bind"
+            "ro"
+          ];
+          lower.index = "image";
+          overlay.root = "/var/lib/snix-overlay";
+          logLevel = "debug";
+        };
+        nix.settings = {
+          experimental-features = [ "nix-command" ];
+          sandbox = false;
+          build-users-group = "";
+        };
+      }
+    ];
+  };
+
   enable-alone.modules = [ { services.snix-lower-store.enable = true; } ];
 
   enable-alone-systemd-initrd.modules = [

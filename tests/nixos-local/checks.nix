@@ -9,6 +9,8 @@
   repo,
   configs,
   packageArgs,
+  images,
+  readmePackages,
 }:
 
 let
@@ -234,5 +236,157 @@ in
       && c.failedAssertions == [ ]
       && (lib.hasInfix "store = daemon" v || ((c.nixSettings.store or null) == "daemon" && !lib.hasInfix "store" v))
     ) "NIX_CONFIG = ${v}; nix.settings.store = ${toString (c.nixSettings.store or "(unset)")}; assertions: ${toString (c.failedAssertions or [ ])}"
+  )
+  ]
+++ map (
+  name:
+  let
+    c = get "case ${name}";
+    service = unitText c "snix-lower-store.service";
+    socket = unitText c "snix-lower-store.socket";
+    check' = unitText c "snix-lower-store-check.service";
+    meta = "${c.snix.lowerMountPoint or "(none)"}/.snix-lower-store";
+    # escapeSystemdExecArgs quotes each argument.
+    start = builtins.replaceStrings [ "\"" ] [ "" ] (lib.concatStringsSep " " (values "ExecStart" service));
+    socketDeps = values "Requires" socket ++ values "After" socket ++ values "PartOf" socket;
+  in
+  check "14 ${name}: lower.index = \"image\": no import unit, serve --index <image root>/.snix-lower-store/index, the socket waits for the check only, no state directory" (
+    evaluated c
+    && c.failedAssertions == [ ]
+    && !(c.units ? ${importUnit})
+    && c.units ? "snix-lower-store-check.service"
+    && lib.hasInfix "serve --index ${meta}/index --image-check " start
+    && !(lib.elem importUnit socketDeps)
+    && lib.elem "snix-lower-store-check.service" (values "Requires" socket)
+    && values "StateDirectory" service == [ ]
+    && values "StateDirectory" check' == [ ]
+    && !lib.hasInfix " import " check'
+  ) "assertions: ${toString (c.failedAssertions or [ ])}; units: ${toString (lib.attrNames (c.units or { }))}; ExecStart: ${start}; socket deps: ${toString socketDeps}; StateDirectory: ${toString (values "StateDirectory" service)}"
+) [
+  "second-store-image"
+  "system-store-image"
+  "second-store-bind-image"
+  "image-check-full"
+]
+++ [
+  (
+    let
+      c = get "case second-store-image";
+    in
+    check "14 image mode: the lower dir is <mount>/nix/store, where mkLowerImage puts the store paths, with the index outside it" (
+      evaluated c && c.snix.lowerStoreDir == "${c.snix.lowerMountPoint}/nix/store"
+    ) "lower.storeDir = ${toString (c.snix.lowerStoreDir or null)}, lower.mountPoint = ${toString (c.snix.lowerMountPoint or null)}"
+  )
+  (
+    check "14 README: every package a flake example defines evaluates (lib.mkLowerImage)" (
+      readmePackages != { }
+      && lib.all (p: p != null) (lib.attrValues readmePackages)
+      && lib.any (p: p != null && lib.hasInfix "build-index" p.buildCommand) (lib.attrValues readmePackages)
+    ) "README packages: ${builtins.toJSON readmePackages}"
+  )
+  (
+    let
+      c = get "vm-test image/machine";
+      i = get "vm-test image/machine/specialisation/imported";
+    in
+    check "14 vm-test image: the node serves the image's own index; its specialisation imports the image's registration over the same lowerdir" (
+      evaluated c
+      && evaluated i
+      && !(c.units ? ${importUnit})
+      && c.units ? "snix-lower-store-check.service"
+      && i.units ? ${importUnit}
+      && !(i.units ? "snix-lower-store-check.service")
+      && lib.hasInfix "/var/lib/snix-overlay/lower/.snix-lower-store/registration" (unitText i importUnit)
+      && c.fileSystems == i.fileSystems
+    ) "image node units: ${toString (lib.attrNames (c.units or { }))}; imported: ${toString (lib.attrNames (i.units or { }))}"
+  )
+  (
+    let
+      c = get "case image-check-full";
+      start = builtins.replaceStrings [ "\"" ] [ "" ] (
+        lib.concatStringsSep " " (values "ExecStart" (unitText c "snix-lower-store.service"))
+      );
+    in
+    check "14 lower.imageCheck = \"full\" reaches serve" (evaluated c && lib.hasInfix "--image-check full" start) "ExecStart: ${start}"
+  )
+  (
+    let
+      c = get "case image-store-top";
+    in
+    check "14 lower.index = \"image\" with a lower.storeDir that has no image root is refused with its message" (
+      evaluated c && hasMessage "lower.storeDir must end in /nix/store" c
+    ) "assertions: ${toString (c.failedAssertions or [ ])}"
+  )
+  (
+    let
+      c = get "case image-with-registrations";
+    in
+    check "14 lower.index = \"image\" with registrations is refused with its message" (
+      evaluated c && hasMessage "lower.index = \"image\" serves the index inside the image" c
+    ) "assertions: ${toString (c.failedAssertions or [ ])}"
+  )
+  (
+    let
+      t = unitText second "snix-lower-store.service";
+    in
+    check "14 import mode (the default) keeps the import unit, its state directory and serve without --index" (
+      evaluated second
+      && second.units ? ${importUnit}
+      && !(second.units ? "snix-lower-store-check.service")
+      && values "StateDirectory" t == [ "snix-lower-store" ]
+      && !lib.hasInfix "--index" t
+    ) "units: ${toString (lib.attrNames (second.units or { }))}"
+  )
+  (
+    let
+      i = images.default;
+      cmd = if i == null then "" else i.buildCommand;
+    in
+    check "14 mkLowerImage (lib.mkLowerImage): closureInfo of rootPaths, build-index --registration in the image, mkfs.erofs with the store options" (
+      i != null
+      && i.format == "erofs"
+      && lib.hasSuffix ".erofs" i.name
+      && i.closureInfoRoots == [ "busybox-stand-in" ]
+      && lib.elem "erofs-utils-stand-in" i.nativeBuildInputs
+      && lib.elem "snix-lower-store-0.1.0" i.nativeBuildInputs
+      && lib.hasInfix "store=\"$root\"/nix/store" cmd
+      && lib.hasInfix "snix-lower-store build-index --store-dir /nix/store" cmd
+      && lib.hasInfix "--lower-dir \"$store\" --registration \"$meta/registration\"" cmd
+      && lib.hasInfix "test -s \"$meta/index\" && test -s \"$meta/id\"" cmd
+      && lib.hasInfix "mkfs.erofs --quiet --all-root -T1 -zlz4hc,12 -Eztailpacking,dedupe -U" cmd
+    ) "image: ${builtins.toJSON i}"
+  )
+  (
+    let
+      i = images.directory;
+    in
+    check "14 mkLowerImage format = \"directory\": the tree is the output, no mkfs.erofs" (
+      i != null && i.format == "directory" && !lib.hasInfix "mkfs.erofs" i.buildCommand && lib.hasInfix "root=$out" i.buildCommand
+    ) "image: ${builtins.toJSON i}"
+  )
+  (
+    let
+      o = images.options;
+      u = images.uncompressed;
+    in
+    check "14 mkLowerImage options: dedupe off, label, extra args, no compression" (
+      o != null
+      && lib.hasInfix "-Eztailpacking -L lowerstore -b4096 -U" o.buildCommand
+      && u != null
+      && lib.hasInfix "mkfs.erofs --quiet --all-root -T1 -U" u.buildCommand
+    ) "options: ${builtins.toJSON o}; uncompressed: ${builtins.toJSON u}"
+  )
+  (
+    check "14 mkLowerImage refuses an unknown format, a label over 15 bytes and empty rootPaths" (
+      images.bad-format == null && images.long-label == null && images.no-roots == null
+    ) "bad-format: ${builtins.toJSON images.bad-format}; long-label: ${builtins.toJSON images.long-label}; no-roots: ${builtins.toJSON images.no-roots}"
+  )
+  (
+    let
+      i = images.via-package;
+    in
+    check "14 the package's passthru.mkLowerImage (the overlay's pkgs.snix-lower-store.mkLowerImage) is the same function" (
+      i != null && i == images.default
+    ) "via package: ${builtins.toJSON i}"
   )
 ]

@@ -186,14 +186,57 @@ let
   ) vmTests;
 
   # ------------------------------------------------------ the README blocks
+  readmeNixpkgs = {
+    lib = lib // {
+      nixosSystem = args: args;
+    };
+    legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] si.mkPkgs;
+  };
+  # The packages a README flake example defines (lib.mkLowerImage …), each
+  # forced as a build would force it: its name and build command, or null
+  # when it does not evaluate.
+  readmePackages = lib.listToAttrs (
+    lib.concatLists (
+      lib.imap1 (
+        i: file:
+        let
+          v = builtins.scopedImport { snix-lower-store = self; } file;
+          packages =
+            if v ? outputs then
+              (v.outputs {
+                nixpkgs = readmeNixpkgs;
+                snix-lower-store = self;
+                self = { };
+              }).packages or { }
+            else
+              { };
+        in
+        lib.concatLists (
+          lib.mapAttrsToList (
+            sys: ps:
+            lib.mapAttrsToList (
+              n: p:
+              let
+                r = builtins.tryEval (
+                  builtins.deepSeq [
+                    p.name
+                    p.buildCommand
+                  ] { inherit (p) name buildCommand; }
+                );
+              in
+              lib.nameValuePair "README block ${toString i}: packages.${sys}.${n}" (if r.success then r.value else null)
+            ) ps
+          ) packages
+        )
+      ) readmeBlocks
+    )
+  );
   readmeEvals = lib.listToAttrs (
     lib.imap1 (
       i: file:
       let
         v = builtins.scopedImport { snix-lower-store = self; } file;
-        stubNixpkgs.lib = lib // {
-          nixosSystem = args: args;
-        };
+        stubNixpkgs = readmeNixpkgs;
         modules =
           if v ? outputs then
             lib.concatMap (c: c.modules) (
@@ -245,17 +288,72 @@ let
       rustPlatform.buildRustPackage = args: args;
     });
 
+  # The flake's image builder (nix/mk-lower-image.nix) through both of its
+  # entry points, with the stand-in package set: the derivation each option
+  # set gives (null where the function refuses it).
+  images =
+    let
+      mk =
+        args:
+        self.lib.mkLowerImage (
+          {
+            inherit pkgs;
+            rootPaths = [ pkgs.busybox ];
+          }
+          // args
+        );
+      summary = img: {
+        inherit (img) name buildCommand;
+        nativeBuildInputs = map (p: p.name) img.env.nativeBuildInputs;
+        format = img.env.passthru.format;
+        closureInfoRoots = map (p: p.name) img.env.passthru.closureInfo.rootPaths;
+      };
+      try =
+        v:
+        let
+          r = builtins.tryEval (builtins.deepSeq v v);
+        in
+        if r.success then r.value else null;
+    in
+    {
+      default = try (summary (mk { }));
+      directory = try (summary (mk { format = "directory"; }));
+      options = try (
+        summary (mk {
+          dedupe = false;
+          label = "lowerstore";
+          extraMkfsArgs = [ "-b4096" ];
+        })
+      );
+      uncompressed = try (summary (mk { compression = null; }));
+      bad-format = try (summary (mk { format = "squashfs"; }));
+      long-label = try (summary (mk { label = "a-label-of-sixteen"; }));
+      no-roots = try (summary (mk { rootPaths = [ ]; }));
+      via-package = try (
+        summary (self.packages.${system}.snix-lower-store.mkLowerImage { rootPaths = [ pkgs.busybox ]; })
+      );
+    };
+
   checks = import ./checks.nix {
     inherit
       lib
       repo
       configs
       packageArgs
+      images
+      readmePackages
       ;
   };
 in
 {
-  json = { inherit configs checks; };
+  json = {
+    inherit
+      configs
+      checks
+      images
+      readmePackages
+      ;
+  };
   # Forces one configuration without tryEval, so that its error is shown.
   explain = name: builtins.deepSeq (summarize allEvals.${name}) "evaluates";
 }

@@ -40,7 +40,8 @@ let
         out = self;
         meta.mainProgram = pname;
         override = _: self;
-        overrideAttrs = _: self;
+        # Keeps what the override adds to passthru (as mkDerivation does).
+        overrideAttrs = f: self // ((f self).passthru or { });
       }
       // extra;
     in

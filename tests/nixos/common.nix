@@ -44,6 +44,10 @@ rec {
       mkfs.erofs --force-uid=0 --force-gid=0 -T 0 -L ${label} "$out" root
     '';
 
+  # The flake's own image builder (nix/mk-lower-image.nix): the closure at
+  # the image's top with `.snix-lower-store/{registration,index,id}`.
+  mkImageWithIndex = args: self.lib.mkLowerImage ({ inherit pkgs; } // args);
+
   lowerClosure = mkLowerClosure "snix-lower-store-test-tools";
   lowerImage = mkLowerImage "snixlower" [ lowerClosure ];
 

@@ -12,4 +12,6 @@ in
   lower-missing = import ./lower-missing.nix args;
   fixed = import ./fixed.nix args;
   system-store = import ./system-store.nix args;
+  system-store-image = import ./system-store.nix (args // { index = "image"; });
+  image = import ./image.nix args;
 }

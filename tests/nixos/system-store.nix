@@ -5,14 +5,25 @@
 # inputs; the output lands in the upper layer and survives a reboot with the
 # index; `nix-store --gc` removes it and leaves the lower alone. A user's own
 # NIX_CONFIG does not take the clients off the daemon (issue 12, failure 10).
-{ pkgs, common }:
+#
+# `index = "image"` (the test system-store-image): the same over an image
+# built by the flake's lib.mkLowerImage, served with lower.index = "image"
+# (issue 14): no import and no state directory, before and after the reboot.
+{
+  pkgs,
+  common,
+  index ? "import",
+}:
 
 let
   upper = "/nix/.snix-rw/upper";
   lowerMount = "/nix/.snix-lower";
+  imageIndex = index == "image";
+  # The unit in front of the socket.
+  gateUnit = if imageIndex then "snix-lower-store-check.service" else "snix-lower-store-import.service";
 in
 pkgs.testers.runNixOSTest {
-  name = "snix-lower-store-system-store";
+  name = "snix-lower-store-system-store${pkgs.lib.optionalString imageIndex "-image"}";
 
   nodes.machine =
     { config, lib, ... }:
@@ -23,10 +34,19 @@ pkgs.testers.runNixOSTest {
         # test builds with. Referenced only by the VM's start script, so the
         # system does not depend on it.
         (common.attachDisk "snixsystem" (
-          common.mkLowerImage "snixsystem" [
-            config.system.build.toplevel
-            common.lowerClosure
-          ]
+          if imageIndex then
+            common.mkImageWithIndex {
+              rootPaths = [
+                config.system.build.toplevel
+                common.lowerClosure
+              ];
+              label = "snixsystem";
+            }
+          else
+            common.mkLowerImage "snixsystem" [
+              config.system.build.toplevel
+              common.lowerClosure
+            ]
         ))
       ];
 
@@ -46,7 +66,8 @@ pkgs.testers.runNixOSTest {
         placement = "system-store";
         lower.device = "/dev/disk/by-id/virtio-snixsystem";
         lower.fsType = "erofs";
-        registrations = [ "${lowerMount}/registration" ];
+        lower.index = index;
+        registrations = lib.optional (!imageIndex) "${lowerMount}/registration";
       };
 
       # A user's NIX_CONFIG for something else entirely.
@@ -78,9 +99,14 @@ pkgs.testers.runNixOSTest {
         # sandbox) must own nothing of the system closure.
         owners = machine.succeed("find ${lowerMount} -printf '%U:%G\\n' | sort -u").split()
         assert owners == ["0:0"], f"owners in the lower image: {owners}"
-        # The lower is mounted, so the import and the socket ran (their
-        # ConditionPathIsMountPoint= holds).
-        machine.succeed("systemctl is-active snix-lower-store-import.service")
+        # The lower is mounted, so the import (or the image's check) and the
+        # socket ran (their ConditionPathIsMountPoint= holds).
+        machine.succeed("systemctl is-active ${gateUnit}")
+        if ${if imageIndex then "True" else "False"}:
+            machine.fail("systemctl cat snix-lower-store-import.service")
+            machine.fail("test -e /var/lib/private/snix-lower-store")
+            start = machine.succeed("systemctl show -p ExecStart --value snix-lower-store.service")
+            assert "--index ${lowerMount}/.snix-lower-store/index" in start, start
         name = toplevel.removeprefix("/nix/store/")
         machine.succeed(f"test -e ${lowerMount}/nix/store/{name}")
         machine.fail(f"test -e ${upper}/{name}")
@@ -118,11 +144,15 @@ pkgs.testers.runNixOSTest {
         machine.start()
         machine.wait_for_unit("multi-user.target")
         machine.succeed(f"test -f ${upper}/{out_name}")
-        machine.succeed("test -s /var/lib/private/snix-lower-store/index.sqlite")
-        machine.fail(
-            "journalctl -b -u snix-lower-store-import.service"
-            " | grep -q 'the lower store changed since the last import'"
-        )
+        if ${if imageIndex then "True" else "False"}:
+            machine.fail("test -e /var/lib/private/snix-lower-store")
+            machine.succeed("systemctl is-active ${gateUnit}")
+        else:
+            machine.succeed("test -s /var/lib/private/snix-lower-store/index.sqlite")
+            machine.fail(
+                "journalctl -b -u snix-lower-store-import.service"
+                " | grep -q 'the lower store changed since the last import'"
+            )
         as_alice(f"nix path-info {out}")
         as_alice(f"nix path-info {lower_closure}")
 

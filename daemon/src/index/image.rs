@@ -2,9 +2,16 @@
 //! still writable (`build-index`), then opened read-only by `serve` straight
 //! from the mounted image, with no state dir and no import.
 //!
-//! Location (a convention): `<lower dir>/.snix-lower-store/index`. Nix never
-//! reads dot-names in a store directory (as it ignores `.links`), and the
-//! overlay shows the file to nobody who asks Nix about paths.
+//! Location (a convention, the layout of a Nix store with `root=`): an image
+//! root `R` holds the store objects at `R/<store dir>` (`R/nix/store`: the
+//! lower dir, the overlay's `lowerdir=`) and the index at
+//! `R/.snix-lower-store/index`, outside the store dir. Inside the store dir
+//! it would show in the merged store, where Nix's garbage collector fails on
+//! any name that is not a store path. The image root of a lower dir is the
+//! lower dir with the store dir taken off its end ([`image_root`]); a lower
+//! dir that does not end in the store dir (store objects at the top of the
+//! mount, as nixpkgs' `make-squashfs.nix` lays them out) has no image root
+//! and is served from an imported index, or an index given with `--index`.
 //!
 //! Invariants:
 //! - The file is self-contained: rollback journal (`journal_mode=DELETE`),
@@ -13,16 +20,17 @@
 //! - `serve` opens it with SQLite's `immutable=1` (read-only, no locks, no
 //!   journal, no `-wal`/`-shm` created): nothing in the image is written.
 //! - Its `meta` table says what lower dir it describes: `image_id` (random,
-//!   32 hex digits, also written to `<lower dir>/.snix-lower-store/id`),
+//!   32 hex digits, also written to `R/.snix-lower-store/id`),
 //!   `image_lower_entries` (store-path-shaped names in the lower dir at build
 //!   time, which may exceed the indexed paths), `image_path_count` (indexed
 //!   paths) and `image_names_digest` (sha256 over `base name SP nar size LF`
-//!   of every indexed path, sorted by base name). With `--output` outside a
-//!   lower dir that cannot be written, the index has no `image_id`.
+//!   of every indexed path, sorted by base name). Without an image root, or
+//!   with `--output` elsewhere and an image root that cannot be written, the
+//!   index has no `image_id`.
 //!
 //! Mismatch check at start (an index of image A inside image B), cost
 //! independent of the store's size by default ([`ImageCheck::Sample`]):
-//! 1. the lower dir's id file must hold the index's `image_id` (refuses an
+//! 1. the image root's id file must hold the index's `image_id` (refuses an
 //!    index file copied alone into another image, or left from an earlier
 //!    build);
 //! 2. [`SAMPLE`] indexed paths spread evenly over the id range (ids follow
@@ -49,20 +57,43 @@ use crate::lower::LowerDir;
 use crate::store::hash::NIX32_ALPHABET;
 use crate::store::StorePath;
 
-/// Directory inside the lower dir holding the image's index.
+/// Directory in the image root (beside the store dir) holding the image's index.
 pub const IMAGE_INDEX_DIR: &str = ".snix-lower-store";
 /// File name of the image's index inside [`IMAGE_INDEX_DIR`].
 pub const IMAGE_INDEX_FILE: &str = "index";
-/// File name of the image id inside [`IMAGE_INDEX_DIR`] of the lower dir.
+/// File name of the image id inside [`IMAGE_INDEX_DIR`].
 pub const IMAGE_ID_FILE: &str = "id";
 /// How many indexed paths are checked (kind and NAR size) at start.
 const SAMPLE: i64 = 1024;
 /// The most bytes read from an id file (an id is 32 hex digits and a newline).
 const ID_FILE_MAX: u64 = 256;
 
-/// Where an image keeps its own index: `<lower dir>/.snix-lower-store/index`.
-pub fn default_location(lower_dir: &Path) -> PathBuf {
-    lower_dir.join(IMAGE_INDEX_DIR).join(IMAGE_INDEX_FILE)
+/// The image root of `lower_dir`: the lower dir with the logical store dir
+/// taken off its end, compared component by component (`/srv/img/nix/store`
+/// with store dir `/nix/store` gives `/srv/img`; `/nix/store` itself gives
+/// `/`). `None` when the lower dir does not end in the store dir.
+pub fn image_root(lower_dir: &Path, store_dir: &str) -> Option<PathBuf> {
+    use std::path::Component;
+    let lower: Vec<Component> = lower_dir.components().filter(|c| *c != Component::CurDir).collect();
+    let store: Vec<Component> = Path::new(store_dir)
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
+    if store.is_empty() || lower.len() < store.len() || lower[lower.len() - store.len()..] != store[..] {
+        return None;
+    }
+    let root: PathBuf = lower[..lower.len() - store.len()].iter().collect();
+    Some(if root.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        root
+    })
+}
+
+/// Where an image keeps its own index: `R/.snix-lower-store/index` for the
+/// lower dir's image root `R` (see [`image_root`]).
+pub fn default_location(lower_dir: &Path, store_dir: &str) -> Option<PathBuf> {
+    image_root(lower_dir, store_dir).map(|r| r.join(IMAGE_INDEX_DIR).join(IMAGE_INDEX_FILE))
 }
 
 /// Why an image index cannot be built or used. Each message names the index,
@@ -146,7 +177,7 @@ fn build_in(
         path: lower.root().to_owned(),
         source,
     })?;
-    let id = write_id(tmp, output, lower)?;
+    let id = write_id(tmp, output, id_location(lower.root(), sd.as_str()))?;
     let paths = seal(tmp, lower_entries, id.as_deref())?;
     let db = tmp.join(INDEX_FILE);
     std::fs::rename(&db, output).map_err(|source| ImageError::Io {
@@ -157,12 +188,20 @@ fn build_in(
     Ok(BuildReport { paths, lower_entries })
 }
 
-/// Writes a new image id to `<lower>/.snix-lower-store/id` (beside `tmp`,
-/// renamed into place) and returns it. With `--output` elsewhere and a lower
-/// dir that cannot be written, the index gets no id (a warning says `serve`
-/// will list the lower dir at start).
-fn write_id(tmp: &Path, output: &Path, lower: &LowerDir) -> Result<Option<String>, ImageError> {
-    let target = id_location(lower.root());
+/// Writes a new image id to `R/.snix-lower-store/id` (beside `tmp`,
+/// renamed into place) and returns it. Without an image root, or with
+/// `--output` elsewhere and an image root that cannot be written, the index
+/// gets no id (a warning says `serve` will list the lower dir at start).
+fn write_id(tmp: &Path, output: &Path, target: Option<PathBuf>) -> Result<Option<String>, ImageError> {
+    let Some(target) = target else {
+        tracing::warn!(
+            index = %output.display(),
+            "the lower dir does not end in the store dir, so it has no image root for an id file: the index \
+             gets no id, and `serve` will list the whole lower dir at start to check it (lay the image out as \
+             <root>/nix/store with the index in <root>/.snix-lower-store)"
+        );
+        return Ok(None);
+    };
     let id = new_id().map_err(|source| ImageError::Io {
         what: "reading /dev/urandom for the image id of",
         path: target.clone(),
@@ -174,7 +213,7 @@ fn write_id(tmp: &Path, output: &Path, lower: &LowerDir) -> Result<Option<String
         std::fs::write(&staged, format!("{id}\n"))?;
         std::fs::rename(&staged, &target)
     };
-    // Staged in `tmp` when it is on the lower dir's file system (the default
+    // Staged in `tmp` when it is in the id's directory (the default
     // location), else in the id's own directory.
     let same_dir = output.parent() == target.parent();
     let staged_in = if same_dir {
@@ -193,7 +232,7 @@ fn write_id(tmp: &Path, output: &Path, lower: &LowerDir) -> Result<Option<String
             tracing::warn!(
                 id = %target.display(),
                 error = %e,
-                "cannot write the image id into the lower dir: the index gets no id, and `serve` will list \
+                "cannot write the image id into the image root: the index gets no id, and `serve` will list \
                  the whole lower dir at start to check it"
             );
             Ok(None)
@@ -316,7 +355,7 @@ pub fn open_checked(
     };
     let list = match idx.with_conn(meta("image_id"))? {
         Some(id) => {
-            check_id(&id, lower).map_err(mismatch)?;
+            check_id(&id, lower, store_dir).map_err(mismatch)?;
             check == ImageCheck::Full
         }
         None => {
@@ -354,9 +393,10 @@ fn meta(k: &'static str) -> impl FnOnce(&Connection) -> rusqlite::Result<Option<
     }
 }
 
-/// Where the image id lives in the lower dir: next to the default index.
-pub fn id_location(lower_dir: &Path) -> PathBuf {
-    lower_dir.join(IMAGE_INDEX_DIR).join(IMAGE_ID_FILE)
+/// Where the image id of a lower dir lives: next to the default index, in
+/// its image root (`None` without one).
+pub fn id_location(lower_dir: &Path, store_dir: &str) -> Option<PathBuf> {
+    image_root(lower_dir, store_dir).map(|r| r.join(IMAGE_INDEX_DIR).join(IMAGE_ID_FILE))
 }
 
 /// A fresh random image id: 32 hex digits from the kernel's random source.
@@ -367,11 +407,17 @@ fn new_id() -> std::io::Result<String> {
     Ok(hex(&b))
 }
 
-/// The lower dir's id file must hold the index's `image_id`. Errors are the
+/// The image root's id file must hold the index's `image_id`. Errors are the
 /// reason of a mismatch.
-fn check_id(want: &str, lower: &LowerDir) -> Result<(), String> {
+fn check_id(want: &str, lower: &LowerDir, store_dir: &str) -> Result<(), String> {
     use std::io::Read;
-    let path = id_location(lower.root());
+    let Some(path) = id_location(lower.root(), store_dir) else {
+        return Err(format!(
+            "the index has image id {want}, and the lower dir does not end in the store dir {store_dir}, so it \
+             has no image root with an id file (an image is laid out as <root>{store_dir} beside \
+             <root>/{IMAGE_INDEX_DIR})"
+        ));
+    };
     let mut buf = Vec::new();
     match std::fs::File::open(&path) {
         // Bounded: an id is 32 hex digits and a newline.
@@ -380,14 +426,14 @@ fn check_id(want: &str, lower: &LowerDir) -> Result<(), String> {
     }
     .map_err(|e| {
         format!(
-            "the index has image id {want}, and the lower dir's {} cannot be read ({e})",
+            "the index has image id {want}, and the image's {} cannot be read ({e})",
             path.display()
         )
     })?;
     let got = String::from_utf8_lossy(&buf);
     if got.trim_end() != want {
         return Err(format!(
-            "the index has image id {want}, the lower dir's {} holds {:?}",
+            "the index has image id {want}, the image's {} holds {:?}",
             path.display(),
             got.trim_end()
         ));
@@ -484,6 +530,25 @@ mod tests {
 
     fn real(p: &Path) -> u64 {
         crate::store::nar::nar_hash(p).unwrap().1
+    }
+
+    #[test]
+    fn the_image_root_is_the_lower_dir_without_the_store_dir() {
+        let root = |l: &str, sd: &str| image_root(Path::new(l), sd).map(|p| p.display().to_string());
+        assert_eq!(root("/srv/img/nix/store", "/nix/store").as_deref(), Some("/srv/img"));
+        assert_eq!(root("/srv/img/nix/store/", "/nix/store").as_deref(), Some("/srv/img"));
+        assert_eq!(root("/nix/store", "/nix/store").as_deref(), Some("/"));
+        assert_eq!(root("img/nix/store", "/nix/store").as_deref(), Some("img"));
+        assert_eq!(root("nix/store", "/nix/store").as_deref(), Some("."));
+        assert_eq!(root("/srv/img/gnu/store", "/gnu/store").as_deref(), Some("/srv/img"));
+        assert_eq!(root("/srv/lower", "/nix/store"), None);
+        assert_eq!(root("/srv/img/nix/storex", "/nix/store"), None);
+        assert_eq!(root("/srv/img/xnix/store", "/nix/store"), None);
+        assert_eq!(root("/store", "/nix/store"), None);
+        assert_eq!(
+            default_location(Path::new("/m/nix/store"), "/nix/store").as_deref(),
+            Some(Path::new("/m/.snix-lower-store/index"))
+        );
     }
 
     #[test]

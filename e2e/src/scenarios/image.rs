@@ -5,27 +5,33 @@
 //! with Nix's daemon on the same lower store (`ca` of text and source paths
 //! included, proven by `build-index` from the registration).
 //!
+//! An image is an image root: our daemon is given its lower dir
+//! (`<root>/nix/store`) and finds `<root>/.snix-lower-store/index` itself.
 //! `image/directory` serves the directory form (in the read-only check:
 //! objects and index unchanged); `image/erofs` serves the erofs file,
 //! loop-mounted read-only, and checks the file's SHA-256 is unchanged. Where
 //! mkfs.erofs or a loop mount is unavailable, `image/erofs` is a skip naming
-//! why (a failure with CI=true).
+//! why (a failure with CI=true). These images' indexes are built from the
+//! registration alone (`mk-lower-image --index-from registration`), so `ca`
+//! comes from `build-index`'s proof; the image flavours of the parity and
+//! overlay scenarios use the script's default (`nix path-info`).
+//!
+//! `image/mismatched-index`: one image served with another image's index
+//! (`serve --index`) is refused at start with an error naming both.
 
 use super::import::{only_provable_ca, project, REGISTRATION_FIELDS};
 use super::{first_difference, same};
 use crate::ctx::Ctx;
-use crate::daemons::{self, Daemon};
+use crate::daemons::{self, Daemon, Kind};
 use crate::fixture::Fixture;
+use crate::images::{self, Image, IndexFrom};
 use crate::report::{tagged, Report};
 use crate::rootfs::{capture, Rootfs};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::process::Command;
 
-pub const NAMES: &[&str] = &["image/directory", "image/erofs"];
-
-/// The script under test, written into the work dir's `bin`.
-const SCRIPT: &str = include_str!("../../../scripts/mk-lower-image");
+pub const NAMES: &[&str] = &["image/directory", "image/erofs", "image/mismatched-index"];
 
 pub fn run(ctx: &Ctx, fs: &Rootfs, fixtures: &BTreeMap<String, Fixture>, ci: bool, report: &mut Report) {
     let Some(fx) = fixtures.get(&fs.label) else {
@@ -36,78 +42,41 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fixtures: &BTreeMap<String, Fixture>, ci: boo
     };
     report.run(&tagged("image/directory", &fs.label), || directory(ctx, fs, fx));
     let name = tagged("image/erofs", &fs.label);
-    if !report.wanted(&name) {
-        return;
-    }
-    match erofs_unavailable() {
-        Some(why) => report.setup_problem(&name, &why, ci),
-        None => {
-            report.run(&name, || erofs(ctx, fs, fx));
+    if report.wanted(&name) {
+        match images::erofs_unavailable() {
+            Some(why) => report.setup_problem(&name, &why, ci),
+            None => {
+                report.run(&name, || erofs(ctx, fs, fx));
+            }
         }
     }
+    report.run(&tagged("image/mismatched-index", &fs.label), || mismatched(ctx, fs, fx));
 }
 
-/// Why no erofs image can be made here, if so.
-fn erofs_unavailable() -> Option<String> {
-    let found = capture(Command::new("sh").args(["-c", "command -v mkfs.erofs"])).ok()?;
-    if !found.success() {
-        return Some("mkfs.erofs is not installed (Debian: erofs-utils); only the directory form was tested".into());
-    }
-    let listed = |t: &str| t.lines().any(|l| l.split_whitespace().last() == Some("erofs"));
-    if listed(&std::fs::read_to_string("/proc/filesystems").unwrap_or_default()) {
-        return None;
-    }
-    let loaded = capture(Command::new("modprobe").arg("erofs")).is_ok_and(|o| o.success());
-    if !loaded {
-        return Some("the kernel has no erofs (not in /proc/filesystems, modprobe erofs failed)".into());
-    }
-    None
-}
-
-/// Runs the script on the host, its Nix commands in `fs`'s chroot against the
-/// fixture's local store; returns the image root inside the chroot.
-fn make_image(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, dir: &str, erofs: bool) -> Result<String> {
-    let script = "/e2e/bin/mk-lower-image";
-    ctx.write_script(script, SCRIPT)?;
-    let out = format!("{dir}/img");
-    let chroot_env = fs.command(&["true"]);
-    let mut cmd = Command::new("bash");
-    cmd.env_clear();
-    for (k, v) in chroot_env.get_envs() {
-        if let Some(v) = v {
-            cmd.env(k, v);
-        }
-    }
-    let bin = ctx.host("/e2e/bin/snix-lower-store");
-    cmd.env("SNIX_LOWER_STORE_BIN", &bin)
-        .arg(ctx.host(script))
-        .arg("-o")
-        .arg(ctx.host(&out))
-        .arg("--nix-cmd-prefix")
-        .arg(format!("chroot {}", fs.dir.display()))
-        .arg("--store")
-        .arg(fx.local_url())
-        .arg("--real-store-dir")
-        .arg(ctx.host(&fx.store_dir()));
-    if !erofs {
-        cmd.arg("--no-erofs");
-    }
-    // Every path of the lower store as a root: the whole store, as Nix's daemon serves it.
-    cmd.arg("--").args(&fx.all);
-    capture(&mut cmd)?.ok().context("mk-lower-image failed")?;
-    for f in [".snix-lower-store/index", ".snix-lower-store/registration"] {
-        if !ctx.host(&format!("{out}/{f}")).is_file() {
-            bail!("mk-lower-image made no {out}/{f}");
-        }
-    }
-    Ok(out)
+/// An image of `roots`' closure in the fixture's store, its index built from
+/// the registration only (what these scenarios prove `ca` from).
+fn make_image(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, out: &str, roots: &[String], erofs: bool) -> Result<Image> {
+    let src = images::Source {
+        url: &fx.local_url(),
+        store_dir: &fx.store_dir(),
+        roots,
+    };
+    images::make(ctx, fs, &src, out, erofs, IndexFrom::Registration)
 }
 
 fn directory(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<()> {
     let dir = ctx.fresh_dir(&format!("image-{}", fs.suite))?;
-    let image = make_image(ctx, fs, fx, &dir, false)?;
+    // Every path of the lower store as a root: the whole store, as Nix's daemon serves it.
+    let image = make_image(ctx, fs, fx, &format!("{dir}/img"), &fx.all, false)?;
     let no_state = format!("{dir}/no-state");
-    let ours = daemons::start_ours_image(ctx, fs, &format!("{dir}/ours.sock"), &image, &no_state, true)?;
+    let ours = daemons::start_ours_image(
+        ctx,
+        fs,
+        Kind::OursImage,
+        &format!("{dir}/ours.sock"),
+        &images::lower_dir(&image.dir),
+        &no_state,
+    )?;
     let nix = daemons::start_nix(ctx, fs, &format!("{dir}/nix.sock"), &fx.root)?;
     let res = parity(fs, fx, &nix, &ours);
     ours.stop();
@@ -121,13 +90,20 @@ fn directory(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<()> {
 
 fn erofs(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<()> {
     let dir = ctx.fresh_dir(&format!("image-erofs-{}", fs.suite))?;
-    let image = make_image(ctx, fs, fx, &dir, true)?;
-    let file = format!("{image}.erofs");
+    let image = make_image(ctx, fs, fx, &format!("{dir}/img"), &fx.all, true)?;
+    let file = image.erofs.clone().context("no erofs file made")?;
     let before = sha256(&ctx.host(&file))?;
     let mnt = format!("{dir}/mnt");
-    let mounted = crate::mounts::erofs(fs, &file, &mnt)?;
+    let mounted = images::mount(fs, Kind::OursErofs, &image, &mnt)?;
     let no_state = format!("{dir}/no-state");
-    let ours = daemons::start_ours_image(ctx, fs, &format!("{dir}/ours.sock"), &mnt, &no_state, false)?;
+    let ours = daemons::start_ours_image(
+        ctx,
+        fs,
+        Kind::OursErofs,
+        &format!("{dir}/ours.sock"),
+        &images::lower_dir(&mnt),
+        &no_state,
+    )?;
     let nix = daemons::start_nix(ctx, fs, &format!("{dir}/nix.sock"), &fx.root)?;
     let res = parity(fs, fx, &nix, &ours);
     ours.stop();
@@ -140,6 +116,70 @@ fn erofs(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<()> {
     }
     if ctx.host(&no_state).exists() {
         bail!("serving the erofs image created the state dir {no_state}");
+    }
+    Ok(())
+}
+
+/// Image A (the closure of the final output) served with image B's index
+/// (the closure of the source tree) via `--index`: refused at start, naming
+/// both, and never listening.
+fn mismatched(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<()> {
+    let dir = ctx.fresh_dir(&format!("image-mismatch-{}", fs.suite))?;
+    let a = make_image(
+        ctx,
+        fs,
+        fx,
+        &format!("{dir}/a"),
+        std::slice::from_ref(&fx.final_out),
+        false,
+    )?;
+    let b = make_image(ctx, fs, fx, &format!("{dir}/b"), std::slice::from_ref(&fx.src), false)?;
+    let b_index = format!("{}/{}/index", b.dir, images::METADATA_DIR);
+    let a_lower = images::lower_dir(&a.dir);
+    let no_state = format!("{dir}/no-state");
+    ctx.readonly.borrow_mut().must_stay_absent(&ctx.host(&no_state));
+    let socket = format!("{dir}/ours.sock");
+    let bin = ctx
+        .ours
+        .as_deref()
+        .context("snix-lower-store binary is not available")?;
+    // `timeout`: a daemon that accepted the pair would serve forever.
+    let out = fs.run(&[
+        "timeout",
+        "20",
+        bin,
+        "serve",
+        "--listen",
+        &socket,
+        "--lower-dir",
+        &a_lower,
+        "--index",
+        &b_index,
+        "--store-dir",
+        "/nix/store",
+        "--state-dir",
+        &no_state,
+    ])?;
+    if out.code == Some(124) {
+        bail!(
+            "our daemon served image {} with the index of image {} (killed after 20 s)",
+            a.dir,
+            b.dir
+        );
+    }
+    let err = out.failed()?.stderr();
+    for want in [
+        "does not match the lower dir",
+        b_index.as_str(),
+        a_lower.as_str(),
+        "build-index",
+    ] {
+        if !err.contains(want) {
+            bail!("the refusal does not say {want:?}: {}", err.trim());
+        }
+    }
+    if ctx.host(&socket).exists() {
+        bail!("the refused daemon left its socket {socket}");
     }
     Ok(())
 }

@@ -107,9 +107,10 @@ fn readonly_check(ctx: &Ctx, report: &mut Report) {
         report.note(
             READONLY,
             &format!(
-                "{} lower dirs and {} index state dirs served by our daemon are unchanged; \
+                "{} lower dirs (image dirs with their index included), {} index state dirs and {} erofs image \
+                 files served by our daemon are unchanged; {} state dirs of image daemons stayed absent; \
                  {} lower store copies changed on purpose by their scenario were left out",
-                s.lowers, s.states, s.excluded
+                s.lowers, s.states, s.files, s.absent, s.excluded
             ),
         );
         for line in reg.exclusions() {
@@ -127,17 +128,18 @@ pub fn names(suites: &[String]) -> Vec<String> {
         for n in import::NAMES.iter().chain(image::NAMES).chain(parity::NAMES) {
             v.push(tagged(n, s));
         }
-        for n in parity::NAMES {
-            v.push(tagged(&parity::flavoured(n, Some(Kind::OursGrpc)), s));
+        for k in &Kind::OURS[1..] {
+            for n in parity::NAMES {
+                v.push(tagged(&parity::flavoured(n, Some(*k)), s));
+            }
         }
         for n in grpc::NAMES {
             v.push(tagged(n, s));
         }
-        for n in overlay::NAMES {
-            v.push(tagged(n, s));
-        }
-        for n in overlay::NAMES {
-            v.push(tagged(&n.replacen("overlay-ours/", "overlay-ours-grpc/", 1), s));
+        for k in Kind::OURS {
+            for n in overlay::NAMES {
+                v.push(tagged(&overlay::flavoured(n, k), s));
+            }
         }
     }
     v.push(READONLY.to_string());

@@ -1,8 +1,15 @@
 //! Local-overlay scenarios: Nix's `local-overlay` store on a real OverlayFS
 //! mount, with a lower store served by our daemon (`overlay-ours/…`), by our
 //! daemon in gRPC mode (`overlay-ours-grpc/…`: our gRPC PathInfoService
-//! server on the index, our daemon reading from it) or, as the baseline, by
-//! Nix's own daemon (`overlay-nix/…`).
+//! server on the index, our daemon reading from it), by our daemon on an
+//! image made by `scripts/mk-lower-image` (`overlay-ours-image/…`: the
+//! directory form, bind-mounted read-only; `overlay-ours-erofs/…`: the erofs
+//! form, loop-mounted read-only; either way the lowerdir is the image's
+//! `nix/store`, its `.snix-lower-store` outside it; no import, no state dir)
+//! or, as the baseline, by Nix's own daemon (`overlay-nix/…`). After every
+//! scenario of an image flavour, the merged store has no `.snix-lower-store`
+//! entry (and the upper layer no whiteout for one), and the mounted image's
+//! `.snix-lower-store` is byte for byte what `mk-lower-image` made.
 //!
 //! Each scenario gets its own copy of the generated lower store, its own
 //! daemon, its own upper layer and a scratch `/nix` in the chroot with the
@@ -10,7 +17,15 @@
 //! sandbox). When a scenario changes the lower store it does so with Nix
 //! directly (`local?root=…`), the way an administrator would, and then lets
 //! the daemon pick the change up: ours by re-importing (new state directory,
-//! restart), Nix's daemon by reading its database.
+//! restart), Nix's daemon by reading its database. An image is never
+//! changed: in the image flavours Nix changes the store the image was made
+//! of, and the change arrives as a new image of it, mounted in place of the
+//! old one under a fresh overlay mount (same lowerdir path, same upper
+//! layer), as an administrator would roll out a new image. Two scenarios
+//! differ there, and say so in a `note` line: `stale-file-handle` (a fresh
+//! overlay mount per lower change leaves no stale handle, so the sequence
+//! must succeed without `remount-hook` too) and `verify` (the damage is a
+//! damaged copy of the image, mounted in its place, never the image).
 
 use super::{normalize_json, tree_hash};
 use crate::ctx::Ctx;
@@ -61,28 +76,69 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("ca-realisation", ca_realisation),
 ];
 
+/// Report names of one flavour's scenarios (`overlay-<short>/…`).
+pub fn flavoured(name: &str, kind: Kind) -> String {
+    name.replacen("overlay-ours/", &format!("overlay-{}/", kind.short()), 1)
+}
+
+/// What an image flavour does differently in a scenario, said in a `note`.
+fn image_note(name: &str) -> Option<&'static str> {
+    match name {
+        "stale-file-handle" => Some(
+            "image flavour: each lower change is a new image under a fresh overlay mount, which leaves no stale \
+             handle; the sequence must succeed without remount-hook as with it (the ESTALE half applies to a \
+             lower dir changed in place only)",
+        ),
+        "verify" => Some(
+            "image flavour: the damage is done to copies of the image mounted in its place, never to the image: \
+             a copy missing a .drv is refused by our daemon's start check (naming it), so Nix's verify never sees \
+             that; in a copy with two files overwritten at the same length (which the start check's kind and size \
+             sample cannot see) Nix's verify reports the modified one and not the lower-only one, as for a lower \
+             dir",
+        ),
+        _ => None,
+    }
+}
+
 pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut Report) {
     let hook = "/e2e/bin/remount-hook";
     if let Err(e) = ctx.write_script(hook, "#!/bin/sh\nexec mount -o remount \"$1\"\n") {
         report.fail(&tagged("overlay/setup", &fs.label), &format!("{e:#}"));
         return;
     }
-    let mut kinds = vec![Kind::Nix];
+    let mut kinds = vec![];
     if with_ours {
-        kinds.insert(0, Kind::OursGrpc);
-        kinds.insert(0, Kind::Ours);
+        kinds.extend(Kind::OURS);
     }
+    kinds.push(Kind::Nix);
     for kind in kinds {
         let group = format!("overlay-{}", kind.short());
+        if kind == Kind::OursErofs {
+            if let Some(why) = crate::images::erofs_unavailable() {
+                let name = tagged(&format!("{group}/setup"), &fs.label);
+                if report.wanted(&format!("{group}/")) {
+                    report.setup_problem(&name, &why, ctx.ci);
+                }
+                continue;
+            }
+        }
         for (name, f) in SCENARIOS {
             if kind == Kind::Nix && *name == "store-url" {
                 continue;
             }
             let full = tagged(&format!("{group}/{name}"), &fs.label);
+            let ran = report.wanted(&full);
             report.run(&full, || {
                 let ov = Overlay::setup(ctx, fs, fx, kind, name).context("overlay setup")?;
-                f(&ov)
+                f(&ov)?;
+                match kind.image() {
+                    true => ov.metadata_outside_store(),
+                    false => Ok(()),
+                }
             });
+            if let Some(n) = image_note(name).filter(|_| ran && kind.image()) {
+                report.note(&full, n);
+            }
         }
     }
 }
@@ -96,6 +152,9 @@ pub struct Overlay<'a> {
     dir: String,
     lower: std::cell::RefCell<Lower>,
     upper: String,
+    /// The OverlayFS mount on `/nix/store` (taken down and put back when an
+    /// image flavour's lower image is replaced).
+    overlay: std::cell::RefCell<Option<Mounted>>,
     /// The `local-overlay://` URL (check-mount on).
     url: String,
     hook: String,
@@ -104,6 +163,8 @@ pub struct Overlay<'a> {
 
 impl Drop for Overlay<'_> {
     fn drop(&mut self) {
+        // The overlay first, then /nix; the lower image (in `lower`) last.
+        self.overlay.borrow_mut().take();
         while let Some(m) = self.mounts.pop() {
             drop(m);
         }
@@ -148,32 +209,124 @@ impl<'a> Overlay<'a> {
                 ctx.host(&lower_root).into(),
             ],
         )?;
-        let lower = Lower::start(ctx, fs, kind, &lower_root, &format!("{dir}/lower.sock"))?;
-        let mut mnts = vec![mounts::tmpfs(&fs.host_path("/nix"), "1g")?];
+        let base = match kind.image() {
+            true => Some(crate::images::base(ctx, fs, fx)?),
+            false => None,
+        };
+        let lower = Lower::start(ctx, fs, kind, &lower_root, &format!("{dir}/lower.sock"), base)?;
+        let mnts = vec![mounts::tmpfs(&fs.host_path("/nix"), "1g")?];
         std::fs::create_dir_all(fs.host_path("/nix/store"))?;
         std::fs::create_dir_all(fs.host_path("/nix/var/nix/gcroots"))?;
         let upper = format!("{dir}/upper");
-        mnts.push(mounts::overlay(
-            fs,
-            &OverlaySpec {
-                lowerdir: &lower.store_dir(),
-                upperdir: &upper,
-                workdir: &format!("{dir}/work"),
-                target: "/nix/store",
-            },
-        )?);
         let url = overlay_url(&lower.daemon().url(), &upper, "");
-        Ok(Overlay {
+        let ov = Overlay {
             ctx,
             fs,
             fx,
             dir,
             lower: std::cell::RefCell::new(lower),
             upper,
+            overlay: std::cell::RefCell::new(None),
             url,
             hook: "/e2e/bin/remount-hook".into(),
             mounts: mnts,
-        })
+        };
+        ov.mount_overlay()?;
+        Ok(ov)
+    }
+
+    /// Mounts OverlayFS on `/nix/store` over the lower dir.
+    fn mount_overlay(&self) -> Result<()> {
+        let lowerdir = self.lower.borrow().store_dir();
+        let m = mounts::overlay(
+            self.fs,
+            &OverlaySpec {
+                lowerdir: &lowerdir,
+                upperdir: &self.upper,
+                workdir: &format!("{}/work", self.dir),
+                target: "/nix/store",
+            },
+        )?;
+        *self.overlay.borrow_mut() = Some(m);
+        Ok(())
+    }
+
+    /// Runs `f` on the lower store with the overlay unmounted (image flavours,
+    /// whose lower image is replaced under it), then mounts the overlay again.
+    fn with_overlay_down(&self, f: impl FnOnce(&mut Lower) -> Result<()>) -> Result<()> {
+        self.overlay.borrow_mut().take();
+        let res = f(&mut self.lower.borrow_mut());
+        self.mount_overlay()?;
+        res
+    }
+
+    fn kind(&self) -> Kind {
+        self.lower.borrow().kind
+    }
+
+    /// Image flavours: the image's metadata stays outside the store. The
+    /// merged store (and the upper layer: no whiteout) has no
+    /// `.snix-lower-store` entry, and the mounted image root's one holds
+    /// exactly the bytes `mk-lower-image` wrote.
+    fn metadata_outside_store(&self) -> Result<()> {
+        let name = crate::images::METADATA_DIR;
+        let merged = self.fs.host_path(&format!("/nix/store/{name}"));
+        ensure!(
+            merged.symlink_metadata().is_err(),
+            "the merged store has a {name} entry: the image's metadata must stay outside its store dir"
+        );
+        let upper = self.ctx.host(&format!("{}/{name}", self.upper));
+        ensure!(
+            upper.symlink_metadata().is_err(),
+            "the upper layer has a {name} entry (a whiteout is no longer needed or made)"
+        );
+        let l = self.lower.borrow();
+        let img = l.image.as_ref().context("no image is served")?;
+        let meta = self.fs.host_path(&format!("{}/{name}", l.image_root()));
+        let now = crate::images::metadata_digest(&meta)?;
+        ensure!(
+            now == img.metadata,
+            "{} differs from the {name} mk-lower-image made in {}",
+            meta.display(),
+            img.dir
+        );
+        Ok(())
+    }
+
+    /// Image flavours: a copy of the image served now, damaged by `damage`
+    /// (given where a store path is in the copy), mounted in place of the
+    /// image under a fresh overlay mount, and our daemon restarted on it (a
+    /// replaced mount is refused by a running one). The copy is not the
+    /// image and is not registered for the read-only check; the image is
+    /// never touched. `name` names the copy; the result is the restart's.
+    fn damaged_image(&self, name: &str, damage: impl Fn(&dyn Fn(&str) -> PathBuf) -> Result<()>) -> Result<()> {
+        let img = self.lower.borrow().image.clone().context("no image is served")?;
+        let copy = format!("{}/{name}", self.dir);
+        host(
+            "cp",
+            [
+                std::ffi::OsString::from("-a"),
+                self.ctx.host(&img.dir).into(),
+                self.ctx.host(&copy).into(),
+            ],
+        )?;
+        let store = crate::images::lower_dir(&copy);
+        damage(&|p| self.ctx.host(&format!("{store}/{}", base(p))))?;
+        let erofs = match img.erofs {
+            Some(_) => {
+                let f = format!("{copy}.erofs");
+                crate::images::mkfs_erofs(self.ctx, &copy, &f)?;
+                Some(f)
+            }
+            None => None,
+        };
+        // The metadata is copied undamaged.
+        let damaged = crate::images::Image {
+            dir: copy,
+            erofs,
+            metadata: img.metadata,
+        };
+        self.with_overlay_down(|l| l.serve_image(self.ctx, self.fs, damaged))
     }
 
     /// `local?root=…` URL of the lower store, for Nix acting on it directly.
@@ -230,6 +383,9 @@ impl<'a> Overlay<'a> {
     }
 
     fn refresh_lower(&self) -> Result<()> {
+        if self.kind().image() {
+            return self.with_overlay_down(|l| l.refresh(self.ctx, self.fs));
+        }
         self.lower.borrow_mut().refresh(self.ctx, self.fs)
     }
 
@@ -237,9 +393,11 @@ impl<'a> Overlay<'a> {
         mounts::remount(self.fs, "/nix/store")
     }
 
+    /// Host path of `p` in the lower dir, as the chroot sees it (an image
+    /// flavour's lower dir is a mount made inside the chroot).
     fn lower_host(&self, p: &str) -> PathBuf {
-        self.ctx
-            .host(&format!("{}/{}", self.lower.borrow().store_dir(), base(p)))
+        self.fs
+            .host_path(&format!("{}/{}", self.lower.borrow().store_dir(), base(p)))
     }
 
     fn upper_host(&self, p: &str) -> PathBuf {
@@ -251,7 +409,7 @@ impl<'a> Overlay<'a> {
     }
 
     fn lower_hash(&self) -> Result<String> {
-        tree_hash(&self.ctx.host(&self.lower.borrow().store_dir()))
+        tree_hash(&self.fs.host_path(&self.lower.borrow().store_dir()))
     }
 
     fn build_seed2(&self) -> Result<String> {
@@ -559,6 +717,9 @@ fn gc(ov: &Overlay) -> Result<()> {
     let left: Vec<_> = std::fs::read_dir(ov.ctx.host(&ov.upper))?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name())
+        // An image carries no `.links` (mk-lower-image copies store objects
+        // only), so Nix makes its own in the upper layer.
+        .filter(|n| !(ov.kind().image() && n == ".links"))
         .collect();
     ensure!(left.is_empty(), "upper layer not empty after GC: {left:?}");
     ensure!(ov.lower_hash()? == before, "GC changed the lower layer");
@@ -605,16 +766,33 @@ fn verify(ov: &Overlay) -> Result<()> {
     ensure!(again == dummy, "{again} vs {dummy}");
     let lower_only = ov.add_to_lower(&ov.file("lower-only", "only in the lower store\n")?)?;
     ov.ok(&["nix-store", "--store", "{O}", "--verify", "--check-contents"])?;
-    // Corrupt the lower layer behind everyone's back (this scenario's own
-    // copy; left out of the read-only check, which says so).
-    ov.ctx.readonly.borrow_mut().changed_on_purpose(
-        &ov.ctx.host(&ov.lower.borrow().store_dir()),
-        "the verify scenario corrupts this lower store copy",
-    );
-    let drv = ov.lower_host(&fx.tree_drv);
-    std::fs::remove_file(&drv).with_context(|| format!("rm {}", drv.display()))?;
-    for p in [&dummy, &lower_only] {
-        host("truncate", ["-s", "0", &ov.lower_host(p).display().to_string()])?;
+    let vanished = match ov.kind().image() {
+        true => verify_damaged_image(ov)?,
+        false => true,
+    };
+    if !ov.kind().image() {
+        // Corrupt the lower layer behind everyone's back (this scenario's own
+        // copy; left out of the read-only check, which says so).
+        ov.ctx.readonly.borrow_mut().changed_on_purpose(
+            &ov.ctx.host(&ov.lower.borrow().store_dir()),
+            "the verify scenario corrupts this lower store copy",
+        );
+        let drv = ov.lower_host(&fx.tree_drv);
+        std::fs::remove_file(&drv).with_context(|| format!("rm {}", drv.display()))?;
+        for p in [&dummy, &lower_only] {
+            host("truncate", ["-s", "0", &ov.lower_host(p).display().to_string()])?;
+        }
+    } else {
+        // Same length, other bytes: the start check (kind and NAR size)
+        // accepts it, so only reading the contents can find it.
+        ov.damaged_image("damaged-contents", |store| {
+            for p in [&dummy, &lower_only] {
+                let f = store(p);
+                let len = std::fs::metadata(&f)?.len() as usize;
+                std::fs::write(&f, vec![b'#'; len]).with_context(|| format!("overwriting {}", f.display()))?;
+            }
+            Ok(())
+        })?;
     }
     ov.remount()?;
     let out = ov
@@ -622,7 +800,7 @@ fn verify(ov: &Overlay) -> Result<()> {
         .failed()?;
     let text = out.stderr();
     ensure!(
-        text.contains(base(&fx.tree_drv)),
+        !vanished || text.contains(base(&fx.tree_drv)),
         "verify did not report the vanished {}: {text}",
         fx.tree_drv
     );
@@ -635,6 +813,27 @@ fn verify(ov: &Overlay) -> Result<()> {
         "verify reported the lower-only {lower_only}: {text}"
     );
     Ok(())
+}
+
+/// Image flavours: an object missing from the image is found by our
+/// daemon's start check before any client can ask (the restart on a copy of
+/// the image without `tree_drv` is refused, naming it), so Nix's `verify`
+/// never sees that damage; returns false (nothing vanished under the overlay).
+fn verify_damaged_image(ov: &Overlay) -> Result<bool> {
+    let drv = &ov.fx.tree_drv;
+    let refused = ov.damaged_image("damaged-missing", |store| {
+        let f = store(drv);
+        std::fs::remove_file(&f).with_context(|| format!("rm {}", f.display()))
+    });
+    let err = match refused {
+        Ok(()) => bail!("our daemon started on an image missing {drv}"),
+        Err(e) => format!("{e:#}"),
+    };
+    ensure!(
+        err.contains(base(drv)) && err.contains("is not in the lower dir"),
+        "the refusal of an image missing {drv} does not say so: {err}"
+    );
+    Ok(false)
 }
 
 fn bad_uris(ov: &Overlay) -> Result<()> {
@@ -714,11 +913,21 @@ fn stale_file_handle(ov: &Overlay) -> Result<()> {
     };
     let without = trigger(&ov.url)?;
     let last = without.last().context("no step ran")?;
-    ensure!(
-        !last.success() && last.stderr().contains("Stale file handle"),
-        "expected ESTALE without remount-hook; last step: {}",
-        last.failure_text("ended")
-    );
+    if ov.kind().image() {
+        // Every lower change came with a fresh overlay mount: nothing stale.
+        ensure!(
+            without.len() == 5 && without.iter().all(Output::success),
+            "image flavour: the sequence without remount-hook must succeed; last step: {}",
+            last.failure_text("ended")
+        );
+        ov.ok(&["nix-store", "--store", "{O}", "--delete", without[0].stdout().trim()])?;
+    } else {
+        ensure!(
+            !last.success() && last.stderr().contains("Stale file handle"),
+            "expected ESTALE without remount-hook; last step: {}",
+            last.failure_text("ended")
+        );
+    }
     ov.remount()?;
     let with_hook = format!("{}&remount-hook={}", ov.url, ov.hook);
     let outs = trigger(&with_hook)?;

@@ -21,11 +21,21 @@
 //! two fields the gRPC flavour cannot carry, `ultimate` and
 //! `registrationTime`, are normalised in [`grpc_normalise`] (gRPC flavour,
 //! JSON checks only) and reported as notes.
+//!
+//! Two more flavours serve an image of the same lower store made by
+//! `scripts/mk-lower-image` with this suite's Nix (index from `nix path-info
+//! --json --recursive`), with no import and a state dir that must stay
+//! absent: the directory form (`parity-ours-image/…`, `ours-image/…`) and the
+//! erofs form loop-mounted read-only (`parity-ours-erofs/…`, `ours-erofs/…`).
+//! Nothing is normalised for them: path-info JSON carries every field Nix
+//! prints. What it cannot carry is realisations, so the two realisation
+//! checks expect a clean "not realised" there, as in the gRPC flavour.
 
 use super::{normalize_json, same, ssh_ng_url, tree_hash};
 use crate::ctx::Ctx;
 use crate::daemons::{self, Daemon, Kind};
 use crate::fixture::Fixture;
+use crate::mounts::Mounted;
 use crate::report::{tagged, Report};
 use crate::rootfs::{Output, Rootfs};
 use anyhow::{bail, Result};
@@ -527,31 +537,40 @@ fn answered(log: &str, op: &str, path: &str) -> bool {
     })
 }
 
-/// Report name of a check for a flavour (None: Nix's daemon alone).
+/// Report name of a check for a flavour (None: Nix's daemon alone):
+/// `parity/…` and `ours/…` for [`Kind::Ours`], `parity-<short>/…` and
+/// `<short>/…` for the others.
 pub fn flavoured(name: &str, kind: Option<Kind>) -> String {
     match kind {
         None => name.replacen("parity/", "baseline/", 1),
-        Some(Kind::OursGrpc) => {
+        Some(Kind::Ours) | Some(Kind::Nix) => name.to_string(),
+        Some(k) => {
             if let Some(rest) = name.strip_prefix("parity/") {
-                format!("parity-ours-grpc/{rest}")
+                format!("parity-{}/{rest}", k.short())
             } else if let Some(rest) = name.strip_prefix("ours/") {
-                format!("ours-grpc/{rest}")
+                format!("{}/{rest}", k.short())
             } else {
                 name.to_string()
             }
         }
-        Some(_) => name.to_string(),
     }
 }
 
 pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut Report) {
     let checks = checks(fx);
     let extra = ["ours/refuses-writes", "ours/query-missing-unbuilt"];
-    let candidates: Vec<Option<Kind>> = if with_ours {
-        vec![Some(Kind::Ours), Some(Kind::OursGrpc)]
+    let mut candidates: Vec<Option<Kind>> = if with_ours {
+        Kind::OURS.into_iter().map(Some).collect()
     } else {
         vec![None]
     };
+    if let Some(why) = crate::images::erofs_unavailable() {
+        candidates.retain(|k| *k != Some(Kind::OursErofs));
+        let name = tagged("parity-ours-erofs/setup", &fs.label);
+        if with_ours && report.wanted("parity-ours-erofs/") {
+            report.setup_problem(&name, &why, ctx.ci);
+        }
+    }
     // Flavours with at least one wanted scenario; only those are started.
     let flavours: Vec<Option<Kind>> = candidates
         .into_iter()
@@ -613,20 +632,37 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
             }
             continue;
         };
-        let mut setup = || -> Result<(Daemon, Side)> {
-            imported
-                .get_or_insert_with(|| import_parity_index(ctx, fs, fx, &state).map_err(|e| format!("{e:#}")))
-                .clone()
-                .map_err(anyhow::Error::msg)?;
+        let mut setup = || -> Result<(Daemon, Side, Option<Mounted>)> {
             let socket = format!("/e2e/run/parity-{}-{}.sock", fs.suite, kind.short());
-            let d = match kind {
-                Kind::OursGrpc => daemons::start_ours_grpc(ctx, fs, &socket, &fx.store_dir(), &state)?,
-                _ => daemons::start_ours(ctx, fs, &socket, &fx.store_dir(), &state)?,
+            let mut mounted = None;
+            let d = if kind.image() {
+                let img = crate::images::base(ctx, fs, fx)?;
+                // The image root: the erofs file's mount point, or the directory.
+                let root = match kind {
+                    Kind::OursErofs => {
+                        let mnt = format!("/e2e/run/parity-{}-erofs-mnt", fs.suite);
+                        mounted = Some(crate::images::mount(fs, kind, &img, &mnt)?);
+                        mnt
+                    }
+                    _ => img.dir.clone(),
+                };
+                let lower = crate::images::lower_dir(&root);
+                let no_state = format!("/e2e/run/parity-{}-{}-no-state", fs.suite, kind.short());
+                daemons::start_ours_image(ctx, fs, kind, &socket, &lower, &no_state)?
+            } else {
+                imported
+                    .get_or_insert_with(|| import_parity_index(ctx, fs, fx, &state).map_err(|e| format!("{e:#}")))
+                    .clone()
+                    .map_err(anyhow::Error::msg)?;
+                match kind {
+                    Kind::OursGrpc => daemons::start_ours_grpc(ctx, fs, &socket, &fx.store_dir(), &state)?,
+                    _ => daemons::start_ours(ctx, fs, &socket, &fx.store_dir(), &state)?,
+                }
             };
             let s = side(&d, kind.short())?;
-            Ok((d, s))
+            Ok((d, s, mounted))
         };
-        let (daemon, ours_side) = match setup() {
+        let (daemon, ours_side, mounted) = match setup() {
             Ok(x) => x,
             Err(e) => {
                 fail_all(report, Some(kind), &format!("setup: {e:#}"));
@@ -641,8 +677,8 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
             let mut notes = vec![];
             report.run(&name, || {
                 let base = base_of(i)?;
-                if kind == Kind::OursGrpc && c.name.starts_with("parity/realisation") {
-                    notes.push(grpc_has_no_realisations(fs, c, &ours_side)?);
+                if kind != Kind::Ours && c.name.starts_with("parity/realisation") {
+                    notes.push(has_no_realisations(fs, c, kind, &ours_side)?);
                     return Ok(());
                 }
                 notes = compare(fs, c, &base, kind, [&nix_side, &ours_side], &daemon)?;
@@ -661,22 +697,25 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
             || query_missing_unbuilt(fs, fx, &nix_side.unix, &daemon.url()),
         );
         drop(daemon);
+        drop(mounted);
     }
     drop(nix);
 }
 
-/// snix's PathInfoService holds no realisations, so through the gRPC flavour
-/// every realisation is unknown: the client must fail for that reason (the
-/// content-addressed output is "unbuilt"; for an input-addressed one Nix's
-/// client asserts on the missing realisation), never get a wrong path or a
-/// dropped connection.
-fn grpc_has_no_realisations(fs: &Rootfs, check: &Check, ours: &Side) -> Result<String> {
+/// snix's PathInfoService holds no realisations, and neither does an image's
+/// index (`nix path-info --json` and a registration carry none), so through
+/// the gRPC and image flavours every realisation is unknown: the client must
+/// fail for that reason (the content-addressed output is "unbuilt"; for an
+/// input-addressed one Nix's client asserts on the missing realisation),
+/// never get a wrong path or a dropped connection.
+fn has_no_realisations(fs: &Rootfs, check: &Check, kind: Kind, ours: &Side) -> Result<String> {
     const MISSING: &[&str] = &["of the unbuilt derivation", "unrealised output", "thisRealisation"];
     for o in run_check(fs, check, ours)? {
         if o.success() {
             bail!(
-                "{}: the gRPC flavour answered a realisation it cannot have: {}",
+                "{}: the {} flavour answered a realisation it cannot have: {}",
                 o.desc,
+                kind.short(),
                 o.stdout()
             );
         }
@@ -685,11 +724,13 @@ fn grpc_has_no_realisations(fs: &Rootfs, check: &Check, ours: &Side) -> Result<S
             bail!("{}: failed, but not for a missing realisation: {err}", o.desc);
         }
     }
-    Ok(
-        "gRPC flavour: snix's PathInfoService has no realisations; every output is reported as not realised \
-        (compared with Nix's daemon in the index flavour only)"
-            .into(),
-    )
+    let why = match kind {
+        Kind::OursGrpc => "gRPC flavour: snix's PathInfoService has no realisations",
+        _ => "image flavour: the image's index is built from `nix path-info --json`, which carries no realisations",
+    };
+    Ok(format!(
+        "{why}; every output is reported as not realised (compared with Nix's daemon in the index flavour only)"
+    ))
 }
 
 /// Imports the fixture's Nix database into the index both our flavours serve.
@@ -722,7 +763,9 @@ const READ_ONLY: &str = "the lower store is read-only; it answers queries only, 
 /// Writes through our daemon fail with our refusal (exit code 1, the error
 /// naming the op and its subject) and leave the lower store untouched.
 fn refuses_writes(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, d: &Daemon) -> Result<()> {
-    let before = tree_hash(&ctx.host(&fx.store_dir()))?;
+    // The lower dir as the chroot sees it (an erofs image is mounted there).
+    let lower = fs.host_path(&d.real);
+    let before = tree_hash(&lower)?;
     ctx.write("/e2e/fixture/new-file", b"never stored\n")?;
     let url = d.url();
     let refused = |args: &[&str], op_subject: &str| -> Result<()> {
@@ -753,7 +796,7 @@ fn refuses_writes(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, d: &Daemon) -> Result<()
     )?;
     fs.run(&["nix-store", "--store", &url, "--verify-path", &fx.final_out])?
         .ok()?;
-    let after = tree_hash(&ctx.host(&fx.store_dir()))?;
+    let after = tree_hash(&lower)?;
     if before != after {
         bail!("the lower store directory changed during refused writes");
     }
