@@ -15,8 +15,8 @@
 //! - `get-not-found.txt`: the status code and message of a `Get` of a digest
 //!   the service does not hold (all zero bytes).
 //!
-//!   cargo run --release -p snix-lower-store --example snix-capture -- \
-//!       /run/snix.sock OUT_DIR /nix/store/<hash>-<name>...
+//! Usage: `snix-capture SOCKET OUT_DIR STORE_PATH...` (built with
+//! `cargo build --release -p snix-lower-store --example snix-capture`).
 
 use std::path::{Path, PathBuf};
 

@@ -239,7 +239,8 @@ fn every_compared_field_can_fail() {
     assert!(mismatches(good, nix).is_empty());
     let doubled =
         crate::store::StorePath::from_owned_base_name(format!("{}.drv", good.deriver.as_ref().unwrap())).unwrap();
-    let changes: Vec<(&str, Box<dyn Fn(&mut PathInfo)>)> = vec![
+    type Change = Box<dyn Fn(&mut PathInfo)>;
+    let changes: Vec<(&str, Change)> = vec![
         ("deriver", Box::new(move |i| i.deriver = Some(doubled.clone()))),
         ("references", Box::new(|i| drop(i.references.pop()))),
         ("narHash", Box::new(|i| i.nar_hash.0[0] ^= 1)),
