@@ -17,6 +17,13 @@
 //!
 //! Usage: `snix-capture SOCKET OUT_DIR STORE_PATH...` (built with
 //! `cargo build --release -p snix-lower-store --example snix-capture`).
+//!
+//! `snix-capture add-to-store-nar DAEMON_SOCKET INFO_JSON NAR_FILE` puts one
+//! path into a store through a nix-daemon with the worker protocol's
+//! AddToStoreNar (the one write snix's nix-daemon implements; Nix's own
+//! clients send AddMultipleToStore or ImportPaths instead): every field of
+//! Nix's `nix path-info --json` for that path (deriver, references, NAR
+//! hash and size, signatures, `ca`), then the NAR, framed.
 
 use std::path::{Path, PathBuf};
 
@@ -143,9 +150,97 @@ async fn capture_list(grpc: &mut tonic::client::Grpc<Channel>, out: &Path) -> an
     Ok(n)
 }
 
+/// The worker protocol's AddToStoreNar op number.
+const ADD_TO_STORE_NAR: u64 = 39;
+
+/// AddToStoreNar of the one path in `info_json` (Nix's `nix path-info
+/// --json` object, keyed by path) with the NAR in `nar_file`.
+async fn add_to_store_nar(socket: &str, info_json: &str, nar_file: &str) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    use snix_lower_store::protocol::wire::WireBuf;
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(info_json)?)?;
+    let (path, info) = doc
+        .as_object()
+        .and_then(|m| m.iter().next())
+        .ok_or_else(|| anyhow::anyhow!("{info_json}: not an object keyed by store path"))?;
+    let strs = |k: &str| -> Vec<String> {
+        info[k]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    };
+    let sri = info["narHash"].as_str().unwrap_or_default();
+    let b64 = sri
+        .strip_prefix("sha256-")
+        .ok_or_else(|| anyhow::anyhow!("{path}: narHash {sri:?} is not sha256-<base64>"))?;
+    let nar_hash = snix_lower_store::store::hash::hex_encode(&base64::engine::general_purpose::STANDARD.decode(b64)?);
+    let nar = std::fs::read(nar_file)?;
+    let mut a = WireBuf::default();
+    a.str(path)
+        .str(info["deriver"].as_str().unwrap_or(""))
+        .str(&nar_hash)
+        .strings(strs("references").iter().map(String::as_str))
+        .u64(0) // registration time: the daemon's own
+        .u64(nar.len() as u64)
+        .u64(0) // not ultimate
+        .strings(strs("signatures").iter().map(String::as_str))
+        .str(info["ca"].as_str().unwrap_or(""))
+        .u64(0) // no repair
+        .u64(1); // do not check signatures
+    for chunk in nar.chunks(1 << 16) {
+        a.u64(chunk.len() as u64);
+        a.0.extend_from_slice(chunk);
+    }
+    a.u64(0);
+    let mut c = connect_with_options(socket).await?;
+    if let Err(e) = c.call_raw(ADD_TO_STORE_NAR, &a).await {
+        // snix's nix-daemon (at 50b41ae7e05b) puts the path info, then drops
+        // the connection because its NAR reader stops before the framed
+        // stream's closing empty frame ("payload was not fully consumed").
+        // So the answer is whether the path is there now.
+        // It may still be ingesting when our side sees the close: ask a few times.
+        let mut stored = None;
+        for _ in 0..50 {
+            let mut c = connect_with_options(socket).await?;
+            stored = c
+                .query_path_info(path)
+                .await
+                .map_err(|q| anyhow::anyhow!("AddToStoreNar {path} through {socket}: {e}; then QueryPathInfo: {q}"))?;
+            if stored.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        anyhow::ensure!(
+            stored.is_some(),
+            "AddToStoreNar {path} through {socket}: {e}, and the path is not there"
+        );
+        println!("added {path} through {socket} (the daemon closed the connection afterwards: {e})");
+        return Ok(());
+    }
+    println!("added {path} through {socket}");
+    Ok(())
+}
+
+/// A worker-protocol connection (1.37) that has sent SetOptions, which
+/// snix's nix-daemon requires before any other op.
+async fn connect_with_options(socket: &str) -> anyhow::Result<snix_lower_store::client::Client> {
+    let mut c = snix_lower_store::client::Client::connect(Path::new(socket), 37).await?;
+    let opts = snix_lower_store::protocol::request::SetOptions::default();
+    c.call(&opts)
+        .await
+        .map_err(|e| anyhow::anyhow!("SetOptions through {socket}: {e}"))?;
+    Ok(c)
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [cmd, socket, info, nar] = args.as_slice() {
+        if cmd == "add-to-store-nar" {
+            return add_to_store_nar(socket, info, nar).await;
+        }
+    }
     let [socket, out, paths @ ..] = args.as_slice() else {
         anyhow::bail!("usage: snix-capture SOCKET OUT_DIR STORE_PATH...");
     };
