@@ -6,7 +6,9 @@
 #   3. provisioning of the Nix root file systems (cached after the first run),
 #   4. the load test (512 connections) and a short fuzz run of every target,
 #   5. the Nix file parse checks, the end-to-end suite against real Nix 2.26
-#      and 2.34, and the unit files under real systemd (must run as root).
+#      and 2.34 (and against a real snix-store with tests/snix/run, when
+#      SNIX_STORE_BIN and SNIX_NIX_DAEMON_BIN are set), and the unit files
+#      under real systemd (must run as root).
 # Extra arguments go to the end-to-end binary (e.g. --only overlay-ours/gc).
 # Exits non-zero if any step fails; prints how long each step took.
 set -uo pipefail
@@ -48,6 +50,9 @@ step "fuzz smoke" tests/fuzz-smoke || rc=1
 step "provision" .ci/provision-nix-rootfs || exit 1
 step "nix parse" tests/nix-parse || rc=1
 step "e2e" "$tdir/release/snix-lower-store-e2e" "$@" || rc=1
+# Against a real snix-store when SNIX_STORE_BIN / SNIX_NIX_DAEMON_BIN are set;
+# otherwise it says it did not run and exits 0 (snix is not built in CI).
+step "snix" tests/snix/run || rc=1
 step "systemd" tests/systemd/run || rc=1
 step "nixos local" tests/nixos-local/run || rc=1
 exit $rc

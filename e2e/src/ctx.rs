@@ -23,8 +23,23 @@ pub struct Ctx {
     pub base_images: RefCell<std::collections::BTreeMap<String, std::result::Result<crate::images::Image, String>>>,
     /// CI=true: a missing tool or kernel feature fails instead of skipping.
     pub ci: bool,
+    /// Real snix binaries inside the chroots, when given (`--snix-dir`):
+    /// they enable the `ours-snix` flavour and the `snix-nix-daemon` checks.
+    pub snix: Option<SnixBins>,
     // Dropped last (declared last): unmounts chroot binds, then the tmpfs.
     _mounts: Vec<Mounted>,
+}
+
+/// Where the snix binaries are on the host (`snix-store`, snix's `nix-daemon`).
+pub struct SnixHost {
+    pub store: PathBuf,
+    pub nix_daemon: PathBuf,
+}
+
+/// The snix binaries as the chroots see them (copied under `/e2e/bin`).
+pub struct SnixBins {
+    pub store: String,
+    pub nix_daemon: String,
 }
 
 impl Ctx {
@@ -70,10 +85,27 @@ impl Ctx {
             readonly: RefCell::default(),
             base_images: RefCell::default(),
             ci,
+            snix: None,
             _mounts: mounts,
         })
     }
 
+    /// Copies the snix binaries into the work dir; sets [`Ctx::snix`].
+    pub fn install_snix(&mut self, host: &SnixHost) -> Result<()> {
+        let copy = |from: &Path, name: &str| -> Result<String> {
+            std::fs::copy(from, self.work.join("bin").join(name))
+                .with_context(|| format!("cannot copy {} into the work dir", from.display()))?;
+            Ok(format!("{CHROOT_WORK}/bin/{name}"))
+        };
+        self.snix = Some(SnixBins {
+            store: copy(&host.store, "snix-store")?,
+            nix_daemon: copy(&host.nix_daemon, "snix-nix-daemon")?,
+        });
+        Ok(())
+    }
+}
+
+impl Ctx {
     /// Host path of a path under `/e2e` inside the chroots.
     pub fn host(&self, inside: &str) -> PathBuf {
         let rel = inside

@@ -57,6 +57,10 @@ pub enum Kind {
     OursImage,
     /// Our daemon on the erofs form of the same image, loop-mounted read-only.
     OursErofs,
+    /// Our daemon as a gRPC client of a real `snix-store daemon` filled by
+    /// `snix-store copy` (only when snix binaries are given). Also the kind
+    /// of the snix processes themselves (their logs are searched for panics).
+    OursSnix,
     Nix,
 }
 
@@ -67,12 +71,29 @@ impl Kind {
             Kind::OursGrpc => "ours-grpc",
             Kind::OursImage => "ours-image",
             Kind::OursErofs => "ours-erofs",
+            Kind::OursSnix => "ours-snix",
             Kind::Nix => "nix-daemon",
         }
     }
 
     /// Every flavour of our daemon, in the order the scenarios run them.
     pub const OURS: [Kind; 4] = [Kind::Ours, Kind::OursGrpc, Kind::OursImage, Kind::OursErofs];
+
+    /// Every flavour of our daemon to run: [`Kind::OURS`], and
+    /// [`Kind::OursSnix`] when real snix binaries are given.
+    pub fn ours(snix: bool) -> Vec<Kind> {
+        let mut v = Kind::OURS.to_vec();
+        if snix {
+            v.push(Kind::OursSnix);
+        }
+        v
+    }
+
+    /// Whether path infos come through snix's PathInfoService schema (no
+    /// `registrationTime`, no `ultimate`, no realisations).
+    pub fn grpc(self) -> bool {
+        matches!(self, Kind::OursGrpc | Kind::OursSnix)
+    }
 
     /// Whether this flavour serves an image (no import, no state dir).
     pub fn image(self) -> bool {
@@ -86,6 +107,7 @@ impl Kind {
             Kind::OursGrpc => "ours-grpc",
             Kind::OursImage => "ours-image",
             Kind::OursErofs => "ours-erofs",
+            Kind::OursSnix => "ours-snix",
             Kind::Nix => "nix",
         }
     }
@@ -339,6 +361,18 @@ pub fn start_grpc_server(
     lower_store_dir: &str,
     state_dir: &str,
 ) -> Result<Daemon> {
+    start_grpc_server_with(ctx, fs, socket, lower_store_dir, state_dir, &[])
+}
+
+/// [`start_grpc_server`] with `extra` flags (e.g. `--grpc-deriver-name`).
+pub fn start_grpc_server_with(
+    ctx: &Ctx,
+    fs: &Rootfs,
+    socket: &str,
+    lower_store_dir: &str,
+    state_dir: &str,
+    extra: &[&str],
+) -> Result<Daemon> {
     let grpc = grpc_socket(socket);
     let grpc_host = ctx.host(&grpc);
     let _ = std::fs::remove_file(&grpc_host);
@@ -349,7 +383,7 @@ pub fn start_grpc_server(
         &format!("{socket}.srv"),
         lower_store_dir,
         Some(state_dir),
-        &["--grpc-listen", &listen],
+        &[&["--grpc-listen", listen.as_str()][..], extra].concat(),
     )?;
     d.extra_sockets.push(grpc_host.clone());
     // The gRPC listener is bound by a task of its own: wait for it too.
@@ -389,6 +423,122 @@ pub fn start_ours_grpc(ctx: &Ctx, fs: &Rootfs, socket: &str, lower_store_dir: &s
     };
     client.backend = Some(Box::new(server));
     Ok(client)
+}
+
+fn snix_bins(ctx: &Ctx) -> Result<&crate::ctx::SnixBins> {
+    ctx.snix
+        .as_ref()
+        .context("no snix binaries given (--snix-dir, or SNIX_STORE_BIN and SNIX_NIX_DAEMON_BIN)")
+}
+
+/// `snix-store copy`'s input from `nix path-info --json --closure-size`:
+/// `{"closure": [ {path, …}, … ]}` (Nix ≥ 2.19 prints an object keyed by
+/// path, older Nix a list; `copy` reads the list form).
+pub fn snix_copy_input(path_info_json: &str) -> Result<String> {
+    let v: serde_json::Value = serde_json::from_str(path_info_json).context("nix path-info --json printed no JSON")?;
+    let list: Vec<serde_json::Value> = match v {
+        serde_json::Value::Array(a) => a,
+        serde_json::Value::Object(m) => m
+            .into_iter()
+            .map(|(path, mut info)| {
+                info["path"] = path.into();
+                info
+            })
+            .collect(),
+        other => bail!("nix path-info --json printed neither a list nor an object: {other}"),
+    };
+    Ok(serde_json::json!({ "closure": list }).to_string())
+}
+
+/// A real `snix-store daemon` on a fresh database under `dir` (redb and
+/// objectstore+file), listening on [`grpc_socket`]`(socket)`, filled with
+/// `snix-store copy` from every valid path of the local store at
+/// `lower_root`, the way a snix user would: `copy` ingests `/nix/store/<p>`
+/// from the local disk, so it runs in a mount namespace of its own with the
+/// lower store's objects bound on `/nix/store`.
+pub fn start_snix_store(ctx: &Ctx, fs: &Rootfs, socket: &str, lower_root: &str, dir: &str) -> Result<Daemon> {
+    let bins = snix_bins(ctx)?;
+    std::fs::create_dir_all(ctx.host(dir))?;
+    let grpc = grpc_socket(socket);
+    let blobs = format!("objectstore+file://{dir}/blobs");
+    let dirs = format!("redb://{dir}/directories.redb");
+    let infos = format!("redb://{dir}/pathinfo.redb");
+    let cmd = fs.command(&[
+        bins.store.as_str(),
+        "daemon",
+        "-l",
+        &grpc,
+        "--blob-service-addr",
+        &blobs,
+        "--directory-service-addr",
+        &dirs,
+        "--path-info-service-addr",
+        &infos,
+    ]);
+    let d = spawn(ctx, Kind::OursSnix, &grpc, &format!("{lower_root}/nix/store"), cmd)?;
+    let url = format!("local?root={lower_root}");
+    let json = fs.ok(&["nix", "path-info", "--json", "--closure-size", "--all", "--store", &url])?;
+    let input = format!("{dir}/copy.json");
+    std::fs::write(ctx.host(&input), snix_copy_input(&json)?)?;
+    let service = format!("grpc+unix://{grpc}");
+    let script = "mount -t tmpfs tmpfs /nix && mkdir /nix/store && mount --bind \"$1/nix/store\" /nix/store && \
+                  exec \"$2\" copy --blob-service-addr \"$3\" --directory-service-addr \"$3\" \
+                  --path-info-service-addr \"$3\" \"$4\"";
+    let out = fs.run(&[
+        // "unchanged": the chroot's root is no mount point, and every mount
+        // of the suite's namespace is private already.
+        "unshare",
+        "--mount",
+        "--propagation",
+        "unchanged",
+        "--",
+        "/bin/sh",
+        "-ec",
+        script,
+        "snix-copy",
+        lower_root,
+        &bins.store,
+        &service,
+        &input,
+    ])?;
+    if !out.success() {
+        bail!("{}; snix-store log: {}", out.failure_text("failed"), d.log_tail());
+    }
+    Ok(d)
+}
+
+/// Our daemon in front of a real snix-store ([`start_snix_store`], under
+/// `dir`) holding the lower store at `lower_root`: `serve
+/// --path-info-service grpc+unix://…`, files and NARs from the lower dir.
+/// Dropping the handle stops both (ours first).
+pub fn start_ours_snix(ctx: &Ctx, fs: &Rootfs, socket: &str, lower_root: &str, dir: &str) -> Result<Daemon> {
+    let server = start_snix_store(ctx, fs, socket, lower_root, dir)?;
+    let mut client = match start_grpc_client(ctx, fs, socket, &format!("{lower_root}/nix/store"), "5s") {
+        Ok(c) => c,
+        Err(e) => bail!("{e:#}; snix-store log: {}", server.log_tail()),
+    };
+    client.kind = Kind::OursSnix;
+    client.backend = Some(Box::new(server));
+    Ok(client)
+}
+
+/// snix's own nix-daemon on `socket`, reading path infos from the gRPC
+/// PathInfoService at `service` (`grpc+unix://…`); its blob and directory
+/// services are in memory (the checks only query path infos).
+pub fn start_snix_nix_daemon(ctx: &Ctx, fs: &Rootfs, socket: &str, service: &str) -> Result<Daemon> {
+    let bins = snix_bins(ctx)?;
+    let cmd = fs.command(&[
+        bins.nix_daemon.as_str(),
+        "-l",
+        socket,
+        "--blob-service-addr",
+        "memory://",
+        "--directory-service-addr",
+        "memory://",
+        "--path-info-service-addr",
+        service,
+    ]);
+    spawn(ctx, Kind::OursSnix, socket, "/nix/store", cmd)
 }
 
 /// Starts Nix's own daemon serving the local store rooted at `lower_root`.
@@ -546,6 +696,21 @@ impl Lower {
                     start_ours_grpc
                 };
                 self.daemon = Some(start(ctx, fs, &self.socket, &self.store_dir(), &state)?);
+            }
+            Kind::OursSnix => {
+                // A fresh snix-store, filled from the lower store as it is now.
+                if let Some(d) = self.daemon.take() {
+                    d.stop();
+                }
+                self.generation += 1;
+                if self.generation > 1 {
+                    ctx.readonly.borrow_mut().changed_on_purpose(
+                        &ctx.host(&self.store_dir()),
+                        "the scenario changes this lower store copy with Nix directly (copied into a new snix-store)",
+                    );
+                }
+                let dir = format!("{}-snix{}", self.root, self.generation);
+                self.daemon = Some(start_ours_snix(ctx, fs, &self.socket, &self.root, &dir)?);
             }
             Kind::OursImage | Kind::OursErofs => {
                 if let Some(d) = self.daemon.take() {

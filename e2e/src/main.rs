@@ -38,6 +38,9 @@ const USAGE: &str = "usage: snix-lower-store-e2e [options]
   --baseline-only       only run scenarios against Nix's own daemon
   --work DIR            keep the work directory in DIR (default: a tmpfs, discarded)
   --list                print scenario names without running them
+  --snix-dir DIR        real snix binaries (DIR/snix-store, DIR/nix-daemon; or env
+                        SNIX_STORE_BIN and SNIX_NIX_DAEMON_BIN): adds the ours-snix
+                        flavour and the snix-nix-daemon checks (tests/snix/run)
 environment: CI=true turns every skip caused by the environment into a failure";
 
 pub struct Options {
@@ -49,6 +52,8 @@ pub struct Options {
     pub work: Option<PathBuf>,
     pub list: bool,
     pub ci: bool,
+    /// Real snix binaries, when given.
+    pub snix: Option<ctx::SnixHost>,
 }
 
 fn parse_args(args: &[String]) -> Result<Options> {
@@ -63,6 +68,16 @@ fn parse_args(args: &[String]) -> Result<Options> {
         work: None,
         list: false,
         ci: std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false),
+        snix: match (
+            std::env::var_os("SNIX_STORE_BIN"),
+            std::env::var_os("SNIX_NIX_DAEMON_BIN"),
+        ) {
+            (Some(store), Some(nix_daemon)) => Some(ctx::SnixHost {
+                store: store.into(),
+                nix_daemon: nix_daemon.into(),
+            }),
+            _ => None,
+        },
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -79,6 +94,13 @@ fn parse_args(args: &[String]) -> Result<Options> {
             "--baseline-only" => o.baseline_only = true,
             "--work" => o.work = Some(val()?.into()),
             "--list" => o.list = true,
+            "--snix-dir" => {
+                let d = PathBuf::from(val()?);
+                o.snix = Some(ctx::SnixHost {
+                    store: d.join("snix-store"),
+                    nix_daemon: d.join("nix-daemon"),
+                });
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -168,7 +190,7 @@ fn unique_work_dir() -> Result<std::path::PathBuf> {
 
 fn run(opts: &Options, report: &mut Report) -> Result<()> {
     if opts.list {
-        for n in scenarios::names(&opts.suites) {
+        for n in scenarios::names(&opts.suites, opts.snix.is_some()) {
             println!("{n}");
         }
         return Ok(());
@@ -206,8 +228,12 @@ fn run(opts: &Options, report: &mut Report) -> Result<()> {
         Some(w) => (w.clone(), false),
         None => (unique_work_dir()?, true),
     };
-    let ctx = ctx::Ctx::new(work.clone(), tmpfs, roots, ours_bin.as_deref(), opts.ci)
+    let mut ctx = ctx::Ctx::new(work.clone(), tmpfs, roots, ours_bin.as_deref(), opts.ci)
         .context("setting up the work directory and chroot mounts failed")?;
+    if let Some(snix) = &opts.snix {
+        ctx.install_snix(snix)
+            .context("the snix binaries (--snix-dir) cannot be used")?;
+    }
     let res = scenarios::run_all(&ctx, opts, report);
     drop(ctx);
     // Every daemon is stopped by now; a panic is a defect even if its scenario passed.

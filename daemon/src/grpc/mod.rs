@@ -15,6 +15,8 @@ pub mod client;
 pub mod convert;
 pub mod error;
 pub mod server;
+#[cfg(test)]
+mod snix_fixtures;
 
 pub use error::GrpcError;
 

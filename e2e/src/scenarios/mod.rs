@@ -7,6 +7,7 @@ pub mod image;
 pub mod import;
 pub mod overlay;
 pub mod parity;
+pub mod snix;
 
 use crate::ctx::Ctx;
 use crate::daemons::Kind;
@@ -73,6 +74,9 @@ pub fn run_all(ctx: &Ctx, opts: &Options, report: &mut Report) -> Result<()> {
         parity::run(ctx, fs, &primary, with_ours, report);
         if with_ours {
             grpc::run(ctx, fs, &primary, report);
+            if ctx.snix.is_some() {
+                snix::run(ctx, fs, &primary, report);
+            }
         }
     }
     for fs in &ctx.roots {
@@ -121,14 +125,14 @@ fn readonly_check(ctx: &Ctx, report: &mut Report) {
 }
 
 /// Scenario names (for `--list`), per Debian suite.
-pub fn names(suites: &[String]) -> Vec<String> {
+pub fn names(suites: &[String], snix: bool) -> Vec<String> {
     let mut v = vec![];
     for s in suites {
         v.push(tagged("fixture/generate", s));
         for n in import::NAMES.iter().chain(image::NAMES).chain(parity::NAMES) {
             v.push(tagged(n, s));
         }
-        for k in &Kind::OURS[1..] {
+        for k in &Kind::ours(snix)[1..] {
             for n in parity::NAMES {
                 v.push(tagged(&parity::flavoured(n, Some(*k)), s));
             }
@@ -136,7 +140,12 @@ pub fn names(suites: &[String]) -> Vec<String> {
         for n in grpc::NAMES {
             v.push(tagged(n, s));
         }
-        for k in Kind::OURS {
+        if snix {
+            for n in snix::NAMES {
+                v.push(tagged(n, s));
+            }
+        }
+        for k in Kind::ours(snix) {
             for n in overlay::NAMES {
                 v.push(tagged(&overlay::flavoured(n, k), s));
             }

@@ -108,7 +108,7 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
     }
     let mut kinds = vec![];
     if with_ours {
-        kinds.extend(Kind::OURS);
+        kinds.extend(Kind::ours(ctx.snix.is_some()));
     }
     kinds.push(Kind::Nix);
     for kind in kinds {

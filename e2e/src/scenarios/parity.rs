@@ -22,6 +22,11 @@
 //! `registrationTime`, are normalised in [`grpc_normalise`] (gRPC flavour,
 //! JSON checks only) and reported as notes.
 //!
+//! With real snix binaries given (`tests/snix/run`), one more gRPC flavour
+//! runs the same checks with our daemon in front of a real `snix-store
+//! daemon` filled by `snix-store copy` from the lower store
+//! (`parity-ours-snix/…`, `ours-snix/…`), normalised as the gRPC flavour.
+//!
 //! Two more flavours serve an image of the same lower store made by
 //! `scripts/mk-lower-image` with this suite's Nix (index from `nix path-info
 //! --json --recursive`), with no import and a state dir that must stay
@@ -450,7 +455,7 @@ fn compare(
         let what = g.desc.replace(&ours.unix, "<store>").replace(&ours.ssh, "<store>");
         let mut b = b.clone();
         let mut g = g.clone();
-        if kind == Kind::OursGrpc && check.json && b.success() {
+        if kind.grpc() && check.json && b.success() {
             grpc_normalise(&what, &mut b, &mut g, &mut notes)?;
         }
         if let Err(e) = same(&what, &b, &g) {
@@ -560,7 +565,7 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
     let checks = checks(fx);
     let extra = ["ours/refuses-writes", "ours/query-missing-unbuilt"];
     let mut candidates: Vec<Option<Kind>> = if with_ours {
-        Kind::OURS.into_iter().map(Some).collect()
+        Kind::ours(ctx.snix.is_some()).into_iter().map(Some).collect()
     } else {
         vec![None]
     };
@@ -635,7 +640,11 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
         let mut setup = || -> Result<(Daemon, Side, Option<Mounted>)> {
             let socket = format!("/e2e/run/parity-{}-{}.sock", fs.suite, kind.short());
             let mut mounted = None;
-            let d = if kind.image() {
+            let d = if kind == Kind::OursSnix {
+                // A real snix-store of its own, filled by `snix-store copy`.
+                let dir = format!("/e2e/run/parity-{}-snix", fs.suite);
+                daemons::start_ours_snix(ctx, fs, &socket, &fx.root, &dir)?
+            } else if kind.image() {
                 let img = crate::images::base(ctx, fs, fx)?;
                 // The image root: the erofs file's mount point, or the directory.
                 let root = match kind {
@@ -726,6 +735,7 @@ fn has_no_realisations(fs: &Rootfs, check: &Check, kind: Kind, ours: &Side) -> R
     }
     let why = match kind {
         Kind::OursGrpc => "gRPC flavour: snix's PathInfoService has no realisations",
+        Kind::OursSnix => "snix flavour: snix's PathInfoService has no realisations",
         _ => "image flavour: the image's index is built from `nix path-info --json`, which carries no realisations",
     };
     Ok(format!(
