@@ -133,7 +133,12 @@ fn erofs_start(env: &Env, img: &Path, empty_state: &Path, probe: &str) -> Result
     let mnt = env.work.join("run/erofs-mnt");
     std::fs::create_dir_all(&mnt)?;
     let t0 = Instant::now();
-    sh_ok(Command::new("mount").args(["-t", "erofs", "-o", "loop,ro"]).arg(img).arg(&mnt))?;
+    sh_ok(
+        Command::new("mount")
+            .args(["-t", "erofs", "-o", "loop,ro"])
+            .arg(img)
+            .arg(&mnt),
+    )?;
     let mount = t0.elapsed().as_secs_f64();
     let r = (|| {
         let d = start_ours_on(env, &mnt, empty_state, None)?;
@@ -262,7 +267,10 @@ fn report_index_sizes(store: &Store, state: &Path, image_index: &Path) -> Result
     println!("|---|---|---|---|");
     let nix = db_bytes(&nix_db) as f64;
     for (label, bytes) in [
-        ("ours, state dir (index.sqlite + WAL, after import)", db_bytes(&state.join("index.sqlite"))),
+        (
+            "ours, state dir (index.sqlite + WAL, after import)",
+            db_bytes(&state.join("index.sqlite")),
+        ),
         ("ours, in the image (.snix-lower-store/index)", db_bytes(image_index)),
         ("Nix's db.sqlite (+ WAL) after nix-store --load-db", nix as u64),
     ] {
@@ -297,11 +305,19 @@ pub(super) fn mode_image_sizes(env: &Env, args: &Args, n: usize) -> Result<()> {
     let dir = store.store_dir();
     let (disk, apparent) = dir_bytes(&dir)?;
     let n = store.paths.len() as f64;
-    println!("## image size, {} paths (objects + their index of {} bytes)", store.paths.len(), db_bytes(&index));
+    println!(
+        "## image size, {} paths (objects + their index of {} bytes)",
+        store.paths.len(),
+        db_bytes(&index)
+    );
     println!("| form | bytes | bytes per path | ÷ directory on disk | made in |");
     println!("|---|---|---|---|---|");
     println!("| directory on ext4 (du) | {disk} | {:.0} | 1.00 | |", disk as f64 / n);
-    println!("| … sum of file lengths (du --apparent-size) | {apparent} | {:.0} | {:.2} | |", apparent as f64 / n, apparent as f64 / disk as f64);
+    println!(
+        "| … sum of file lengths (du --apparent-size) | {apparent} | {:.0} | {:.2} | |",
+        apparent as f64 / n,
+        apparent as f64 / disk as f64
+    );
     let out = env.work.join("images/sizes.img");
     std::fs::create_dir_all(out.parent().unwrap())?;
     let mut erofs_version = String::new();
@@ -312,9 +328,19 @@ pub(super) fn mode_image_sizes(env: &Env, args: &Args, n: usize) -> Result<()> {
         let base = ["-T1", "--all-root"];
         for (label, opts) in [
             ("erofs, uncompressed", vec![]),
+            (
+                "erofs, uncompressed, 4 KiB chunks deduplicated",
+                vec!["--chunksize=4096"],
+            ),
             ("erofs, lz4", vec!["-zlz4"]),
-            ("erofs, lz4hc level 12 + ztailpacking (mk-lower-image's default)", vec!["-zlz4hc,12", "-Eztailpacking"]),
-            ("erofs, lz4hc 12 + ztailpacking + dedupe", vec!["-zlz4hc,12", "-Eztailpacking", "-Ededupe"]),
+            (
+                "erofs, lz4hc level 12 + ztailpacking (mk-lower-image's default)",
+                vec!["-zlz4hc,12", "-Eztailpacking"],
+            ),
+            (
+                "erofs, lz4hc 12 + ztailpacking + dedupe",
+                vec!["-zlz4hc,12", "-Eztailpacking", "-Ededupe"],
+            ),
         ] {
             let mut c = Command::new("mkfs.erofs");
             c.args(base).args(opts).arg(&out).arg(&dir);
@@ -328,7 +354,9 @@ pub(super) fn mode_image_sizes(env: &Env, args: &Args, n: usize) -> Result<()> {
         ("squashfs, xz", Some("xz")),
     ] {
         let mut c = Command::new("mksquashfs");
-        c.arg(&dir).arg(&out).args(["-noappend", "-all-root", "-no-progress", "-quiet"]);
+        c.arg(&dir)
+            .arg(&out)
+            .args(["-noappend", "-all-root", "-no-progress", "-quiet"]);
         match comp {
             Some(k) => c.args(["-comp", k]),
             None => c.args(["-noI", "-noD", "-noF", "-noX"]),
@@ -341,7 +369,11 @@ pub(super) fn mode_image_sizes(env: &Env, args: &Args, n: usize) -> Result<()> {
         let o = sh_ok(&mut c)?;
         let secs = t0.elapsed().as_secs_f64();
         if label.starts_with("erofs") && erofs_version.is_empty() {
-            erofs_version = String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string();
+            erofs_version = String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
         }
         if label.contains("dedupe") && !erofs_dedupes(&erofs_version) {
             println!("| {label} | not available: {erofs_version} ignores -Ededupe (needs erofs-utils 1.6+) | | | |");
@@ -371,6 +403,12 @@ fn tool_version(tool: &str, flag: &str) -> String {
     Command::new(tool)
         .arg(flag)
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
         .unwrap_or_else(|_| format!("{tool}: not found"))
 }
