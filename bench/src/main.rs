@@ -101,6 +101,10 @@ struct Args {
     /// `--load-db` of 1M entries takes minutes).
     #[arg(long)]
     startup_nix_runs: Option<usize>,
+    /// Start-up mode: which ways to time (a: import then serve, b: the
+    /// image's index in the directory, erofs: mounted erofs image, c: Nix).
+    #[arg(long, default_value = "a,b,erofs,c")]
+    startup_ways: String,
     /// Start-up mode: skip the erofs image (make, mount).
     #[arg(long)]
     skip_erofs: bool,
