@@ -23,6 +23,8 @@ use snix_lower_store_bench::gen::{self, Rng, Spec, Store};
 use snix_lower_store_bench::procfs;
 use snix_lower_store_bench::stats::{median, Samples};
 
+mod startup;
+
 const NS_MARKER: &str = "SNIX_LOWER_STORE_BENCH_IN_NAMESPACE";
 /// Where the work directory appears inside the chroot.
 const CHROOT_WORK: &str = "/snix-bench";
@@ -86,6 +88,34 @@ struct Args {
     /// per connection, from runs of 1 and N+1 requests: load-independent.
     #[arg(long, value_name = "N")]
     instructions: Option<usize>,
+    /// Mode: time from "lower mounted" to the first answered QueryPathInfo
+    /// for N paths: our import then serve, our daemon on the image's own
+    /// index (directory, and erofs where possible), Nix's load-db then
+    /// nix-daemon; then each index's size per path.
+    #[arg(long, value_name = "N")]
+    startup: Option<usize>,
+    /// Starts of each way in the start-up mode.
+    #[arg(long, default_value_t = 5)]
+    startup_runs: usize,
+    /// Starts of Nix's way in the start-up mode (default: --startup-runs;
+    /// `--load-db` of 1M entries takes minutes).
+    #[arg(long)]
+    startup_nix_runs: Option<usize>,
+    /// Start-up mode: which ways to time (a: import then serve, b: the
+    /// image's index in the directory, erofs: mounted erofs image, c: Nix).
+    #[arg(long, default_value = "a,b,erofs,c")]
+    startup_ways: String,
+    /// Start-up mode: skip the erofs image (make, mount).
+    #[arg(long)]
+    skip_erofs: bool,
+    /// Mode: size of the generated store of N paths as a directory, erofs
+    /// and squashfs images.
+    #[arg(long, value_name = "N")]
+    image_sizes: Option<usize>,
+    /// `--rss`: serve the image's own index (built into the generated
+    /// store, opened immutable) instead of a state-dir import.
+    #[arg(long)]
+    image_index: bool,
     /// Debian suite whose Nix is the baseline (trixie: 2.26, sid: 2.34).
     #[arg(long, default_value = "sid")]
     suite: String,
@@ -304,11 +334,18 @@ fn wait_for_socket(name: &'static str, mut child: Child, socket: &Path, log: Pat
             let _ = child.kill();
             bail!("{name} did not listen on {} within 30s", socket.display());
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // Fine-grained: the start-up mode times a daemon that listens in milliseconds.
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
 fn start_ours(env: &Env, store: &Store, state: &Path) -> Result<Daemon> {
+    start_ours_on(env, &store.store_dir(), state, None)
+}
+
+/// Our daemon on `lower`, answering from `state`'s index, or from `index`
+/// (an image's own index, opened read-only) when given.
+fn start_ours_on(env: &Env, lower: &Path, state: &Path, index: Option<&Path>) -> Result<Daemon> {
     let socket = env.work.join("run/ours.sock");
     let _ = std::fs::remove_file(&socket);
     let log = env.work.join("run/ours.log");
@@ -320,11 +357,14 @@ fn start_ours(env: &Env, store: &Store, state: &Path) -> Result<Daemon> {
         .arg("--listen")
         .arg(&socket)
         .arg("--lower-dir")
-        .arg(store.store_dir())
+        .arg(lower)
         .arg("--state-dir")
         .arg(state)
         .arg("--log-target")
         .arg("stderr");
+    if let Some(f) = index {
+        cmd.arg("--index").arg(f);
+    }
     let (mut cmd, wrapped) = perf_wrap(env, cmd, false);
     let child = cmd
         .stdin(Stdio::null())
@@ -609,13 +649,15 @@ fn connect_latency(d: &Daemon, paths: &[(String, u64)], n: usize) -> Result<Samp
 }
 
 /// Both daemons serve the same data: QueryPathInfo of `n` sampled paths
-/// agree on everything but the registration time.
-fn parity(a: &Daemon, b: &Daemon, paths: &[(String, u64)], n: usize) -> Result<usize> {
+/// agree on everything but the registration time and the content address
+/// `a` proved where `b` has none. Returns (n, how many such addresses).
+fn parity(a: &Daemon, b: &Daemon, paths: &[(String, u64)], n: usize) -> Result<(usize, usize)> {
     let rt = client_rt();
     rt.block_on(async {
         let mut ca = Client::connect(&a.socket, 38).await?;
         let mut cb = Client::connect(&b.socket, 38).await?;
         let mut rng = Rng(3);
+        let mut proved = 0;
         for _ in 0..n {
             let p = &paths[rng.below(paths.len())].0;
             let mut x = ca
@@ -628,11 +670,17 @@ fn parity(a: &Daemon, b: &Daemon, paths: &[(String, u64)], n: usize) -> Result<u
                 .with_context(|| format!("{}: {p} not valid", b.name))?;
             x.registration_time = 0;
             y.registration_time = 0;
+            // Our import proves content addresses a registration lacks;
+            // `--load-db` records none.
+            if y.ca.is_none() && x.ca.is_some() {
+                x.ca = None;
+                proved += 1;
+            }
             if x != y {
                 bail!("{p}: {} says {x:?}, {} says {y:?}", a.name, b.name);
             }
         }
-        Ok(n)
+        Ok((n, proved))
     })
 }
 
@@ -705,22 +753,45 @@ fn echo_floor(work: &Path, n: usize) -> Result<Samples> {
 
 // ---------------------------------------------------------------- local-overlay -qR
 
-/// Mount the overlay at the chroot's /nix/store over `store`'s objects and
-/// time `nix-store -qR` of the whole closure with `lower_url` as the lower
-/// store. Returns (median seconds, all runs).
-fn time_qr(
-    env: &mut Env,
-    store: &Store,
-    tag: &str,
-    lower_url_of: impl Fn(&Env, &str) -> Result<String>,
-    runs: usize,
-) -> Result<(f64, Vec<f64>)> {
+/// The local-overlay store URL with daemon `name` (listening on `socket`)
+/// as the lower store and `upper` (inside the chroot) as the upper layer.
+fn qr_url(env: &Env, store: &Store, name: &str, socket: &Path, upper: &str) -> Result<String> {
+    if name == "ours" {
+        let out = sh_ok(
+            Command::new(&env.ours)
+                .arg("store-url")
+                .arg("--socket")
+                .arg(env.inside(socket))
+                .arg("--lower-dir")
+                .arg(env.inside(&store.store_dir()))
+                .arg("--upper-layer")
+                .arg(upper),
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        let lower = format!("unix://{}?real={}", env.inside(socket), env.inside(&store.store_dir()));
+        Ok(format!(
+            "local-overlay://?lower-store={}&upper-layer={}&check-mount=true",
+            enc(&lower),
+            enc(upper)
+        ))
+    }
+}
+
+/// Builds a daemon's local-overlay URL from the upper layer's path.
+type UrlOf<'a> = dyn Fn(&Env, &str) -> Result<String> + 'a;
+
+/// Mount the overlay at the chroot's /nix/store over `store`'s objects once
+/// and time `nix-store -qR` of the whole closure through each daemon as the
+/// lower store, interleaved (a, b, a, b, …): one untimed warm-up run each,
+/// then `runs` timed runs each. Returns each daemon's run times.
+fn time_qr(env: &mut Env, store: &Store, daemons: &[(&str, Box<UrlOf>)], runs: usize) -> Result<Vec<Vec<f64>>> {
     let nix = env.rootfs.join("nix");
     env.mount_tmpfs(&nix)?;
     let res = (|| {
         std::fs::create_dir_all(nix.join("store"))?;
         std::fs::create_dir_all(nix.join("var/nix/gcroots"))?;
-        let ov = env.work.join(format!("ov-{tag}"));
+        let ov = env.work.join("ov-qr");
         let _ = std::fs::remove_dir_all(&ov);
         std::fs::create_dir_all(ov.join("upper"))?;
         std::fs::create_dir_all(ov.join("work"))?;
@@ -731,22 +802,31 @@ fn time_qr(
             env.inside(&ov.join("work"))
         );
         sh_ok(&mut env.chroot(&["mount", "-t", "overlay", "overlay", "-o", &opts, "/nix/store"]))?;
-        let url = lower_url_of(env, &upper)?;
         let r = (|| {
-            let mut times = Vec::new();
+            let urls = daemons
+                .iter()
+                .map(|(_, f)| f(env, &upper))
+                .collect::<Result<Vec<_>>>()?;
+            let mut times = vec![Vec::new(); daemons.len()];
             for i in 0..=runs {
-                let t0 = Instant::now();
-                let out = sh_ok(&mut env.chroot(&["nix-store", "--store", &url, "-qR", store.closure_root()]))?;
-                let dt = t0.elapsed().as_secs_f64();
-                let lines = out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count();
-                if lines != store.paths.len() {
-                    bail!("nix-store -qR printed {lines} paths, expected {}", store.paths.len());
-                }
-                if i > 0 {
-                    times.push(dt);
+                for (k, url) in urls.iter().enumerate() {
+                    let t0 = Instant::now();
+                    let out = sh_ok(&mut env.chroot(&["nix-store", "--store", url, "-qR", store.closure_root()]))?;
+                    let dt = t0.elapsed().as_secs_f64();
+                    let lines = out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count();
+                    if lines != store.paths.len() {
+                        bail!(
+                            "{}: nix-store -qR printed {lines} paths, expected {}",
+                            daemons[k].0,
+                            store.paths.len()
+                        );
+                    }
+                    if i > 0 {
+                        times[k].push(dt);
+                    }
                 }
             }
-            Ok((median(times.clone()), times))
+            Ok(times)
         })();
         let _ = Command::new("umount").arg("-l").arg(nix.join("store")).status();
         let _ = std::fs::remove_dir_all(&ov);
@@ -768,6 +848,12 @@ fn run(args: Args) -> Result<()> {
     print_machine(&env);
     if let Some(n) = args.import_only {
         return mode_import(&env, &args, n);
+    }
+    if let Some(n) = args.startup {
+        return startup::mode_startup(&env, &args, n);
+    }
+    if let Some(n) = args.image_sizes {
+        return startup::mode_image_sizes(&env, &args, n);
     }
     if let Some(n) = args.rss {
         return mode_rss(&env, &args, n, &mix);
@@ -850,19 +936,46 @@ fn mode_rss(env: &Env, args: &Args, n: usize, mix: &Mix) -> Result<()> {
     let state = env
         .work
         .join(format!("stores/{}-ours-state", spec(args, n, true).key()));
-    if !state.join("index.sqlite").exists() {
-        let t = import_ours(env, &store, &state)?;
-        println!("# imported in {t:.1}s");
-    }
-    let d = start_ours(env, &store, &state)?;
+    let d = if args.image_index {
+        let index = store.store_dir().join(".snix-lower-store/index");
+        if !index.exists() {
+            let t0 = Instant::now();
+            sh_ok(
+                Command::new(&env.ours)
+                    .arg("build-index")
+                    .arg("--lower-dir")
+                    .arg(store.store_dir())
+                    .arg("--registration")
+                    .arg(&store.registration)
+                    .arg("--log-target")
+                    .arg("stderr"),
+            )?;
+            println!("# image index built in {:.1}s", t0.elapsed().as_secs_f64());
+        }
+        let empty = env.work.join("run/rss-empty-state");
+        let _ = std::fs::remove_dir_all(&empty);
+        std::fs::create_dir_all(&empty)?;
+        println!("# serving the image's own index {} (immutable)", index.display());
+        start_ours_on(env, &store.store_dir(), &empty, Some(&index))?
+    } else {
+        if !state.join("index.sqlite").exists() {
+            let t = import_ours(env, &store, &state)?;
+            println!("# imported in {t:.1}s");
+        }
+        println!("# serving the state-dir index {}", state.join("index.sqlite").display());
+        start_ours(env, &store, &state)?
+    };
     let paths = Arc::new(store.paths);
     let r = run_load(&d, &paths, args.connections, args.seconds, mix, args.batch)?;
     report_load("mixed load", &[("ours", &d, &r)]);
     println!(
-        "{:<44} {:>10.1} MiB",
+        "{:<44} {:>10.1} MiB ({} kB anonymous, {} kB file-backed now)",
         format!("peak RSS (VmHWM) serving {n} paths"),
-        d.peak_rss_mib()
+        d.peak_rss_mib(),
+        procfs::status_kib(d.pid(), "RssAnon").unwrap_or(0),
+        procfs::status_kib(d.pid(), "RssFile").unwrap_or(0),
     );
+    println!("# load average at the end: {}", loadavg());
     Ok(())
 }
 
@@ -1107,8 +1220,11 @@ fn mode_compare(env: &mut Env, args: &Args, mix: &Mix) -> Result<()> {
         daemons.push(start_nix(env, &store)?);
     }
     if daemons.len() == 2 {
-        let n = parity(&daemons[0], &daemons[1], &paths, 500)?;
-        println!("# parity: QueryPathInfo of {n} sampled paths identical from both daemons (registration time aside)");
+        let (n, proved) = parity(&daemons[0], &daemons[1], &paths, 500)?;
+        println!(
+            "# parity: QueryPathInfo of {n} sampled paths identical from both daemons (registration time aside; \
+             {proved} content addresses that ours proved at import and --load-db lacks)"
+        );
     }
     let mut per: Vec<PerDaemon> = Vec::new();
     for d in &daemons {
@@ -1146,35 +1262,19 @@ fn mode_compare(env: &mut Env, args: &Args, mix: &Mix) -> Result<()> {
     );
 
     if !args.skip_qr {
-        for (p, d) in per.iter_mut().zip(&daemons) {
-            let url = |env: &Env, upper: &str| -> Result<String> {
-                if d.name == "ours" {
-                    let out = sh_ok(
-                        Command::new(&env.ours)
-                            .arg("store-url")
-                            .arg("--socket")
-                            .arg(env.inside(&d.socket))
-                            .arg("--lower-dir")
-                            .arg(env.inside(&store.store_dir()))
-                            .arg("--upper-layer")
-                            .arg(upper),
-                    )?;
-                    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-                } else {
-                    let lower = format!(
-                        "unix://{}?real={}",
-                        env.inside(&d.socket),
-                        env.inside(&store.store_dir())
-                    );
-                    Ok(format!(
-                        "local-overlay://?lower-store={}&upper-layer={}&check-mount=true",
-                        enc(&lower),
-                        enc(upper)
-                    ))
-                }
-            };
-            p.qr = Some(time_qr(env, &store, d.name, url, args.qr_runs)?);
-            println!("# {}: nix-store -qR runs {:.3?}", p.name, p.qr.as_ref().unwrap().1);
+        let st = &store;
+        let urls = daemons
+            .iter()
+            .map(|d| {
+                let (name, socket) = (d.name, d.socket.clone());
+                let f: Box<UrlOf> = Box::new(move |env: &Env, upper: &str| qr_url(env, st, name, &socket, upper));
+                (name, f)
+            })
+            .collect::<Vec<_>>();
+        let all = time_qr(env, &store, &urls, args.qr_runs)?;
+        for (p, times) in per.iter_mut().zip(all) {
+            println!("# {}: nix-store -qR runs {:.3?}", p.name, times);
+            p.qr = Some((median(times.clone()), times));
         }
     }
 
@@ -1270,11 +1370,18 @@ fn mode_compare(env: &mut Env, args: &Args, mix: &Mix) -> Result<()> {
     if per.iter().all(|p| p.qr.is_some()) {
         row(
             &format!(
-                "local-overlay nix-store -qR, {} paths (median of {})",
+                "local-overlay nix-store -qR, {} paths (median of {}, interleaved, after one warm-up each)",
                 store.paths.len(),
                 args.qr_runs
             ),
             per.iter().map(|p| p.qr.as_ref().unwrap().0).collect(),
+            &|x| format!("{x:.3} s"),
+        );
+        row(
+            "… min",
+            per.iter()
+                .map(|p| p.qr.as_ref().unwrap().1.iter().copied().fold(f64::INFINITY, f64::min))
+                .collect(),
             &|x| format!("{x:.3} s"),
         );
     }

@@ -1,0 +1,425 @@
+//! Start-up and size modes of the bench (issue 14, "Measured"): how long a
+//! freshly mounted lower store takes to answer its first QueryPathInfo, the
+//! three ways (our import then serve, our daemon on the image's own index,
+//! Nix's `--load-db` then `nix-daemon`), how big each index is per path, and
+//! how big the store is as erofs / squashfs images against the directory.
+//!
+//! Invariants: every start is timed from before its first step (import,
+//! load-db, mount) to the first QueryPathInfo answered over a fresh
+//! connection, and the daemon is stopped before the next start; the three
+//! ways alternate within each round, so a change in machine load hits all of
+//! them alike. The image index is built once into the cached generated store
+//! (`<store>/.snix-lower-store/`, where `serve` finds it) and reused.
+
+use super::*;
+
+/// A store-dir index's size: the database file and its WAL, if any.
+fn db_bytes(f: &Path) -> u64 {
+    let len = |p: PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
+    let mut wal = f.as_os_str().to_owned();
+    wal.push("-wal");
+    len(f.to_path_buf()) + len(PathBuf::from(wal))
+}
+
+/// The generated store of `n` paths: text objects at the compare mode's
+/// size, empty files above 100k paths (1M text objects would cost GBs).
+fn startup_store(env: &Env, args: &Args, n: usize) -> Result<Store> {
+    gen_store(env, &spec(args, n, n > 100_000))
+}
+
+/// The image's own index inside the generated store, built on first use.
+fn ensure_image_index(env: &Env, store: &Store) -> Result<PathBuf> {
+    let index = store.store_dir().join(".snix-lower-store/index");
+    if index.exists() {
+        return Ok(index);
+    }
+    let t0 = Instant::now();
+    sh_ok(
+        Command::new(&env.ours)
+            .arg("build-index")
+            .arg("--lower-dir")
+            .arg(store.store_dir())
+            .arg("--registration")
+            .arg(&store.registration)
+            .arg("--log-target")
+            .arg("stderr"),
+    )?;
+    println!(
+        "# build-index of {} paths into {}: {:.2}s (once, while making the image)",
+        store.paths.len(),
+        index.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(index)
+}
+
+/// Why erofs images cannot be made and mounted here, if they cannot.
+fn erofs_unavailable() -> Option<String> {
+    if Command::new("mkfs.erofs").arg("--help").output().is_err() {
+        return Some("mkfs.erofs not found (Debian: erofs-utils)".into());
+    }
+    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !fs.lines().any(|l| l.split_whitespace().last() == Some("erofs")) {
+        return Some("the kernel has no erofs (not in /proc/filesystems)".into());
+    }
+    None
+}
+
+/// mk-lower-image's default erofs image of the store dir (index included),
+/// cached under the work directory.
+fn ensure_erofs(env: &Env, store: &Store) -> Result<PathBuf> {
+    let dir = env.work.join("images");
+    std::fs::create_dir_all(&dir)?;
+    let key = store.root.file_name().unwrap().to_string_lossy().to_string();
+    let img = dir.join(format!("{key}.erofs"));
+    if img.exists() {
+        return Ok(img);
+    }
+    let tmp = dir.join(format!("{key}.erofs.tmp"));
+    let t0 = Instant::now();
+    sh_ok(
+        Command::new("mkfs.erofs")
+            .args(["-zlz4hc,12", "-Eztailpacking", "-T1", "--all-root", "--quiet"])
+            .arg(&tmp)
+            .arg(store.store_dir()),
+    )?;
+    std::fs::rename(&tmp, &img)?;
+    println!(
+        "# erofs image {} ({} bytes) made in {:.1}s (once)",
+        img.display(),
+        std::fs::metadata(&img)?.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(img)
+}
+
+/// Connect, handshake, one QueryPathInfo that must be answered valid.
+fn first_answer(d: &Daemon, path: &str) -> Result<()> {
+    client_rt().block_on(async {
+        let mut c = Client::connect(&d.socket, 38).await?;
+        c.query_path_info(path)
+            .await?
+            .with_context(|| format!("{}: {path} not valid", d.name))?;
+        Ok(())
+    })
+}
+
+#[derive(Default)]
+struct Way {
+    label: String,
+    total: Vec<f64>,
+    /// The part before the daemon starts (import, load-db, mount).
+    prep: Vec<f64>,
+}
+
+impl Way {
+    fn new(label: &str) -> Way {
+        Way {
+            label: label.into(),
+            ..Default::default()
+        }
+    }
+    fn min(&self) -> f64 {
+        self.total.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+    fn med(&self) -> f64 {
+        median(self.total.clone())
+    }
+}
+
+/// One start of the erofs form: mount the image, serve the index it
+/// carries, answer, stop, unmount. Returns (total, mount) seconds.
+fn erofs_start(env: &Env, img: &Path, empty_state: &Path, probe: &str) -> Result<(f64, f64)> {
+    let mnt = env.work.join("run/erofs-mnt");
+    std::fs::create_dir_all(&mnt)?;
+    let t0 = Instant::now();
+    sh_ok(
+        Command::new("mount")
+            .args(["-t", "erofs", "-o", "loop,ro"])
+            .arg(img)
+            .arg(&mnt),
+    )?;
+    let mount = t0.elapsed().as_secs_f64();
+    let r = (|| {
+        let d = start_ours_on(env, &mnt, empty_state, None)?;
+        first_answer(&d, probe)?;
+        let t = t0.elapsed().as_secs_f64();
+        drop(d);
+        Ok((t, mount))
+    })();
+    sh_ok(Command::new("umount").arg(&mnt))?;
+    r
+}
+
+/// `--startup N`: time from "lower mounted" to the first answered
+/// QueryPathInfo, the three ways, interleaved; then the index sizes.
+pub(super) fn mode_startup(env: &Env, args: &Args, n: usize) -> Result<()> {
+    let store = startup_store(env, args, n)?;
+    let index = ensure_image_index(env, &store)?;
+    let erofs = match erofs_unavailable() {
+        Some(why) => {
+            println!("# erofs: {why}; the image form is measured as a directory only");
+            None
+        }
+        None if args.skip_erofs => None,
+        None => Some(ensure_erofs(env, &store)?),
+    };
+    let state = env.work.join("run/startup-state");
+    let empty_state = env.work.join("run/startup-empty-state");
+    let _ = std::fs::remove_dir_all(&empty_state);
+    std::fs::create_dir_all(&empty_state)?;
+    let probe = store.paths[store.paths.len() / 2].0.clone();
+    let nix_runs = args.startup_nix_runs.unwrap_or(args.startup_runs);
+    let mut ways = [
+        Way::new("(a) ours: import --registration into a fresh state dir, then serve"),
+        Way::new("(b) ours: serve the image's own index (directory; no import)"),
+        Way::new("(b') ours: mount the erofs image, serve its own index"),
+        Way::new("(c) Nix: nix-store --load-db, then nix-daemon"),
+    ];
+    println!(
+        "# start-up: {} rounds (Nix: {nix_runs}), each (a) (b) (b') (c) in turn; probe {probe}",
+        args.startup_runs
+    );
+    let on = |w: &str| args.startup_ways.split(',').any(|x| x == w);
+    for round in 0..args.startup_runs {
+        let before: Vec<usize> = ways.iter().map(|w| w.total.len()).collect();
+        if on("a") {
+            let t0 = Instant::now();
+            let imp = import_ours(env, &store, &state)?;
+            let d = start_ours(env, &store, &state)?;
+            first_answer(&d, &probe)?;
+            ways[0].total.push(t0.elapsed().as_secs_f64());
+            ways[0].prep.push(imp);
+            drop(d);
+        }
+
+        if on("b") {
+            let t0 = Instant::now();
+            let d = start_ours_on(env, &store.store_dir(), &empty_state, None)?;
+            first_answer(&d, &probe)?;
+            ways[1].total.push(t0.elapsed().as_secs_f64());
+            drop(d);
+            if empty_state.join("index.sqlite").exists() {
+                bail!("serve created an index in the empty state dir instead of using the image's own");
+            }
+        }
+
+        if let (Some(img), true) = (&erofs, on("erofs")) {
+            let (t, m) = erofs_start(env, img, &empty_state, &probe)?;
+            ways[2].total.push(t);
+            ways[2].prep.push(m);
+        }
+
+        if round < nix_runs && on("c") {
+            let t0 = Instant::now();
+            let load = load_db_nix(env, &store)?;
+            let d = start_nix(env, &store)?;
+            first_answer(&d, &probe)?;
+            ways[3].total.push(t0.elapsed().as_secs_f64());
+            ways[3].prep.push(load);
+            drop(d);
+        }
+        println!(
+            "# round {round}: {} (load average {})",
+            ways.iter()
+                .zip(&before)
+                .map(|(w, &k)| w.total.get(k).map_or("-".to_string(), |t| format!("{t:.3}s")))
+                .collect::<Vec<_>>()
+                .join(", "),
+            loadavg()
+        );
+    }
+    report_startup(&ways, n, &env.nix_version);
+    report_index_sizes(&store, &state, &index)
+}
+
+fn report_startup(ways: &[Way], n: usize, nix: &str) {
+    println!();
+    println!("## start-up, {n} paths: lower mounted (page cache warm) → first QueryPathInfo answered");
+    println!("| way | median | min | runs | of which import / load-db / mount (median) | median ÷ (b) |");
+    println!("|---|---|---|---|---|---|");
+    let b = if ways[1].total.is_empty() {
+        f64::NAN
+    } else {
+        ways[1].med()
+    };
+    for w in ways.iter().filter(|w| !w.total.is_empty()) {
+        let prep = if w.prep.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.3} s", median(w.prep.clone()))
+        };
+        println!(
+            "| {} | {:.3} s | {:.3} s | {} | {prep} | {:.1}× |",
+            w.label,
+            w.med(),
+            w.min(),
+            w.total.len(),
+            w.med() / b
+        );
+    }
+    println!("| snix (snix-store daemon) | not available on this machine | | | | |");
+    if ways.iter().all(|w| !w.total.is_empty()) {
+        println!(
+            "# ratios (medians): Nix/(b) {:.1}×, Nix/(a) {:.2}×, (a)/(b) {:.1}×; Nix is {nix}",
+            ways[3].med() / b,
+            ways[3].med() / ways[0].med(),
+            ways[0].med() / b
+        );
+    }
+}
+
+fn report_index_sizes(store: &Store, state: &Path, image_index: &Path) -> Result<()> {
+    let n = store.paths.len() as f64;
+    let nix_db = store.root.join("nix/var/nix/db/db.sqlite");
+    println!();
+    println!("## index size, {} paths", store.paths.len());
+    println!("| index | bytes | bytes per path | ÷ Nix's db.sqlite |");
+    println!("|---|---|---|---|");
+    let nix = db_bytes(&nix_db) as f64;
+    for (label, bytes) in [
+        (
+            "ours, state dir (index.sqlite + WAL, after import)",
+            db_bytes(&state.join("index.sqlite")),
+        ),
+        ("ours, in the image (.snix-lower-store/index)", db_bytes(image_index)),
+        ("Nix's db.sqlite (+ WAL) after nix-store --load-db", nix as u64),
+    ] {
+        println!(
+            "| {label} | {bytes} | {:.0} | {:.2} |",
+            bytes as f64 / n,
+            if nix > 0.0 { bytes as f64 / nix } else { f64::NAN }
+        );
+    }
+    Ok(())
+}
+
+/// Bytes the directory occupies on disk (`du -s -B1`) and its files' lengths.
+fn dir_bytes(dir: &Path) -> Result<(u64, u64)> {
+    let du = |extra: &[&str]| -> Result<u64> {
+        let out = sh_ok(Command::new("du").args(["-s", "-B1"]).args(extra).arg(dir))?;
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .context("du printed no size")
+    };
+    Ok((du(&[])?, du(&["--apparent-size"])?))
+}
+
+/// `--image-sizes N`: the generated store (objects + its own index) as a
+/// directory, as erofs images (uncompressed, lz4, lz4hc with tail packing,
+/// with deduplication where mkfs.erofs has it) and as squashfs images.
+pub(super) fn mode_image_sizes(env: &Env, args: &Args, n: usize) -> Result<()> {
+    let store = startup_store(env, args, n)?;
+    let index = ensure_image_index(env, &store)?;
+    let dir = store.store_dir();
+    let (disk, apparent) = dir_bytes(&dir)?;
+    let n = store.paths.len() as f64;
+    println!(
+        "## image size, {} paths (objects + their index of {} bytes)",
+        store.paths.len(),
+        db_bytes(&index)
+    );
+    println!("| form | bytes | bytes per path | ÷ directory on disk | made in |");
+    println!("|---|---|---|---|---|");
+    println!("| directory on ext4 (du) | {disk} | {:.0} | 1.00 | |", disk as f64 / n);
+    println!(
+        "| … sum of file lengths (du --apparent-size) | {apparent} | {:.0} | {:.2} | |",
+        apparent as f64 / n,
+        apparent as f64 / disk as f64
+    );
+    let out = env.work.join("images/sizes.img");
+    std::fs::create_dir_all(out.parent().unwrap())?;
+    let mut erofs_version = String::new();
+    let mut variants: Vec<(String, Command)> = Vec::new();
+    if let Some(why) = erofs_unavailable() {
+        println!("| erofs | {why} | | | |");
+    } else {
+        let base = ["-T1", "--all-root"];
+        for (label, opts) in [
+            ("erofs, uncompressed", vec![]),
+            (
+                "erofs, uncompressed, 4 KiB chunks deduplicated",
+                vec!["--chunksize=4096"],
+            ),
+            ("erofs, lz4", vec!["-zlz4"]),
+            (
+                "erofs, lz4hc level 12 + ztailpacking (mk-lower-image's default)",
+                vec!["-zlz4hc,12", "-Eztailpacking"],
+            ),
+            (
+                "erofs, lz4hc 12 + ztailpacking + dedupe",
+                vec!["-zlz4hc,12", "-Eztailpacking", "-Ededupe"],
+            ),
+        ] {
+            let mut c = Command::new("mkfs.erofs");
+            c.args(base).args(opts).arg(&out).arg(&dir);
+            variants.push((label.to_string(), c));
+        }
+    }
+    for (label, comp) in [
+        ("squashfs, uncompressed", None),
+        ("squashfs, gzip (default)", Some("gzip")),
+        ("squashfs, zstd", Some("zstd")),
+        ("squashfs, xz", Some("xz")),
+    ] {
+        let mut c = Command::new("mksquashfs");
+        c.arg(&dir)
+            .arg(&out)
+            .args(["-noappend", "-all-root", "-no-progress", "-quiet"]);
+        match comp {
+            Some(k) => c.args(["-comp", k]),
+            None => c.args(["-noI", "-noD", "-noF", "-noX"]),
+        };
+        variants.push((label.to_string(), c));
+    }
+    for (label, mut c) in variants {
+        let _ = std::fs::remove_file(&out);
+        let t0 = Instant::now();
+        let o = sh_ok(&mut c)?;
+        let secs = t0.elapsed().as_secs_f64();
+        if label.starts_with("erofs") && erofs_version.is_empty() {
+            erofs_version = String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
+        }
+        if label.contains("dedupe") && !erofs_dedupes(&erofs_version) {
+            println!("| {label} | not available: {erofs_version} ignores -Ededupe (needs erofs-utils 1.6+) | | | |");
+            continue;
+        }
+        let b = std::fs::metadata(&out)?.len();
+        println!(
+            "| {label} | {b} | {:.0} | {:.2} | {secs:.1} s |",
+            b as f64 / n,
+            b as f64 / disk as f64
+        );
+    }
+    let _ = std::fs::remove_file(&out);
+    println!("# tools: {erofs_version}; {}", tool_version("mksquashfs", "-version"));
+    Ok(())
+}
+
+/// Whether the banner `mkfs.erofs X.Y` names a version with `-Ededupe` (1.6+).
+fn erofs_dedupes(banner: &str) -> bool {
+    let v = banner.split_whitespace().nth(1).unwrap_or("");
+    let mut it = v.split('.').map(|x| x.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    (major, minor) >= (1, 6)
+}
+
+fn tool_version(tool: &str, flag: &str) -> String {
+    Command::new(tool)
+        .arg(flag)
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_else(|_| format!("{tool}: not found"))
+}
