@@ -937,21 +937,7 @@ fn mode_rss(env: &Env, args: &Args, n: usize, mix: &Mix) -> Result<()> {
         .work
         .join(format!("stores/{}-ours-state", spec(args, n, true).key()));
     let d = if args.image_index {
-        let index = store.store_dir().join(".snix-lower-store/index");
-        if !index.exists() {
-            let t0 = Instant::now();
-            sh_ok(
-                Command::new(&env.ours)
-                    .arg("build-index")
-                    .arg("--lower-dir")
-                    .arg(store.store_dir())
-                    .arg("--registration")
-                    .arg(&store.registration)
-                    .arg("--log-target")
-                    .arg("stderr"),
-            )?;
-            println!("# image index built in {:.1}s", t0.elapsed().as_secs_f64());
-        }
+        let index = startup::ensure_image_index(env, &store)?;
         let empty = env.work.join("run/rss-empty-state");
         let _ = std::fs::remove_dir_all(&empty);
         std::fs::create_dir_all(&empty)?;
