@@ -676,18 +676,12 @@ impl Lower {
             }
             Kind::Ours | Kind::OursGrpc => {
                 // Both processes of the gRPC flavour stop here and start
-                // again on the new index.
-                if let Some(d) = self.daemon.take() {
-                    d.stop();
-                }
-                self.generation += 1;
-                if self.generation > 1 {
-                    // Only a changed lower store is ever re-imported.
-                    ctx.readonly.borrow_mut().changed_on_purpose(
-                        &ctx.host(&self.store_dir()),
-                        "the scenario changes this lower store copy with Nix directly (re-imported)",
-                    );
-                }
+                // again on the new index; only a changed lower store is
+                // ever re-imported.
+                self.next_generation(
+                    ctx,
+                    Some("the scenario changes this lower store copy with Nix directly (re-imported)"),
+                );
                 let state = format!("{}-state{}", self.root, self.generation);
                 import_registration(ctx, fs, &self.root, &state)?;
                 let start = if self.kind == Kind::Ours {
@@ -699,24 +693,17 @@ impl Lower {
             }
             Kind::OursSnix => {
                 // A fresh snix-store, filled from the lower store as it is now.
-                if let Some(d) = self.daemon.take() {
-                    d.stop();
-                }
-                self.generation += 1;
-                if self.generation > 1 {
-                    ctx.readonly.borrow_mut().changed_on_purpose(
-                        &ctx.host(&self.store_dir()),
-                        "the scenario changes this lower store copy with Nix directly (copied into a new snix-store)",
-                    );
-                }
+                self.next_generation(
+                    ctx,
+                    Some("the scenario changes this lower store copy with Nix directly (copied into a new snix-store)"),
+                );
                 let dir = format!("{}-snix{}", self.root, self.generation);
                 self.daemon = Some(start_ours_snix(ctx, fs, &self.socket, &self.root, &dir)?);
             }
             Kind::OursImage | Kind::OursErofs => {
-                if let Some(d) = self.daemon.take() {
-                    d.stop();
-                }
-                self.generation += 1;
+                // A new image is made of the changed store; the store copy
+                // itself is never served, so nothing to mark.
+                self.next_generation(ctx, None);
                 let img = match (self.generation, &self.base) {
                     (1, Some(b)) => b.clone(),
                     _ => self.make_image(ctx, fs)?,
@@ -725,6 +712,21 @@ impl Lower {
             }
         }
         Ok(())
+    }
+
+    /// Stops our daemon (if running) and counts a new generation; from the
+    /// second one on, the lower store copy was changed on purpose by the
+    /// scenario (`changed`: why), which the read-only check must know.
+    fn next_generation(&mut self, ctx: &Ctx, changed: Option<&str>) {
+        if let Some(d) = self.daemon.take() {
+            d.stop();
+        }
+        self.generation += 1;
+        if let (true, Some(why)) = (self.generation > 1, changed) {
+            ctx.readonly
+                .borrow_mut()
+                .changed_on_purpose(&ctx.host(&self.store_dir()), why);
+        }
     }
 
     /// Image flavours: an image of every valid path of `root` now.

@@ -64,37 +64,16 @@ impl Registry {
     /// Called before our daemon is started on `lower` (and `state`, when it
     /// reads the embedded index). Host paths.
     pub fn serving(&mut self, lower: &Path, state: Option<&Path>) {
-        if !self.lowers.contains_key(lower) {
-            match lower_hash(lower) {
-                Ok(h) => {
-                    self.lowers.insert(lower.to_path_buf(), h);
-                }
-                Err(e) => self.problems.push(format!("hashing {}: {e:#}", lower.display())),
-            }
-        }
+        hash_once(&mut self.lowers, &mut self.problems, lower, lower_hash);
         if let Some(state) = state {
-            if !self.states.contains_key(state) {
-                match index_hash(state) {
-                    Ok(h) => {
-                        self.states.insert(state.to_path_buf(), h);
-                    }
-                    Err(e) => self.problems.push(format!("hashing {}: {e:#}", state.display())),
-                }
-            }
+            hash_once(&mut self.states, &mut self.problems, state, index_hash);
         }
     }
 
     /// An image file (erofs) our daemon will serve through a mount; hashed
     /// the first time. Host path.
     pub fn serving_file(&mut self, file: &Path) {
-        if !self.files.contains_key(file) {
-            match file_hash(file) {
-                Ok(h) => {
-                    self.files.insert(file.to_path_buf(), h);
-                }
-                Err(e) => self.problems.push(format!("hashing {}: {e:#}", file.display())),
-            }
-        }
+        hash_once(&mut self.files, &mut self.problems, file, file_hash);
     }
 
     /// A path our daemon is given (a state dir next to an image) but must
@@ -242,6 +221,25 @@ fn walk(root: &Path, rel: &Path, h: &mut Sha256) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Records `hash(path)` in `seen` the first time `path` is registered; a
+/// hashing error is kept in `problems` (reported at the end).
+fn hash_once(
+    seen: &mut BTreeMap<PathBuf, String>,
+    problems: &mut Vec<String>,
+    path: &Path,
+    hash: fn(&Path) -> Result<String>,
+) {
+    if seen.contains_key(path) {
+        return;
+    }
+    match hash(path) {
+        Ok(h) => {
+            seen.insert(path.to_path_buf(), h);
+        }
+        Err(e) => problems.push(format!("hashing {}: {e:#}", path.display())),
+    }
 }
 
 /// SHA-256 of a file's bytes.
