@@ -102,8 +102,38 @@ impl KeyDir {
     /// The row id of the path with this base name's key, if any path has it.
     pub(crate) fn lookup(&self, base_name: &str) -> Option<i64> {
         let k = Self::hash(&self.key, base_name);
+        self.find(k, self.bucket(k))
+    }
+
+    /// [`Self::lookup`] of each name, in order. The memory accesses of all
+    /// lookups are issued stage by stage (bucket bounds, then both ends of
+    /// each bucket, then the searches), so their cache misses overlap instead
+    /// of following one another: at 1M paths a QueryValidPaths of 32 spent
+    /// most of its time waiting on them, one lookup at a time.
+    pub(crate) fn lookup_many<'a>(&self, base_names: impl Iterator<Item = &'a str>) -> Vec<Option<i64>> {
+        let keys: Vec<(u64, u64)> = base_names.map(|n| Self::hash(&self.key, n)).collect();
+        let buckets: Vec<std::ops::Range<usize>> = keys.iter().map(|&k| self.bucket(k)).collect();
+        let mut touched = 0u64;
+        for r in &buckets {
+            if let (Some(a), Some(b)) = (
+                self.entries.get(r.start),
+                r.end.checked_sub(1).and_then(|e| self.entries.get(e)),
+            ) {
+                touched ^= a.hi ^ b.hi;
+            }
+        }
+        std::hint::black_box(touched);
+        keys.into_iter().zip(buckets).map(|(k, r)| self.find(k, r)).collect()
+    }
+
+    /// The slots of the bucket `k` falls in.
+    fn bucket(&self, k: (u64, u64)) -> std::ops::Range<usize> {
         let b = (k.0 >> self.shift) as usize;
-        let bucket = &self.entries[self.starts[b] as usize..self.starts[b + 1] as usize];
+        self.starts[b] as usize..self.starts[b + 1] as usize
+    }
+
+    fn find(&self, k: (u64, u64), slots: std::ops::Range<usize>) -> Option<i64> {
+        let bucket = &self.entries[slots];
         let i = bucket.partition_point(|e| e.key() < k);
         bucket.get(i).filter(|e| e.key() == k).map(|e| i64::from(e.id))
     }
@@ -322,6 +352,10 @@ mod tests {
             assert_eq!(d.lookup(&format!("{i:032}-p")), Some(i), "{i}");
             assert_eq!(d.lookup(&format!("{i:032}-q")), None, "{i}");
         }
+        let names: Vec<String> = (0..=1001).map(|i| format!("{i:032}-p")).collect();
+        let many = d.lookup_many(names.iter().map(String::as_str));
+        let want: Vec<Option<i64>> = (0..=1001).map(|i| (1..=1000).contains(&i).then_some(i)).collect();
+        assert_eq!(many, want);
     }
 
     #[test]

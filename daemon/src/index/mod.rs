@@ -406,9 +406,18 @@ impl PathInfoIndex {
     /// The subset of `paths` that is valid, in the order given.
     pub fn valid_subset(&self, paths: &[StorePath]) -> Result<Vec<StorePath>> {
         self.with_keys(|c, keys| {
+            if let Some(k) = keys {
+                let ids = k.lookup_many(paths.iter().map(StorePath::base_name));
+                return Ok(paths
+                    .iter()
+                    .zip(ids)
+                    .filter(|(_, id)| id.is_some())
+                    .map(|(p, _)| p.clone())
+                    .collect());
+            }
             let mut out = Vec::new();
             for p in paths {
-                if Self::valid_one(c, keys, p)? {
+                if Self::valid_one(c, None, p)? {
                     out.push(p.clone());
                 }
             }
