@@ -11,6 +11,11 @@
 //! which fills the floating outputs of the output map). Hash-part lookups
 //! use the unique index on `base_name` as a range scan.
 //!
+//! Under `serve` ([`PathInfoIndex::start_key_directory`]) point lookups by
+//! base name go through an in-memory key directory ([`keys`]) that names the
+//! row id without descending the `base_name` B-tree; it describes one
+//! snapshot, and a reader on another answers from SQLite.
+//!
 //! Schema versions: 3 added `realisations`; `open_or_create` (every import,
 //! and `serve`) upgrades a version 2 index in place, as the new table is the
 //! only difference.
