@@ -188,6 +188,11 @@ struct ServeArgs {
     /// Most entries a list in a request may carry.
     #[arg(long, env = "SNIX_LOWER_STORE_MAX_LIST", default_value_t = 1 << 20)]
     max_list: u64,
+    /// Answer every lookup from the index file: no in-memory key directory
+    /// (which takes about 21 bytes of memory per path, 21 MB at 1M paths,
+    /// and keeps the cost of a lookup from growing with the store).
+    #[arg(long, env = "SNIX_LOWER_STORE_NO_KEY_DIRECTORY")]
+    no_key_directory: bool,
 }
 
 // `import`: one source and where to index it.
@@ -458,7 +463,16 @@ fn bind(listen: &Path) -> Result<tokio::net::UnixListener> {
     tokio::net::UnixListener::bind(listen).with_context(|| format!("binding {}", listen.display()))
 }
 
-fn open_store(lower_dir: &Path, store: &StoreArgs, create: bool) -> Result<LowerStore> {
+/// An embedded index as a served backend, with the in-memory key directory
+/// unless `--no-key-directory`.
+fn served_index(index: PathInfoIndex, key_directory: bool) -> Arc<dyn snix_lower_store::backend::Backend> {
+    if key_directory {
+        index.start_key_directory();
+    }
+    snix_lower_store::backend::index(index)
+}
+
+fn open_store(lower_dir: &Path, store: &StoreArgs, create: bool, key_directory: bool) -> Result<LowerStore> {
     let sd = store_dir(&store.store_dir)?;
     let lower = LowerDir::open(lower_dir).map_err(anyhow::Error::msg)?;
     let index = if create {
@@ -469,7 +483,7 @@ fn open_store(lower_dir: &Path, store: &StoreArgs, create: bool) -> Result<Lower
         PathInfoIndex::open(&store.state_dir, sd.as_str())?
     };
     Ok(LowerStore {
-        backend: snix_lower_store::backend::index(index),
+        backend: served_index(index, key_directory),
         lower,
         store_dir: sd,
     })
@@ -576,7 +590,7 @@ fn serve_index(args: &ServeArgs) -> Result<LowerStore> {
     let file = match (&args.index, in_image) {
         (Some(f), _) => f.clone(),
         (None, Some(f)) if !args.store.state_dir.join("index.sqlite").exists() => f,
-        (None, _) => return open_store(&args.lower_dir, &args.store, true),
+        (None, _) => return open_store(&args.lower_dir, &args.store, true, !args.no_key_directory),
     };
     if !file.exists() {
         bail!(
@@ -589,7 +603,7 @@ fn serve_index(args: &ServeArgs) -> Result<LowerStore> {
     let index = image::open_checked(&file, sd.as_str(), &lower, args.image_check).context("serve")?;
     tracing::info!(index = %file.display(), "serving the image's own index, opened read-only");
     Ok(LowerStore {
-        backend: snix_lower_store::backend::index(index),
+        backend: served_index(index, !args.no_key_directory),
         lower,
         store_dir: sd,
     })
@@ -863,6 +877,7 @@ fn demo(dir: &Path, check: bool) -> Result<ExitCode> {
             store_dir: sd.as_str().into(),
         },
         false,
+        true,
     )?;
     let server = Arc::new(Server {
         store,

@@ -11,6 +11,11 @@
 //! which fills the floating outputs of the output map). Hash-part lookups
 //! use the unique index on `base_name` as a range scan.
 //!
+//! Under `serve` ([`PathInfoIndex::start_key_directory`]) point lookups by
+//! base name go through an in-memory key directory ([`keys`]) that names the
+//! row id without descending the `base_name` B-tree; it describes one
+//! snapshot, and a reader on another answers from SQLite.
+//!
 //! Schema versions: 3 added `realisations`; `open_or_create` (every import,
 //! and `serve`) upgrades a version 2 index in place, as the new table is the
 //! only difference.
@@ -34,6 +39,7 @@
 
 pub mod image;
 pub mod import;
+mod keys;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
@@ -106,6 +112,9 @@ pub enum IndexError {
     Corrupt { path: PathBuf, what: String, why: String },
 }
 
+/// A `paths` row as QueryPathInfo reads it.
+type PathRow = (String, Vec<u8>, i64, Option<String>, i64, bool, String, Option<String>);
+
 /// The result of an index operation.
 pub type Result<T> = std::result::Result<T, IndexError>;
 
@@ -121,12 +130,33 @@ pub struct PathInfoIndex {
     /// `base_name` index, 0.3–0.7 s at 1M paths before `serve` accepts.
     fixed_count: std::sync::OnceLock<u64>,
     readers: Mutex<Vec<Reader>>,
+    /// The in-memory key directory (see [`keys`]).
+    keys: std::sync::Arc<keys::KeyState>,
 }
 
 struct Reader {
     conn: Connection,
     /// When the open read transaction began, if one is open.
     snapshot_since: Option<std::time::Instant>,
+    /// Whether this snapshot's `max(id)` was compared with the key directory.
+    keys_checked: bool,
+    /// The key directory, if it describes this reader's snapshot.
+    keys: Option<std::sync::Arc<keys::KeyDir>>,
+}
+
+/// Opens a read-only connection as every reader has it.
+fn open_reader_conn(db_path: &Path, immutable: bool) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let c = if immutable {
+        Connection::open_with_flags(immutable_uri(db_path), flags | OpenFlags::SQLITE_OPEN_URI)
+    } else {
+        Connection::open_with_flags(db_path, flags)
+    }?;
+    c.busy_timeout(std::time::Duration::from_secs(10))?;
+    // A small page cache per reader: the OS page cache holds the rest.
+    c.pragma_update(None, "cache_size", -4096)?;
+    c.pragma_update(None, "mmap_size", READER_MMAP_BYTES)?;
+    Ok(c)
 }
 
 const SCHEMA: &str = "
@@ -227,6 +257,7 @@ impl PathInfoIndex {
             immutable,
             fixed_count: std::sync::OnceLock::new(),
             readers: Mutex::new(Vec::new()),
+            keys: Default::default(),
         };
         let (created, version, indexed) = idx.with_conn(|c| {
             // Creation commits schema and meta together: no `meta` table
@@ -278,29 +309,63 @@ impl PathInfoIndex {
         if let Some(r) = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             return Ok(r);
         }
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let c = if self.immutable {
-            Connection::open_with_flags(immutable_uri(&self.db_path), flags | OpenFlags::SQLITE_OPEN_URI)
-        } else {
-            Connection::open_with_flags(&self.db_path, flags)
-        }
-        .map_err(self.sql_err())?;
-        c.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(self.sql_err())?;
-        // A small page cache per reader: the OS page cache holds the rest.
-        c.pragma_update(None, "cache_size", -4096).map_err(self.sql_err())?;
-        c.pragma_update(None, "mmap_size", READER_MMAP_BYTES)
-            .map_err(self.sql_err())?;
+        let c = open_reader_conn(&self.db_path, self.immutable).map_err(self.sql_err())?;
         c.set_prepared_statement_cache_capacity(32);
         Ok(Reader {
             conn: c,
             snapshot_since: None,
+            keys_checked: false,
+            keys: None,
         })
+    }
+
+    /// Answers point lookups from an in-memory key directory ([`keys`]) from
+    /// now on: starts building it in the background (SQLite answers until it
+    /// is there) and rebuilds it after an import. For `serve`; one-shot
+    /// commands do not pay for it.
+    pub fn start_key_directory(&self) {
+        self.keys.enable();
+        self.build_keys();
+    }
+
+    /// Starts building the key directory in the background.
+    fn build_keys(&self) {
+        let (db, immutable) = (self.db_path.clone(), self.immutable);
+        self.keys
+            .rebuild(move || open_reader_conn(&db, immutable), self.db_path.clone());
+    }
+
+    /// Whether the key directory describes `r`'s snapshot (same `max(id)`);
+    /// a snapshot newer than the directory starts a rebuild.
+    fn check_keys(&self, r: &mut Reader) -> rusqlite::Result<()> {
+        r.keys_checked = true;
+        if !self.keys.enabled() {
+            return Ok(());
+        }
+        let max: i64 = r
+            .conn
+            .prepare_cached("SELECT coalesce(max(id), 0) FROM paths")?
+            .query_row([], |x| x.get(0))?;
+        r.keys = self.keys.current().filter(|d| d.max_id == max);
+        if r.keys.is_none() && self.keys.current().map_or(true, |d| d.max_id < max) {
+            self.build_keys();
+        }
+        Ok(())
+    }
+
+    /// [`Self::with_conn`], also handing `f` the key directory when it
+    /// describes the snapshot.
+    fn with_keys<T>(&self, f: impl FnOnce(&Connection, Option<&keys::KeyDir>) -> rusqlite::Result<T>) -> Result<T> {
+        self.with_reader(true, |r| f(&r.conn, r.keys.as_deref()))
     }
 
     /// Run `f` on a pooled read connection, inside a read snapshot at most
     /// `READ_SNAPSHOT_MAX_AGE` old.
     pub(crate) fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        self.with_reader(false, |r| f(&r.conn))
+    }
+
+    fn with_reader<T>(&self, keys: bool, f: impl FnOnce(&Reader) -> rusqlite::Result<T>) -> Result<T> {
         let mut r = self.reader()?;
         let fresh = r.snapshot_since.is_some_and(|t| t.elapsed() < READ_SNAPSHOT_MAX_AGE);
         if !fresh {
@@ -309,8 +374,15 @@ impl PathInfoIndex {
             }
             r.conn.execute_batch("BEGIN").map_err(self.sql_err())?;
             r.snapshot_since = Some(std::time::Instant::now());
+            r.keys_checked = false;
+            r.keys = None;
         }
-        let out = f(&r.conn).map_err(self.sql_err());
+        let checked = if keys && !r.keys_checked {
+            self.check_keys(&mut r)
+        } else {
+            Ok(())
+        };
+        let out = checked.and_then(|()| f(&r)).map_err(self.sql_err());
         if out.is_err() {
             // Start the next use from a clean state.
             let _ = r.conn.execute_batch("ROLLBACK");
@@ -320,20 +392,37 @@ impl PathInfoIndex {
         out
     }
 
+    /// Whether `p` is valid: by the key directory when it describes the
+    /// snapshot (see [`keys`] for what a found key means), else by the
+    /// `base_name` index.
+    fn valid_one(c: &Connection, keys: Option<&keys::KeyDir>, p: &StorePath) -> rusqlite::Result<bool> {
+        match keys {
+            Some(k) => Ok(k.lookup(p.base_name()).is_some()),
+            None => c
+                .prepare_cached("SELECT 1 FROM paths WHERE base_name = ?1")?
+                .exists([p.base_name()]),
+        }
+    }
+
     pub fn is_valid(&self, p: &StorePath) -> Result<bool> {
-        self.with_conn(|c| {
-            c.prepare_cached("SELECT 1 FROM paths WHERE base_name = ?1")?
-                .exists([p.base_name()])
-        })
+        self.with_keys(|c, keys| Self::valid_one(c, keys, p))
     }
 
     /// The subset of `paths` that is valid, in the order given.
     pub fn valid_subset(&self, paths: &[StorePath]) -> Result<Vec<StorePath>> {
-        self.with_conn(|c| {
-            let mut st = c.prepare_cached("SELECT 1 FROM paths WHERE base_name = ?1")?;
+        self.with_keys(|c, keys| {
+            if let Some(k) = keys {
+                let ids = k.lookup_many(paths.iter().map(StorePath::base_name));
+                return Ok(paths
+                    .iter()
+                    .zip(ids)
+                    .filter(|(_, id)| id.is_some())
+                    .map(|(p, _)| p.clone())
+                    .collect());
+            }
             let mut out = Vec::new();
             for p in paths {
-                if st.exists([p.base_name()])? {
+                if Self::valid_one(c, None, p)? {
                     out.push(p.clone());
                 }
             }
@@ -341,26 +430,48 @@ impl PathInfoIndex {
         })
     }
 
-    pub fn path_info(&self, p: &StorePath) -> Result<Option<PathInfo>> {
-        self.with_conn(|c| {
+    /// The row of `p`: by the id the key directory gives (one descent of
+    /// the rowid table, the base name compared), else by `base_name`.
+    fn path_row(c: &Connection, keys: Option<&keys::KeyDir>, p: &StorePath) -> rusqlite::Result<Option<PathRow>> {
+        let read = |r: &rusqlite::Row<'_>| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, bool>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, Option<String>>(7)?,
+            ))
+        };
+        if let Some(k) = keys {
+            let Some(id) = k.lookup(p.base_name()) else {
+                return Ok(None);
+            };
             let row = c
                 .prepare_cached(
-                    "SELECT refs, nar_hash, nar_size, deriver, registration_time, ultimate, sigs, ca
-                     FROM paths WHERE base_name = ?1",
+                    "SELECT refs, nar_hash, nar_size, deriver, registration_time, ultimate, sigs, ca, base_name
+                     FROM paths WHERE id = ?1",
                 )?
-                .query_row([p.base_name()], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, Vec<u8>>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, Option<String>>(3)?,
-                        r.get::<_, i64>(4)?,
-                        r.get::<_, bool>(5)?,
-                        r.get::<_, String>(6)?,
-                        r.get::<_, Option<String>>(7)?,
-                    ))
-                })
+                .query_row([id], |r| Ok((read(r)?, r.get_ref(8)?.as_str()? == p.base_name())))
                 .optional()?;
+            if let Some((row, true)) = row {
+                return Ok(Some(row));
+            }
+            // Another name with the same key: ask the `base_name` index.
+        }
+        c.prepare_cached(
+            "SELECT refs, nar_hash, nar_size, deriver, registration_time, ultimate, sigs, ca
+             FROM paths WHERE base_name = ?1",
+        )?
+        .query_row([p.base_name()], read)
+        .optional()
+    }
+
+    pub fn path_info(&self, p: &StorePath) -> Result<Option<PathInfo>> {
+        self.with_keys(|c, keys| {
+            let row = Self::path_row(c, keys, p)?;
             let Some((refs, hash, size, deriver, reg, ultimate, sigs, ca)) = row else {
                 return Ok(None);
             };
@@ -392,20 +503,36 @@ impl PathInfoIndex {
     }
 
     fn path_list(&self, sql: &str, arg: &dyn rusqlite::ToSql) -> Result<Vec<StorePath>> {
-        self.with_conn(|c| {
-            let mut st = c.prepare_cached(sql)?;
-            let rows = st.query_map([arg], |r| r.get::<_, String>(0))?;
-            rows.map(|n| parse_stored(n?)).collect()
-        })
+        self.with_conn(|c| Self::path_list_in(c, sql, arg))
+    }
+
+    fn path_list_in(c: &Connection, sql: &str, arg: &dyn rusqlite::ToSql) -> rusqlite::Result<Vec<StorePath>> {
+        let mut st = c.prepare_cached(sql)?;
+        let rows = st.query_map([arg], |r| r.get::<_, String>(0))?;
+        rows.map(|n| parse_stored(n?)).collect()
     }
 
     /// Valid paths that reference `p` (including `p` itself if self-referencing).
     pub fn referrers(&self, p: &StorePath) -> Result<Vec<StorePath>> {
-        self.path_list(
-            "SELECT r2.base_name FROM paths t JOIN refs r ON r.reference = t.id JOIN paths r2 ON r2.id = r.referrer
-             WHERE t.base_name = ?1 ORDER BY r2.base_name",
-            &p.base_name(),
-        )
+        self.with_keys(|c, keys| {
+            let Some(k) = keys else {
+                return Self::path_list_in(
+                    c,
+                    "SELECT r2.base_name FROM paths t JOIN refs r ON r.reference = t.id JOIN paths r2 ON r2.id = r.referrer
+                     WHERE t.base_name = ?1 ORDER BY r2.base_name",
+                    &p.base_name(),
+                );
+            };
+            match k.lookup(p.base_name()) {
+                None => Ok(Vec::new()),
+                Some(id) => Self::path_list_in(
+                    c,
+                    "SELECT r2.base_name FROM refs r JOIN paths r2 ON r2.id = r.referrer
+                     WHERE r.reference = ?1 ORDER BY r2.base_name",
+                    &id,
+                ),
+            }
+        })
     }
 
     /// Valid derivations that have `p` among their outputs.
@@ -637,6 +764,85 @@ pub(crate) mod tests {
         let image = PathInfoIndex::open_immutable(&d.path().join(INDEX_FILE), "/nix/store").unwrap();
         image.set_fixed_count(7);
         assert_eq!(image.count().unwrap(), 7);
+    }
+
+    /// Inserts a bare `paths` row as an import would (in its own commit).
+    fn insert_path(file: &Path, base_name: &str) {
+        let c = Connection::open(file).unwrap();
+        c.execute(
+            "INSERT INTO paths (base_name, nar_hash, nar_size, registration_time) VALUES (?1, zeroblob(32), 8, 1)",
+            [base_name],
+        )
+        .unwrap();
+    }
+
+    fn wait_for_key_dir(idx: &PathInfoIndex, max_id: i64) {
+        for _ in 0..500 {
+            if idx.keys.current().is_some_and(|d| d.max_id == max_id) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("no key directory for max(id) {max_id} after 5 s");
+    }
+
+    #[test]
+    fn key_directory_answers_and_sees_a_later_import() {
+        let d = tempfile::tempdir().unwrap();
+        PathInfoIndex::open_or_create(d.path(), "/nix/store").unwrap();
+        let file = d.path().join(INDEX_FILE);
+        let a = StorePath::from_base_name(&format!("{}-a", "0".repeat(32))).unwrap();
+        let a_renamed = StorePath::from_base_name(&format!("{}-b", "0".repeat(32))).unwrap();
+        let later = StorePath::from_base_name(&format!("{}-c", "1".repeat(32))).unwrap();
+        insert_path(&file, a.base_name());
+        let idx = PathInfoIndex::open(d.path(), "/nix/store").unwrap();
+        idx.start_key_directory();
+        wait_for_key_dir(&idx, 1);
+        std::thread::sleep(READ_SNAPSHOT_MAX_AGE);
+        assert!(idx.with_keys(|_, k| Ok(k.is_some())).unwrap(), "directory not used");
+        assert!(idx.is_valid(&a).unwrap());
+        assert!(!idx.is_valid(&a_renamed).unwrap());
+        assert_eq!(idx.path_info(&a).unwrap().map(|i| i.nar_size), Some(8));
+        assert_eq!(idx.path_info(&a_renamed).unwrap(), None);
+        assert_eq!(idx.valid_subset(&[later.clone(), a.clone()]).unwrap(), vec![a.clone()]);
+        // An import while serving: seen at the next snapshot, the stale
+        // directory is not used, and a new one is built.
+        insert_path(&file, later.base_name());
+        Connection::open(&file)
+            .unwrap()
+            .execute("INSERT INTO refs (referrer, reference) VALUES (2, 1)", [])
+            .unwrap();
+        std::thread::sleep(READ_SNAPSHOT_MAX_AGE);
+        assert!(idx.is_valid(&later).unwrap());
+        assert_eq!(idx.referrers(&a).unwrap(), vec![later.clone()]);
+        assert_eq!(idx.path_info(&later).unwrap().map(|i| i.path), Some(later.clone()));
+        wait_for_key_dir(&idx, 2);
+        std::thread::sleep(READ_SNAPSHOT_MAX_AGE);
+        assert!(
+            idx.with_keys(|_, k| Ok(k.is_some())).unwrap(),
+            "rebuilt directory not used"
+        );
+        assert_eq!(idx.referrers(&a).unwrap(), vec![later.clone()]);
+        assert_eq!(idx.referrers(&a_renamed).unwrap(), vec![]);
+        assert_eq!(idx.referrers(&later).unwrap(), vec![]);
+        assert_eq!(idx.valid_subset(&[later.clone(), a.clone()]).unwrap(), vec![later, a]);
+    }
+
+    #[test]
+    fn no_key_directory_unless_started() {
+        let d = tempfile::tempdir().unwrap();
+        PathInfoIndex::open_or_create(d.path(), "/nix/store").unwrap();
+        let a = StorePath::from_base_name(&format!("{}-a", "0".repeat(32))).unwrap();
+        insert_path(&d.path().join(INDEX_FILE), a.base_name());
+        let idx = PathInfoIndex::open(d.path(), "/nix/store").unwrap();
+        assert!(idx.is_valid(&a).unwrap());
+        std::thread::sleep(READ_SNAPSHOT_MAX_AGE * 2);
+        assert!(idx.is_valid(&a).unwrap());
+        assert!(
+            idx.keys.current().is_none(),
+            "a directory was built without start_key_directory"
+        );
+        assert!(!idx.with_keys(|_, k| Ok(k.is_some())).unwrap());
     }
 
     #[test]
