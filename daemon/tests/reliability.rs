@@ -171,6 +171,39 @@ async fn trailing_garbage_closes_only_that_connection() {
     assert!(good.is_valid_path(&f.full(0)).await.unwrap());
 }
 
+/// A NAR of several chunks arrives whole and framed as Nix frames it (the
+/// chunk buffers start small and grow).
+#[tokio::test(flavor = "multi_thread")]
+async fn multi_chunk_nar_arrives_whole() {
+    let f = Fixture::new();
+    let size = 3 * 256 * 1024 + 5;
+    let (p, nar_size) = index_with_big_object(&f, size);
+    let _server = f.serve().await;
+    let mut c = Client::connect(&f.socket, 38).await.unwrap();
+    let got = c.nar_from_path(&f.sd.display(&p), nar_size).await.unwrap();
+    let mut want = Vec::new();
+    let mut s = |x: &[u8]| {
+        want.extend_from_slice(&(x.len() as u64).to_le_bytes());
+        want.extend_from_slice(x);
+        want.resize(want.len().next_multiple_of(8), 0);
+    };
+    for t in [
+        &b"nix-archive-1"[..],
+        b"(",
+        b"type",
+        b"regular",
+        b"contents",
+        &vec![7u8; size],
+        b")",
+    ] {
+        s(t);
+    }
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "NAR of {size} bytes differs from its layout");
+    // Still in step afterwards.
+    assert!(c.is_valid_path(&f.sd.display(&p)).await.unwrap());
+}
+
 /// A client hanging up mid-NAR ends that task; nothing leaks.
 #[tokio::test(flavor = "multi_thread")]
 async fn disconnect_mid_nar_ends_the_task() {

@@ -194,7 +194,9 @@ where
                 let mut nar = NarWriter::new(ChunkSender {
                     tx,
                     free: free_rx,
-                    buf: Vec::with_capacity(CHUNK),
+                    // Grows with the NAR up to CHUNK: a small NAR (most
+                    // are) allocates little.
+                    buf: Vec::new(),
                 });
                 nar.write_nar(&object)?;
                 nar.into_inner().finish()
@@ -251,6 +253,12 @@ impl std::io::Write for ChunkSender {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         let room = CHUNK - self.buf.len();
         let n = data.len().min(room);
+        let need = self.buf.len() + n;
+        if need > self.buf.capacity() {
+            // Doubling, but never past CHUNK.
+            let cap = need.max(self.buf.capacity() * 2).min(CHUNK);
+            self.buf.reserve_exact(cap - self.buf.len());
+        }
         self.buf.extend_from_slice(&data[..n]);
         if self.buf.len() == CHUNK {
             self.send()?;

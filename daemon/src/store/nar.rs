@@ -5,7 +5,8 @@
 //! symlinks as their target. It never follows a symlink (every file is opened
 //! with `O_NOFOLLOW` after an `lstat`), so serving `NarFromPath` can never
 //! read outside the store object it was asked for. Memory use is one copy
-//! buffer, whatever the size of the object.
+//! buffer, whatever the size of the object: as large as the largest file so
+//! far, at most 256 KiB.
 
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
@@ -26,10 +27,7 @@ pub struct NarWriter<W: Write> {
 
 impl<W: Write> NarWriter<W> {
     pub fn new(out: W) -> Self {
-        NarWriter {
-            out,
-            buf: vec![0u8; COPY_BUF],
-        }
+        NarWriter { out, buf: Vec::new() }
     }
 
     pub fn into_inner(self) -> W {
@@ -106,6 +104,13 @@ impl<W: Write> NarWriter<W> {
             .custom_flags(libc::O_NOFOLLOW)
             .open(path)?;
         self.out.write_all(&size.to_le_bytes())?;
+        // Grown to the largest file so far, at most COPY_BUF: most store
+        // files are small, and zeroing 256 KiB for each NarFromPath of one
+        // was most of its cost.
+        let want = size.min(COPY_BUF as u64) as usize;
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
         let mut left = size;
         while left > 0 {
             let want = left.min(self.buf.len() as u64) as usize;
@@ -189,6 +194,50 @@ mod tests {
             s(&mut want, t);
         }
         assert_eq!(nar_of(&f), want);
+    }
+
+    /// Files below, above and far above one copy buffer, in an order that
+    /// makes the buffer grow and then be reused for smaller files.
+    #[test]
+    fn files_of_every_size_against_the_layout() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("o");
+        fs::create_dir(&root).unwrap();
+        let body = |n: usize, seed: u8| -> Vec<u8> { (0..n).map(|i| (i % 251) as u8 ^ seed).collect() };
+        let files = [
+            ("a", body(3, 1)),
+            ("b", body(COPY_BUF * 2 + 17, 2)),
+            ("c", body(10, 3)),
+            ("d", body(COPY_BUF - 1, 4)),
+            ("e", Vec::new()),
+        ];
+        for (name, data) in &files {
+            fs::write(root.join(name), data).unwrap();
+        }
+        let mut want = Vec::new();
+        for t in [&b"nix-archive-1"[..], b"(", b"type", b"directory"] {
+            s(&mut want, t);
+        }
+        for (name, data) in &files {
+            for t in [
+                &b"entry"[..],
+                b"(",
+                b"name",
+                name.as_bytes(),
+                b"node",
+                b"(",
+                b"type",
+                b"regular",
+                b"contents",
+            ] {
+                s(&mut want, t);
+            }
+            s(&mut want, data);
+            s(&mut want, b")");
+            s(&mut want, b")");
+        }
+        s(&mut want, b")");
+        assert_eq!(nar_of(&root), want);
     }
 
     #[test]
