@@ -181,12 +181,8 @@ async fn multi_chunk_nar_arrives_whole() {
     let _server = f.serve().await;
     let mut c = Client::connect(&f.socket, 38).await.unwrap();
     let got = c.nar_from_path(&f.sd.display(&p), nar_size).await.unwrap();
-    let mut want = Vec::new();
-    let mut s = |x: &[u8]| {
-        want.extend_from_slice(&(x.len() as u64).to_le_bytes());
-        want.extend_from_slice(x);
-        want.resize(want.len().next_multiple_of(8), 0);
-    };
+    // NAR strings are framed as the worker protocol's.
+    let mut want = WireBuf::default();
     for t in [
         &b"nix-archive-1"[..],
         b"(",
@@ -196,8 +192,9 @@ async fn multi_chunk_nar_arrives_whole() {
         &vec![7u8; size],
         b")",
     ] {
-        s(t);
+        want.bytes(t);
     }
+    let want = want.0;
     assert_eq!(got.len(), want.len());
     assert!(got == want, "NAR of {size} bytes differs from its layout");
     // Still in step afterwards.

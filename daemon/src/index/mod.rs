@@ -112,6 +112,9 @@ pub enum IndexError {
     Corrupt { path: PathBuf, what: String, why: String },
 }
 
+/// Whether a base name is valid, without the key directory.
+const VALID_SQL: &str = "SELECT 1 FROM paths WHERE base_name = ?1";
+
 /// A `paths` row as QueryPathInfo reads it.
 type PathRow = (String, Vec<u8>, i64, Option<String>, i64, bool, String, Option<String>);
 
@@ -346,10 +349,11 @@ impl PathInfoIndex {
             .conn
             .prepare_cached("SELECT coalesce(max(id), 0) FROM paths")?
             .query_row([], |x| x.get(0))?;
-        r.keys = self.keys.current().filter(|d| d.max_id == max);
-        if r.keys.is_none() && self.keys.current().map_or(true, |d| d.max_id < max) {
+        let current = self.keys.current();
+        if current.as_ref().map_or(true, |d| d.max_id < max) {
             self.build_keys();
         }
+        r.keys = current.filter(|d| d.max_id == max);
         Ok(())
     }
 
@@ -395,38 +399,36 @@ impl PathInfoIndex {
     /// Whether `p` is valid: by the key directory when it describes the
     /// snapshot (see [`keys`] for what a found key means), else by the
     /// `base_name` index.
-    fn valid_one(c: &Connection, keys: Option<&keys::KeyDir>, p: &StorePath) -> rusqlite::Result<bool> {
-        match keys {
-            Some(k) => Ok(k.lookup(p.base_name()).is_some()),
-            None => c
-                .prepare_cached("SELECT 1 FROM paths WHERE base_name = ?1")?
-                .exists([p.base_name()]),
-        }
-    }
-
     pub fn is_valid(&self, p: &StorePath) -> Result<bool> {
-        self.with_keys(|c, keys| Self::valid_one(c, keys, p))
+        self.with_keys(|c, keys| match keys {
+            Some(k) => Ok(k.lookup(p.base_name()).is_some()),
+            None => c.prepare_cached(VALID_SQL)?.exists([p.base_name()]),
+        })
     }
 
     /// The subset of `paths` that is valid, in the order given.
     pub fn valid_subset(&self, paths: &[StorePath]) -> Result<Vec<StorePath>> {
         self.with_keys(|c, keys| {
-            if let Some(k) = keys {
-                let ids = k.lookup_many(paths.iter().map(StorePath::base_name));
-                return Ok(paths
+            let valid: Vec<bool> = match keys {
+                Some(k) => k
+                    .lookup_many(paths.iter().map(StorePath::base_name))
                     .iter()
-                    .zip(ids)
-                    .filter(|(_, id)| id.is_some())
-                    .map(|(p, _)| p.clone())
-                    .collect());
-            }
-            let mut out = Vec::new();
-            for p in paths {
-                if Self::valid_one(c, None, p)? {
-                    out.push(p.clone());
+                    .map(Option::is_some)
+                    .collect(),
+                None => {
+                    let mut st = c.prepare_cached(VALID_SQL)?;
+                    paths
+                        .iter()
+                        .map(|p| st.exists([p.base_name()]))
+                        .collect::<rusqlite::Result<_>>()?
                 }
-            }
-            Ok(out)
+            };
+            Ok(paths
+                .iter()
+                .zip(valid)
+                .filter(|(_, v)| *v)
+                .map(|(p, _)| p.clone())
+                .collect())
         })
     }
 

@@ -107,9 +107,9 @@ impl<W: Write> NarWriter<W> {
         // Grown to the largest file so far, at most COPY_BUF: most store
         // files are small, and zeroing 256 KiB for each NarFromPath of one
         // was most of its cost.
-        let want = size.min(COPY_BUF as u64) as usize;
-        if self.buf.len() < want {
-            self.buf.resize(want, 0);
+        let fits = size.min(COPY_BUF as u64) as usize;
+        if self.buf.len() < fits {
+            self.buf.resize(fits, 0);
         }
         let mut left = size;
         while left > 0 {
