@@ -8,7 +8,8 @@
 #   5. the Nix file parse checks, the end-to-end suite against real Nix 2.26
 #      and 2.34 (and against a real snix-store with tests/snix/run, when
 #      SNIX_STORE_BIN and SNIX_NIX_DAEMON_BIN are set), and the unit files
-#      under real systemd (must run as root).
+#      under real systemd (must run as root), and the device facts of systemd
+#      257 the NixOS module relies on (tests/systemd/device-facts).
 # Extra arguments go to the end-to-end binary (e.g. --only overlay-ours/gc).
 # Exits non-zero if any step fails; prints how long each step took.
 set -uo pipefail
@@ -54,5 +55,6 @@ step "e2e" "$tdir/release/snix-lower-store-e2e" "$@" || rc=1
 # otherwise it says it did not run and exits 0 (snix is not built in CI).
 step "snix" tests/snix/run || rc=1
 step "systemd" tests/systemd/run || rc=1
+step "systemd facts" tests/systemd/device-facts || rc=1
 step "nixos local" tests/nixos-local/run || rc=1
 exit $rc
