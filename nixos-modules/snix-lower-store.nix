@@ -926,9 +926,14 @@ in
 
       environment.systemPackages = [ cfg.package ];
 
-      # extra-: adds to the user's own experimental-features, whatever its
-      # form (string or list).
-      nix.settings.extra-experimental-features = [ "local-overlay-store" ];
+      # A line of nix.conf of its own, not nix.settings: nix.nix types a
+      # setting as `either confAtom (listOf confAtom)`, which cannot merge a
+      # user's string (extra-experimental-features = "flakes") with a list of
+      # ours. nix.nix (writeTextFile, and pkgs.formats.nixConf in newer
+      # nixpkgs) writes extraOptions after every setting, so this extra- line
+      # adds to the features whatever form the user's settings take; mkAfter
+      # keeps it after a user's own extraOptions lines.
+      nix.extraOptions = lib.mkAfter "extra-experimental-features = local-overlay-store";
 
       environment.etc."snix-lower-store/store-url".text = storeUrl + "\n";
 
