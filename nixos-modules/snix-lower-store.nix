@@ -102,8 +102,11 @@ let
   ];
   isDeviceNode = d: lib.hasPrefix "/dev/" d || lib.any (t: lib.hasPrefix t d) deviceTags;
   lowerIsDevice = hasLowerMount && isDeviceNode cfg.lower.device;
-  # lower.deviceTimeout given by the user, not left at its default.
-  deviceTimeoutSet = options.services.snix-lower-store.lower.deviceTimeout.highestPrio < (lib.mkOptionDefault null).priority;
+  # lower.deviceTimeout given by the user: a definition of higher priority
+  # than the option's default (mkOptionDefault, 1500).
+  deviceTimeoutSet = options.services.snix-lower-store.lower.deviceTimeout.highestPrio < 1500;
+  timeoutNotDevice = "services.snix-lower-store.lower.deviceTimeout = \"${cfg.lower.deviceTimeout}\" has no effect: lower.device = \"${toString cfg.lower.device}\" is no device path under /dev nor a LABEL=/UUID=/PARTLABEL=/PARTUUID= tag, and systemd waits only for devices (it ignores x-systemd.device-timeout= for anything else). Remove the setting.";
+  timeoutSystemStore = "services.snix-lower-store.lower.deviceTimeout = \"${cfg.lower.deviceTimeout}\" has no effect with placement = \"system-store\": the initrd mounts the lower image with systemd's default device timeout (DefaultDeviceTimeoutSec=, 90s unless changed). Remove the setting.";
   lowerUnit = "${utils.escapeSystemdPath cfg.lower.mountPoint}.mount";
   overlayUnit = "${utils.escapeSystemdPath cfg.overlay.mountPoint}.mount";
   # In the second store the lower mount is a stage-2 mount unit; in the
@@ -947,10 +950,8 @@ in
       ];
 
       warnings =
-        optional (deviceTimeoutSet && hasLowerMount && !lowerIsDevice && secondStore)
-          "services.snix-lower-store.lower.deviceTimeout = \"${cfg.lower.deviceTimeout}\" has no effect: lower.device = \"${cfg.lower.device}\" is no device path under /dev nor a LABEL=/UUID=/PARTLABEL=/PARTUUID= tag, and systemd waits only for devices (it ignores x-systemd.device-timeout= for anything else). Remove the setting."
-        ++ optional (deviceTimeoutSet && systemStore)
-          "services.snix-lower-store.lower.deviceTimeout = \"${cfg.lower.deviceTimeout}\" has no effect with placement = \"system-store\": the initrd mounts the lower image with systemd's default device timeout (DefaultDeviceTimeoutSec=, 90s unless changed). Remove the setting, or set boot.initrd.systemd's default device timeout instead.";
+        optional (deviceTimeoutSet && hasLowerMount && secondStore && !lowerIsDevice) timeoutNotDevice
+        ++ optional (deviceTimeoutSet && systemStore) timeoutSystemStore;
 
       environment.systemPackages = [ cfg.package ];
 

@@ -54,7 +54,8 @@ let
 
   # The socket path is encoded too: Nix percent-decodes the path of a
   # unix:// URL, and an unencoded '?', '#' or '%' would cut or change it.
-  lowerStoreUrl = { socket, lowerDir }: "unix://${percentEncode socket}?real=${percentEncode lowerDir}";
+  lowerStoreUrl =
+    { socket, lowerDir }: "unix://${percentEncode socket}?real=${percentEncode lowerDir}";
 
   storeUrl =
     {

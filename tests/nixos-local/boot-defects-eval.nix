@@ -100,10 +100,12 @@ let
 
   lowerAt = "/var/lib/snix-overlay/lower";
   storeAt = "/var/lib/snix-overlay/nix/store";
-  vm = try (eval [
-    qemuVmFileSystems
-    (second { })
-  ]).fileSystems;
+  vm =
+    try
+      (eval [
+        qemuVmFileSystems
+        (second { })
+      ]).fileSystems;
   # filesystems.nix turns `depends` into x-systemd.requires-mounts-for=
   # options; qemu-vm.nix's override feeds those back through the same type,
   # so they appear twice in any VM (systemd reads them as one). Every other
@@ -125,24 +127,32 @@ let
       lower.device = "snixlower";
       lower.fsType = "virtiofs";
     } extra;
-  timeoutCase = name: modules: expectTimeout: expectWarning: let
-    c = try (
-      let
-        cfg = eval modules;
-      in
-      {
-        timeout = if cfg.fileSystems ? ${lowerAt} then hasTimeout cfg else null;
-        warned = warnsTimeout cfg;
-        inherit (cfg) warnings;
-        options = if cfg.fileSystems ? ${lowerAt} then fsOptions cfg else [ ];
-      }
-    );
-  in
-  check "3 lower.deviceTimeout, ${name}: ${
-    if expectTimeout == null then "" else if expectTimeout then "x-systemd.device-timeout= set, " else "no x-systemd.device-timeout=, "
-  }${if expectWarning then "a warning naming the option" else "no warning"}" (
-    c != null && c.timeout == expectTimeout && c.warned == expectWarning
-  ) (builtins.toJSON c);
+  timeoutCase =
+    name: modules: expectTimeout: expectWarning:
+    let
+      c = try (
+        let
+          cfg = eval modules;
+        in
+        {
+          timeout = if cfg.fileSystems ? ${lowerAt} then hasTimeout cfg else null;
+          warned = warnsTimeout cfg;
+          inherit (cfg) warnings;
+          options = if cfg.fileSystems ? ${lowerAt} then fsOptions cfg else [ ];
+        }
+      );
+    in
+    check
+      "3 lower.deviceTimeout, ${name}: ${
+        if expectTimeout == null then
+          ""
+        else if expectTimeout then
+          "x-systemd.device-timeout= set, "
+        else
+          "no x-systemd.device-timeout=, "
+      }${if expectWarning then "a warning naming the option" else "no warning"}"
+      (c != null && c.timeout == expectTimeout && c.warned == expectWarning)
+      (builtins.toJSON c);
 
   socket = "/run/a b?c%d#e/sock";
   url = urlLib.lowerStoreUrl {
@@ -154,24 +164,59 @@ let
   moduleUrl = try (eval [ (second { socket.path = socket; }) ]).services.snix-lower-store.storeUrl;
 in
 [
-  (check "6 a VM node without a virtualisation.fileSystems line gets the lower and overlay mounts (qemu-vm.nix's declaration and mkVMOverride)" (
-    vm != null && vm ? ${lowerAt} && vm ? ${storeAt} && vm ? "/"
-  ) "fileSystems: ${builtins.toJSON (if vm == null then null else lib.attrNames vm)}")
-  (check "6 ... each of their mount options once (but filesystems.nix's requires-mounts-for, doubled by qemu-vm.nix's override in any VM)" (
-    vm != null && vm ? ${lowerAt} && vm ? ${storeAt} && !(dups vm.${lowerAt}.options) && !(dups vm.${storeAt}.options)
-  ) (builtins.toJSON (if vm == null then null else map (m: vm.${m}.options or null) [ lowerAt storeAt ])))
+  (check
+    "6 a VM node without a virtualisation.fileSystems line gets the lower and overlay mounts (qemu-vm.nix's declaration and mkVMOverride)"
+    (vm != null && vm ? ${lowerAt} && vm ? ${storeAt} && vm ? "/")
+    "fileSystems: ${builtins.toJSON (if vm == null then null else lib.attrNames vm)}"
+  )
+  (check
+    "6 ... each of their mount options once (but filesystems.nix's requires-mounts-for, doubled by qemu-vm.nix's override in any VM)"
+    (
+      vm != null
+      && vm ? ${lowerAt}
+      && vm ? ${storeAt}
+      && !(dups vm.${lowerAt}.options)
+      && !(dups vm.${storeAt}.options)
+    )
+    (
+      builtins.toJSON (
+        if vm == null then
+          null
+        else
+          map (m: vm.${m}.options or null) [
+            lowerAt
+            storeAt
+          ]
+      )
+    )
+  )
   (check "6 a system without virtualisation.fileSystems evaluates and has the mounts in fileSystems" (
     plain != null && plain ? ${lowerAt} && plain ? ${storeAt}
   ) (builtins.toJSON (if plain == null then null else lib.attrNames plain)))
   (timeoutCase "a /dev path" [ (second { }) ] true false)
   (timeoutCase "LABEL=" [ (second { lower.device = "LABEL=lower-store"; }) ] true false)
-  (timeoutCase "UUID= set to 10s" [ (second { lower.device = "UUID=0123-4567"; lower.deviceTimeout = "10s"; }) ] true false)
+  (timeoutCase "UUID= set to 10s" [
+    (second {
+      lower.device = "UUID=0123-4567";
+      lower.deviceTimeout = "10s";
+    })
+  ] true false)
   (timeoutCase "a virtiofs tag, at its default" [ (second (virtiofs { })) ] false false)
-  (timeoutCase "a virtiofs tag, set to 10s" [ (second (virtiofs { lower.deviceTimeout = "10s"; })) ] false true)
+  (timeoutCase "a virtiofs tag, set to 10s" [
+    (second (virtiofs {
+      lower.deviceTimeout = "10s";
+    }))
+  ] false true)
   (timeoutCase "system-store, at its default" [ systemStore ] null false)
-  (timeoutCase "system-store, set to 10s" [ systemStore { services.snix-lower-store.lower.deviceTimeout = "10s"; } ] null true)
-  (check "4 store-url.nix: a socket path with space, ?, % and # is percent-encoded in unix://" (url == wantUrl) "got ${url}, want ${wantUrl}")
-  (check "4 the module's storeUrl carries the encoded socket path (encoded once more as lower-store=)" (
-    moduleUrl != null && lib.hasInfix "lower-store=${urlLib.percentEncode wantSocket}" moduleUrl
-  ) "storeUrl: ${toString moduleUrl}")
+  (timeoutCase "system-store, set to 10s" [
+    systemStore
+    { services.snix-lower-store.lower.deviceTimeout = "10s"; }
+  ] null true)
+  (check "4 store-url.nix: a socket path with space, ?, % and # is percent-encoded in unix://" (
+    url == wantUrl
+  ) "got ${url}, want ${wantUrl}")
+  (check "4 the module's storeUrl carries the encoded socket path (encoded once more as lower-store=)"
+    (moduleUrl != null && lib.hasInfix "lower-store=${urlLib.percentEncode wantSocket}" moduleUrl)
+    "storeUrl: ${toString moduleUrl}"
+  )
 ]

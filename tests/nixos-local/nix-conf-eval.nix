@@ -48,8 +48,17 @@ let
     m:
     let
       r = builtins.tryEval (
-        (if lib.isFunction m then m { inherit lib pkgs; config = { }; options = { }; utils = { }; } else m)
-        ? options.nix
+        (
+          if lib.isFunction m then
+            m {
+              inherit lib pkgs;
+              config = { };
+              options = { };
+              utils = { };
+            }
+          else
+            m
+        ) ? options.nix
       );
     in
     r.success && r.value;
@@ -104,7 +113,14 @@ let
         ];
       };
       conf = eval.config.environment.etc."nix/nix.conf".source;
-      r = if debug then { success = true; value = conf.text; } else builtins.tryEval (builtins.deepSeq conf.text conf.text);
+      r =
+        if debug then
+          {
+            success = true;
+            value = conf.text;
+          }
+        else
+          builtins.tryEval (builtins.deepSeq conf.text conf.text);
     in
     {
       ok = r.success;
