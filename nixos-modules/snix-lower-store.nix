@@ -106,6 +106,14 @@ let
   # than the option's default (mkOptionDefault, 1500).
   deviceTimeoutSet = options.services.snix-lower-store.lower.deviceTimeout.highestPrio < 1500;
   timeoutNotDevice = "services.snix-lower-store.lower.deviceTimeout = \"${cfg.lower.deviceTimeout}\" has no effect: lower.device = \"${toString cfg.lower.device}\" is no device path under /dev nor a LABEL=/UUID=/PARTLABEL=/PARTUUID= tag, and systemd waits only for devices (it ignores x-systemd.device-timeout= for anything else). Remove the setting.";
+  # Paths inside the nested lower-store URL that must be percent-encoded:
+  # Nix 2.34 opens such a URL, Nix 2.26 decodes lower-store= twice and does
+  # not (tests/nix-parse 5).
+  encodedInUrl = lib.filter (p: builtins.match "[A-Za-z0-9._~/-]*" p == null) [
+    cfg.socket.path
+    cfg.lower.storeDir
+  ];
+  urlEncodingWarning = "services.snix-lower-store: ${lib.concatStringsSep " and " encodedInUrl} hold characters that are percent-encoded in the store URL (socket.path, lower.storeDir). Nix 2.34 opens it; Nix 2.26 decodes the nested lower-store= value twice and cannot. Paths of letters, digits, '-', '.', '_', '~' and '/' work with every Nix.";
   timeoutSystemStore = "services.snix-lower-store.lower.deviceTimeout = \"${cfg.lower.deviceTimeout}\" has no effect with placement = \"system-store\": the initrd mounts the lower image with systemd's default device timeout (DefaultDeviceTimeoutSec=, 90s unless changed). Remove the setting.";
   lowerUnit = "${utils.escapeSystemdPath cfg.lower.mountPoint}.mount";
   overlayUnit = "${utils.escapeSystemdPath cfg.overlay.mountPoint}.mount";
@@ -951,7 +959,8 @@ in
 
       warnings =
         optional (deviceTimeoutSet && hasLowerMount && secondStore && !lowerIsDevice) timeoutNotDevice
-        ++ optional (deviceTimeoutSet && systemStore) timeoutSystemStore;
+        ++ optional (deviceTimeoutSet && systemStore) timeoutSystemStore
+        ++ optional (encodedInUrl != [ ]) urlEncodingWarning;
 
       environment.systemPackages = [ cfg.package ];
 

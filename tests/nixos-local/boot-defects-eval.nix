@@ -161,7 +161,17 @@ let
   };
   wantSocket = "unix:///run/a%20b%3Fc%25d%23e/sock?real=";
   wantUrl = "${wantSocket}/srv/lower/nix/store";
-  moduleUrl = try (eval [ (second { socket.path = socket; }) ]).services.snix-lower-store.storeUrl;
+  oddSocket = try (
+    let
+      c = eval [ (second { socket.path = socket; }) ];
+    in
+    {
+      inherit (c.services.snix-lower-store) storeUrl;
+      inherit (c) warnings;
+    }
+  );
+  moduleUrl = if oddSocket == null then null else oddSocket.storeUrl;
+  plainWarnings = try (eval [ (second { }) ]).warnings;
 in
 [
   (check
@@ -218,5 +228,19 @@ in
   (check "4 the module's storeUrl carries the encoded socket path (encoded once more as lower-store=)"
     (moduleUrl != null && lib.hasInfix "lower-store=${urlLib.percentEncode wantSocket}" moduleUrl)
     "storeUrl: ${toString moduleUrl}"
+  )
+  (check
+    "4 such a socket path gives a warning naming socket.path (Nix 2.26 cannot open the nested URL); a plain one none"
+    (
+      oddSocket != null
+      && lib.any (w: lib.hasInfix socket w && lib.hasInfix "socket.path" w) oddSocket.warnings
+      && plainWarnings == [ ]
+    )
+    "warnings: ${
+      builtins.toJSON [
+        (if oddSocket == null then null else oddSocket.warnings)
+        plainWarnings
+      ]
+    }"
   )
 ]
