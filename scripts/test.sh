@@ -8,8 +8,7 @@
 #   5. the Nix file parse checks, the end-to-end suite against real Nix 2.26
 #      and 2.34 (and against a real snix-store with tests/snix/run, when
 #      SNIX_STORE_BIN and SNIX_NIX_DAEMON_BIN are set), and the unit files
-#      under real systemd (must run as root), and the device facts of systemd
-#      257 the NixOS module relies on (tests/systemd/device-facts).
+#      under real systemd (must run as root).
 # Extra arguments go to the end-to-end binary (e.g. --only overlay-ours/gc).
 # Exits non-zero if any step fails; prints how long each step took.
 set -uo pipefail
