@@ -59,8 +59,8 @@ let
     }:
     lib.evalModules {
       modules =
-        si.baseModules
-        ++ lib.optional vm si.vmModule
+        si.baseModules nixpkgs
+        ++ lib.optionals vm (si.vmModules nixpkgs)
         ++ [
           { _module.args.pkgs = pkgs; }
           base
@@ -77,24 +77,9 @@ let
       utils = eval._module.args.utils;
       units = lib.filterAttrs (_: u: u.enable) c.systemd.units;
       initrdUnits = lib.filterAttrs (_: u: u.enable) c.boot.initrd.systemd.units;
-      mkValue =
-        v:
-        if v == null then
-          ""
-        else if lib.isBool v then
-          lib.boolToString v
-        else if lib.isList v then
-          toString v
-        else
-          toString v;
-      nixConfLines = lib.concatStringsSep "\n" (
-        lib.mapAttrsToList (k: v: "${k} = ${mkValue v}") (
-          lib.filterAttrs (k: _: !lib.hasPrefix "extra-" k) c.nix.settings
-        )
-        ++ lib.mapAttrsToList (k: v: "${k} = ${mkValue v}") (
-          lib.filterAttrs (k: _: lib.hasPrefix "extra-" k) c.nix.settings
-        )
-      );
+      # nix.conf as nixpkgs' nix.nix renders it (environment.etc's source,
+      # a writeTextFile whose text the stand-in keeps).
+      nixConfFile = c.environment.etc."nix/nix.conf" or null;
       snix = c.services.snix-lower-store or { };
       pkg = snix.package or null;
     in
@@ -119,10 +104,11 @@ let
           neededForBoot
           ;
       }) c.fileSystems;
-      fstab = si.fstabText c utils;
+      # /etc/fstab as nixpkgs' filesystems.nix writes it.
+      fstab = c.environment.etc.fstab.text;
       etc = lib.mapAttrs (_: e: e.text) (lib.filterAttrs (_: e: e.enable && e.text != null) c.environment.etc);
       nixSettings = c.nix.settings;
-      nixConf = nixConfLines + "\n" + c.nix.extraOptions;
+      nixConf = if c.nix.enable then nixConfFile.source.text else "";
       nixEnable = c.nix.enable;
       variables = c.environment.variables;
       systemdPackages = map (p: p.name) c.systemd.packages;
