@@ -161,8 +161,17 @@ in
     }
   ];
 
+  # The same with a device: the second store (default placement).
+  second-store-systemd-initrd = second { boot.initrd.systemd.enable = true; };
+
   user-experimental-string = second {
     nix.settings.experimental-features = "nix-command flakes";
+  };
+
+  # issue 21 part 3: a user's extra-experimental-features as a string (as
+  # nix.conf has it) next to the module's list.
+  user-extra-experimental-string = second {
+    nix.settings.extra-experimental-features = "flakes";
   };
 
   registration-path = second {
@@ -195,4 +204,42 @@ in
     systemStore
     { environment.variables.NIX_CONFIG = "show-trace = true"; }
   ];
+
+  # Misspelt options of the kinds the VM test nodes set: each must fail to
+  # evaluate ("The option ... does not exist"), as on NixOS. `misspelt` names
+  # the option for tests/nixos-local/run.
+  misspelt-virtualisation = {
+    vm = true;
+    misspelt = "virtualisation.memorysize";
+    modules = [ { virtualisation.memorysize = 1024; } ];
+  };
+  misspelt-virtualisation-qemu = {
+    vm = true;
+    misspelt = "virtualisation.qemu.option";
+    modules = [ { virtualisation.qemu.option = [ "-m" ]; } ];
+  };
+  misspelt-boot-loader = {
+    vm = true;
+    misspelt = "boot.loader.grub.enabled";
+    modules = [ { boot.loader.grub.enabled = false; } ];
+  };
+  misspelt-system-switch = {
+    vm = true;
+    misspelt = "system.switch.enabled";
+    modules = [ { system.switch.enabled = true; } ];
+  };
+  misspelt-users = {
+    vm = true;
+    misspelt = "users.users.alice.isNormaluser";
+    modules = [ { users.users.alice.isNormaluser = true; } ];
+  };
+  misspelt-networking = {
+    vm = true;
+    misspelt = "networking.hostname";
+    modules = [ { networking.hostname = "machine"; } ];
+  };
+  misspelt-fileSystems = {
+    misspelt = "fileSystems.\"/srv\".fstype";
+    modules = [ { fileSystems."/srv".fstype = "ext4"; } ];
+  };
 }

@@ -15,6 +15,10 @@
 
 let
   check = name: ok: detail: { inherit name ok detail; };
+  # The cases that set a misspelt option: name -> the option.
+  misspelt = lib.mapAttrs' (n: c: lib.nameValuePair "case ${n}" c.misspelt) (
+    lib.filterAttrs (_: c: c ? misspelt) (import ./cases.nix { inherit lib repo; })
+  );
   get = name: configs.${name} or { evaluates = false; };
   evaluated = c: c.evaluates or false;
 
@@ -73,9 +77,14 @@ in
     "missing from lib.fileset.unions: ${toString missingMembers}"
   )
 ]
-# Every configuration evaluates (the cases, the VM nodes, the README).
+# Every configuration evaluates (the cases, the VM nodes, the README), but
+# those with a misspelt option, which must not.
 ++ lib.mapAttrsToList (
-  n: c: check "evaluates: ${n}" (evaluated c) "evaluation failed (the driver prints the error)"
+  n: c:
+  if misspelt ? ${n} then
+    check "typed: ${n} (${misspelt.${n}}) does not evaluate" (!evaluated c) "it evaluates: the option is not typed as nixpkgs declares it"
+  else
+    check "evaluates: ${n}" (evaluated c) "evaluation failed (the driver prints the error)"
 ) configs
 ++ lib.mapAttrsToList (
   n: c:
@@ -112,9 +121,28 @@ in
       c = get "case enable-alone-systemd-initrd";
       stage1 = lib.filterAttrs (_: fs: fs.neededForBoot || lib.elem "x-initrd.mount" fs.options) (c.fileSystems or { });
     in
-    check "3 enable = true with boot.initrd.systemd.enable: no boot-critical mount over an empty lower directory" (
-      evaluated c && (c.failedAssertions != [ ] || !(stage1 ? "/nix/store"))
+    check "3 enable = true alone with boot.initrd.systemd.enable: refused for the missing lower.device, no boot-critical mount over an empty lower directory" (
+      evaluated c && hasMessage "lower.device is not set" c && !(stage1 ? "/nix/store") && !(c.initrdUnits ? "sysroot-nix-store.mount")
     ) "assertions: ${toString (c.failedAssertions or [ ])}; stage-1 mounts: ${toString (lib.attrNames stage1)}"
+  )
+  (
+    # With a device, nothing else fails first: the second store (the default
+    # placement) must then put none of its mounts in stage 1 and leave
+    # /nix/store alone.
+    let
+      c = get "case second-store-systemd-initrd";
+      stage1 = lib.filterAttrs (_: fs: fs.neededForBoot || lib.elem "x-initrd.mount" fs.options) (c.fileSystems or { });
+      own = lib.filterAttrs (n: _: lib.hasPrefix "/var/lib/snix-overlay" n) stage1;
+    in
+    check "3 second store with boot.initrd.systemd.enable: accepted, none of its mounts in stage 1, /nix/store and the initrd untouched" (
+      evaluated c
+      && c.failedAssertions == [ ]
+      && c.fileSystems ? "/var/lib/snix-overlay/nix/store"
+      && own == { }
+      && !(stage1 ? "/nix/store")
+      && !(c.fileSystems ? "/nix/store")
+      && !(c.initrdUnits ? "sysroot-nix-store.mount")
+    ) "assertions: ${toString (c.failedAssertions or [ ])}; stage-1 mounts: ${toString (lib.attrNames stage1)}; initrd units: ${toString (lib.attrNames (c.initrdUnits or { }))}"
   )
   (
     let
@@ -151,6 +179,14 @@ in
     check "4 nix.settings.experimental-features given as a string merges with the module's" (
       evaluated c && lib.elem "local-overlay-store" (expFeatures c.nixSettings) && lib.elem "flakes" (expFeatures c.nixSettings)
     ) "nix.settings: ${builtins.toJSON (c.nixSettings or null)}"
+  )
+  (
+    let
+      c = get "case user-extra-experimental-string";
+    in
+    check "4 nix.settings.extra-experimental-features given as a string merges with the module's (nixpkgs' nix.nix type)" (
+      evaluated c && lib.elem "local-overlay-store" (expFeatures c.nixSettings) && lib.elem "flakes" (expFeatures c.nixSettings)
+    ) "nix.settings: ${builtins.toJSON (c.nixSettings or null)} (the module's list and a string cannot merge in `either confAtom (listOf confAtom)`)"
   )
   (
     let
@@ -214,8 +250,10 @@ in
     let
       c = get "case nix-enable-second-store";
     in
-    check "10 making a second store Nix's default store (the old nix.enable name) is refused by an assertion" (
-      evaluated c && c.failedAssertions != [ ]
+    check "10 making a second store Nix's default store (the old nix.enable name) is refused by the configureNix assertion, with the rename warned about" (
+      evaluated c
+      && hasMessage "configureNix = true with placement = \"second-store\"" c
+      && lib.any (lib.hasInfix "services.snix-lower-store.configureNix") (c.warnings or [ ])
     ) "assertions: ${toString (c.failedAssertions or [ ])}; warnings: ${toString (c.warnings or [ ])}"
   )
   (

@@ -112,6 +112,11 @@ let
       nixEnable = c.nix.enable;
       variables = c.environment.variables;
       systemdPackages = map (p: p.name) c.systemd.packages;
+      # Forced as a system build forces them (an undeclared option in a
+      # user's definition fails here).
+      users = lib.mapAttrs (_: u: { inherit (u) isNormalUser isSystemUser group; }) c.users.users;
+      groups = lib.attrNames c.users.groups;
+      vmMemorySize = c.virtualisation.memorySize or null;
       snix = {
         enable = snix.enable or false;
         storeUrl = if snix.enable or false then snix.storeUrl else null;
@@ -333,6 +338,7 @@ let
 in
 {
   json = {
+    misspelt = lib.mapAttrs' (n: c: lib.nameValuePair "case ${n}" c.misspelt) (lib.filterAttrs (_: c: c ? misspelt) cases);
     inherit
       configs
       checks
