@@ -338,6 +338,22 @@ let
 in
 {
   json = {
+    # Each VM test's script after Nix interpolation and its node names, for
+    # tests/vm-scripts/check.py (the nodes' units are in `configs`).
+    vmScripts = lib.mapAttrs (test: t: {
+      nodes = lib.attrNames (t.nodes or { });
+      # null when it does not evaluate (the check says so).
+      script =
+        let
+          s =
+            if lib.isFunction t.testScript then
+              t.testScript { nodes = lib.mapAttrs (node: _: allEvals."vm-test ${test}/${node}".config) t.nodes; }
+            else
+              t.testScript;
+          r = builtins.tryEval (builtins.deepSeq s s);
+        in
+        if r.success then r.value else null;
+    }) vmTests;
     misspelt = lib.mapAttrs' (n: c: lib.nameValuePair "case ${n}" c.misspelt) (lib.filterAttrs (_: c: c ? misspelt) cases);
     inherit
       configs

@@ -124,7 +124,10 @@ let
         # A version: nix.nix renders nix.conf by it (isNixAtLeast).
         nix = mkPkg "nix" "2.31.0" { };
         buildPackages.lndir = mkPkg "lndir" "stand-in" { };
-        runCommand = name: env: buildCommand: captured name { inherit env buildCommand; };
+        # passthru attributes on the result, as mkDerivation puts them.
+        runCommand =
+          name: env: buildCommand:
+          captured name ({ inherit env buildCommand; } // env.passthru or { });
         runCommandLocal = self.runCommand;
         # Content-addressed like the real one, so that restartTriggers
         # (X-Restart-Triggers=, a writeText path) follow what they hash.
