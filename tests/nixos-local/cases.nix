@@ -84,6 +84,46 @@ in
     ];
   };
 
+  # The switch part (tests/nixos-local/switch.py): from second-store-bind,
+  # only the socket's path and mode change; then the module disabled.
+  second-store-bind-socket = {
+    modules = [
+      {
+        services.snix-lower-store = {
+          enable = true;
+          lower.device = "/srv/lower-image";
+          lower.fsType = "none";
+          lower.options = [
+            "bind"
+            "ro"
+          ];
+          overlay.root = "/var/lib/snix-overlay";
+          registrations = [ "/var/lib/snix-overlay/lower/registration" ];
+          logLevel = "debug";
+          socket.path = "/run/snix-lower-store-alt/socket";
+          socket.mode = "0660";
+        };
+        nix.settings = {
+          experimental-features = [ "nix-command" ];
+          sandbox = false;
+          build-users-group = "";
+        };
+      }
+    ];
+  };
+  second-store-bind-disabled = {
+    modules = [
+      {
+        services.snix-lower-store.enable = false;
+        nix.settings = {
+          experimental-features = [ "nix-command" ];
+          sandbox = false;
+          build-users-group = "";
+        };
+      }
+    ];
+  };
+
   # lower.index = "image": the image's own index, no registrations.
   second-store-image.modules = [
     {
