@@ -104,7 +104,10 @@ let
           let
             args = if lib.isFunction argsOrFn then argsOrFn args else argsOrFn;
           in
-          mkPkg args.pname args.version { buildRustPackageArgs = args; };
+          mkPkg args.pname args.version {
+            buildRustPackageArgs = args;
+            inherit (args) src;
+          };
         systemd = mkPkg "systemd" "stand-in" { };
         coreutils = mkPkg "coreutils" "stand-in" { };
         util-linux = mkPkg "util-linux" "stand-in" { };
@@ -115,6 +118,7 @@ let
         runtimeShell = "${self.bash}/bin/bash";
         jq = mkPkg "jq" "stand-in" { };
         busybox = mkPkg "busybox" "stand-in" { };
+        hello = mkPkg "hello" "stand-in" { };
         erofs-utils = mkPkg "erofs-utils" "stand-in" { };
         dosfstools = mkPkg "dosfstools" "stand-in" { };
         qemu_kvm = mkPkg "qemu" "stand-in" { };
@@ -628,4 +632,5 @@ in
     miscModule
   ];
   vmModules = nixpkgs: [ (qemuVmModule nixpkgs) ];
+  inherit qemuVmModule;
 }
