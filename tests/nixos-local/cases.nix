@@ -16,7 +16,12 @@ let
       registrations = [ "/var/lib/snix-overlay/lower/registration" ];
     };
   };
-  second = extra: { modules = [ secondStore extra ]; };
+  second = extra: {
+    modules = [
+      secondStore
+      extra
+    ];
+  };
   systemStore = {
     boot.initrd.systemd.enable = true;
     services.snix-lower-store = {

@@ -100,7 +100,9 @@ let
       initrdUnits = lib.mapAttrs (_: u: u.text) initrdUnits;
       # The initrd units' .wants/.requires links (render lays them out).
       initrdUnitLinks = lib.mapAttrs (_: u: { inherit (u) wantedBy requiredBy; }) initrdUnits;
-      mountUnitNames = map (fs: "${utils.escapeSystemdPath fs.mountPoint}.mount") (lib.attrValues c.fileSystems);
+      mountUnitNames = map (fs: "${utils.escapeSystemdPath fs.mountPoint}.mount") (
+        lib.attrValues c.fileSystems
+      );
       fileSystems = lib.mapAttrs (_: fs: {
         inherit (fs)
           device
@@ -111,7 +113,9 @@ let
       }) c.fileSystems;
       # /etc/fstab as nixpkgs' filesystems.nix writes it.
       fstab = c.environment.etc.fstab.text;
-      etc = lib.mapAttrs (_: e: e.text) (lib.filterAttrs (_: e: e.enable && e.text != null) c.environment.etc);
+      etc = lib.mapAttrs (_: e: e.text) (
+        lib.filterAttrs (_: e: e.enable && e.text != null) c.environment.etc
+      );
       nixSettings = c.nix.settings;
       nixConf = if c.nix.enable then nixConfFile.source.text else "";
       nixEnable = c.nix.enable;
@@ -157,16 +161,24 @@ let
     {
       ${name} = eval;
     }
-    // lib.mapAttrs' (
-      sname: spec: lib.nameValuePair "${name}/specialisation/${sname}" (eval.extendModules { modules = [ spec.configuration ]; })
-    ) (
-      let
-        # A configuration that does not evaluate has no specialisations; its
-        # own entry reports the error.
-        r = builtins.tryEval (builtins.deepSeq (lib.attrNames eval.config.specialisation) eval.config.specialisation);
-      in
-      if r.success then r.value else { }
-    );
+    //
+      lib.mapAttrs'
+        (
+          sname: spec:
+          lib.nameValuePair "${name}/specialisation/${sname}" (
+            eval.extendModules { modules = [ spec.configuration ]; }
+          )
+        )
+        (
+          let
+            # A configuration that does not evaluate has no specialisations; its
+            # own entry reports the error.
+            r = builtins.tryEval (
+              builtins.deepSeq (lib.attrNames eval.config.specialisation) eval.config.specialisation
+            );
+          in
+          if r.success then r.value else { }
+        );
 
   # ---------------------------------------------------------- the VM tests
   vmTests = import (repo + "/tests/nixos") { inherit pkgs self; };
@@ -220,7 +232,9 @@ let
                   ] { inherit (p) name buildCommand; }
                 );
               in
-              lib.nameValuePair "README block ${toString i}: packages.${sys}.${n}" (if r.success then r.value else null)
+              lib.nameValuePair "README block ${toString i}: packages.${sys}.${n}" (
+                if r.success then r.value else null
+              )
             ) ps
           ) packages
         )
@@ -313,7 +327,11 @@ let
     in
     {
       default = try (summary (mk { }));
-      directory = try (summary (mk { format = "directory"; }));
+      directory = try (
+        summary (mk {
+          format = "directory";
+        })
+      );
       options = try (
         summary (mk {
           dedupe = false;
@@ -321,10 +339,26 @@ let
           extraMkfsArgs = [ "-b4096" ];
         })
       );
-      uncompressed = try (summary (mk { compression = null; }));
-      bad-format = try (summary (mk { format = "squashfs"; }));
-      long-label = try (summary (mk { label = "a-label-of-sixteen"; }));
-      no-roots = try (summary (mk { rootPaths = [ ]; }));
+      uncompressed = try (
+        summary (mk {
+          compression = null;
+        })
+      );
+      bad-format = try (
+        summary (mk {
+          format = "squashfs";
+        })
+      );
+      long-label = try (
+        summary (mk {
+          label = "a-label-of-sixteen";
+        })
+      );
+      no-roots = try (
+        summary (mk {
+          rootPaths = [ ];
+        })
+      );
       via-package = try (
         summary (self.packages.${system}.snix-lower-store.mkLowerImage { rootPaths = [ pkgs.busybox ]; })
       );
@@ -359,7 +393,9 @@ in
         in
         if r.success then r.value else null;
     }) vmTests;
-    misspelt = lib.mapAttrs' (n: c: lib.nameValuePair "case ${n}" c.misspelt) (lib.filterAttrs (_: c: c ? misspelt) cases);
+    misspelt = lib.mapAttrs' (n: c: lib.nameValuePair "case ${n}" c.misspelt) (
+      lib.filterAttrs (_: c: c ? misspelt) cases
+    );
     inherit
       configs
       checks

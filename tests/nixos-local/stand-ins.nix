@@ -85,67 +85,64 @@ let
   # The stand-in package set; `packageOverrides` for the flake's own package.
   mkPkgs =
     system:
-    lib.fix (
-      self:
-      {
-        inherit lib;
-        stdenv.hostPlatform = {
-          inherit system;
-          isLinux = true;
-          is32bit = false;
-          is64bit = true;
-          isx86_64 = system == "x86_64-linux";
-          isAarch64 = system == "aarch64-linux";
+    lib.fix (self: {
+      inherit lib;
+      stdenv.hostPlatform = {
+        inherit system;
+        isLinux = true;
+        is32bit = false;
+        is64bit = true;
+        isx86_64 = system == "x86_64-linux";
+        isAarch64 = system == "aarch64-linux";
+      };
+      stdenv.buildPlatform = self.stdenv.hostPlatform;
+      callPackage = lib.callPackageWith self;
+      rustPlatform.buildRustPackage =
+        argsOrFn:
+        let
+          args = if lib.isFunction argsOrFn then argsOrFn args else argsOrFn;
+        in
+        mkPkg args.pname args.version {
+          buildRustPackageArgs = args;
+          inherit (args) src;
         };
-        stdenv.buildPlatform = self.stdenv.hostPlatform;
-        callPackage = lib.callPackageWith self;
-        rustPlatform.buildRustPackage =
-          argsOrFn:
-          let
-            args = if lib.isFunction argsOrFn then argsOrFn args else argsOrFn;
-          in
-          mkPkg args.pname args.version {
-            buildRustPackageArgs = args;
-            inherit (args) src;
-          };
-        systemd = mkPkg "systemd" "stand-in" { };
-        coreutils = mkPkg "coreutils" "stand-in" { };
-        util-linux = mkPkg "util-linux" "stand-in" { };
-        findutils = mkPkg "findutils" "stand-in" { };
-        gnugrep = mkPkg "gnugrep" "stand-in" { };
-        gnused = mkPkg "gnused" "stand-in" { };
-        bash = mkPkg "bash" "stand-in" { };
-        runtimeShell = "${self.bash}/bin/bash";
-        jq = mkPkg "jq" "stand-in" { };
-        busybox = mkPkg "busybox" "stand-in" { };
-        hello = mkPkg "hello" "stand-in" { };
-        erofs-utils = mkPkg "erofs-utils" "stand-in" { };
-        dosfstools = mkPkg "dosfstools" "stand-in" { };
-        qemu_kvm = mkPkg "qemu" "stand-in" { };
-        qemu = self.qemu_kvm;
-        OVMF = mkPkg "OVMF" "stand-in" { fd = mkPkg "OVMF-fd" "stand-in" { }; };
-        squashfsTools = mkPkg "squashfs-tools" "stand-in" { };
-        # A version: nix.nix renders nix.conf by it (isNixAtLeast).
-        nix = mkPkg "nix" "2.31.0" { };
-        buildPackages.lndir = mkPkg "lndir" "stand-in" { };
-        # passthru attributes on the result, as mkDerivation puts them.
-        runCommand =
-          name: env: buildCommand:
-          captured name ({ inherit env buildCommand; } // env.passthru or { });
-        runCommandLocal = self.runCommand;
-        # Content-addressed like the real one, so that restartTriggers
-        # (X-Restart-Triggers=, a writeText path) follow what they hash.
-        writeText = name: text: mkCaptured name (builtins.toFile name text) { inherit text; };
-        # nix.nix's nix.conf: its text is what eval.nix reports.
-        writeTextFile = args: mkCaptured args.name (builtins.toFile args.name args.text) args;
-        writeShellScript = script;
-        writeScript = script;
-        writeShellScriptBin = name: text: captured name { inherit text; };
-        writeShellApplication = args: captured args.name args;
-        closureInfo = args: captured "closure-info" args;
-        testers.runNixOSTest = args: args;
-      }
-    );
+      systemd = mkPkg "systemd" "stand-in" { };
+      coreutils = mkPkg "coreutils" "stand-in" { };
+      util-linux = mkPkg "util-linux" "stand-in" { };
+      findutils = mkPkg "findutils" "stand-in" { };
+      gnugrep = mkPkg "gnugrep" "stand-in" { };
+      gnused = mkPkg "gnused" "stand-in" { };
+      bash = mkPkg "bash" "stand-in" { };
+      runtimeShell = "${self.bash}/bin/bash";
+      jq = mkPkg "jq" "stand-in" { };
+      busybox = mkPkg "busybox" "stand-in" { };
+      hello = mkPkg "hello" "stand-in" { };
+      erofs-utils = mkPkg "erofs-utils" "stand-in" { };
+      dosfstools = mkPkg "dosfstools" "stand-in" { };
+      qemu_kvm = mkPkg "qemu" "stand-in" { };
+      qemu = self.qemu_kvm;
+      OVMF = mkPkg "OVMF" "stand-in" { fd = mkPkg "OVMF-fd" "stand-in" { }; };
+      squashfsTools = mkPkg "squashfs-tools" "stand-in" { };
+      # A version: nix.nix renders nix.conf by it (isNixAtLeast).
+      nix = mkPkg "nix" "2.31.0" { };
+      buildPackages.lndir = mkPkg "lndir" "stand-in" { };
+      # passthru attributes on the result, as mkDerivation puts them.
+      runCommand =
+        name: env: buildCommand:
+        captured name ({ inherit env buildCommand; } // env.passthru or { });
+      runCommandLocal = self.runCommand;
+      # Content-addressed like the real one, so that restartTriggers
+      # (X-Restart-Triggers=, a writeText path) follow what they hash.
+      writeText = name: text: mkCaptured name (builtins.toFile name text) { inherit text; };
+      # nix.nix's nix.conf: its text is what eval.nix reports.
+      writeTextFile = args: mkCaptured args.name (builtins.toFile args.name args.text) args;
+      writeShellScript = script;
+      writeScript = script;
+      writeShellScriptBin = name: text: captured name { inherit text; };
+      writeShellApplication = args: captured args.name args;
+      closureInfo = args: captured "closure-info" args;
+      testers.runNixOSTest = args: args;
+    });
 
   # nixos/modules/misc/extra-arguments.nix and the systemd.* part of
   # nixos/modules/system/boot/systemd.nix (declarations and `units`).
@@ -181,7 +178,15 @@ let
         };
         enableStrictShellChecks = lib.mkEnableOption "";
         globalEnvironment = mkOption {
-          type = with types; attrsOf (nullOr (oneOf [ str path package ]));
+          type =
+            with types;
+            attrsOf (
+              nullOr (oneOf [
+                str
+                path
+                package
+              ])
+            );
           default = { };
         };
         packages = mkOption {
@@ -268,7 +273,15 @@ let
             default = [ ];
           };
           managerEnvironment = mkOption {
-            type = with types; attrsOf (nullOr (oneOf [ str path package ]));
+            type =
+              with types;
+              attrsOf (
+                nullOr (oneOf [
+                  str
+                  path
+                  package
+                ])
+              );
             default = { };
           };
           storePaths = mkOption {
@@ -460,7 +473,13 @@ let
           realDevice = str "";
           options = opt (types.nonEmptyListOf types.nonEmptyStr) [ "defaults" ];
           priority = opt (types.nullOr types.int) null;
-          discardPolicy = opt (types.nullOr (types.enum [ "once" "pages" "both" ])) null;
+          discardPolicy = opt (types.nullOr (
+            types.enum [
+              "once"
+              "pages"
+              "both"
+            ]
+          )) null;
         };
       };
     in
