@@ -6,6 +6,7 @@ configuration to a new one, decided as its main.rs decides
 at 00401fd7e581; line numbers below are that file's).
 
   switch.py plan CUR_UNITS NEW_UNITS SHIPPED CUR_FSTAB NEW_FSTAB ACTIVE_JSON
+  switch.py selftest      (one PASS/FAIL line per decision, on unit texts)
 
 CUR_UNITS / NEW_UNITS  the running and the new /etc/systemd/system;
 SHIPPED                systemd's own units (the root's /usr/lib/systemd/system):
@@ -20,19 +21,20 @@ ACTIVE_JSON            `busctl --json=short call ... ListUnitsByPatterns as as
 
 Prints {"stop": [...], "skip": [...], "reload": [...], "restart": [...],
 "start": [...]} as JSON. What is not modelled: template instances (l. 1376),
-nspawn containers (l. 1289-1358), the activation script's own restart lists
-(l. 1771-1837), sysinit-reactivation.target (l. 1912), user units.
+nspawn containers (l. 1275-1360), the activation script's own restart lists
+(l. 1766-1837), sysinit-reactivation.target (l. 1912), user units.
 
 Invariant: reads only; the harness (tests/nixos-local/run, part switch)
 carries the plan out in that order: stop, activate (new units and /etc),
 daemon-reload, reset-failed, reload (an inactive one started instead),
-restart, start (l. 1712-2060).
+restart, start (l. 1712-2064).
 """
 import glob
 import json
 import os
 import subprocess
 import sys
+import tempfile
 
 TRUE = ("1", "yes", "true", "on")
 
@@ -185,7 +187,7 @@ class Plan:
             self.reload.discard(unit)
 
     def units(self):
-        """l. 1366-1487: every active unit of the running configuration."""
+        """l. 1363-1487: every active unit of the running configuration."""
         for unit, state in sorted(self.active.items()):
             cur = self.cur_file(unit)
             if not os.path.exists(cur) or state not in ("active", "activating"):
@@ -257,7 +259,52 @@ def active_units(busctl_json):
     return {u[0]: u[3] for u in data if u[5] == "" and u[3] != "inactive"}
 
 
+def selftest():
+    """The decisions this harness relies on, each on two unit texts; prints
+    one PASS/FAIL line each (the run script counts them)."""
+    svc = "[Unit]\nDescription=a\n[Service]\nExecStart=/bin/a\n"
+    cases = [
+        ("a Description change alone leaves a unit alone (l. 430-447, 506-507)", svc, svc.replace("=a\n", "=b\n", 1), "equal"),
+        ("an ExecStart change restarts (l. 517)", svc, svc.replace("/bin/a", "/bin/b"), "restart"),
+        ("an X-Reload-Triggers change reloads (l. 503-505)", svc + "[Unit]\nX-Reload-Triggers=1\n",
+         svc + "[Unit]\nX-Reload-Triggers=2\n", "reload"),
+        ("a new [Service] key restarts (l. 533-534)", svc, svc + "Environment=A=1\n", "restart"),
+        ("a mount's Options change reloads (l. 512-515)", "[Mount]\nWhat=/a\nOptions=ro\n",
+         "[Mount]\nWhat=/a\nOptions=rw\n", "reload"),
+        ("a mount's What change restarts (l. 517)", "[Mount]\nWhat=/a\n", "[Mount]\nWhat=/b\n", "restart"),
+        ("an empty value clears the earlier ones (l. 308-320)", svc + "Environment=A=1\nEnvironment=\n",
+         svc + "Environment=\n", "equal"),
+    ]
+    bad = 0
+    for name, a, b, want in cases:
+        got = compare_units(parse_ini({}, a), parse_ini({}, b))
+        print(("PASS" if got == want else "FAIL") + f" switch.py compare_units: {name}" + ("" if got == want else f": {got}, want {want}"))
+        bad += got != want
+    with tempfile.TemporaryDirectory() as new_dir:
+        runs = []
+        for with_socket in (True, False):
+            if with_socket:
+                open(os.path.join(new_dir, "x.socket"), "w").close()
+            elif os.path.exists(os.path.join(new_dir, "x.socket")):
+                os.unlink(os.path.join(new_dir, "x.socket"))
+            plan = Plan("/nonexistent", new_dir, "/nonexistent", {"x.socket": "active"})
+            plan.modified("x.socket", {})
+            plan.modified("x.service", {"Service": {}})
+            runs.append(plan)
+    ok = (
+        runs[0].stop == {"x.socket", "x.service"} and runs[0].start == {"x.socket"} and not runs[0].restart
+        and runs[1].stop == {"x.socket", "x.service"} and runs[1].start == {"x.service"}
+    )
+    print(("PASS" if ok else "FAIL") + " switch.py handle_modified_unit: a changed socket is left alone; a changed"
+          " socket-activated service stops its socket and starts it again, or starts the service when the new"
+          " configuration has no such socket (l. 656-791)" + ("" if ok else f": {runs[0].json()} {runs[1].json()}"))
+    bad += not ok
+    sys.exit(1 if bad else 0)
+
+
 def main():
+    if sys.argv[1:] == ["selftest"]:
+        selftest()
     if sys.argv[1] != "plan" or len(sys.argv) != 8:
         raise SystemExit("usage: switch.py plan CUR_UNITS NEW_UNITS SHIPPED CUR_FSTAB NEW_FSTAB ACTIVE_JSON")
     cur_dir, new_dir, shipped, cur_fstab, new_fstab, active_json = sys.argv[2:8]
