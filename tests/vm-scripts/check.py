@@ -55,10 +55,28 @@ OWN_ROOTS = ("/run/snix-", "/etc/snix-lower-store", "/var/lib/snix-overlay", "/n
 HOST_UNIT_DIRS = ("/usr/lib/systemd/system", "/lib/systemd/system")
 
 failures = 0
+# While the negative control runs: every check must reject its script.
+expect_fail = False
+
+# The negative control: a script with one fault per check, checked against
+# the first test's nodes (a misspelt method and a wrong argument type for
+# mypy and ty, an undefined name for pyflakes and ruff, a unit name whose
+# \x2d escape Python decodes, a module path no node renders).
+BROKEN_SCRIPT = """
+machine.wait_for_unit(5)
+machine.succed("true")
+print(undefined_name)
+machine.succeed("systemctl stop 'var-lib-snix\\x2doverlay-nix-store.mount'")
+machine.succeed("test -S /run/snix-lower-stor/socket")
+"""
 
 
 def report(ok, name, detail=""):
     global failures
+    if expect_fail:
+        ok, name, detail = not ok, f"vm-scripts negative control: {name} rejects a broken script", (
+            f"it accepts it: {detail}" if ok else detail[:300]
+        )
     if ok:
         print(f"PASS {name}" + (f" ({detail})" if detail else ""))
     else:
@@ -238,6 +256,14 @@ def main():
     symbols = driver_symbols(driver_src)
     prepend = typed_prepend(prepend_path)
     shipped = host_units()
+    global expect_fail
+    first = sorted(data["vmScripts"])[0]
+    expect_fail = True
+    data["configs"].update({k.replace(f"vm-test {first}/", "vm-test selftest/", 1): c
+                            for k, c in list(data["configs"].items()) if k.startswith(f"vm-test {first}/")})
+    lint("selftest", BROKEN_SCRIPT, data["vmScripts"][first]["nodes"], symbols, prepend, bins, driver_src, out)
+    check_names("selftest", BROKEN_SCRIPT, data["configs"], shipped)
+    expect_fail = False
     for test, t in sorted(data["vmScripts"].items()):
         if t["script"] is None:
             report(False, f"vm-script {test}: the script evaluates", "testScript does not evaluate (eval.nix json.vmScripts)")
