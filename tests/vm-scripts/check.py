@@ -38,6 +38,9 @@ Per test, one PASS/FAIL line each:
   path, a parent or a child of a path the nodes' rendered units, fstab or
   /etc files name; /etc/systemd/system/<unit> must be a rendered unit.
 
+First, a negative control: a made-up script with one fault per check,
+against the first test's nodes; each check must reject it.
+
 Exits 1 when any line is FAIL.
 """
 import ast
