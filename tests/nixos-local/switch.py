@@ -36,6 +36,17 @@ import subprocess
 import sys
 import tempfile
 
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
 TRUE = ("1", "yes", "true", "on")
 
 
@@ -63,9 +74,9 @@ def parse_ini(data, text):
 
 def parse_unit(path):
     """l. 335-378: the unit and its <unit>.d/*.conf drop-ins."""
-    data = parse_ini({}, open(path).read())
+    data = parse_ini({}, read(path))
     for d in sorted(glob.glob(path + ".d/*.conf")):
-        parse_ini(data, open(d).read())
+        parse_ini(data, read(d))
     return data
 
 
@@ -223,7 +234,7 @@ class Plan:
         ones stopped."""
         cur, new = parse_fstab(cur_text), parse_fstab(new_text)
         for mp, fs in cur.items():
-            unit = subprocess.run(["systemd-escape", "--suffix=mount", "-p", mp], capture_output=True, text=True).stdout.strip()
+            unit = subprocess.run(["systemd-escape", "--suffix=mount", "-p", mp], check=False, capture_output=True, text=True).stdout.strip()
             if mp in new:
                 n = new[mp]
                 if fs[:2] != n[:2]:
@@ -308,9 +319,9 @@ def main():
     if sys.argv[1] != "plan" or len(sys.argv) != 8:
         raise SystemExit("usage: switch.py plan CUR_UNITS NEW_UNITS SHIPPED CUR_FSTAB NEW_FSTAB ACTIVE_JSON")
     cur_dir, new_dir, shipped, cur_fstab, new_fstab, active_json = sys.argv[2:8]
-    plan = Plan(cur_dir, new_dir, shipped, active_units(open(active_json).read()))
+    plan = Plan(cur_dir, new_dir, shipped, active_units(read(active_json)))
     plan.units()
-    plan.fstab(open(cur_fstab).read(), open(new_fstab).read())
+    plan.fstab(read(cur_fstab), read(new_fstab))
     print(plan.json())
 
 

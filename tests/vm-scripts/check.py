@@ -50,6 +50,17 @@ import re
 import subprocess
 import sys
 
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
 UNIT_RE = re.compile(
     r"[A-Za-z0-9@_:.\\-]+\.(?:service|socket|mount|automount|target|timer|path|slice|swap)(?![A-Za-z0-9_-])"
 )
@@ -90,7 +101,7 @@ def report(ok, name, detail=""):
 def driver_symbols(driver_src):
     """The names Driver.test_symbols() gives a test script: its dict(...)
     keywords (as generate-driver-symbols prints them)."""
-    tree = ast.parse(open(os.path.join(driver_src, "test_driver/driver.py")).read())
+    tree = ast.parse(read(os.path.join(driver_src, "test_driver/driver.py")))
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and node.name == "test_symbols":
             for sub in ast.walk(node):
@@ -102,7 +113,7 @@ def driver_symbols(driver_src):
 def typed_prepend(path):
     """The copied prepend, its two stale imports mapped to the driver's
     current classes."""
-    text = open(path).read()
+    text = read(path)
     maps = {
         "from test_driver.machine import Machine\n": "from test_driver.machine import BaseMachine as Machine\n"
         "from test_driver.machine import QemuMachine\n",
@@ -116,7 +127,7 @@ def typed_prepend(path):
 
 
 def run(cmd, env=None):
-    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    p = subprocess.run(cmd, check=False, capture_output=True, text=True, env={**os.environ, **(env or {})})
     out = (p.stdout + p.stderr).strip()
     return p.returncode, out
 
@@ -129,9 +140,9 @@ def lint(test, script, nodes, symbols, prepend, bins, driver_src, out):
     names = list(nodes) + (["machine"] if len(nodes) == 1 and "machine" not in nodes else [])
     plain = os.path.join(out, f"{test}.py")
     typed = os.path.join(out, f"{test}-typed.py")
-    open(plain, "w").write(script)
+    write(plain, script)
     hints = " ".join(f"{n}: QemuMachine;" for n in names)
-    open(typed, "w").write(prepend + hints + "\n" + script)
+    write(typed, prepend + hints + "\n" + script)
     builtins = ",".join(names + symbols)
 
     rc, o = run([f"{bins}/pyflakes", plain], {"PYFLAKES_BUILTINS": builtins})
@@ -151,9 +162,9 @@ def lint(test, script, nodes, symbols, prepend, bins, driver_src, out):
     # prepend and hints, as a stub module the script star-imports.
     tydir = os.path.join(out, f"ty-{test}")
     os.makedirs(tydir, exist_ok=True)
-    open(os.path.join(tydir, "vm_test_symbols.pyi"), "w").write(prepend + hints.replace("; ", "\n") + "\n")
+    write(os.path.join(tydir, "vm_test_symbols.pyi"), prepend + hints.replace("; ", "\n") + "\n")
     tyscript = os.path.join(tydir, f"{test}.py")
-    open(tyscript, "w").write("from vm_test_symbols import *  # noqa: F403\n" + script)
+    write(tyscript, "from vm_test_symbols import *  # noqa: F403\n" + script)
     rc, o = run([f"{bins}/ty", "check", "--no-progress", "--python-version", "3.13", "--python", f"{bins}/..",
                  "--extra-search-path", driver_src, "--extra-search-path", tydir, "--output-format", "concise", tyscript])
     report(rc == 0, f"vm-script {test}: ty check", short(o) if rc else "")
@@ -249,7 +260,7 @@ def check_names(test, script, configs, shipped):
 
 def main():
     eval_json, driver_src, prepend_path, bins, out = sys.argv[1:6]
-    data = json.load(open(eval_json))
+    data = json.loads(read(eval_json))
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "mypy.ini"), "w") as f:
         # The driver's own modules are checked by nixpkgs, not here: only the
@@ -260,7 +271,7 @@ def main():
     prepend = typed_prepend(prepend_path)
     shipped = host_units()
     global expect_fail
-    first = sorted(data["vmScripts"])[0]
+    first = min(data["vmScripts"])
     expect_fail = True
     data["configs"].update({k.replace(f"vm-test {first}/", "vm-test selftest/", 1): c
                             for k, c in list(data["configs"].items()) if k.startswith(f"vm-test {first}/")})
