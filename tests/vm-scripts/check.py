@@ -35,8 +35,10 @@ Per test, one PASS/FAIL line each:
   absence asserted) it may instead be one any configuration renders;
 - paths: every path literal under the module's own roots (/run/snix-*,
   /etc/snix-lower-store, /var/lib/snix-overlay, /nix/.snix-*) must be a
-  path, a parent or a child of a path the nodes' rendered units, fstab or
-  /etc files name; /etc/systemd/system/<unit> must be a rendered unit.
+  path or a parent of a path the nodes' rendered units, fstab or /etc files
+  name, or lie under one that is a mount point or names nothing under it
+  (the lower image's files, the upper layer's objects); /etc/systemd/system/
+  <unit> must be a rendered unit.
 
 First, a negative control: a made-up script with one fault per check,
 against the first test's nodes; each check must reject it.
@@ -82,6 +84,7 @@ machine.succed("true")
 print(undefined_name)
 machine.succeed("systemctl stop 'var-lib-snix\\x2doverlay-nix-store.mount'")
 machine.succeed("test -S /run/snix-lower-stor/socket")
+machine.succeed("test -d /var/lib/snix-overlay/uper")
 """
 
 
@@ -170,10 +173,23 @@ def lint(test, script, nodes, symbols, prepend, bins, driver_src, out):
     report(rc == 0, f"vm-script {test}: ty check", short(o) if rc else "")
 
 
+def live(tree):
+    """The nodes of a tree, without the branches Nix interpolation turned
+    off (`if False:` bodies, `if True:` else branches)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Constant) and isinstance(node.test.value, bool):
+            todo.extend(node.body if node.test.value else node.orelse)
+        else:
+            todo.extend(ast.iter_child_nodes(node))
+
+
 def strings_of(script):
-    """Every string constant of the script as Python reads it (f-string
-    parts included)."""
-    return [n.value for n in ast.walk(ast.parse(script)) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    """Every live string constant of the script as Python reads it
+    (f-string parts included)."""
+    return [n.value for n in live(ast.parse(script)) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
 
 
 def host_units():
@@ -187,7 +203,7 @@ def host_units():
 def node_facts(configs, test):
     """Units, /etc names and rendered texts of every configuration of the
     test's nodes (specialisations included)."""
-    units, etc, texts = set(), set(), []
+    units, etc, texts, mounts = set(), set(), [], set()
     for name, c in configs.items():
         if not name.startswith(f"vm-test {test}/") or not c.get("evaluates"):
             continue
@@ -198,14 +214,15 @@ def node_facts(configs, test):
         etc.add("nix/nix.conf")
         texts += [u["text"] for u in c["units"].values()] + list(c.get("initrdUnits", {}).values())
         texts += [c["fstab"]] + list(c["etc"].values())
-    return units, etc, texts
+        mounts.update(line.split()[1] for line in c["fstab"].splitlines() if line.strip() and not line.startswith("#"))
+    return units, etc, texts, mounts
 
 
 def absent_strings(script):
     """String constants inside machine.fail(...) / wait_until_fails(...):
     they may name a unit this node must not have."""
     out = set()
-    for n in ast.walk(ast.parse(script)):
+    for n in live(ast.parse(script)):
         if isinstance(n, ast.Call) and getattr(n.func, "attr", None) in ("fail", "wait_until_fails"):
             for a in n.args:
                 out.update(c.value for c in ast.walk(a) if isinstance(c, ast.Constant) and isinstance(c.value, str))
@@ -221,12 +238,16 @@ def all_units(configs):
 
 
 def check_names(test, script, configs, shipped):
-    units, etc, texts = node_facts(configs, test)
+    units, etc, texts, mounts = node_facts(configs, test)
     absent_ok, anywhere = absent_strings(script), all_units(configs)
     if not units:
         report(False, f"vm-script {test}: units", "no evaluated configuration of its nodes")
         return
     rendered_paths = {p.rstrip("/") for t in texts for p in PATH_RE.findall(t) if p.startswith(OWN_ROOTS)}
+    # What may lie under a rendered path: a mount point's contents (the
+    # lower image's files) or a leaf's (the upper layer's store objects),
+    # not whatever under the overlay root.
+    containers = {r for r in rendered_paths if r in mounts or not any(x.startswith(r + "/") for x in rendered_paths)}
     named, missing, paths, bad_paths = set(), [], set(), []
     for s in strings_of(script):
         for u in UNIT_RE.findall(s):
@@ -249,7 +270,7 @@ def check_names(test, script, configs, shipped):
         if q.startswith("/etc/snix-lower-store"):
             ok = q[len("/etc/"):] in etc or any(e.startswith(q[len("/etc/"):] + "/") for e in etc)
         else:
-            ok = any(q == r or q.startswith(r + "/") or r.startswith(q + "/") for r in rendered_paths)
+            ok = any(q == r or r.startswith(q + "/") for r in rendered_paths) or any(q.startswith(r + "/") for r in containers)
         if not ok:
             bad_paths.append(p)
     report(not missing, f"vm-script {test}: every unit it names is rendered for its nodes or shipped by systemd",
