@@ -190,6 +190,15 @@ let
   sec = secondStore.config;
   sys = systemStore.config;
   unitText = c: name: c.config.systemd.units.${name}.text;
+  # /etc/nix/nix.conf as nixpkgs' nix.nix renders it: it sets `.source` (a
+  # writeTextFile derivation), not `.text`; the derivation's `text` attribute
+  # when it has one, else the built file (import from derivation).
+  nixConfText =
+    c:
+    let
+      etc = c.config.environment.etc."nix/nix.conf";
+    in
+    if etc.text != null then etc.text else etc.source.text or (builtins.readFile etc.source);
   exe = lib.getExe' sec.services.snix-lower-store.package "snix-lower-store";
 
   checks = {
@@ -242,7 +251,7 @@ let
 
     "4: experimental-features as a string still evaluates, with local-overlay-store added" =
       let
-        conf = sec.environment.etc."nix/nix.conf".text;
+        conf = nixConfText secondStore;
       in
       lib.hasInfix "experimental-features = nix-command flakes" conf
       && lib.hasInfix "extra-experimental-features = local-overlay-store" conf;
