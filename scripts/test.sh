@@ -57,7 +57,8 @@ step "nix parse" tests/nix-parse || rc=1
 # PR 539393, 1.3.1 -> 1.4.0, 2026-07-07; 1.5.0 was tagged after 2026-07-22).
 step "nixfmt" scripts/nixfmt --check || rc=1
 # tests/module-eval.nix (the flake's module-eval check) with real Nix and
-# nixpkgs' real nix.nix/assertions.nix (tests/module-eval-local/default.nix).
+# nixpkgs' real nix.nix, assertions.nix and filesystems.nix
+# (tests/module-eval-local/default.nix).
 step "module eval" tests/module-eval-local/run || rc=1
 step "e2e" "$tdir/release/snix-lower-store-e2e" "$@" || rc=1
 # Against a real snix-store when SNIX_STORE_BIN / SNIX_NIX_DAEMON_BIN are set;

@@ -1,10 +1,11 @@
 # Evaluates tests/module-eval.nix -- the flake's `checks.<system>.module-eval`
 # -- on this machine, without a nixpkgs checkout: `nixpkgs.lib.nixosSystem`
 # is lib.evalModules over nixpkgs' real nix.nix (nix.conf rendering, the
-# nix.settings type), assertions.nix and filesystems/{erofs,squashfs}.nix from
-# ../shared/nixpkgs, with tests/nixos-local/stand-ins.nix for the rest
-# (systemd units rendered by nixpkgs' systemd-lib, fileSystems typed as
-# filesystems.nix types them, placeholder packages).
+# nix.settings type), assertions.nix, filesystems.nix (fileSystems types,
+# /etc/fstab) and filesystems/{erofs,squashfs}.nix from ../shared/nixpkgs,
+# with tests/nixos-local/stand-ins.nix for the rest (systemd units rendered by
+# nixpkgs' systemd-lib, placeholder packages) and the few options those
+# modules read from other NixOS modules.
 #
 #   nix-instantiate --eval --strict --json --read-write-mode default.nix \
 #     --arg repo /path/to/repo --arg nixpkgs /path/to/nixpkgs -A report
@@ -33,6 +34,7 @@ let
   realModules = map (p: nixpkgs + "/nixos/modules/${p}") [
     "config/nix.nix"
     "misc/assertions.nix"
+    "tasks/filesystems.nix"
     "tasks/filesystems/erofs.nix"
     "tasks/filesystems/squashfs.nix"
   ];
@@ -59,6 +61,7 @@ let
       in
       withSrc drv // { overrideAttrs = f: withSrc (drv.overrideAttrs f); };
     nix = nixPackage;
+    dosfstools = standInPkgs.writeText "dosfstools-stand-in" "";
     hello = standInPkgs.writeText "hello-2.12.2" "a stand-in for pkgs.hello\n";
   };
 
@@ -68,7 +71,11 @@ let
     removeAttrs options [
       "assertions"
       "warnings"
+      "fileSystems"
     ]
+    // lib.optionalAttrs (options ? boot) {
+      boot = removeAttrs options.boot [ "supportedFilesystems" ];
+    }
     // lib.optionalAttrs (options ? nix) {
       nix = removeAttrs options.nix [
         "settings"
@@ -98,9 +105,46 @@ let
       failed = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
     in
     {
-      options.system.fsPackages = lib.mkOption {
-        type = lib.types.listOf lib.types.package;
-        default = [ ];
+      # Declared by NixOS modules filesystems.nix reads (boot.nix,
+      # container-config.nix, ids.nix, swap.nix, initrd.nix, stage-1.nix), as
+      # loosely as their values allow.
+      options = {
+        boot.isContainer = lib.mkOption {
+          type = lib.types.bool;
+          default = false;
+        };
+        boot.isNspawnContainer = lib.mkOption {
+          type = lib.types.bool;
+          default = false;
+        };
+        boot.initrd.systemd.managerEnvironment = lib.mkOption {
+          type = lib.types.attrsOf lib.types.anything;
+          default = { };
+        };
+        ids.gids = lib.mkOption {
+          type = lib.types.attrsOf lib.types.int;
+          default = { };
+        };
+        # stage-1.nix's addition to each file system.
+        fileSystems = lib.mkOption {
+          type = lib.types.attrsOf (
+            lib.types.submodule {
+              options.neededForBoot = lib.mkOption {
+                type = lib.types.bool;
+                default = false;
+              };
+            }
+          );
+        };
+        swapDevices = lib.mkOption {
+          type = lib.types.listOf lib.types.anything;
+          default = [ ];
+        };
+      };
+      # ids.nix's numbers.
+      config.ids.gids = {
+        keys = 96;
+        tty = 3;
       };
       config.system.build.toplevel = {
         type = "derivation";
@@ -113,7 +157,6 @@ let
               "/nix/store/${si.fakeHash}-nixos-system.drv"
             );
       };
-      config.environment.etc.fstab.text = si.fstabText config config._module.args.utils;
     };
 
   nixosSystem =
