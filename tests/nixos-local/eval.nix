@@ -19,8 +19,6 @@
   repo,
   nixpkgs,
   readmeBlocks ? [ ],
-  # A directory with virtualisation/qemu-vm.nix (see moduleEval), or null.
-  modulesPath ? null,
 }:
 
 let
@@ -58,18 +56,15 @@ let
     {
       modules,
       vm ? false,
-      specialArgs ? { },
-      # The root file system every real system has (a nixosSystem caller
-      # gives its own).
-      withBase ? true,
     }:
     lib.evalModules {
-      inherit specialArgs;
       modules =
         si.baseModules nixpkgs
         ++ lib.optionals vm (si.vmModules nixpkgs)
-        ++ [ { _module.args.pkgs = pkgs; } ]
-        ++ lib.optional withBase base
+        ++ [
+          { _module.args.pkgs = pkgs; }
+          base
+        ]
         ++ modules;
     };
 
@@ -405,22 +400,4 @@ in
   };
   # Forces one configuration without tryEval, so that its error is shown.
   explain = name: builtins.deepSeq (summarize allEvals.${name}) "evaluates";
-  # tests/module-eval.nix (the flake's check) run here: nixosSystem is
-  # evalConfig, modulesPath a directory the run script makes whose
-  # virtualisation/qemu-vm.nix is stand-ins.nix's wrapper of the real one.
-  # Its report: PASS/FAIL lines. Evaluated on its own (an evaluation error
-  # such as a null coerced to a string is not caught by tryEval).
-  moduleEval =
-    (import (repo + "/tests/module-eval.nix") {
-      inherit pkgs self;
-      nixpkgs.lib = lib // {
-        nixosSystem =
-          { modules, ... }:
-          evalConfig {
-            inherit modules;
-            withBase = false;
-            specialArgs.modulesPath = modulesPath;
-          };
-      };
-    }).env.report;
 }

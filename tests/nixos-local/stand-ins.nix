@@ -573,9 +573,10 @@ let
           }
         )) { };
       };
+      # Placeholders a caller may replace (tests/module-eval-local).
       config.system.build = {
-        toplevel = pkgs.runCommand "nixos-system-${config.system.name}" { } "";
-        initialRamdisk = pkgs.runCommand "initrd" { } "";
+        toplevel = lib.mkDefault (pkgs.runCommand "nixos-system-${config.system.name}" { } "");
+        initialRamdisk = lib.mkDefault (pkgs.runCommand "initrd" { } "");
       };
     };
 
