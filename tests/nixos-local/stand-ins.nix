@@ -7,17 +7,20 @@
 #   config/nix.nix (nix.settings' type, nix.conf's text and its checks),
 #   tasks/filesystems.nix + filesystems/{erofs,squashfs,overlayfs}.nix
 #   (the fileSystems type, /etc/fstab, their assertions), misc/assertions.nix,
+#   system/boot/systemd/initrd.nix (boot.initrd.systemd.*: its types, its own
+#   stage-1 units and the units it renders with generateUnits' helpers),
 #   virtualisation/qemu-vm.nix for VM test nodes (every virtualisation.*
 #   option, its fileSystems override), minus the two files it imports that
 #   are not copied (the qemu-guest profile; disk-size-option.nix, whose two
 #   options are declared here as that file declares them).
 # Stood in for:
-# - `systemd.*` and `boot.initrd.systemd.*` (systemd.nix, initrd.nix): the
-#   types of nixpkgs' nixos/lib/systemd-types.nix, units rendered with
-#   systemd-lib.nix's serviceToUnit / socketToUnit / targetToUnit /
-#   mountToUnit, as systemd.nix does;
-# - stage-1.nix's `neededForBoot`; etc.nix's environment.etc (text -> source
-#   as etc.nix does it); nix-daemon.nix's nix.enable / nix.package;
+# - `systemd.*` (systemd.nix): the types of nixpkgs'
+#   nixos/lib/systemd-types.nix, units rendered with systemd-lib.nix's
+#   serviceToUnit / socketToUnit / targetToUnit / mountToUnit, as
+#   systemd.nix does;
+# - stage-1.nix's options (`neededForBoot`, the boot.initrd.* that
+#   initrd.nix reads); etc.nix's environment.etc (text -> source as etc.nix
+#   does it); nix-daemon.nix's nix.enable / nix.package;
 # - every other option a configuration here sets, declared with the type
 #   its nixpkgs module gives it and no freeform type, so a misspelt option
 #   (virtualisation.*, boot.loader.*, system.switch.*, users.*,
@@ -106,7 +109,10 @@ let
           buildRustPackageArgs = args;
           inherit (args) src;
         };
-      systemd = mkPkg "systemd" "stand-in" { };
+      systemd = mkPkg "systemd" "stand-in" {
+        inherit (self) kmod util-linux;
+        withEfi = true;
+      };
       coreutils = mkPkg "coreutils" "stand-in" { };
       util-linux = mkPkg "util-linux" "stand-in" { };
       findutils = mkPkg "findutils" "stand-in" { };
@@ -117,6 +123,19 @@ let
       jq = mkPkg "jq" "stand-in" { };
       busybox = mkPkg "busybox" "stand-in" { };
       hello = mkPkg "hello" "stand-in" { };
+      # What nixpkgs' systemd/initrd.nix names.
+      linux = mkPkg "linux" "stand-in" { };
+      bashInteractive = mkPkg "bash-interactive" "stand-in" { };
+      less = mkPkg "less" "stand-in" { };
+      glibc = mkPkg "glibc" "stand-in" { };
+      kmod = mkPkg "kmod" "stand-in" { };
+      kmod-blacklist-ubuntu = mkPkg "kmod-blacklist-ubuntu" "stand-in" { };
+      kmod-debian-aliases = mkPkg "kmod-debian-aliases" "stand-in" { };
+      chroot-realpath = mkPkg "chroot-realpath" "stand-in" { };
+      systemd-cryptsetup-generator = mkPkg "systemd-cryptsetup-generator" "stand-in" { };
+      buildEnv = args: captured args.name args;
+      makeInitrdNG = args: captured args.name args;
+      makeModulesClosure = args: captured "modules-closure" args;
       erofs-utils = mkPkg "erofs-utils" "stand-in" { };
       dosfstools = mkPkg "dosfstools" "stand-in" { };
       qemu_kvm = mkPkg "qemu" "stand-in" { };
@@ -254,59 +273,80 @@ let
           );
           default = { };
         };
-        systemd = {
-          enable = lib.mkEnableOption "systemd in stage 1";
-          services = mkOption {
-            type = st.initrdServices;
-            default = { };
-          };
-          targets = mkOption {
-            type = st.initrdTargets;
-            default = { };
-          };
-          sockets = mkOption {
-            type = st.initrdSockets;
-            default = { };
-          };
-          mounts = mkOption {
-            type = st.initrdMounts;
-            default = [ ];
-          };
-          managerEnvironment = mkOption {
-            type =
-              with types;
-              attrsOf (
-                nullOr (oneOf [
-                  str
-                  path
-                  package
-                ])
-              );
-            default = { };
-          };
-          storePaths = mkOption {
-            type = st.initrdStorePath;
-            default = [ ];
-          };
-          contents = mkOption {
-            type = st.initrdContents;
-            default = { };
-          };
-          tmpfiles.settings = mkOption {
-            type = types.attrsOf (types.attrsOf (types.attrsOf (types.attrsOf types.anything)));
-            default = { };
-          };
-          units = mkOption {
-            type = st.units;
-            default = { };
-          };
+        # nixos/modules/system/boot/stage-1.nix's options that the real
+        # systemd/initrd.nix reads.
+        enable = mkOption {
+          type = types.bool;
+          default = true;
         };
+        osRelease = mkOption {
+          type = types.path;
+          default = pkgs.writeText "initrd-release" "NAME=NixOS\n";
+        };
+        extraFirmwarePaths = mkOption {
+          type = types.listOf types.str;
+          default = [ ];
+        };
+        compressor = mkOption {
+          type = types.either types.str (types.functionTo types.str);
+          default = "zstd";
+        };
+        compressorArgs = mkOption {
+          type = types.nullOr (types.listOf types.str);
+          default = null;
+        };
+        prepend = mkOption {
+          type = types.listOf types.str;
+          default = [ ];
+        };
+        network.postCommands = mkOption {
+          type = types.lines;
+          default = "";
+        };
+      }
+      //
+        lib.genAttrs
+          [
+            "preFailCommands"
+            "preDeviceCommands"
+            "preLVMCommands"
+            "postDeviceCommands"
+            "postResumeCommands"
+            "postMountCommands"
+            "extraUdevRulesCommands"
+            "extraUtilsCommands"
+            "extraUtilsCommandsTest"
+          ]
+          (
+            _:
+            mkOption {
+              type = types.lines;
+              default = "";
+            }
+          );
+      # nixos/modules/system/boot/kernel.nix, resume, hardware/firmware.
+      options.boot.resumeDevice = mkOption {
+        type = types.str;
+        default = "";
+      };
+      options.boot.kernelPackages = mkOption {
+        type = types.raw;
+        default = {
+          kernel = pkgs.linux;
+        };
+      };
+      options.hardware.firmware = mkOption {
+        type = types.listOf types.package;
+        default = [ ];
+      };
+      options.system.modulesTree = mkOption {
+        type = types.listOf types.path;
+        default = [ ];
       };
 
       config = {
         _module.args.utils = import (nixosLib + "/utils.nix") { inherit lib config pkgs; };
         systemd.units = unitsOf config.systemd;
-        boot.initrd.systemd.units = unitsOf config.boot.initrd.systemd;
       };
     };
 
@@ -645,6 +685,7 @@ in
     (nixpkgs + "/nixos/modules/tasks/filesystems/squashfs.nix")
     (nixpkgs + "/nixos/modules/tasks/filesystems/overlayfs.nix")
     (nixpkgs + "/nixos/modules/misc/assertions.nix")
+    (nixpkgs + "/nixos/modules/system/boot/systemd/initrd.nix")
     systemdModule
     stage1Module
     etcModule
