@@ -1,11 +1,12 @@
 # Evaluates tests/module-eval.nix -- the flake's `checks.<system>.module-eval`
 # -- on this machine, without a nixpkgs checkout: `nixpkgs.lib.nixosSystem`
-# is lib.evalModules over nixpkgs' real nix.nix (nix.conf rendering, the
-# nix.settings type), assertions.nix, filesystems.nix (fileSystems types,
-# /etc/fstab) and filesystems/{erofs,squashfs}.nix from ../shared/nixpkgs,
-# with tests/nixos-local/stand-ins.nix for the rest (systemd units rendered by
-# nixpkgs' systemd-lib, placeholder packages) and the few options those
-# modules read from other NixOS modules.
+# is lib.evalModules over tests/nixos-local/stand-ins.nix's baseModules:
+# nixpkgs' real nix.nix (nix.conf rendering, the nix.settings type),
+# assertions.nix, filesystems.nix (fileSystems types, /etc/fstab) and
+# filesystems/{erofs,squashfs,overlayfs}.nix from ../shared/nixpkgs, stand-ins
+# for the rest (systemd units rendered by nixpkgs' systemd-lib, placeholder
+# packages, the other options typed as nixpkgs declares them); a VM's
+# "${modulesPath}/virtualisation/qemu-vm.nix" is nixpkgs' real one.
 #
 #   nix-instantiate --eval --strict --json --read-write-mode default.nix \
 #     --arg repo /path/to/repo --arg nixpkgs /path/to/nixpkgs -A report
@@ -15,9 +16,8 @@
 # checks' names.
 #
 # Invariants: tests/module-eval.nix is evaluated as the flake evaluates it
-# (same arguments: pkgs, self = the flake's outputs, nixpkgs); a stand-in
-# option that a real module declares is dropped from the stand-in (so the real
-# declaration and type win); `system.build.toplevel.drvPath` throws on a
+# (same arguments: pkgs, self = the flake's outputs, nixpkgs);
+# `system.build.toplevel.drvPath` throws on a
 # failed assertion, as NixOS's top-level.nix does; `_module.check` stays on.
 {
   repo,
@@ -31,14 +31,6 @@ let
     nixosLib = nixpkgs + "/nixos/lib";
   };
   system = "x86_64-linux";
-  realModules = map (p: nixpkgs + "/nixos/modules/${p}") [
-    "config/nix.nix"
-    "misc/assertions.nix"
-    "tasks/filesystems.nix"
-    "tasks/filesystems/erofs.nix"
-    "tasks/filesystems/squashfs.nix"
-  ];
-
   # nix.nix asserts the Nix version (>= 2.2) through cfg.package.out.
   standInPkgs = si.mkPkgs system;
   nixPackage = standInPkgs.nix // {
@@ -65,87 +57,13 @@ let
     hello = standInPkgs.writeText "hello-2.12.2" "a stand-in for pkgs.hello\n";
   };
 
-  # Options the real modules above declare, removed from the stand-ins.
-  dropDeclared =
-    options:
-    removeAttrs options [
-      "assertions"
-      "warnings"
-      "fileSystems"
-    ]
-    // lib.optionalAttrs (options ? boot) {
-      boot = removeAttrs options.boot [ "supportedFilesystems" ];
-    }
-    // lib.optionalAttrs (options ? nix) {
-      nix = removeAttrs options.nix [
-        "settings"
-        "extraOptions"
-        "checkConfig"
-        "checkAllErrors"
-      ];
-    };
-  withoutReal =
-    m:
-    if lib.isFunction m then
-      lib.setFunctionArgs (
-        args:
-        let
-          r = m args;
-        in
-        r // lib.optionalAttrs (r ? options) { options = dropDeclared r.options; }
-      ) (lib.functionArgs m)
-    else
-      m;
-
-  # What the rest of NixOS declares and the real modules above use, and the
-  # system derivation's refusal of failed assertions (top-level.nix).
+  # The system derivation's refusal of failed assertions (top-level.nix).
   glue =
     { config, ... }:
     let
       failed = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
     in
     {
-      # Declared by NixOS modules filesystems.nix reads (boot.nix,
-      # container-config.nix, ids.nix, swap.nix, initrd.nix, stage-1.nix), as
-      # loosely as their values allow.
-      options = {
-        boot.isContainer = lib.mkOption {
-          type = lib.types.bool;
-          default = false;
-        };
-        boot.isNspawnContainer = lib.mkOption {
-          type = lib.types.bool;
-          default = false;
-        };
-        boot.initrd.systemd.managerEnvironment = lib.mkOption {
-          type = lib.types.attrsOf lib.types.anything;
-          default = { };
-        };
-        ids.gids = lib.mkOption {
-          type = lib.types.attrsOf lib.types.int;
-          default = { };
-        };
-        # stage-1.nix's addition to each file system.
-        fileSystems = lib.mkOption {
-          type = lib.types.attrsOf (
-            lib.types.submodule {
-              options.neededForBoot = lib.mkOption {
-                type = lib.types.bool;
-                default = false;
-              };
-            }
-          );
-        };
-        swapDevices = lib.mkOption {
-          type = lib.types.listOf lib.types.anything;
-          default = [ ];
-        };
-      };
-      # ids.nix's numbers.
-      config.ids.gids = {
-        keys = 96;
-        tty = 3;
-      };
       config.system.build.toplevel = {
         type = "derivation";
         name = "nixos-system";
@@ -162,10 +80,13 @@ let
   nixosSystem =
     { modules, ... }:
     lib.evalModules {
-      specialArgs.modulesPath = toString ./modules;
+      specialArgs = {
+        modulesPath = toString ./modules;
+        # For ./modules/virtualisation/qemu-vm.nix (nixpkgs' own, wrapped).
+        snixNixpkgs = nixpkgs;
+      };
       modules =
-        map withoutReal si.baseModules
-        ++ realModules
+        si.baseModules nixpkgs
         ++ [
           glue
           { _module.args.pkgs = pkgs; }

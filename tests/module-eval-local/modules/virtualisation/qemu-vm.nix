@@ -1,15 +1,17 @@
-# Stand-in for nixpkgs' nixos/modules/virtualisation/qemu-vm.nix (which
-# imports files not in ../shared/nixpkgs): the `virtualisation.fileSystems`
-# override of tests/nixos-local/stand-ins.nix, what tests/module-eval.nix's
-# "${modulesPath}/virtualisation/qemu-vm.nix" imports here.
+# What tests/module-eval.nix's "${modulesPath}/virtualisation/qemu-vm.nix"
+# imports here: nixpkgs' real qemu-vm.nix from ../shared/nixpkgs (the
+# `snixNixpkgs` special argument of ../../default.nix), through
+# tests/nixos-local/stand-ins.nix's wrapper, which stands in for the two files
+# it imports that are not copied.
+{ lib, snixNixpkgs, ... }:
 {
-  lib,
-  config,
-  utils,
-  ...
-}@args:
-(import ../../../nixos-local/stand-ins.nix {
-  inherit lib;
-  nixosLib = throw "qemu-vm.nix stand-in: nixosLib is not needed";
-}).vmModule
-  args
+  imports = [
+    (
+      (import ../../../nixos-local/stand-ins.nix {
+        inherit lib;
+        nixosLib = snixNixpkgs + "/nixos/lib";
+      }).qemuVmModule
+      snixNixpkgs
+    )
+  ];
+}
