@@ -1145,10 +1145,12 @@ in
     # fileSystems is replaced by virtualisation.fileSystems (mkVMOverride),
     # so the mounts go there too. They are nofail: a VM without the lower
     # device boots all the same. `options ?` only reads declarations, so it
-    # cannot recurse into config.
+    # cannot recurse into config. mkDefault per mount point: a node that
+    # still copies `mounts` there itself (the way before) replaces them
+    # instead of doubling every mount option.
     (lib.optionalAttrs (options ? virtualisation.fileSystems) (
       mkIf secondStore {
-        virtualisation.fileSystems = secondStoreMounts;
+        virtualisation.fileSystems = lib.mapAttrs (_: lib.mkDefault) secondStoreMounts;
       }
     ))
 

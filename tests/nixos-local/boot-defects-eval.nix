@@ -1,11 +1,10 @@
 # Evaluation checks of issue 21 part 3 (boot and evaluation defects), with
 # nixpkgs' real lib and the stand-ins of ./stand-ins.nix:
 #   - a test VM as a user writes it (module, enable, lower.device; no
-#     `virtualisation.fileSystems` line) gets the second-store mounts, with a
-#     VM module declared as nixpkgs' qemu-vm.nix declares it
-#     (`virtualisation.fileSystems = options.fileSystems`, and
-#     `fileSystems = mkIf (cfg.fileSystems != { }) (mkVMOverride cfg.fileSystems)`),
-#     each mount option once; a system without that option evaluates too;
+#     `virtualisation.fileSystems` line) gets the second-store mounts with
+#     nixpkgs' real qemu-vm.nix (./stand-ins.nix's vmModules), each mount
+#     option once, also when the node still copies `mounts` there itself; a
+#     system without qemu-vm.nix evaluates too;
 #   - lower.deviceTimeout: applied to /dev paths and LABEL=/UUID= tags,
 #     a warning naming it when set for anything else or with the
 #     system-store placement, no warning at its default;
@@ -42,25 +41,11 @@ let
   };
   urlLib = import (repo + "/nixos-modules/store-url.nix");
 
-  # qemu-vm.nix's declaration and override of the file systems, nothing else.
-  qemuVmFileSystems =
-    { config, options, ... }:
-    {
-      options.virtualisation.fileSystems = options.fileSystems;
-      config.virtualisation.fileSystems."/" = lib.mkDefault {
-        device = "/dev/disk/by-label/nixos";
-        fsType = "ext4";
-      };
-      config.fileSystems = lib.mkIf (config.virtualisation.fileSystems != { }) (
-        lib.mkVMOverride config.virtualisation.fileSystems
-      );
-    };
-
   eval =
     modules:
     (lib.evalModules {
       modules =
-        si.baseModules
+        si.baseModules nixpkgs
         ++ [
           { _module.args.pkgs = pkgs; }
           {
@@ -100,12 +85,7 @@ let
 
   lowerAt = "/var/lib/snix-overlay/lower";
   storeAt = "/var/lib/snix-overlay/nix/store";
-  vm =
-    try
-      (eval [
-        qemuVmFileSystems
-        (second { })
-      ]).fileSystems;
+  vm = try (eval (si.vmModules nixpkgs ++ [ (second { }) ])).fileSystems;
   # filesystems.nix turns `depends` into x-systemd.requires-mounts-for=
   # options; qemu-vm.nix's override feeds those back through the same type,
   # so they appear twice in any VM (systemd reads them as one). Every other
@@ -117,6 +97,21 @@ let
     in
     lib.length own != lib.length (lib.unique own);
   plain = try (eval [ (second { }) ]).fileSystems;
+  # A node that still copies the mounts itself, as the VM tests did before.
+  copied =
+    try
+      (eval (
+        si.vmModules nixpkgs
+        ++ [
+          (second { })
+          (
+            { config, ... }:
+            {
+              virtualisation.fileSystems = config.services.snix-lower-store.mounts;
+            }
+          )
+        ]
+      )).fileSystems;
 
   fsOptions = c: c.fileSystems.${lowerAt}.options;
   hasTimeout = c: lib.any (lib.hasPrefix "x-systemd.device-timeout=") (fsOptions c);
@@ -194,6 +189,27 @@ in
           null
         else
           map (m: vm.${m}.options or null) [
+            lowerAt
+            storeAt
+          ]
+      )
+    )
+  )
+  (check
+    "6 a VM node that still copies mounts into virtualisation.fileSystems: the mounts once, each option once"
+    (
+      copied != null
+      && copied ? ${lowerAt}
+      && copied ? ${storeAt}
+      && !(dups copied.${lowerAt}.options)
+      && !(dups copied.${storeAt}.options)
+    )
+    (
+      builtins.toJSON (
+        if copied == null then
+          null
+        else
+          map (m: copied.${m}.options or null) [
             lowerAt
             storeAt
           ]

@@ -13,10 +13,9 @@
 #   nix-instantiate --eval --strict --json nix-conf-eval.nix \
 #     --arg repo /path/to/repo --arg nixpkgs /path/to/nixpkgs
 #
-# Invariants: nix.nix is nixpkgs' own, unmodified; of ./stand-ins.nix only the
-# modules that do not declare `nix.*` are used (its nix.settings stand-in is
-# replaced by the real one); nix.enable and nix.package are declared as
-# nix-daemon.nix declares them; the module system's checks stay on.
+# Invariants: nix.nix is nixpkgs' own, unmodified (./stand-ins.nix's
+# baseModules import it; nix.enable and nix.package are declared there as
+# nix-daemon.nix declares them); the module system's checks stay on.
 {
   repo,
   nixpkgs,
@@ -29,54 +28,8 @@ let
     inherit lib;
     nixosLib = nixpkgs + "/nixos/lib";
   };
-  pkgs0 = si.mkPkgs "x86_64-linux";
-  # nix.nix asserts Nix >= 2.2 from the package's version.
-  pkgs = pkgs0 // {
-    nix =
-      let
-        self = pkgs0.nix // {
-          version = "2.26.3";
-          name = "nix-2.26.3";
-          out = self;
-        };
-      in
-      self;
-  };
-
-  # The stand-ins' modules but the one declaring nix.*.
-  declaresNix =
-    m:
-    let
-      r = builtins.tryEval (
-        (
-          if lib.isFunction m then
-            m {
-              inherit lib pkgs;
-              config = { };
-              options = { };
-              utils = { };
-            }
-          else
-            m
-        ) ? options.nix
-      );
-    in
-    r.success && r.value;
-  base = lib.filter (m: !declaresNix m) si.baseModules;
-
-  # nixos/modules/services/system/nix-daemon.nix's declarations nix.nix uses.
-  nixDaemonOptions = {
-    options.nix = {
-      enable = lib.mkOption {
-        type = lib.types.bool;
-        default = true;
-      };
-      package = lib.mkOption {
-        type = lib.types.package;
-        default = pkgs.nix;
-      };
-    };
-  };
+  # Its nix package is "nix-2.31.0": nix.nix asserts Nix >= 2.2 from it.
+  pkgs = si.mkPkgs "x86_64-linux";
 
   snix = (import (repo + "/flake.nix")).outputs {
     self = snix // {
@@ -92,9 +45,7 @@ let
     user:
     let
       eval = lib.evalModules {
-        modules = base ++ [
-          (nixpkgs + "/nixos/modules/config/nix.nix")
-          nixDaemonOptions
+        modules = si.baseModules nixpkgs ++ [
           { _module.args.pkgs = pkgs; }
           {
             fileSystems."/" = {
