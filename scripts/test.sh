@@ -65,5 +65,7 @@ step "e2e" "$tdir/release/snix-lower-store-e2e" "$@" || rc=1
 # otherwise it says it did not run and exits 0 (snix is not built in CI).
 step "snix" tests/snix/run || rc=1
 step "systemd" tests/systemd/run || rc=1
+step "systemd facts" tests/systemd/device-facts || rc=1
+step "nix conf" tests/nixos-local/nix-conf-check || rc=1
 step "nixos local" tests/nixos-local/run || rc=1
 exit $rc

@@ -93,7 +93,8 @@ let
     environment.variables.NIX_CONFIG = "show-trace = true";
   };
 
-  # A test VM of the second store, mounts copied as tests/nixos does.
+  # A test VM of the second store that still copies the mounts itself (as
+  # tests/nixos did before the module declared them in the VM).
   vm = eval (
     { config, modulesPath, ... }:
     {
@@ -212,11 +213,22 @@ let
         "bench"
       ];
 
-    "2: a VM without the copy has no second-store mounts (qemu-vm.nix)" =
-      !(vmWithout.config.fileSystems ? "/var/lib/snix-overlay/nix/store");
-    "2: a VM with virtualisation.fileSystems = mounts has them" =
+    "2: a VM as a user writes it has the second-store mounts (the module declares them in qemu-vm.nix's virtualisation.fileSystems)" =
+      vmWithout.config.fileSystems ? "/var/lib/snix-overlay/nix/store"
+      && vmWithout.config.fileSystems ? "/var/lib/snix-overlay/lower";
+    "2: a VM that still copies mounts into virtualisation.fileSystems has them, each mount option once" =
+      let
+        opts = mp: vm.config.fileSystems.${mp}.options;
+        once = l: lib.length l == lib.length (lib.unique l);
+      in
       vm.config.fileSystems ? "/var/lib/snix-overlay/nix/store"
-      && vm.config.fileSystems ? "/var/lib/snix-overlay/lower";
+      && vm.config.fileSystems ? "/var/lib/snix-overlay/lower"
+      && once (opts "/var/lib/snix-overlay/lower")
+      && once (
+        lib.filter (o: !lib.hasPrefix "x-systemd.requires-mounts-for=" o) (
+          opts "/var/lib/snix-overlay/nix/store"
+        )
+      );
 
     "3: enable alone is refused for want of a device" =
       refusedWith "services.snix-lower-store.lower.device is not set" enableOnly;

@@ -63,12 +63,17 @@ let
 
   hasMessage = needle: c: lib.any (lib.hasInfix needle) (c.failedAssertions or [ ]);
 
+  # The experimental features nix.conf turns on, read from its rendered text
+  # (the module adds its own through nix.extraOptions, not nix.settings).
   expFeatures =
-    s:
-    let
-      asList = v: if lib.isList v then v else lib.splitString " " (toString v);
-    in
-    asList (s.experimental-features or [ ]) ++ asList (s.extra-experimental-features or [ ]);
+    conf:
+    lib.concatMap (
+      l:
+      let
+        m = builtins.match " *(extra-)?experimental-features *= *(.*)" l;
+      in
+      if m == null then [ ] else lib.filter (f: f != "") (lib.splitString " " (lib.elemAt m 1))
+    ) (lib.splitString "\n" conf);
 in
 [
   (check "1 nix/package.nix's source set holds every workspace member (${toString members})" (
@@ -214,8 +219,8 @@ in
     in
     check "4 nix.settings.experimental-features given as a string merges with the module's" (
       evaluated c
-      && lib.elem "local-overlay-store" (expFeatures c.nixSettings)
-      && lib.elem "flakes" (expFeatures c.nixSettings)
+      && lib.elem "local-overlay-store" (expFeatures c.nixConf)
+      && lib.elem "flakes" (expFeatures c.nixConf)
     ) "nix.settings: ${builtins.toJSON (c.nixSettings or null)}"
   )
   (
@@ -226,8 +231,8 @@ in
       "4 nix.settings.extra-experimental-features given as a string merges with the module's (nixpkgs' nix.nix type)"
       (
         evaluated c
-        && lib.elem "local-overlay-store" (expFeatures c.nixSettings)
-        && lib.elem "flakes" (expFeatures c.nixSettings)
+        && lib.elem "local-overlay-store" (expFeatures c.nixConf)
+        && lib.elem "flakes" (expFeatures c.nixConf)
       )
       "nix.settings: ${
         builtins.toJSON (c.nixSettings or null)

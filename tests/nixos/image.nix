@@ -40,7 +40,6 @@ pkgs.testers.runNixOSTest {
     {
       imports = [
         common.module
-        common.vmMounts
         (common.attachDisk "sniximage" image)
       ];
 
