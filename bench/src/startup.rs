@@ -363,6 +363,10 @@ fn report_index_sizes(store: &Store, state: &Path, image_index: &Path) -> Result
         ("ours, in the image (.snix-lower-store/index)", db_bytes(image_index)),
         ("Nix's db.sqlite (+ WAL) after nix-store --load-db", nix as u64),
     ] {
+        if bytes == 0 {
+            println!("| {label} | not measured in this run (its way was not timed) | | |");
+            continue;
+        }
         println!(
             "| {label} | {bytes} | {:.0} | {:.2} |",
             bytes as f64 / n,
