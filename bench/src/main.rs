@@ -105,6 +105,10 @@ struct Args {
     /// image's index in the directory, erofs: mounted erofs image, c: Nix).
     #[arg(long, default_value = "a,b,erofs,c")]
     startup_ways: String,
+    /// Start-up mode: `serve --image-check` modes to time the image ways
+    /// (b, erofs) with, each in every round (sample, full).
+    #[arg(long, default_value = "sample")]
+    startup_image_checks: String,
     /// Start-up mode: skip the erofs image (make, mount).
     #[arg(long)]
     skip_erofs: bool,
@@ -340,12 +344,19 @@ fn wait_for_socket(name: &'static str, mut child: Child, socket: &Path, log: Pat
 }
 
 fn start_ours(env: &Env, store: &Store, state: &Path) -> Result<Daemon> {
-    start_ours_on(env, &store.store_dir(), state, None)
+    start_ours_on(env, &store.store_dir(), state, None, None)
 }
 
 /// Our daemon on `lower`, answering from `state`'s index, or from `index`
-/// (an image's own index, opened read-only) when given.
-fn start_ours_on(env: &Env, lower: &Path, state: &Path, index: Option<&Path>) -> Result<Daemon> {
+/// (an image's own index, opened read-only) when given; `image_check` is
+/// passed as `--image-check` when given (the daemon's default otherwise).
+fn start_ours_on(
+    env: &Env,
+    lower: &Path,
+    state: &Path,
+    index: Option<&Path>,
+    image_check: Option<&str>,
+) -> Result<Daemon> {
     let socket = env.work.join("run/ours.sock");
     let _ = std::fs::remove_file(&socket);
     let log = env.work.join("run/ours.log");
@@ -364,6 +375,9 @@ fn start_ours_on(env: &Env, lower: &Path, state: &Path, index: Option<&Path>) ->
         .arg("stderr");
     if let Some(f) = index {
         cmd.arg("--index").arg(f);
+    }
+    if let Some(c) = image_check {
+        cmd.arg("--image-check").arg(c);
     }
     let (mut cmd, wrapped) = perf_wrap(env, cmd, false);
     let child = cmd
@@ -942,7 +956,7 @@ fn mode_rss(env: &Env, args: &Args, n: usize, mix: &Mix) -> Result<()> {
         let _ = std::fs::remove_dir_all(&empty);
         std::fs::create_dir_all(&empty)?;
         println!("# serving the image's own index {} (immutable)", index.display());
-        start_ours_on(env, &store.store_dir(), &empty, Some(&index))?
+        start_ours_on(env, &store.store_dir(), &empty, Some(&index), None)?
     } else {
         if !state.join("index.sqlite").exists() {
             let t = import_ours(env, &store, &state)?;

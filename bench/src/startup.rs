@@ -124,6 +124,11 @@ struct Way {
     total: Vec<f64>,
     /// The part before the daemon starts (import, load-db, mount).
     prep: Vec<f64>,
+    /// From the start to the daemon's socket accepting (ours: after the
+    /// image check and opening the index).
+    sock: Vec<f64>,
+    /// The daemon's CPU seconds (user + system) when the first answer came.
+    cpu: Vec<f64>,
 }
 
 impl Way {
@@ -136,14 +141,43 @@ impl Way {
     fn min(&self) -> f64 {
         self.total.iter().copied().fold(f64::INFINITY, f64::min)
     }
+    fn max(&self) -> f64 {
+        self.total.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+    }
     fn med(&self) -> f64 {
         median(self.total.clone())
     }
 }
 
+/// Median of `v` as "0.123 s", or "-" when nothing was recorded.
+fn med_or_dash(v: &[f64]) -> String {
+    if v.is_empty() {
+        "-".to_string()
+    } else {
+        format!("{:.3} s", median(v.to_vec()))
+    }
+}
+
+/// One start of the directory form: serve the image's own index from the
+/// generated store, answer, stop. Records into `w`.
+fn dir_start(env: &Env, store: &Store, empty_state: &Path, probe: &str, check: &str, w: &mut Way) -> Result<()> {
+    let t0 = Instant::now();
+    let d = start_ours_on(env, &store.store_dir(), empty_state, None, Some(check))?;
+    let sock = t0.elapsed().as_secs_f64();
+    first_answer(&d, probe)?;
+    w.total.push(t0.elapsed().as_secs_f64());
+    w.sock.push(sock);
+    w.cpu.push(d.cpu());
+    drop(d);
+    if empty_state.join("index.sqlite").exists() {
+        bail!("serve created an index in the empty state dir instead of using the image's own");
+    }
+    Ok(())
+}
+
 /// One start of the erofs form: mount the image, serve the index it
-/// carries, answer, stop, unmount. Returns (total, mount) seconds.
-fn erofs_start(env: &Env, img: &Path, empty_state: &Path, probe: &str) -> Result<(f64, f64)> {
+/// carries, answer, stop, unmount. Records into `w` (prep: the mount).
+fn erofs_start(env: &Env, img: &Path, empty_state: &Path, probe: &str, check: &str, w: &mut Way) -> Result<()> {
     let mnt = env.work.join("run/erofs-mnt");
     std::fs::create_dir_all(&mnt)?;
     let t0 = Instant::now();
@@ -155,14 +189,44 @@ fn erofs_start(env: &Env, img: &Path, empty_state: &Path, probe: &str) -> Result
     )?;
     let mount = t0.elapsed().as_secs_f64();
     let r = (|| {
-        let d = start_ours_on(env, &mnt.join("nix/store"), empty_state, None)?;
+        let d = start_ours_on(env, &mnt.join("nix/store"), empty_state, None, Some(check))?;
+        let sock = t0.elapsed().as_secs_f64();
         first_answer(&d, probe)?;
-        let t = t0.elapsed().as_secs_f64();
+        w.total.push(t0.elapsed().as_secs_f64());
+        w.prep.push(mount);
+        w.sock.push(sock);
+        w.cpu.push(d.cpu());
         drop(d);
-        Ok((t, mount))
+        Ok(())
     })();
     sh_ok(Command::new("umount").arg(&mnt))?;
     r
+}
+
+/// The ways of one start-up run: (a), (b) and (b') once per image check, (c).
+fn startup_ways(checks: &[&str]) -> Vec<(String, Way)> {
+    let mut ways = vec![(
+        "a".to_string(),
+        Way::new("(a) ours: import --registration into a fresh state dir, then serve"),
+    )];
+    for c in checks {
+        ways.push((
+            "b".into(),
+            Way::new(&format!(
+                "(b) ours: serve the image's own index (directory; no import), --image-check {c}"
+            )),
+        ));
+    }
+    for c in checks {
+        ways.push((
+            "erofs".into(),
+            Way::new(&format!(
+                "(b') ours: mount the erofs image, serve its own index, --image-check {c}"
+            )),
+        ));
+    }
+    ways.push(("c".into(), Way::new("(c) Nix: nix-store --load-db, then nix-daemon")));
+    ways
 }
 
 /// `--startup N`: time from "lower mounted" to the first answered
@@ -184,105 +248,102 @@ pub(super) fn mode_startup(env: &Env, args: &Args, n: usize) -> Result<()> {
     std::fs::create_dir_all(&empty_state)?;
     let probe = store.paths[store.paths.len() / 2].0.clone();
     let nix_runs = args.startup_nix_runs.unwrap_or(args.startup_runs);
-    let mut ways = [
-        Way::new("(a) ours: import --registration into a fresh state dir, then serve"),
-        Way::new("(b) ours: serve the image's own index (directory; no import)"),
-        Way::new("(b') ours: mount the erofs image, serve its own index"),
-        Way::new("(c) Nix: nix-store --load-db, then nix-daemon"),
-    ];
+    let checks: Vec<&str> = args.startup_image_checks.split(',').collect();
+    let mut ways = startup_ways(&checks);
     println!(
-        "# start-up: {} rounds (Nix: {nix_runs}), each (a) (b) (b') (c) in turn; probe {probe}",
+        "# start-up: {} rounds (Nix: {nix_runs}), each way in turn; image checks {checks:?}; probe {probe}",
         args.startup_runs
     );
     let on = |w: &str| args.startup_ways.split(',').any(|x| x == w);
     for round in 0..args.startup_runs {
-        let before: Vec<usize> = ways.iter().map(|w| w.total.len()).collect();
-        if on("a") {
-            let t0 = Instant::now();
-            let imp = import_ours(env, &store, &state)?;
-            let d = start_ours(env, &store, &state)?;
-            first_answer(&d, &probe)?;
-            ways[0].total.push(t0.elapsed().as_secs_f64());
-            ways[0].prep.push(imp);
-            drop(d);
-        }
-
-        if on("b") {
-            let t0 = Instant::now();
-            let d = start_ours_on(env, &store.store_dir(), &empty_state, None)?;
-            first_answer(&d, &probe)?;
-            ways[1].total.push(t0.elapsed().as_secs_f64());
-            drop(d);
-            if empty_state.join("index.sqlite").exists() {
-                bail!("serve created an index in the empty state dir instead of using the image's own");
+        let before: Vec<usize> = ways.iter().map(|(_, w)| w.total.len()).collect();
+        let (mut bi, mut ei) = (0, 0);
+        for (kind, w) in ways.iter_mut() {
+            match kind.as_str() {
+                "a" if on("a") => start_import(env, &store, &state, &probe, w)?,
+                "b" if on("b") => {
+                    dir_start(env, &store, &empty_state, &probe, checks[bi], w)?;
+                    bi += 1;
+                }
+                "erofs" if on("erofs") => {
+                    if let Some(img) = &erofs {
+                        erofs_start(env, img, &empty_state, &probe, checks[ei], w)?;
+                    }
+                    ei += 1;
+                }
+                "c" if on("c") && round < nix_runs => start_load_db(env, &store, &probe, w)?,
+                _ => {}
             }
-        }
-
-        if let (Some(img), true) = (&erofs, on("erofs")) {
-            let (t, m) = erofs_start(env, img, &empty_state, &probe)?;
-            ways[2].total.push(t);
-            ways[2].prep.push(m);
-        }
-
-        if round < nix_runs && on("c") {
-            let t0 = Instant::now();
-            let load = load_db_nix(env, &store)?;
-            let d = start_nix(env, &store)?;
-            first_answer(&d, &probe)?;
-            ways[3].total.push(t0.elapsed().as_secs_f64());
-            ways[3].prep.push(load);
-            drop(d);
         }
         println!(
             "# round {round}: {} (load average {})",
             ways.iter()
                 .zip(&before)
-                .map(|(w, &k)| w.total.get(k).map_or("-".to_string(), |t| format!("{t:.3}s")))
+                .map(|((_, w), &k)| w.total.get(k).map_or("-".to_string(), |t| format!("{t:.3}s")))
                 .collect::<Vec<_>>()
                 .join(", "),
             loadavg()
         );
     }
+    let ways: Vec<Way> = ways.into_iter().map(|(_, w)| w).collect();
     report_startup(&ways, n, &env.nix_version);
     report_index_sizes(&store, &state, &index)
+}
+
+/// Way (a): import into a fresh state dir, serve, answer.
+fn start_import(env: &Env, store: &Store, state: &Path, probe: &str, w: &mut Way) -> Result<()> {
+    let t0 = Instant::now();
+    let imp = import_ours(env, store, state)?;
+    let d = start_ours(env, store, state)?;
+    w.sock.push(t0.elapsed().as_secs_f64());
+    first_answer(&d, probe)?;
+    w.total.push(t0.elapsed().as_secs_f64());
+    w.prep.push(imp);
+    w.cpu.push(d.cpu());
+    Ok(())
+}
+
+/// Way (c): Nix's `--load-db`, `nix-daemon`, answer.
+fn start_load_db(env: &Env, store: &Store, probe: &str, w: &mut Way) -> Result<()> {
+    let t0 = Instant::now();
+    let load = load_db_nix(env, store)?;
+    let d = start_nix(env, store)?;
+    w.sock.push(t0.elapsed().as_secs_f64());
+    first_answer(&d, probe)?;
+    w.total.push(t0.elapsed().as_secs_f64());
+    w.prep.push(load);
+    w.cpu.push(d.cpu());
+    Ok(())
 }
 
 fn report_startup(ways: &[Way], n: usize, nix: &str) {
     println!();
     println!("## start-up, {n} paths: lower mounted (page cache warm) → first QueryPathInfo answered");
-    println!("| way | median | min | runs | of which import / load-db / mount (median) | median ÷ (b) |");
-    println!("|---|---|---|---|---|---|");
-    let b = if ways[1].total.is_empty() {
-        f64::NAN
-    } else {
-        ways[1].med()
-    };
+    println!(
+        "| way | median | min–max | runs | of which import / load-db / mount (median) \
+         | socket ready (median) | daemon CPU at first answer (median) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for w in ways.iter().filter(|w| !w.total.is_empty()) {
-        let prep = if w.prep.is_empty() {
-            "-".to_string()
-        } else {
-            format!("{:.3} s", median(w.prep.clone()))
-        };
         println!(
-            "| {} | {:.3} s | {:.3} s | {} | {prep} | {:.1}× |",
+            "| {} | {:.3} s | {:.3}–{:.3} s | {} | {} | {} | {} |",
             w.label,
             w.med(),
             w.min(),
+            w.max(),
             w.total.len(),
-            w.med() / b
+            med_or_dash(&w.prep),
+            med_or_dash(&w.sock),
+            med_or_dash(&w.cpu),
         );
     }
     println!(
         "| snix (snix-store daemon) | not measured: filling it takes `snix-store copy` of every path \
-         (tests/snix/run runs the e2e scenarios against it) | | | | |"
+         (tests/snix/run runs the e2e scenarios against it) | | | | | |"
     );
-    if ways.iter().all(|w| !w.total.is_empty()) {
-        println!(
-            "# ratios (medians): Nix/(b) {:.1}×, Nix/(a) {:.2}×, (a)/(b) {:.1}×; Nix is {nix}",
-            ways[3].med() / b,
-            ways[3].med() / ways[0].med(),
-            ways[0].med() / b
-        );
+    let (a, c) = (&ways[0], &ways[ways.len() - 1]);
+    if !a.total.is_empty() && !c.total.is_empty() {
+        println!("# ratio (medians): Nix/(a) {:.2}×; Nix is {nix}", c.med() / a.med());
     }
 }
 
@@ -302,6 +363,10 @@ fn report_index_sizes(store: &Store, state: &Path, image_index: &Path) -> Result
         ("ours, in the image (.snix-lower-store/index)", db_bytes(image_index)),
         ("Nix's db.sqlite (+ WAL) after nix-store --load-db", nix as u64),
     ] {
+        if bytes == 0 {
+            println!("| {label} | not measured in this run (its way was not timed) | | |");
+            continue;
+        }
         println!(
             "| {label} | {bytes} | {:.0} | {:.2} |",
             bytes as f64 / n,
