@@ -1,5 +1,10 @@
 //! Running commands, on the host and inside the Debian root file systems that
-//! carry the real Nix clients.
+//! carry the real Nix clients, and what each Nix version can do.
+//!
+//! A chroot's Nix version is read from its own `nix-store --version`, never
+//! assumed from the suite name; what a scenario may ask of it (a
+//! local-overlay store, `nix derivation show`, `nix store
+//! path-from-hash-part`) follows from that version alone (see [`Rootfs::lacks`]).
 //!
 //! Every command's output is captured; every error names the command that
 //! failed together with its exit status and the tail of its stderr, so a FAIL
@@ -111,10 +116,21 @@ where
     capture(Command::new(program).args(args))?.ok()
 }
 
+/// Something a scenario needs from the client's Nix that older versions lack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    /// Nix's `local-overlay://` store (every `overlay-*` scenario).
+    LocalOverlay,
+    /// `nix derivation show`.
+    DerivationShow,
+    /// `nix store path-from-hash-part`.
+    PathFromHashPart,
+}
+
 /// One Debian root file system with a real Nix inside.
 #[derive(Debug, Clone)]
 pub struct Rootfs {
-    /// Debian suite name (`trixie`, `sid`).
+    /// Debian suite name (`bookworm`, `trixie`, `sid`).
     pub suite: String,
     /// Host path of the root file system.
     pub dir: PathBuf,
@@ -154,6 +170,43 @@ impl Rootfs {
         self.label = format!("nix-{}", short.join("."));
         self.version = version;
         Ok(())
+    }
+
+    /// The (major, minor) of [`Rootfs::version`]; (0, 0) before it is detected.
+    pub fn major_minor(&self) -> (u32, u32) {
+        let mut it = self.version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        (it.next().unwrap_or(0), it.next().unwrap_or(0))
+    }
+
+    /// Why this Nix cannot do `what`, or None when it can. The versions are
+    /// those of Nix's own sources: the local-overlay store and its
+    /// `local-overlay-store` feature appeared in 2.22, `nix derivation show`
+    /// in 2.15 (before: `nix show-derivation`), `nix store
+    /// path-from-hash-part` in 2.12.
+    pub fn lacks(&self, what: Feature) -> Option<String> {
+        let (need, text) = match what {
+            Feature::LocalOverlay => ((2, 22), "no local-overlay store (added in Nix 2.22)"),
+            Feature::DerivationShow => (
+                (2, 15),
+                "no `nix derivation show` (added in Nix 2.15; `nix show-derivation` before)",
+            ),
+            Feature::PathFromHashPart => (
+                (2, 12),
+                "no `nix store path-from-hash-part` (added in Nix 2.12), the only CLI command that sends \
+                 QueryPathFromHashPart",
+            ),
+        };
+        (self.major_minor() < need).then(|| format!("Nix {}: {text}", self.version))
+    }
+
+    /// `nix derivation show`, or `nix show-derivation` where that is all this
+    /// Nix has (same JSON).
+    pub fn derivation_show(&self) -> &'static [&'static str] {
+        if self.lacks(Feature::DerivationShow).is_some() {
+            &["nix", "show-derivation"]
+        } else {
+            &["nix", "derivation", "show"]
+        }
     }
 
     /// Host path of a path as seen inside this chroot.

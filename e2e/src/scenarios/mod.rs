@@ -13,6 +13,7 @@ use crate::ctx::Ctx;
 use crate::daemons::Kind;
 use crate::fixture::{self, Fixture};
 use crate::report::{tagged, Report};
+use crate::rootfs::Feature;
 use crate::rootfs::{capture, tail, Output};
 use crate::Options;
 use anyhow::{bail, Context, Result};
@@ -41,12 +42,22 @@ pub fn run_all(ctx: &Ctx, opts: &Options, report: &mut Report) -> Result<()> {
             fixtures.insert(fs.label.clone(), f);
         }
     }
+    // The shared lower store is the oldest one made by a Nix with a
+    // local-overlay store; a Nix without one (2.8) is a parity-only client
+    // and is compared with its own daemon on the lower store it made.
+    let full = |fs: &&crate::rootfs::Rootfs| fs.lacks(Feature::LocalOverlay).is_none();
     let primary = ctx
         .roots
         .iter()
+        .filter(full)
+        .chain(ctx.roots.iter())
         .find_map(|fs| fixtures.get(&fs.label))
         .cloned()
         .context("no lower store could be generated")?;
+    let lower_of = |fs: &crate::rootfs::Rootfs| match fs.lacks(Feature::LocalOverlay) {
+        Some(_) => fixtures.get(&fs.label).cloned(),
+        None => Some(primary.clone()),
+    };
     if fixtures.len() > 1 {
         report.run("fixture/same-paths-across-versions", || {
             for f in fixtures.values() {
@@ -71,21 +82,43 @@ pub fn run_all(ctx: &Ctx, opts: &Options, report: &mut Report) -> Result<()> {
         }
     }
     for fs in &ctx.roots {
-        parity::run(ctx, fs, &primary, with_ours, report);
+        // No lower store of its own (its fixture failed, reported above).
+        let Some(lower) = lower_of(fs) else { continue };
+        parity::run(ctx, fs, &lower, with_ours, report);
         if with_ours {
-            grpc::run(ctx, fs, &primary, report);
+            grpc::run(ctx, fs, &lower, report);
             if ctx.snix.is_some() {
-                snix::run(ctx, fs, &primary, report);
+                snix::run(ctx, fs, &lower, report);
             }
         }
     }
     for fs in &ctx.roots {
-        overlay::run(ctx, fs, &primary, with_ours, report);
+        match fs.lacks(Feature::LocalOverlay) {
+            Some(why) => overlay_not_applicable(fs, ctx.snix.is_some(), with_ours, &why, report),
+            None => overlay::run(ctx, fs, &primary, with_ours, report),
+        }
     }
     if with_ours {
         readonly_check(ctx, report);
     }
     Ok(())
+}
+
+/// Every local-overlay scenario of every flavour, as not applicable to `fs`.
+fn overlay_not_applicable(fs: &crate::rootfs::Rootfs, snix: bool, with_ours: bool, why: &str, report: &mut Report) {
+    let kinds: Vec<Kind> = if with_ours {
+        Kind::ours(snix).into_iter().chain([Kind::Nix]).collect()
+    } else {
+        vec![Kind::Nix]
+    };
+    for k in kinds {
+        for n in overlay::NAMES
+            .iter()
+            .filter(|n| k != Kind::Nix || !n.ends_with("/store-url"))
+        {
+            report.not_applicable(&tagged(&overlay::flavoured(n, k), &fs.label), why);
+        }
+    }
 }
 
 pub const READONLY: &str = "readonly/lower-and-index-unchanged";

@@ -42,7 +42,7 @@ use crate::daemons::{self, Daemon, Kind};
 use crate::fixture::Fixture;
 use crate::mounts::Mounted;
 use crate::report::{tagged, Report};
-use crate::rootfs::{Output, Rootfs};
+use crate::rootfs::{Feature, Output, Rootfs};
 use anyhow::{bail, Result};
 
 pub const NAMES: &[&str] = &[
@@ -90,6 +90,10 @@ struct Check {
     /// Store paths our daemon must have been asked NarFromPath for (and
     /// answered) while the check ran.
     nar_from: Vec<String>,
+    /// Why the client's Nix cannot run this check at all (reported `N/A`).
+    not_applicable: Option<String>,
+    /// How the check was adapted to the client's Nix (a `note` line).
+    adapted: Option<String>,
 }
 
 fn per_path(paths: &[&str], f: impl Fn(&str) -> Vec<&str>) -> Vec<Vec<String>> {
@@ -99,7 +103,7 @@ fn per_path(paths: &[&str], f: impl Fn(&str) -> Vec<&str>) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn checks(fx: &Fixture) -> Vec<Check> {
+fn checks(fs: &Rootfs, fx: &Fixture) -> Vec<Check> {
     let sample = fx.sample();
     let outputs: Vec<&str> = sample.iter().copied().filter(|p| !p.ends_with(".drv")).collect();
     let drvs: Vec<&str> = sample.iter().copied().filter(|p| p.ends_with(".drv")).collect();
@@ -112,6 +116,8 @@ fn checks(fx: &Fixture) -> Vec<Check> {
         any: false,
         exact_error: false,
         nar_from: vec![],
+        not_applicable: None,
+        adapted: None,
     };
     let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
     let mut v = vec![
@@ -261,6 +267,8 @@ fn checks(fx: &Fixture) -> Vec<Check> {
             any: false,
             exact_error: true,
             nar_from: vec![],
+            not_applicable: None,
+            adapted: None,
         },
         Check {
             name: "parity/dump",
@@ -333,6 +341,8 @@ fn checks(fx: &Fixture) -> Vec<Check> {
             any: false,
             exact_error: false,
             nar_from: vec![],
+            not_applicable: None,
+            adapted: None,
         },
         // QueryRealisation (what Nix's local-overlay store asks its lower
         // store) and the floating output in QueryDerivationOutputMap: the
@@ -346,6 +356,8 @@ fn checks(fx: &Fixture) -> Vec<Check> {
             any: false,
             exact_error: false,
             nar_from: vec![],
+            not_applicable: None,
+            adapted: None,
         },
         // Input-addressed (and one never built): whatever Nix's daemon
         // answers, ours must answer the same.
@@ -361,6 +373,8 @@ fn checks(fx: &Fixture) -> Vec<Check> {
             any: true,
             exact_error: false,
             nar_from: vec![],
+            not_applicable: None,
+            adapted: None,
         },
         c(
             "parity/ssh-ng-path-info-json",
@@ -381,7 +395,36 @@ fn checks(fx: &Fixture) -> Vec<Check> {
         ),
     ];
     v.retain(|c| !c.cmds.is_empty());
+    for c in &mut v {
+        adapt(fs, c);
+    }
     v
+}
+
+/// Fits a check to the client's Nix version: a command it lacks is replaced
+/// by its older name (noted), left out when the check keeps other commands
+/// (noted), or the whole check is not applicable (with the reason).
+fn adapt(fs: &Rootfs, c: &mut Check) {
+    let is_hash_part = |cmd: &Vec<String>| cmd.get(1..3) == Some(&["store".to_string(), "path-from-hash-part".into()]);
+    if let Some(why) = fs.lacks(Feature::PathFromHashPart) {
+        if c.cmds.iter().all(is_hash_part) {
+            c.not_applicable = Some(why);
+        } else if c.cmds.iter().any(is_hash_part) {
+            c.cmds.retain(|cmd| !is_hash_part(cmd));
+            c.adapted = Some(format!("{why}: that command is left out, the others run"));
+        }
+    }
+    if let Some(why) = fs.lacks(Feature::DerivationShow) {
+        let old = fs.derivation_show();
+        for cmd in c
+            .cmds
+            .iter_mut()
+            .filter(|cmd| cmd.get(1..3) == Some(&["derivation".into(), "show".into()]))
+        {
+            cmd.splice(0..3, old.iter().map(|a| a.to_string()));
+            c.adapted = Some(format!("{why}: run as `{}`", old.join(" ")));
+        }
+    }
 }
 
 /// `nix realisation info --json <drv>^*`.
@@ -562,7 +605,7 @@ pub fn flavoured(name: &str, kind: Option<Kind>) -> String {
 }
 
 pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut Report) {
-    let checks = checks(fx);
+    let checks = checks(fs, fx);
     let extra = ["ours/refuses-writes", "ours/query-missing-unbuilt"];
     let mut candidates: Vec<Option<Kind>> = if with_ours {
         Kind::ours(ctx.snix.is_some()).into_iter().map(Some).collect()
@@ -633,7 +676,13 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
     for kind in flavours {
         let Some(kind) = kind else {
             for (i, c) in checks.iter().enumerate() {
-                report.run(&tagged(&flavoured(c.name, None), &fs.label), || base_of(i).map(|_| ()));
+                let name = tagged(&flavoured(c.name, None), &fs.label);
+                match &c.not_applicable {
+                    Some(why) => report.not_applicable(&name, why),
+                    None => {
+                        report.run(&name, || base_of(i).map(|_| ()));
+                    }
+                }
             }
             continue;
         };
@@ -683,14 +732,18 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
             if !report.wanted(&name) {
                 continue;
             }
-            let mut notes = vec![];
+            if let Some(why) = &c.not_applicable {
+                report.not_applicable(&name, why);
+                continue;
+            }
+            let mut notes: Vec<String> = c.adapted.iter().cloned().collect();
             report.run(&name, || {
                 let base = base_of(i)?;
                 if kind != Kind::Ours && c.name.starts_with("parity/realisation") {
                     notes.push(has_no_realisations(fs, c, kind, &ours_side)?);
                     return Ok(());
                 }
-                notes = compare(fs, c, &base, kind, [&nix_side, &ours_side], &daemon)?;
+                notes.extend(compare(fs, c, &base, kind, [&nix_side, &ours_side], &daemon)?);
                 Ok(())
             });
             for n in notes {
