@@ -125,6 +125,16 @@ pub enum Feature {
     DerivationShow,
     /// `nix store path-from-hash-part`.
     PathFromHashPart,
+    /// `nix-store --query --valid-derivers`.
+    ValidDerivers,
+    /// `DRV^*` and `DRV^out` installables.
+    OutputsSyntax,
+    /// A `.drv` argument of a `nix` command means the `.drv` itself.
+    DrvArgIsItself,
+    /// Processes Nix starts stay in the chroot Nix runs in.
+    ChildStaysInChroot,
+    /// `nix path-info --json` prints `"ultimate": false`.
+    JsonUltimateFalse,
 }
 
 /// One Debian root file system with a real Nix inside.
@@ -182,7 +192,10 @@ impl Rootfs {
     /// those of Nix's own sources: the local-overlay store and its
     /// `local-overlay-store` feature appeared in 2.22, `nix derivation show`
     /// in 2.15 (before: `nix show-derivation`), `nix store
-    /// path-from-hash-part` in 2.12.
+    /// path-from-hash-part` in 2.12, `nix-store --query --valid-derivers` in
+    /// 2.18, `DRV^OUTPUTS` in 2.13, a `.drv` argument meaning itself in 2.15,
+    /// children staying in Nix's chroot in 2.17, `"ultimate": false` in
+    /// path-info JSON in 2.19.
     pub fn lacks(&self, what: Feature) -> Option<String> {
         let (need, text) = match what {
             Feature::LocalOverlay => ((2, 22), "no local-overlay store (added in Nix 2.22)"),
@@ -194,6 +207,23 @@ impl Rootfs {
                 (2, 12),
                 "no `nix store path-from-hash-part` (added in Nix 2.12), the only CLI command that sends \
                  QueryPathFromHashPart",
+            ),
+            Feature::ValidDerivers => ((2, 18), "no `nix-store --query --valid-derivers` (added in Nix 2.18)"),
+            Feature::OutputsSyntax => ((2, 13), "no `DRV^OUTPUTS` installable syntax (added in Nix 2.13)"),
+            Feature::DrvArgIsItself => (
+                (2, 15),
+                "`nix` commands read a `.drv` argument as that derivation's outputs (until Nix 2.15; since then \
+                 as the `.drv` itself)",
+            ),
+            Feature::JsonUltimateFalse => (
+                (2, 19),
+                "`nix path-info --json` prints `ultimate` only when true (always since Nix 2.19)",
+            ),
+            Feature::ChildStaysInChroot => (
+                (2, 17),
+                "a process Nix starts (the `remote-program` of `ssh-ng://localhost`) runs in the mount \
+                 namespace's root, outside the chroot Nix runs in (restoreMountNamespace restores the root \
+                 since Nix 2.17)",
             ),
         };
         (self.major_minor() < need).then(|| format!("Nix {}: {text}", self.version))

@@ -13,8 +13,8 @@ use crate::ctx::Ctx;
 use crate::daemons::Kind;
 use crate::fixture::{self, Fixture};
 use crate::report::{tagged, Report};
-use crate::rootfs::Feature;
 use crate::rootfs::{capture, tail, Output};
+use crate::rootfs::{Feature, Rootfs};
 use crate::Options;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -45,7 +45,7 @@ pub fn run_all(ctx: &Ctx, opts: &Options, report: &mut Report) -> Result<()> {
     // The shared lower store is the oldest one made by a Nix with a
     // local-overlay store; a Nix without one (2.8) is a parity-only client
     // and is compared with its own daemon on the lower store it made.
-    let full = |fs: &&crate::rootfs::Rootfs| fs.lacks(Feature::LocalOverlay).is_none();
+    let full = |fs: &&Rootfs| fs.lacks(Feature::LocalOverlay).is_none();
     let primary = ctx
         .roots
         .iter()
@@ -54,7 +54,7 @@ pub fn run_all(ctx: &Ctx, opts: &Options, report: &mut Report) -> Result<()> {
         .find_map(|fs| fixtures.get(&fs.label))
         .cloned()
         .context("no lower store could be generated")?;
-    let lower_of = |fs: &crate::rootfs::Rootfs| match fs.lacks(Feature::LocalOverlay) {
+    let lower_of = |fs: &Rootfs| match fs.lacks(Feature::LocalOverlay) {
         Some(_) => fixtures.get(&fs.label).cloned(),
         None => Some(primary.clone()),
     };
@@ -105,7 +105,7 @@ pub fn run_all(ctx: &Ctx, opts: &Options, report: &mut Report) -> Result<()> {
 }
 
 /// Every local-overlay scenario of every flavour, as not applicable to `fs`.
-fn overlay_not_applicable(fs: &crate::rootfs::Rootfs, snix: bool, with_ours: bool, why: &str, report: &mut Report) {
+fn overlay_not_applicable(fs: &Rootfs, snix: bool, with_ours: bool, why: &str, report: &mut Report) {
     let kinds: Vec<Kind> = if with_ours {
         Kind::ours(snix).into_iter().chain([Kind::Nix]).collect()
     } else {
@@ -232,9 +232,10 @@ pub fn grpc_without_registration_time(text: &str, only_none: bool) -> Result<(St
 /// to false in every path-info object (recognised by `narHash`) of Nix's
 /// daemon's JSON answer, leaving everything else as is; returns the text and
 /// how many were true. The gRPC side's answer is never touched, so it must
-/// say false.
-pub fn grpc_ultimate_false(text: &str) -> Result<(String, usize)> {
-    fn walk(v: &mut serde_json::Value, n: &mut usize) {
+/// say false. With `omitted_when_false` (Nix before 2.19 prints `ultimate`
+/// only when true) the key is removed instead, as that Nix prints false.
+pub fn grpc_ultimate_false(text: &str, omitted_when_false: bool) -> Result<(String, usize)> {
+    fn walk(v: &mut serde_json::Value, omit: bool, n: &mut usize) {
         match v {
             serde_json::Value::Object(m) => {
                 if m.contains_key("narHash") {
@@ -244,17 +245,20 @@ pub fn grpc_ultimate_false(text: &str) -> Result<(String, usize)> {
                         }
                         *u = serde_json::Value::Bool(false);
                     }
+                    if omit {
+                        m.remove("ultimate");
+                    }
                 }
-                m.values_mut().for_each(|x| walk(x, n));
+                m.values_mut().for_each(|x| walk(x, omit, n));
             }
-            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| walk(x, n)),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| walk(x, omit, n)),
             _ => {}
         }
     }
     let mut v: serde_json::Value =
         serde_json::from_str(text).with_context(|| format!("not JSON: {}", tail(text, 300)))?;
     let mut n = 0;
-    walk(&mut v, &mut n);
+    walk(&mut v, omitted_when_false, &mut n);
     Ok((serde_json::to_string_pretty(&v)?, n))
 }
 
@@ -355,11 +359,20 @@ pub fn relay(args: &[String]) -> Result<()> {
 
 /// Writes `/e2e/bin/relay-<name>`, a `remote-program` for `ssh-ng://localhost`
 /// that relays to `socket`; returns the store URL using it.
-pub fn ssh_ng_url(ctx: &Ctx, name: &str, socket: &str) -> Result<String> {
+/// A Nix that starts the relay outside its chroot (before 2.17, see
+/// [`Feature::ChildStaysInChroot`]) gets the script's, the relay's and the
+/// socket's host paths, which are valid there (the suite's mount namespace).
+pub fn ssh_ng_url(ctx: &Ctx, fs: &Rootfs, name: &str, socket: &str) -> Result<String> {
     let prog = format!("/e2e/bin/relay-{name}");
-    ctx.write_script(
-        &prog,
-        &format!("#!/bin/sh\nexec /e2e/bin/snix-lower-store-e2e relay {socket}\n"),
-    )?;
-    Ok(format!("ssh-ng://localhost?remote-program={prog}"))
+    let relay = "/e2e/bin/snix-lower-store-e2e";
+    let (prog_path, relay, socket) = match fs.lacks(Feature::ChildStaysInChroot) {
+        Some(_) => (
+            ctx.host(&prog).display().to_string(),
+            ctx.host(relay).display().to_string(),
+            ctx.host(socket).display().to_string(),
+        ),
+        None => (prog.clone(), relay.to_string(), socket.to_string()),
+    };
+    ctx.write_script(&prog, &format!("#!/bin/sh\nexec {relay} relay {socket}\n"))?;
+    Ok(format!("ssh-ng://localhost?remote-program={prog_path}"))
 }

@@ -401,6 +401,44 @@ fn checks(fs: &Rootfs, fx: &Fixture) -> Vec<Check> {
     v
 }
 
+/// `nix path-info` / `nix store …` with `.drv` arguments, on a Nix that
+/// reads them as their outputs: `--derivation` (the derivation itself, what
+/// newer Nix reads) when every argument is a `.drv`; otherwise the `.drv`s go
+/// to a second command with `--derivation` and the others stay as they are
+/// (`--derivation` would turn an output into its deriver).
+fn drv_args_as_themselves(c: &mut Check, why: &str) {
+    let mut out = vec![];
+    for cmd in std::mem::take(&mut c.cmds) {
+        let is_drv = |a: &String| a.starts_with("/nix/store/") && a.ends_with(".drv");
+        let store_args = cmd.iter().filter(|a| a.starts_with("/nix/store/")).count();
+        let installables = matches!(cmd.get(1).map(String::as_str), Some("path-info" | "store"));
+        if cmd[0] != "nix" || !installables || !cmd.iter().any(is_drv) {
+            out.push(cmd);
+            continue;
+        }
+        if cmd.iter().filter(|a| is_drv(a)).count() == store_args {
+            // Only derivations: `--derivation` makes each mean itself.
+            let mut cmd = cmd;
+            cmd.push("--derivation".into());
+            out.push(cmd);
+            c.adapted = Some(format!("{why}: run with `--derivation`"));
+            continue;
+        }
+        let others: Vec<String> = cmd.iter().filter(|a| !is_drv(a)).cloned().collect();
+        let mut drvs: Vec<String> = cmd.iter().filter(|a| !a.starts_with("/nix/store/")).cloned().collect();
+        drvs.insert(2, "--derivation".into());
+        drvs.extend(cmd.iter().filter(|a| is_drv(a)).cloned());
+        if others.iter().any(|a| a.starts_with("/nix/store/")) {
+            out.push(others);
+        }
+        out.push(drvs);
+        c.adapted = Some(format!(
+            "{why}: the `.drv` arguments are asked about in a second `nix path-info --derivation`"
+        ));
+    }
+    c.cmds = out;
+}
+
 /// Fits a check to the client's Nix version: a command it lacks is replaced
 /// by its older name (noted), left out when the check keeps other commands
 /// (noted), or the whole check is not applicable (with the reason).
@@ -413,6 +451,27 @@ fn adapt(fs: &Rootfs, c: &mut Check) {
             c.cmds.retain(|cmd| !is_hash_part(cmd));
             c.adapted = Some(format!("{why}: that command is left out, the others run"));
         }
+    }
+    if let Some(why) = fs.lacks(Feature::ValidDerivers) {
+        if c.cmds.iter().any(|cmd| cmd.iter().any(|a| a == "--valid-derivers")) {
+            c.not_applicable = Some(why);
+        }
+    }
+    if let Some(why) = fs.lacks(Feature::OutputsSyntax) {
+        // A bare `.drv` means all its outputs there (see DrvArgIsItself).
+        let mut changed = false;
+        for a in c.cmds.iter_mut().flatten().filter(|a| a.ends_with(".drv^*")) {
+            a.truncate(a.len() - 2);
+            changed = true;
+        }
+        if changed {
+            c.adapted = Some(format!(
+                "{why}: `DRV^*` is given as `DRV`, which means its outputs there"
+            ));
+        }
+    }
+    if let Some(why) = fs.lacks(Feature::DrvArgIsItself) {
+        drv_args_as_themselves(c, &why);
     }
     if let Some(why) = fs.lacks(Feature::DerivationShow) {
         let old = fs.derivation_show();
@@ -499,7 +558,8 @@ fn compare(
         let mut b = b.clone();
         let mut g = g.clone();
         if kind.grpc() && check.json && b.success() {
-            grpc_normalise(&what, &mut b, &mut g, &mut notes)?;
+            let omitted = fs.lacks(Feature::JsonUltimateFalse).is_some();
+            grpc_normalise(&what, &mut b, &mut g, omitted, &mut notes)?;
         }
         if let Err(e) = same(&what, &b, &g) {
             bail!("{e:#}; daemon log: {}", daemon.log_tail());
@@ -534,11 +594,21 @@ fn compare(
 /// false on Nix's side only (ours must say false); `registrationTime` is
 /// removed from Nix's side, and from ours only where it says "none" (absent,
 /// null or 0): a real time on our side still differs.
-fn grpc_normalise(what: &str, b: &mut Output, g: &mut Output, notes: &mut Vec<String>) -> Result<()> {
-    let (text, n) = super::grpc_ultimate_false(&b.stdout())?;
+fn grpc_normalise(
+    what: &str,
+    b: &mut Output,
+    g: &mut Output,
+    ultimate_omitted_when_false: bool,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let (text, n) = super::grpc_ultimate_false(&b.stdout(), ultimate_omitted_when_false)?;
     if n > 0 {
+        let how = match ultimate_omitted_when_false {
+            true => "removed from Nix's answer (this Nix prints it only when true)",
+            false => "set to false in Nix's answer",
+        };
         notes.push(format!(
-            "{what}: `ultimate` of {n} path(s) set to false in Nix's answer (not in snix's schema)"
+            "{what}: `ultimate` of {n} path(s) {how} (not in snix's schema)"
         ));
     }
     let (text, n) = super::grpc_without_registration_time(&text, false)?;
@@ -612,6 +682,14 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
     } else {
         vec![None]
     };
+    if let Some(why) = image_not_applicable(fs) {
+        for k in candidates.iter().flatten().filter(|k| k.image()) {
+            for n in checks.iter().map(|c| c.name).chain(extra) {
+                report.not_applicable(&tagged(&flavoured(n, Some(*k)), &fs.label), &why);
+            }
+        }
+        candidates.retain(|k| !k.is_some_and(Kind::image));
+    }
     if let Some(why) = crate::images::erofs_unavailable() {
         candidates.retain(|k| *k != Some(Kind::OursErofs));
         let name = tagged("parity-ours-erofs/setup", &fs.label);
@@ -654,7 +732,7 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
     let side = |d: &Daemon, who: &str| -> Result<Side> {
         Ok(Side {
             unix: d.url(),
-            ssh: ssh_ng_url(ctx, &format!("{}-{who}", fs.suite), &d.socket)?,
+            ssh: ssh_ng_url(ctx, fs, &format!("{}-{who}", fs.suite), &d.socket)?,
         })
     };
     let nix_side = match side(&nix, "nix") {
@@ -764,6 +842,18 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
     drop(nix);
 }
 
+/// Why the image flavours cannot serve this Nix's lower store: their index
+/// comes from `scripts/mk-lower-image`'s `nix path-info --json --recursive`
+/// of every path of the lower store, run with this Nix.
+fn image_not_applicable(fs: &Rootfs) -> Option<String> {
+    let why = fs.lacks(Feature::DrvArgIsItself)?;
+    Some(format!(
+        "{why}; the image's index is made by scripts/mk-lower-image with `nix path-info --json --recursive` of \
+         every path, .drv files included, which this Nix reads as the derivations' outputs and refuses for the \
+         never-built one"
+    ))
+}
+
 /// snix's PathInfoService holds no realisations, and neither does an image's
 /// index (`nix path-info --json` and a registration carry none), so through
 /// the gRPC and image flavours every realisation is unknown: the client must
@@ -771,7 +861,13 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
 /// input-addressed one Nix's client asserts on the missing realisation),
 /// never get a wrong path or a dropped connection.
 fn has_no_realisations(fs: &Rootfs, check: &Check, kind: Kind, ours: &Side) -> Result<String> {
-    const MISSING: &[&str] = &["of the unbuilt derivation", "unrealised output", "thisRealisation"];
+    // The last is Nix 2.8's text (input-addressed outputs included).
+    const MISSING: &[&str] = &[
+        "of the unbuilt derivation",
+        "unrealised output",
+        "thisRealisation",
+        "cannot operate on an output of unbuilt content-addressed derivation",
+    ];
     for o in run_check(fs, check, ours)? {
         if o.success() {
             bail!(
