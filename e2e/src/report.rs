@@ -227,3 +227,44 @@ fn one_line(s: &str) -> String {
 pub fn tagged(name: &str, label: &str) -> String {
     format!("{name} [{label}]")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, verdict: Verdict, reason: &str) -> Entry {
+        Entry {
+            name: name.into(),
+            verdict,
+            reason: reason.into(),
+            took: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn applicability_lists_what_ran_and_why_the_rest_did_not() {
+        let r = Report {
+            entries: vec![
+                entry("parity/a [nix-2.8]", Verdict::Pass, ""),
+                entry("parity/b [nix-2.8]", Verdict::Fail, "broken"),
+                entry("parity/c [nix-2.8]", Verdict::NotApplicable, "no c"),
+                entry("overlay-ours/d [nix-2.8]", Verdict::NotApplicable, "no overlay"),
+                entry("overlay-nix/d [nix-2.8]", Verdict::NotApplicable, "no overlay"),
+                entry("parity/a [nix-2.26]", Verdict::Pass, ""),
+                entry("readonly/x", Verdict::Pass, ""),
+            ],
+            filters: vec![],
+        };
+        assert_eq!(
+            r.applicability(),
+            [
+                "applicability [nix-2.8]: 2 ran, 3 not applicable",
+                "  ran parity: a, b (FAIL)",
+                "  n/a (no c): parity/c",
+                "  n/a (no overlay): overlay-ours/d, overlay-nix/d",
+            ]
+        );
+        assert_eq!(r.count(Verdict::NotApplicable), 3);
+        assert_eq!(r.count(Verdict::Fail), 1);
+    }
+}

@@ -293,3 +293,42 @@ fn strip_chroot(desc: &str, dir: &Path) -> String {
 pub fn shq(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nix(version: &str) -> Rootfs {
+        Rootfs {
+            suite: "x".into(),
+            dir: PathBuf::from("/nonexistent"),
+            version: version.into(),
+            label: "x".into(),
+        }
+    }
+
+    #[test]
+    fn features_follow_the_version() {
+        let old = nix("2.8.0");
+        for f in [
+            Feature::LocalOverlay,
+            Feature::DerivationShow,
+            Feature::PathFromHashPart,
+            Feature::ValidDerivers,
+            Feature::OutputsSyntax,
+            Feature::DrvArgIsItself,
+            Feature::ChildStaysInChroot,
+            Feature::JsonUltimateFalse,
+        ] {
+            let why = old.lacks(f).unwrap_or_else(|| panic!("Nix 2.8.0 should lack {f:?}"));
+            assert!(why.starts_with("Nix 2.8.0: "), "{why}");
+            assert_eq!(nix("2.26.3").lacks(f), None, "{f:?}");
+            assert_eq!(nix("2.34.8").lacks(f), None, "{f:?}");
+        }
+        // The exact first version has it; the one before does not.
+        assert_eq!(nix("2.22.0").lacks(Feature::LocalOverlay), None);
+        assert!(nix("2.21.9").lacks(Feature::LocalOverlay).is_some());
+        assert_eq!(old.derivation_show(), ["nix", "show-derivation"]);
+        assert_eq!(nix("2.15.0").derivation_show(), ["nix", "derivation", "show"]);
+    }
+}
