@@ -1,11 +1,14 @@
-//! `snix-lower-store-e2e`: runs real Nix clients (Nix 2.26 from Debian
-//! trixie, Nix 2.34 from Debian sid, each in its own chroot) against
-//! `snix-lower-store` and against Nix's own daemon serving the same lower
-//! store, including Nix's `local-overlay` store on a real OverlayFS mount.
+//! `snix-lower-store-e2e`: runs real Nix clients (Nix 2.8 from Debian
+//! bookworm, Nix 2.26 from Debian trixie, Nix 2.34 from Debian sid, each in
+//! its own chroot) against `snix-lower-store` and against Nix's own daemon
+//! serving the same lower store, including Nix's `local-overlay` store on a
+//! real OverlayFS mount. Nix 2.8 has no local-overlay store: it is a parity
+//! client, compared with its own daemon on the lower store it made; its
+//! local-overlay scenarios are reported `N/A`, never run or skipped.
 //!
 //! The binary re-executes itself in private mount and PID namespaces, so
 //! every mount and every daemon it starts disappears with it, even on a
-//! crash. Output: one `PASS`/`FAIL`/`SKIP` line per scenario, a summary, and
+//! crash. Output: one `PASS`/`FAIL`/`SKIP`/`N/A` line per scenario, a summary, and
 //! a non-zero exit status if anything failed. With `CI=true`, a missing root
 //! file system or a failed mount is a failure, never a skip.
 
@@ -33,7 +36,7 @@ const USAGE: &str = "usage: snix-lower-store-e2e [options]
                         env SNIX_LOWER_STORE_BIN)
   --rootfs-cache DIR    provisioned root file systems (default:
                         /var/cache/snix-lower-store/rootfs; env SNIX_LOWER_STORE_ROOTFS_CACHE)
-  --suites LIST         comma-separated Debian suites to use (default: trixie,sid)
+  --suites LIST         comma-separated Debian suites to use (default: trixie,sid,bookworm)
   --only SUBSTRING      run only scenarios whose name contains SUBSTRING (repeatable)
   --baseline-only       only run scenarios against Nix's own daemon
   --work DIR            keep the work directory in DIR (default: a tmpfs, discarded)
@@ -62,7 +65,7 @@ fn parse_args(args: &[String]) -> Result<Options> {
         cache: std::env::var_os("SNIX_LOWER_STORE_ROOTFS_CACHE")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/var/cache/snix-lower-store/rootfs")),
-        suites: vec!["trixie".into(), "sid".into()],
+        suites: vec!["trixie".into(), "sid".into(), "bookworm".into()],
         only: vec![],
         baseline_only: false,
         work: None,

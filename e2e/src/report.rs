@@ -1,5 +1,11 @@
-//! Scenario outcomes: one `PASS`/`FAIL`/`SKIP` line per scenario as it
+//! Scenario outcomes: one `PASS`/`FAIL`/`SKIP`/`N/A` line per scenario as it
 //! finishes, and a summary at the end.
+//!
+//! `N/A` is not a skip: it marks a scenario that cannot exist for one Nix
+//! version (Nix 2.8 has no local-overlay store), decided from the version
+//! before anything runs, never from a failure. It does not fail a run, even
+//! with `CI=true`, and the summary lists, per Nix version that has any, what
+//! ran and what was not applicable with the reason.
 
 use std::time::{Duration, Instant};
 
@@ -8,6 +14,8 @@ pub enum Verdict {
     Pass,
     Fail,
     Skip,
+    /// Cannot exist for this Nix version (the reason names what it lacks).
+    NotApplicable,
 }
 
 pub struct Entry {
@@ -67,6 +75,13 @@ impl Report {
         }
     }
 
+    /// Records a scenario that does not apply to one Nix version (if wanted).
+    pub fn not_applicable(&mut self, name: &str, reason: &str) {
+        if self.wanted(name) {
+            self.record(name, Verdict::NotApplicable, reason, Duration::ZERO);
+        }
+    }
+
     /// Records a problem with the environment whatever the filters say.
     pub fn setup_problem(&mut self, name: &str, reason: &str, fail: bool) {
         let v = if fail { Verdict::Fail } else { Verdict::Skip };
@@ -79,6 +94,7 @@ impl Report {
             Verdict::Pass => println!("PASS {name} ({secs:.1}s)"),
             Verdict::Fail => println!("FAIL {name}: {} ({secs:.1}s)", one_line(reason)),
             Verdict::Skip => println!("SKIP {name}: {}", one_line(reason)),
+            Verdict::NotApplicable => println!("N/A  {name}: {}", one_line(reason)),
         }
         self.entries.push(Entry {
             name: name.to_string(),
@@ -95,10 +111,11 @@ impl Report {
     pub fn print_summary(&self, total: Duration) {
         println!();
         println!(
-            "summary: {} passed, {} failed, {} skipped, {} total in {:.1}s",
+            "summary: {} passed, {} failed, {} skipped, {} not applicable, {} total in {:.1}s",
             self.count(Verdict::Pass),
             self.count(Verdict::Fail),
             self.count(Verdict::Skip),
+            self.count(Verdict::NotApplicable),
             self.entries.len(),
             total.as_secs_f64()
         );
@@ -110,6 +127,9 @@ impl Report {
             .map(|e| format!("{} {:.1}s", e.name, e.took.as_secs_f64()))
             .collect();
         println!("slowest: {}", slowest.join(", "));
+        for line in self.applicability() {
+            println!("{line}");
+        }
         for e in self.entries.iter().filter(|e| e.verdict == Verdict::Fail) {
             println!(
                 "  failed: {}: {}",
@@ -117,6 +137,80 @@ impl Report {
                 one_line(&e.reason).chars().take(300).collect::<String>()
             );
         }
+    }
+}
+
+impl Report {
+    /// For each Nix version (report tag) with a not-applicable scenario:
+    /// what ran there (grouped by scenario group, with its verdict when not
+    /// a pass) and what did not apply, grouped by reason.
+    pub fn applicability(&self) -> Vec<String> {
+        let mut labels: Vec<&str> = self
+            .entries
+            .iter()
+            .filter(|e| e.verdict == Verdict::NotApplicable)
+            .filter_map(|e| label_of(&e.name))
+            .collect();
+        labels.dedup();
+        labels.sort();
+        labels.dedup();
+        let mut out = vec![];
+        for label in labels {
+            let mine: Vec<&Entry> = self
+                .entries
+                .iter()
+                .filter(|e| label_of(&e.name) == Some(label))
+                .collect();
+            let ran: Vec<&&Entry> = mine.iter().filter(|e| e.verdict != Verdict::NotApplicable).collect();
+            let na = mine.len() - ran.len();
+            out.push(format!(
+                "applicability [{label}]: {} ran, {na} not applicable",
+                ran.len()
+            ));
+            let mut groups: Vec<(String, Vec<String>)> = vec![];
+            for e in &ran {
+                let (group, rest) = split_name(&e.name, label);
+                let item = match e.verdict {
+                    Verdict::Pass => rest,
+                    Verdict::Fail => format!("{rest} (FAIL)"),
+                    _ => format!("{rest} (SKIP)"),
+                };
+                push_grouped(&mut groups, group, item);
+            }
+            for (g, items) in groups {
+                out.push(format!("  ran {g}: {}", items.join(", ")));
+            }
+            let mut reasons: Vec<(String, Vec<String>)> = vec![];
+            for e in mine.iter().filter(|e| e.verdict == Verdict::NotApplicable) {
+                let name = e.name.trim_end_matches(&format!(" [{label}]")).to_string();
+                push_grouped(&mut reasons, one_line(&e.reason), name);
+            }
+            for (why, names) in reasons {
+                out.push(format!("  n/a ({why}): {}", names.join(", ")));
+            }
+        }
+        out
+    }
+}
+
+/// The Nix tag of a report name (`x/y [nix-2.8]` -> `nix-2.8`).
+fn label_of(name: &str) -> Option<&str> {
+    name.strip_suffix(']')?.rsplit_once(" [").map(|(_, l)| l)
+}
+
+/// `group/rest [label]` -> (`group`, `rest`).
+fn split_name(name: &str, label: &str) -> (String, String) {
+    let bare = name.trim_end_matches(&format!(" [{label}]"));
+    match bare.split_once('/') {
+        Some((g, r)) => (g.to_string(), r.to_string()),
+        None => (bare.to_string(), String::new()),
+    }
+}
+
+fn push_grouped(groups: &mut Vec<(String, Vec<String>)>, key: String, item: String) {
+    match groups.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, v)) => v.push(item),
+        None => groups.push((key, vec![item])),
     }
 }
 
@@ -132,4 +226,45 @@ fn one_line(s: &str) -> String {
 /// Report name of a scenario run with one Nix version.
 pub fn tagged(name: &str, label: &str) -> String {
     format!("{name} [{label}]")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, verdict: Verdict, reason: &str) -> Entry {
+        Entry {
+            name: name.into(),
+            verdict,
+            reason: reason.into(),
+            took: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn applicability_lists_what_ran_and_why_the_rest_did_not() {
+        let r = Report {
+            entries: vec![
+                entry("parity/a [nix-2.8]", Verdict::Pass, ""),
+                entry("parity/b [nix-2.8]", Verdict::Fail, "broken"),
+                entry("parity/c [nix-2.8]", Verdict::NotApplicable, "no c"),
+                entry("overlay-ours/d [nix-2.8]", Verdict::NotApplicable, "no overlay"),
+                entry("overlay-nix/d [nix-2.8]", Verdict::NotApplicable, "no overlay"),
+                entry("parity/a [nix-2.26]", Verdict::Pass, ""),
+                entry("readonly/x", Verdict::Pass, ""),
+            ],
+            filters: vec![],
+        };
+        assert_eq!(
+            r.applicability(),
+            [
+                "applicability [nix-2.8]: 2 ran, 3 not applicable",
+                "  ran parity: a, b (FAIL)",
+                "  n/a (no c): parity/c",
+                "  n/a (no overlay): overlay-ours/d, overlay-nix/d",
+            ]
+        );
+        assert_eq!(r.count(Verdict::NotApplicable), 3);
+        assert_eq!(r.count(Verdict::Fail), 1);
+    }
 }

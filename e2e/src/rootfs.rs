@@ -1,5 +1,10 @@
 //! Running commands, on the host and inside the Debian root file systems that
-//! carry the real Nix clients.
+//! carry the real Nix clients, and what each Nix version can do.
+//!
+//! A chroot's Nix version is read from its own `nix-store --version`, never
+//! assumed from the suite name; what a scenario may ask of it (a
+//! local-overlay store, `nix derivation show`, `nix store
+//! path-from-hash-part`) follows from that version alone (see [`Rootfs::lacks`]).
 //!
 //! Every command's output is captured; every error names the command that
 //! failed together with its exit status and the tail of its stderr, so a FAIL
@@ -111,10 +116,31 @@ where
     capture(Command::new(program).args(args))?.ok()
 }
 
+/// Something a scenario needs from the client's Nix that older versions lack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    /// Nix's `local-overlay://` store (every `overlay-*` scenario).
+    LocalOverlay,
+    /// `nix derivation show`.
+    DerivationShow,
+    /// `nix store path-from-hash-part`.
+    PathFromHashPart,
+    /// `nix-store --query --valid-derivers`.
+    ValidDerivers,
+    /// `DRV^*` and `DRV^out` installables.
+    OutputsSyntax,
+    /// A `.drv` argument of a `nix` command means the `.drv` itself.
+    DrvArgIsItself,
+    /// Processes Nix starts stay in the chroot Nix runs in.
+    ChildStaysInChroot,
+    /// `nix path-info --json` prints `"ultimate": false`.
+    JsonUltimateFalse,
+}
+
 /// One Debian root file system with a real Nix inside.
 #[derive(Debug, Clone)]
 pub struct Rootfs {
-    /// Debian suite name (`trixie`, `sid`).
+    /// Debian suite name (`bookworm`, `trixie`, `sid`).
     pub suite: String,
     /// Host path of the root file system.
     pub dir: PathBuf,
@@ -154,6 +180,63 @@ impl Rootfs {
         self.label = format!("nix-{}", short.join("."));
         self.version = version;
         Ok(())
+    }
+
+    /// The (major, minor) of [`Rootfs::version`]; (0, 0) before it is detected.
+    pub fn major_minor(&self) -> (u32, u32) {
+        let mut it = self.version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        (it.next().unwrap_or(0), it.next().unwrap_or(0))
+    }
+
+    /// Why this Nix cannot do `what`, or None when it can. The versions are
+    /// those of Nix's own sources: the local-overlay store and its
+    /// `local-overlay-store` feature appeared in 2.22, `nix derivation show`
+    /// in 2.15 (before: `nix show-derivation`), `nix store
+    /// path-from-hash-part` in 2.12, `nix-store --query --valid-derivers` in
+    /// 2.18, `DRV^OUTPUTS` in 2.13, a `.drv` argument meaning itself in 2.15,
+    /// children staying in Nix's chroot in 2.17, `"ultimate": false` in
+    /// path-info JSON in 2.19.
+    pub fn lacks(&self, what: Feature) -> Option<String> {
+        let (need, text) = match what {
+            Feature::LocalOverlay => ((2, 22), "no local-overlay store (added in Nix 2.22)"),
+            Feature::DerivationShow => (
+                (2, 15),
+                "no `nix derivation show` (added in Nix 2.15; `nix show-derivation` before)",
+            ),
+            Feature::PathFromHashPart => (
+                (2, 12),
+                "no `nix store path-from-hash-part` (added in Nix 2.12), the only CLI command that sends \
+                 QueryPathFromHashPart",
+            ),
+            Feature::ValidDerivers => ((2, 18), "no `nix-store --query --valid-derivers` (added in Nix 2.18)"),
+            Feature::OutputsSyntax => ((2, 13), "no `DRV^OUTPUTS` installable syntax (added in Nix 2.13)"),
+            Feature::DrvArgIsItself => (
+                (2, 15),
+                "`nix` commands read a `.drv` argument as that derivation's outputs (until Nix 2.15; since then \
+                 as the `.drv` itself)",
+            ),
+            Feature::JsonUltimateFalse => (
+                (2, 19),
+                "`nix path-info --json` prints `ultimate` only when true (always since Nix 2.19)",
+            ),
+            Feature::ChildStaysInChroot => (
+                (2, 17),
+                "a process Nix starts (the `remote-program` of `ssh-ng://localhost`) runs in the mount \
+                 namespace's root, outside the chroot Nix runs in (restoreMountNamespace restores the root \
+                 since Nix 2.17)",
+            ),
+        };
+        (self.major_minor() < need).then(|| format!("Nix {}: {text}", self.version))
+    }
+
+    /// `nix derivation show`, or `nix show-derivation` where that is all this
+    /// Nix has (same JSON).
+    pub fn derivation_show(&self) -> &'static [&'static str] {
+        if self.lacks(Feature::DerivationShow).is_some() {
+            &["nix", "show-derivation"]
+        } else {
+            &["nix", "derivation", "show"]
+        }
     }
 
     /// Host path of a path as seen inside this chroot.
@@ -209,4 +292,43 @@ fn strip_chroot(desc: &str, dir: &Path) -> String {
 /// Single-quotes `s` for /bin/sh.
 pub fn shq(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nix(version: &str) -> Rootfs {
+        Rootfs {
+            suite: "x".into(),
+            dir: PathBuf::from("/nonexistent"),
+            version: version.into(),
+            label: "x".into(),
+        }
+    }
+
+    #[test]
+    fn features_follow_the_version() {
+        let old = nix("2.8.0");
+        for f in [
+            Feature::LocalOverlay,
+            Feature::DerivationShow,
+            Feature::PathFromHashPart,
+            Feature::ValidDerivers,
+            Feature::OutputsSyntax,
+            Feature::DrvArgIsItself,
+            Feature::ChildStaysInChroot,
+            Feature::JsonUltimateFalse,
+        ] {
+            let why = old.lacks(f).unwrap_or_else(|| panic!("Nix 2.8.0 should lack {f:?}"));
+            assert!(why.starts_with("Nix 2.8.0: "), "{why}");
+            assert_eq!(nix("2.26.3").lacks(f), None, "{f:?}");
+            assert_eq!(nix("2.34.8").lacks(f), None, "{f:?}");
+        }
+        // The exact first version has it; the one before does not.
+        assert_eq!(nix("2.22.0").lacks(Feature::LocalOverlay), None);
+        assert!(nix("2.21.9").lacks(Feature::LocalOverlay).is_some());
+        assert_eq!(old.derivation_show(), ["nix", "show-derivation"]);
+        assert_eq!(nix("2.15.0").derivation_show(), ["nix", "derivation", "show"]);
+    }
 }

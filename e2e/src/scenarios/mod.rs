@@ -14,6 +14,7 @@ use crate::daemons::Kind;
 use crate::fixture::{self, Fixture};
 use crate::report::{tagged, Report};
 use crate::rootfs::{capture, tail, Output};
+use crate::rootfs::{Feature, Rootfs};
 use crate::Options;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -41,12 +42,22 @@ pub fn run_all(ctx: &Ctx, opts: &Options, report: &mut Report) -> Result<()> {
             fixtures.insert(fs.label.clone(), f);
         }
     }
+    // The shared lower store is the oldest one made by a Nix with a
+    // local-overlay store; a Nix without one (2.8) is a parity-only client
+    // and is compared with its own daemon on the lower store it made.
+    let full = |fs: &&Rootfs| fs.lacks(Feature::LocalOverlay).is_none();
     let primary = ctx
         .roots
         .iter()
+        .filter(full)
+        .chain(ctx.roots.iter())
         .find_map(|fs| fixtures.get(&fs.label))
         .cloned()
         .context("no lower store could be generated")?;
+    let lower_of = |fs: &Rootfs| match fs.lacks(Feature::LocalOverlay) {
+        Some(_) => fixtures.get(&fs.label).cloned(),
+        None => Some(primary.clone()),
+    };
     if fixtures.len() > 1 {
         report.run("fixture/same-paths-across-versions", || {
             for f in fixtures.values() {
@@ -71,21 +82,43 @@ pub fn run_all(ctx: &Ctx, opts: &Options, report: &mut Report) -> Result<()> {
         }
     }
     for fs in &ctx.roots {
-        parity::run(ctx, fs, &primary, with_ours, report);
+        // No lower store of its own (its fixture failed, reported above).
+        let Some(lower) = lower_of(fs) else { continue };
+        parity::run(ctx, fs, &lower, with_ours, report);
         if with_ours {
-            grpc::run(ctx, fs, &primary, report);
+            grpc::run(ctx, fs, &lower, report);
             if ctx.snix.is_some() {
-                snix::run(ctx, fs, &primary, report);
+                snix::run(ctx, fs, &lower, report);
             }
         }
     }
     for fs in &ctx.roots {
-        overlay::run(ctx, fs, &primary, with_ours, report);
+        match fs.lacks(Feature::LocalOverlay) {
+            Some(why) => overlay_not_applicable(fs, ctx.snix.is_some(), with_ours, &why, report),
+            None => overlay::run(ctx, fs, &primary, with_ours, report),
+        }
     }
     if with_ours {
         readonly_check(ctx, report);
     }
     Ok(())
+}
+
+/// Every local-overlay scenario of every flavour, as not applicable to `fs`.
+fn overlay_not_applicable(fs: &Rootfs, snix: bool, with_ours: bool, why: &str, report: &mut Report) {
+    let kinds: Vec<Kind> = if with_ours {
+        Kind::ours(snix).into_iter().chain([Kind::Nix]).collect()
+    } else {
+        vec![Kind::Nix]
+    };
+    for k in kinds {
+        for n in overlay::NAMES
+            .iter()
+            .filter(|n| k != Kind::Nix || !n.ends_with("/store-url"))
+        {
+            report.not_applicable(&tagged(&overlay::flavoured(n, k), &fs.label), why);
+        }
+    }
 }
 
 pub const READONLY: &str = "readonly/lower-and-index-unchanged";
@@ -199,9 +232,10 @@ pub fn grpc_without_registration_time(text: &str, only_none: bool) -> Result<(St
 /// to false in every path-info object (recognised by `narHash`) of Nix's
 /// daemon's JSON answer, leaving everything else as is; returns the text and
 /// how many were true. The gRPC side's answer is never touched, so it must
-/// say false.
-pub fn grpc_ultimate_false(text: &str) -> Result<(String, usize)> {
-    fn walk(v: &mut serde_json::Value, n: &mut usize) {
+/// say false. With `omitted_when_false` (Nix before 2.19 prints `ultimate`
+/// only when true) the key is removed instead, as that Nix prints false.
+pub fn grpc_ultimate_false(text: &str, omitted_when_false: bool) -> Result<(String, usize)> {
+    fn walk(v: &mut serde_json::Value, omit: bool, n: &mut usize) {
         match v {
             serde_json::Value::Object(m) => {
                 if m.contains_key("narHash") {
@@ -211,17 +245,20 @@ pub fn grpc_ultimate_false(text: &str) -> Result<(String, usize)> {
                         }
                         *u = serde_json::Value::Bool(false);
                     }
+                    if omit {
+                        m.remove("ultimate");
+                    }
                 }
-                m.values_mut().for_each(|x| walk(x, n));
+                m.values_mut().for_each(|x| walk(x, omit, n));
             }
-            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| walk(x, n)),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| walk(x, omit, n)),
             _ => {}
         }
     }
     let mut v: serde_json::Value =
         serde_json::from_str(text).with_context(|| format!("not JSON: {}", tail(text, 300)))?;
     let mut n = 0;
-    walk(&mut v, &mut n);
+    walk(&mut v, omitted_when_false, &mut n);
     Ok((serde_json::to_string_pretty(&v)?, n))
 }
 
@@ -322,11 +359,20 @@ pub fn relay(args: &[String]) -> Result<()> {
 
 /// Writes `/e2e/bin/relay-<name>`, a `remote-program` for `ssh-ng://localhost`
 /// that relays to `socket`; returns the store URL using it.
-pub fn ssh_ng_url(ctx: &Ctx, name: &str, socket: &str) -> Result<String> {
+/// A Nix that starts the relay outside its chroot (before 2.17, see
+/// [`Feature::ChildStaysInChroot`]) gets the script's, the relay's and the
+/// socket's host paths, which are valid there (the suite's mount namespace).
+pub fn ssh_ng_url(ctx: &Ctx, fs: &Rootfs, name: &str, socket: &str) -> Result<String> {
     let prog = format!("/e2e/bin/relay-{name}");
-    ctx.write_script(
-        &prog,
-        &format!("#!/bin/sh\nexec /e2e/bin/snix-lower-store-e2e relay {socket}\n"),
-    )?;
-    Ok(format!("ssh-ng://localhost?remote-program={prog}"))
+    let relay = "/e2e/bin/snix-lower-store-e2e";
+    let (prog_path, relay, socket) = match fs.lacks(Feature::ChildStaysInChroot) {
+        Some(_) => (
+            ctx.host(&prog).display().to_string(),
+            ctx.host(relay).display().to_string(),
+            ctx.host(socket).display().to_string(),
+        ),
+        None => (prog.clone(), relay.to_string(), socket.to_string()),
+    };
+    ctx.write_script(&prog, &format!("#!/bin/sh\nexec {relay} relay {socket}\n"))?;
+    Ok(format!("ssh-ng://localhost?remote-program={prog_path}"))
 }

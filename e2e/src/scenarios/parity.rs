@@ -42,7 +42,7 @@ use crate::daemons::{self, Daemon, Kind};
 use crate::fixture::Fixture;
 use crate::mounts::Mounted;
 use crate::report::{tagged, Report};
-use crate::rootfs::{Output, Rootfs};
+use crate::rootfs::{Feature, Output, Rootfs};
 use anyhow::{bail, Result};
 
 pub const NAMES: &[&str] = &[
@@ -90,6 +90,10 @@ struct Check {
     /// Store paths our daemon must have been asked NarFromPath for (and
     /// answered) while the check ran.
     nar_from: Vec<String>,
+    /// Why the client's Nix cannot run this check at all (reported `N/A`).
+    not_applicable: Option<String>,
+    /// How the check was adapted to the client's Nix (a `note` line).
+    adapted: Option<String>,
 }
 
 fn per_path(paths: &[&str], f: impl Fn(&str) -> Vec<&str>) -> Vec<Vec<String>> {
@@ -99,7 +103,7 @@ fn per_path(paths: &[&str], f: impl Fn(&str) -> Vec<&str>) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn checks(fx: &Fixture) -> Vec<Check> {
+fn checks(fs: &Rootfs, fx: &Fixture) -> Vec<Check> {
     let sample = fx.sample();
     let outputs: Vec<&str> = sample.iter().copied().filter(|p| !p.ends_with(".drv")).collect();
     let drvs: Vec<&str> = sample.iter().copied().filter(|p| p.ends_with(".drv")).collect();
@@ -112,6 +116,8 @@ fn checks(fx: &Fixture) -> Vec<Check> {
         any: false,
         exact_error: false,
         nar_from: vec![],
+        not_applicable: None,
+        adapted: None,
     };
     let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
     let mut v = vec![
@@ -261,6 +267,8 @@ fn checks(fx: &Fixture) -> Vec<Check> {
             any: false,
             exact_error: true,
             nar_from: vec![],
+            not_applicable: None,
+            adapted: None,
         },
         Check {
             name: "parity/dump",
@@ -333,6 +341,8 @@ fn checks(fx: &Fixture) -> Vec<Check> {
             any: false,
             exact_error: false,
             nar_from: vec![],
+            not_applicable: None,
+            adapted: None,
         },
         // QueryRealisation (what Nix's local-overlay store asks its lower
         // store) and the floating output in QueryDerivationOutputMap: the
@@ -346,6 +356,8 @@ fn checks(fx: &Fixture) -> Vec<Check> {
             any: false,
             exact_error: false,
             nar_from: vec![],
+            not_applicable: None,
+            adapted: None,
         },
         // Input-addressed (and one never built): whatever Nix's daemon
         // answers, ours must answer the same.
@@ -361,6 +373,8 @@ fn checks(fx: &Fixture) -> Vec<Check> {
             any: true,
             exact_error: false,
             nar_from: vec![],
+            not_applicable: None,
+            adapted: None,
         },
         c(
             "parity/ssh-ng-path-info-json",
@@ -381,7 +395,95 @@ fn checks(fx: &Fixture) -> Vec<Check> {
         ),
     ];
     v.retain(|c| !c.cmds.is_empty());
+    for c in &mut v {
+        adapt(fs, c);
+    }
     v
+}
+
+/// `nix path-info` / `nix store …` with `.drv` arguments, on a Nix that
+/// reads them as their outputs: `--derivation` (the derivation itself, what
+/// newer Nix reads) when every argument is a `.drv`; otherwise the `.drv`s go
+/// to a second command with `--derivation` and the others stay as they are
+/// (`--derivation` would turn an output into its deriver).
+fn drv_args_as_themselves(c: &mut Check, why: &str) {
+    let mut out = vec![];
+    for cmd in std::mem::take(&mut c.cmds) {
+        let is_drv = |a: &String| a.starts_with("/nix/store/") && a.ends_with(".drv");
+        let store_args = cmd.iter().filter(|a| a.starts_with("/nix/store/")).count();
+        let installables = matches!(cmd.get(1).map(String::as_str), Some("path-info" | "store"));
+        if cmd[0] != "nix" || !installables || !cmd.iter().any(is_drv) {
+            out.push(cmd);
+            continue;
+        }
+        if cmd.iter().filter(|a| is_drv(a)).count() == store_args {
+            // Only derivations: `--derivation` makes each mean itself.
+            let mut cmd = cmd;
+            cmd.push("--derivation".into());
+            out.push(cmd);
+            c.adapted = Some(format!("{why}: run with `--derivation`"));
+            continue;
+        }
+        let others: Vec<String> = cmd.iter().filter(|a| !is_drv(a)).cloned().collect();
+        let mut drvs: Vec<String> = cmd.iter().filter(|a| !a.starts_with("/nix/store/")).cloned().collect();
+        drvs.insert(2, "--derivation".into());
+        drvs.extend(cmd.iter().filter(|a| is_drv(a)).cloned());
+        if others.iter().any(|a| a.starts_with("/nix/store/")) {
+            out.push(others);
+        }
+        out.push(drvs);
+        c.adapted = Some(format!(
+            "{why}: the `.drv` arguments are asked about in a second `nix path-info --derivation`"
+        ));
+    }
+    c.cmds = out;
+}
+
+/// Fits a check to the client's Nix version: a command it lacks is replaced
+/// by its older name (noted), left out when the check keeps other commands
+/// (noted), or the whole check is not applicable (with the reason).
+fn adapt(fs: &Rootfs, c: &mut Check) {
+    let is_hash_part = |cmd: &Vec<String>| cmd.get(1..3) == Some(&["store".to_string(), "path-from-hash-part".into()]);
+    if let Some(why) = fs.lacks(Feature::PathFromHashPart) {
+        if c.cmds.iter().all(is_hash_part) {
+            c.not_applicable = Some(why);
+        } else if c.cmds.iter().any(is_hash_part) {
+            c.cmds.retain(|cmd| !is_hash_part(cmd));
+            c.adapted = Some(format!("{why}: that command is left out, the others run"));
+        }
+    }
+    if let Some(why) = fs.lacks(Feature::ValidDerivers) {
+        if c.cmds.iter().any(|cmd| cmd.iter().any(|a| a == "--valid-derivers")) {
+            c.not_applicable = Some(why);
+        }
+    }
+    if let Some(why) = fs.lacks(Feature::OutputsSyntax) {
+        // A bare `.drv` means all its outputs there (see DrvArgIsItself).
+        let mut changed = false;
+        for a in c.cmds.iter_mut().flatten().filter(|a| a.ends_with(".drv^*")) {
+            a.truncate(a.len() - 2);
+            changed = true;
+        }
+        if changed {
+            c.adapted = Some(format!(
+                "{why}: `DRV^*` is given as `DRV`, which means its outputs there"
+            ));
+        }
+    }
+    if let Some(why) = fs.lacks(Feature::DrvArgIsItself) {
+        drv_args_as_themselves(c, &why);
+    }
+    if let Some(why) = fs.lacks(Feature::DerivationShow) {
+        let old = fs.derivation_show();
+        for cmd in c
+            .cmds
+            .iter_mut()
+            .filter(|cmd| cmd.get(1..3) == Some(&["derivation".into(), "show".into()]))
+        {
+            cmd.splice(0..3, old.iter().map(|a| a.to_string()));
+            c.adapted = Some(format!("{why}: run as `{}`", old.join(" ")));
+        }
+    }
 }
 
 /// `nix realisation info --json <drv>^*`.
@@ -456,7 +558,8 @@ fn compare(
         let mut b = b.clone();
         let mut g = g.clone();
         if kind.grpc() && check.json && b.success() {
-            grpc_normalise(&what, &mut b, &mut g, &mut notes)?;
+            let omitted = fs.lacks(Feature::JsonUltimateFalse).is_some();
+            grpc_normalise(&what, &mut b, &mut g, omitted, &mut notes)?;
         }
         if let Err(e) = same(&what, &b, &g) {
             bail!("{e:#}; daemon log: {}", daemon.log_tail());
@@ -491,11 +594,21 @@ fn compare(
 /// false on Nix's side only (ours must say false); `registrationTime` is
 /// removed from Nix's side, and from ours only where it says "none" (absent,
 /// null or 0): a real time on our side still differs.
-fn grpc_normalise(what: &str, b: &mut Output, g: &mut Output, notes: &mut Vec<String>) -> Result<()> {
-    let (text, n) = super::grpc_ultimate_false(&b.stdout())?;
+fn grpc_normalise(
+    what: &str,
+    b: &mut Output,
+    g: &mut Output,
+    ultimate_omitted_when_false: bool,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let (text, n) = super::grpc_ultimate_false(&b.stdout(), ultimate_omitted_when_false)?;
     if n > 0 {
+        let how = match ultimate_omitted_when_false {
+            true => "removed from Nix's answer (this Nix prints it only when true)",
+            false => "set to false in Nix's answer",
+        };
         notes.push(format!(
-            "{what}: `ultimate` of {n} path(s) set to false in Nix's answer (not in snix's schema)"
+            "{what}: `ultimate` of {n} path(s) {how} (not in snix's schema)"
         ));
     }
     let (text, n) = super::grpc_without_registration_time(&text, false)?;
@@ -562,13 +675,21 @@ pub fn flavoured(name: &str, kind: Option<Kind>) -> String {
 }
 
 pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut Report) {
-    let checks = checks(fx);
+    let checks = checks(fs, fx);
     let extra = ["ours/refuses-writes", "ours/query-missing-unbuilt"];
     let mut candidates: Vec<Option<Kind>> = if with_ours {
         Kind::ours(ctx.snix.is_some()).into_iter().map(Some).collect()
     } else {
         vec![None]
     };
+    if let Some(why) = image_not_applicable(fs) {
+        for k in candidates.iter().flatten().filter(|k| k.image()) {
+            for n in checks.iter().map(|c| c.name).chain(extra) {
+                report.not_applicable(&tagged(&flavoured(n, Some(*k)), &fs.label), &why);
+            }
+        }
+        candidates.retain(|k| !k.is_some_and(Kind::image));
+    }
     if let Some(why) = crate::images::erofs_unavailable() {
         candidates.retain(|k| *k != Some(Kind::OursErofs));
         let name = tagged("parity-ours-erofs/setup", &fs.label);
@@ -611,7 +732,7 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
     let side = |d: &Daemon, who: &str| -> Result<Side> {
         Ok(Side {
             unix: d.url(),
-            ssh: ssh_ng_url(ctx, &format!("{}-{who}", fs.suite), &d.socket)?,
+            ssh: ssh_ng_url(ctx, fs, &format!("{}-{who}", fs.suite), &d.socket)?,
         })
     };
     let nix_side = match side(&nix, "nix") {
@@ -633,7 +754,13 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
     for kind in flavours {
         let Some(kind) = kind else {
             for (i, c) in checks.iter().enumerate() {
-                report.run(&tagged(&flavoured(c.name, None), &fs.label), || base_of(i).map(|_| ()));
+                let name = tagged(&flavoured(c.name, None), &fs.label);
+                match &c.not_applicable {
+                    Some(why) => report.not_applicable(&name, why),
+                    None => {
+                        report.run(&name, || base_of(i).map(|_| ()));
+                    }
+                }
             }
             continue;
         };
@@ -683,14 +810,18 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
             if !report.wanted(&name) {
                 continue;
             }
-            let mut notes = vec![];
+            if let Some(why) = &c.not_applicable {
+                report.not_applicable(&name, why);
+                continue;
+            }
+            let mut notes: Vec<String> = c.adapted.iter().cloned().collect();
             report.run(&name, || {
                 let base = base_of(i)?;
                 if kind != Kind::Ours && c.name.starts_with("parity/realisation") {
                     notes.push(has_no_realisations(fs, c, kind, &ours_side)?);
                     return Ok(());
                 }
-                notes = compare(fs, c, &base, kind, [&nix_side, &ours_side], &daemon)?;
+                notes.extend(compare(fs, c, &base, kind, [&nix_side, &ours_side], &daemon)?);
                 Ok(())
             });
             for n in notes {
@@ -711,6 +842,18 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
     drop(nix);
 }
 
+/// Why the image flavours cannot serve this Nix's lower store: their index
+/// comes from `scripts/mk-lower-image`'s `nix path-info --json --recursive`
+/// of every path of the lower store, run with this Nix.
+fn image_not_applicable(fs: &Rootfs) -> Option<String> {
+    let why = fs.lacks(Feature::DrvArgIsItself)?;
+    Some(format!(
+        "{why}; the image's index is made by scripts/mk-lower-image with `nix path-info --json --recursive` of \
+         every path, .drv files included, which this Nix reads as the derivations' outputs and refuses for the \
+         never-built one"
+    ))
+}
+
 /// snix's PathInfoService holds no realisations, and neither does an image's
 /// index (`nix path-info --json` and a registration carry none), so through
 /// the gRPC and image flavours every realisation is unknown: the client must
@@ -718,7 +861,13 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
 /// input-addressed one Nix's client asserts on the missing realisation),
 /// never get a wrong path or a dropped connection.
 fn has_no_realisations(fs: &Rootfs, check: &Check, kind: Kind, ours: &Side) -> Result<String> {
-    const MISSING: &[&str] = &["of the unbuilt derivation", "unrealised output", "thisRealisation"];
+    // The last is Nix 2.8's text (input-addressed outputs included).
+    const MISSING: &[&str] = &[
+        "of the unbuilt derivation",
+        "unrealised output",
+        "thisRealisation",
+        "cannot operate on an output of unbuilt content-addressed derivation",
+    ];
     for o in run_check(fs, check, ours)? {
         if o.success() {
             bail!(
