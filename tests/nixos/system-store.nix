@@ -9,6 +9,16 @@
 # `index = "image"` (the test system-store-image): the same over an image
 # built by the flake's lib.mkLowerImage, served with lower.index = "image"
 # (issue 14): no import and no state directory, before and after the reboot.
+#
+# Then (issue 21) the first boot after a rotation: the VM starts again on
+# another image with the same system but without some paths of the first
+# one; snix-lower-store-reconcile.service, before nix-daemon, drops them
+# from Nix's database and invalidates a rooted path built on one of them,
+# saying so in the journal; a build needing them builds them again.
+#
+# The image is attached through QEMU_OPTS, which the VM's start script
+# appends to its qemu command line and the test driver passes on from its
+# environment at every start, so that each boot can have another one.
 {
   pkgs,
   common,
@@ -21,34 +31,27 @@ let
   imageIndex = index == "image";
   # The unit in front of the socket.
   gateUnit = if imageIndex then "snix-lower-store-check.service" else "snix-lower-store-import.service";
+  # The lower image of `toplevel` and the paths `extra`.
+  mkImage =
+    toplevel: extra:
+    if imageIndex then
+      common.mkImageWithIndex {
+        rootPaths = [ toplevel ] ++ extra;
+        label = "snixsystem";
+      }
+    else
+      common.mkLowerImage "snixsystem" ([ toplevel ] ++ extra);
 in
 pkgs.testers.runNixOSTest {
   name = "snix-lower-store-system-store${pkgs.lib.optionalString imageIndex "-image"}";
 
   nodes.machine =
-    { config, lib, ... }:
+    { lib, ... }:
     {
-      imports = [
-        common.module
-        # The lower image: the closure of this very system plus the tools the
-        # test builds with. Referenced only by the VM's start script, so the
-        # system does not depend on it.
-        (common.attachDisk "snixsystem" (
-          if imageIndex then
-            common.mkImageWithIndex {
-              rootPaths = [
-                config.system.build.toplevel
-                common.lowerClosure
-              ];
-              label = "snixsystem";
-            }
-          else
-            common.mkLowerImage "snixsystem" [
-              config.system.build.toplevel
-              common.lowerClosure
-            ]
-        ))
-      ];
+      # The lower image (the closure of this very system plus the tools the
+      # test builds with) is attached by the test script, so the system does
+      # not depend on it.
+      imports = [ common.module ];
 
       boot.initrd.systemd.enable = true;
 
@@ -79,12 +82,38 @@ pkgs.testers.runNixOSTest {
       virtualisation.diskSize = 2048;
     };
 
-  testScript = ''
+  testScript =
+    { nodes, ... }:
+    let
+      toplevel = nodes.machine.system.build.toplevel;
+      # The first lower, and the one it is rotated to: the same system,
+      # lowerClosure and lostPath replaced by lowerClosure2.
+      imageA = mkImage toplevel [
+        common.lowerClosure
+        common.lostPath
+      ];
+      imageB = mkImage toplevel [ common.lowerClosure2 ];
+    in
+    ''
     ${common.scriptPrelude}
+    import os
 
     def as_alice(cmd):
         return machine.succeed(f"su -l alice -c {shlex.quote(cmd)}")
 
+    base_qemu_opts = os.environ.get("QEMU_OPTS", "")
+
+    def attach_lower(image):
+        """The lower image of the next start, as /dev/disk/by-id/virtio-snixsystem."""
+        os.environ["QEMU_OPTS"] = (
+            f"{base_qemu_opts} -drive file={image},if=none,id=snixsystem,format=raw,readonly=on"
+            " -device virtio-blk-pci,drive=snixsystem,serial=snixsystem"
+        )
+
+    def monotonic(unit, prop):
+        return int(machine.succeed(f"systemctl show -P {prop} {unit}").strip())
+
+    attach_lower("${imageA}")
     start_all()
     machine.wait_for_unit("multi-user.target")
     toplevel = machine.succeed("readlink -f /run/current-system").strip()
@@ -138,6 +167,12 @@ pkgs.testers.runNixOSTest {
         machine.succeed(f"test -f ${upper}/{out_name}")
         machine.fail(f"test -e ${lowerMount}/nix/store/{out_name}")
         lower_count = machine.succeed("ls ${lowerMount}/nix/store | wc -l").strip()
+        # Built on lost_path (a lower path the next image does not have),
+        # rooted so that the garbage collector below keeps it.
+        refers = build_expr(machine, refers_to_lost_expr(), out_link="/root/refers-to-lost")
+        refers_name = refers.removeprefix("/nix/store/")
+        machine.succeed(f"grep -qx {lost_path} {refers}")
+        machine.succeed(f"test -f ${upper}/{refers_name}")
 
     with subtest("after a reboot the output and the index are still there"):
         machine.shutdown()
@@ -164,5 +199,43 @@ pkgs.testers.runNixOSTest {
         machine.succeed("test -z \"$(find ${upper} -type c)\"")
         assert machine.succeed("ls ${lowerMount}/nix/store | wc -l").strip() == lower_count
         machine.succeed(f"nix-store --check-validity {toplevel} {lower_closure}")
+        machine.succeed(f"nix-store --check-validity {refers} {lost_path}")
+
+    with subtest("first boot after a rotation to an image without some of the old lower paths"):
+        machine.shutdown()
+        attach_lower("${imageB}")
+        machine.start()
+        machine.wait_for_unit("multi-user.target")
+        machine.succeed("systemctl is-active snix-lower-store-reconcile.service")
+        if ${if imageIndex then "False" else "True"}:
+            machine.succeed(
+                "journalctl -b -u snix-lower-store-import.service"
+                " | grep -q 'the lower store changed since the last import'"
+            )
+        journal = machine.succeed("journalctl -b -u snix-lower-store-reconcile.service -o cat")
+        assert "are invalidated, not refused" in journal, journal
+        assert refers in journal, journal
+        # The lower paths that are gone are invalid, and so is the rooted
+        # path that referred to one of them.
+        for gone in [lower_closure, lost_path, refers]:
+            machine.fail(f"nix-store --check-validity {gone}")
+        machine.succeed(f"test ! -e ${upper}/{refers_name}")
+        machine.succeed(f"nix-store --check-validity {toplevel} {lower_closure2}")
+        as_alice(f"nix path-info {lower_closure2}")
+        # nix-daemon served only after the reconcile was done.
+        settled = monotonic("snix-lower-store-reconcile.service", "ActiveEnterTimestampMonotonic")
+        daemon = monotonic("nix-daemon.service", "ExecMainStartTimestampMonotonic")
+        assert 0 < settled <= daemon, f"reconcile active at {settled}, nix-daemon started at {daemon}"
+        verify = machine.succeed("nix-store --verify 2>&1")
+        assert "disappeared" not in verify, verify
+
+    with subtest("after the rotation a build that needs a vanished path builds it again"):
+        again = build_expr(machine, refers_to_lost_expr(), out_link="/root/refers-to-lost")
+        assert again == refers, f"{again} != {refers}"
+        lost_name = lost_path.removeprefix("/nix/store/")
+        machine.succeed(f"test -f ${upper}/{lost_name}")
+        machine.succeed(f"nix-store --check-validity {refers} {lost_path}")
+        machine.succeed("nix-store --gc >&2")
+        machine.succeed(f"nix-store --check-validity {toplevel} {lower_closure2} {refers}")
   '';
 }
