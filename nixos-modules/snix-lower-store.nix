@@ -18,6 +18,9 @@
 #                   lower.storeDir = <image root>/nix/store, written by
 #                   mkLowerImage / build-index) is served as it is
 #   lower.imageCheck "sample" | "full": serve's --image-check (image index)
+#   lower.onBrokenPaths "refuse" (second store) | "invalidate" (system store,
+#                   the only value allowed there): what the reconcile does
+#                   with upper paths whose closure lost a lower path
 #   overlay.root    null | str; second-store: "/var/lib/snix-overlay" by
 #                   default; system-store: must be null
 #   overlay.mountPoint / overlay.upperDir / overlay.workDir / overlay.state
@@ -37,6 +40,8 @@
 # Units (all defined here, none taken from the package): snix-lower-store.socket,
 # snix-lower-store.service, snix-lower-store-import.service (lower.index =
 # "import") or snix-lower-store-check.service (lower.index = "image"),
+# snix-lower-store-reconcile.service (Nix's database of the merged store
+# settled to the lower mounted now, after every import or check),
 # snix-lower-store-overlay-dirs.service (second-store),
 # snix-lower-store-nix-daemon-env.service (configureNix), and in the initrd
 # (system-store) snix-lower-store-initrd-paths.service and the mounts
