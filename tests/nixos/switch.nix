@@ -88,7 +88,9 @@ pkgs.testers.runNixOSTest {
         assert got == target, f"current system {got}, expected {target}"
 
     def reconcile_journal():
-        return machine.succeed("journalctl -b -u snix-lower-store-reconcile.service -o cat")
+        # verbose: the command logs each path it acts on in the journal
+        # field STORE_PATH, beside the message.
+        return machine.succeed("journalctl -b -u snix-lower-store-reconcile.service -o verbose")
 
     def valid(path):
         """Whether Nix holds path valid in the merged store."""

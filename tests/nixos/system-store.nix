@@ -212,7 +212,8 @@ pkgs.testers.runNixOSTest {
                 "journalctl -b -u snix-lower-store-import.service"
                 " | grep -q 'the lower store changed since the last import'"
             )
-        journal = machine.succeed("journalctl -b -u snix-lower-store-reconcile.service -o cat")
+        # verbose: each invalidated path is in the journal field STORE_PATH.
+        journal = machine.succeed("journalctl -b -u snix-lower-store-reconcile.service -o verbose")
         assert "are invalidated, not refused" in journal, journal
         assert refers in journal, journal
         # The lower paths that are gone are invalid, and so is the rooted
