@@ -1224,12 +1224,20 @@ in
         partOf = [ gateUnit ];
         before = optional cfg.configureNix "nix-daemon.service";
         unitConfig = systemStoreCondition;
-        environment = commonEnvironment;
+        # Text on stderr under one identifier, not journald's native
+        # protocol: a short-lived process's native entries can lose their
+        # unit (journald reads it from /proc after the process is gone), so
+        # `journalctl -t snix-lower-store-reconcile` finds every line,
+        # including the STORE_PATH= of each path it acts on.
+        environment = commonEnvironment // {
+          SNIX_LOWER_STORE_LOG_TARGET = "stderr";
+        };
         serviceConfig =
           environmentFiles
           // {
             Type = "oneshot";
             RemainAfterExit = true;
+            SyslogIdentifier = reconcileUnitName;
             # Root (it writes Nix's database and deletes from the upper
             # layer through the merged store), with only those writable.
             ExecStartPre = "+${coreutil "mkdir"} -p -m 0755 ${
@@ -1239,14 +1247,21 @@ in
               ]
             }";
             ExecStart = "${reconcile}";
+            # Each command gets its own namespace: "-" lets the one of
+            # ExecStartPre (which makes Nix's dirs) start without them, and
+            # the one of ExecStart has them writable. The index's directory:
+            # SQLite opens a WAL database (the import's) read-only only if
+            # it can create its -shm file (as root it gives it the
+            # database's owner).
             ReadWritePaths = [
-              nixVarDir
+              "-${nixVarDir}"
             ]
-            ++ optional (!isUnder nixVarDir nixStateDir) nixStateDir
+            ++ optional (!isUnder nixVarDir nixStateDir) "-${nixStateDir}"
             ++ [
               cfg.overlay.mountPoint
               cfg.overlay.upperDir
-            ];
+            ]
+            ++ optional (!imageIndex) cfg.stateDir;
             UMask = "0022";
             ProtectSystem = "strict";
             ProtectHome = "tmpfs";

@@ -88,9 +88,9 @@ pkgs.testers.runNixOSTest {
         assert got == target, f"current system {got}, expected {target}"
 
     def reconcile_journal():
-        # verbose: the command logs each path it acts on in the journal
-        # field STORE_PATH, beside the message.
-        return machine.succeed("journalctl -b -u snix-lower-store-reconcile.service -o verbose")
+        # By its identifier: it logs each path it acts on (STORE_PATH=...)
+        # on stderr, and a short-lived process's lines can lose their unit.
+        return machine.succeed("journalctl -b -t snix-lower-store-reconcile -o cat")
 
     def valid(path):
         """Whether Nix holds path valid in the merged store."""
