@@ -34,18 +34,24 @@ let
   evalConfig =
     extra:
     lib.evalModules {
-      modules = si.baseModules ++ [
-        { _module.args.pkgs = pkgs; }
-        {
-          fileSystems."/" = {
-            device = "/dev/disk/by-label/nixos";
-            fsType = "ext4";
-          };
-        }
-        self.nixosModules.default
-        extra
-      ];
+      modules =
+        si.baseModules
+        ++ [
+          { _module.args.pkgs = pkgs; }
+          {
+            fileSystems."/" = {
+              device = "/dev/disk/by-label/nixos";
+              fsType = "ext4";
+            };
+          }
+          self.nixosModules.default
+        ]
+        ++ lib.toList extra;
     };
+
+  # The boot part's configuration with the other policy: its reconcile unit
+  # replaces the refusing one in the rotate part's last boot.
+  cases = import ./cases.nix { inherit lib repo; };
 
   secondStore = {
     enable = true;
@@ -74,6 +80,9 @@ let
       lower.device = "/dev/disk/by-label/lower-store";
       lower.index = "image";
     };
+    second-store-bind-invalidate = cases.second-store-bind.modules ++ [
+      { services.snix-lower-store.lower.onBrokenPaths = "invalidate"; }
+    ];
     system-store = {
       boot.initrd.systemd.enable = true;
       services.snix-lower-store = systemStore;
