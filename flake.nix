@@ -93,7 +93,8 @@
         };
       });
 
-      # nixfmt is the RFC 166 style formatter (what nixfmt-rfc-style was).
+      # nixfmt is the RFC 166 style formatter (what nixfmt-rfc-style was);
+      # 1.4.0 at the locked nixpkgs, the version scripts/nixfmt builds.
       formatter = forAllSystems (pkgs: pkgs.nixfmt);
     };
 }

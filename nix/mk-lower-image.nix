@@ -87,9 +87,12 @@ let
 in
 assert lib.assertMsg (lib.elem format formats)
   "mkLowerImage: format = \"${toString format}\": use one of ${lib.concatStringsSep ", " formats}.";
-assert lib.assertMsg (rootPaths != [ ]) "mkLowerImage: rootPaths is empty: give the store paths whose closure the image holds.";
-assert lib.assertMsg (label == null || lib.stringLength label <= 15)
-  "mkLowerImage: label = \"${toString label}\" is longer than erofs' 15 bytes.";
+assert lib.assertMsg (
+  rootPaths != [ ]
+) "mkLowerImage: rootPaths is empty: give the store paths whose closure the image holds.";
+assert lib.assertMsg (
+  label == null || lib.stringLength label <= 15
+) "mkLowerImage: label = \"${toString label}\" is longer than erofs' 15 bytes.";
 runCommand (if format == "erofs" then "${name}.erofs" else name)
   {
     nativeBuildInputs = [ snix-lower-store ] ++ lib.optional (format == "erofs") erofs-utils;

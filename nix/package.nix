@@ -37,11 +37,16 @@ rustPlatform.buildRustPackage {
     "--package"
     "snix-lower-store"
   ];
-  # checkPhase runs the daemon crate's tests only: its unit tests and
-  # daemon/tests/{ops,import,grpc,reliability}.rs, which use temporary
-  # directories and Unix sockets, need neither root nor network, and adapt
-  # to the uid they run as (ops.rs). Not run here: e2e (needs root, chroots
-  # of Debian with real Nix, OverlayFS) and bench (measurements, no tests).
+  # checkPhase runs the daemon crate's tests only (cargoTestFlags): its unit
+  # tests, every file in daemon/tests/ (ops, import, import_batches, grpc,
+  # image, reliability) and its examples' builds. They use temporary
+  # directories, Unix sockets and a TCP listener on 127.0.0.1 (grpc.rs; the
+  # build sandbox has a loopback interface), need no network beyond it, and
+  # adapt to the uid they run as: ops.rs, and image.rs, whose read-only bind
+  # mount case needs root and is skipped as a builder (it must run under
+  # CI=true, which runs as root). Not run here: e2e (needs root, chroots of
+  # Debian with real Nix, OverlayFS) and bench (one unit test in
+  # bench/src/gen.rs, run by scripts/test.sh's workspace tests).
   cargoTestFlags = [
     "--package"
     "snix-lower-store"

@@ -35,7 +35,7 @@
 #   trustedUsers / idleExitAfter / logLevel / extraArgs / stateDir
 #   storeUrl        read-only: the local-overlay:// URL
 #   mounts          read-only: the fileSystems entries the module declares
-#                   (second-store); VM tests copy them into
+#                   (second-store); in a VM (qemu-vm.nix) also declared in
 #                   virtualisation.fileSystems
 # Units (all defined here, none taken from the package): snix-lower-store.socket,
 # snix-lower-store.service, snix-lower-store-import.service (lower.index =
@@ -48,6 +48,7 @@
 # /sysroot<lower.mountPoint> and /sysroot/nix/store.
 {
   config,
+  options,
   lib,
   pkgs,
   utils,
@@ -94,6 +95,31 @@ let
 
   # The module declares a lower mount only when asked to and given a device.
   hasLowerMount = cfg.lower.mount && cfg.lower.device != null;
+  # A device systemd waits for: a /dev path, or a tag systemd resolves to
+  # /dev/disk/by-* in an fstab line and in a mount unit's What= alike
+  # (tests/systemd/device-facts). Only for these does
+  # x-systemd.device-timeout= do anything; systemd ignores it for the rest.
+  deviceTags = [
+    "LABEL="
+    "UUID="
+    "PARTLABEL="
+    "PARTUUID="
+  ];
+  isDeviceNode = d: lib.hasPrefix "/dev/" d || lib.any (t: lib.hasPrefix t d) deviceTags;
+  lowerIsDevice = hasLowerMount && isDeviceNode cfg.lower.device;
+  # lower.deviceTimeout given by the user: a definition of higher priority
+  # than the option's default (mkOptionDefault, 1500).
+  deviceTimeoutSet = options.services.snix-lower-store.lower.deviceTimeout.highestPrio < 1500;
+  timeoutNotDevice = "services.snix-lower-store.lower.deviceTimeout = \"${cfg.lower.deviceTimeout}\" has no effect: lower.device = \"${toString cfg.lower.device}\" is no device path under /dev nor a LABEL=/UUID=/PARTLABEL=/PARTUUID= tag, and systemd waits only for devices (it ignores x-systemd.device-timeout= for anything else). Remove the setting.";
+  # Paths inside the nested lower-store URL that must be percent-encoded:
+  # Nix 2.34 opens such a URL, Nix 2.26 decodes lower-store= twice and does
+  # not (tests/nix-parse 5).
+  encodedInUrl = lib.filter (p: builtins.match "[A-Za-z0-9._~/-]*" p == null) [
+    cfg.socket.path
+    cfg.lower.storeDir
+  ];
+  urlEncodingWarning = "services.snix-lower-store: ${lib.concatStringsSep " and " encodedInUrl} hold characters that are percent-encoded in the store URL (socket.path, lower.storeDir). Nix 2.34 opens it; Nix 2.26 decodes the nested lower-store= value twice and cannot. Paths of letters, digits, '-', '.', '_', '~' and '/' work with every Nix.";
+  timeoutSystemStore = "services.snix-lower-store.lower.deviceTimeout = \"${cfg.lower.deviceTimeout}\" has no effect with placement = \"system-store\": the initrd mounts the lower image with systemd's default device timeout (DefaultDeviceTimeoutSec=, 90s unless changed). Remove the setting.";
   lowerUnit = "${utils.escapeSystemdPath cfg.lower.mountPoint}.mount";
   overlayUnit = "${utils.escapeSystemdPath cfg.overlay.mountPoint}.mount";
   # In the second store the lower mount is a stage-2 mount unit; in the
@@ -404,7 +430,7 @@ let
       fsType = cfg.lower.fsType;
       options =
         cfg.lower.options
-        ++ optional (lib.hasPrefix "/dev/" cfg.lower.device) "x-systemd.device-timeout=${cfg.lower.deviceTimeout}"
+        ++ optional lowerIsDevice "x-systemd.device-timeout=${cfg.lower.deviceTimeout}"
         # A second store never stops the boot: its mounts are only wanted.
         ++ [ "nofail" ];
       # filesystems.nix runs fsck on every fstab line whose type is not in
@@ -535,8 +561,15 @@ in
         default = "90s";
         example = "10s";
         description = ''
-          Second store: how long to wait for a lower device under /dev to
-          appear before the mount fails (`x-systemd.device-timeout=`).
+          Second store: how long to wait for the lower device to appear
+          before the mount fails (`x-systemd.device-timeout=` on its fstab
+          line). It applies to a device path under /dev and to a
+          `LABEL=`, `UUID=`, `PARTLABEL=` or `PARTUUID=` tag, the devices
+          systemd waits for; systemd ignores it for anything else (a virtiofs
+          tag, an NFS export, a directory to bind), so setting it there, or
+          with the system-store placement (whose initrd mount waits as long
+          as systemd's `DefaultDeviceTimeoutSec=`), gives a warning naming
+          this option.
         '';
       };
 
@@ -896,9 +929,9 @@ in
       description = ''
         The `fileSystems` entries the module declares (second store). Inside
         a NixOS test or `nixos-rebuild build-vm`, nixpkgs' `qemu-vm.nix`
-        replaces `fileSystems` with `virtualisation.fileSystems`; a VM that
-        has the lower device sets
-        `virtualisation.fileSystems = config.services.snix-lower-store.mounts;`.
+        replaces `fileSystems` with `virtualisation.fileSystems`; the module
+        then declares these entries in `virtualisation.fileSystems` too, so
+        a test VM needs nothing more than the lower device.
       '';
     };
   };
@@ -1020,11 +1053,21 @@ in
         }
       ];
 
+      warnings =
+        optional (deviceTimeoutSet && hasLowerMount && secondStore && !lowerIsDevice) timeoutNotDevice
+        ++ optional (deviceTimeoutSet && systemStore) timeoutSystemStore
+        ++ optional (encodedInUrl != [ ]) urlEncodingWarning;
+
       environment.systemPackages = [ cfg.package ];
 
-      # extra-: adds to the user's own experimental-features, whatever its
-      # form (string or list).
-      nix.settings.extra-experimental-features = [ "local-overlay-store" ];
+      # A line of nix.conf of its own, not nix.settings: nix.nix types a
+      # setting as `either confAtom (listOf confAtom)`, which cannot merge a
+      # user's string (extra-experimental-features = "flakes") with a list of
+      # ours. nix.nix (writeTextFile, and pkgs.formats.nixConf in newer
+      # nixpkgs) writes extraOptions after every setting, so this extra- line
+      # adds to the features whatever form the user's settings take; mkAfter
+      # keeps it after a user's own extraOptions lines.
+      nix.extraOptions = lib.mkAfter "extra-experimental-features = local-overlay-store";
 
       environment.etc."snix-lower-store/store-url".text = storeUrl + "\n";
 
@@ -1301,6 +1344,22 @@ in
 
     (mkIf secondStore {
       fileSystems = secondStoreMounts;
+    })
+
+    # In a VM (nixpkgs' qemu-vm.nix: NixOS tests, nixos-rebuild build-vm)
+    # fileSystems is replaced by virtualisation.fileSystems (mkVMOverride),
+    # so the mounts go there too. They are nofail: a VM without the lower
+    # device boots all the same. `options ?` only reads declarations, so it
+    # cannot recurse into config. mkDefault per mount point: a node that
+    # still copies `mounts` there itself (the way before) replaces them
+    # instead of doubling every mount option.
+    (lib.optionalAttrs (options ? virtualisation.fileSystems) (
+      mkIf secondStore {
+        virtualisation.fileSystems = lib.mapAttrs (_: lib.mkDefault) secondStoreMounts;
+      }
+    ))
+
+    (mkIf secondStore {
 
       # Upper and work directories, made before the overlay is mounted.
       systemd.services.snix-lower-store-overlay-dirs = {

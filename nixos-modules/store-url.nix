@@ -1,8 +1,9 @@
 # The local-overlay:// store URL for a snix-lower-store socket, built the way
 # `snix-lower-store store-url` builds it (daemon/src/overlay_url.rs): every
-# byte but the RFC 3986 unreserved characters and '/' is written as %XX
-# (upper-case hex), and the lower store URL, itself carrying an encoded `real`,
-# is encoded once more as the value of `lower-store`.
+# byte of every path (the socket's too) but the RFC 3986 unreserved
+# characters and '/' is written as %XX (upper-case hex), and the lower store
+# URL, itself carrying an encoded `real`, is encoded once more as the value of
+# `lower-store`.
 #
 # builtins only, so that tests/nix-parse can evaluate it without nixpkgs and
 # compare it with the CLI's output. Only ASCII (without NUL) is supported:
@@ -51,7 +52,10 @@ let
       map encodeChar (builtins.genList (i: builtins.substring i 1 s) (builtins.stringLength s))
     );
 
-  lowerStoreUrl = { socket, lowerDir }: "unix://${socket}?real=${percentEncode lowerDir}";
+  # The socket path is encoded too: Nix percent-decodes the path of a
+  # unix:// URL, and an unencoded '?', '#' or '%' would cut or change it.
+  lowerStoreUrl =
+    { socket, lowerDir }: "unix://${percentEncode socket}?real=${percentEncode lowerDir}";
 
   storeUrl =
     {

@@ -5,10 +5,11 @@
 #   2. the release build of the daemon and of the end-to-end suite,
 #   3. provisioning of the Nix root file systems (cached after the first run),
 #   4. the load test (512 connections) and a short fuzz run of every target,
-#   5. the Nix file parse checks, the end-to-end suite against real Nix 2.26
-#      and 2.34 (and against a real snix-store with tests/snix/run, when
-#      SNIX_STORE_BIN and SNIX_NIX_DAEMON_BIN are set), and the unit files
-#      under real systemd (must run as root).
+#   5. the Nix file parse checks, nixfmt --check on every .nix file,
+#      tests/module-eval.nix evaluated with real Nix, the end-to-end suite
+#      against real Nix 2.26 and 2.34 (and against a real snix-store with
+#      tests/snix/run, when SNIX_STORE_BIN and SNIX_NIX_DAEMON_BIN are set),
+#      and the unit files under real systemd (must run as root).
 # Extra arguments go to the end-to-end binary (e.g. --only overlay-ours/gc).
 # Exits non-zero if any step fails; prints how long each step took.
 set -uo pipefail
@@ -49,10 +50,22 @@ step "load test" "$tdir/release/examples/loadtest" 512 "${LOAD_REQUESTS:-400}" |
 step "fuzz smoke" tests/fuzz-smoke || rc=1
 step "provision" .ci/provision-nix-rootfs || exit 1
 step "nix parse" tests/nix-parse || rc=1
+# nixfmt --check on every tracked .nix file: nixfmt 1.4.0 built from source
+# (../shared/tools/build-nixfmt) and cached in /var/cache/snix-lower-store/nixfmt
+# by scripts/nixfmt. The same version as the flake's `nix fmt`: flake.lock
+# pins nixpkgs e2587cae (2026-07-23), whose pkgs.nixfmt is 1.4.0 (nixpkgs
+# PR 539393, 1.3.1 -> 1.4.0, 2026-07-07; 1.5.0 was tagged after 2026-07-22).
+step "nixfmt" scripts/nixfmt --check || rc=1
+# tests/module-eval.nix (the flake's module-eval check) with real Nix and
+# nixpkgs' real nix.nix, assertions.nix and filesystems.nix
+# (tests/module-eval-local/default.nix).
+step "module eval" tests/module-eval-local/run || rc=1
 step "e2e" "$tdir/release/snix-lower-store-e2e" "$@" || rc=1
 # Against a real snix-store when SNIX_STORE_BIN / SNIX_NIX_DAEMON_BIN are set;
 # otherwise it says it did not run and exits 0 (snix is not built in CI).
 step "snix" tests/snix/run || rc=1
 step "systemd" tests/systemd/run || rc=1
+step "systemd facts" tests/systemd/device-facts || rc=1
+step "nix conf" tests/nixos-local/nix-conf-check || rc=1
 step "nixos local" tests/nixos-local/run || rc=1
 exit $rc

@@ -93,7 +93,8 @@ let
     environment.variables.NIX_CONFIG = "show-trace = true";
   };
 
-  # A test VM of the second store, mounts copied as tests/nixos does.
+  # A test VM of the second store that still copies the mounts itself (as
+  # tests/nixos did before the module declared them in the VM).
   vm = eval (
     { config, modulesPath, ... }:
     {
@@ -190,6 +191,15 @@ let
   sec = secondStore.config;
   sys = systemStore.config;
   unitText = c: name: c.config.systemd.units.${name}.text;
+  # /etc/nix/nix.conf as nixpkgs' nix.nix renders it: it sets `.source` (a
+  # writeTextFile derivation), not `.text`; the derivation's `text` attribute
+  # when it has one, else the built file (import from derivation).
+  nixConfText =
+    c:
+    let
+      etc = c.config.environment.etc."nix/nix.conf";
+    in
+    if etc.text != null then etc.text else etc.source.text or (builtins.readFile etc.source);
   exe = lib.getExe' sec.services.snix-lower-store.package "snix-lower-store";
 
   checks = {
@@ -203,10 +213,22 @@ let
         "bench"
       ];
 
-    "2: a VM without the copy has no second-store mounts (qemu-vm.nix)" =
-      !(vmWithout.config.fileSystems ? "/var/lib/snix-overlay/nix/store");
-    "2: a VM with virtualisation.fileSystems = mounts has them" =
-      vm.config.fileSystems ? "/var/lib/snix-overlay/nix/store" && vm.config.fileSystems ? "/var/lib/snix-overlay/lower";
+    "2: a VM as a user writes it has the second-store mounts (the module declares them in qemu-vm.nix's virtualisation.fileSystems)" =
+      vmWithout.config.fileSystems ? "/var/lib/snix-overlay/nix/store"
+      && vmWithout.config.fileSystems ? "/var/lib/snix-overlay/lower";
+    "2: a VM that still copies mounts into virtualisation.fileSystems has them, each mount option once" =
+      let
+        opts = mp: vm.config.fileSystems.${mp}.options;
+        once = l: lib.length l == lib.length (lib.unique l);
+      in
+      vm.config.fileSystems ? "/var/lib/snix-overlay/nix/store"
+      && vm.config.fileSystems ? "/var/lib/snix-overlay/lower"
+      && once (opts "/var/lib/snix-overlay/lower")
+      && once (
+        lib.filter (o: !lib.hasPrefix "x-systemd.requires-mounts-for=" o) (
+          opts "/var/lib/snix-overlay/nix/store"
+        )
+      );
 
     "3: enable alone is refused for want of a device" =
       refusedWith "services.snix-lower-store.lower.device is not set" enableOnly;
@@ -215,22 +237,26 @@ let
     "3: second-store mounts are nofail" =
       lib.elem "nofail" sec.fileSystems."/var/lib/snix-overlay/lower".options
       && lib.elem "nofail" sec.fileSystems."/var/lib/snix-overlay/nix/store".options;
-    "3: system-store without systemd in the initrd is refused" = refusedWith "boot.initrd.systemd.enable" (eval {
-      services.snix-lower-store = {
-        enable = true;
-        placement = "system-store";
-        lower.device = device;
-        registrations = [ "/nix/.snix-lower/registration" ];
-      };
-    });
-    "3: system-store without registrations is refused" = refusedWith "must hold this system's closure" (eval {
-      boot.initrd.systemd.enable = true;
-      services.snix-lower-store = {
-        enable = true;
-        placement = "system-store";
-        lower.device = device;
-      };
-    });
+    "3: system-store without systemd in the initrd is refused" =
+      refusedWith "boot.initrd.systemd.enable"
+        (eval {
+          services.snix-lower-store = {
+            enable = true;
+            placement = "system-store";
+            lower.device = device;
+            registrations = [ "/nix/.snix-lower/registration" ];
+          };
+        });
+    "3: system-store without registrations is refused" =
+      refusedWith "must hold this system's closure"
+        (eval {
+          boot.initrd.systemd.enable = true;
+          services.snix-lower-store = {
+            enable = true;
+            placement = "system-store";
+            lower.device = device;
+          };
+        });
     "3: system-store is mounted in the initrd, not in stage 2's fstab" =
       !(sys.fileSystems ? "/nix/store")
       && lib.any (m: m.where == "/sysroot/nix/store") sys.boot.initrd.systemd.mounts
@@ -242,7 +268,7 @@ let
 
     "4: experimental-features as a string still evaluates, with local-overlay-store added" =
       let
-        conf = sec.environment.etc."nix/nix.conf".text;
+        conf = nixConfText secondStore;
       in
       lib.hasInfix "experimental-features = nix-command flakes" conf
       && lib.hasInfix "extra-experimental-features = local-overlay-store" conf;
@@ -259,15 +285,19 @@ let
       unitText secondStore "snix-lower-store-import.service"
       != unitText socketChanged "snix-lower-store-import.service";
     "6: a socket-only change leaves the daemon unit as it is" =
-      unitText secondStore "snix-lower-store.service" == unitText socketChanged "snix-lower-store.service";
+      unitText secondStore "snix-lower-store.service"
+      == unitText socketChanged "snix-lower-store.service";
     "6: the store URL follows socket.path" =
-      lib.hasInfix "unix%3A///run/lower-alt.sock" socketChanged.config.environment.etc."snix-lower-store/store-url".text;
+      lib.hasInfix "unix%3A///run/lower-alt.sock"
+        socketChanged.config.environment.etc."snix-lower-store/store-url".text;
 
-    "6: the socket removes its old path when it stops" =
-      lib.hasInfix "RemoveOnStop=true" (unitText secondStore "snix-lower-store.socket");
+    "6: the socket removes its old path when it stops" = lib.hasInfix "RemoveOnStop=true" (
+      unitText secondStore "snix-lower-store.socket"
+    );
     "6: system store: a socket change reaches nix-daemon and its store URL" =
       unitText systemStore "nix-daemon.service" != unitText systemStoreSocketChanged "nix-daemon.service"
-      && unitText systemStore "snix-lower-store-nix-daemon-env.service"
+      &&
+        unitText systemStore "snix-lower-store-nix-daemon-env.service"
         != unitText systemStoreSocketChanged "snix-lower-store-nix-daemon-env.service"
       && lib.hasInfix "unix%3A///run/lower-alt.sock" systemStoreSocketChanged.config.services.snix-lower-store.storeUrl;
 
@@ -292,23 +322,29 @@ let
       != unitText secondStoreOtherDevice "snix-lower-store-import.service";
 
     "8: the socket requires the overlay mount" =
-      lib.hasInfix "RequiresMountsFor=/var/lib/snix-overlay/nix/store" (unitText secondStore "snix-lower-store.socket");
+      lib.hasInfix "RequiresMountsFor=/var/lib/snix-overlay/nix/store" (
+        unitText secondStore "snix-lower-store.socket"
+      );
 
     "9: the module's own units, not the package's" =
       !(lib.elem sec.services.snix-lower-store.package sec.systemd.packages)
-      && lib.all (
-        u:
-        let
-          t = unitText secondStore u;
-        in
-        !(lib.hasInfix "/srv/lower" t) && !(lib.hasInfix "/etc/snix-lower-store/env" t)
-      ) [
-        "snix-lower-store.service"
-        "snix-lower-store.socket"
-        "snix-lower-store-import.service"
-      ];
-    "9: environmentFile is read by the daemon" =
-      lib.hasInfix "EnvironmentFile=/run/secrets/snix.env" (unitText secondStore "snix-lower-store.service");
+      &&
+        lib.all
+          (
+            u:
+            let
+              t = unitText secondStore u;
+            in
+            !(lib.hasInfix "/srv/lower" t) && !(lib.hasInfix "/etc/snix-lower-store/env" t)
+          )
+          [
+            "snix-lower-store.service"
+            "snix-lower-store.socket"
+            "snix-lower-store-import.service"
+          ];
+    "9: environmentFile is read by the daemon" = lib.hasInfix "EnvironmentFile=/run/secrets/snix.env" (
+      unitText secondStore "snix-lower-store.service"
+    );
     "9: daemon environment" =
       let
         env = sec.systemd.services.snix-lower-store.environment;
@@ -317,25 +353,30 @@ let
       && env.SNIX_LOWER_STORE_LOG_LEVEL == "debug"
       && env.SNIX_LOWER_STORE_IDLE_EXIT_AFTER == "10m";
     "9: extraArgs in ExecStart" =
-      sec.systemd.services.snix-lower-store.serviceConfig.ExecStart == "${exe} serve \"--max-list\" \"1000\"";
+      sec.systemd.services.snix-lower-store.serviceConfig.ExecStart
+      == "${exe} serve \"--max-list\" \"1000\"";
 
-    "10: configureNix with the second store is refused" = refusedWith "configureNix = true with placement = \"second-store\"" (eval {
-      services.snix-lower-store = {
-        enable = true;
-        lower.device = device;
-        configureNix = true;
-      };
-    });
-    "10: configureNix without Nix is refused" = refusedWith "configureNix needs nix.enable = true" (eval {
-      nix.enable = false;
-      boot.initrd.systemd.enable = true;
-      services.snix-lower-store = {
-        enable = true;
-        placement = "system-store";
-        lower.device = device;
-        registrations = [ "/nix/.snix-lower/registration" ];
-      };
-    });
+    "10: configureNix with the second store is refused" =
+      refusedWith "configureNix = true with placement = \"second-store\""
+        (eval {
+          services.snix-lower-store = {
+            enable = true;
+            lower.device = device;
+            configureNix = true;
+          };
+        });
+    "10: configureNix without Nix is refused" =
+      refusedWith "configureNix needs nix.enable = true"
+        (eval {
+          nix.enable = false;
+          boot.initrd.systemd.enable = true;
+          services.snix-lower-store = {
+            enable = true;
+            placement = "system-store";
+            lower.device = device;
+            registrations = [ "/nix/.snix-lower/registration" ];
+          };
+        });
     "10: the old name nix.enable still reaches configureNix" =
       (eval {
         imports = [
@@ -357,18 +398,25 @@ let
 
     "review 2: the import does not Require the module's own (nofail) lower mount" =
       !(lib.hasInfix "RequiresMountsFor=" (unitText secondStore "snix-lower-store-import.service"))
-      && lib.hasInfix "Wants=var-lib-snix\\x2doverlay-lower.mount" (unitText secondStore "snix-lower-store-import.service");
+      && lib.hasInfix "Wants=var-lib-snix\\x2doverlay-lower.mount" (
+        unitText secondStore "snix-lower-store-import.service"
+      );
     "review 2: with the user's own lower mount, the import waits for it" =
-      lib.hasInfix "RequiresMountsFor=/srv/lower/nix/store" (unitText ownLower "snix-lower-store-import.service")
+      lib.hasInfix "RequiresMountsFor=/srv/lower/nix/store" (
+        unitText ownLower "snix-lower-store-import.service"
+      )
       && failedAssertions ownLower == [ ];
     "review 3: system store: import, socket and daemon wait for the lower (skipped before the reboot)" =
-      lib.all (u: lib.hasInfix "ConditionPathIsMountPoint=/nix/.snix-lower" (unitText systemStore u)) [
-        "snix-lower-store-import.service"
-        "snix-lower-store.socket"
-        "snix-lower-store.service"
-      ];
+      lib.all (u: lib.hasInfix "ConditionPathIsMountPoint=/nix/.snix-lower" (unitText systemStore u))
+        [
+          "snix-lower-store-import.service"
+          "snix-lower-store.socket"
+          "snix-lower-store.service"
+        ];
     "review 3: second store: no condition (a missing lower is a failure that says why)" =
-      !(lib.hasInfix "ConditionPathIsMountPoint" (unitText secondStore "snix-lower-store-import.service"));
+      !(lib.hasInfix "ConditionPathIsMountPoint" (
+        unitText secondStore "snix-lower-store-import.service"
+      ));
     "review 5: the lower image is not fsck'd" =
       sec.fileSystems."/var/lib/snix-overlay/lower".noCheck
       && lib.hasInfix "/var/lib/snix-overlay/lower erofs ro,x-systemd.device-timeout=90s,nofail 0 0" sec.environment.etc.fstab.text;
@@ -377,32 +425,37 @@ let
       && lib.elem "overlay" sys.boot.initrd.availableKernelModules
       # nixpkgs' erofs module adds the kernel module.
       && lib.elem "erofs" sys.boot.initrd.availableKernelModules;
-    "review 9: system store: a lower fsType the initrd cannot get is refused" = refusedWith "use one of erofs, squashfs, ext4" (eval {
-      boot.initrd.systemd.enable = true;
-      services.snix-lower-store = {
-        enable = true;
-        placement = "system-store";
-        lower.device = "lowertag";
-        lower.fsType = "virtiofs";
-        registrations = [ "/nix/.snix-lower/registration" ];
-      };
-    });
+    "review 9: system store: a lower fsType the initrd cannot get is refused" =
+      refusedWith "use one of erofs, squashfs, ext4"
+        (eval {
+          boot.initrd.systemd.enable = true;
+          services.snix-lower-store = {
+            enable = true;
+            placement = "system-store";
+            lower.device = "lowertag";
+            lower.fsType = "virtiofs";
+            registrations = [ "/nix/.snix-lower/registration" ];
+          };
+        });
     "review 10: environmentFile as a Nix path value is refused" =
-      !(builtins.tryEval (eval {
-        services.snix-lower-store = {
-          enable = true;
-          lower.device = device;
-          environmentFile = ./module-eval.nix;
-        };
-      }).config.services.snix-lower-store.environmentFile).success;
+      !(builtins.tryEval
+        (eval {
+          services.snix-lower-store = {
+            enable = true;
+            lower.device = device;
+            environmentFile = ./module-eval.nix;
+          };
+        }).config.services.snix-lower-store.environmentFile
+      ).success;
     "review 10: second store without a root reaches its assertion" =
-      refusedWith "overlay.root = null with placement = \"second-store\"" (eval {
-        services.snix-lower-store = {
-          enable = true;
-          lower.device = device;
-          overlay.root = null;
-        };
-      });
+      refusedWith "overlay.root = null with placement = \"second-store\""
+        (eval {
+          services.snix-lower-store = {
+            enable = true;
+            lower.device = device;
+            overlay.root = null;
+          };
+        });
 
     "second store: URL in /etc" =
       sec.environment.etc."snix-lower-store/store-url".text
@@ -427,14 +480,15 @@ let
     "14: image index: no assertion fails, evaluates to a system" =
       failedAssertions imageIndex == [ ] && lib.hasSuffix ".drv" img.system.build.toplevel.drvPath;
     "14: image index with registrations is refused" =
-      refusedWith "lower.index = \"image\" serves the index inside the image" (eval {
-        services.snix-lower-store = {
-          enable = true;
-          lower.device = device;
-          lower.index = "image";
-          registrations = [ "/var/lib/snix-overlay/lower/registration" ];
-        };
-      });
+      refusedWith "lower.index = \"image\" serves the index inside the image"
+        (eval {
+          services.snix-lower-store = {
+            enable = true;
+            lower.device = device;
+            lower.index = "image";
+            registrations = [ "/var/lib/snix-overlay/lower/registration" ];
+          };
+        });
     "14: mkLowerImage evaluates with nixpkgs' closureInfo and erofs-utils" =
       lib.hasSuffix ".drv" lowerImage.drvPath
       && lib.hasSuffix ".drv" lowerImage.closureInfo.drvPath
@@ -446,14 +500,16 @@ let
           format = "directory";
         }).drvPath;
 
-    "refused: overlay.mountPoint elsewhere than <root>/nix/store" = refusedWith "overlay.mountPoint" (eval {
-      services.snix-lower-store = {
-        enable = true;
-        lower.device = device;
-        overlay.root = "/srv/o";
-        overlay.mountPoint = "/srv/o/store";
-      };
-    });
+    "refused: overlay.mountPoint elsewhere than <root>/nix/store" =
+      refusedWith "overlay.mountPoint"
+        (eval {
+          services.snix-lower-store = {
+            enable = true;
+            lower.device = device;
+            overlay.root = "/srv/o";
+            overlay.mountPoint = "/srv/o/store";
+          };
+        });
     "refused: stateDir outside /var/lib" = refusedWith "stateDir" (eval {
       services.snix-lower-store = {
         enable = true;

@@ -857,6 +857,13 @@ fn store_url(args: StoreUrlArgs) -> Result<ExitCode> {
         state: args.state.as_deref(),
         root: args.root.as_deref(),
     };
+    if url.nested_needs_encoding() {
+        eprintln!(
+            "store-url: note: the socket path or lower dir holds characters that are percent-encoded; \
+             Nix 2.34 opens this URL, Nix 2.26 decodes lower-store= twice and does not. \
+             Paths of letters, digits, '-', '.', '_', '~' and '/' work with every Nix."
+        );
+    }
     println!("{}", url.render());
     Ok(ExitCode::SUCCESS)
 }

@@ -4,14 +4,44 @@
 //! physical directory Nix's check-mount compares with the overlay's
 //! `lowerdir=`. That URL is itself a query value of the outer URL, so it is
 //! percent-encoded.
+//!
+//! Invariant: every path goes into a URL percent-encoded, the socket path
+//! included: Nix (2.26 and 2.34 alike) percent-decodes the path of a
+//! `unix://` store URL, and an unencoded `?`, `#` or `%` would end the path
+//! or be decoded, and a space makes the URL unparsable. Paths are encoded
+//! byte by byte (a non-UTF-8 path keeps its bytes); only the RFC 3986
+//! unreserved characters and `/` stay as they are, as in
+//! nixos-modules/store-url.nix, which must give the same URLs.
+//!
+//! Known limit (tests/nix-parse 5): Nix 2.34 decodes the nested
+//! `lower-store=` value once and then the unix:// path, as encoded here;
+//! Nix 2.26 decodes the value twice before parsing it, so a socket path or
+//! lower dir that needs encoding cannot be named in a `local-overlay://` URL
+//! that Nix 2.26 opens (the plain `unix://` URL works with both). No single
+//! encoding suits both; [`OverlayUrl::nested_needs_encoding`] lets the CLI
+//! say so.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// Percent-encode everything but RFC 3986 unreserved characters and '/'.
 pub fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+    encode_bytes(s.as_bytes())
+}
+
+/// [`encode`] of a path's bytes, exactly as they are.
+pub(crate) fn encode_path(p: &Path) -> String {
+    encode_bytes(p.as_os_str().as_bytes())
+}
+
+fn is_plain(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~/".contains(&b)
+}
+
+fn encode_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if is_plain(b) {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -31,28 +61,35 @@ pub struct OverlayUrl<'a> {
 }
 
 impl OverlayUrl<'_> {
-    /// The lower store URL on its own (`unix://…?real=…`).
+    /// The lower store URL on its own (`unix://…?real=…`), the socket path
+    /// percent-encoded like every other path.
     pub fn lower_store(&self) -> String {
         format!(
             "unix://{}?real={}",
-            self.socket.display(),
-            encode(&self.lower_dir.display().to_string())
+            encode_path(self.socket),
+            encode_path(self.lower_dir)
         )
+    }
+
+    /// Whether the socket path or the lower dir, the two paths inside the
+    /// nested lower store URL, hold a byte that must be percent-encoded
+    /// (see the module header: Nix 2.26 cannot open such a URL).
+    pub fn nested_needs_encoding(&self) -> bool {
+        [self.socket, self.lower_dir]
+            .iter()
+            .any(|p| !p.as_os_str().as_bytes().iter().all(|&b| is_plain(b)))
     }
 
     pub fn render(&self) -> String {
         let mut q = Vec::new();
         if let Some(root) = self.root {
-            q.push(format!("root={}", encode(&root.display().to_string())));
+            q.push(format!("root={}", encode_path(root)));
         }
         if let Some(state) = self.state {
-            q.push(format!("state={}", encode(&state.display().to_string())));
+            q.push(format!("state={}", encode_path(state)));
         }
         q.push(format!("lower-store={}", encode(&self.lower_store())));
-        q.push(format!(
-            "upper-layer={}",
-            encode(&self.upper_layer.display().to_string())
-        ));
+        q.push(format!("upper-layer={}", encode_path(self.upper_layer)));
         q.push("check-mount=true".into());
         format!("local-overlay://?{}", q.join("&"))
     }
@@ -80,5 +117,59 @@ mod tests {
             "local-overlay://?lower-store=unix%3A///run/snix-lower-store/socket%3Freal%3D/srv/lower%2520store/nix/store\
              &upper-layer=/var/lib/overlay/upper&check-mount=true"
         );
+    }
+
+    /// Decodes %XX as Nix's percentDecode does (for the test only).
+    fn decode(s: &str) -> Vec<u8> {
+        let b = s.as_bytes();
+        let (mut out, mut i) = (Vec::new(), 0);
+        while i < b.len() {
+            if b[i] == b'%' {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn socket_path_with_url_syntax_is_encoded_and_decodes_back() {
+        use std::ffi::OsStr;
+        let socket = Path::new("/run/a b?c=d&e%f#g/so;ck");
+        let u = OverlayUrl {
+            socket,
+            lower_dir: Path::new("/srv/l?w#r%/nix/store"),
+            upper_layer: Path::new("/u"),
+            state: None,
+            root: None,
+        };
+        let lower = u.lower_store();
+        assert_eq!(
+            lower,
+            "unix:///run/a%20b%3Fc%3Dd%26e%25f%23g/so%3Bck?real=/srv/l%3Fw%23r%25/nix/store"
+        );
+        // One '?' (the query), no '#', no space: the path ends where Nix
+        // ends it, and decodes to the socket's bytes.
+        assert_eq!(lower.matches('?').count(), 1);
+        assert!(!lower.contains('#') && !lower.contains(' '));
+        let path = lower.strip_prefix("unix://").unwrap().split('?').next().unwrap();
+        assert_eq!(decode(path), socket.as_os_str().as_bytes());
+        // Inside the outer URL: decoded once it is the lower store URL again.
+        let outer = u.render();
+        let value = outer.split("lower-store=").nth(1).unwrap().split('&').next().unwrap();
+        assert_eq!(decode(value), lower.as_bytes());
+        assert!(u.nested_needs_encoding());
+        let plain = OverlayUrl {
+            socket: Path::new("/run/snix-lower-store/socket"),
+            lower_dir: Path::new("/srv/lower_1.x~/nix/store"),
+            ..u
+        };
+        assert!(!plain.nested_needs_encoding());
+        // A non-UTF-8 byte keeps its value.
+        let odd = Path::new(OsStr::from_bytes(b"/run/\xff/s"));
+        assert_eq!(encode_path(odd), "/run/%FF/s");
     }
 }

@@ -16,7 +16,12 @@ let
       registrations = [ "/var/lib/snix-overlay/lower/registration" ];
     };
   };
-  second = extra: { modules = [ secondStore extra ]; };
+  second = extra: {
+    modules = [
+      secondStore
+      extra
+    ];
+  };
   systemStore = {
     boot.initrd.systemd.enable = true;
     services.snix-lower-store = {
@@ -75,6 +80,46 @@ in
           idleExitAfter = "30s";
         };
         # The nspawn container has no build users and no sandbox support.
+        nix.settings = {
+          experimental-features = [ "nix-command" ];
+          sandbox = false;
+          build-users-group = "";
+        };
+      }
+    ];
+  };
+
+  # The switch part (tests/nixos-local/switch.py): from second-store-bind,
+  # only the socket's path and mode change; then the module disabled.
+  second-store-bind-socket = {
+    modules = [
+      {
+        services.snix-lower-store = {
+          enable = true;
+          lower.device = "/srv/lower-image";
+          lower.fsType = "none";
+          lower.options = [
+            "bind"
+            "ro"
+          ];
+          overlay.root = "/var/lib/snix-overlay";
+          registrations = [ "/var/lib/snix-overlay/lower/registration" ];
+          logLevel = "debug";
+          socket.path = "/run/snix-lower-store-alt/socket";
+          socket.mode = "0660";
+        };
+        nix.settings = {
+          experimental-features = [ "nix-command" ];
+          sandbox = false;
+          build-users-group = "";
+        };
+      }
+    ];
+  };
+  second-store-bind-disabled = {
+    modules = [
+      {
+        services.snix-lower-store.enable = false;
         nix.settings = {
           experimental-features = [ "nix-command" ];
           sandbox = false;
@@ -161,8 +206,17 @@ in
     }
   ];
 
+  # The same with a device: the second store (default placement).
+  second-store-systemd-initrd = second { boot.initrd.systemd.enable = true; };
+
   user-experimental-string = second {
     nix.settings.experimental-features = "nix-command flakes";
+  };
+
+  # issue 21 part 3: a user's extra-experimental-features as a string (as
+  # nix.conf has it) next to the module's list.
+  user-extra-experimental-string = second {
+    nix.settings.extra-experimental-features = "flakes";
   };
 
   registration-path = second {
@@ -195,4 +249,42 @@ in
     systemStore
     { environment.variables.NIX_CONFIG = "show-trace = true"; }
   ];
+
+  # Misspelt options of the kinds the VM test nodes set: each must fail to
+  # evaluate ("The option ... does not exist"), as on NixOS. `misspelt` names
+  # the option for tests/nixos-local/run.
+  misspelt-virtualisation = {
+    vm = true;
+    misspelt = "virtualisation.memorysize";
+    modules = [ { virtualisation.memorysize = 1024; } ];
+  };
+  misspelt-virtualisation-qemu = {
+    vm = true;
+    misspelt = "virtualisation.qemu.option";
+    modules = [ { virtualisation.qemu.option = [ "-m" ]; } ];
+  };
+  misspelt-boot-loader = {
+    vm = true;
+    misspelt = "boot.loader.grub.enabled";
+    modules = [ { boot.loader.grub.enabled = false; } ];
+  };
+  misspelt-system-switch = {
+    vm = true;
+    misspelt = "system.switch.enabled";
+    modules = [ { system.switch.enabled = true; } ];
+  };
+  misspelt-users = {
+    vm = true;
+    misspelt = "users.users.alice.isNormaluser";
+    modules = [ { users.users.alice.isNormaluser = true; } ];
+  };
+  misspelt-networking = {
+    vm = true;
+    misspelt = "networking.hostname";
+    modules = [ { networking.hostname = "machine"; } ];
+  };
+  misspelt-fileSystems = {
+    misspelt = "fileSystems.\"/srv\".fstype";
+    modules = [ { fileSystems."/srv".fstype = "ext4"; } ];
+  };
 }

@@ -15,6 +15,10 @@
 
 let
   check = name: ok: detail: { inherit name ok detail; };
+  # The cases that set a misspelt option: name -> the option.
+  misspelt = lib.mapAttrs' (n: c: lib.nameValuePair "case ${n}" c.misspelt) (
+    lib.filterAttrs (_: c: c ? misspelt) (import ./cases.nix { inherit lib repo; })
+  );
   get = name: configs.${name} or { evaluates = false; };
   evaluated = c: c.evaluates or false;
 
@@ -45,8 +49,7 @@ let
       declared = c.mountUnitNames ++ lib.filter (lib.hasSuffix ".mount") (lib.attrNames c.units);
       needed = lib.unique (
         lib.concatMap (
-          u:
-          lib.filter (lib.hasSuffix ".mount") (values "Requires" u.text ++ values "BindsTo" u.text)
+          u: lib.filter (lib.hasSuffix ".mount") (values "Requires" u.text ++ values "BindsTo" u.text)
         ) (lib.attrValues c.units)
       );
     in
@@ -60,22 +63,33 @@ let
 
   hasMessage = needle: c: lib.any (lib.hasInfix needle) (c.failedAssertions or [ ]);
 
+  # The experimental features nix.conf turns on, read from its rendered text
+  # (the module adds its own through nix.extraOptions, not nix.settings).
   expFeatures =
-    s:
-    let
-      asList = v: if lib.isList v then v else lib.splitString " " (toString v);
-    in
-    asList (s.experimental-features or [ ]) ++ asList (s.extra-experimental-features or [ ]);
+    conf:
+    lib.concatMap (
+      l:
+      let
+        m = builtins.match " *(extra-)?experimental-features *= *(.*)" l;
+      in
+      if m == null then [ ] else lib.filter (f: f != "") (lib.splitString " " (lib.elemAt m 1))
+    ) (lib.splitString "\n" conf);
 in
 [
-  (check "1 nix/package.nix's source set holds every workspace member (${toString members})"
-    (missingMembers == [ ])
-    "missing from lib.fileset.unions: ${toString missingMembers}"
-  )
+  (check "1 nix/package.nix's source set holds every workspace member (${toString members})" (
+    missingMembers == [ ]
+  ) "missing from lib.fileset.unions: ${toString missingMembers}")
 ]
-# Every configuration evaluates (the cases, the VM nodes, the README).
+# Every configuration evaluates (the cases, the VM nodes, the README), but
+# those with a misspelt option, which must not.
 ++ lib.mapAttrsToList (
-  n: c: check "evaluates: ${n}" (evaluated c) "evaluation failed (the driver prints the error)"
+  n: c:
+  if misspelt ? ${n} then
+    check "typed: ${n} (${misspelt.${n}}) does not evaluate" (
+      !evaluated c
+    ) "it evaluates: the option is not typed as nixpkgs declares it"
+  else
+    check "evaluates: ${n}" (evaluated c) "evaluation failed (the driver prints the error)"
 ) configs
 ++ lib.mapAttrsToList (
   n: c:
@@ -92,29 +106,74 @@ in
 ) (lib.filterAttrs (_: c: evaluated c && c.snix.enable) (vmNodes // readme))
 ++ lib.mapAttrsToList (
   n: c:
-  check "2 ${n}: every mount unit a unit requires or binds to is declared" (undeclaredMounts c == [ ])
-    "not declared by fileSystems or systemd.mounts: ${toString (undeclaredMounts c)}"
+  check "2 ${n}: every mount unit a unit requires or binds to is declared" (
+    undeclaredMounts c == [ ]
+  ) "not declared by fileSystems or systemd.mounts: ${toString (undeclaredMounts c)}"
 ) snixConfigs
 ++ lib.mapAttrsToList (
-  n: c: check "${n}: no failed assertion" (evaluated c && c.failedAssertions == [ ]) (lib.concatStringsSep "; " (c.failedAssertions or [ ]))
+  n: c:
+  check "${n}: no failed assertion" (evaluated c && c.failedAssertions == [ ]) (
+    lib.concatStringsSep "; " (c.failedAssertions or [ ])
+  )
 ) (vmNodes // readme)
 ++ [
   (
     let
       c = get "case enable-alone";
     in
-    check "3 enable = true alone: refused by an assertion that says what is missing, /nix/store left alone" (
-      evaluated c && hasMessage "lower.device is not set" c && !(c.fileSystems ? "/nix/store")
-    ) "assertions: ${toString (c.failedAssertions or [ ])}; fileSystems: ${toString (lib.attrNames (c.fileSystems or { }))}"
+    check
+      "3 enable = true alone: refused by an assertion that says what is missing, /nix/store left alone"
+      (evaluated c && hasMessage "lower.device is not set" c && !(c.fileSystems ? "/nix/store"))
+      "assertions: ${toString (c.failedAssertions or [ ])}; fileSystems: ${
+        toString (lib.attrNames (c.fileSystems or { }))
+      }"
   )
   (
     let
       c = get "case enable-alone-systemd-initrd";
-      stage1 = lib.filterAttrs (_: fs: fs.neededForBoot || lib.elem "x-initrd.mount" fs.options) (c.fileSystems or { });
+      stage1 = lib.filterAttrs (_: fs: fs.neededForBoot || lib.elem "x-initrd.mount" fs.options) (
+        c.fileSystems or { }
+      );
     in
-    check "3 enable = true with boot.initrd.systemd.enable: no boot-critical mount over an empty lower directory" (
-      evaluated c && (c.failedAssertions != [ ] || !(stage1 ? "/nix/store"))
-    ) "assertions: ${toString (c.failedAssertions or [ ])}; stage-1 mounts: ${toString (lib.attrNames stage1)}"
+    check
+      "3 enable = true alone with boot.initrd.systemd.enable: refused for the missing lower.device, no boot-critical mount over an empty lower directory"
+      (
+        evaluated c
+        && hasMessage "lower.device is not set" c
+        && !(stage1 ? "/nix/store")
+        && !(c.initrdUnits ? "sysroot-nix-store.mount")
+      )
+      "assertions: ${
+        toString (c.failedAssertions or [ ])
+      }; stage-1 mounts: ${toString (lib.attrNames stage1)}"
+  )
+  (
+    # With a device, nothing else fails first: the second store (the default
+    # placement) must then put none of its mounts in stage 1 and leave
+    # /nix/store alone.
+    let
+      c = get "case second-store-systemd-initrd";
+      stage1 = lib.filterAttrs (_: fs: fs.neededForBoot || lib.elem "x-initrd.mount" fs.options) (
+        c.fileSystems or { }
+      );
+      own = lib.filterAttrs (n: _: lib.hasPrefix "/var/lib/snix-overlay" n) stage1;
+    in
+    check
+      "3 second store with boot.initrd.systemd.enable: accepted, none of its mounts in stage 1, /nix/store and the initrd untouched"
+      (
+        evaluated c
+        && c.failedAssertions == [ ]
+        && c.fileSystems ? "/var/lib/snix-overlay/nix/store"
+        && own == { }
+        && !(stage1 ? "/nix/store")
+        && !(c.fileSystems ? "/nix/store")
+        && !(c.initrdUnits ? "sysroot-nix-store.mount")
+      )
+      "assertions: ${
+        toString (c.failedAssertions or [ ])
+      }; stage-1 mounts: ${toString (lib.attrNames stage1)}; initrd units: ${
+        toString (lib.attrNames (c.initrdUnits or { }))
+      }"
   )
   (
     let
@@ -129,28 +188,55 @@ in
       c = get "case system-store-without-device";
     in
     check "3 system-store without a lower device is refused with its message" (
-      evaluated c && (hasMessage "needs lower.mount = true and lower.device" c || hasMessage "lower.device is not set" c)
+      evaluated c
+      && (
+        hasMessage "needs lower.mount = true and lower.device" c || hasMessage "lower.device is not set" c
+      )
     ) "assertions: ${toString (c.failedAssertions or [ ])}"
   )
   (
     let
       c = get "case system-store";
     in
-    check "3 system-store: accepted, /nix/store mounted in the systemd initrd over the lower mount, not by fstab" (
-      evaluated c
-      && c.failedAssertions == [ ]
-      && c.initrdUnits ? "sysroot-nix-store.mount"
-      && lib.hasInfix "lowerdir=/nix/.snix-lower/nix/store" (c.initrdUnits."sysroot-nix-store.mount" or "")
-      && !(c.fileSystems ? "/nix/store")
-    ) "assertions: ${toString (c.failedAssertions or [ ])}; initrd units: ${toString (lib.attrNames (c.initrdUnits or { }))}"
+    check
+      "3 system-store: accepted, /nix/store mounted in the systemd initrd over the lower mount, not by fstab"
+      (
+        evaluated c
+        && c.failedAssertions == [ ]
+        && c.initrdUnits ? "sysroot-nix-store.mount"
+        && lib.hasInfix "lowerdir=/nix/.snix-lower/nix/store" (
+          c.initrdUnits."sysroot-nix-store.mount" or ""
+        )
+        && !(c.fileSystems ? "/nix/store")
+      )
+      "assertions: ${toString (c.failedAssertions or [ ])}; initrd units: ${
+        toString (lib.attrNames (c.initrdUnits or { }))
+      }"
   )
   (
     let
       c = get "case user-experimental-string";
     in
     check "4 nix.settings.experimental-features given as a string merges with the module's" (
-      evaluated c && lib.elem "local-overlay-store" (expFeatures c.nixSettings) && lib.elem "flakes" (expFeatures c.nixSettings)
+      evaluated c
+      && lib.elem "local-overlay-store" (expFeatures c.nixConf)
+      && lib.elem "flakes" (expFeatures c.nixConf)
     ) "nix.settings: ${builtins.toJSON (c.nixSettings or null)}"
+  )
+  (
+    let
+      c = get "case user-extra-experimental-string";
+    in
+    check
+      "4 nix.settings.extra-experimental-features given as a string merges with the module's (nixpkgs' nix.nix type)"
+      (
+        evaluated c
+        && lib.elem "local-overlay-store" (expFeatures c.nixConf)
+        && lib.elem "flakes" (expFeatures c.nixConf)
+      )
+      "nix.settings: ${
+        builtins.toJSON (c.nixSettings or null)
+      } (the module's list and a string cannot merge in `either confAtom (listOf confAtom)`)"
   )
   (
     let
@@ -162,22 +248,30 @@ in
     ) "import unit ExecStart: ${toString (lib.filter (lib.hasPrefix "ExecStart=") (lines t))}"
   )
 ]
-++ map (
-  what:
-  let
-    c = get "case socket-${what}-changed";
-    changed = u: unitText c u != unitText second u;
-    socket = unitText c "snix-lower-store.socket";
-    followsImport = lib.elem importUnit (values "PartOf" socket);
-  in
-  check "6 a change of socket.${what} alone changes a unit switch-to-configuration restarts, and the socket follows it" (
-    evaluated c && evaluated second && (changed "snix-lower-store.service" || (changed importUnit && followsImport))
-  ) "service changed: ${lib.boolToString (changed "snix-lower-store.service")}, import changed: ${lib.boolToString (changed importUnit)}, socket PartOf= the import: ${lib.boolToString followsImport}"
-) [
-  "mode"
-  "group"
-  "path"
-]
+++
+  map
+    (
+      what:
+      let
+        c = get "case socket-${what}-changed";
+        changed = u: unitText c u != unitText second u;
+        socket = unitText c "snix-lower-store.socket";
+        followsImport = lib.elem importUnit (values "PartOf" socket);
+      in
+      check
+        "6 a change of socket.${what} alone changes a unit switch-to-configuration restarts, and the socket follows it"
+        (
+          evaluated c
+          && evaluated second
+          && (changed "snix-lower-store.service" || (changed importUnit && followsImport))
+        )
+        "service changed: ${lib.boolToString (changed "snix-lower-store.service")}, import changed: ${lib.boolToString (changed importUnit)}, socket PartOf= the import: ${lib.boolToString followsImport}"
+    )
+    [
+      "mode"
+      "group"
+      "path"
+    ]
 ++ [
   (
     let
@@ -204,19 +298,36 @@ in
       overlayUnit = "var-lib-snix\\x2doverlay-nix-store.mount";
       required = values "Requires" t ++ values "BindsTo" t;
     in
-    check "8 second store: the socket requires and follows the overlay mount" (
-      evaluated second
-      && (lib.elem overlayUnit required || lib.elem "/var/lib/snix-overlay/nix/store" (values "RequiresMountsFor" t))
-      && (lib.elem overlayUnit (values "After" t) || lib.elem "/var/lib/snix-overlay/nix/store" (values "RequiresMountsFor" t))
-    ) "socket unit: ${toString (lib.filter (l: builtins.match "(Requires|BindsTo|After|RequiresMountsFor)=.*" l != null) (lines t))}"
+    check "8 second store: the socket requires and follows the overlay mount"
+      (
+        evaluated second
+        && (
+          lib.elem overlayUnit required
+          || lib.elem "/var/lib/snix-overlay/nix/store" (values "RequiresMountsFor" t)
+        )
+        && (
+          lib.elem overlayUnit (values "After" t)
+          || lib.elem "/var/lib/snix-overlay/nix/store" (values "RequiresMountsFor" t)
+        )
+      )
+      "socket unit: ${
+        toString (
+          lib.filter (l: builtins.match "(Requires|BindsTo|After|RequiresMountsFor)=.*" l != null) (lines t)
+        )
+      }"
   )
   (
     let
       c = get "case nix-enable-second-store";
     in
-    check "10 making a second store Nix's default store (the old nix.enable name) is refused by an assertion" (
-      evaluated c && c.failedAssertions != [ ]
-    ) "assertions: ${toString (c.failedAssertions or [ ])}; warnings: ${toString (c.warnings or [ ])}"
+    check
+      "10 making a second store Nix's default store (the old nix.enable name) is refused by the configureNix assertion, with the rename warned about"
+      (
+        evaluated c
+        && hasMessage "configureNix = true with placement = \"second-store\"" c
+        && lib.any (lib.hasInfix "services.snix-lower-store.configureNix") (c.warnings or [ ])
+      )
+      "assertions: ${toString (c.failedAssertions or [ ])}; warnings: ${toString (c.warnings or [ ])}"
   )
   (
     let
@@ -231,74 +342,99 @@ in
       c = get "case user-nix-config";
       v = toString (c.variables.NIX_CONFIG or "");
     in
-    check "10 a user's NIX_CONFIG does not silently drop the module's store = daemon" (
-      evaluated c
-      && c.failedAssertions == [ ]
-      && (lib.hasInfix "store = daemon" v || ((c.nixSettings.store or null) == "daemon" && !lib.hasInfix "store" v))
-    ) "NIX_CONFIG = ${v}; nix.settings.store = ${toString (c.nixSettings.store or "(unset)")}; assertions: ${toString (c.failedAssertions or [ ])}"
+    check "10 a user's NIX_CONFIG does not silently drop the module's store = daemon"
+      (
+        evaluated c
+        && c.failedAssertions == [ ]
+        && (
+          lib.hasInfix "store = daemon" v
+          || ((c.nixSettings.store or null) == "daemon" && !lib.hasInfix "store" v)
+        )
+      )
+      "NIX_CONFIG = ${v}; nix.settings.store = ${
+        toString (c.nixSettings.store or "(unset)")
+      }; assertions: ${toString (c.failedAssertions or [ ])}"
   )
-  ]
-++ map (
-  name:
-  let
-    c = get "case ${name}";
-    service = unitText c "snix-lower-store.service";
-    socket = unitText c "snix-lower-store.socket";
-    check' = unitText c "snix-lower-store-check.service";
-    meta = "${c.snix.lowerMountPoint or "(none)"}/.snix-lower-store";
-    # escapeSystemdExecArgs quotes each argument.
-    start = builtins.replaceStrings [ "\"" ] [ "" ] (lib.concatStringsSep " " (values "ExecStart" service));
-    socketDeps = values "Requires" socket ++ values "After" socket ++ values "PartOf" socket;
-  in
-  check "14 ${name}: lower.index = \"image\": no import unit, serve --index <image root>/.snix-lower-store/index, the socket waits for the check only, no state directory" (
-    evaluated c
-    && c.failedAssertions == [ ]
-    && !(c.units ? ${importUnit})
-    && c.units ? "snix-lower-store-check.service"
-    && lib.hasInfix "serve --index ${meta}/index --image-check " start
-    && !(lib.elem importUnit socketDeps)
-    && lib.elem "snix-lower-store-check.service" (values "Requires" socket)
-    && values "StateDirectory" service == [ ]
-    && values "StateDirectory" check' == [ ]
-    && !lib.hasInfix " import " check'
-  ) "assertions: ${toString (c.failedAssertions or [ ])}; units: ${toString (lib.attrNames (c.units or { }))}; ExecStart: ${start}; socket deps: ${toString socketDeps}; StateDirectory: ${toString (values "StateDirectory" service)}"
-) [
-  "second-store-image"
-  "system-store-image"
-  "second-store-bind-image"
-  "image-check-full"
 ]
+++
+  map
+    (
+      name:
+      let
+        c = get "case ${name}";
+        service = unitText c "snix-lower-store.service";
+        socket = unitText c "snix-lower-store.socket";
+        check' = unitText c "snix-lower-store-check.service";
+        meta = "${c.snix.lowerMountPoint or "(none)"}/.snix-lower-store";
+        # escapeSystemdExecArgs quotes each argument.
+        start = builtins.replaceStrings [ "\"" ] [ "" ] (
+          lib.concatStringsSep " " (values "ExecStart" service)
+        );
+        socketDeps = values "Requires" socket ++ values "After" socket ++ values "PartOf" socket;
+      in
+      check
+        "14 ${name}: lower.index = \"image\": no import unit, serve --index <image root>/.snix-lower-store/index, the socket waits for the check only, no state directory"
+        (
+          evaluated c
+          && c.failedAssertions == [ ]
+          && !(c.units ? ${importUnit})
+          && c.units ? "snix-lower-store-check.service"
+          && lib.hasInfix "serve --index ${meta}/index --image-check " start
+          && !(lib.elem importUnit socketDeps)
+          && lib.elem "snix-lower-store-check.service" (values "Requires" socket)
+          && values "StateDirectory" service == [ ]
+          && values "StateDirectory" check' == [ ]
+          && !lib.hasInfix " import " check'
+        )
+        "assertions: ${toString (c.failedAssertions or [ ])}; units: ${
+          toString (lib.attrNames (c.units or { }))
+        }; ExecStart: ${start}; socket deps: ${toString socketDeps}; StateDirectory: ${toString (values "StateDirectory" service)}"
+    )
+    [
+      "second-store-image"
+      "system-store-image"
+      "second-store-bind-image"
+      "image-check-full"
+    ]
 ++ [
   (
     let
       c = get "case second-store-image";
     in
-    check "14 image mode: the lower dir is <mount>/nix/store, where mkLowerImage puts the store paths, with the index outside it" (
-      evaluated c && c.snix.lowerStoreDir == "${c.snix.lowerMountPoint}/nix/store"
-    ) "lower.storeDir = ${toString (c.snix.lowerStoreDir or null)}, lower.mountPoint = ${toString (c.snix.lowerMountPoint or null)}"
+    check
+      "14 image mode: the lower dir is <mount>/nix/store, where mkLowerImage puts the store paths, with the index outside it"
+      (evaluated c && c.snix.lowerStoreDir == "${c.snix.lowerMountPoint}/nix/store")
+      "lower.storeDir = ${toString (c.snix.lowerStoreDir or null)}, lower.mountPoint = ${
+        toString (c.snix.lowerMountPoint or null)
+      }"
   )
-  (
-    check "14 README: every package a flake example defines evaluates (lib.mkLowerImage)" (
-      readmePackages != { }
-      && lib.all (p: p != null) (lib.attrValues readmePackages)
-      && lib.any (p: p != null && lib.hasInfix "build-index" p.buildCommand) (lib.attrValues readmePackages)
-    ) "README packages: ${builtins.toJSON readmePackages}"
-  )
+  (check "14 README: every package a flake example defines evaluates (lib.mkLowerImage)" (
+    readmePackages != { }
+    && lib.all (p: p != null) (lib.attrValues readmePackages)
+    && lib.any (p: p != null && lib.hasInfix "build-index" p.buildCommand) (
+      lib.attrValues readmePackages
+    )
+  ) "README packages: ${builtins.toJSON readmePackages}")
   (
     let
       c = get "vm-test image/machine";
       i = get "vm-test image/machine/specialisation/imported";
     in
-    check "14 vm-test image: the node serves the image's own index; its specialisation imports the image's registration over the same lowerdir" (
-      evaluated c
-      && evaluated i
-      && !(c.units ? ${importUnit})
-      && c.units ? "snix-lower-store-check.service"
-      && i.units ? ${importUnit}
-      && !(i.units ? "snix-lower-store-check.service")
-      && lib.hasInfix "/var/lib/snix-overlay/lower/.snix-lower-store/registration" (unitText i importUnit)
-      && c.fileSystems == i.fileSystems
-    ) "image node units: ${toString (lib.attrNames (c.units or { }))}; imported: ${toString (lib.attrNames (i.units or { }))}"
+    check
+      "14 vm-test image: the node serves the image's own index; its specialisation imports the image's registration over the same lowerdir"
+      (
+        evaluated c
+        && evaluated i
+        && !(c.units ? ${importUnit})
+        && c.units ? "snix-lower-store-check.service"
+        && i.units ? ${importUnit}
+        && !(i.units ? "snix-lower-store-check.service")
+        && lib.hasInfix "/var/lib/snix-overlay/lower/.snix-lower-store/registration" (unitText i importUnit)
+        && c.fileSystems == i.fileSystems
+      )
+      "image node units: ${toString (lib.attrNames (c.units or { }))}; imported: ${
+        toString (lib.attrNames (i.units or { }))
+      }"
   )
   (
     let
@@ -307,15 +443,18 @@ in
         lib.concatStringsSep " " (values "ExecStart" (unitText c "snix-lower-store.service"))
       );
     in
-    check "14 lower.imageCheck = \"full\" reaches serve" (evaluated c && lib.hasInfix "--image-check full" start) "ExecStart: ${start}"
+    check "14 lower.imageCheck = \"full\" reaches serve" (
+      evaluated c && lib.hasInfix "--image-check full" start
+    ) "ExecStart: ${start}"
   )
   (
     let
       c = get "case image-store-top";
     in
-    check "14 lower.index = \"image\" with a lower.storeDir that has no image root is refused with its message" (
-      evaluated c && hasMessage "lower.storeDir must end in /nix/store" c
-    ) "assertions: ${toString (c.failedAssertions or [ ])}"
+    check
+      "14 lower.index = \"image\" with a lower.storeDir that has no image root is refused with its message"
+      (evaluated c && hasMessage "lower.storeDir must end in /nix/store" c)
+      "assertions: ${toString (c.failedAssertions or [ ])}"
   )
   (
     let
@@ -329,39 +468,48 @@ in
     let
       t = unitText second "snix-lower-store.service";
     in
-    check "14 import mode (the default) keeps the import unit, its state directory and serve without --index" (
-      evaluated second
-      && second.units ? ${importUnit}
-      && !(second.units ? "snix-lower-store-check.service")
-      && values "StateDirectory" t == [ "snix-lower-store" ]
-      && !lib.hasInfix "--index" t
-    ) "units: ${toString (lib.attrNames (second.units or { }))}"
+    check
+      "14 import mode (the default) keeps the import unit, its state directory and serve without --index"
+      (
+        evaluated second
+        && second.units ? ${importUnit}
+        && !(second.units ? "snix-lower-store-check.service")
+        && values "StateDirectory" t == [ "snix-lower-store" ]
+        && !lib.hasInfix "--index" t
+      )
+      "units: ${toString (lib.attrNames (second.units or { }))}"
   )
   (
     let
       i = images.default;
       cmd = if i == null then "" else i.buildCommand;
     in
-    check "14 mkLowerImage (lib.mkLowerImage): closureInfo of rootPaths, build-index --registration in the image, mkfs.erofs with the store options" (
-      i != null
-      && i.format == "erofs"
-      && lib.hasSuffix ".erofs" i.name
-      && i.closureInfoRoots == [ "busybox-stand-in" ]
-      && lib.elem "erofs-utils-stand-in" i.nativeBuildInputs
-      && lib.elem "snix-lower-store-0.1.0" i.nativeBuildInputs
-      && lib.hasInfix "store=\"$root\"/nix/store" cmd
-      && lib.hasInfix "snix-lower-store build-index --store-dir /nix/store" cmd
-      && lib.hasInfix "--lower-dir \"$store\" --registration \"$meta/registration\"" cmd
-      && lib.hasInfix "test -s \"$meta/index\" && test -s \"$meta/id\"" cmd
-      && lib.hasInfix "mkfs.erofs --quiet --all-root -T1 -zlz4hc,12 -Eztailpacking,dedupe -U" cmd
-    ) "image: ${builtins.toJSON i}"
+    check
+      "14 mkLowerImage (lib.mkLowerImage): closureInfo of rootPaths, build-index --registration in the image, mkfs.erofs with the store options"
+      (
+        i != null
+        && i.format == "erofs"
+        && lib.hasSuffix ".erofs" i.name
+        && i.closureInfoRoots == [ "busybox-stand-in" ]
+        && lib.elem "erofs-utils-stand-in" i.nativeBuildInputs
+        && lib.elem "snix-lower-store-0.1.0" i.nativeBuildInputs
+        && lib.hasInfix "store=\"$root\"/nix/store" cmd
+        && lib.hasInfix "snix-lower-store build-index --store-dir /nix/store" cmd
+        && lib.hasInfix "--lower-dir \"$store\" --registration \"$meta/registration\"" cmd
+        && lib.hasInfix "test -s \"$meta/index\" && test -s \"$meta/id\"" cmd
+        && lib.hasInfix "mkfs.erofs --quiet --all-root -T1 -zlz4hc,12 -Eztailpacking,dedupe -U" cmd
+      )
+      "image: ${builtins.toJSON i}"
   )
   (
     let
       i = images.directory;
     in
     check "14 mkLowerImage format = \"directory\": the tree is the output, no mkfs.erofs" (
-      i != null && i.format == "directory" && !lib.hasInfix "mkfs.erofs" i.buildCommand && lib.hasInfix "root=$out" i.buildCommand
+      i != null
+      && i.format == "directory"
+      && !lib.hasInfix "mkfs.erofs" i.buildCommand
+      && lib.hasInfix "root=$out" i.buildCommand
     ) "image: ${builtins.toJSON i}"
   )
   (
@@ -376,17 +524,17 @@ in
       && lib.hasInfix "mkfs.erofs --quiet --all-root -T1 -U" u.buildCommand
     ) "options: ${builtins.toJSON o}; uncompressed: ${builtins.toJSON u}"
   )
-  (
-    check "14 mkLowerImage refuses an unknown format, a label over 15 bytes and empty rootPaths" (
-      images.bad-format == null && images.long-label == null && images.no-roots == null
-    ) "bad-format: ${builtins.toJSON images.bad-format}; long-label: ${builtins.toJSON images.long-label}; no-roots: ${builtins.toJSON images.no-roots}"
+  (check "14 mkLowerImage refuses an unknown format, a label over 15 bytes and empty rootPaths"
+    (images.bad-format == null && images.long-label == null && images.no-roots == null)
+    "bad-format: ${builtins.toJSON images.bad-format}; long-label: ${builtins.toJSON images.long-label}; no-roots: ${builtins.toJSON images.no-roots}"
   )
   (
     let
       i = images.via-package;
     in
-    check "14 the package's passthru.mkLowerImage (the overlay's pkgs.snix-lower-store.mkLowerImage) is the same function" (
-      i != null && i == images.default
-    ) "via package: ${builtins.toJSON i}"
+    check
+      "14 the package's passthru.mkLowerImage (the overlay's pkgs.snix-lower-store.mkLowerImage) is the same function"
+      (i != null && i == images.default)
+      "via package: ${builtins.toJSON i}"
   )
 ]

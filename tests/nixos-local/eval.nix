@@ -59,8 +59,8 @@ let
     }:
     lib.evalModules {
       modules =
-        si.baseModules
-        ++ lib.optional vm si.vmModule
+        si.baseModules nixpkgs
+        ++ lib.optionals vm (si.vmModules nixpkgs)
         ++ [
           { _module.args.pkgs = pkgs; }
           base
@@ -77,24 +77,9 @@ let
       utils = eval._module.args.utils;
       units = lib.filterAttrs (_: u: u.enable) c.systemd.units;
       initrdUnits = lib.filterAttrs (_: u: u.enable) c.boot.initrd.systemd.units;
-      mkValue =
-        v:
-        if v == null then
-          ""
-        else if lib.isBool v then
-          lib.boolToString v
-        else if lib.isList v then
-          toString v
-        else
-          toString v;
-      nixConfLines = lib.concatStringsSep "\n" (
-        lib.mapAttrsToList (k: v: "${k} = ${mkValue v}") (
-          lib.filterAttrs (k: _: !lib.hasPrefix "extra-" k) c.nix.settings
-        )
-        ++ lib.mapAttrsToList (k: v: "${k} = ${mkValue v}") (
-          lib.filterAttrs (k: _: lib.hasPrefix "extra-" k) c.nix.settings
-        )
-      );
+      # nix.conf as nixpkgs' nix.nix renders it (environment.etc's source,
+      # a writeTextFile whose text the stand-in keeps).
+      nixConfFile = c.environment.etc."nix/nix.conf" or null;
       snix = c.services.snix-lower-store or { };
       pkg = snix.package or null;
     in
@@ -110,7 +95,9 @@ let
       initrdUnits = lib.mapAttrs (_: u: u.text) initrdUnits;
       # The initrd units' .wants/.requires links (render lays them out).
       initrdUnitLinks = lib.mapAttrs (_: u: { inherit (u) wantedBy requiredBy; }) initrdUnits;
-      mountUnitNames = map (fs: "${utils.escapeSystemdPath fs.mountPoint}.mount") (lib.attrValues c.fileSystems);
+      mountUnitNames = map (fs: "${utils.escapeSystemdPath fs.mountPoint}.mount") (
+        lib.attrValues c.fileSystems
+      );
       fileSystems = lib.mapAttrs (_: fs: {
         inherit (fs)
           device
@@ -119,13 +106,21 @@ let
           neededForBoot
           ;
       }) c.fileSystems;
-      fstab = si.fstabText c utils;
-      etc = lib.mapAttrs (_: e: e.text) (lib.filterAttrs (_: e: e.enable && e.text != null) c.environment.etc);
+      # /etc/fstab as nixpkgs' filesystems.nix writes it.
+      fstab = c.environment.etc.fstab.text;
+      etc = lib.mapAttrs (_: e: e.text) (
+        lib.filterAttrs (_: e: e.enable && e.text != null) c.environment.etc
+      );
       nixSettings = c.nix.settings;
-      nixConf = nixConfLines + "\n" + c.nix.extraOptions;
+      nixConf = if c.nix.enable then nixConfFile.source.text else "";
       nixEnable = c.nix.enable;
       variables = c.environment.variables;
       systemdPackages = map (p: p.name) c.systemd.packages;
+      # Forced as a system build forces them (an undeclared option in a
+      # user's definition fails here).
+      users = lib.mapAttrs (_: u: { inherit (u) isNormalUser isSystemUser group; }) c.users.users;
+      groups = lib.attrNames c.users.groups;
+      vmMemorySize = c.virtualisation.memorySize or null;
       snix = {
         enable = snix.enable or false;
         storeUrl = if snix.enable or false then snix.storeUrl else null;
@@ -161,16 +156,24 @@ let
     {
       ${name} = eval;
     }
-    // lib.mapAttrs' (
-      sname: spec: lib.nameValuePair "${name}/specialisation/${sname}" (eval.extendModules { modules = [ spec.configuration ]; })
-    ) (
-      let
-        # A configuration that does not evaluate has no specialisations; its
-        # own entry reports the error.
-        r = builtins.tryEval (builtins.deepSeq (lib.attrNames eval.config.specialisation) eval.config.specialisation);
-      in
-      if r.success then r.value else { }
-    );
+    //
+      lib.mapAttrs'
+        (
+          sname: spec:
+          lib.nameValuePair "${name}/specialisation/${sname}" (
+            eval.extendModules { modules = [ spec.configuration ]; }
+          )
+        )
+        (
+          let
+            # A configuration that does not evaluate has no specialisations; its
+            # own entry reports the error.
+            r = builtins.tryEval (
+              builtins.deepSeq (lib.attrNames eval.config.specialisation) eval.config.specialisation
+            );
+          in
+          if r.success then r.value else { }
+        );
 
   # ---------------------------------------------------------- the VM tests
   vmTests = import (repo + "/tests/nixos") { inherit pkgs self; };
@@ -224,7 +227,9 @@ let
                   ] { inherit (p) name buildCommand; }
                 );
               in
-              lib.nameValuePair "README block ${toString i}: packages.${sys}.${n}" (if r.success then r.value else null)
+              lib.nameValuePair "README block ${toString i}: packages.${sys}.${n}" (
+                if r.success then r.value else null
+              )
             ) ps
           ) packages
         )
@@ -317,7 +322,11 @@ let
     in
     {
       default = try (summary (mk { }));
-      directory = try (summary (mk { format = "directory"; }));
+      directory = try (
+        summary (mk {
+          format = "directory";
+        })
+      );
       options = try (
         summary (mk {
           dedupe = false;
@@ -325,10 +334,26 @@ let
           extraMkfsArgs = [ "-b4096" ];
         })
       );
-      uncompressed = try (summary (mk { compression = null; }));
-      bad-format = try (summary (mk { format = "squashfs"; }));
-      long-label = try (summary (mk { label = "a-label-of-sixteen"; }));
-      no-roots = try (summary (mk { rootPaths = [ ]; }));
+      uncompressed = try (
+        summary (mk {
+          compression = null;
+        })
+      );
+      bad-format = try (
+        summary (mk {
+          format = "squashfs";
+        })
+      );
+      long-label = try (
+        summary (mk {
+          label = "a-label-of-sixteen";
+        })
+      );
+      no-roots = try (
+        summary (mk {
+          rootPaths = [ ];
+        })
+      );
       via-package = try (
         summary (self.packages.${system}.snix-lower-store.mkLowerImage { rootPaths = [ pkgs.busybox ]; })
       );
@@ -347,6 +372,25 @@ let
 in
 {
   json = {
+    # Each VM test's script after Nix interpolation and its node names, for
+    # tests/vm-scripts/check.py (the nodes' units are in `configs`).
+    vmScripts = lib.mapAttrs (test: t: {
+      nodes = lib.attrNames (t.nodes or { });
+      # null when it does not evaluate (the check says so).
+      script =
+        let
+          s =
+            if lib.isFunction t.testScript then
+              t.testScript { nodes = lib.mapAttrs (node: _: allEvals."vm-test ${test}/${node}".config) t.nodes; }
+            else
+              t.testScript;
+          r = builtins.tryEval (builtins.deepSeq s s);
+        in
+        if r.success then r.value else null;
+    }) vmTests;
+    misspelt = lib.mapAttrs' (n: c: lib.nameValuePair "case ${n}" c.misspelt) (
+      lib.filterAttrs (_: c: c ? misspelt) cases
+    );
     inherit
       configs
       checks

@@ -148,7 +148,16 @@ def layout_initrd(cfg, root, store_root):
     os.makedirs(etc_sd, exist_ok=True)
     links = cfg.get("initrdUnitLinks", {})
     for name, text in cfg["initrdUnits"].items():
-        with open(os.path.join(etc_sd, name), "w") as f:
+        # A unit systemd ships (initrd-parse-etc.service, given an
+        # Environment= by nixpkgs' filesystems.nix) gets a drop-in, as
+        # generateUnits' asDropinIfExists does with the systemd package's.
+        if os.path.exists(os.path.join("/usr/lib/systemd/system", name)):
+            d = os.path.join(etc_sd, name + ".d")
+            os.makedirs(d, exist_ok=True)
+            path = os.path.join(d, "overrides.conf")
+        else:
+            path = os.path.join(etc_sd, name)
+        with open(path, "w") as f:
             f.write(text)
         for kind, key in (("wants", "wantedBy"), ("requires", "requiredBy")):
             for t in links.get(name, {}).get(key, []):

@@ -35,7 +35,7 @@ let
     extra:
     lib.evalModules {
       modules =
-        si.baseModules
+        si.baseModules nixpkgs
         ++ [
           { _module.args.pkgs = pkgs; }
           {

@@ -4,10 +4,9 @@
 # framework's own and stays untouched).
 #
 # Mounts: nixpkgs' qemu-vm.nix replaces `fileSystems` with
-# `virtualisation.fileSystems` (mkVMOverride) in every test VM, so the
-# module's second-store mounts would be dropped. The module exposes them as
-# the read-only option `services.snix-lower-store.mounts` and the nodes copy
-# them into `virtualisation.fileSystems` (see `vmMounts`).
+# `virtualisation.fileSystems` (mkVMOverride) in every test VM; the module
+# declares its second-store mounts there itself, so the nodes only attach
+# the lower disk.
 { pkgs, self }:
 
 rec {
@@ -85,13 +84,6 @@ rec {
     ];
   };
 
-  # The module's second-store mounts, where qemu-vm.nix takes them from.
-  vmMounts =
-    { config, ... }:
-    {
-      virtualisation.fileSystems = config.services.snix-lower-store.mounts;
-    };
-
   # The second store, as a user writes it (placement left at its default).
   secondStore = {
     enable = true;
@@ -107,7 +99,6 @@ rec {
     {
       imports = [
         module
-        vmMounts
         (attachDisk "snixlower" lowerImage)
       ];
 

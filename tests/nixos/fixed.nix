@@ -18,6 +18,10 @@ let
   # string is too.
   registration = ./fixtures/no-paths.registration;
   registrationInStore = "${registration}";
+  # systemd's names of the two mounts (`systemd-escape -p --suffix=mount`).
+  # They contain a backslash: they reach the Python script as JSON string
+  # literals (valid Python), never spliced into a Python string, where
+  # `\x2d` would be read as an escape for "-" (issue 21).
   overlayUnit = "var-lib-snix\\x2doverlay-nix-store.mount";
   lowerUnit = "var-lib-snix\\x2doverlay-lower.mount";
 in
@@ -47,6 +51,9 @@ pkgs.testers.runNixOSTest {
   testScript = ''
     ${common.scriptPrelude}
 
+    overlay_unit = ${builtins.toJSON overlayUnit}
+    lower_unit = ${builtins.toJSON lowerUnit}
+
     start_all()
     machine.wait_for_unit("multi-user.target")
     machine.wait_for_unit("snix-lower-store.socket")
@@ -75,8 +82,14 @@ pkgs.testers.runNixOSTest {
         machine.succeed(f"tr '\\0' '\\n' < /proc/{pid}/environ | grep -qx SNIX_LOWER_STORE_LOG_LEVEL=debug")
         machine.succeed(f"tr '\\0' '\\n' < /proc/{pid}/environ | grep -qx SNIX_LOWER_STORE_LOWER_DIR=${common.lowerMount}/nix/store")
 
+    with subtest("the unit names are systemd's own"):
+        for unit, where in ((overlay_unit, "${common.mergedStore}"), (lower_unit, "${common.lowerMount}")):
+            escaped = machine.succeed(f"systemd-escape -p --suffix=mount {where}").strip()
+            assert unit == escaped, f"{unit!r} != {escaped!r}"
+            machine.succeed(f"systemctl is-active '{unit}'")
+
     with subtest("8: the socket goes with the overlay mount and brings it back"):
-        machine.succeed("systemctl stop '${overlayUnit}'")
+        machine.succeed(f"systemctl stop '{overlay_unit}'")
         machine.fail("systemctl is-active snix-lower-store.socket")
         machine.succeed("systemctl start snix-lower-store.socket")
         machine.succeed("mountpoint -q ${common.mergedStore}")
@@ -84,7 +97,7 @@ pkgs.testers.runNixOSTest {
 
     with subtest("7: restarting the lower mount re-runs the import"):
         before = machine.succeed("systemctl show -p InvocationID --value snix-lower-store-import.service").strip()
-        machine.succeed("systemctl restart '${lowerUnit}'")
+        machine.succeed(f"systemctl restart '{lower_unit}'")
         machine.wait_for_unit("snix-lower-store.socket")
         after = machine.succeed("systemctl show -p InvocationID --value snix-lower-store-import.service").strip()
         assert before != after, "the import did not run again"

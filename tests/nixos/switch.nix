@@ -31,7 +31,6 @@ pkgs.testers.runNixOSTest {
     {
       imports = [
         common.module
-        common.vmMounts
         (common.attachDisk "snixlower" common.lowerImage)
         (common.attachDisk "snixlower2" common.lowerImage2)
       ];
