@@ -18,6 +18,9 @@
 #                   lower.storeDir = <image root>/nix/store, written by
 #                   mkLowerImage / build-index) is served as it is
 #   lower.imageCheck "sample" | "full": serve's --image-check (image index)
+#   lower.onBrokenPaths "refuse" (second store) | "invalidate" (system store,
+#                   the only value allowed there): what the reconcile does
+#                   with upper paths whose closure lost a lower path
 #   overlay.root    null | str; second-store: "/var/lib/snix-overlay" by
 #                   default; system-store: must be null
 #   overlay.mountPoint / overlay.upperDir / overlay.workDir / overlay.state
@@ -37,6 +40,8 @@
 # Units (all defined here, none taken from the package): snix-lower-store.socket,
 # snix-lower-store.service, snix-lower-store-import.service (lower.index =
 # "import") or snix-lower-store-check.service (lower.index = "image"),
+# snix-lower-store-reconcile.service (Nix's database of the merged store
+# settled to the lower mounted now, after every import or check),
 # snix-lower-store-overlay-dirs.service (second-store),
 # snix-lower-store-nix-daemon-env.service (configureNix), and in the initrd
 # (system-store) snix-lower-store-initrd-paths.service and the mounts
@@ -229,13 +234,67 @@ let
           ]
         )
       }
-      echo "snix-lower-store: the lower store changed since the last import; the index is rebuilt from its registrations"
+      echo "snix-lower-store: the lower store changed since the last import; the index is rebuilt from its registrations. Until ${reconcileUnit} has run, Nix's database of the merged store may still list paths of the old lower"
     fi
   '';
   recordFingerprint = pkgs.writeShellScript "snix-lower-store-record-fingerprint" ''
     set -eu
     ${lowerFingerprint} > ${lib.escapeShellArg "${fingerprintFile}.new"}
     ${coreutil "mv"} ${lib.escapeShellArgs [ "${fingerprintFile}.new" fingerprintFile ]}
+  '';
+
+  # Image rotation (issue 21): Nix's local-overlay store copies the path
+  # info of every lower path it looks at into its own (upper) database and
+  # answers from there first, so after the lower changed it still believes
+  # in paths of the old lower. `snix-lower-store reconcile` compares that
+  # database and the upper layer with the index of the lower mounted now and
+  # acts through Nix (nix-store --delete on the merged store): entries of
+  # lower paths that are gone ("lost") or changed are dropped, and upper
+  # paths whose closure reaches a lost path are invalidated or the unit
+  # fails naming them (lower.onBrokenPaths). It records the lower it settled
+  # in a file beside that database, so a lower that did not change costs one
+  # comparison. It needs the lower daemon (the socket) and the merged store
+  # mounted, and root: it writes Nix's database.
+  reconcileUnitName = "snix-lower-store-reconcile";
+  reconcileUnit = "${reconcileUnitName}.service";
+  # Nix's state of the merged store: its database (db/db.sqlite), gcroots
+  # and temproots; Nix's logs go beside it under <root>/nix/var/log.
+  nixVarDir = if cfg.overlay.root == null then "/nix/var" else "${cfg.overlay.root}/nix/var";
+  nixStateDir = if cfg.overlay.state == null then "${nixVarDir}/nix" else cfg.overlay.state;
+  # Beside the database it describes: it goes when that database goes, and
+  # it is there in both index modes (an image's index has no stateDir).
+  settledFile = "${nixStateDir}/snix-lower-store-settled";
+  reconcile = pkgs.writeShellScript "snix-lower-store-reconcile" ''
+    set -u
+    ${optionalString systemStore ''
+      # Refusing would leave the system without a usable /nix/store.
+      echo "snix-lower-store: system store: upper paths whose closure lost a lower path are invalidated, not refused (lower.onBrokenPaths = \"invalidate\")"
+    ''}
+    rc=0
+    ${exe} reconcile ${
+      lib.escapeShellArgs (
+        [
+          "--store-url"
+          storeUrl
+          "--nix-store"
+          "${lib.getBin config.nix.package}/bin/nix-store"
+          "--on-broken"
+          cfg.lower.onBrokenPaths
+          "--settled-file"
+          settledFile
+        ]
+        ++ lib.optionals imageIndex [
+          "--index"
+          imageIndexFile
+        ]
+      )
+    } || rc=$?
+    if [ "$rc" = 1 ]; then
+      echo ${
+        lib.escapeShellArg "snix-lower-store: the lower store changed and upper paths named above lost part of their closure; nothing was changed for them (services.snix-lower-store.lower.onBrokenPaths = \"refuse\"). To proceed: set lower.onBrokenPaths = \"invalidate\" and switch again (they are deleted with their referrers and can be rebuilt), or delete them yourself with nix-store --store \"$(cat /etc/snix-lower-store/store-url)\" --delete --ignore-liveness PATH... and run systemctl restart ${reconcileUnit}, or put the previous lower back."
+      } >&2
+    fi
+    exit "$rc"
   '';
 
   # system-store + configureNix: nix-daemon uses the local-overlay store only
@@ -587,6 +646,39 @@ in
           listing of the whole lower directory.
         '';
       };
+
+      onBrokenPaths = mkOption {
+        type = types.enum [
+          "refuse"
+          "invalidate"
+        ];
+        default = if systemStore then "invalidate" else "refuse";
+        defaultText = literalExpression ''
+          if config.services.snix-lower-store.placement == "system-store"
+          then "invalidate"
+          else "refuse"
+        '';
+        example = "invalidate";
+        description = ''
+          What `snix-lower-store-reconcile.service` does, after the lower
+          store changed (another device or image, other registrations), with
+          paths of the upper layer whose closure reaches a lower path that
+          is gone (for example something built on the old lower that refers
+          to one of its paths). Lower paths that are gone or changed are
+          always dropped from Nix's database; these upper paths would be
+          valid in name only.
+
+          `"refuse"` (the second store's default): they are left as they
+          are and the unit fails, naming them and how to proceed; a switch
+          that changed the lower fails with it. `"invalidate"`: they are
+          deleted through Nix, with every path referring to them, and the
+          journal names them; a build that needs them builds them again (or
+          substitutes them).
+
+          The system-store placement only allows `"invalidate"`: refusing
+          at boot would leave the system's `/nix/store` unusable.
+        '';
+      };
     };
 
     stateDir = mkOption {
@@ -880,6 +972,10 @@ in
           message = "services.snix-lower-store.lower.index = \"image\" serves the index inside the image (${imageIndexFile}) and imports nothing, but registrations or closures are set. Remove them, or set lower.index = \"import\" to import them (for an image without its own index).";
         }
         {
+          assertion = systemStore -> cfg.lower.onBrokenPaths == "invalidate";
+          message = "services.snix-lower-store.lower.onBrokenPaths = \"${cfg.lower.onBrokenPaths}\" with placement = \"system-store\": the check runs at boot before nix-daemon, and refusing there would leave the system's /nix/store unusable. The system store invalidates such paths (and says so in the journal of snix-lower-store-reconcile.service); leave the option unset or set it to \"invalidate\".";
+        }
+        {
           assertion = systemStore -> cfg.configureNix;
           message = "services.snix-lower-store.placement = \"system-store\" needs configureNix = true: a plain local store over the merged /nix/store does not know the lower paths and its garbage collector would delete them.";
         }
@@ -989,7 +1085,12 @@ in
           else
             "snix-lower-store: check the lower store and import its registrations";
         documentation = [ "https://github.com/snix-lower-store/snix-lower-store#nixos" ];
-        wants = lowerUnits ++ [ "snix-lower-store.socket" ];
+        # The reconcile follows every run of this unit (After= it): a new
+        # index is never left without Nix's database being settled to it.
+        wants = lowerUnits ++ [
+          "snix-lower-store.socket"
+          reconcileUnit
+        ];
         partOf = lowerUnits;
         after = lowerUnits;
         before = [
@@ -1135,6 +1236,110 @@ in
           Backlog = 1024;
         };
       };
+
+      # After the lower changed, before Nix uses the merged store again
+      # (system store: before nix-daemon, which waits for it). Started by
+      # multi-user.target and by every start of the gate unit (its Wants=);
+      # PartOf= the gate and Requires= the socket and (second store) the
+      # overlay mount, so that a restart of the lower mount (a new
+      # lower.device on switch: switch-to-configuration restarts an fstab
+      # mount whose device changed), of the overlay or of the gate stops it
+      # and runs it again after them, on the new lower and the new index.
+      # restartIfChanged stays true: a change of its own options (store URL,
+      # policy) runs it again, which costs one comparison when the lower is
+      # settled. system-store: the lower changes only at boot; the unit runs
+      # at every boot.
+      systemd.services.${reconcileUnitName} = {
+        description = "snix-lower-store: settle Nix's database of the merged store with the lower store mounted now";
+        documentation = [ "https://github.com/snix-lower-store/snix-lower-store#nixos" ];
+        wantedBy = [ "multi-user.target" ];
+        requires = [
+          gateUnit
+          "snix-lower-store.socket"
+        ]
+        ++ optional secondStore overlayUnit;
+        after = [
+          gateUnit
+          "snix-lower-store.socket"
+        ]
+        ++ optional secondStore overlayUnit
+        ++ lowerUnits;
+        partOf = [ gateUnit ];
+        before = optional cfg.configureNix "nix-daemon.service";
+        unitConfig = systemStoreCondition;
+        # Text on stderr under one identifier, not journald's native
+        # protocol: a short-lived process's native entries can lose their
+        # unit (journald reads it from /proc after the process is gone), so
+        # `journalctl -t snix-lower-store-reconcile` finds every line,
+        # including the STORE_PATH= of each path it acts on.
+        environment = commonEnvironment // {
+          SNIX_LOWER_STORE_LOG_TARGET = "stderr";
+        };
+        serviceConfig =
+          environmentFiles
+          // {
+            Type = "oneshot";
+            RemainAfterExit = true;
+            SyslogIdentifier = reconcileUnitName;
+            # Root (it writes Nix's database and deletes from the upper
+            # layer through the merged store), with only those writable.
+            ExecStartPre = "+${coreutil "mkdir"} -p -m 0755 ${
+              utils.escapeSystemdExecArgs [
+                nixVarDir
+                nixStateDir
+              ]
+            }";
+            ExecStart = "${reconcile}";
+            # Each command gets its own namespace: "-" lets the one of
+            # ExecStartPre (which makes Nix's dirs) start without them, and
+            # the one of ExecStart has them writable. The index's directory:
+            # SQLite opens a WAL database (the import's) read-only only if
+            # it can create its -shm file (as root it gives it the
+            # database's owner).
+            ReadWritePaths = [
+              "-${nixVarDir}"
+            ]
+            ++ optional (!isUnder nixVarDir nixStateDir) "-${nixStateDir}"
+            ++ [
+              cfg.overlay.mountPoint
+              cfg.overlay.upperDir
+            ]
+            ++ optional (!imageIndex) cfg.stateDir;
+            UMask = "0022";
+            ProtectSystem = "strict";
+            ProtectHome = "tmpfs";
+            PrivateTmp = true;
+            PrivateMounts = true;
+            PrivateDevices = true;
+            PrivateIPC = true;
+            PrivateNetwork = true;
+            ProtectKernelTunables = true;
+            ProtectKernelModules = true;
+            ProtectKernelLogs = true;
+            ProtectControlGroups = true;
+            ProtectClock = true;
+            ProtectHostname = true;
+            RestrictAddressFamilies = "AF_UNIX";
+            IPAddressDeny = "any";
+            NoNewPrivileges = true;
+            # Root's file access (the index in the daemon's private state
+            # directory, store paths of other owners), nothing else.
+            CapabilityBoundingSet = [
+              "CAP_CHOWN"
+              "CAP_DAC_OVERRIDE"
+              "CAP_DAC_READ_SEARCH"
+              "CAP_FOWNER"
+            ];
+            RestrictNamespaces = true;
+            RestrictRealtime = true;
+            RestrictSUIDSGID = true;
+            LockPersonality = true;
+            KeyringMode = "private";
+            SystemCallArchitectures = "native";
+            SystemCallFilter = [ "@system-service" ];
+            SystemCallErrorNumber = "EPERM";
+          };
+      };
     }
 
     (mkIf secondStore {
@@ -1273,12 +1478,19 @@ in
         };
       };
 
+      # The reconcile is wanted, not required: if it fails, nix-daemon
+      # still starts (a system without Nix cannot be repaired remotely) and
+      # the failed unit says why.
       systemd.services.nix-daemon = {
-        wants = [ "snix-lower-store.socket" ];
+        wants = [
+          "snix-lower-store.socket"
+          reconcileUnit
+        ];
         requires = [ "snix-lower-store-nix-daemon-env.service" ];
         after = [
           "snix-lower-store.socket"
           "snix-lower-store-nix-daemon-env.service"
+          reconcileUnit
         ];
         restartTriggers = [ storeUrl ];
         serviceConfig.EnvironmentFile = [ "-${nixDaemonEnvDir}/nix-daemon.env" ];

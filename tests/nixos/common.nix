@@ -48,7 +48,22 @@ rec {
   mkImageWithIndex = args: self.lib.mkLowerImage ({ inherit pkgs; } // args);
 
   lowerClosure = mkLowerClosure "snix-lower-store-test-tools";
-  lowerImage = mkLowerImage "snixlower" [ lowerClosure ];
+
+  # A fixed-output path in the first lower only (issue 21, image rotation):
+  # its store path depends on its name and content alone, so a VM can build
+  # the same path again from its own derivation (refers_to_lost_expr in
+  # scriptPrelude) once a rotation has taken it away.
+  lostHash = "ed1d1a8db09e369fa33bde54f504d1fda0161a5ccd8a0d5517d92456fec28c41"; # sha256 of "lost\n"
+  lostPath = pkgs.runCommand "snix-lower-store-lost" {
+    outputHashMode = "flat";
+    outputHashAlgo = "sha256";
+    outputHash = lostHash;
+  } "echo lost > $out";
+
+  lowerImage = mkLowerImage "snixlower" [
+    lowerClosure
+    lostPath
+  ];
 
   # A second, different lower (for the switch test's change of image).
   lowerClosure2 = mkLowerClosure "snix-lower-store-test-tools-2";
@@ -114,7 +129,32 @@ rec {
         )
         return m.succeed(f"nix-build --store {url} --no-out-link -E {shlex.quote(expr)}").strip()
 
+    def refers_to_lost_expr():
+        """A derivation (built with busybox, in every lower image) whose
+        output refers to lost_path, a fixed-output path of the first lower
+        image only, given here by its own fixed-output derivation: where
+        lost_path is not valid, building this builds it first."""
+        return (
+            'let busybox = builtins.storePath "%s" + "/bin/busybox"; '
+            'lost = derivation { name = "snix-lower-store-lost"; system = builtins.currentSystem; '
+            'builder = busybox; args = [ "sh" "-c" "echo lost > $out" ]; '
+            'outputHashMode = "flat"; outputHashAlgo = "sha256"; outputHash = "%s"; }; '
+            'in derivation { name = "refers-to-lost"; system = builtins.currentSystem; '
+            'builder = busybox; args = [ "sh" "-c" ("echo " + toString lost + " > $out") ]; }'
+        ) % (busybox, lost_hash)
+
+    def build_expr(m, expr, args="", out_link=None):
+        """nix-build of a Nix expression, without substituters; returns the
+        output path (rooted by out_link if given)."""
+        link = "--no-out-link" if out_link is None else f"--out-link {shlex.quote(out_link)}"
+        return m.succeed(
+            f'nix-build {args} --option substituters "" {link} -E {shlex.quote(expr)}'
+        ).strip()
+
     lower_closure = "${lowerClosure}"
     lower_closure2 = "${lowerClosure2}"
+    busybox = "${pkgs.busybox}"
+    lost_path = "${lostPath}"
+    lost_hash = "${lostHash}"
   '';
 }
