@@ -7,6 +7,7 @@ pub mod image;
 pub mod import;
 pub mod overlay;
 pub mod parity;
+pub mod rotation;
 pub mod snix;
 
 use crate::ctx::Ctx;
@@ -81,6 +82,9 @@ pub fn run_all(ctx: &Ctx, opts: &Options, report: &mut Report) -> Result<()> {
     }
     for fs in &ctx.roots {
         overlay::run(ctx, fs, &primary, with_ours, report);
+        if with_ours {
+            rotation::run(ctx, fs, &primary, report);
+        }
     }
     if with_ours {
         readonly_check(ctx, report);
@@ -149,6 +153,9 @@ pub fn names(suites: &[String], snix: bool) -> Vec<String> {
             for n in overlay::NAMES {
                 v.push(tagged(&overlay::flavoured(n, k), s));
             }
+        }
+        for n in rotation::NAMES {
+            v.push(tagged(n, s));
         }
     }
     v.push(READONLY.to_string());
