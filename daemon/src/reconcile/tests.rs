@@ -168,7 +168,7 @@ fn reconcile_plan_is_empty_for_a_lower_that_only_grew() {
     fx.in_lower(&info('a', "lib", 1, &[('a', "lib")]));
     fx.in_lower(&info('b', "app", 2, &[('a', "lib")]));
     fx.in_lower(&info('c', "top", 3, &[('b', "app")]));
-    fx.in_lower(&info('e', "extra", 7, &[]));
+    fx.in_lower(&info('g', "extra", 7, &[]));
     let p = fx.plan();
     assert!(p.is_empty(), "{p:?}");
 }

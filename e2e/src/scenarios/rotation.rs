@@ -6,13 +6,16 @@
 //! fixture's final output copies its closure's infos into the upper
 //! database; a build of seed 2 puts an upper path on top whose closure is
 //! lower paths. Lower B is A with that closure's exe/tree/split/final
-//! outputs deleted by Nix. After rotating to B (new daemon, new overlay
+//! outputs deleted by Nix, and a new signature on the fixture's leaf
+//! (referred to by a copied row) and source tree (a copied row nothing
+//! refers to). After rotating to B (new daemon, new overlay
 //! mount, same upper layer and upper database):
 //! - `reconcile --on-broken refuse` exits 1 naming the upper path and the
 //!   lost paths, and changes nothing (upper database files and upper layer
 //!   digest equal);
-//! - `reconcile --on-broken invalidate` exits 0 with exactly 5 lost and 1
-//!   broken; then `nix path-info` of a vanished path fails, `nix-store
+//! - `reconcile --on-broken invalidate` exits 0 with exactly 5 lost, 1
+//!   broken, 2 changed (one updated in place, one re-copied: both show
+//!   the new signature); then `nix path-info` of a vanished path fails, `nix-store
 //!   --verify` finds nothing, the seed-2 build rebuilds its vanished inputs,
 //!   GC works, and a second reconcile is answered by the settled file;
 //! - lower C = B plus one path (grow-only): reconcile finds nothing, writes
@@ -222,11 +225,30 @@ fn replace_lower(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<String> {
     del.extend([local_b.as_str(), "--delete", "--ignore-liveness"]);
     del.extend(vanish.iter().map(|s| s.as_str()));
     fs.run(&del)?.ok()?;
-    let c = copy_lower(ctx, fx, &dir, "lowerC")?;
+    // Same names, other info: a new signature on a referenced path (leaf,
+    // refreshed in place) and on an unreferenced one (src, re-copied).
+    let key = format!("{dir}/rot.key");
+    let secret = fs.ok(&["nix", "key", "generate-secret", "--key-name", "e2e-rotation"])?;
+    ctx.write(&key, secret.trim().as_bytes())?;
+    fs.run(&[
+        "nix",
+        "store",
+        "sign",
+        "--store",
+        &local_b,
+        "--key-file",
+        &key,
+        &fx.leaf,
+        &fx.src,
+    ])?
+    .ok()?;
+    let c = format!("{dir}/lowerC");
+    host(
+        "cp",
+        [std::ffi::OsString::from("-a"), ctx.host(&b).into(), ctx.host(&c).into()],
+    )?
+    .ok()?;
     let local_c = format!("local?root={c}");
-    let mut del_c = del.clone();
-    del_c[2] = &local_c;
-    fs.run(&del_c)?.ok()?;
     ctx.write(&format!("{dir}/extra"), b"only in lower C\n")?;
     let extra = format!("{dir}/extra");
     fs.run(&["nix-store", "--store", &local_c, "--add", &extra])?.ok()?;
@@ -234,6 +256,7 @@ fn replace_lower(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<String> {
     let mut r = Rot::new(ctx, fs, dir.clone())?;
     r.rotate_to("lowerA")?;
     r.ok(&["nix-store", "-qR", &fx.final_out])?;
+    r.ok(&["nix-store", "-q", "--hash", &fx.src])?;
     let mine = r.build_seed2()?;
     r.rotate_to("lowerB")?;
     // Without reconcile Nix still believes in a vanished path.
@@ -299,9 +322,16 @@ fn invalidate(r: &Rot, mine: &str, fx: &Fixture) -> Result<()> {
     let out = r.reconcile("invalidate")?.ok()?;
     let line = out.stdout();
     ensure!(
-        line.contains("5 lost, 0 changed, 1 broken, 6 invalidated"),
+        line.contains("5 lost, 2 changed, 1 broken, 7 invalidated, 1 updated in place"),
         "unexpected summary: {line}"
     );
+    for p in [&fx.leaf, &fx.src] {
+        let sigs = r.ok(&["nix", "path-info", "--sigs", p])?;
+        ensure!(
+            sigs.contains("e2e-rotation:"),
+            "{p} does not show the new lower's signature: {sigs}"
+        );
+    }
     for p in [&fx.exe, &fx.final_out, &mine.to_string()] {
         r.run(&["nix", "path-info", p])?
             .failed()
