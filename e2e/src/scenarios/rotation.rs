@@ -2,8 +2,8 @@
 //! is replaced, and `snix-lower-store reconcile` makes Nix's upper database
 //! agree with the new lower, with real Nix and a real OverlayFS.
 //!
-//! Steps: lower A (a copy of the fixture) served by our daemon; `-qR` of the
-//! fixture's final output copies its closure's infos into the upper
+//! Steps: lower A (a copy of the fixture) served by our daemon;
+//! `--check-validity` of the fixture's final output copies its closure's infos into the upper
 //! database; a build of seed 2 puts an upper path on top whose closure is
 //! lower paths. Lower B is A with that closure's exe/tree/split/final
 //! outputs deleted by Nix, and a new signature on the fixture's leaf
@@ -16,10 +16,10 @@
 //! - `reconcile --on-broken invalidate` exits 0 with exactly 5 lost, 1
 //!   broken, 2 changed (one updated in place, one re-copied: both show
 //!   the new signature); then `nix path-info` of a vanished path fails, `nix-store
-//!   --verify` finds nothing, the seed-2 build rebuilds its vanished inputs,
-//!   GC works, and a second reconcile is answered by the settled file;
+//!   --verify` finds nothing, GC works, the seed-2 build rebuilds its
+//!   vanished inputs, GC works again, and a second reconcile is answered by the settled file;
 //! - lower C = B plus one path (grow-only): reconcile finds nothing, writes
-//!   nothing, and is timed against the `import` of C's registration.
+//!   nothing, and is timed against the `import` of C's database.
 //!
 //! Invariants: each lower copy is made before any daemon serves it and is
 //! never changed afterwards (the read-only check covers them); every mount
@@ -97,22 +97,14 @@ impl<'a> Rot<'a> {
         }
         let root = format!("{}/{name}", self.dir);
         let state = format!("{root}-state");
-        let reg = format!("{state}.registration");
-        daemons::dump_db(self.fs, &root, &reg)?;
+        // From Nix's database, which carries the signatures.
+        let db = format!("{root}/nix/var/nix/db/db.sqlite");
         let store = format!("{root}/nix/store");
         let t = Instant::now();
         daemons::ours_cli(
             self.ctx,
             self.fs,
-            &[
-                "import",
-                "--state-dir",
-                &state,
-                "--lower-dir",
-                &store,
-                "--registration",
-                &reg,
-            ],
+            &["import", "--state-dir", &state, "--lower-dir", &store, "--nix-db", &db],
         )?
         .ok()?;
         let import = t.elapsed();
@@ -255,8 +247,9 @@ fn replace_lower(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<String> {
 
     let mut r = Rot::new(ctx, fs, dir.clone())?;
     r.rotate_to("lowerA")?;
-    r.ok(&["nix-store", "-qR", &fx.final_out])?;
-    r.ok(&["nix-store", "-q", "--hash", &fx.src])?;
+    // `--check-validity` asks isValidPath, which copies a lower path's
+    // info and its closure's into the upper database (`-qR` does not).
+    r.ok(&["nix-store", "--check-validity", &fx.final_out, &fx.src])?;
     let mine = r.build_seed2()?;
     r.rotate_to("lowerB")?;
     // Without reconcile Nix still believes in a vanished path.
@@ -280,10 +273,10 @@ fn replace_lower(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<String> {
     );
     ensure!(
         took <= import + Duration::from_millis(250),
-        "grow-only reconcile took {took:?}, the import of the same registration {import:?}"
+        "grow-only reconcile took {took:?}, the import of the same lower {import:?}"
     );
     Ok(format!(
-        "grow-only rotation (lower C = B + 1 path): reconcile {:.3}s (full plan: {}), import of C's registration \
+        "grow-only rotation (lower C = B + 1 path): reconcile {:.3}s (full plan: {}), import of C's database \
          {:.3}s",
         took.as_secs_f64(),
         line.trim(),
@@ -323,7 +316,8 @@ fn invalidate(r: &Rot, mine: &str, fx: &Fixture) -> Result<()> {
     let line = out.stdout();
     ensure!(
         line.contains("5 lost, 2 changed, 1 broken, 7 invalidated, 1 updated in place"),
-        "unexpected summary: {line}"
+        "unexpected summary: {line}; log: {}",
+        out.stderr()
     );
     for p in [&fx.leaf, &fx.src] {
         let sigs = r.ok(&["nix", "path-info", "--sigs", p])?;
@@ -348,11 +342,12 @@ fn invalidate(r: &Rot, mine: &str, fx: &Fixture) -> Result<()> {
         "nix-store --verify found errors: {}",
         v.stderr()
     );
+    r.ok(&["nix-store", "--gc"]).context("GC right after reconcile")?;
     let again = r.build_seed2()?;
     ensure!(again == mine, "the rebuild made {again}, not {mine}");
     r.ok(&["nix", "path-info", &fx.exe])
         .context("the rebuild did not rebuild the vanished exe")?;
-    r.ok(&["nix-store", "--gc"])?;
+    r.ok(&["nix-store", "--gc"]).context("GC after the rebuild")?;
     let out = r.reconcile("refuse")?.ok()?;
     ensure!(
         out.stdout().contains("lower unchanged since last settled"),
