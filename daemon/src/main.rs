@@ -622,7 +622,7 @@ fn reconcile_index(args: &ReconcileArgs) -> Result<PathInfoIndex> {
         ),
     };
     let lower = LowerDir::open(&lower_dir).map_err(anyhow::Error::msg)?;
-    Ok(image::open_checked(&file, &args.store.store_dir, &lower, args.image_check).context("reconcile")?)
+    image::open_checked(&file, &args.store.store_dir, &lower, args.image_check).context("reconcile")
 }
 
 /// `serve`: checks where to listen, then serves until SIGTERM, Ctrl-C or
