@@ -150,7 +150,8 @@ fn query_params(query: &str) -> Result<Vec<(String, String)>, String> {
 
 /// The `real=` of a `unix://` lower store URL, if it has one.
 fn lower_real(lower: &str) -> Result<Option<PathBuf>, String> {
-    let Some((_, q)) = lower.split_once('?') else {
+    // The last '?': a socket path is not always encoded in it.
+    let Some((_, q)) = lower.rsplit_once('?') else {
         return Ok(None);
     };
     Ok(query_params(q)?
