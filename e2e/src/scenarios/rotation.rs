@@ -257,6 +257,12 @@ fn replace_lower(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<String> {
         .context("before reconcile, Nix was expected to still list the vanished exe (issue 21)")?;
     refuse(&r, &mine, fx)?;
     invalidate(&r, &mine, fx)?;
+    // Every path of B copied into the upper database, so the grow-only
+    // reconcile checks them all.
+    let all_b = fs.ok(&["nix", "path-info", "--all", "--store", &local_b])?;
+    let mut check = vec!["nix-store", "--check-validity"];
+    check.extend(all_b.lines());
+    r.ok(&check)?;
     let import = r.rotate_to("lowerC")?;
     let before = r.upper_digest()?;
     let t = Instant::now();
