@@ -207,7 +207,10 @@ fn copy_lower(ctx: &Ctx, fx: &Fixture, dir: &str, name: &str) -> Result<String> 
     Ok(root)
 }
 
-fn replace_lower(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<String> {
+/// Lower A (the fixture), B (A without the seed-2 build's exe/tree/split
+/// closure, two paths newly signed) and C (B plus one path); returns the
+/// scenario dir and B's `local?root=` URL.
+fn make_lowers(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<(String, String)> {
     let dir = ctx.fresh_dir(&format!("rot-{}", fs.suite))?;
     copy_lower(ctx, fx, &dir, "lowerA")?;
     let b = copy_lower(ctx, fx, &dir, "lowerB")?;
@@ -245,6 +248,11 @@ fn replace_lower(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<String> {
     let extra = format!("{dir}/extra");
     fs.run(&["nix-store", "--store", &local_c, "--add", &extra])?.ok()?;
 
+    Ok((dir, local_b))
+}
+
+fn replace_lower(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<String> {
+    let (dir, local_b) = make_lowers(ctx, fs, fx)?;
     let mut r = Rot::new(ctx, fs, dir.clone())?;
     r.rotate_to("lowerA")?;
     // `--check-validity` asks isValidPath, which copies a lower path's
