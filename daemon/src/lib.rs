@@ -11,6 +11,7 @@
 //! - [`store`]: store paths, hashes, NAR and `.drv` formats;
 //! - [`client`]: a minimal protocol client for tests, the demo and benches;
 //! - [`overlay_url`]: the `local-overlay://` URL Nix needs for our socket;
+//! - [`reconcile`]: the upper database after the lower was replaced;
 //! - [`systemd`]: socket activation, sd_notify, journald detection;
 //! - [`panics`]: the panic hook (one log line with op and peer pid) and the panic count.
 
@@ -26,6 +27,7 @@ pub mod lower;
 pub mod overlay_url;
 pub mod panics;
 pub mod protocol;
+pub mod reconcile;
 pub mod server;
 pub mod store;
 pub mod systemd;

@@ -1,5 +1,5 @@
 //! The `snix-lower-store` command line: serve, import, verify, list, info,
-//! store-url and demo. Every flag can also be set as `SNIX_LOWER_STORE_<FLAG>`.
+//! store-url, reconcile and demo. Every flag can also be set as `SNIX_LOWER_STORE_<FLAG>`.
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -85,6 +85,9 @@ enum Cmd {
     Info(InfoArgs),
     /// Print the local-overlay:// store URL using our socket as the lower store.
     StoreUrl(StoreUrlArgs),
+    /// After the lower changed: make Nix's upper database agree with it
+    /// (exit 0 settled, 1 refused, 2 error).
+    Reconcile(ReconcileArgs),
     /// Make a small lower store, index it, serve it and print how Nix uses it.
     Demo(DemoArgs),
 }
@@ -337,6 +340,41 @@ struct StoreUrlArgs {
     root: Option<PathBuf>,
 }
 
+// `reconcile`: the overlay store, the Nix to act through, what to do with
+// broken paths, and the new lower's index (chosen as `serve` chooses it).
+#[derive(Args)]
+struct ReconcileArgs {
+    /// The local-overlay:// store URL Nix uses (its state= and upper-layer=
+    /// name the upper database <state>/db/db.sqlite and the upper layer;
+    /// without state=, <root>/nix/var/nix or Nix's NIX_STATE_DIR or
+    /// /nix/var/nix, as Nix defaults it).
+    #[arg(long, env = "SNIX_LOWER_STORE_STORE_URL")]
+    store_url: String,
+    /// The nix-store binary that deletes through Nix.
+    #[arg(long, env = "SNIX_LOWER_STORE_NIX_STORE", default_value = "nix-store")]
+    nix_store: PathBuf,
+    /// Upper paths whose closure lost a lower path: `invalidate` deletes them
+    /// (and their referrers) through Nix, to be rebuilt or substituted;
+    /// `refuse` changes nothing and exits 1, naming them.
+    #[arg(long, env = "SNIX_LOWER_STORE_ON_BROKEN", value_enum)]
+    on_broken: snix_lower_store::reconcile::OnBroken,
+    /// Records the lower last settled; when it still matches, exit 0 at once.
+    /// Written atomically, only after success.
+    #[arg(long, env = "SNIX_LOWER_STORE_SETTLED_FILE")]
+    settled_file: Option<PathBuf>,
+    /// The new lower's image index, as for `serve` (see `serve --help`).
+    #[arg(long, env = "SNIX_LOWER_STORE_INDEX")]
+    index: Option<PathBuf>,
+    /// The new lower dir [default: the real= of the URL's lower-store].
+    #[arg(long, env = "SNIX_LOWER_STORE_LOWER_DIR")]
+    lower_dir: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// How an image's own index is checked against the lower dir (as `serve`).
+    #[arg(long, env = "SNIX_LOWER_STORE_IMAGE_CHECK", value_enum, default_value_t = image::ImageCheck::Sample)]
+    image_check: image::ImageCheck,
+}
+
 // `demo`: where to put it, and whether to check and exit.
 #[derive(Args)]
 struct DemoArgs {
@@ -493,7 +531,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level, cli.log_target);
     snix_lower_store::panics::install();
-    match run(cli.cmd) {
+    let cmd = match cli.cmd {
+        Cmd::Reconcile(args) => return reconcile(args),
+        other => other,
+    };
+    match run(cmd) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("snix-lower-store: {e:#}");
@@ -511,8 +553,76 @@ fn run(cmd: Cmd) -> Result<ExitCode> {
         Cmd::List(args) => list(args),
         Cmd::Info(args) => info(args),
         Cmd::StoreUrl(args) => store_url(args),
+        Cmd::Reconcile(args) => Ok(reconcile(args)),
         Cmd::Demo(args) => demo(&args.dir, args.check),
     }
+}
+
+/// `reconcile`: exit 0 settled, 1 refused (the message on stderr), 2 error.
+fn reconcile(args: ReconcileArgs) -> ExitCode {
+    use snix_lower_store::reconcile::{self, Outcome};
+    let res = (|| {
+        let index = reconcile_index(&args)?;
+        reconcile::run(&reconcile::Options {
+            store_url: &args.store_url,
+            nix_store: &args.nix_store,
+            on_broken: args.on_broken,
+            settled_file: args.settled_file.as_deref(),
+            index: &index,
+        })
+    })();
+    match res {
+        Ok(Outcome::Settled(line)) => {
+            tracing::info!("{line}");
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::Refused(msg)) => {
+            tracing::error!("{msg}");
+            eprintln!("{msg}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            tracing::error!("reconcile failed: {e:#}");
+            eprintln!("snix-lower-store: reconcile: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The new lower's index, chosen as `serve` chooses it, but never created:
+/// an empty index would make every lower copy look lost.
+fn reconcile_index(args: &ReconcileArgs) -> Result<PathInfoIndex> {
+    let url = snix_lower_store::overlay_url::Parsed::parse(&args.store_url)
+        .map_err(|e| anyhow::anyhow!("reconcile --store-url: {e}"))?;
+    if url.store_dir != args.store.store_dir {
+        bail!(
+            "reconcile: the store URL's store dir {} differs from --store-dir {}",
+            url.store_dir,
+            args.store.store_dir
+        );
+    }
+    let lower_dir = match (&args.lower_dir, &url.lower_real) {
+        (Some(d), _) | (None, Some(d)) => d.clone(),
+        (None, None) => bail!("reconcile: the store URL's lower-store has no real=: give --lower-dir"),
+    };
+    let in_image = image::default_location(&lower_dir, &args.store.store_dir).filter(|f| f.exists());
+    let state_index = args.store.state_dir.join("index.sqlite");
+    let file = match (&args.index, in_image) {
+        (Some(f), _) => f.clone(),
+        (None, Some(f)) if !state_index.exists() => f,
+        (None, _) if state_index.exists() => {
+            return Ok(PathInfoIndex::open(&args.store.state_dir, &args.store.store_dir)?)
+        }
+        (None, _) => bail!(
+            "reconcile: no index of the new lower: neither {} nor an image index under {}; give --index or \
+             --state-dir (a reconcile against an empty index would drop every lower path)",
+            state_index.display(),
+            lower_dir.display()
+        ),
+    };
+    let lower = LowerDir::open(&lower_dir).map_err(anyhow::Error::msg)?;
+    image::open_checked(&file, &args.store.store_dir, &lower, args.image_check).context("reconcile")
 }
 
 /// `serve`: checks where to listen, then serves until SIGTERM, Ctrl-C or

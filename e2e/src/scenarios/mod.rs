@@ -7,6 +7,7 @@ pub mod image;
 pub mod import;
 pub mod overlay;
 pub mod parity;
+pub mod rotation;
 pub mod snix;
 
 use crate::ctx::Ctx;
@@ -95,7 +96,12 @@ pub fn run_all(ctx: &Ctx, opts: &Options, report: &mut Report) -> Result<()> {
     for fs in &ctx.roots {
         match fs.lacks(Feature::LocalOverlay) {
             Some(why) => overlay_not_applicable(fs, ctx.snix.is_some(), with_ours, &why, report),
-            None => overlay::run(ctx, fs, &primary, with_ours, report),
+            None => {
+                overlay::run(ctx, fs, &primary, with_ours, report);
+                if with_ours {
+                    rotation::run(ctx, fs, &primary, report);
+                }
+            }
         }
     }
     if with_ours {
@@ -117,6 +123,11 @@ fn overlay_not_applicable(fs: &Rootfs, snix: bool, with_ours: bool, why: &str, r
             .filter(|n| k != Kind::Nix || !n.ends_with("/store-url"))
         {
             report.not_applicable(&tagged(&overlay::flavoured(n, k), &fs.label), why);
+        }
+    }
+    if with_ours {
+        for n in rotation::NAMES {
+            report.not_applicable(&tagged(n, &fs.label), why);
         }
     }
 }
@@ -182,6 +193,9 @@ pub fn names(suites: &[String], snix: bool) -> Vec<String> {
             for n in overlay::NAMES {
                 v.push(tagged(&overlay::flavoured(n, k), s));
             }
+        }
+        for n in rotation::NAMES {
+            v.push(tagged(n, s));
         }
     }
     v.push(READONLY.to_string());
