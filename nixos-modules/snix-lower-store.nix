@@ -88,7 +88,10 @@ let
   # serve checks it against) in R/.snix-lower-store, outside the store dir,
   # as build-index and mkLowerImage lay it out.
   imageRoot =
-    if lib.hasSuffix "/nix/store" cfg.lower.storeDir then lib.removeSuffix "/nix/store" cfg.lower.storeDir else null;
+    if lib.hasSuffix "/nix/store" cfg.lower.storeDir then
+      lib.removeSuffix "/nix/store" cfg.lower.storeDir
+    else
+      null;
   imageIndexFile = "${toString imageRoot}/.snix-lower-store/index";
   gateUnitName = if imageIndex then "snix-lower-store-check" else "snix-lower-store-import";
   gateUnit = "${gateUnitName}.service";
@@ -186,16 +189,12 @@ let
     set -eu
     ${optionalString (hasLowerMount && secondStore) ''
       if ! ${pkgs.util-linux}/bin/mountpoint -q ${lib.escapeShellArg cfg.lower.mountPoint}; then
-        echo ${
-          lib.escapeShellArg "snix-lower-store: lower store not mounted: ${cfg.lower.mountPoint} (device ${toString cfg.lower.device}, type ${cfg.lower.fsType}); see systemctl status ${lowerUnit}"
-        } >&2
+        echo ${lib.escapeShellArg "snix-lower-store: lower store not mounted: ${cfg.lower.mountPoint} (device ${toString cfg.lower.device}, type ${cfg.lower.fsType}); see systemctl status ${lowerUnit}"} >&2
         exit 1
       fi
     ''}
     if [ ! -d ${lib.escapeShellArg cfg.lower.storeDir} ]; then
-      echo ${
-        lib.escapeShellArg "snix-lower-store: lower store directory missing: ${cfg.lower.storeDir} (services.snix-lower-store.lower.storeDir${optionalString (!cfg.lower.mount) "; lower.mount = false: mount it yourself"})"
-      } >&2
+      echo ${lib.escapeShellArg "snix-lower-store: lower store directory missing: ${cfg.lower.storeDir} (services.snix-lower-store.lower.storeDir${optionalString (!cfg.lower.mount) "; lower.mount = false: mount it yourself"})"} >&2
       exit 1
     fi
   '';
@@ -240,7 +239,12 @@ let
   recordFingerprint = pkgs.writeShellScript "snix-lower-store-record-fingerprint" ''
     set -eu
     ${lowerFingerprint} > ${lib.escapeShellArg "${fingerprintFile}.new"}
-    ${coreutil "mv"} ${lib.escapeShellArgs [ "${fingerprintFile}.new" fingerprintFile ]}
+    ${coreutil "mv"} ${
+      lib.escapeShellArgs [
+        "${fingerprintFile}.new"
+        fingerprintFile
+      ]
+    }
   '';
 
   # Image rotation (issue 21): Nix's local-overlay store copies the path
@@ -290,9 +294,7 @@ let
       )
     } || rc=$?
     if [ "$rc" = 1 ]; then
-      echo ${
-        lib.escapeShellArg "snix-lower-store: the lower store changed and upper paths named above lost part of their closure; nothing was changed for them (services.snix-lower-store.lower.onBrokenPaths = \"refuse\"). To proceed: set lower.onBrokenPaths = \"invalidate\" and switch again (they are deleted with their referrers and can be rebuilt), or delete them yourself with nix-store --store \"$(cat /etc/snix-lower-store/store-url)\" --delete --ignore-liveness PATH... and run systemctl restart ${reconcileUnit}, or put the previous lower back."
-      } >&2
+      echo ${lib.escapeShellArg "snix-lower-store: the lower store changed and upper paths named above lost part of their closure; nothing was changed for them (services.snix-lower-store.lower.onBrokenPaths = \"refuse\"). To proceed: set lower.onBrokenPaths = \"invalidate\" and switch again (they are deleted with their referrers and can be rebuilt), or delete them yourself with nix-store --store \"$(cat /etc/snix-lower-store/store-url)\" --delete --ignore-liveness PATH... and run systemctl restart ${reconcileUnit}, or put the previous lower back."} >&2
     fi
     exit "$rc"
   '';
@@ -346,7 +348,12 @@ let
     }
     ${lib.concatMapStrings (p: ''
       ${coreutil "mkdir"} -p ${lib.escapeShellArg (dirOf p)}
-      ${coreutil "ln"} -sfn ${lib.escapeShellArgs [ "/sysroot${p}" p ]}
+      ${coreutil "ln"} -sfn ${
+        lib.escapeShellArgs [
+          "/sysroot${p}"
+          p
+        ]
+      }
     '') initrdLinks}
     ${optionalString (cfg.overlay.state == null) ''
       marker=${lib.escapeShellArg "/sysroot${dirOf cfg.overlay.upperDir}/.snix-lower-store-db-moved"}
@@ -416,47 +423,46 @@ let
   checkImageIndex = pkgs.writeShellScript "snix-lower-store-check-image-index" ''
     set -eu
     if [ ! -f ${lib.escapeShellArg imageIndexFile} ]; then
-      echo ${
-        lib.escapeShellArg "snix-lower-store: the lower store has no index of its own: ${imageIndexFile} is missing (services.snix-lower-store.lower.index = \"image\"). Build the image with the flake's lib.mkLowerImage or `snix-lower-store build-index`, or set lower.index = \"import\" and registrations."
-      } >&2
+      echo ${lib.escapeShellArg "snix-lower-store: the lower store has no index of its own: ${imageIndexFile} is missing (services.snix-lower-store.lower.index = \"image\"). Build the image with the flake's lib.mkLowerImage or `snix-lower-store build-index`, or set lower.index = \"import\" and registrations."} >&2
       exit 1
     fi
   '';
 
   # The second store's mounts, as fileSystems entries.
-  secondStoreMounts = lib.optionalAttrs hasLowerMount {
-    ${cfg.lower.mountPoint} = {
-      device = cfg.lower.device;
-      fsType = cfg.lower.fsType;
-      options =
-        cfg.lower.options
-        ++ optional lowerIsDevice "x-systemd.device-timeout=${cfg.lower.deviceTimeout}"
-        # A second store never stops the boot: its mounts are only wanted.
-        ++ [ "nofail" ];
-      # filesystems.nix runs fsck on every fstab line whose type is not in
-      # its skip list (erofs is not): a read-only image needs no check.
-      noCheck = true;
+  secondStoreMounts =
+    lib.optionalAttrs hasLowerMount {
+      ${cfg.lower.mountPoint} = {
+        device = cfg.lower.device;
+        fsType = cfg.lower.fsType;
+        options =
+          cfg.lower.options
+          ++ optional lowerIsDevice "x-systemd.device-timeout=${cfg.lower.deviceTimeout}"
+          # A second store never stops the boot: its mounts are only wanted.
+          ++ [ "nofail" ];
+        # filesystems.nix runs fsck on every fstab line whose type is not in
+        # its skip list (erofs is not): a read-only image needs no check.
+        noCheck = true;
+      };
+    }
+    // {
+      ${cfg.overlay.mountPoint} = {
+        device = "overlay";
+        fsType = "overlay";
+        options = [
+          "lowerdir=${cfg.lower.storeDir}"
+          "upperdir=${cfg.overlay.upperDir}"
+          "workdir=${cfg.overlay.workDir}"
+          "nofail"
+          "x-systemd.requires=snix-lower-store-overlay-dirs.service"
+        ];
+        # Requires= and After= on the lower mount and the upper file system.
+        depends = [
+          cfg.lower.storeDir
+          cfg.overlay.upperDir
+          cfg.overlay.workDir
+        ];
+      };
     };
-  }
-  // {
-    ${cfg.overlay.mountPoint} = {
-      device = "overlay";
-      fsType = "overlay";
-      options = [
-        "lowerdir=${cfg.lower.storeDir}"
-        "upperdir=${cfg.overlay.upperDir}"
-        "workdir=${cfg.overlay.workDir}"
-        "nofail"
-        "x-systemd.requires=snix-lower-store-overlay-dirs.service"
-      ];
-      # Requires= and After= on the lower mount and the upper file system.
-      depends = [
-        cfg.lower.storeDir
-        cfg.overlay.upperDir
-        cfg.overlay.workDir
-      ];
-    };
-  };
 in
 {
   imports = [
@@ -993,7 +999,8 @@ in
         }
         {
           assertion =
-            cfg.overlay.root == null || (isAbsolute cfg.overlay.root && lib.removeSuffix "/" cfg.overlay.root != "");
+            cfg.overlay.root == null
+            || (isAbsolute cfg.overlay.root && lib.removeSuffix "/" cfg.overlay.root != "");
           message = "services.snix-lower-store.overlay.root = \"${toString cfg.overlay.root}\": give an absolute directory other than /.";
         }
         {
@@ -1022,14 +1029,17 @@ in
         }
         {
           assertion =
-            !(isUnder cfg.overlay.mountPoint cfg.lower.storeDir) && !(isUnder cfg.lower.storeDir cfg.overlay.mountPoint);
+            !(isUnder cfg.overlay.mountPoint cfg.lower.storeDir)
+            && !(isUnder cfg.lower.storeDir cfg.overlay.mountPoint);
           message = "services.snix-lower-store: lower.storeDir = \"${cfg.lower.storeDir}\" and the merged store ${cfg.overlay.mountPoint} overlap; the lower layer must be a separate directory.";
         }
         {
-          assertion = lib.all (dir: !(isUnder cfg.overlay.mountPoint dir) && !(isUnder cfg.lower.mountPoint dir)) [
-            cfg.overlay.upperDir
-            cfg.overlay.workDir
-          ];
+          assertion =
+            lib.all (dir: !(isUnder cfg.overlay.mountPoint dir) && !(isUnder cfg.lower.mountPoint dir))
+              [
+                cfg.overlay.upperDir
+                cfg.overlay.workDir
+              ];
           message = "services.snix-lower-store: overlay.upperDir and overlay.workDir must lie outside the merged store (${cfg.overlay.mountPoint}) and the read-only lower mount (${cfg.lower.mountPoint}).";
         }
         {
@@ -1183,16 +1193,12 @@ in
             NotifyAccess = "main";
             # The image's index by name: serve would otherwise prefer an
             # index.sqlite left in the state directory by an earlier import.
-            ExecStart = "${exe} serve${
-              optionalString imageIndex " ${
-                utils.escapeSystemdExecArgs [
-                  "--index"
-                  imageIndexFile
-                  "--image-check"
-                  cfg.lower.imageCheck
-                ]
-              }"
-            }${optionalString (cfg.extraArgs != [ ]) " ${utils.escapeSystemdExecArgs cfg.extraArgs}"}";
+            ExecStart = "${exe} serve${optionalString imageIndex " ${utils.escapeSystemdExecArgs [
+               "--index"
+               imageIndexFile
+               "--image-check"
+               cfg.lower.imageCheck
+             ]}"}${optionalString (cfg.extraArgs != [ ]) " ${utils.escapeSystemdExecArgs cfg.extraArgs}"}";
             # SIGTERM: the daemon finishes in-flight requests and exits 0.
             KillMode = "mixed";
             TimeoutStopSec = "30s";
@@ -1275,70 +1281,68 @@ in
         environment = commonEnvironment // {
           SNIX_LOWER_STORE_LOG_TARGET = "stderr";
         };
-        serviceConfig =
-          environmentFiles
-          // {
-            Type = "oneshot";
-            RemainAfterExit = true;
-            SyslogIdentifier = reconcileUnitName;
-            # Root (it writes Nix's database and deletes from the upper
-            # layer through the merged store), with only those writable.
-            ExecStartPre = "+${coreutil "mkdir"} -p -m 0755 ${
-              utils.escapeSystemdExecArgs [
-                nixVarDir
-                nixStateDir
-              ]
-            }";
-            ExecStart = "${reconcile}";
-            # Each command gets its own namespace: "-" lets the one of
-            # ExecStartPre (which makes Nix's dirs) start without them, and
-            # the one of ExecStart has them writable. The index's directory:
-            # SQLite opens a WAL database (the import's) read-only only if
-            # it can create its -shm file (as root it gives it the
-            # database's owner).
-            ReadWritePaths = [
-              "-${nixVarDir}"
+        serviceConfig = environmentFiles // {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          SyslogIdentifier = reconcileUnitName;
+          # Root (it writes Nix's database and deletes from the upper
+          # layer through the merged store), with only those writable.
+          ExecStartPre = "+${coreutil "mkdir"} -p -m 0755 ${
+            utils.escapeSystemdExecArgs [
+              nixVarDir
+              nixStateDir
             ]
-            ++ optional (!isUnder nixVarDir nixStateDir) "-${nixStateDir}"
-            ++ [
-              cfg.overlay.mountPoint
-              cfg.overlay.upperDir
-            ]
-            ++ optional (!imageIndex) cfg.stateDir;
-            UMask = "0022";
-            ProtectSystem = "strict";
-            ProtectHome = "tmpfs";
-            PrivateTmp = true;
-            PrivateMounts = true;
-            PrivateDevices = true;
-            PrivateIPC = true;
-            PrivateNetwork = true;
-            ProtectKernelTunables = true;
-            ProtectKernelModules = true;
-            ProtectKernelLogs = true;
-            ProtectControlGroups = true;
-            ProtectClock = true;
-            ProtectHostname = true;
-            RestrictAddressFamilies = "AF_UNIX";
-            IPAddressDeny = "any";
-            NoNewPrivileges = true;
-            # Root's file access (the index in the daemon's private state
-            # directory, store paths of other owners), nothing else.
-            CapabilityBoundingSet = [
-              "CAP_CHOWN"
-              "CAP_DAC_OVERRIDE"
-              "CAP_DAC_READ_SEARCH"
-              "CAP_FOWNER"
-            ];
-            RestrictNamespaces = true;
-            RestrictRealtime = true;
-            RestrictSUIDSGID = true;
-            LockPersonality = true;
-            KeyringMode = "private";
-            SystemCallArchitectures = "native";
-            SystemCallFilter = [ "@system-service" ];
-            SystemCallErrorNumber = "EPERM";
-          };
+          }";
+          ExecStart = "${reconcile}";
+          # Each command gets its own namespace: "-" lets the one of
+          # ExecStartPre (which makes Nix's dirs) start without them, and
+          # the one of ExecStart has them writable. The index's directory:
+          # SQLite opens a WAL database (the import's) read-only only if
+          # it can create its -shm file (as root it gives it the
+          # database's owner).
+          ReadWritePaths = [
+            "-${nixVarDir}"
+          ]
+          ++ optional (!isUnder nixVarDir nixStateDir) "-${nixStateDir}"
+          ++ [
+            cfg.overlay.mountPoint
+            cfg.overlay.upperDir
+          ]
+          ++ optional (!imageIndex) cfg.stateDir;
+          UMask = "0022";
+          ProtectSystem = "strict";
+          ProtectHome = "tmpfs";
+          PrivateTmp = true;
+          PrivateMounts = true;
+          PrivateDevices = true;
+          PrivateIPC = true;
+          PrivateNetwork = true;
+          ProtectKernelTunables = true;
+          ProtectKernelModules = true;
+          ProtectKernelLogs = true;
+          ProtectControlGroups = true;
+          ProtectClock = true;
+          ProtectHostname = true;
+          RestrictAddressFamilies = "AF_UNIX";
+          IPAddressDeny = "any";
+          NoNewPrivileges = true;
+          # Root's file access (the index in the daemon's private state
+          # directory, store paths of other owners), nothing else.
+          CapabilityBoundingSet = [
+            "CAP_CHOWN"
+            "CAP_DAC_OVERRIDE"
+            "CAP_DAC_READ_SEARCH"
+            "CAP_FOWNER"
+          ];
+          RestrictNamespaces = true;
+          RestrictRealtime = true;
+          RestrictSUIDSGID = true;
+          LockPersonality = true;
+          KeyringMode = "private";
+          SystemCallArchitectures = "native";
+          SystemCallFilter = [ "@system-service" ];
+          SystemCallErrorNumber = "EPERM";
+        };
       };
     }
 

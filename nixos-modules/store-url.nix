@@ -10,14 +10,13 @@
 # Nix has no way to turn a single non-ASCII byte into its code.
 let
   hexDigits = "0123456789ABCDEF";
-  hexByte = n: builtins.substring (n / 16) 1 hexDigits + builtins.substring (n - 16 * (n / 16)) 1 hexDigits;
+  hexByte =
+    n: builtins.substring (n / 16) 1 hexDigits + builtins.substring (n - 16 * (n / 16)) 1 hexDigits;
 
   # Byte value of every ASCII character but NUL. Printable characters from a
   # literal; control characters from JSON escapes (one byte each below 0x80).
   printable = " !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~";
-  controlChar =
-    n:
-    builtins.fromJSON ''"\u00${hexByte n}"'';
+  controlChar = n: builtins.fromJSON ''"\u00${hexByte n}"'';
   codes = builtins.listToAttrs (
     builtins.genList (i: {
       name = builtins.substring i 1 printable;
@@ -70,7 +69,11 @@ let
         (if root == null then [ ] else [ "root=${percentEncode root}" ])
         ++ (if state == null then [ ] else [ "state=${percentEncode state}" ])
         ++ [
-          "lower-store=${percentEncode (lowerStoreUrl { inherit socket lowerDir; })}"
+          "lower-store=${
+            percentEncode (lowerStoreUrl {
+              inherit socket lowerDir;
+            })
+          }"
           "upper-layer=${percentEncode upperLayer}"
           "check-mount=true"
         ];
