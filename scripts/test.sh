@@ -67,5 +67,6 @@ step "snix" tests/snix/run || rc=1
 step "systemd" tests/systemd/run || rc=1
 step "systemd facts" tests/systemd/device-facts || rc=1
 step "nix conf" tests/nixos-local/nix-conf-check || rc=1
+step "boot defects" tests/nixos-local/boot-defects-check || rc=1
 step "nixos local" tests/nixos-local/run || rc=1
 exit $rc
