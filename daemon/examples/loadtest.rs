@@ -66,7 +66,10 @@ fn status_where(
     let t0 = Instant::now();
     let mut buf = vec![0u8; 4096];
     while !want(last) {
-        anyhow::ensure!(t0.elapsed() < SOCKET_WAIT, "no fitting STATUS= within {SOCKET_WAIT:?}; last: {last:?}");
+        anyhow::ensure!(
+            t0.elapsed() < SOCKET_WAIT,
+            "no fitting STATUS= within {SOCKET_WAIT:?}; last: {last:?}"
+        );
         if let Ok(n) = notify.recv(&mut buf) {
             let msg = String::from_utf8_lossy(&buf[..n]);
             if let Some(s) = msg.lines().find_map(|l| l.strip_prefix("STATUS=")) {
@@ -209,7 +212,10 @@ async fn main() -> anyhow::Result<()> {
                 let q = &absent[(c * 104729 + i * 7919) % absent.len()];
                 match i % 10 {
                     0..=3 => anyhow::ensure!(client.query_path_info(p).await?.is_some(), "{p} not valid"),
-                    4 => anyhow::ensure!(client.query_path_info(q).await?.is_none(), "QueryPathInfo {q}: an answer"),
+                    4 => anyhow::ensure!(
+                        client.query_path_info(q).await?.is_none(),
+                        "QueryPathInfo {q}: an answer"
+                    ),
                     5 => anyhow::ensure!(client.is_valid_path(p).await?, "{p} not valid"),
                     6 => anyhow::ensure!(!client.is_valid_path(q).await?, "IsValidPath {q}: valid"),
                     7 => {
@@ -220,8 +226,12 @@ async fn main() -> anyhow::Result<()> {
                             batch.push(&absent[(i + k * 17) % absent.len()]);
                         }
                         let got: BTreeSet<String> = client.query_valid_paths(&batch).await?.into_iter().collect();
-                        let valid: BTreeSet<String> =
-                            batch.iter().copied().filter(|b| want.contains_key(*b)).map(str::to_owned).collect();
+                        let valid: BTreeSet<String> = batch
+                            .iter()
+                            .copied()
+                            .filter(|b| want.contains_key(*b))
+                            .map(str::to_owned)
+                            .collect();
                         anyhow::ensure!(got == valid, "QueryValidPaths: got {got:?}, the fixture says {valid:?}");
                     }
                     8 => {
@@ -278,7 +288,10 @@ async fn main() -> anyhow::Result<()> {
     })?;
     let (_, from_sqlite) = snapshot_counts(&last).unwrap_or_default();
     println!("loadtest: daemon STATUS={last}");
-    anyhow::ensure!(from_sqlite == 0, "{from_sqlite} reader snapshots answered from SQLite, not the key directory");
+    anyhow::ensure!(
+        from_sqlite == 0,
+        "{from_sqlite} reader snapshots answered from SQLite, not the key directory"
+    );
     let proc_status = std::fs::read_to_string(format!("/proc/{}/status", daemon.0.id()))?;
     let hwm = proc_status
         .lines()

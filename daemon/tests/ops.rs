@@ -623,7 +623,9 @@ impl RealDaemon {
         let log = f.dir.path().join("daemon.log");
         let notify_path = f.dir.path().join("notify");
         let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
-        notify.set_read_timeout(Some(std::time::Duration::from_millis(200))).unwrap();
+        notify
+            .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .unwrap();
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_snix-lower-store"));
         cmd.args(["--log-level", "info", "--log-target", "stderr", "serve", "--listen"])
             .arg(&f.socket)

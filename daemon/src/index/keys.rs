@@ -539,8 +539,7 @@ impl KeyState {
         open: impl FnOnce() -> rusqlite::Result<Connection> + Send + 'static,
         db: PathBuf,
     ) {
-        if self.unbuildable.load(Ordering::Acquire) || self.backoff().is_some_and(|b| b.holds(wanted, Instant::now()))
-        {
+        if self.unbuildable.load(Ordering::Acquire) || self.backoff().is_some_and(|b| b.holds(wanted, Instant::now())) {
             return;
         }
         if self.building.swap(true, Ordering::AcqRel) {
@@ -641,7 +640,10 @@ mod tests {
         let k = u128::from_le_bytes(first);
         assert_eq!(full.of("name"), ((k >> 64) as u64, k as u64));
         for (bits, hi_mask) in [(0, 0), (3, 0xe000_0000_0000_0000), (64, u64::MAX)] {
-            let cut = KeyHash { key: full.key, mask: KeyHash::new(bits).unwrap().mask };
+            let cut = KeyHash {
+                key: full.key,
+                mask: KeyHash::new(bits).unwrap().mask,
+            };
             assert_eq!(cut.of("name"), ((k >> 64) as u64 & hi_mask, 0), "{bits} bits");
         }
     }
@@ -658,7 +660,10 @@ mod tests {
         }
         let d = KeyDir::build(&c, 2).unwrap().unwrap();
         let ids: Vec<Option<i64>> = (1..=50).map(|i| d.lookup(&format!("{i:032}-p"))).collect();
-        assert!(ids.iter().all(|id| id.is_some_and(|id| (1..=50).contains(&id))), "{ids:?}");
+        assert!(
+            ids.iter().all(|id| id.is_some_and(|id| (1..=50).contains(&id))),
+            "{ids:?}"
+        );
         let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
         assert!(distinct.len() <= 4, "2-bit keys name at most 4 rows: {distinct:?}");
     }
@@ -692,7 +697,11 @@ mod tests {
         s.rebuild(2, || Ok(index_of(&["a", "b"])), "db".into());
         wait_idle(&s);
         let st = s.stats();
-        assert_eq!((st.paths, st.max_id, st.builds, st.failures), (Some(2), Some(2), 1, 1), "{st}");
+        assert_eq!(
+            (st.paths, st.max_id, st.builds, st.failures),
+            (Some(2), Some(2), 1, 1),
+            "{st}"
+        );
     }
 
     /// A failed build is not tried again for the same or an older snapshot
@@ -769,7 +778,10 @@ mod tests {
             wait_idle(&s);
         }
         let st = s.stats();
-        assert_eq!((tries.load(Ordering::SeqCst), st.unbuildable, st.failures), (1, true, 0));
+        assert_eq!(
+            (tries.load(Ordering::SeqCst), st.unbuildable, st.failures),
+            (1, true, 0)
+        );
         assert!(st.to_string().contains("row ids above 32 bits"), "{st}");
     }
 

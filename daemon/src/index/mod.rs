@@ -522,11 +522,7 @@ impl PathInfoIndex {
             return Ok(None);
         };
         let nar_hash = NarHash(hash.try_into().map_err(|_| {
-            rusqlite::Error::FromSqlConversionFailure(
-                1,
-                rusqlite::types::Type::Blob,
-                "NAR hash is not 32 bytes".into(),
-            )
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, "NAR hash is not 32 bytes".into())
         })?);
         // Stored sorted at import.
         let references = refs
@@ -923,7 +919,10 @@ pub(crate) mod tests {
         assert_eq!(idx.referrers(&ra).unwrap(), vec![]);
         assert_eq!(idx.referrers(&absent).unwrap(), vec![]);
         for (x, size) in [(&a, 1), (&b, 2), (&ra, 3), (&rb, 4)] {
-            assert_eq!(idx.path_info(x).unwrap().map(|i| (i.path, i.nar_size)), Some((x.clone(), size)));
+            assert_eq!(
+                idx.path_info(x).unwrap().map(|i| (i.path, i.nar_size)),
+                Some((x.clone(), size))
+            );
         }
         assert_eq!(idx.path_info(&absent).unwrap(), None);
         let st = idx.key_directory_stats();
@@ -973,7 +972,11 @@ pub(crate) mod tests {
         for stage in 0..3 {
             // At least one row per import, so each has its own max(id).
             let left = imported - next - (2 - stage);
-            let n = if stage == 2 { left } else { rng.usize(1..=left.div_ceil(2)) };
+            let n = if stage == 2 {
+                left
+            } else {
+                rng.usize(1..=left.div_ceil(2))
+            };
             let tx = c.transaction().unwrap();
             for p in &names[next..next + n] {
                 tx.execute(
@@ -994,7 +997,9 @@ pub(crate) mod tests {
                 }
             }
             tx.commit().unwrap();
-            let dir = keys::KeyDir::build(&open_reader_conn(file, false).unwrap(), bits).unwrap().unwrap();
+            let dir = keys::KeyDir::build(&open_reader_conn(file, false).unwrap(), bits)
+                .unwrap()
+                .unwrap();
             stages.push((pinned_reader(file), std::sync::Arc::new(dir)));
         }
         RandomIndex { names, stages }
@@ -1024,14 +1029,29 @@ pub(crate) mod tests {
                 Some(d) if bits < keys::KEY_BITS => sql || valid_by_keys(c, d, p),
                 _ => sql,
             };
-            assert_eq!(got, allowed, "IsValidPath {p:?} ({bits}-bit key, directory {})", dir.is_some());
+            assert_eq!(
+                got,
+                allowed,
+                "IsValidPath {p:?} ({bits}-bit key, directory {})",
+                dir.is_some()
+            );
             if got {
                 want_subset.push(p.clone());
             }
-            assert_eq!(I::path_info_in(c, dir, p).unwrap(), I::path_info_in(c, None, p).unwrap(), "{p:?}");
-            assert_eq!(I::referrers_in(c, dir, p).unwrap(), I::referrers_in(c, None, p).unwrap(), "{p:?}");
+            assert_eq!(
+                I::path_info_in(c, dir, p).unwrap(),
+                I::path_info_in(c, None, p).unwrap(),
+                "{p:?}"
+            );
+            assert_eq!(
+                I::referrers_in(c, dir, p).unwrap(),
+                I::referrers_in(c, None, p).unwrap(),
+                "{p:?}"
+            );
             if let Some(id) = dir.and_then(|d| d.lookup(p.base_name())) {
-                let at: String = c.query_row("SELECT base_name FROM paths WHERE id = ?1", [id], |r| r.get(0)).unwrap();
+                let at: String = c
+                    .query_row("SELECT base_name FROM paths WHERE id = ?1", [id], |r| r.get(0))
+                    .unwrap();
                 collisions += usize::from(at != p.base_name());
             }
         }
@@ -1049,7 +1069,10 @@ pub(crate) mod tests {
     /// number of cases (default 40).
     #[test]
     fn key_directory_answers_as_sql_over_random_indexes() {
-        let cases: u64 = std::env::var("SNIX_KEYDIR_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
+        let cases: u64 = std::env::var("SNIX_KEYDIR_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(40);
         let mut collisions = 0;
         for case in 0..cases {
             let mut rng = fastrand::Rng::with_seed(0x6b65_7964_6972 ^ case);
