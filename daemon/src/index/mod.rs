@@ -1011,8 +1011,7 @@ pub(crate) mod tests {
         let key = d.key_of(p.base_name());
         let mut st = c.prepare_cached("SELECT base_name FROM paths").unwrap();
         let names = st.query_map([], |r| r.get::<_, String>(0)).unwrap();
-        let shared = names.map(|n| n.unwrap()).any(|n| d.key_of(&n) == key);
-        shared
+        names.map(|n| n.unwrap()).any(|n| d.key_of(&n) == key)
     }
 
     /// Every query of every name through reader `c` with directory `dir`
