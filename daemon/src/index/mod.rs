@@ -1010,8 +1010,8 @@ pub(crate) mod tests {
     fn valid_by_keys(c: &Connection, d: &keys::KeyDir, p: &StorePath) -> bool {
         let key = d.key_of(p.base_name());
         let mut st = c.prepare_cached("SELECT base_name FROM paths").unwrap();
-        let names = st.query_map([], |r| r.get::<_, String>(0)).unwrap();
-        names.map(|n| n.unwrap()).any(|n| d.key_of(&n) == key)
+        let names: Vec<String> = st.query_map([], |r| r.get(0)).unwrap().map(|n| n.unwrap()).collect();
+        names.iter().any(|n| d.key_of(n) == key)
     }
 
     /// Every query of every name through reader `c` with directory `dir`
