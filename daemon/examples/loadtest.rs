@@ -1,12 +1,19 @@
 //! Load test of the real binary: C concurrent connections × R mixed requests
 //! (QueryPathInfo, IsValidPath, QueryValidPaths, QueryReferrers, NarFromPath)
-//! on a generated lower store over a loopback unix socket. Every answer is
-//! checked against the fixture: QueryReferrers returns exactly the paths
-//! that reference the path, and each NAR hashes to the path's narHash from
-//! QueryPathInfo, which is the hash the fixture imported. Fails on any error,
-//! on a daemon that does not listen within `SOCKET_WAIT`, and on any panic
-//! line in the daemon's log; prints throughput and the daemon's peak RSS
-//! (VmHWM).
+//! on a generated lower store over a loopback unix socket, about paths that
+//! are valid and paths that are not (a valid path's hash part with another
+//! name, and a valid name under another hash part). Every answer is checked
+//! against the fixture: validity and path info exactly, QueryValidPaths as
+//! the set of the batch's valid paths, QueryReferrers as exactly the paths
+//! that reference the path (none for a path that is not valid), and each NAR
+//! hashes to the path's narHash from QueryPathInfo, which is the hash the
+//! fixture imported. The daemon answers from its in-memory key directory
+//! (its default): requests start only once its STATUS= (read on a
+//! NOTIFY_SOCKET of our own) says the directory holds every path, and the
+//! run fails unless STATUS then counts reader snapshots answered from the
+//! directory and none from SQLite. Fails on any error, on a daemon that does
+//! not listen within `SOCKET_WAIT`, and on any panic line in the daemon's
+//! log; prints throughput and the daemon's peak RSS (VmHWM).
 //!
 //!   cargo run --release -p snix-lower-store --example loadtest -- [CONNECTIONS] [REQUESTS]
 
@@ -32,6 +39,54 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Paths that are not valid: each valid path's hash part with another
+/// name, and its name under a hash part changed in its first character.
+fn not_valid(sd: &StoreDir, entries: &[snix_lower_store::index::import::NewPath]) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in entries {
+        let (hash, name) = (e.path.hash_part(), &e.path.base_name()[33..]);
+        let other = if hash.starts_with('0') { '1' } else { '0' };
+        out.push(format!("{}/{hash}-not-indexed", sd.as_str()));
+        out.push(format!("{}/{other}{}-{name}", sd.as_str(), &hash[1..]));
+    }
+    let valid: BTreeSet<String> = entries.iter().map(|e| sd.display(&e.path)).collect();
+    out.retain(|p| !valid.contains(p));
+    out
+}
+
+/// The last STATUS= the daemon sent to our NOTIFY_SOCKET once `want` holds
+/// for it, or an error after `SOCKET_WAIT` (it is refreshed every 2 s).
+fn status_where(
+    notify: &std::os::unix::net::UnixDatagram,
+    last: &mut String,
+    want: impl Fn(&str) -> bool,
+) -> anyhow::Result<String> {
+    let t0 = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    while !want(last) {
+        anyhow::ensure!(
+            t0.elapsed() < SOCKET_WAIT,
+            "no fitting STATUS= within {SOCKET_WAIT:?}; last: {last:?}"
+        );
+        if let Ok(n) = notify.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]);
+            if let Some(s) = msg.lines().find_map(|l| l.strip_prefix("STATUS=")) {
+                *last = s.to_owned();
+            }
+        }
+    }
+    Ok(last.clone())
+}
+
+/// Reader snapshots answered from the key directory and from SQLite, as
+/// the STATUS line counts them.
+fn snapshot_counts(status: &str) -> Option<(u64, u64)> {
+    let (head, tail) = status.split_once(" reader snapshots answered from it, ")?;
+    let from_it = head.rsplit_once(' ')?.1.parse().ok()?;
+    let from_sqlite = tail.strip_suffix(" from SQLite")?.parse().ok()?;
+    Some((from_it, from_sqlite))
 }
 
 /// What the fixture says each path must answer.
@@ -121,6 +176,9 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(ok.success(), "import failed");
     let sock = dir.path().join("sock");
     let log = dir.path().join("daemon.log");
+    let notify_path = dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path)?;
+    notify.set_read_timeout(Some(Duration::from_millis(200)))?;
     let mut daemon = KillOnDrop(
         std::process::Command::new(&bin)
             .args(["serve", "--log-level", "warn", "--log-target", "stderr", "--listen"])
@@ -129,39 +187,67 @@ async fn main() -> anyhow::Result<()> {
             .arg(&lower)
             .arg("--state-dir")
             .arg(&state)
+            .env("NOTIFY_SOCKET", &notify_path)
             .stderr(std::fs::File::create(&log)?)
             .spawn()?,
     );
     wait_for_socket(&sock, &mut daemon.0, &log).await?;
+    let mut status = String::new();
+    let built = format!("key directory: {} paths", entries.len());
+    status_where(&notify, &mut status, |s| s.contains(&built))?;
     let want = Arc::new(expected(&sd, &entries));
     let paths: Vec<String> = entries.iter().map(|e| sd.display(&e.path)).collect();
+    let absent = Arc::new(not_valid(&sd, &entries));
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..conns {
         let sock = sock.clone();
         let paths = paths.clone();
         let want = want.clone();
+        let absent = absent.clone();
         tasks.push(tokio::spawn(async move {
             let mut client = Client::connect(&sock, 38).await?;
             for i in 0..reqs {
                 let p = &paths[(c * 7919 + i * 104729) % paths.len()];
+                let q = &absent[(c * 104729 + i * 7919) % absent.len()];
                 match i % 10 {
-                    0..=4 => anyhow::ensure!(client.query_path_info(p).await?.is_some(), "{p} not valid"),
-                    5 | 6 => anyhow::ensure!(client.is_valid_path(p).await?, "{p} not valid"),
+                    0..=3 => anyhow::ensure!(client.query_path_info(p).await?.is_some(), "{p} not valid"),
+                    4 => anyhow::ensure!(
+                        client.query_path_info(q).await?.is_none(),
+                        "QueryPathInfo {q}: an answer"
+                    ),
+                    5 => anyhow::ensure!(client.is_valid_path(p).await?, "{p} not valid"),
+                    6 => anyhow::ensure!(!client.is_valid_path(q).await?, "IsValidPath {q}: valid"),
                     7 => {
-                        let batch: Vec<&str> = paths.iter().skip(i % 50).take(16).map(String::as_str).collect();
-                        anyhow::ensure!(client.query_valid_paths(&batch).await?.len() == batch.len());
+                        // Valid and not valid paths, interleaved.
+                        let mut batch: Vec<&str> = Vec::new();
+                        for k in 0..16 {
+                            batch.push(&paths[(i + k * 13) % paths.len()]);
+                            batch.push(&absent[(i + k * 17) % absent.len()]);
+                        }
+                        let got: BTreeSet<String> = client.query_valid_paths(&batch).await?.into_iter().collect();
+                        let valid: BTreeSet<String> = batch
+                            .iter()
+                            .copied()
+                            .filter(|b| want.contains_key(*b))
+                            .map(str::to_owned)
+                            .collect();
+                        anyhow::ensure!(got == valid, "QueryValidPaths: got {got:?}, the fixture says {valid:?}");
                     }
                     8 => {
+                        // Every fourth about a path that is not valid: none.
+                        let (asked, referrers) = match i % 40 {
+                            8 => (q, BTreeSet::new()),
+                            _ => (p, want[p].referrers.clone()),
+                        };
                         let got: BTreeSet<String> = client
-                            .call(&snix_lower_store::protocol::request::QueryReferrers { path: p.clone() })
+                            .call(&snix_lower_store::protocol::request::QueryReferrers { path: asked.clone() })
                             .await?
                             .into_iter()
                             .collect();
                         anyhow::ensure!(
-                            got == want[p].referrers,
-                            "QueryReferrers {p}: got {got:?}, the fixture says {:?}",
-                            want[p].referrers
+                            got == referrers,
+                            "QueryReferrers {asked}: got {got:?}, the fixture says {referrers:?}"
                         );
                     }
                     _ => {
@@ -196,8 +282,18 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let secs = t0.elapsed().as_secs_f64();
-    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.0.id()))?;
-    let hwm = status
+    // The key directory answered: STATUS counts its reader snapshots.
+    let last = status_where(&notify, &mut status, |s| {
+        snapshot_counts(s).is_some_and(|(from_it, _)| from_it > 0)
+    })?;
+    let (_, from_sqlite) = snapshot_counts(&last).unwrap_or_default();
+    println!("loadtest: daemon STATUS={last}");
+    anyhow::ensure!(
+        from_sqlite == 0,
+        "{from_sqlite} reader snapshots answered from SQLite, not the key directory"
+    );
+    let proc_status = std::fs::read_to_string(format!("/proc/{}/status", daemon.0.id()))?;
+    let hwm = proc_status
         .lines()
         .find(|l| l.starts_with("VmHWM"))
         .unwrap_or("VmHWM: ?")

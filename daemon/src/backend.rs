@@ -62,7 +62,8 @@ pub trait Backend: Send + Sync {
     fn all_hashes(&self) -> BoxFuture<'_, Result<Vec<(StorePath, NarHash, u64)>>>;
     /// Number of known paths (for STATUS).
     fn count(&self) -> BoxFuture<'_, Result<u64>>;
-    /// Extra words for STATUS (the gRPC snapshot's size and age).
+    /// Extra words for STATUS (the gRPC snapshot's size and age; the
+    /// index's key directory).
     fn status_detail(&self) -> Option<String> {
         None
     }
@@ -144,6 +145,11 @@ impl Backend for Arc<PathInfoIndex> {
     }
     fn count(&self) -> BoxFuture<'_, Result<u64>> {
         query(self, |i| i.count())
+    }
+    /// The key directory: its size, builds and failures, and how many
+    /// reader snapshots it answered (or "key directory off").
+    fn status_detail(&self) -> Option<String> {
+        Some(self.key_directory_stats().to_string())
     }
 }
 

@@ -1,17 +1,56 @@
 //! Shared fixture: a generated lower store, indexed and served on a socket.
+//!
+//! Lookup modes ([`Lookups`]): `serve` answers point lookups from an
+//! in-memory key directory by default and from SQLite alone with
+//! `--no-key-directory`. A fixture serves in one of them; with the key
+//! directory, `serve` returns only once the directory is built and answers
+//! a reader. A test that chose its mode ([`Fixture::with_lookups`], and
+//! [`in_both_lookup_modes!`] which runs a test body once per mode) is
+//! checked when the fixture is dropped: with the key directory, no reader
+//! snapshot after that point answered from SQLite (unless the test said an
+//! import happens while serving); without it, no directory exists.
 
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use snix_lower_store::index::import::{self, ImportOptions, NewPath};
-use snix_lower_store::index::PathInfoIndex;
+use snix_lower_store::index::{KeyDirStats, PathInfoIndex};
 use snix_lower_store::lower::LowerDir;
 use snix_lower_store::protocol::wire::Limits;
 use snix_lower_store::server::ops::LowerStore;
 use snix_lower_store::server::Server;
 use snix_lower_store::store::StoreDir;
+
+/// How the served index answers point lookups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookups {
+    /// `serve`'s default: the in-memory key directory, built and answering
+    /// before the first client connects.
+    KeyDirectory,
+    /// `serve --no-key-directory`: SQLite answers every lookup.
+    Sqlite,
+}
+
+/// How long a fixture waits for its key directory.
+const KEY_DIRECTORY_WAIT: Duration = Duration::from_secs(60);
+
+/// Runs each listed test body (an `async fn(Lookups)`) once per lookup
+/// mode, as `key_directory::NAME` and `sqlite::NAME`, with the test
+/// attribute given before each group.
+#[allow(unused_macros)]
+macro_rules! in_both_lookup_modes {
+    ($(#[$attr:meta] $($test:ident),+ $(,)?);+ $(;)?) => {
+        mod key_directory {
+            $($(#[$attr] async fn $test() { super::$test(super::common::Lookups::KeyDirectory).await })+)+
+        }
+        mod sqlite {
+            $($(#[$attr] async fn $test() { super::$test(super::common::Lookups::Sqlite).await })+)+
+        }
+    };
+}
 
 pub struct Fixture {
     pub dir: tempfile::TempDir,
@@ -20,6 +59,13 @@ pub struct Fixture {
     pub socket: PathBuf,
     pub sd: StoreDir,
     pub entries: Vec<NewPath>,
+    pub lookups: Lookups,
+    /// Whether the drop check runs (the test chose its mode).
+    checked: bool,
+    /// Whether an import while serving lets SQLite answer stale snapshots.
+    stale_ok: bool,
+    /// Each index served, and its SQLite-answered snapshots when serving began.
+    served: Mutex<Vec<(Arc<PathInfoIndex>, u64)>>,
 }
 
 impl Default for Fixture {
@@ -44,7 +90,39 @@ impl Fixture {
             socket,
             sd,
             entries,
+            lookups: Lookups::KeyDirectory,
+            checked: false,
+            stale_ok: false,
+            served: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A fixture serving in `lookups` mode, checked when dropped.
+    pub fn with_lookups(lookups: Lookups) -> Fixture {
+        let mut f = Fixture::new();
+        f.lookups = lookups;
+        f.checked = true;
+        f
+    }
+
+    /// This test imports while serving: SQLite answers the snapshots the
+    /// directory does not describe yet.
+    pub fn imports_while_serving(&mut self) {
+        self.stale_ok = true;
+    }
+
+    /// The key directory counters of the index served last.
+    pub fn key_directory_stats(&self) -> KeyDirStats {
+        let served = self.served.lock().unwrap();
+        served.last().expect("nothing served yet").0.key_directory_stats()
+    }
+
+    /// Waits until the served index answers from a key directory of the
+    /// index as it is now (after an import while serving).
+    pub fn await_key_directory(&self) {
+        let served = self.served.lock().unwrap();
+        let idx = &served.last().expect("nothing served yet").0;
+        idx.await_key_directory(KEY_DIRECTORY_WAIT).unwrap();
     }
 
     pub fn import_all(&self) {
@@ -73,8 +151,16 @@ impl Fixture {
 
     /// Same, with connection limits.
     pub async fn serve_with(&self, conn_limits: snix_lower_store::server::ConnLimits) -> Arc<Server> {
+        let index = Arc::new(PathInfoIndex::open(&self.state, "/nix/store").unwrap());
+        if self.lookups == Lookups::KeyDirectory {
+            index.start_key_directory();
+            index.await_key_directory(KEY_DIRECTORY_WAIT).unwrap();
+        }
+        let from_sqlite = index.key_directory_stats().from_sqlite;
+        self.served.lock().unwrap().push((index.clone(), from_sqlite));
+        let backend: Arc<dyn snix_lower_store::backend::Backend> = Arc::new(index);
         let store = LowerStore {
-            backend: snix_lower_store::backend::index(PathInfoIndex::open(&self.state, "/nix/store").unwrap()),
+            backend,
             lower: LowerDir::open(&self.lower).unwrap(),
             store_dir: self.sd.clone(),
         };
@@ -92,6 +178,28 @@ impl Fixture {
         let listener = tokio::net::UnixListener::bind(&self.socket).unwrap();
         tokio::spawn(server.clone().run(vec![listener], None, std::future::pending()));
         server
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if !self.checked || std::thread::panicking() {
+            return;
+        }
+        for (idx, from_sqlite) in self.served.get_mut().unwrap().iter() {
+            let st = idx.key_directory_stats();
+            match self.lookups {
+                Lookups::KeyDirectory => {
+                    assert!(st.builds >= 1 && st.from_directory >= 1, "key directory unused: {st}");
+                    assert!(
+                        self.stale_ok || st.from_sqlite == *from_sqlite,
+                        "with the key directory in use, {} reader snapshot(s) answered from SQLite: {st}",
+                        st.from_sqlite - from_sqlite
+                    );
+                }
+                Lookups::Sqlite => assert_eq!(st, KeyDirStats::default(), "a key directory without one asked for"),
+            }
+        }
     }
 }
 

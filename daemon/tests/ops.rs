@@ -1,8 +1,9 @@
 //! Every op through a real unix socket, with the crate's protocol client.
 
+#[macro_use]
 mod common;
 
-use common::Fixture;
+use common::{Fixture, Lookups};
 use snix_lower_store::client::{Client, ClientError};
 use snix_lower_store::demo;
 use snix_lower_store::protocol::codec::{BuildMode, OutputMap, TrustedFlag};
@@ -11,8 +12,8 @@ use snix_lower_store::protocol::wire::WireBuf;
 use snix_lower_store::store::nar::NarWriter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn setup() -> (Fixture, Client) {
-    let f = Fixture::new();
+async fn setup(lookups: Lookups) -> (Fixture, Client) {
+    let f = Fixture::with_lookups(lookups);
     f.import_all();
     f.serve().await;
     let c = Client::connect(&f.socket, 38).await.unwrap();
@@ -39,9 +40,8 @@ where
     e
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn handshake_reports_version_and_trust() {
-    let (_f, c) = setup().await;
+async fn handshake_reports_version_and_trust(lookups: Lookups) {
+    let (_f, c) = setup(lookups).await;
     assert_eq!(c.version.0, 38);
     assert!(c.daemon_version.as_deref().unwrap().starts_with("snix-lower-store "));
     // The test runs as some uid; trust is 1 for root, 2 for anyone else.
@@ -53,9 +53,8 @@ async fn handshake_reports_version_and_trust() {
     assert_eq!(c.trust, Some(expect));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn older_protocols_negotiate_and_too_old_is_a_clear_error() {
-    let f = Fixture::new();
+async fn older_protocols_negotiate_and_too_old_is_a_clear_error(lookups: Lookups) {
+    let f = Fixture::with_lookups(lookups);
     f.import_all();
     f.serve().await;
     for minor in [21u8, 25, 26, 33, 37, 39] {
@@ -77,9 +76,8 @@ async fn older_protocols_negotiate_and_too_old_is_a_clear_error() {
     assert!(e.contains("older than the oldest supported"), "{e}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn validity_and_path_info() {
-    let (f, mut c) = setup().await;
+async fn validity_and_path_info(lookups: Lookups) {
+    let (f, mut c) = setup(lookups).await;
     let top = f.entries.iter().position(|e| e.deriver.is_some()).unwrap();
     assert!(c.is_valid_path(&f.full(top)).await.unwrap());
     let missing = format!("/nix/store/{}-missing", "a".repeat(32));
@@ -101,9 +99,8 @@ async fn validity_and_path_info() {
     assert_eq!(c.call(&QueryAllValidPaths).await.unwrap().len(), f.entries.len());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn referrers_derivers_and_hash_part() {
-    let (f, mut c) = setup().await;
+async fn referrers_derivers_and_hash_part(lookups: Lookups) {
+    let (f, mut c) = setup(lookups).await;
     // Layer 0 items are referenced by both layer 1 items.
     let r = c.call(&QueryReferrers { path: f.full(0) }).await.unwrap();
     let mut want = vec![f.full(2), f.full(3)];
@@ -125,9 +122,8 @@ async fn referrers_derivers_and_hash_part() {
     assert_eq!(c.call(&by_hash("0".repeat(32))).await.unwrap(), None);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn missing_substitutes_and_realisations() {
-    let (f, mut c) = setup().await;
+async fn missing_substitutes_and_realisations(lookups: Lookups) {
+    let (f, mut c) = setup(lookups).await;
     let missing = format!("/nix/store/{}-missing", "b".repeat(32));
     let m = c
         .call(&QueryMissing {
@@ -157,9 +153,8 @@ async fn missing_substitutes_and_realisations() {
 /// daemon reads a bare `.drv` from such clients as `drv!*`. From 1.30 the
 /// same bytes mean the `.drv` file itself. One derivation's output is
 /// indexed (the demo's), the other's is not; both `.drv` files are.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_bare_drv_below_1_30_asks_for_all_its_outputs() {
-    let mut f = Fixture::new();
+async fn a_bare_drv_below_1_30_asks_for_all_its_outputs(lookups: Lookups) {
+    let mut f = Fixture::with_lookups(lookups);
     let absent = format!("/nix/store/{}-absent", "f".repeat(32));
     let text = format!(r#"Derive([("out","{absent}","","")],[],[],"x86_64-linux","/bin/sh",[],[("out","{absent}")])"#);
     let entry = demo::add_text(&f.lower, &f.sd, "absent-out.drv", &text, &[]).unwrap();
@@ -208,11 +203,10 @@ async fn a_bare_drv_below_1_30_asks_for_all_its_outputs() {
 /// Realisations imported with the paths answer QueryRealisation in Nix's two
 /// layouts (output paths before 1.31, realisation JSON from 1.31); unknown ids
 /// get the empty set, malformed ids an error that names the op.
-#[tokio::test(flavor = "multi_thread")]
-async fn query_realisation_in_both_layouts() {
+async fn query_realisation_in_both_layouts(lookups: Lookups) {
     use snix_lower_store::index::import::{self, ImportOptions, NewRealisation};
     use snix_lower_store::store::realisation::DrvOutputId;
-    let f = Fixture::new();
+    let f = Fixture::with_lookups(lookups);
     let hex = "ab".repeat(32);
     let id = DrvOutputId::parse(&format!("sha256:{hex}!out")).unwrap();
     let dep = DrvOutputId::parse(&format!("sha256:{}!dev", "cd".repeat(32))).unwrap();
@@ -300,9 +294,8 @@ async fn query_realisation_in_both_layouts() {
     assert!(out_paths(unknown).is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn nar_from_path_matches_the_lower_dir() {
-    let (f, mut c) = setup().await;
+async fn nar_from_path_matches_the_lower_dir(lookups: Lookups) {
+    let (f, mut c) = setup(lookups).await;
     for i in [0, 3] {
         let info = c.query_path_info(&f.full(i)).await.unwrap().unwrap();
         let nar = c.nar_from_path(&f.full(i), info.nar_size).await.unwrap();
@@ -316,9 +309,8 @@ async fn nar_from_path_matches_the_lower_dir() {
     assert!(e.contains("not valid"), "{e}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn gc_and_root_ops_write_nothing() {
-    let (f, mut c) = setup().await;
+async fn gc_and_root_ops_write_nothing(lookups: Lookups) {
+    let (f, mut c) = setup(lookups).await;
     let before = snapshot(&f);
     assert_eq!(c.call(&AddTempRoot { path: f.full(0) }).await.unwrap(), 1);
     let q = AddIndirectRoot {
@@ -372,9 +364,8 @@ fn framed(a: &mut WireBuf) {
 /// drained so the connection answers the next request.
 macro_rules! refused_op {
     ($test:ident, read_only: $ro:expr, |$p:ident| $req:expr) => {
-        #[tokio::test(flavor = "multi_thread")]
-        async fn $test() {
-            let (f, mut c) = setup().await;
+        async fn $test(lookups: Lookups) {
+            let (f, mut c) = setup(lookups).await;
             let $p = f.full(0);
             let e = refused_then_usable(&mut c, &$req, &$p).await;
             if $ro {
@@ -493,9 +484,8 @@ refused_op!(verify_store_with_repair_is_refused, read_only: false, |p| VerifySto
 });
 
 /// The old AddToStore (before 1.25) sends an unframed NAR: it is parsed to its end.
-#[tokio::test(flavor = "multi_thread")]
-async fn old_add_to_store_nar_is_drained() {
-    let f = Fixture::new();
+async fn old_add_to_store_nar_is_drained(lookups: Lookups) {
+    let f = Fixture::with_lookups(lookups);
     f.import_all();
     f.serve().await;
     let mut c = Client::connect(&f.socket, 24).await.unwrap();
@@ -513,9 +503,8 @@ async fn old_add_to_store_nar_is_drained() {
     assert!(c.is_valid_path(&f.full(0)).await.unwrap());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn hostile_input_closes_only_that_connection() {
-    let f = Fixture::new();
+async fn hostile_input_closes_only_that_connection(lookups: Lookups) {
+    let f = Fixture::with_lookups(lookups);
     f.import_all();
     let server = f.serve().await;
     let mut good = Client::connect(&f.socket, 38).await.unwrap();
@@ -569,33 +558,76 @@ async fn hostile_input_closes_only_that_connection() {
     assert!(server.stats.requests.load(std::sync::atomic::Ordering::Relaxed) > 0);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn serve_sees_an_import_without_restart() {
-    let f = Fixture::new();
+async fn serve_sees_an_import_without_restart(lookups: Lookups) {
+    let mut f = Fixture::with_lookups(lookups);
+    f.imports_while_serving();
     // Index only the first layer, start serving, then import the rest.
     let lower = snix_lower_store::lower::LowerDir::open(&f.lower).unwrap();
     snix_lower_store::index::import::import(&f.state, &f.sd, &lower, f.entries[..2].to_vec(), Default::default())
         .unwrap();
     f.serve().await;
     let mut c = Client::connect(&f.socket, 38).await.unwrap();
+    let referrers = |path: String| QueryReferrers { path };
     assert!(!c.is_valid_path(&f.full(3)).await.unwrap());
+    assert!(c.query_path_info(&f.full(3)).await.unwrap().is_none());
+    assert!(c.call(&referrers(f.full(0))).await.unwrap().is_empty());
     f.import_all();
     // Readers keep a snapshot for at most READ_SNAPSHOT_MAX_AGE.
     tokio::time::sleep(snix_lower_store::index::READ_SNAPSHOT_MAX_AGE + std::time::Duration::from_millis(20)).await;
-    assert!(c.is_valid_path(&f.full(3)).await.unwrap());
+    async fn sees_all(f: &Fixture, c: &mut Client) {
+        assert!(c.is_valid_path(&f.full(3)).await.unwrap());
+        let (top, bottom) = (f.full(3), f.full(0));
+        let valid = c.query_valid_paths(&[&top, &bottom]).await.unwrap();
+        assert_eq!(valid.len(), 2, "{valid:?}");
+        assert!(c.query_path_info(&f.full(3)).await.unwrap().is_some());
+        let mut layer1 = vec![f.full(2), f.full(3)];
+        layer1.sort();
+        assert_eq!(c.call(&QueryReferrers { path: f.full(0) }).await.unwrap(), layer1);
+    }
+    sees_all(&f, &mut c).await;
+    if lookups == Lookups::KeyDirectory {
+        // The directory of the first layer was not used for the new
+        // snapshot (SQLite answered), and one of the whole index replaces it.
+        let st = f.key_directory_stats();
+        assert!(st.from_sqlite >= 1, "{st}");
+        f.await_key_directory();
+        let st = f.key_directory_stats();
+        assert_eq!((st.builds, st.paths), (2, Some(f.entries.len())), "{st}");
+        sees_all(&f, &mut c).await;
+    }
 }
 
-/// The real daemon binary serving `f`, its stderr in `log`; killed on drop.
+/// The real daemon binary serving `f` in its lookup mode, its stderr in
+/// `log`, its sd_notify messages on `notify`; killed on drop.
 struct RealDaemon {
     child: std::process::Child,
     log: std::path::PathBuf,
+    notify: std::os::unix::net::UnixDatagram,
+    /// The last STATUS= the daemon sent.
+    status: String,
+}
+
+/// The key directory's counts in a STATUS line: reader snapshots answered
+/// from it and from SQLite.
+fn snapshot_counts(status: &str) -> Option<(u64, u64)> {
+    let (_, rest) = status.split_once("; ")?.1.split_once("; ")?;
+    let (from_it, rest) = rest.split_once(" reader snapshots answered from it, ")?;
+    let from_sqlite = rest.strip_suffix(" from SQLite")?;
+    Some((from_it.parse().ok()?, from_sqlite.parse().ok()?))
 }
 
 impl RealDaemon {
+    /// Starts it and waits for its socket, and in key directory mode for a
+    /// STATUS saying the directory holds every path, before any request.
     async fn start(f: &Fixture) -> RealDaemon {
         let log = f.dir.path().join("daemon.log");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_snix-lower-store"))
-            .args(["--log-level", "info", "--log-target", "stderr", "serve", "--listen"])
+        let notify_path = f.dir.path().join("notify");
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+        notify
+            .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_snix-lower-store"));
+        cmd.args(["--log-level", "info", "--log-target", "stderr", "serve", "--listen"])
             .arg(&f.socket)
             .arg("--lower-dir")
             .arg(&f.lower)
@@ -603,11 +635,19 @@ impl RealDaemon {
             .arg(&f.state)
             .env_remove("RUST_LOG")
             .env_remove("JOURNAL_STREAM")
+            .env("NOTIFY_SOCKET", &notify_path)
             .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut d = RealDaemon { child, log };
+            .stderr(std::fs::File::create(&log).unwrap());
+        if f.lookups == Lookups::Sqlite {
+            cmd.arg("--no-key-directory");
+        }
+        let child = cmd.spawn().unwrap();
+        let mut d = RealDaemon {
+            child,
+            log,
+            notify,
+            status: String::new(),
+        };
         let t0 = std::time::Instant::now();
         while tokio::net::UnixStream::connect(&f.socket).await.is_err() {
             if let Some(st) = d.child.try_wait().unwrap() {
@@ -616,7 +656,52 @@ impl RealDaemon {
             assert!(t0.elapsed().as_secs() < 60, "no socket after 60 s: {}", d.log_text());
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+        if f.lookups == Lookups::KeyDirectory {
+            let built = format!("key directory: {} paths", f.entries.len());
+            d.status_where(|s| s.contains(&built), &built);
+        }
         d
+    }
+
+    /// Reads sd_notify messages until a STATUS= satisfies `want` (at most
+    /// 60 s; the daemon refreshes it every 2 s) and returns it.
+    fn status_where(&mut self, want: impl Fn(&str) -> bool, what: &str) -> String {
+        let t0 = std::time::Instant::now();
+        let mut buf = vec![0u8; 4096];
+        while !want(&self.status) {
+            assert!(
+                t0.elapsed().as_secs() < 60,
+                "no STATUS= with {what} after 60 s; last: {:?}; log: {}",
+                self.status,
+                self.log_text()
+            );
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]);
+                if let Some(s) = msg.lines().find_map(|l| l.strip_prefix("STATUS=")) {
+                    self.status = s.to_owned();
+                }
+            }
+        }
+        self.status.clone()
+    }
+
+    /// The lookup mode asked for is the one that answered: with the key
+    /// directory, STATUS counts reader snapshots answered from it and none
+    /// from SQLite; without it, STATUS says it is off.
+    fn check_lookups(&mut self, lookups: Lookups) {
+        match lookups {
+            Lookups::KeyDirectory => {
+                let s = self.status_where(
+                    |s| snapshot_counts(s).is_some_and(|(from_it, _)| from_it > 0),
+                    "snapshots answered from the key directory",
+                );
+                assert_eq!(snapshot_counts(&s).map(|c| c.1), Some(0), "SQLite answered: {s}");
+            }
+            Lookups::Sqlite => {
+                let s = self.status_where(|s| !s.is_empty(), "any status");
+                assert!(s.ends_with("; key directory off"), "{s}");
+            }
+        }
     }
 
     fn log_text(&self) -> String {
@@ -646,13 +731,12 @@ fn with_char_at(base: &str, at: usize, c: char) -> String {
 /// offset 0..=40, three characters of 2, 3 and 4 bytes, three ops: each gets
 /// STDERR_ERROR naming the op and the path (escaped), the next request on the
 /// same connection is answered, and the daemon logged no panic.
-#[tokio::test(flavor = "multi_thread")]
-async fn multibyte_store_paths_are_errors_and_the_connection_stays_usable() {
+async fn multibyte_store_paths_are_errors_and_the_connection_stays_usable(lookups: Lookups) {
     use snix_lower_store::panics::PANIC_MARKER;
     use snix_lower_store::store::path::shown;
-    let f = Fixture::new();
+    let f = Fixture::with_lookups(lookups);
     f.import_all();
-    let daemon = RealDaemon::start(&f).await;
+    let mut daemon = RealDaemon::start(&f).await;
     let mut c = Client::connect(&f.socket, 38).await.unwrap();
     let good = f.full(0);
     let base = format!("00bgd045z0d4icpbc2yyz4gx48ak44la-{}", "x".repeat(20));
@@ -680,14 +764,14 @@ async fn multibyte_store_paths_are_errors_and_the_connection_stays_usable() {
     }
     let log = daemon.log_text();
     assert!(!log.contains(PANIC_MARKER) && !log.contains("panicked"), "{log}");
+    daemon.check_lookups(lookups);
 }
 
 /// The crash input in every other op that takes store paths: STDERR_ERROR
 /// naming the op and the escaped path, then the connection answers again.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_crash_input_in_every_path_op_is_an_error() {
+async fn the_crash_input_in_every_path_op_is_an_error(lookups: Lookups) {
     use snix_lower_store::store::path::shown;
-    let (f, mut c) = setup().await;
+    let (f, mut c) = setup(lookups).await;
     let good = f.full(0);
     let crash = format!("/nix/store/{}Б-x", "a".repeat(31));
     let c = &mut c;
@@ -728,4 +812,35 @@ async fn the_crash_input_in_every_path_op_is_an_error() {
     for m in errors {
         assert!(m.contains(&shown(&crash)), "{m}");
     }
+}
+
+in_both_lookup_modes! {
+    #[tokio::test(flavor = "multi_thread")]
+    handshake_reports_version_and_trust,
+    older_protocols_negotiate_and_too_old_is_a_clear_error,
+    validity_and_path_info,
+    referrers_derivers_and_hash_part,
+    missing_substitutes_and_realisations,
+    a_bare_drv_below_1_30_asks_for_all_its_outputs,
+    query_realisation_in_both_layouts,
+    nar_from_path_matches_the_lower_dir,
+    gc_and_root_ops_write_nothing,
+    old_add_to_store_nar_is_drained,
+    hostile_input_closes_only_that_connection,
+    serve_sees_an_import_without_restart,
+    multibyte_store_paths_are_errors_and_the_connection_stays_usable,
+    the_crash_input_in_every_path_op_is_an_error,
+    add_to_store_is_refused,
+    add_text_to_store_is_refused,
+    add_to_store_nar_is_refused,
+    add_multiple_to_store_is_refused,
+    add_build_log_is_refused,
+    add_signatures_is_refused,
+    build_paths_of_an_absent_output_is_refused,
+    build_paths_with_results_is_refused,
+    build_derivation_is_refused,
+    ensure_path_of_an_absent_path_is_refused,
+    collect_garbage_is_refused,
+    register_drv_output_is_refused,
+    verify_store_with_repair_is_refused;
 }

@@ -1,19 +1,19 @@
 //! Reliability: limits, slow and hostile clients, faults. Each test names the
 //! guarantee it proves (README, "Reliability").
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Fixture;
+use common::{Fixture, Lookups};
 use snix_lower_store::client::{Client, ClientError};
 use snix_lower_store::protocol::wire::WireBuf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A slow client (one byte at a time) ties up only its own task.
-#[tokio::test(flavor = "multi_thread")]
-async fn slow_client_does_not_block_others() {
-    let f = Fixture::new();
+async fn slow_client_does_not_block_others(lookups: Lookups) {
+    let f = Fixture::with_lookups(lookups);
     f.import_all();
     f.serve().await;
     let mut slow = tokio::net::UnixStream::connect(&f.socket).await.unwrap();
@@ -37,9 +37,8 @@ async fn slow_client_does_not_block_others() {
 }
 
 /// 1,000 idle connections do not keep others from being served.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_thousand_idle_connections() {
-    let f = Fixture::new();
+async fn a_thousand_idle_connections(lookups: Lookups) {
+    let f = Fixture::with_lookups(lookups);
     f.import_all();
     let server = f.serve().await;
     let mut idle = Vec::new();
@@ -59,9 +58,8 @@ async fn a_thousand_idle_connections() {
 }
 
 /// Over --max-connections, a client gets a clear error and others keep working.
-#[tokio::test(flavor = "multi_thread")]
-async fn connection_limit_is_a_clear_error() {
-    let f = Fixture::new();
+async fn connection_limit_is_a_clear_error(lookups: Lookups) {
+    let f = Fixture::with_lookups(lookups);
     f.import_all();
     f.serve_with(snix_lower_store::server::ConnLimits {
         max_connections: 2,
@@ -81,11 +79,10 @@ async fn connection_limit_is_a_clear_error() {
 /// --idle-timeout closes a silent connection; --handshake-timeout a silent
 /// opener. On tokio's paused clock: timers never fire early, and "soon
 /// after" is bounded by a deadline that only a hang reaches.
-#[tokio::test(start_paused = true)]
-async fn idle_and_handshake_timeouts_close_connections() {
+async fn idle_and_handshake_timeouts_close_connections(lookups: Lookups) {
     use tokio::time::Instant;
     const TIMEOUT: Duration = Duration::from_millis(200);
-    let f = Fixture::new();
+    let f = Fixture::with_lookups(lookups);
     f.import_all();
     let server = f
         .serve_with(snix_lower_store::server::ConnLimits {
@@ -134,9 +131,8 @@ async fn idle_and_handshake_timeouts_close_connections() {
 const POLL_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A client that never reads its replies blocks only itself.
-#[tokio::test(flavor = "multi_thread")]
-async fn client_that_never_reads_blocks_only_itself() {
-    let f = Fixture::new();
+async fn client_that_never_reads_blocks_only_itself(lookups: Lookups) {
+    let f = Fixture::with_lookups(lookups);
     f.import_all();
     f.serve().await;
     let mut greedy = Client::connect(&f.socket, 38).await.unwrap();
@@ -154,9 +150,8 @@ async fn client_that_never_reads_blocks_only_itself() {
 
 /// Trailing garbage after a request is read as the next op: an unknown op
 /// closes that connection only.
-#[tokio::test(flavor = "multi_thread")]
-async fn trailing_garbage_closes_only_that_connection() {
-    let f = Fixture::new();
+async fn trailing_garbage_closes_only_that_connection(lookups: Lookups) {
+    let f = Fixture::with_lookups(lookups);
     f.import_all();
     f.serve().await;
     let mut bad = Client::connect(&f.socket, 38).await.unwrap();
@@ -173,9 +168,8 @@ async fn trailing_garbage_closes_only_that_connection() {
 
 /// A NAR of several chunks arrives whole and framed as Nix frames it (the
 /// chunk buffers start small and grow).
-#[tokio::test(flavor = "multi_thread")]
-async fn multi_chunk_nar_arrives_whole() {
-    let f = Fixture::new();
+async fn multi_chunk_nar_arrives_whole(lookups: Lookups) {
+    let f = Fixture::with_lookups(lookups);
     let size = 3 * 256 * 1024 + 5;
     let (p, nar_size) = index_with_big_object(&f, size);
     let _server = f.serve().await;
@@ -202,9 +196,8 @@ async fn multi_chunk_nar_arrives_whole() {
 }
 
 /// A client hanging up mid-NAR ends that task; nothing leaks.
-#[tokio::test(flavor = "multi_thread")]
-async fn disconnect_mid_nar_ends_the_task() {
-    let f = Fixture::new();
+async fn disconnect_mid_nar_ends_the_task(lookups: Lookups) {
+    let f = Fixture::with_lookups(lookups);
     // One large object so the NAR is still streaming when we hang up.
     let (p, _) = index_with_big_object(&f, 64 << 20);
     let server = f.serve().await;
@@ -231,9 +224,8 @@ async fn disconnect_mid_nar_ends_the_task() {
 
 /// The lower dir vanishing at run time is an error naming the problem, never
 /// a "valid" answer.
-#[tokio::test(flavor = "multi_thread")]
-async fn vanished_lower_dir_is_an_error_not_an_answer() {
-    let f = Fixture::new();
+async fn vanished_lower_dir_is_an_error_not_an_answer(lookups: Lookups) {
+    let f = Fixture::with_lookups(lookups);
     f.import_all();
     f.serve().await;
     let mut c = Client::connect(&f.socket, 38).await.unwrap();
@@ -329,12 +321,11 @@ fn repeated_kills_during_import() {
 /// the last one closed. On tokio's paused clock: only orderings and lower
 /// bounds are asserted (timers never fire early), and no time passes
 /// between the two connections.
-#[tokio::test(start_paused = true)]
-async fn idle_exit_counts_from_the_last_connection() {
+async fn idle_exit_counts_from_the_last_connection(lookups: Lookups) {
     use snix_lower_store::server::Stop;
     use tokio::time::Instant;
     const IDLE: Duration = Duration::from_secs(2);
-    let f = Fixture::new();
+    let f = Fixture::with_lookups(lookups);
     f.import_all();
     let server = f.serve().await; // binds f.socket; use a second socket for the idle-exiting loop
     let sock = f.dir.path().join("idle.sock");
@@ -369,11 +360,10 @@ async fn idle_exit_counts_from_the_last_connection() {
 /// tasks at a time; the ones beyond are closed at once, without a task each,
 /// and once the refused clients are gone the next one is told again. On the
 /// paused clock, so the refusals' own timeouts (5 s) cannot end them mid-test.
-#[tokio::test(start_paused = true)]
-async fn refusals_over_the_limit_stay_bounded() {
+async fn refusals_over_the_limit_stay_bounded(lookups: Lookups) {
     use snix_lower_store::protocol::{WORKER_MAGIC_1, WORKER_MAGIC_2};
     use snix_lower_store::server::REFUSING_AT_ONCE;
-    let f = Fixture::new();
+    let f = Fixture::with_lookups(lookups);
     f.import_all();
     let server = f
         .serve_with(snix_lower_store::server::ConnLimits {
@@ -435,10 +425,9 @@ async fn refusals_over_the_limit_stay_bounded() {
 /// yet): false at its bound while the request is unfinished, true once the
 /// reply is written. Real clock (the NAR writer blocks a blocking-pool
 /// thread, which stops a paused clock); only lower bounds are asserted.
-#[tokio::test(flavor = "multi_thread")]
-async fn drain_waits_for_a_request_in_flight() {
+async fn drain_waits_for_a_request_in_flight(lookups: Lookups) {
     const BOUND: Duration = Duration::from_millis(100);
-    let f = Fixture::new();
+    let f = Fixture::with_lookups(lookups);
     // Larger than the socket buffers, so the reply cannot be written until read.
     let (p, nar_size) = index_with_big_object(&f, 16 << 20);
     let server = f.serve().await;
@@ -484,4 +473,21 @@ fn index_with_big_object(f: &Fixture, size: usize) -> (snix_lower_store::store::
     let lower = snix_lower_store::lower::LowerDir::open(&f.lower).unwrap();
     snix_lower_store::index::import::import(&f.state, &f.sd, &lower, entries, Default::default()).unwrap();
     (p, n)
+}
+
+in_both_lookup_modes! {
+    #[tokio::test(flavor = "multi_thread")]
+    slow_client_does_not_block_others,
+    a_thousand_idle_connections,
+    connection_limit_is_a_clear_error,
+    client_that_never_reads_blocks_only_itself,
+    trailing_garbage_closes_only_that_connection,
+    multi_chunk_nar_arrives_whole,
+    disconnect_mid_nar_ends_the_task,
+    vanished_lower_dir_is_an_error_not_an_answer,
+    drain_waits_for_a_request_in_flight;
+    #[tokio::test(start_paused = true)]
+    idle_and_handshake_timeouts_close_connections,
+    idle_exit_counts_from_the_last_connection,
+    refusals_over_the_limit_stay_bounded;
 }

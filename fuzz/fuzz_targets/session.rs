@@ -6,6 +6,10 @@
 //! tree with an executable and a symlink, one indexed object deleted
 //! afterwards), made once per process in a temp dir.
 //!
+//! The index answers through its in-memory key directory (`serve`'s
+//! default), built and in use before the first input; nothing is imported
+//! while fuzzing, so every reader snapshot is the directory's.
+//!
 //! Input: byte 0 picks the protocol the client offers (1.19-1.40: too old,
 //! every supported version, newer than ours); the rest is the op stream,
 //! sent one request at a time as a real client does. The target splits it
@@ -115,8 +119,15 @@ fn build_fixture() -> Result<Fixture, String> {
     .map_err(|e| format!("import: {e}"))?;
     // Indexed but absent: NarFromPath and VerifyStore report it.
     std::fs::remove_file(lower.join(gone.path.base_name())).map_err(|e| e.to_string())?;
+    // As `serve` runs by default: point lookups through the key directory,
+    // built and answering before the first input.
+    let index = PathInfoIndex::open(&state, sd.as_str()).map_err(|e| e.to_string())?;
+    index.start_key_directory();
+    index
+        .await_key_directory(std::time::Duration::from_secs(60))
+        .map_err(|e| e.to_string())?;
     let store = LowerStore {
-        backend: snix_lower_store::backend::index(PathInfoIndex::open(&state, sd.as_str()).map_err(|e| e.to_string())?),
+        backend: snix_lower_store::backend::index(index),
         lower: LowerDir::open(&lower)?,
         store_dir: sd.clone(),
     };

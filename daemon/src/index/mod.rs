@@ -14,7 +14,10 @@
 //! Under `serve` ([`PathInfoIndex::start_key_directory`]) point lookups by
 //! base name go through an in-memory key directory ([`keys`]) that names the
 //! row id without descending the `base_name` B-tree; it describes one
-//! snapshot, and a reader on another answers from SQLite.
+//! snapshot, and a reader on another answers from SQLite. QueryPathInfo and
+//! QueryReferrers compare the named row's base name with the one asked for
+//! and ask the `base_name` index on a difference, so they are exact; what
+//! IsValidPath and QueryValidPaths rely on is argued in [`keys`].
 //!
 //! Schema versions: 3 added `realisations`; `open_or_create` (every import,
 //! and `serve`) upgrades a version 2 index in place, as the new table is the
@@ -40,6 +43,8 @@
 pub mod image;
 pub mod import;
 mod keys;
+
+pub use keys::KeyDirStats;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
@@ -110,6 +115,8 @@ pub enum IndexError {
     Missing(PathBuf),
     #[error("index {path} holds a corrupt entry for '{what}': {why}")]
     Corrupt { path: PathBuf, what: String, why: String },
+    #[error("index {path}: the key directory is {why}; see the daemon's log for its build")]
+    KeyDirectory { path: PathBuf, why: String },
 }
 
 /// Whether a base name is valid, without the key directory.
@@ -328,14 +335,38 @@ impl PathInfoIndex {
     /// commands do not pay for it.
     pub fn start_key_directory(&self) {
         self.keys.enable();
-        self.build_keys();
+        self.build_keys(0);
     }
 
-    /// Starts building the key directory in the background.
-    fn build_keys(&self) {
+    /// The key directory's state and counters (the STATUS line's words).
+    pub fn key_directory_stats(&self) -> KeyDirStats {
+        self.keys.stats()
+    }
+
+    /// Waits until a reader's snapshot is answered from the key directory
+    /// (after [`Self::start_key_directory`]), at most `timeout`; an error
+    /// naming the index and the directory's state otherwise. For tests and
+    /// harnesses that must exercise the directory, not SQLite.
+    pub fn await_key_directory(&self, timeout: std::time::Duration) -> Result<()> {
+        let t0 = std::time::Instant::now();
+        while !self.with_keys(|_, k| Ok(k.is_some()))? {
+            if t0.elapsed() > timeout {
+                return Err(IndexError::KeyDirectory {
+                    path: self.db_path.clone(),
+                    why: format!("not in use after {timeout:?} ({})", self.key_directory_stats()),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        Ok(())
+    }
+
+    /// Starts building the key directory in the background, for a snapshot
+    /// with `max(id)` `wanted` (see [`keys`] for when it does not).
+    fn build_keys(&self, wanted: i64) {
         let (db, immutable) = (self.db_path.clone(), self.immutable);
         self.keys
-            .rebuild(move || open_reader_conn(&db, immutable), self.db_path.clone());
+            .rebuild(wanted, move || open_reader_conn(&db, immutable), self.db_path.clone());
     }
 
     /// Whether the key directory describes `r`'s snapshot (same `max(id)`);
@@ -349,11 +380,11 @@ impl PathInfoIndex {
             .conn
             .prepare_cached("SELECT coalesce(max(id), 0) FROM paths")?
             .query_row([], |x| x.get(0))?;
-        let current = self.keys.current();
-        if current.as_ref().map_or(true, |d| d.max_id < max) {
-            self.build_keys();
+        let (dir, stale) = self.keys.for_snapshot(max);
+        if stale {
+            self.build_keys(max);
         }
-        r.keys = current.filter(|d| d.max_id == max);
+        r.keys = dir;
         Ok(())
     }
 
@@ -400,36 +431,46 @@ impl PathInfoIndex {
     /// snapshot (see [`keys`] for what a found key means), else by the
     /// `base_name` index.
     pub fn is_valid(&self, p: &StorePath) -> Result<bool> {
-        self.with_keys(|c, keys| match keys {
+        self.with_keys(|c, keys| Self::is_valid_in(c, keys, p))
+    }
+
+    fn is_valid_in(c: &Connection, keys: Option<&keys::KeyDir>, p: &StorePath) -> rusqlite::Result<bool> {
+        match keys {
             Some(k) => Ok(k.lookup(p.base_name()).is_some()),
             None => c.prepare_cached(VALID_SQL)?.exists([p.base_name()]),
-        })
+        }
     }
 
     /// The subset of `paths` that is valid, in the order given.
     pub fn valid_subset(&self, paths: &[StorePath]) -> Result<Vec<StorePath>> {
-        self.with_keys(|c, keys| {
-            let valid: Vec<bool> = match keys {
-                Some(k) => k
-                    .lookup_many(paths.iter().map(StorePath::base_name))
-                    .iter()
-                    .map(Option::is_some)
-                    .collect(),
-                None => {
-                    let mut st = c.prepare_cached(VALID_SQL)?;
-                    paths
-                        .iter()
-                        .map(|p| st.exists([p.base_name()]))
-                        .collect::<rusqlite::Result<_>>()?
-                }
-            };
-            Ok(paths
+        self.with_keys(|c, keys| Self::valid_subset_in(c, keys, paths))
+    }
+
+    fn valid_subset_in(
+        c: &Connection,
+        keys: Option<&keys::KeyDir>,
+        paths: &[StorePath],
+    ) -> rusqlite::Result<Vec<StorePath>> {
+        let valid: Vec<bool> = match keys {
+            Some(k) => k
+                .lookup_many(paths.iter().map(StorePath::base_name))
                 .iter()
-                .zip(valid)
-                .filter(|(_, v)| *v)
-                .map(|(p, _)| p.clone())
-                .collect())
-        })
+                .map(Option::is_some)
+                .collect(),
+            None => {
+                let mut st = c.prepare_cached(VALID_SQL)?;
+                paths
+                    .iter()
+                    .map(|p| st.exists([p.base_name()]))
+                    .collect::<rusqlite::Result<_>>()?
+            }
+        };
+        Ok(paths
+            .iter()
+            .zip(valid)
+            .filter(|(_, v)| *v)
+            .map(|(p, _)| p.clone())
+            .collect())
     }
 
     /// The row of `p`: by the id the key directory gives (one descent of
@@ -472,36 +513,34 @@ impl PathInfoIndex {
     }
 
     pub fn path_info(&self, p: &StorePath) -> Result<Option<PathInfo>> {
-        self.with_keys(|c, keys| {
-            let row = Self::path_row(c, keys, p)?;
-            let Some((refs, hash, size, deriver, reg, ultimate, sigs, ca)) = row else {
-                return Ok(None);
-            };
-            let nar_hash = NarHash(hash.try_into().map_err(|_| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    1,
-                    rusqlite::types::Type::Blob,
-                    "NAR hash is not 32 bytes".into(),
-                )
-            })?);
-            // Stored sorted at import.
-            let references = refs
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(|s| parse_stored(s.to_owned()))
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(Some(PathInfo {
-                path: p.clone(),
-                nar_hash,
-                nar_size: size as u64,
-                references,
-                deriver: deriver.map(parse_stored).transpose()?,
-                registration_time: reg as u64,
-                ultimate,
-                sigs: sigs.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
-                ca,
-            }))
-        })
+        self.with_keys(|c, keys| Self::path_info_in(c, keys, p))
+    }
+
+    fn path_info_in(c: &Connection, keys: Option<&keys::KeyDir>, p: &StorePath) -> rusqlite::Result<Option<PathInfo>> {
+        let row = Self::path_row(c, keys, p)?;
+        let Some((refs, hash, size, deriver, reg, ultimate, sigs, ca)) = row else {
+            return Ok(None);
+        };
+        let nar_hash = NarHash(hash.try_into().map_err(|_| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, "NAR hash is not 32 bytes".into())
+        })?);
+        // Stored sorted at import.
+        let references = refs
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(|s| parse_stored(s.to_owned()))
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(Some(PathInfo {
+            path: p.clone(),
+            nar_hash,
+            nar_size: size as u64,
+            references,
+            deriver: deriver.map(parse_stored).transpose()?,
+            registration_time: reg as u64,
+            ultimate,
+            sigs: sigs.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            ca,
+        }))
     }
 
     fn path_list(&self, sql: &str, arg: &dyn rusqlite::ToSql) -> Result<Vec<StorePath>> {
@@ -516,25 +555,46 @@ impl PathInfoIndex {
 
     /// Valid paths that reference `p` (including `p` itself if self-referencing).
     pub fn referrers(&self, p: &StorePath) -> Result<Vec<StorePath>> {
-        self.with_keys(|c, keys| {
-            let Some(k) = keys else {
-                return Self::path_list_in(
-                    c,
-                    "SELECT r2.base_name FROM paths t JOIN refs r ON r.reference = t.id JOIN paths r2 ON r2.id = r.referrer
-                     WHERE t.base_name = ?1 ORDER BY r2.base_name",
-                    &p.base_name(),
-                );
+        self.with_keys(|c, keys| Self::referrers_in(c, keys, p))
+    }
+
+    /// [`Self::referrers`]: by the row id the key directory names, its base
+    /// name compared with `p`'s in the same statement (one row per referrer,
+    /// or one with no referrer), so a row that only shares `p`'s key is never
+    /// answered for it; else by the `base_name` index.
+    fn referrers_in(c: &Connection, keys: Option<&keys::KeyDir>, p: &StorePath) -> rusqlite::Result<Vec<StorePath>> {
+        if let Some(k) = keys {
+            let Some(id) = k.lookup(p.base_name()) else {
+                return Ok(Vec::new());
             };
-            match k.lookup(p.base_name()) {
-                None => Ok(Vec::new()),
-                Some(id) => Self::path_list_in(
-                    c,
-                    "SELECT r2.base_name FROM refs r JOIN paths r2 ON r2.id = r.referrer
-                     WHERE r.reference = ?1 ORDER BY r2.base_name",
-                    &id,
-                ),
+            let mut st = c.prepare_cached(
+                "SELECT t.base_name = ?2, r2.base_name FROM paths t
+                 LEFT JOIN refs r ON r.reference = t.id LEFT JOIN paths r2 ON r2.id = r.referrer
+                 WHERE t.id = ?1 ORDER BY r2.base_name",
+            )?;
+            let mut rows = st.query(params![id, p.base_name()])?;
+            let mut out = Vec::new();
+            let mut own = false;
+            while let Some(r) = rows.next()? {
+                own = r.get(0)?;
+                if !own {
+                    break;
+                }
+                if let Some(n) = r.get::<_, Option<String>>(1)? {
+                    out.push(parse_stored(n)?);
+                }
             }
-        })
+            if own {
+                return Ok(out);
+            }
+            // Another name with the same key: ask the `base_name` index.
+        }
+        Self::path_list_in(
+            c,
+            "SELECT r2.base_name FROM paths t JOIN refs r ON r.reference = t.id JOIN paths r2 ON r2.id = r.referrer
+             WHERE t.base_name = ?1 ORDER BY r2.base_name",
+            &p.base_name(),
+        )
     }
 
     /// Valid derivations that have `p` among their outputs.
@@ -828,6 +888,221 @@ pub(crate) mod tests {
         assert_eq!(idx.referrers(&a_renamed).unwrap(), vec![]);
         assert_eq!(idx.referrers(&later).unwrap(), vec![]);
         assert_eq!(idx.valid_subset(&[later.clone(), a.clone()]).unwrap(), vec![later, a]);
+    }
+
+    /// A 0-bit key: every name has one key, so the directory names one row
+    /// for all of them. QueryPathInfo and QueryReferrers still answer each
+    /// name's own row (the base-name compare), and IsValidPath shows the
+    /// directory answered (a 0-bit key calls every name valid, which is why
+    /// real keys have 128 bits).
+    #[test]
+    fn colliding_keys_answer_each_name_exactly() {
+        let d = tempfile::tempdir().unwrap();
+        PathInfoIndex::open_or_create(d.path(), "/nix/store").unwrap();
+        let file = d.path().join(INDEX_FILE);
+        let p = |h: char, n: &str| StorePath::from_base_name(&format!("{}-{n}", h.to_string().repeat(32))).unwrap();
+        let (a, b, ra, rb, absent) = (p('a', "a"), p('b', "b"), p('c', "ra"), p('d', "rb"), p('f', "absent"));
+        for x in [&a, &b, &ra, &rb] {
+            insert_path(&file, x.base_name());
+        }
+        let c = Connection::open(&file).unwrap();
+        c.execute_batch("INSERT INTO refs VALUES (3, 1), (4, 2), (4, 4); UPDATE paths SET nar_size = id;")
+            .unwrap();
+        let idx = PathInfoIndex::open(d.path(), "/nix/store").unwrap();
+        idx.keys.set_key_bits(0);
+        idx.start_key_directory();
+        idx.await_key_directory(std::time::Duration::from_secs(10)).unwrap();
+        assert!(idx.is_valid(&absent).unwrap(), "the 0-bit directory did not answer");
+        assert_eq!(idx.referrers(&a).unwrap(), vec![ra.clone()]);
+        assert_eq!(idx.referrers(&b).unwrap(), vec![rb.clone()]);
+        assert_eq!(idx.referrers(&rb).unwrap(), vec![rb.clone()]);
+        assert_eq!(idx.referrers(&ra).unwrap(), vec![]);
+        assert_eq!(idx.referrers(&absent).unwrap(), vec![]);
+        for (x, size) in [(&a, 1), (&b, 2), (&ra, 3), (&rb, 4)] {
+            assert_eq!(
+                idx.path_info(x).unwrap().map(|i| (i.path, i.nar_size)),
+                Some((x.clone(), size))
+            );
+        }
+        assert_eq!(idx.path_info(&absent).unwrap(), None);
+        let st = idx.key_directory_stats();
+        assert!(st.from_directory > 0 && st.builds == 1, "{st}");
+    }
+
+    const NIX32: &[u8] = b"0123456789abcdfghijklmnpqrsvwxyz";
+
+    fn random_hash_part(rng: &mut fastrand::Rng) -> String {
+        (0..32).map(|_| NIX32[rng.usize(..NIX32.len())] as char).collect()
+    }
+
+    /// One random index for [`key_directory_answers_as_sql_over_random_indexes`].
+    struct RandomIndex {
+        /// Every name, imported or not; several share each hash part.
+        names: Vec<StorePath>,
+        /// After each import: a reader pinned at that snapshot and a
+        /// directory built from it with keys of the case's bits.
+        stages: Vec<(Connection, std::sync::Arc<keys::KeyDir>)>,
+    }
+
+    /// A reader whose read transaction holds the current snapshot.
+    fn pinned_reader(file: &Path) -> Connection {
+        let c = open_reader_conn(file, false).unwrap();
+        c.execute_batch("BEGIN").unwrap();
+        c.query_row("SELECT count(*) FROM paths", [], |r| r.get::<_, i64>(0))
+            .unwrap();
+        c
+    }
+
+    /// Three imports of random names with random references (self and
+    /// earlier rows included) into the index file; a quarter of the names
+    /// stay out.
+    fn random_index(rng: &mut fastrand::Rng, file: &Path, bits: u32) -> RandomIndex {
+        let suffixes = ["a", "b", "a.drv", "lib-1.0", "x"];
+        let mut names = Vec::new();
+        for _ in 0..rng.usize(4..16) {
+            let h = random_hash_part(rng);
+            for s in &suffixes[..rng.usize(1..=suffixes.len())] {
+                names.push(StorePath::from_base_name(&format!("{h}-{s}")).unwrap());
+            }
+        }
+        rng.shuffle(&mut names);
+        let imported = names.len() - names.len() / 4;
+        let mut c = Connection::open(file).unwrap();
+        let (mut next, mut stages) = (0usize, Vec::new());
+        for stage in 0..3 {
+            // At least one row per import, so each has its own max(id).
+            let left = imported - next - (2 - stage);
+            let n = if stage == 2 {
+                left
+            } else {
+                rng.usize(1..=left.div_ceil(2))
+            };
+            let tx = c.transaction().unwrap();
+            for p in &names[next..next + n] {
+                tx.execute(
+                    "INSERT INTO paths (base_name, nar_hash, nar_size, registration_time) VALUES (?1, zeroblob(32), ?2, 1)",
+                    params![p.base_name(), rng.i64(1..1000)],
+                )
+                .unwrap();
+            }
+            let first = next as i64 + 1;
+            next += n;
+            for referrer in first..=next as i64 {
+                for _ in 0..rng.usize(0..4) {
+                    tx.execute(
+                        "INSERT OR IGNORE INTO refs (referrer, reference) VALUES (?1, ?2)",
+                        [referrer, rng.i64(1..=next as i64)],
+                    )
+                    .unwrap();
+                }
+            }
+            tx.commit().unwrap();
+            let dir = keys::KeyDir::build(&open_reader_conn(file, false).unwrap(), bits)
+                .unwrap()
+                .unwrap();
+            stages.push((pinned_reader(file), std::sync::Arc::new(dir)));
+        }
+        RandomIndex { names, stages }
+    }
+
+    /// What the directory may answer for IsValidPath: SQL's answer, or
+    /// "valid" for a name whose key is a valid name's (never at 128 bits).
+    fn valid_by_keys(c: &Connection, d: &keys::KeyDir, p: &StorePath) -> bool {
+        let key = d.key_of(p.base_name());
+        let mut st = c.prepare_cached("SELECT base_name FROM paths").unwrap();
+        let names: Vec<String> = st.query_map([], |r| r.get(0)).unwrap().map(|n| n.unwrap()).collect();
+        names.iter().any(|n| d.key_of(n) == key)
+    }
+
+    /// Every query of every name through reader `c` with directory `dir`
+    /// (as `check_keys` chose it) against plain SQL on the same snapshot.
+    /// Returns how many lookups named another name's row (collisions).
+    fn compare_with_sql(c: &Connection, dir: Option<&keys::KeyDir>, names: &[StorePath], bits: u32) -> usize {
+        type I = PathInfoIndex;
+        let mut collisions = 0;
+        let mut want_subset = Vec::new();
+        for p in names {
+            let sql = I::is_valid_in(c, None, p).unwrap();
+            let got = I::is_valid_in(c, dir, p).unwrap();
+            let allowed = match dir {
+                Some(d) if bits < keys::KEY_BITS => sql || valid_by_keys(c, d, p),
+                _ => sql,
+            };
+            assert_eq!(
+                got,
+                allowed,
+                "IsValidPath {p:?} ({bits}-bit key, directory {})",
+                dir.is_some()
+            );
+            if got {
+                want_subset.push(p.clone());
+            }
+            assert_eq!(
+                I::path_info_in(c, dir, p).unwrap(),
+                I::path_info_in(c, None, p).unwrap(),
+                "{p:?}"
+            );
+            assert_eq!(
+                I::referrers_in(c, dir, p).unwrap(),
+                I::referrers_in(c, None, p).unwrap(),
+                "{p:?}"
+            );
+            if let Some(id) = dir.and_then(|d| d.lookup(p.base_name())) {
+                let at: String = c
+                    .query_row("SELECT base_name FROM paths WHERE id = ?1", [id], |r| r.get(0))
+                    .unwrap();
+                collisions += usize::from(at != p.base_name());
+            }
+        }
+        assert_eq!(I::valid_subset_in(c, dir, names).unwrap(), want_subset);
+        collisions
+    }
+
+    /// Differential test: over random indexes (names sharing hash parts,
+    /// names never imported, three imports), keys of 0 to 128 bits, and
+    /// every pairing of a reader snapshot with a directory built before, at
+    /// or after it: the key directory path answers as plain SQL does
+    /// (IsValidPath and QueryValidPaths up to the keys they share, which
+    /// at 128 bits is never), and the directory is used exactly when it
+    /// describes the reader's snapshot. Seeded; SNIX_KEYDIR_CASES sets the
+    /// number of cases (default 40).
+    #[test]
+    fn key_directory_answers_as_sql_over_random_indexes() {
+        let cases: u64 = std::env::var("SNIX_KEYDIR_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(40);
+        let mut collisions = 0;
+        for case in 0..cases {
+            let mut rng = fastrand::Rng::with_seed(0x6b65_7964_6972 ^ case);
+            let bits = [0, 1, 2, 4, 8, 128][rng.usize(..6)];
+            let d = tempfile::tempdir().unwrap();
+            PathInfoIndex::open_or_create(d.path(), "/nix/store").unwrap();
+            let file = d.path().join(INDEX_FILE);
+            let x = random_index(&mut rng, &file, bits);
+            let mut asked = x.names.clone();
+            rng.shuffle(&mut asked);
+            for (k, (reader, _)) in x.stages.iter().enumerate() {
+                let max: i64 = reader
+                    .query_row("SELECT coalesce(max(id), 0) FROM paths", [], |r| r.get(0))
+                    .unwrap();
+                let built = x.stages.iter().map(|(_, d)| Some(d.clone()));
+                for (j, current) in std::iter::once(None).chain(built).enumerate() {
+                    let state = keys::KeyState::default();
+                    state.enable();
+                    state.install(current);
+                    let (dir, stale) = state.for_snapshot(max);
+                    // j = 0: none built; j = k + 1: built from this snapshot.
+                    assert_eq!(dir.is_some(), j == k + 1, "case {case}: reader {k}, directory {j}");
+                    assert_eq!(stale, j < k + 1, "case {case}: reader {k}, directory {j}");
+                    collisions += compare_with_sql(reader, dir.as_deref(), &asked, bits);
+                }
+            }
+        }
+        assert!(
+            cases < 10 || collisions > 0,
+            "{cases} cases never named another name's row: the collision paths did not run"
+        );
     }
 
     #[test]
