@@ -7,9 +7,13 @@
 #   4. the load test (512 connections) and a short fuzz run of every target,
 #   5. the Nix file parse checks, nixfmt --check on every .nix file,
 #      tests/module-eval.nix evaluated with real Nix, the end-to-end suite
-#      against real Nix 2.26 and 2.34 (and against a real snix-store with
-#      tests/snix/run, when SNIX_STORE_BIN and SNIX_NIX_DAEMON_BIN are set),
-#      and the unit files under real systemd (must run as root).
+#      against real Nix 2.8 (parity only), 2.26 and 2.34 (and against a real
+#      snix-store with tests/snix/run, when SNIX_STORE_BIN and
+#      SNIX_NIX_DAEMON_BIN are set), the unit files under real systemd, what
+#      systemd 257 does with device tags, nix.conf as nixpkgs' nix.nix renders
+#      it, the module's boot defect checks, and tests/nixos-local/run (eval,
+#      VM test scripts, render, package, boot, switch, rotate). Must run as
+#      root.
 # Extra arguments go to the end-to-end binary (e.g. --only overlay-ours/gc).
 # Exits non-zero if any step fails; prints how long each step took.
 set -uo pipefail
