@@ -15,8 +15,10 @@
 //! A path info without a `ca` whose store path proves one (snix-store's
 //! `copy` drops every `ca`) gets it as `import` would (`store::ca_proof`):
 //! from the NAR hash on the calling thread, from a small file's contents
-//! through `blocking::run`. Results are kept per path and NAR hash (bounded),
-//! so a text path's file is read once, not per query.
+//! through `blocking::run`. Definite results (proved, or nothing to prove)
+//! are kept per path and NAR hash (bounded), so a text path's file is read
+//! once, not per query; a read that failed is not kept, so a transient I/O
+//! error or an object not there yet hides no `ca` beyond that query.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -32,7 +34,7 @@ use super::Address;
 use crate::backend::Result;
 use crate::index::PathInfo;
 use crate::lower::LowerDir;
-use crate::store::ca_proof::{self, CaProofOptions, Claim};
+use crate::store::ca_proof::{self, CaProofOptions, Claim, Proof};
 use crate::store::hash::nix32_decode_vec;
 use crate::store::{NarHash, StoreDir, StorePath};
 
@@ -60,7 +62,8 @@ struct Inner {
     drv_outputs: Mutex<HashMap<StorePath, crate::store::drv::OutputMap>>,
     /// Which content addresses are proven for path infos that have none.
     ca_proof: CaProofOptions,
-    /// Proofs already made: path -> (the NAR hash proven for, its `ca`).
+    /// Definite proofs already made: path -> (the NAR hash proven for, its
+    /// `ca`, `None` for a definite no). Undecided ones are not kept.
     proven: Mutex<HashMap<StorePath, (NarHash, Option<String>)>>,
 }
 
@@ -246,18 +249,22 @@ impl GrpcBackend {
                 return ca.clone();
             }
         }
-        let ca = self.prove(info, opts).await;
-        let mut proven = self.0.proven.lock().unwrap_or_else(|e| e.into_inner());
-        if proven.len() >= MAX_PROVEN {
-            proven.clear();
+        let proof = self.prove(info, opts).await;
+        // Only a definite answer is kept: a read that failed (a missing
+        // object, an I/O error) is tried again on the next query.
+        if proof.is_definite() {
+            let mut proven = self.0.proven.lock().unwrap_or_else(|e| e.into_inner());
+            if proven.len() >= MAX_PROVEN {
+                proven.clear();
+            }
+            proven.insert(info.path.clone(), (info.nar_hash, proof.clone().into_ca()));
         }
-        proven.insert(info.path.clone(), (info.nar_hash, ca.clone()));
-        ca
+        proof.into_ca()
     }
 
     /// One proof: the NAR hash inline (pure hashing of a short string), a
     /// file's contents off the async threads.
-    async fn prove(&self, info: &PathInfo, opts: CaProofOptions) -> Option<String> {
+    async fn prove(&self, info: &PathInfo, opts: CaProofOptions) -> Proof {
         let claim = Claim {
             path: &info.path,
             references: &info.references,
@@ -265,10 +272,10 @@ impl GrpcBackend {
             nar_size: info.nar_size,
         };
         if let Some(ca) = ca_proof::prove_from_nar_hash(&claim, &self.0.store_dir, opts) {
-            return Some(ca);
+            return Proof::Proved(ca);
         }
         if !claim.needs_file(opts) {
-            return None;
+            return Proof::Disproved;
         }
         let (path, references, nar_hash, nar_size) =
             (info.path.clone(), info.references.clone(), info.nar_hash, info.nar_size);
@@ -492,6 +499,72 @@ mod tests {
 
     fn sp(s: &str) -> StorePath {
         StorePath::from_base_name(s).unwrap()
+    }
+
+    /// A backend whose channel is never used: for the proof cache alone.
+    fn offline(lower: &std::path::Path) -> GrpcBackend {
+        let ch = Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        GrpcBackend(Arc::new(Inner {
+            address: "offline".into(),
+            client: PathInfoServiceClient::new(ch),
+            deadline: Duration::from_secs(1),
+            lower: LowerDir::open(lower).unwrap(),
+            store_dir: StoreDir::new("/nix/store").unwrap(),
+            snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            last_attempt: Mutex::new(None),
+            last_error: Mutex::new(None),
+            drv_outputs: Mutex::new(HashMap::new()),
+            ca_proof: CaProofOptions::default(),
+            proven: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// `builtins.toFile "hello" "hello\n"` as Nix 2.26 registered it (see
+    /// `tests/data/ca-proof-vectors.json`), without its `ca`.
+    fn hello() -> PathInfo {
+        PathInfo {
+            path: sp("nmrmdcw1bfnl35a893n7nyhw4xa5vy08-hello"),
+            nar_hash: NarHash::parse("sha256:1c37d01af40be2e80691de3cc3df44377a699afbb17c68f080964b2fd071fc13")
+                .unwrap(),
+            nar_size: 120,
+            references: Vec::new(),
+            deriver: None,
+            registration_time: 0,
+            ultimate: false,
+            sigs: Vec::new(),
+            ca: None,
+        }
+    }
+
+    const HELLO_CA: &str = "text:sha256:00xyyr3fi8l6hb839bv3f7yb86yjv7xi1cgh1xnhipym4asvb4aq";
+
+    /// An object that cannot be read yet hides its `ca` for that query only;
+    /// definite answers (proved, or a directory where a file would prove) are
+    /// kept, so the file is not read again.
+    #[tokio::test]
+    async fn only_definite_proofs_are_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = offline(dir.path());
+        let info = hello();
+        let obj = dir.path().join(info.path.base_name());
+        assert_eq!(b.proven_ca(&info).await, None, "object missing");
+        assert!(b.0.proven.lock().unwrap().is_empty(), "an undecided proof was cached");
+        std::fs::write(&obj, "hello\n").unwrap();
+        assert_eq!(b.proven_ca(&info).await.as_deref(), Some(HELLO_CA));
+        std::fs::remove_file(&obj).unwrap();
+        assert_eq!(b.proven_ca(&info).await.as_deref(), Some(HELLO_CA), "proof not cached");
+        // A definite no is kept too: a directory never becomes the file.
+        let other = PathInfo {
+            path: sp("nmrmdcw1bfnl35a893n7nyhw4xa5vy08-hellp"),
+            ..hello()
+        };
+        std::fs::create_dir(dir.path().join(other.path.base_name())).unwrap();
+        assert_eq!(b.proven_ca(&other).await, None);
+        assert_eq!(
+            b.0.proven.lock().unwrap().get(&other.path).map(|(_, ca)| ca.clone()),
+            Some(None)
+        );
     }
 
     /// A deriver read as `x.drv` becomes the recursive-Nix `x.drv.drv` only

@@ -89,7 +89,7 @@ fn decode_as_client(dir: &Path, raw: &[u8]) -> (SnixPathInfo, PathInfo) {
             nar_size: info.nar_size,
         };
         let sd = StoreDir::new(STORE).unwrap();
-        info.ca = ca_proof::prove_path(&claim, &sd, &dir.join("files"), CaProofOptions::default());
+        info.ca = ca_proof::prove_path(&claim, &sd, &dir.join("files"), CaProofOptions::default()).into_ca();
     }
     (msg, info)
 }

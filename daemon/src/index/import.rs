@@ -10,8 +10,10 @@
 //!   present only where Nix ran with `ca-derivations`).
 //!
 //! Every entry is validated (store path syntax, hash encoding, references
-//! closed within index plus batch, the object present in the lower dir, and
-//! with `check_content` its NAR hash and size) before anything is written.
+//! closed within index plus batch, a supplied `ca` that recomputes to the
+//! store path as Nix requires (`store::content_address`), the object present
+//! in the lower dir, and with `check_content` its NAR hash and size) before
+//! anything is written; one bad entry refuses the whole import, naming it.
 //! A realisation must name a valid output path (indexed or in the batch) and
 //! dependent realisations that are indexed or in the batch.
 
@@ -24,6 +26,7 @@ use std::path::Path;
 use super::{PathInfoIndex, INDEX_FILE};
 use crate::lower::LowerDir;
 use crate::store::ca_proof::{self, CaProofOptions};
+use crate::store::content_address::{check_claimed, ContentAddress};
 use crate::store::hash::nix32_encode;
 use crate::store::path::shown;
 use crate::store::realisation::DrvOutputId;
@@ -528,6 +531,12 @@ pub fn import_with_realisations(
     // Content addresses proven for the paths being added only: re-importing
     // an indexed store (the NixOS import unit, at every boot) reads no file.
     let mut to_add: Vec<NewPath> = new_paths.iter().map(|e| (*e).clone()).collect();
+    // Supplied content addresses (checked above) are stored as Nix renders them.
+    for e in &mut to_add {
+        e.ca =
+            e.ca.take()
+                .map(|ca| ContentAddress::parse(&ca).map_or(ca, |c| c.render()));
+    }
     ca_proof::prove_missing_cas(&mut to_add, sd, lower.root(), opts.ca_proof);
     let new_paths: Vec<&NewPath> = to_add.iter().collect();
     let (ids, drv_outputs) = insert_paths(&tx, sd, lower, &new_paths, &mut problems).map_err(sql)?;
@@ -638,8 +647,8 @@ struct Checks<'a> {
 
 impl Checks<'_> {
     /// Checks every batch entry (not indexed differently, references closed,
-    /// present in the lower dir, and its content if asked), collecting
-    /// problems; writes nothing.
+    /// a supplied `ca` that recomputes to the path, present in the lower dir,
+    /// and its content if asked), collecting problems; writes nothing.
     fn validate<'b>(
         &self,
         tx: &Connection,
@@ -665,6 +674,12 @@ impl Checks<'_> {
                 }
             }
             self.check_references(&mut id_of, e, &shown, in_batch, &mut v.outside_ids, problems)?;
+            if let Some(Err(why)) =
+                e.ca.as_deref()
+                    .map(|ca| check_claimed(self.sd, &e.path, &e.references, ca))
+            {
+                problems.push(format!("{shown}: {why}"));
+            }
             if let Some(why) = self.lower_problem(e) {
                 problems.push(format!("{shown}: {why}"));
             }

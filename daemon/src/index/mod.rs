@@ -25,10 +25,12 @@
 //!
 //! Readers take a pooled read-only connection per query. Each pooled
 //! connection keeps one read transaction for at most `READ_SNAPSHOT_MAX_AGE`
-//! (starting a read transaction per statement costs more than the lookup):
-//! a running `serve` sees what an import commits within that, without a
-//! restart. An import is one write transaction, so a killed import leaves
-//! the previous state.
+//! of use (starting a read transaction per statement costs more than the
+//! lookup): a running `serve` sees what an import commits within that,
+//! without a restart. An idle pooled connection's snapshot is ended by the
+//! pool's sweeper ([`pool`]) within twice that, so no reader pins the WAL
+//! and a checkpoint can backfill every frame an import wrote. An import is
+//! one write transaction, so a killed import leaves the previous state.
 //!
 //! Readers map the database file (`mmap_size`, [`READER_MMAP_BYTES`]): a page
 //! is then a memory access into the OS page cache, not a `pread` that copies
@@ -43,12 +45,12 @@
 pub mod image;
 pub mod import;
 mod keys;
+mod pool;
 
 pub use keys::KeyDirStats;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use crate::store::realisation::{DrvOutputId, Realisation};
 use crate::store::{NarHash, StorePath};
@@ -76,7 +78,8 @@ const UPGRADABLE_FROM: &[&str] = &["2"];
 /// the pages are the OS page cache's, shared by every reader.
 pub(crate) const READER_MMAP_BYTES: i64 = 1 << 40;
 
-/// How long a pooled reader keeps one read snapshot.
+/// How long a pooled reader keeps one read snapshot (in use; an idle one's
+/// ends within twice this, see [`pool`]).
 pub const READ_SNAPSHOT_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Everything Nix knows about a valid path.
@@ -139,7 +142,7 @@ pub struct PathInfoIndex {
     /// `meta`), so `count` reads no table: `count(*)` scans the whole
     /// `base_name` index, 0.3–0.7 s at 1M paths before `serve` accepts.
     fixed_count: std::sync::OnceLock<u64>,
-    readers: Mutex<Vec<Reader>>,
+    readers: std::sync::Arc<pool::Pool>,
     /// The in-memory key directory (see [`keys`]).
     keys: std::sync::Arc<keys::KeyState>,
 }
@@ -266,7 +269,7 @@ impl PathInfoIndex {
             db_path,
             immutable,
             fixed_count: std::sync::OnceLock::new(),
-            readers: Mutex::new(Vec::new()),
+            readers: Default::default(),
             keys: Default::default(),
         };
         let (created, version, indexed) = idx.with_conn(|c| {
@@ -316,7 +319,7 @@ impl PathInfoIndex {
     }
 
     fn reader(&self) -> Result<Reader> {
-        if let Some(r) = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+        if let Some(r) = self.readers.take() {
             return Ok(r);
         }
         let c = open_reader_conn(&self.db_path, self.immutable).map_err(self.sql_err())?;
@@ -423,7 +426,7 @@ impl PathInfoIndex {
             let _ = r.conn.execute_batch("ROLLBACK");
             r.snapshot_since = None;
         }
-        self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+        self.readers.put(r);
         out
     }
 

@@ -5,6 +5,7 @@
 //! Nothing here does I/O on sockets; the protocol and the index build on it.
 
 pub mod ca_proof;
+pub(crate) mod content_address;
 pub mod drv;
 pub mod hash;
 pub mod nar;
