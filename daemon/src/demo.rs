@@ -1,8 +1,14 @@
 //! The demo: a small lower store made without Nix (text objects whose store
 //! paths are computed exactly as Nix computes `builtins.toFile` paths, with
-//! references between them, and a derivation naming one as its output),
-//! written to a directory, indexed through the registration importer and
-//! served. Also the fixture generator of the tests.
+//! references between them, and an input-addressed derivation whose output
+//! path is the one Nix computes from it, present with the derivation as its
+//! deriver), written to a directory, indexed through the registration
+//! importer and served. Also the fixture generator of the tests.
+//!
+//! Invariant: every path is the one real Nix gives its contents (text paths)
+//! or its derivation (output path: `makeOutputPath` of the derivation's hash
+//! with its outputs masked), so real Nix accepts the store (`--load-db`,
+//! `--gc`, `--verify`).
 
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -22,8 +28,13 @@ pub fn text_path(sd: &StoreDir, name: &str, contents: &[u8], refs: &[StorePath])
         ty.push(':');
         ty.push_str(&sd.display(r));
     }
-    let inner = hex_encode(&Sha256::digest(contents));
-    let fingerprint = format!("{ty}:sha256:{inner}:{}:{name}", sd.as_str());
+    store_path(sd, &ty, &Sha256::digest(contents).into(), name)
+}
+
+/// Nix's `makeStorePath`: the path of `name` whose fingerprint is `ty` and
+/// the SHA-256 `inner`, compressed to 20 bytes.
+fn store_path(sd: &StoreDir, ty: &str, inner: &[u8; 32], name: &str) -> StorePath {
+    let fingerprint = format!("{ty}:sha256:{}:{}:{name}", hex_encode(inner), sd.as_str());
     let full: [u8; 32] = Sha256::digest(fingerprint.as_bytes()).into();
     let mut compressed = [0u8; 20];
     for (i, b) in full.iter().enumerate() {
@@ -66,8 +77,9 @@ pub fn add_text(
 }
 
 /// A layered lower store: `layers` levels of `width` text objects, each
-/// referencing every object of the level below, plus a derivation whose
-/// output is the top object. Returns the entries in dependency order.
+/// referencing every object of the level below, plus `demo-top.drv` (with the
+/// first top object as its input source) and its output, which refers to that
+/// object. Returns the entries in dependency order.
 pub fn generate(lower: &Path, sd: &StoreDir, layers: usize, width: usize) -> std::io::Result<Vec<NewPath>> {
     fs::create_dir_all(lower)?;
     let mut all = Vec::new();
@@ -89,21 +101,49 @@ pub fn generate(lower: &Path, sd: &StoreDir, layers: usize, width: usize) -> std
         below = this;
     }
     if let Some(top) = below.first() {
-        let drv = format!(
-            "Derive([(\"out\",\"{}\",\"\",\"\")],[],[],\"x86_64-linux\",\"/bin/sh\",[],[(\"out\",\"{}\")])",
-            sd.display(top),
-            sd.display(top)
-        );
-        let e = add_text(lower, sd, "demo-top.drv", &drv, &[])?;
-        let drv_path = e.path.clone();
-        all.push(e);
-        for e in all.iter_mut() {
-            if &e.path == top {
-                e.deriver = Some(drv_path.clone());
-            }
-        }
+        all.extend(add_derivation(lower, sd, "demo-top", top)?);
     }
     Ok(all)
+}
+
+/// Writes the derivation `name` (input source `src`, output `out`) and its
+/// output (a file naming `src`); returns both, the derivation first.
+fn add_derivation(lower: &Path, sd: &StoreDir, name: &str, src: &StorePath) -> std::io::Result<[NewPath; 2]> {
+    let src_text = sd.display(src);
+    let script = format!("echo {src_text} > $out");
+    let masked = derivation_aterm(name, "", &src_text, &script);
+    let out = store_path(sd, "output:out", &Sha256::digest(masked.as_bytes()).into(), name);
+    let out_text = sd.display(&out);
+    let aterm = derivation_aterm(name, &out_text, &src_text, &script);
+    let drv = add_text(lower, sd, &format!("{name}.drv"), &aterm, std::slice::from_ref(src))?;
+    let obj = lower.join(out.base_name());
+    if !obj.exists() {
+        fs::write(&obj, format!("{src_text}\n"))?;
+    }
+    let (nar_hash, nar_size) = nar_hash(&obj)?;
+    let built = NewPath {
+        ca: None,
+        path: out,
+        nar_hash,
+        nar_size,
+        references: vec![src.clone()],
+        deriver: Some(drv.path.clone()),
+        registration_time: None,
+        ultimate: false,
+        sigs: Vec::new(),
+    };
+    Ok([drv, built])
+}
+
+/// The ATerm of an input-addressed derivation with one output `out` at `out`
+/// (empty: masked, as Nix's `hashDerivationModulo` hashes it), no input
+/// derivations, input source `src` and builder `/bin/sh -c script`. No
+/// argument holds a character ATerm escapes (`"`, `\\`, newline, tab).
+fn derivation_aterm(name: &str, out: &str, src: &str, script: &str) -> String {
+    format!(
+        "Derive([(\"out\",\"{out}\",\"\",\"\")],[],[\"{src}\"],\"x86_64-linux\",\"/bin/sh\",[\"-c\",\"{script}\"],\
+         [(\"builder\",\"/bin/sh\"),(\"name\",\"{name}\"),(\"out\",\"{out}\"),(\"system\",\"x86_64-linux\")])"
+    )
 }
 
 /// The registration text (`nix-store --dump-db` format) of `entries`.
@@ -145,5 +185,30 @@ mod tests {
         let b_contents = format!("ref {}", sd.display(&a));
         let b = text_path(&sd, "b", b_contents.as_bytes(), std::slice::from_ref(&a));
         assert_eq!(sd.display(&b), "/nix/store/kbnsdqvza4r1hzcr5vs2bhx8kv150g37-b");
+    }
+
+    #[test]
+    fn demo_derivation_and_output_match_nix() {
+        // Printed by real Nix 2.26.3 (Debian trixie's nix-bin), with the demo
+        // store loaded (`nix-store --load-db`, which refuses a .drv whose
+        // output is not the one its hash gives), by evaluating
+        //   let d = derivation { name = "demo-top"; system = "x86_64-linux";
+        //     builder = "/bin/sh"; args = [ "-c" "echo ${builtins.storePath
+        //     /nix/store/kjpjsv53vfh28mdkv6wx9xi1d4bia1vx-demo-l2-0} > $out" ]; };
+        //   in d.drvPath + " " + d.outPath
+        let sd = StoreDir::new("/nix/store").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let all = generate(dir.path(), &sd, 3, 3).unwrap();
+        let shown: Vec<String> = all.iter().map(|e| sd.display(&e.path)).collect();
+        let src = "/nix/store/kjpjsv53vfh28mdkv6wx9xi1d4bia1vx-demo-l2-0";
+        let drv = "/nix/store/9gs5gql4hqdb5ivvhqagmcb0q7c58v2d-demo-top.drv";
+        let out = "/nix/store/w0fa97kkagybjgjzwcaikqaycm3f4m0l-demo-top";
+        assert!(shown.iter().any(|p| p == src), "{shown:?}");
+        assert!(shown.iter().any(|p| p == drv), "{shown:?}");
+        let built = all.iter().find(|e| sd.display(&e.path) == out);
+        let built = built.unwrap_or_else(|| panic!("no {out} in {shown:?}"));
+        assert_eq!(built.deriver.as_ref().map(|d| sd.display(d)).as_deref(), Some(drv));
+        let aterm = fs::read_to_string(dir.path().join(&drv["/nix/store/".len()..])).unwrap();
+        assert!(aterm.starts_with(&format!("Derive([(\"out\",\"{out}\",")), "{aterm}");
     }
 }
