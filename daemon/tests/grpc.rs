@@ -406,9 +406,10 @@ fn index_capture(f: &Fixture, dir: &std::path::Path) {
     for e in &batch {
         let small = dir.join("files").join(e.path.base_name());
         let at = lower.join(e.path.base_name());
-        match small.exists() {
-            true => drop(std::fs::copy(&small, &at).unwrap()),
-            false => std::fs::create_dir_all(&at).unwrap(),
+        if small.exists() {
+            std::fs::copy(&small, &at).unwrap();
+        } else {
+            std::fs::create_dir_all(&at).unwrap();
         }
     }
     let state = f.dir.path().join("capture-state");
