@@ -1,6 +1,9 @@
 //! The gRPC backend: our PathInfoService server in front of an index, our
 //! client backend reading it (unix socket and TCP loopback), answers equal
-//! to the index backend's, and the failure behaviour.
+//! to the index backend's (NARs byte for byte, and hashing to their
+//! narHash), and the failure behaviour. Our server's `Get` over the paths
+//! of the snix capture (`daemon/tests/data/snix/*`) answers the deriver
+//! snix's nix-daemon printed for each (`snix-nix-daemon-derivers.txt`).
 
 mod common;
 
@@ -100,7 +103,14 @@ async fn answers(c: &mut Client, f: &Fixture) -> Vec<String> {
             c.call(&QueryValidDerivers { path: p.clone() }).await.unwrap()
         ));
         let nar = c.nar_from_path(&p, info.nar_size).await.unwrap();
-        out.push(format!("{}", nar.len()));
+        let mut sink = snix_lower_store::store::nar::HashingSink::default();
+        std::io::Write::write_all(&mut sink, &nar).unwrap();
+        assert_eq!(
+            sink.finish().0.to_base16(),
+            info.nar_hash,
+            "NAR of {p} against its narHash"
+        );
+        out.push(format!("NAR {nar:?}"));
         let q = QueryPathFromHashPart {
             hash_part: f.entries[i].path.hash_part().into(),
         };
@@ -362,4 +372,105 @@ async fn grpc_backend_proves_content_addresses_the_service_lacks() {
         proven += usize::from(want.is_some());
     }
     assert_eq!(proven, 7);
+}
+
+/// Each captured `nix-store -q --deriver` line of snix's nix-daemon:
+/// (path, deriver path or `None` for "unknown-deriver").
+fn captured_derivers(dir: &std::path::Path) -> Vec<(String, Option<String>)> {
+    let text = std::fs::read_to_string(dir.join("snix-nix-daemon-derivers.txt")).unwrap();
+    let v: Vec<(String, Option<String>)> = text
+        .lines()
+        .filter_map(|l| l.split_once(" --deriver: "))
+        .map(|(p, d)| {
+            let d = d.trim();
+            (p.to_owned(), (d != "unknown-deriver").then(|| d.to_owned()))
+        })
+        .collect();
+    assert!(
+        v.len() >= 8 && v.iter().any(|(_, d)| d.is_some()),
+        "{}: {v:?}",
+        dir.display()
+    );
+    v
+}
+
+/// An index of the capture's `nix-daemon-path-info.json` (Nix's own path
+/// infos), its small files in the lower dir and an empty directory for
+/// each other path (their contents are not read).
+fn index_capture(f: &Fixture, dir: &std::path::Path) {
+    use snix_lower_store::index::import::{self, ImportOptions};
+    let lower = f.dir.path().join("capture-lower");
+    std::fs::create_dir_all(&lower).unwrap();
+    let json = std::fs::read_to_string(dir.join("nix-daemon-path-info.json")).unwrap();
+    let batch = import::parse_path_info_json(&json, &f.sd, "nix-daemon-path-info.json").unwrap();
+    for e in &batch {
+        let small = dir.join("files").join(e.path.base_name());
+        let at = lower.join(e.path.base_name());
+        if small.exists() {
+            std::fs::copy(&small, &at).unwrap();
+        } else {
+            std::fs::create_dir_all(&at).unwrap();
+        }
+    }
+    let state = f.dir.path().join("capture-state");
+    std::fs::create_dir_all(&state).unwrap();
+    let l = LowerDir::open(&lower).unwrap();
+    import::import(&state, &f.sd, &l, batch, ImportOptions::default()).unwrap();
+    std::fs::remove_dir_all(&f.state).unwrap();
+    std::fs::rename(&state, &f.state).unwrap();
+    std::fs::remove_dir_all(&f.lower).unwrap();
+    std::fs::rename(&lower, &f.lower).unwrap();
+}
+
+/// What snix's nix-daemon printed for `nix-store -q --deriver` of each path
+/// of the capture (it builds the path from the deriver's digest and name in
+/// the `Get` answer) is what our `--grpc-listen` server's `Get` answers, for
+/// the index of the same paths as Nix's daemon reported them.
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_get_answers_the_derivers_snix_nix_daemon_printed() {
+    use snix_lower_store::grpc::proto::store::path_info_service_client::PathInfoServiceClient;
+    use snix_lower_store::grpc::proto::store::{get_path_info_request, GetPathInfoRequest};
+    use snix_lower_store::store::hash::{nix32_decode, nix32_encode};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/snix");
+    let mut dirs: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    dirs.retain(|d| d.join("snix-nix-daemon-derivers.txt").exists());
+    dirs.sort();
+    assert!(dirs.len() >= 2, "captures for Nix 2.26 and 2.34: {dirs:?}");
+    let mut checked = 0;
+    for dir in dirs {
+        let f = Fixture::new();
+        index_capture(&f, &dir);
+        let server = f.serve().await;
+        let sock = f.dir.path().join("grpc.sock");
+        let _g = GrpcServer::start(server, format!("unix://{}", sock.display()));
+        wait_for(&sock).await;
+        let channel = tonic::transport::Endpoint::from_static("http://[::]:50051")
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let sock = sock.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(sock).await?,
+                    ))
+                }
+            }))
+            .await
+            .unwrap();
+        let mut client = PathInfoServiceClient::new(channel);
+        for (path, want) in captured_derivers(&dir) {
+            let base = path.strip_prefix("/nix/store/").unwrap();
+            let digest = nix32_decode::<20>(&base[..32]).unwrap().to_vec();
+            let got = client
+                .get(GetPathInfoRequest {
+                    by_what: Some(get_path_info_request::ByWhat::ByOutputHash(digest)),
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{}: Get {path}: {e}", dir.display()))
+                .into_inner();
+            let deriver = got.narinfo.and_then(|n| n.deriver);
+            let printed = deriver.map(|d| format!("/nix/store/{}-{}", nix32_encode(&d.digest), d.name));
+            assert_eq!(printed, want, "{}: deriver of {path}", dir.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 16, "{checked} paths checked");
 }

@@ -312,6 +312,18 @@ async fn nar_from_path_matches_the_lower_dir(lookups: Lookups) {
 
 async fn gc_and_root_ops_write_nothing(lookups: Lookups) {
     let (f, mut c) = setup(lookups).await;
+    // A directory tree (an executable, a symlink, a read-only file)
+    // in the lower dir, beside the indexed files: its modes count too.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let t = f.lower.join("zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-unindexed-tree");
+        std::fs::create_dir_all(t.join("share/doc")).unwrap();
+        std::fs::write(t.join("share/doc/README"), "a tree\n").unwrap();
+        std::fs::write(t.join("run"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(t.join("run"), std::fs::Permissions::from_mode(0o555)).unwrap();
+        std::os::unix::fs::symlink("share/doc", t.join("doc")).unwrap();
+        std::fs::set_permissions(t.join("share/doc/README"), std::fs::Permissions::from_mode(0o444)).unwrap();
+    }
     let before = snapshot(&f);
     assert_eq!(c.call(&AddTempRoot { path: f.full(0) }).await.unwrap(), 1);
     let q = AddIndirectRoot {
@@ -338,18 +350,41 @@ async fn gc_and_root_ops_write_nothing(lookups: Lookups) {
     assert_eq!(snapshot(&f), before, "lower dir or index changed");
 }
 
-fn snapshot(f: &Fixture) -> Vec<(String, Vec<u8>)> {
-    let mut v = Vec::new();
-    for d in [&f.lower, &f.state] {
-        for e in std::fs::read_dir(d).unwrap() {
+/// Every entry under the lower dir and the state dir, recursively: path,
+/// mode (file type and permission bits) and contents (a symlink: its
+/// target; a directory: nothing, its entries follow). The index's `-shm`
+/// is left out: readers rewrite it.
+fn snapshot(f: &Fixture) -> Vec<(String, u32, Vec<u8>)> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<(String, u32, Vec<u8>)>) {
+        use std::os::unix::fs::MetadataExt;
+        for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
             if p.extension().is_some_and(|x| x == "sqlite-shm") {
                 continue; // shared-memory index of the WAL, rewritten by readers
             }
-            v.push((p.display().to_string(), std::fs::read(&p).unwrap_or_default()));
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let content = if m.file_type().is_symlink() {
+                std::fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes()
+            } else if m.is_dir() {
+                Vec::new()
+            } else {
+                std::fs::read(&p).unwrap()
+            };
+            out.push((p.display().to_string(), m.mode(), content));
+            if m.is_dir() {
+                walk(&p, out);
+            }
         }
     }
+    let mut v = Vec::new();
+    for d in [&f.lower, &f.state] {
+        walk(d, &mut v);
+    }
     v.sort();
+    // The fixture has directories with files in them: the walk went down.
+    assert!(v
+        .iter()
+        .any(|(p, _, _)| p.matches('/').count() > f.lower.display().to_string().matches('/').count() + 1));
     v
 }
 

@@ -548,6 +548,14 @@ pub fn start_nix(ctx: &Ctx, fs: &Rootfs, socket: &str, lower_root: &str) -> Resu
     spawn(ctx, Kind::Nix, socket, &format!("{lower_root}/nix/store"), cmd)
 }
 
+/// Starts Nix's own daemon serving the local store given by `store_url`
+/// (e.g. with `state=`/`real=` parameters), whose objects live in `real`.
+pub fn start_nix_url(ctx: &Ctx, fs: &Rootfs, socket: &str, store_url: &str, real: &str) -> Result<Daemon> {
+    let mut cmd = fs.command(&["nix-daemon", "--store", store_url]);
+    cmd.env("NIX_DAEMON_SOCKET_PATH", socket);
+    spawn(ctx, Kind::Nix, socket, real, cmd)
+}
+
 /// Runs `snix-lower-store <args>` inside the chroot.
 pub fn ours_cli(ctx: &Ctx, fs: &Rootfs, args: &[&str]) -> Result<Output> {
     let bin = ctx

@@ -19,6 +19,11 @@
 //!   STDERR_ERROR layout before and after 1.26, then a body that parses for
 //!   that op), every store path in it is valid, NARs hash to the index's
 //!   NAR hash, and nothing is left over after the last reply;
+//! - IsValidPath, QueryValidPaths, QueryReferences, QueryReferrers and
+//!   QueryMissing answer exactly what the fixture's entries say (computed
+//!   here from the entries the index was built from, not asked of the
+//!   daemon), and answer with an error only for a request naming a path
+//!   that does not parse (QueryReferences: or is not in the index);
 //! - every error names the op it answers, and write ops are refused;
 //! - a malformed request or unknown op gets one STDERR_ERROR and the
 //!   connection ends; a request cut short gets no reply;
@@ -59,6 +64,21 @@ struct Fixture {
     server: Arc<Server>,
     sd: StoreDir,
     entries: Vec<NewPath>,
+}
+
+impl Fixture {
+    fn indexed(&self, p: &StorePath) -> Option<&NewPath> {
+        self.entries.iter().find(|e| &e.path == p)
+    }
+
+    /// A derivation's outputs as the fixture made them: every entry whose
+    /// deriver it is, as output "out" (the demo's one-output `.drv`); `None`
+    /// when the path is not indexed (an indexed non-derivation has none).
+    fn outputs(&self, drv: &StorePath) -> Option<Vec<(&'static str, &StorePath)>> {
+        self.indexed(drv)?;
+        let made = self.entries.iter().filter(|e| e.deriver.as_ref() == Some(drv));
+        Some(made.map(|e| ("out", &e.path)).collect())
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -296,7 +316,12 @@ async fn check_reply(f: &Fixture, c: &mut Client, req: &AnyRequest) -> Result<()
     let op = req.op();
     match c.stderr().await {
         Ok(()) => {}
-        Err(ClientError::Daemon(m)) if m.starts_with(op.name()) => return Ok(()),
+        Err(ClientError::Daemon(m)) if m.starts_with(op.name()) => {
+            return match answerable(f, req) {
+                true => Err(format!("an error for a request the fixture answers: {m:?}")),
+                false => Ok(()),
+            };
+        }
         Err(ClientError::Daemon(m)) => return Err(format!("error does not name the op: {m:?}")),
         Err(e) => return Err(format!("STDERR frames do not decode: {e}")),
     }
@@ -315,17 +340,36 @@ async fn body(f: &Fixture, c: &mut Client, req: &AnyRequest) -> Result<(), Strin
         return Err("a write op was answered with STDERR_LAST".into());
     }
     match req {
-        Q::IsValidPath(q) => drop(reply(c, q).await?),
+        Q::IsValidPath(q) => {
+            let got = reply(c, q).await?;
+            let want = f.sd.parse(&q.path).is_ok_and(|p| f.indexed(&p).is_some());
+            if got != want {
+                return Err(format!("{got} for {:?}, the fixture says {want}", q.path));
+            }
+        }
         Q::HasSubstitutes(q) => drop(reply(c, q).await?),
         Q::QuerySubstitutablePathInfo(q) => {
             if reply(c, q).await?.is_some() {
                 return Err("a substitutable path info from a store without substituters".into());
             }
         }
-        Q::QueryValidPaths(q) => paths(f, reply(c, q).await?)?,
+        Q::QueryValidPaths(q) => {
+            let want = q
+                .paths
+                .iter()
+                .filter(|p| f.sd.parse(p).is_ok_and(|p| f.indexed(&p).is_some()));
+            same_set(reply(c, q).await?, want.cloned().collect())?
+        }
         Q::QueryAllValidPaths(q) => paths(f, reply(c, q).await?)?,
-        Q::QueryReferences(q) => paths(f, reply(c, q).await?)?,
-        Q::QueryReferrers(q) => paths(f, reply(c, q).await?)?,
+        Q::QueryReferences(q) => {
+            let refs = &entry(f, &q.path)?.references;
+            same_set(reply(c, q).await?, refs.iter().map(|r| f.sd.display(r)).collect())?
+        }
+        Q::QueryReferrers(q) => {
+            let p = valid_path(f, &q.path)?;
+            let want = f.entries.iter().filter(|e| e.references.contains(&p));
+            same_set(reply(c, q).await?, want.map(|e| f.sd.display(&e.path)).collect())?
+        }
         Q::QueryValidDerivers(q) => paths(f, reply(c, q).await?)?,
         Q::QueryDerivationOutputs(q) => paths(f, reply(c, q).await?)?,
         Q::QueryDerivationOutputNames(q) => drop(reply(c, q).await?),
@@ -344,12 +388,7 @@ async fn body(f: &Fixture, c: &mut Client, req: &AnyRequest) -> Result<(), Strin
                 opt_path(f, p)?;
             }
         }
-        Q::QueryMissing(q) => {
-            let m = reply(c, q).await?;
-            paths(f, m.will_build)?;
-            paths(f, m.will_substitute)?;
-            paths(f, m.unknown)?;
-        }
+        Q::QueryMissing(q) => missing(f, reply(c, q).await?, q)?,
         // From 1.31 a set of realisations as JSON, before a set of paths.
         Q::QueryRealisation(q) => {
             let r = reply(c, q).await?;
@@ -405,6 +444,80 @@ fn is_write(req: &AnyRequest) -> bool {
             | Q::ImportPaths(_)
             | Q::ExportPath(_)
     )
+}
+
+/// Whether the fixture answers `req` without an error: every path it names
+/// parses (QueryReferences: and is indexed). Ops not listed: not judged.
+fn answerable(f: &Fixture, req: &AnyRequest) -> bool {
+    use AnyRequest as Q;
+    let parses = |p: &String| f.sd.parse(p).is_ok();
+    match req {
+        Q::IsValidPath(q) => parses(&q.path),
+        Q::QueryValidPaths(q) => q.paths.iter().all(parses),
+        Q::QueryReferrers(q) => parses(&q.path),
+        Q::QueryReferences(q) => f.sd.parse(&q.path).is_ok_and(|p| f.indexed(&p).is_some()),
+        Q::QueryMissing(q) => q
+            .targets
+            .iter()
+            .all(|t| parses(&t.split('!').next().unwrap_or(t).to_owned())),
+        _ => false,
+    }
+}
+
+/// `got` holds each path of `want` once, and nothing else (valid paths).
+fn same_set(got: Vec<String>, want: Vec<String>) -> Result<(), String> {
+    let want: std::collections::BTreeSet<String> = want.into_iter().collect();
+    let mut sorted = got.clone();
+    sorted.sort();
+    sorted.dedup();
+    if sorted.len() != got.len() || sorted.iter().ne(want.iter()) {
+        return Err(format!("answered {got:?}, the fixture says {want:?}"));
+    }
+    Ok(())
+}
+
+/// Is derived path `t` present in the fixture (as Nix's QueryMissing
+/// judges it: a path is valid; `drv!outs` has each named output valid,
+/// and has every name asked for; below 1.30 a bare `.drv` means `drv!*`)?
+fn present(f: &Fixture, t: &str, bare_drv_means_outputs: bool) -> Result<bool, String> {
+    let (base, wanted) = match t.split_once('!') {
+        Some((b, o)) => (b, Some(o)),
+        None => (t, None),
+    };
+    let p = valid_path(f, base)?;
+    let wanted = match wanted {
+        Some(o) => o,
+        None if bare_drv_means_outputs && p.base_name().ends_with(".drv") => "*",
+        None => return Ok(f.indexed(&p).is_some()),
+    };
+    let Some(outs) = f.outputs(&p) else { return Ok(false) };
+    let wanted: Vec<&str> = wanted.split(',').collect();
+    let asked = |n: &str| wanted.contains(&"*") || wanted.contains(&n);
+    let all_valid = outs
+        .iter()
+        .filter(|(n, _)| asked(n))
+        .all(|(_, o)| f.indexed(o).is_some());
+    Ok(all_valid && wanted.iter().all(|w| *w == "*" || outs.iter().any(|(n, _)| n == w)))
+}
+
+/// QueryMissing: nothing to build or substitute, no sizes, and as unknown
+/// exactly the base paths of the targets the fixture lacks.
+fn missing(
+    f: &Fixture,
+    m: snix_lower_store::protocol::codec::Missing,
+    q: &snix_lower_store::protocol::request::QueryMissing,
+) -> Result<(), String> {
+    none(m.will_build.len() + m.will_substitute.len())?;
+    if (m.download_size, m.nar_size) != (0, 0) {
+        return Err(format!("sizes {} / {} for a lower store", m.download_size, m.nar_size));
+    }
+    let mut want = Vec::new();
+    for t in &q.targets {
+        if !present(f, t, q.bare_drv_means_outputs)? {
+            want.push(f.sd.display(&valid_path(f, t.split('!').next().unwrap_or(t))?));
+        }
+    }
+    same_set(m.unknown, want)
 }
 
 fn none(n: usize) -> Result<(), String> {

@@ -33,8 +33,11 @@
 //! absent: the directory form (`parity-ours-image/…`, `ours-image/…`) and the
 //! erofs form loop-mounted read-only (`parity-ours-erofs/…`, `ours-erofs/…`).
 //! Nothing is normalised for them: path-info JSON carries every field Nix
-//! prints. What it cannot carry is realisations, so the two realisation
-//! checks expect a clean "not realised" there, as in the gRPC flavour.
+//! prints. What it cannot carry is realisations, so there (as in the gRPC
+//! flavours) the two realisation checks compare with Nix's own daemon over
+//! the same store with its realisations removed: the client must end the
+//! same way (for an input-addressed output that is Nix's client's own
+//! `thisRealisation` assertion, with either daemon).
 
 use super::{normalize_json, same, ssh_ng_url, tree_hash};
 use crate::ctx::Ctx;
@@ -751,6 +754,9 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
     // One index, imported once, served by both of our flavours.
     let state = format!("/e2e/parity-{}-state", fs.suite);
     let mut imported: Option<std::result::Result<(), String>> = None;
+    // Nix's daemon over the fixture with its realisations removed: the
+    // baseline for flavours that have none (started when first needed).
+    let mut bare_nix: Option<std::result::Result<(Daemon, Side), String>> = None;
     for kind in flavours {
         let Some(kind) = kind else {
             for (i, c) in checks.iter().enumerate() {
@@ -818,7 +824,11 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
             report.run(&name, || {
                 let base = base_of(i)?;
                 if kind != Kind::Ours && c.name.starts_with("parity/realisation") {
-                    notes.push(has_no_realisations(fs, c, kind, &ours_side)?);
+                    let bare = bare_nix
+                        .get_or_insert_with(|| nix_without_realisations(ctx, fs, fx).map_err(|e| format!("{e:#}")))
+                        .as_ref()
+                        .map_err(|e| anyhow::anyhow!("Nix's daemon without realisations: {e}"))?;
+                    notes.push(has_no_realisations(fs, c, kind, [&bare.1, &ours_side])?);
                     return Ok(());
                 }
                 notes.extend(compare(fs, c, &base, kind, [&nix_side, &ours_side], &daemon)?);
@@ -856,30 +866,35 @@ fn image_not_applicable(fs: &Rootfs) -> Option<String> {
 
 /// snix's PathInfoService holds no realisations, and neither does an image's
 /// index (`nix path-info --json` and a registration carry none), so through
-/// the gRPC and image flavours every realisation is unknown: the client must
-/// fail for that reason (the content-addressed output is "unbuilt"; for an
-/// input-addressed one Nix's client asserts on the missing realisation),
-/// never get a wrong path or a dropped connection.
-fn has_no_realisations(fs: &Rootfs, check: &Check, kind: Kind, ours: &Side) -> Result<String> {
-    // The last is Nix 2.8's text (input-addressed outputs included).
-    const MISSING: &[&str] = &[
-        "of the unbuilt derivation",
-        "unrealised output",
-        "thisRealisation",
-        "cannot operate on an output of unbuilt content-addressed derivation",
-    ];
-    for o in run_check(fs, check, ours)? {
+/// the gRPC and image flavours every realisation is unknown. The baseline is
+/// Nix's own daemon over the same store with its realisations removed
+/// (`sides[0]`, see [`nix_without_realisations`]): the client must end the
+/// same way against both (exit code, stdout, stderr with each store URL
+/// replaced), and must fail (no realisation can be answered). One documented
+/// difference is allowed: where Nix's daemon lists a derivation under the
+/// client's "will be built" heading (QueryMissing), ours, which builds
+/// nothing, lists the same paths under "don't know how to build these
+/// paths:" (see [`query_missing_unbuilt`]).
+fn has_no_realisations(fs: &Rootfs, check: &Check, kind: Kind, sides: [&Side; 2]) -> Result<String> {
+    let base = run_check(fs, check, sides[0])?;
+    let ours = run_check(fs, check, sides[1])?;
+    for (b, o) in base.iter().zip(&ours) {
+        let what = o.desc.replace(&sides[1].unix, "<store>");
         if o.success() {
             bail!(
-                "{}: the {} flavour answered a realisation it cannot have: {}",
-                o.desc,
+                "{what}: the {} flavour answered a realisation it cannot have: {}",
                 kind.short(),
                 o.stdout()
             );
         }
-        let err = o.stderr();
-        if !MISSING.iter().any(|m| err.contains(m)) {
-            bail!("{}: failed, but not for a missing realisation: {err}", o.desc);
+        let mut b = b.clone();
+        b.stderr = as_unbuildable(&b.stderr()).into_bytes();
+        same_error(&what, [&b, o], sides)?;
+        if b.stdout != o.stdout {
+            bail!(
+                "{what}: stdout differs: {}",
+                super::first_difference(&b.stdout(), &o.stdout())
+            );
         }
     }
     let why = match kind {
@@ -888,8 +903,65 @@ fn has_no_realisations(fs: &Rootfs, check: &Check, kind: Kind, ours: &Side) -> R
         _ => "image flavour: the image's index is built from `nix path-info --json`, which carries no realisations",
     };
     Ok(format!(
-        "{why}; every output is reported as not realised (compared with Nix's daemon in the index flavour only)"
+        "{why}; the client fails exactly as against Nix's daemon over the same store without its realisations"
     ))
+}
+
+/// `stderr` with each heading of the client's QueryMissing rendering for
+/// derivations to build ("this derivation will be built:", "these 2
+/// derivations will be built:") replaced by the one for unknown paths.
+fn as_unbuildable(stderr: &str) -> String {
+    let build_heading = |l: &str| {
+        let l = strip_ansi(l);
+        l == "this derivation will be built:"
+            || l.strip_prefix("these ")
+                .and_then(|r| r.strip_suffix(" derivations will be built:"))
+                .is_some_and(|n| n.parse::<u64>().is_ok())
+    };
+    let lines: Vec<String> = stderr
+        .split('\n')
+        .map(|l| match build_heading(l) {
+            true => "don't know how to build these paths:".to_string(),
+            false => l.to_string(),
+        })
+        .collect();
+    lines.join("\n")
+}
+
+/// Starts Nix's daemon over the fixture's store objects with a copy of its
+/// database whose `Realisations` (and `RealisationsRefs`) rows are deleted;
+/// the fixture itself is not touched (`real=` points at its store, `state=`
+/// at the copy).
+fn nix_without_realisations(ctx: &Ctx, fs: &Rootfs, fx: &Fixture) -> Result<(Daemon, Side)> {
+    let root = format!("/e2e/run/parity-{}-no-realisations", fs.suite);
+    let db = fs.host_path(&format!("{root}/nix/var/nix/db"));
+    let _ = std::fs::remove_dir_all(fs.host_path(&root));
+    std::fs::create_dir_all(&db)?;
+    std::fs::create_dir_all(fs.host_path(&format!("{root}/nix/var/log/nix")))?;
+    for e in std::fs::read_dir(fs.host_path(&format!("{}/nix/var/nix/db", fx.root)))? {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            std::fs::copy(e.path(), db.join(e.file_name()))?;
+        }
+    }
+    let c = rusqlite::Connection::open(db.join("db.sqlite"))?;
+    let removed =
+        c.execute("DELETE FROM RealisationsRefs", []).unwrap_or(0) + c.execute("DELETE FROM Realisations", [])?;
+    drop(c);
+    if removed == 0 {
+        bail!("the fixture's database has no realisations to remove (was it built with ca-derivations?)");
+    }
+    let url = format!(
+        "local?store=/nix/store&state={root}/nix/var/nix&log={root}/nix/var/log/nix&real={}/nix/store",
+        fx.root
+    );
+    let socket = format!("/e2e/run/parity-{}-nix-no-realisations.sock", fs.suite);
+    let d = daemons::start_nix_url(ctx, fs, &socket, &url, &format!("{}/nix/store", fx.root))?;
+    let side = Side {
+        unix: d.url(),
+        ssh: "\u{0}no ssh-ng side".into(),
+    };
+    Ok((d, side))
 }
 
 /// Imports the fixture's Nix database into the index both our flavours serve.
@@ -994,8 +1066,11 @@ fn strip_ansi(s: &str) -> String {
 }
 
 /// QueryMissing for a derivation whose output is not in the lower store: Nix's
-/// daemon would build it, ours cannot build and (as documented) reports the
-/// output as unknown. Both answers come from the real Nix client's rendering.
+/// daemon would build it, ours cannot build and (as documented) reports it as
+/// unknown. Both answers come from the real Nix client's rendering, compared
+/// whole: Nix's is exactly one section (the "will be built" heading and its
+/// paths), ours exactly one section listing the same paths under the
+/// client's "don't know how to build" heading, and nothing else.
 fn query_missing_unbuilt(fs: &Rootfs, fx: &Fixture, nix_url: &str, ours_url: &str) -> Result<()> {
     let args = |u: &str| {
         vec![
@@ -1007,20 +1082,40 @@ fn query_missing_unbuilt(fs: &Rootfs, fx: &Fixture, nix_url: &str, ours_url: &st
             fx.unbuilt_drv.clone(),
         ]
     };
-    let nix = fs.run(&args(nix_url))?.ok()?.stderr();
-    let ours = fs.run(&args(ours_url))?.ok()?.stderr();
-    let name = "e2e-unbuilt";
-    if !nix.contains(name) {
-        bail!("baseline broken: Nix's daemon does not report {name} as missing: {nix}");
+    let nix = strip_ansi(&fs.run(&args(nix_url))?.ok()?.stderr());
+    let ours = strip_ansi(&fs.run(&args(ours_url))?.ok()?.stderr());
+    let nix_sections = sections(&nix)?;
+    let [(heading, paths)] = nix_sections.as_slice() else {
+        bail!(
+            "baseline broken: Nix's daemon answered {} sections, want one: {nix}",
+            nix_sections.len()
+        );
+    };
+    if !heading.contains("will be built") || !paths.iter().any(|p| p.contains("e2e-unbuilt")) {
+        bail!("baseline broken: Nix's daemon does not report e2e-unbuilt as to be built: {nix}");
     }
-    if !ours.contains(name) {
-        bail!("ours does not report {name} as missing at all: {ours}");
-    }
-    // The heading Nix's client prints for the daemon's willBuild set must not
-    // appear for ours (a read-only lower store builds nothing).
-    let will_build_heading = nix.lines().next().unwrap_or_default().to_string();
-    if ours.lines().any(|l| l == will_build_heading) {
-        bail!("ours claims it would build {name}: {ours}");
+    let want_heading = "don't know how to build these paths:";
+    let got = sections(&ours)?;
+    if got != [(want_heading.to_string(), paths.clone())] {
+        bail!("ours answered {got:?}; want exactly [({want_heading:?}, {paths:?})] (Nix's daemon: {nix:?})");
     }
     Ok(())
+}
+
+/// The client's rendering of QueryMissing: unindented heading lines, each
+/// followed by its indented paths (sorted here). Any other line is an error.
+fn sections(text: &str) -> Result<Vec<(String, Vec<String>)>> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+        match (line.strip_prefix("  "), out.last_mut()) {
+            (Some(p), Some((_, paths))) => paths.push(p.trim().to_string()),
+            (Some(_), None) => bail!("an indented line before any heading: {text:?}"),
+            (None, _) if line.ends_with(':') => out.push((line.to_string(), Vec::new())),
+            (None, _) => bail!("a line that is neither a heading nor a path: {line:?} in {text:?}"),
+        }
+    }
+    for (_, paths) in &mut out {
+        paths.sort();
+    }
+    Ok(out)
 }

@@ -8,10 +8,11 @@
 //! is also taken relative to the repository root, so the answer does not
 //! depend on the directory cargo runs the tests in.
 //!
-//! Invariants: with `CI=true` a missing directory fails the test with a
-//! message saying what to set; otherwise the test prints `SKIPPED` and
-//! passes. A directory that exists but lacks a file the table names always
-//! fails: the data set is incomplete, not absent.
+//! Invariants: a missing directory fails the test with a message saying
+//! what to set, unless skipping was asked for explicitly
+//! (`SNIX_ALLOW_SKIP=1`, and never under `CI=true`): only then does the test
+//! print `SKIPPED` and pass. A directory that exists but lacks a file the
+//! table names always fails: the data set is incomplete, not absent.
 
 use std::path::{Path, PathBuf};
 
@@ -123,12 +124,17 @@ fn configured_dir() -> PathBuf {
     }
 }
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
+/// The setting that lets a test skip for a missing environment.
+pub(super) const ALLOW_SKIP_ENV: &str = "SNIX_ALLOW_SKIP";
+
+/// Whether a test may skip: `SNIX_ALLOW_SKIP=1` and not `CI=true`.
+fn skip_allowed() -> bool {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    !ci && std::env::var(ALLOW_SKIP_ENV).is_ok_and(|v| v == "1")
 }
 
 /// The data directory; `None` (after a visible `SKIPPED` line) when it is
-/// missing outside CI. Panics under `CI=true`.
+/// missing and skipping is allowed ([`skip_allowed`]). Panics otherwise.
 pub(super) fn golden_dir(test: &str) -> Option<PathBuf> {
     let dir = configured_dir();
     if dir.join("worker-protocol").is_dir() {
@@ -140,8 +146,8 @@ pub(super) fn golden_dir(test: &str) -> Option<PathBuf> {
          or a Nix checkout's src/libstore-tests/data)",
         dir.display()
     );
-    if in_ci() {
-        panic!("golden test {test}: {msg}; CI=true, so this is a failure, not a skip");
+    if !skip_allowed() {
+        panic!("golden test {test}: {msg}; a failure, not a skip (set {ALLOW_SKIP_ENV}=1 to skip it outside CI)");
     }
     // Written to the process's stderr, not through `eprintln!`, which the
     // test harness captures: the skip must show in a normal `cargo test`.
