@@ -31,10 +31,6 @@ let
       registrations = [ "/nix/.snix-lower/registration" ];
     };
   };
-in
-{
-  second-store = second { };
-
   # What the nspawn boot runs: the lower store is a directory bound in place.
   second-store-bind = {
     modules = [
@@ -60,6 +56,12 @@ in
       }
     ];
   };
+in
+{
+  second-store = second { };
+
+  inherit second-store-bind;
+
   # The changed configuration booted next: other socket, mode and log level.
   second-store-bind-changed = {
     modules = [
@@ -124,6 +126,25 @@ in
           experimental-features = [ "nix-command" ];
           sandbox = false;
           build-users-group = "";
+        };
+      }
+    ];
+  };
+
+  # The switch part's lower change (issue 21 part 1): from -lower-a to
+  # -lower-b only lower.device changes, to a second lower directory the
+  # nspawn boot binds in from the start; broken paths are invalidated.
+  second-store-bind-lower-a = {
+    modules = second-store-bind.modules ++ [
+      { services.snix-lower-store.lower.onBrokenPaths = "invalidate"; }
+    ];
+  };
+  second-store-bind-lower-b = {
+    modules = second-store-bind.modules ++ [
+      {
+        services.snix-lower-store.lower = {
+          onBrokenPaths = "invalidate";
+          device = lib.mkForce "/srv/lower-image-b";
         };
       }
     ];
