@@ -1281,68 +1281,59 @@ in
         environment = commonEnvironment // {
           SNIX_LOWER_STORE_LOG_TARGET = "stderr";
         };
-        serviceConfig = environmentFiles // {
-          Type = "oneshot";
-          RemainAfterExit = true;
-          SyslogIdentifier = reconcileUnitName;
-          # Root (it writes Nix's database and deletes from the upper
-          # layer through the merged store), with only those writable.
-          ExecStartPre = "+${coreutil "mkdir"} -p -m 0755 ${
-            utils.escapeSystemdExecArgs [
-              nixVarDir
-              nixStateDir
+        # The shared sandbox but for what root's work here needs: its own
+        # home view, file capabilities, no IPC/device/W^X limits Nix's
+        # delete would trip over.
+        serviceConfig =
+          removeAttrs sandbox [
+            "ProtectProc"
+            "ProcSubset"
+            "AmbientCapabilities"
+            "MemoryDenyWriteExecute"
+            "RemoveIPC"
+            "DevicePolicy"
+          ]
+          // environmentFiles
+          // {
+            Type = "oneshot";
+            RemainAfterExit = true;
+            SyslogIdentifier = reconcileUnitName;
+            # Root (it writes Nix's database and deletes from the upper
+            # layer through the merged store), with only those writable.
+            ExecStartPre = "+${coreutil "mkdir"} -p -m 0755 ${
+              utils.escapeSystemdExecArgs [
+                nixVarDir
+                nixStateDir
+              ]
+            }";
+            ExecStart = "${reconcile}";
+            # Each command gets its own namespace: "-" lets the one of
+            # ExecStartPre (which makes Nix's dirs) start without them, and
+            # the one of ExecStart has them writable. The index's directory:
+            # SQLite opens a WAL database (the import's) read-only only if
+            # it can create its -shm file (as root it gives it the
+            # database's owner).
+            ReadWritePaths = [
+              "-${nixVarDir}"
             ]
-          }";
-          ExecStart = "${reconcile}";
-          # Each command gets its own namespace: "-" lets the one of
-          # ExecStartPre (which makes Nix's dirs) start without them, and
-          # the one of ExecStart has them writable. The index's directory:
-          # SQLite opens a WAL database (the import's) read-only only if
-          # it can create its -shm file (as root it gives it the
-          # database's owner).
-          ReadWritePaths = [
-            "-${nixVarDir}"
-          ]
-          ++ optional (!isUnder nixVarDir nixStateDir) "-${nixStateDir}"
-          ++ [
-            cfg.overlay.mountPoint
-            cfg.overlay.upperDir
-          ]
-          ++ optional (!imageIndex) cfg.stateDir;
-          UMask = "0022";
-          ProtectSystem = "strict";
-          ProtectHome = "tmpfs";
-          PrivateTmp = true;
-          PrivateMounts = true;
-          PrivateDevices = true;
-          PrivateIPC = true;
-          PrivateNetwork = true;
-          ProtectKernelTunables = true;
-          ProtectKernelModules = true;
-          ProtectKernelLogs = true;
-          ProtectControlGroups = true;
-          ProtectClock = true;
-          ProtectHostname = true;
-          RestrictAddressFamilies = "AF_UNIX";
-          IPAddressDeny = "any";
-          NoNewPrivileges = true;
-          # Root's file access (the index in the daemon's private state
-          # directory, store paths of other owners), nothing else.
-          CapabilityBoundingSet = [
-            "CAP_CHOWN"
-            "CAP_DAC_OVERRIDE"
-            "CAP_DAC_READ_SEARCH"
-            "CAP_FOWNER"
-          ];
-          RestrictNamespaces = true;
-          RestrictRealtime = true;
-          RestrictSUIDSGID = true;
-          LockPersonality = true;
-          KeyringMode = "private";
-          SystemCallArchitectures = "native";
-          SystemCallFilter = [ "@system-service" ];
-          SystemCallErrorNumber = "EPERM";
-        };
+            ++ optional (!isUnder nixVarDir nixStateDir) "-${nixStateDir}"
+            ++ [
+              cfg.overlay.mountPoint
+              cfg.overlay.upperDir
+            ]
+            ++ optional (!imageIndex) cfg.stateDir;
+            UMask = "0022";
+            ProtectHome = "tmpfs";
+            # Root's file access (the index in the daemon's private state
+            # directory, store paths of other owners), nothing else.
+            CapabilityBoundingSet = [
+              "CAP_CHOWN"
+              "CAP_DAC_OVERRIDE"
+              "CAP_DAC_READ_SEARCH"
+              "CAP_FOWNER"
+            ];
+            SystemCallFilter = [ "@system-service" ];
+          };
       };
     }
 
