@@ -506,7 +506,7 @@ in
         mounted in the initrd (needs `boot.initrd.systemd.enable`) over a
         lower image that must hold this system's closure, as netboot images
         do; nix-daemon uses the local-overlay store. It takes effect at the
-        next boot, never on switch; see the README for the migration of an
+        next boot, never on switch; see docs/src/nixos-switch.md for the migration of an
         existing machine.
       '';
     };
