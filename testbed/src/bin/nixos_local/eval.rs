@@ -52,8 +52,25 @@ pub(crate) fn part(ctx: &mut Ctx) {
     ctx.r.info(&format!("{} README NixOS block(s)", blocks.len()));
     let mut args: Vec<&str> = vec!["nix-instantiate"];
     args.extend(NIX_STORE_ARGS);
-    args.extend(["--read-write-mode", "--eval", "--strict", "--json", "/mnt/src/tests/nixos-local/eval.nix", "-A"]);
-    args.extend(["json", "--arg", "repo", "/mnt/src", "--arg", "nixpkgs", "/mnt/nixpkgs", "--arg", "readmeBlocks"]);
+    args.extend([
+        "--read-write-mode",
+        "--eval",
+        "--strict",
+        "--json",
+        "/mnt/src/tests/nixos-local/eval.nix",
+        "-A",
+    ]);
+    args.extend([
+        "json",
+        "--arg",
+        "repo",
+        "/mnt/src",
+        "--arg",
+        "nixpkgs",
+        "/mnt/nixpkgs",
+        "--arg",
+        "readmeBlocks",
+    ]);
     args.push(&list);
     let o = run(&mut in_rootfs(ctx, "trixie", &args));
     let _ = fs::write(ctx.t.join("eval.json"), &o.stdout);
@@ -65,7 +82,10 @@ pub(crate) fn part(ctx: &mut Ctx) {
     let r: Value = match serde_json::from_str(&o.stdout) {
         Ok(v) => v,
         Err(e) => {
-            ctx.r.fail("eval: no check reported", &format!("eval.json ({e}): {}", head_chars(&o.stdout, 300)));
+            ctx.r.fail(
+                "eval: no check reported",
+                &format!("eval.json ({e}): {}", head_chars(&o.stdout, 300)),
+            );
             return;
         }
     };
@@ -90,7 +110,10 @@ fn report_checks(ctx: &mut Ctx, r: &Value, raw: &str) {
         }
     }
     if checks.is_empty() {
-        ctx.r.fail("eval: no check reported", &format!("eval.json: {}", head_chars(raw, 300)));
+        ctx.r.fail(
+            "eval: no check reported",
+            &format!("eval.json: {}", head_chars(raw, 300)),
+        );
     }
 }
 
@@ -99,7 +122,11 @@ fn report_checks(ctx: &mut Ctx, r: &Value, raw: &str) {
 fn misspelt(ctx: &mut Ctx, r: &Value, list: &str) {
     let empty = serde_json::Map::new();
     let configs = r["configs"].as_object().unwrap_or(&empty);
-    let broken: Vec<&String> = configs.iter().filter(|(_, c)| c["evaluates"] != Value::Bool(true)).map(|(n, _)| n).collect();
+    let broken: Vec<&String> = configs
+        .iter()
+        .filter(|(_, c)| c["evaluates"] != Value::Bool(true))
+        .map(|(n, _)| n)
+        .collect();
     for name in broken {
         let err = explain(ctx, name, list);
         let opt = r["misspelt"][name.as_str()].as_str().unwrap_or("");
@@ -114,7 +141,11 @@ fn misspelt(ctx: &mut Ctx, r: &Value, list: &str) {
     }
     // Every misspelt case must have been refused (checks.nix says so too).
     for (n, _) in r["misspelt"].as_object().unwrap_or(&empty) {
-        if configs.get(n).map(|c| c["evaluates"] == Value::Bool(true)).unwrap_or(false) {
+        if configs
+            .get(n)
+            .map(|c| c["evaluates"] == Value::Bool(true))
+            .unwrap_or(false)
+        {
             ctx.r.info(&format!("(misspelt option accepted: {n})"));
         }
     }

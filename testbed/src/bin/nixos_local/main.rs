@@ -75,11 +75,17 @@ impl Ctx {
         let repo = repo_dir();
         let nixpkgs = env_or("SNIX_NIXPKGS", repo.join("../shared/nixpkgs"));
         let nixpkgs = nixpkgs.canonicalize().unwrap_or(nixpkgs);
-        let pkg_target = env_or("SNIX_PACKAGE_TARGET", "/var/cache/snix-lower-store-package-target".into());
+        let pkg_target = env_or(
+            "SNIX_PACKAGE_TARGET",
+            "/var/cache/snix-lower-store-package-target".into(),
+        );
         Ctx {
             here: repo.join("tests/nixos-local"),
             bin: env_or("SNIX_LOWER_STORE_BIN", repo.join("target/release/snix-lower-store")),
-            rootfs_cache: env_or("SNIX_LOWER_STORE_ROOTFS_CACHE", "/var/cache/snix-lower-store/rootfs".into()),
+            rootfs_cache: env_or(
+                "SNIX_LOWER_STORE_ROOTFS_CACHE",
+                "/var/cache/snix-lower-store/rootfs".into(),
+            ),
             vendor: env_or("SNIX_CARGO_VENDOR", "/var/cache/snix-lower-store-vendor".into()),
             pkg_bin: pkg_target.join(format!("{}/release/snix-lower-store", package::RUST_TARGET)),
             pkg_target,
@@ -108,7 +114,10 @@ impl Ctx {
         match serde_json::from_str(&text) {
             Ok(v) if !text.is_empty() => Some(v),
             _ => {
-                self.r.fail(&format!("{what}: needs the eval part's result"), "run the eval part too");
+                self.r.fail(
+                    &format!("{what}: needs the eval part's result"),
+                    "run the eval part too",
+                );
                 None
             }
         }
@@ -128,26 +137,38 @@ impl Ctx {
 fn prereqs(ctx: &mut Ctx) -> bool {
     let uid = proc::run(&mut proc::cmd(&["id", "-u"])).out();
     if uid != "0" {
-        ctx.r.skip_or_fail("prerequisites", "must run as root (unshare, chroot, systemd-nspawn)");
+        ctx.r
+            .skip_or_fail("prerequisites", "must run as root (unshare, chroot, systemd-nspawn)");
         return false;
     }
     let mut ok = true;
     for r in ["trixie", "sid"] {
         if !ctx.rootfs_cache.join(r).join(".snix-lower-store-ready").is_file() {
-            let why = format!("{} not provisioned (.ci/provision-nix-rootfs)", ctx.rootfs_cache.join(r).display());
+            let why = format!(
+                "{} not provisioned (.ci/provision-nix-rootfs)",
+                ctx.rootfs_cache.join(r).display()
+            );
             ctx.r.skip_or_fail("prerequisites", &why);
             ok = false;
         }
     }
     if !ctx.nixpkgs.join("lib/default.nix").is_file() || !ctx.nixpkgs.join("nixos/lib/systemd-lib.nix").is_file() {
-        let why = format!("no nixpkgs lib/ and nixos/lib/ at {} (set SNIX_NIXPKGS)", ctx.nixpkgs.display());
+        let why = format!(
+            "no nixpkgs lib/ and nixos/lib/ at {} (set SNIX_NIXPKGS)",
+            ctx.nixpkgs.display()
+        );
         ctx.r.skip_or_fail("prerequisites", &why);
         ok = false;
     }
     if !ok {
         return false;
     }
-    let expr = ["nix-instantiate", "--eval", "--expr", "(import /mnt/nixpkgs/lib).version"];
+    let expr = [
+        "nix-instantiate",
+        "--eval",
+        "--expr",
+        "(import /mnt/nixpkgs/lib).version",
+    ];
     let v = proc::run(&mut rootfs::in_rootfs(ctx, "trixie", &expr)).all();
     ctx.r.info(&format!("nixpkgs: {} ({v})", ctx.nixpkgs.display()));
     let t = proc::run(&mut rootfs::in_rootfs(ctx, "trixie", &["nix-instantiate", "--version"])).out();
@@ -201,11 +222,18 @@ fn main() {
         }
         _ => {}
     }
-    if let Some(bad) = args.iter().find(|a| !PARTS.contains(&a.as_str()) && !EXTRA_PARTS.contains(&a.as_str())) {
+    if let Some(bad) = args
+        .iter()
+        .find(|a| !PARTS.contains(&a.as_str()) && !EXTRA_PARTS.contains(&a.as_str()))
+    {
         eprintln!("FAIL usage: unknown part {bad}\n{}", usage());
         std::process::exit(2);
     }
-    let parts: Vec<String> = if args.is_empty() { PARTS.iter().map(|p| p.to_string()).collect() } else { args };
+    let parts: Vec<String> = if args.is_empty() {
+        PARTS.iter().map(|p| p.to_string()).collect()
+    } else {
+        args
+    };
     let t = match scratch() {
         Ok(t) => t,
         Err(e) => {
@@ -214,7 +242,11 @@ fn main() {
         }
     };
     let mut ctx = Ctx::new(t);
-    let code = if prereqs(&mut ctx) { run_parts(&mut ctx, &parts) } else { ctx.r.summary() };
+    let code = if prereqs(&mut ctx) {
+        run_parts(&mut ctx, &parts)
+    } else {
+        ctx.r.summary()
+    };
     cleanup(&ctx, code);
     std::process::exit(code);
 }

@@ -65,8 +65,16 @@ fn layout(ctx: &Ctx, spec: &BootSpec) -> (PathBuf, Vec<String>) {
     let sd = root.join("../systemd-system");
     fresh_dir(&sd);
     let rootfs = ctx.rootfs_cache.join(spec.rootfs);
-    cp(&["-a", &format!("{}/etc/systemd/system/.", s(&rootfs)), &format!("{}/", s(&sd))]);
-    cp(&["-a", &format!("{}/etc/systemd/system/.", s(root)), &format!("{}/", s(&sd))]);
+    cp(&[
+        "-a",
+        &format!("{}/etc/systemd/system/.", s(&rootfs)),
+        &format!("{}/", s(&sd)),
+    ]);
+    cp(&[
+        "-a",
+        &format!("{}/etc/systemd/system/.", s(root)),
+        &format!("{}/", s(&sd)),
+    ]);
     write_fstab_container(&root.join("etc/fstab"), &root.join("etc/fstab.container"));
     let mut binds = vec![];
     for p in glob_dir(&root.join("nix/store")) {
@@ -85,7 +93,7 @@ pub(crate) fn write_fstab_container(fstab: &Path, out: &Path) {
     let text = fs::read_to_string(fstab).unwrap_or_default();
     let kept: String = text
         .lines()
-        .filter(|l| l.split_once(' ').map_or(true, |(_, rest)| !rest.starts_with("/ ")))
+        .filter(|l| !matches!(l.split_once(' '), Some((_, rest)) if rest.starts_with("/ ")))
         .map(|l| format!("{l}\n"))
         .collect();
     let _ = fs::write(out, kept);
@@ -99,9 +107,21 @@ impl Container {
         let machine = format!("snixnl-{}-{}", std::process::id(), ctx.boots);
         let log = ctx.t.join(format!("nspawn-{}.log", spec.rootfs));
         let mut c = Command::new("systemd-nspawn");
-        c.args(["--boot", "--quiet", "-D", s(&ctx.rootfs_cache.join(spec.rootfs)), "--volatile=overlay"]);
-        c.args(["--register=no", "--keep-unit", &format!("--machine={machine}"), "--private-network"]);
-        c.arg("--console=pipe").arg(format!("--bind-ro={}:/etc/systemd/system", s(&sd)));
+        c.args([
+            "--boot",
+            "--quiet",
+            "-D",
+            s(&ctx.rootfs_cache.join(spec.rootfs)),
+            "--volatile=overlay",
+        ]);
+        c.args([
+            "--register=no",
+            "--keep-unit",
+            &format!("--machine={machine}"),
+            "--private-network",
+        ]);
+        c.arg("--console=pipe")
+            .arg(format!("--bind-ro={}:/etc/systemd/system", s(&sd)));
         c.arg(format!("--bind-ro={}/etc/fstab.container:/etc/fstab", s(spec.root)));
         c.arg(format!("--bind-ro={}:/srv/lower-image", s(spec.lower)));
         c.arg(format!("--bind={}:/var/lib/snix-overlay", s(spec.overlay_root)));
@@ -110,8 +130,14 @@ impl Container {
         let out = fs::File::create(&log).ok();
         let err = out.as_ref().and_then(|f| f.try_clone().ok());
         c.stdin(Stdio::null());
-        c.stdout(out.map_or_else(Stdio::null, Stdio::from)).stderr(err.map_or_else(Stdio::null, Stdio::from));
-        let mut ct = Container { child: None, leader: None, machine, state: String::new() };
+        c.stdout(out.map_or_else(Stdio::null, Stdio::from))
+            .stderr(err.map_or_else(Stdio::null, Stdio::from));
+        let mut ct = Container {
+            child: None,
+            leader: None,
+            machine,
+            state: String::new(),
+        };
         match c.spawn() {
             Ok(child) => ct.child = Some(child),
             Err(e) => {
@@ -121,7 +147,10 @@ impl Container {
         }
         ct.leader = ct.find_leader();
         if ct.leader.is_none() {
-            ct.state = format!("no PID 1 in the container: {}", tail(&fs::read_to_string(&log).unwrap_or_default(), 5));
+            ct.state = format!(
+                "no PID 1 in the container: {}",
+                tail(&fs::read_to_string(&log).unwrap_or_default(), 5)
+            );
             return ct;
         }
         ct.wait_running();
@@ -165,7 +194,20 @@ impl Container {
     /// `args` in all of the container's namespaces, clean environment.
     pub(crate) fn in_c_cmd<S: AsRef<str>>(&self, secs: u32, args: &[S]) -> Command {
         let leader = self.leader.unwrap_or(0).to_string();
-        let mut c = timeout(secs, &["nsenter", "-t", &leader, "-a", "env", "-i", PATH, "HOME=/root", "LANG=C.UTF-8"]);
+        let mut c = timeout(
+            secs,
+            &[
+                "nsenter",
+                "-t",
+                &leader,
+                "-a",
+                "env",
+                "-i",
+                PATH,
+                "HOME=/root",
+                "LANG=C.UTF-8",
+            ],
+        );
         c.args(args.iter().map(|a| a.as_ref()));
         c
     }
@@ -192,7 +234,16 @@ impl Container {
         }
         let leader = self.leader.unwrap_or(0).to_string();
         let mut c = timeout(120, &["nsenter", "-t", &leader, "-m", "--", "env", "-i"]);
-        c.args(["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "unshare", "-m", "--", "sh", "-ec", SID_SCRIPT]);
+        c.args([
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG=C.UTF-8",
+            "unshare",
+            "-m",
+            "--",
+            "sh",
+            "-ec",
+            SID_SCRIPT,
+        ]);
         c.arg("nixc").args(args.iter().map(|a| a.as_ref()));
         run(&mut c)
     }
@@ -204,7 +255,12 @@ impl Container {
 
     /// The last lines of the journal of `unit` in this boot, on one line.
     pub(crate) fn journal(&self, unit: &str, n: usize) -> String {
-        crate::proc::tail1(&self.in_c(60, &["journalctl", "-b", "-u", unit, "--no-pager", "-o", "cat"]).stdout, n)
+        crate::proc::tail1(
+            &self
+                .in_c(60, &["journalctl", "-b", "-u", unit, "--no-pager", "-o", "cat"])
+                .stdout,
+            n,
+        )
     }
 
     /// Stops the container (SIGTERM, then SIGKILL after 20 s).
@@ -239,9 +295,14 @@ impl Drop for Container {
 fn children(pid: u32) -> Vec<u32> {
     let mut v = vec![];
     for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         let stat = fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-        let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)).and_then(|x| x.parse().ok());
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1))
+            .and_then(|x| x.parse().ok());
         if ppid == Some(pid) {
             v.push(p);
         }

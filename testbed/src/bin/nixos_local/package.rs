@@ -40,12 +40,16 @@ in {
 }"#;
 
 fn strs(v: &Value) -> Vec<String> {
-    v.as_array().map(|a| a.iter().map(|x| x.as_str().unwrap_or("").to_string()).collect()).unwrap_or_default()
+    v.as_array()
+        .map(|a| a.iter().map(|x| x.as_str().unwrap_or("").to_string()).collect())
+        .unwrap_or_default()
 }
 
 /// cargoBuildHook's and cargoCheckHook's flags, doCheck, the derivation's env.
 pub(crate) fn flags(a: &Value) -> (Vec<String>, Vec<String>, bool, Vec<String>) {
-    let common: Vec<String> = ["-j", "2", "--target", RUST_TARGET, "--offline", "--locked"].map(String::from).to_vec();
+    let common: Vec<String> = ["-j", "2", "--target", RUST_TARGET, "--offline", "--locked"]
+        .map(String::from)
+        .to_vec();
     let mut build = common.clone();
     let bt = a["buildType"].as_str().unwrap_or("release");
     if bt != "debug" {
@@ -69,7 +73,11 @@ pub(crate) fn flags(a: &Value) -> (Vec<String>, Vec<String>, bool, Vec<String>) 
     test.extend(strs(&a["checkFlags"]));
     let env: Vec<String> = a["env"]
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().map_or(v.to_string(), String::from))).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().map_or(v.to_string(), String::from)))
+                .collect()
+        })
         .unwrap_or_default();
     (build, test, a["doCheck"] != Value::Bool(false), env)
 }
@@ -82,7 +90,10 @@ pub(crate) fn part(ctx: &mut Ctx) {
     let target = &ctx.pkg_target;
     let owner = run(&mut cmd(&["stat", "-c", "%U", s(target)])).out();
     if target.exists() && owner != "nobody" {
-        let why = format!("{} is not owned by nobody; remove it (it must never hold root-built files)", target.display());
+        let why = format!(
+            "{} is not owned by nobody; remove it (it must never hold root-built files)",
+            target.display()
+        );
         ctx.r.fail("1 package: target dir", &why);
         return;
     }
@@ -108,7 +119,10 @@ fn source_set(ctx: &mut Ctx) -> Option<Value> {
         }
     };
     let src = a["src"].as_str().unwrap_or("").to_string();
-    let base = Path::new(&src).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let base = Path::new(&src)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let parent = format!("{}-src", s(&ctx.pkg_target));
     let srcdir = format!("{parent}/{base}");
     if !Path::new(&srcdir).is_dir() {
@@ -124,7 +138,8 @@ fn source_set(ctx: &mut Ctx) -> Option<Value> {
     let files = run(&mut cmd(&["find", &srcdir, "-type", "f"])).stdout.lines().count();
     let top: String = glob_dir(Path::new(&srcdir)).iter().map(|n| format!("{n} ")).collect();
     let detail = format!("{src}: {files} files, top level: {top}");
-    ctx.r.pass("1 package: source set evaluated and copied out of the store", &detail);
+    ctx.r
+        .pass("1 package: source set evaluated and copied out of the store", &detail);
     a["srcdir"] = Value::String(srcdir);
     Some(a)
 }
@@ -142,7 +157,8 @@ fn vendor(ctx: &mut Ctx) -> bool {
         let mut c = cmd(&["cargo", "vendor", "--locked", "--versioned-dirs", s(&ctx.vendor)]);
         let o = run(c.current_dir(&ctx.repo));
         if !o.ok {
-            ctx.r.fail("1 package: cargo vendor for Cargo.lock", &tail1(&o.stderr, 3));
+            ctx.r
+                .fail("1 package: cargo vendor for Cargo.lock", &tail1(&o.stderr, 3));
             return false;
         }
         let _ = fs::write(&stamp, format!("{hash}\n"));
@@ -170,27 +186,48 @@ fn build_and_test(ctx: &mut Ctx, a: &Value) {
     env.extend(drv_env);
     env.push(format!("CARGO_HOME={}", s(&ctx.t.join("cargo-home"))));
     env.push(format!("CARGO_TARGET_DIR={}", s(&ctx.pkg_target)));
-    env.extend(["CARGO_PROFILE_RELEASE_STRIP=false".into(), "CARGO_BUILD_INCREMENTAL=false".into()]);
+    env.extend([
+        "CARGO_PROFILE_RELEASE_STRIP=false".into(),
+        "CARGO_BUILD_INCREMENTAL=false".into(),
+    ]);
     let (bf, tf) = (build.join(" "), test.join(" "));
     let log = ctx.t.join("package-build.log");
     let t0 = Instant::now();
-    let args: Vec<String> = env.iter().cloned().chain(["cargo".into(), "build".into()]).chain(build).collect();
+    let args: Vec<String> = env
+        .iter()
+        .cloned()
+        .chain(["cargo".into(), "build".into()])
+        .chain(build)
+        .collect();
     if run_logged(as_builder(Path::new(&sysroot), &args).current_dir(&srcdir), &log) {
         let name = format!("1 package: cargo build {bf} (not root, no network, HOME=/homeless-shelter)");
         ctx.r.pass(&name, &format!("{}s", t0.elapsed().as_secs()));
     } else {
         let text = fs::read_to_string(&log).unwrap_or_default();
-        let errs: Vec<&str> = text.lines().filter(|l| l.starts_with("error") || l.starts_with("warning: unused")).collect();
-        ctx.r.fail(&format!("1 package: cargo build {bf}"), &format!("{} {}", oneline(&head(&errs.join("\n"), 3)), tail1(&text, 3)));
+        let errs: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("error") || l.starts_with("warning: unused"))
+            .collect();
+        ctx.r.fail(
+            &format!("1 package: cargo build {bf}"),
+            &format!("{} {}", oneline(&head(&errs.join("\n"), 3)), tail1(&text, 3)),
+        );
         return;
     }
     if !do_check {
-        ctx.r.fail("1 package: checkPhase", "doCheck is false: the package's tests never run");
+        ctx.r.fail(
+            "1 package: checkPhase",
+            "doCheck is false: the package's tests never run",
+        );
         return;
     }
     let log = ctx.t.join("package-test.log");
     let t0 = Instant::now();
-    let args: Vec<String> = env.into_iter().chain(["cargo".into(), "test".into()]).chain(test).collect();
+    let args: Vec<String> = env
+        .into_iter()
+        .chain(["cargo".into(), "test".into()])
+        .chain(test)
+        .collect();
     let ok = run_logged(as_builder(Path::new(&sysroot), &args).current_dir(&srcdir), &log);
     let text = fs::read_to_string(&log).unwrap_or_default();
     if ok {
@@ -200,9 +237,16 @@ fn build_and_test(ctx: &mut Ctx, a: &Value) {
     } else {
         let errs: Vec<&str> = text
             .lines()
-            .filter(|l| (l.starts_with("test ") && l.contains(" FAILED")) || l.starts_with("error") || l.starts_with("failures:"))
+            .filter(|l| {
+                (l.starts_with("test ") && l.contains(" FAILED"))
+                    || l.starts_with("error")
+                    || l.starts_with("failures:")
+            })
             .collect();
-        ctx.r.fail(&format!("1 package: cargo test {tf}"), &format!("{} {}", oneline(&head(&errs.join("\n"), 5)), tail1(&text, 3)));
+        ctx.r.fail(
+            &format!("1 package: cargo test {tf}"),
+            &format!("{} {}", oneline(&head(&errs.join("\n"), 5)), tail1(&text, 3)),
+        );
     }
 }
 
@@ -231,6 +275,9 @@ mod tests {
         assert!(t.join(" ").ends_with("--profile release -- --test-threads=2 --skip b"));
         assert!(check);
         assert_eq!(env, ["K=v"]);
-        assert_eq!(test_totals("test result: ok. 5 passed; 1 failed;\ntest result: ok. 2 passed; 0 failed;"), (7, 1));
+        assert_eq!(
+            test_totals("test result: ok. 5 passed; 1 failed;\ntest result: ok. 2 passed; 0 failed;"),
+            (7, 1)
+        );
     }
 }

@@ -46,6 +46,11 @@ pub(crate) fn timeout<S: AsRef<std::ffi::OsStr>>(secs: u32, args: &[S]) -> Comma
     c
 }
 
+/// The words of `base` followed by `rest` (a command line without quoting).
+pub(crate) fn argv<'a>(base: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    base.split_whitespace().chain(rest.iter().copied()).collect()
+}
+
 /// Runs `c` to its end, capturing stdout and stderr.
 pub(crate) fn run(c: &mut Command) -> Out {
     match c.stdin(Stdio::null()).output() {
@@ -54,7 +59,11 @@ pub(crate) fn run(c: &mut Command) -> Out {
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
         },
-        Err(e) => Out { ok: false, stdout: String::new(), stderr: format!("cannot run {c:?}: {e}") },
+        Err(e) => Out {
+            ok: false,
+            stdout: String::new(),
+            stderr: format!("cannot run {c:?}: {e}"),
+        },
     }
 }
 
@@ -74,10 +83,20 @@ pub(crate) fn run_logged(c: &mut Command, log: &Path) -> bool {
 
 /// `producer | consumer`; the consumer's output is returned.
 pub(crate) fn pipe(producer: &mut Command, consumer: &mut Command) -> Out {
-    let child = producer.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn();
+    let child = producer
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn();
     let mut child = match child {
         Ok(c) => c,
-        Err(e) => return Out { ok: false, stdout: String::new(), stderr: format!("cannot run {producer:?}: {e}") },
+        Err(e) => {
+            return Out {
+                ok: false,
+                stdout: String::new(),
+                stderr: format!("cannot run {producer:?}: {e}"),
+            }
+        }
     };
     let stdin = child.stdout.take().map(Stdio::from).unwrap_or_else(Stdio::null);
     let out = match consumer.stdin(stdin).output() {
@@ -86,10 +105,17 @@ pub(crate) fn pipe(producer: &mut Command, consumer: &mut Command) -> Out {
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
         },
-        Err(e) => Out { ok: false, stdout: String::new(), stderr: format!("cannot run {consumer:?}: {e}") },
+        Err(e) => Out {
+            ok: false,
+            stdout: String::new(),
+            stderr: format!("cannot run {consumer:?}: {e}"),
+        },
     };
     let produced = child.wait().map(|s| s.success()).unwrap_or(false);
-    Out { ok: out.ok && produced, ..out }
+    Out {
+        ok: out.ok && produced,
+        ..out
+    }
 }
 
 /// The last `n` lines of `s`.
@@ -120,7 +146,9 @@ pub(crate) fn last_word(s: &str) -> String {
 
 /// Every character but A-Za-z0-9 as `_` (the shell's `tr -c 'A-Za-z0-9\n' '_'`).
 pub(crate) fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }
 
 /// The shell's `[[ $text == pattern ]]` for patterns with `*` only.
@@ -145,7 +173,9 @@ pub(crate) fn glob(pattern: &str, text: &str) -> bool {
 
 /// Whether `p` is an executable file.
 pub(crate) fn is_exec(p: &Path) -> bool {
-    fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// `command -v NAME`: the first executable NAME on PATH.
@@ -157,7 +187,11 @@ pub(crate) fn which(name: &str) -> Option<PathBuf> {
 /// The names in directory `d` (not starting with '.'), sorted: the shell's `d/*`.
 pub(crate) fn glob_dir(d: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(d)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     v.retain(|n| !n.starts_with('.'));
     v.sort();

@@ -20,7 +20,12 @@ use crate::Ctx;
 
 /// Lays out configuration `name` under `root` (mode verify or boot).
 pub(crate) fn render_config(ctx: &Ctx, name: &str, root: &Path, mode: &str) -> Out {
-    let (py, eval, store, bin) = (ctx.here.join("render.py"), ctx.t.join("eval.json"), ctx.t.join("nixroot"), ctx.unit_bin());
+    let (py, eval, store, bin) = (
+        ctx.here.join("render.py"),
+        ctx.t.join("eval.json"),
+        ctx.t.join("nixroot"),
+        ctx.unit_bin(),
+    );
     let mut c = cmd(&["python3", s(&py), s(&eval), name, s(root), mode, s(&store), s(&bin)]);
     c.env("REPO", &ctx.repo);
     run(&mut c)
@@ -33,7 +38,10 @@ fn pylist(v: &[String]) -> String {
 }
 
 fn strings(e: &Value, key: &str) -> Vec<String> {
-    e[key].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default()
+    e[key]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+        .unwrap_or_default()
 }
 
 /// What of the package's defaults stays in effective unit `e` (render.py
@@ -42,18 +50,29 @@ pub(crate) fn leaked_defaults(e: &Value, own: &str) -> Vec<String> {
     let mut bad = vec![];
     let env_file = strings(e, "EnvironmentFile");
     if env_file.iter().any(|v| v.contains("/etc/snix-lower-store/env")) {
-        bad.push(format!("EnvironmentFile={} (the package default) overrides the module Environment=", pylist(&env_file)));
+        bad.push(format!(
+            "EnvironmentFile={} (the package default) overrides the module Environment=",
+            pylist(&env_file)
+        ));
     }
     let default = "/srv/lower/nix/store";
     let leaks = default != own;
     let rmf = strings(e, "RequiresMountsFor");
     if leaks && rmf.iter().any(|v| v.split_whitespace().any(|w| w == default)) {
-        bad.push(format!("RequiresMountsFor={} keeps the package default lower dir", pylist(&rmf)));
+        bad.push(format!(
+            "RequiresMountsFor={} keeps the package default lower dir",
+            pylist(&rmf)
+        ));
     }
-    let lower: Vec<String> =
-        strings(e, "Environment").into_iter().filter(|v| v.contains("SNIX_LOWER_STORE_LOWER_DIR=")).collect();
+    let lower: Vec<String> = strings(e, "Environment")
+        .into_iter()
+        .filter(|v| v.contains("SNIX_LOWER_STORE_LOWER_DIR="))
+        .collect();
     if leaks && lower.last().is_some_and(|l| l.contains(default)) {
-        bad.push(format!("the lower dir in effect is the package default: {}", lower[lower.len() - 1]));
+        bad.push(format!(
+            "the lower dir in effect is the package default: {}",
+            lower[lower.len() - 1]
+        ));
     }
     let exec = strings(e, "ExecStart");
     if exec.iter().any(|v| v.contains("/usr/local")) {
@@ -65,23 +84,41 @@ pub(crate) fn leaked_defaults(e: &Value, own: &str) -> Vec<String> {
 /// Issue 12, 9: over the package's unit, nothing of its non-NixOS defaults
 /// stays in effect (systemd's rules: lists grow, an empty value resets).
 fn check_effective(ctx: &mut Ctx, ev: &Value, name: &str, root: &Path, unit: &str) {
-    let own = ev["configs"][name]["snix"]["lowerStoreDir"].as_str().unwrap_or("").to_string();
+    let own = ev["configs"][name]["snix"]["lowerStoreDir"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     let unit_path = root.join("etc/systemd/system").join(unit);
-    let rel = run(&mut cmd(&["realpath", "-m", &format!("--relative-to={}", s(root)), s(&unit_path)])).out();
+    let rel = run(&mut cmd(&[
+        "realpath",
+        "-m",
+        &format!("--relative-to={}", s(root)),
+        s(&unit_path),
+    ]))
+    .out();
     let base = format!("/{}", rel.trim_start_matches('/'));
     let dropins: Vec<String> = glob_dir(&root.join(format!("etc/systemd/system/{unit}.d")))
         .into_iter()
         .filter(|n| n.ends_with(".conf"))
         .map(|n| format!("{}/etc/systemd/system/{unit}.d/{n}", s(root)))
         .collect();
-    let mut c = cmd(&["python3", s(&ctx.here.join("render.py")), "effective", &format!("{}{base}", s(root))]);
+    let mut c = cmd(&[
+        "python3",
+        s(&ctx.here.join("render.py")),
+        "effective",
+        &format!("{}{base}", s(root)),
+    ]);
     let eff = run(c.args(&dropins));
     let check = format!("9 render {name}: {unit} keeps none of the package's non-NixOS defaults");
     let bad = match serde_json::from_str::<Value>(&eff.stdout) {
         Ok(e) => leaked_defaults(&e, &own),
         Err(e) => vec![format!("render.py effective: {e}: {}", eff.all())],
     };
-    let how = if base == format!("/etc/systemd/system/{unit}") { "whole unit from the module" } else { "package unit + drop-in" };
+    let how = if base == format!("/etc/systemd/system/{unit}") {
+        "whole unit from the module"
+    } else {
+        "package unit + drop-in"
+    };
     ctx.r.check(bad.is_empty(), &check, how, &bad.join("; "));
 }
 
@@ -116,7 +153,10 @@ fn host_systemd(ctx: &Ctx, root: &Path) {
 
 /// `systemd-analyze verify` of `units` in `root`: Ok when it exits 0 silently.
 fn verify(root: &Path, units: &[String]) -> Result<(), String> {
-    let mut c = timeout(120, &["systemd-analyze", "verify", "--man=no", &format!("--root={}", s(root))]);
+    let mut c = timeout(
+        120,
+        &["systemd-analyze", "verify", "--man=no", &format!("--root={}", s(root))],
+    );
     let o = run(c.args(units));
     let out = o.all();
     if o.ok && out.is_empty() {
@@ -128,18 +168,26 @@ fn verify(root: &Path, units: &[String]) -> Result<(), String> {
 
 /// The unit names in `dir` with one of `suffixes`, sorted.
 fn units_in(dir: &Path, suffixes: &[&str]) -> Vec<String> {
-    glob_dir(dir).into_iter().filter(|n| suffixes.iter().any(|x| n.ends_with(x))).collect()
+    glob_dir(dir)
+        .into_iter()
+        .filter(|n| suffixes.iter().any(|x| n.ends_with(x)))
+        .collect()
 }
 
 pub(crate) fn part(ctx: &mut Ctx) {
     let Some(ev) = ctx.eval_json("render") else { return };
     if !crate::proc::is_exec(&ctx.unit_bin()) {
-        let why = format!("no binary: {} (package part) nor {}", ctx.pkg_bin.display(), ctx.bin.display());
+        let why = format!(
+            "no binary: {} (package part) nor {}",
+            ctx.pkg_bin.display(),
+            ctx.bin.display()
+        );
         ctx.r.skip_or_fail("render", &why);
         return;
     }
     let (names, dups) = distinct_configs(&ev);
-    ctx.r.info(&format!("{dups} configuration(s) render the same units as another one"));
+    ctx.r
+        .info(&format!("{dups} configuration(s) render the same units as another one"));
     let systemd = run(&mut cmd(&["systemctl", "--version"])).out();
     let systemd = head(&systemd, 1).split(' ').take(2).collect::<Vec<_>>().join(" ");
     let (mut n_units, mut n_configs) = (0, 0);
@@ -150,9 +198,14 @@ pub(crate) fn part(ctx: &mut Ctx) {
         }
     }
     if n_configs == 0 {
-        ctx.r.fail("render: no configuration to render", "eval produced none with the module enabled");
+        ctx.r.fail(
+            "render: no configuration to render",
+            "eval produced none with the module enabled",
+        );
     }
-    ctx.r.info(&format!("rendered {n_configs} configurations, {n_units} units verified"));
+    ctx.r.info(&format!(
+        "rendered {n_configs} configurations, {n_units} units verified"
+    ));
     render_initrd(ctx, &ev);
 }
 
@@ -164,7 +217,8 @@ fn render_one(ctx: &mut Ctx, ev: &Value, name: &str, systemd: &str) -> Option<us
     let _ = fs::create_dir_all(&gen);
     let o = render_config(ctx, name, &root, "verify");
     if !o.ok {
-        ctx.r.fail(&format!("render {name}: lay out the units"), &tail1(&o.all(), 3));
+        ctx.r
+            .fail(&format!("render {name}: lay out the units"), &tail1(&o.all(), 3));
         return None;
     }
     for unit in ["snix-lower-store.service", "snix-lower-store.socket"] {
@@ -173,17 +227,33 @@ fn render_one(ctx: &mut Ctx, ev: &Value, name: &str, systemd: &str) -> Option<us
         }
     }
     // Mount units from the rendered /etc/fstab, by systemd's fstab generator.
-    let mut c = cmd(&["/lib/systemd/system-generators/systemd-fstab-generator", s(&gen), s(&gen), s(&gen)]);
-    c.env("SYSTEMD_FSTAB", root.join("etc/fstab")).env("SYSTEMD_LOG_LEVEL", "err");
+    let mut c = cmd(&[
+        "/lib/systemd/system-generators/systemd-fstab-generator",
+        s(&gen),
+        s(&gen),
+        s(&gen),
+    ]);
+    c.env("SYSTEMD_FSTAB", root.join("etc/fstab"))
+        .env("SYSTEMD_LOG_LEVEL", "err");
     let o = run(&mut c);
     if !o.ok {
-        ctx.r.fail(&format!("render {name}: systemd-fstab-generator on the rendered /etc/fstab"), &o.all());
+        ctx.r.fail(
+            &format!("render {name}: systemd-fstab-generator on the rendered /etc/fstab"),
+            &o.all(),
+        );
         return None;
     }
     host_systemd(ctx, &root);
     // verify does not run generators: their mount units go where it looks.
-    cp(&["-a", &format!("{}/.", s(&gen)), &format!("{}/etc/systemd/system/", s(&root))]);
-    let mut units = units_in(&root.join("etc/systemd/system"), &[".service", ".socket", ".mount", ".target"]);
+    cp(&[
+        "-a",
+        &format!("{}/.", s(&gen)),
+        &format!("{}/etc/systemd/system/", s(&root)),
+    ]);
+    let mut units = units_in(
+        &root.join("etc/systemd/system"),
+        &[".service", ".socket", ".mount", ".target"],
+    );
     units.retain(|u| u != "-.mount");
     match verify(&root, &units) {
         Ok(()) => ctx.r.pass(
@@ -216,7 +286,11 @@ fn render_initrd(ctx: &mut Ctx, ev: &Value) {
     let mut seen = BTreeSet::new();
     let mut n = 0;
     for (name, c) in ev["configs"].as_object().into_iter().flatten() {
-        let u = if c["evaluates"] == Value::Bool(true) { c.get("initrdUnits").cloned() } else { None };
+        let u = if c["evaluates"] == Value::Bool(true) {
+            c.get("initrdUnits").cloned()
+        } else {
+            None
+        };
         let u = u.unwrap_or(Value::Object(Default::default()));
         // A configuration an assertion refuses is never built.
         let refused = c["failedAssertions"].as_array().is_some_and(|a| !a.is_empty());
@@ -230,17 +304,33 @@ fn render_initrd(ctx: &mut Ctx, ev: &Value) {
         }
     }
     if n == 0 {
-        ctx.r.fail("render: no system-store configuration with initrd units", "eval produced none");
+        ctx.r.fail(
+            "render: no system-store configuration with initrd units",
+            "eval produced none",
+        );
     }
 }
 
 fn render_initrd_one(ctx: &mut Ctx, name: &str) {
     let root = ctx.t.join("render-initrd").join(sanitize(name)).join("root");
     let _ = fs::create_dir_all(root.join("usr/lib"));
-    let (py, eval, store) = (ctx.here.join("render.py"), ctx.t.join("eval.json"), ctx.t.join("nixroot"));
-    let o = run(&mut cmd(&["python3", s(&py), "initrd", s(&eval), name, s(&root), s(&store)]));
+    let (py, eval, store) = (
+        ctx.here.join("render.py"),
+        ctx.t.join("eval.json"),
+        ctx.t.join("nixroot"),
+    );
+    let o = run(&mut cmd(&[
+        "python3",
+        s(&py),
+        "initrd",
+        s(&eval),
+        name,
+        s(&root),
+        s(&store),
+    ]));
     if !o.ok {
-        ctx.r.fail(&format!("render {name}: lay out the initrd units"), &tail1(&o.all(), 3));
+        ctx.r
+            .fail(&format!("render {name}: lay out the initrd units"), &tail1(&o.all(), 3));
         return;
     }
     host_systemd(ctx, &root);
@@ -248,8 +338,10 @@ fn render_initrd_one(ctx: &mut Ctx, name: &str) {
     let mut units = units_in(&sys, &[".service", ".mount"]);
     // Targets the units name that systemd of this host does not ship: a
     // minimal stand-in each, reported.
-    let mut targets: Vec<String> =
-        units.iter().flat_map(|u| target_names(&fs::read_to_string(sys.join(u)).unwrap_or_default())).collect();
+    let mut targets: Vec<String> = units
+        .iter()
+        .flat_map(|u| target_names(&fs::read_to_string(sys.join(u)).unwrap_or_default()))
+        .collect();
     targets.sort();
     targets.dedup();
     for d in glob_dir(&sys) {
@@ -267,10 +359,16 @@ fn render_initrd_one(ctx: &mut Ctx, name: &str) {
         }
     }
     units.push("initrd-fs.target".into());
-    let stand = if stand.is_empty() { String::new() } else { format!("; stand-ins: {}", stand.join(" ")) };
+    let stand = if stand.is_empty() {
+        String::new()
+    } else {
+        format!("; stand-ins: {}", stand.join(" "))
+    };
     let check = format!("render {name}: systemd-analyze verify of the initrd units");
     match verify(&root, &units) {
-        Ok(()) => ctx.r.pass(&check, &format!("{} units: {}{stand}", units.len(), units.join(" "))),
+        Ok(()) => ctx
+            .r
+            .pass(&check, &format!("{} units: {}{stand}", units.len(), units.join(" "))),
         Err(e) => ctx.r.fail(&check, &e),
     }
 }
@@ -281,12 +379,16 @@ mod tests {
 
     #[test]
     fn targets_as_grep_finds_them() {
-        assert_eq!(target_names("After=a.target b-c.target\nWantedBy=x.targets"), ["a.target", "b-c.target", "x.target"]);
+        assert_eq!(
+            target_names("After=a.target b-c.target\nWantedBy=x.targets"),
+            ["a.target", "b-c.target", "x.target"]
+        );
     }
 
     #[test]
     fn package_defaults_are_named() {
-        let e = serde_json::json!({"EnvironmentFile": ["-/etc/snix-lower-store/env"], "ExecStart": ["/usr/local/bin/x"]});
+        let e =
+            serde_json::json!({"EnvironmentFile": ["-/etc/snix-lower-store/env"], "ExecStart": ["/usr/local/bin/x"]});
         assert_eq!(leaked_defaults(&e, "/srv/lower/nix/store").len(), 2);
         let ok = serde_json::json!({"Environment": ["SNIX_LOWER_STORE_LOWER_DIR=/srv/lower/nix/store"]});
         assert!(leaked_defaults(&ok, "/srv/lower/nix/store").is_empty());

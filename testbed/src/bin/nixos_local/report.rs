@@ -18,7 +18,14 @@ pub(crate) struct Report {
 
 impl Report {
     pub(crate) fn new(ci: bool) -> Self {
-        Report { ci, part: "prerequisites".into(), passed: 0, skipped: 0, failed: vec![], parts: vec![] }
+        Report {
+            ci,
+            part: "prerequisites".into(),
+            passed: 0,
+            skipped: 0,
+            failed: vec![],
+            parts: vec![],
+        }
     }
 
     /// Starts counting for part `name`.
@@ -104,8 +111,16 @@ impl Report {
         for (part, p, f, took) in &self.parts {
             println!("  {part:<8} {:4}s  {p} passed, {f} failed", took.as_secs());
         }
-        let skipped = if self.skipped > 0 { format!(", {} skipped", self.skipped) } else { String::new() };
-        println!("nixos-local: {} checks passed, {} failed{skipped}", self.passed, self.failed.len());
+        let skipped = if self.skipped > 0 {
+            format!(", {} skipped", self.skipped)
+        } else {
+            String::new()
+        };
+        println!(
+            "nixos-local: {} checks passed, {} failed{skipped}",
+            self.passed,
+            self.failed.len()
+        );
         if self.failed.is_empty() {
             println!("nixos-local: all passed");
             return 0;

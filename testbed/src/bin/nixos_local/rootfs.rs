@@ -19,11 +19,21 @@ use crate::proc::s;
 use crate::Ctx;
 
 /// Nix with a chroot store in scratch/nixroot (paths stay /nix/store/...).
-pub(crate) const NIX_STORE_ARGS: [&str; 8] =
-    ["--store", "local?root=/mnt/work/nixroot", "--option", "sandbox", "false", "--option", "build-users-group", ""];
+pub(crate) const NIX_STORE_ARGS: [&str; 8] = [
+    "--store",
+    "local?root=/mnt/work/nixroot",
+    "--option",
+    "sandbox",
+    "false",
+    "--option",
+    "build-users-group",
+    "",
+];
 
 fn self_exe() -> String {
-    std::env::current_exe().map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| "/proc/self/exe".into())
+    std::env::current_exe()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "/proc/self/exe".into())
 }
 
 /// `args` in root file system `name` (trixie or sid) as described above.
@@ -41,7 +51,12 @@ pub(crate) fn in_rootfs_nix<S: AsRef<str>>(ctx: &Ctx, args: &[S]) -> Command {
 fn rootfs_cmd<S: AsRef<str>>(ctx: &Ctx, name: &str, own_nix: bool, args: &[S]) -> Command {
     let mut c = Command::new("unshare");
     c.args(["-m", "--", &self_exe(), "__in-rootfs"]);
-    c.args([s(&ctx.rootfs_cache.join(name)), s(&ctx.repo), s(&ctx.nixpkgs), s(&ctx.t)]);
+    c.args([
+        s(&ctx.rootfs_cache.join(name)),
+        s(&ctx.repo),
+        s(&ctx.nixpkgs),
+        s(&ctx.t),
+    ]);
     c.arg(if own_nix { "1" } else { "0" }).arg("--");
     c.args(args.iter().map(|a| a.as_ref()));
     c
@@ -54,7 +69,10 @@ pub(crate) fn nix_version(ctx: &Ctx, name: &str) -> String {
 }
 
 fn mount(args: &[&str]) -> Result<(), String> {
-    let st = Command::new("mount").args(args).status().map_err(|e| format!("mount {args:?}: {e}"))?;
+    let st = Command::new("mount")
+        .args(args)
+        .status()
+        .map_err(|e| format!("mount {args:?}: {e}"))?;
     if st.success() {
         Ok(())
     } else {
@@ -136,7 +154,12 @@ pub(crate) fn internal_as_builder(a: &[String]) -> i32 {
     }
     let err = Command::new("setpriv")
         .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"])
-        .args(["env", "-i", "PATH=/mnt/toolchain/bin:/usr/bin:/bin", "HOME=/homeless-shelter"])
+        .args([
+            "env",
+            "-i",
+            "PATH=/mnt/toolchain/bin:/usr/bin:/bin",
+            "HOME=/homeless-shelter",
+        ])
         .args(&a[2..])
         .exec();
     eprintln!("as-builder: setpriv: {err}");

@@ -14,7 +14,7 @@ use std::path::Path;
 
 use crate::boot::{build_expr, nix_build, rot_journal};
 use crate::nspawn::{BootSpec, Container};
-use crate::proc::{cmd, fresh_dir, glob_dir, run, s, tail1, timeout};
+use crate::proc::{argv, cmd, fresh_dir, glob_dir, run, s, tail1, timeout};
 use crate::render::render_config;
 use crate::rootfs::{in_rootfs, NIX_STORE_ARGS};
 use crate::Ctx;
@@ -24,26 +24,42 @@ const RECONCILE: &str = "snix-lower-store-reconcile.service";
 pub(crate) fn part(ctx: &mut Ctx) {
     let mut args: Vec<&str> = vec!["nix-instantiate"];
     args.extend(NIX_STORE_ARGS);
-    args.extend(["--read-write-mode", "--eval", "--strict", "--json", "/mnt/src/tests/nixos-local/rotate.nix"]);
+    args.extend([
+        "--read-write-mode",
+        "--eval",
+        "--strict",
+        "--json",
+        "/mnt/src/tests/nixos-local/rotate.nix",
+    ]);
     args.extend(["--arg", "repo", "/mnt/src", "--arg", "nixpkgs", "/mnt/nixpkgs"]);
     let o = run(&mut in_rootfs(ctx, "trixie", &args));
     let json = ctx.t.join("rotate.json");
     let _ = fs::write(&json, &o.stdout);
     if !o.ok {
-        ctx.r.fail("21 rotate: evaluate tests/nixos-local/rotate.nix", &tail1(&o.stderr, 20));
+        ctx.r.fail(
+            "21 rotate: evaluate tests/nixos-local/rotate.nix",
+            &tail1(&o.stderr, 20),
+        );
         return;
     }
     let py = ctx.here.join("rotate-checks.py");
     let out = run(&mut cmd(&["python3", s(&py), s(&json), s(&ctx.t.join("nixroot"))])).all();
     if ctx.r.absorb(&out) == 0 {
-        ctx.r.fail("21 rotate: checks", if out.is_empty() { "no output" } else { &out });
+        ctx.r
+            .fail("21 rotate: checks", if out.is_empty() { "no output" } else { &out });
     }
     let bin = ctx.unit_bin();
     let help = run(&mut cmd(&[s(&bin), "reconcile", "--help"])).stdout;
     if !ctx.t.join("eval.json").is_file() || !crate::boot::have_nspawn() {
-        ctx.r.skip_or_fail("21 rotate boot", "needs the eval part's result (run: eval rotate) and systemd-nspawn");
+        ctx.r.skip_or_fail(
+            "21 rotate boot",
+            "needs the eval part's result (run: eval rotate) and systemd-nspawn",
+        );
     } else if !help.contains("--on-broken") {
-        let why = format!("{} has no reconcile command (SNIX_LOWER_STORE_BIN: a build with issue 21's reconcile)", bin.display());
+        let why = format!(
+            "{} has no reconcile command (SNIX_LOWER_STORE_BIN: a build with issue 21's reconcile)",
+            bin.display()
+        );
         ctx.r.skip_or_fail("21 rotate boot", &why);
     } else {
         rotate_boot(ctx, &bin);
@@ -76,7 +92,10 @@ pub(crate) fn split_registration(a: &Path, b: &Path) -> Result<String, String> {
     let text = fs::read_to_string(a).map_err(|e| format!("{}: {e}", a.display()))?;
     let mut es: Vec<Vec<String>> = entries(&text).into_iter().filter(|e| !e[0].ends_with(".drv")).collect();
     let all = entries(&text);
-    let referred: Vec<&String> = all.iter().flat_map(|e| e[5..].iter().filter(move |r| **r != e[0])).collect();
+    let referred: Vec<&String> = all
+        .iter()
+        .flat_map(|e| e[5..].iter().filter(move |r| **r != e[0]))
+        .collect();
     for e in es.iter_mut() {
         e[3].clear();
     }
@@ -85,7 +104,14 @@ pub(crate) fn split_registration(a: &Path, b: &Path) -> Result<String, String> {
         .position(|e| e[5..].iter().any(|r| *r != e[0]) && !referred.contains(&&e[0]))
         .ok_or("no path with references that nothing refers to")?;
     write_entries(a, &es.iter().collect::<Vec<_>>());
-    write_entries(b, &es.iter().enumerate().filter(|(i, _)| *i != g).map(|(_, e)| e).collect::<Vec<_>>());
+    write_entries(
+        b,
+        &es.iter()
+            .enumerate()
+            .filter(|(i, _)| *i != g)
+            .map(|(_, e)| e)
+            .collect::<Vec<_>>(),
+    );
     Ok(es[g][0].clone())
 }
 
@@ -96,7 +122,8 @@ pub(crate) fn rot_lowers(ctx: &mut Ctx, bin: &Path, a: &Path, b: &Path, l: &str)
     fresh_dir(b);
     let o = run(&mut timeout(120, &[s(bin), "demo", "--dir", s(a), "--check"]));
     if !o.ok {
-        ctx.r.fail(&format!("{l}: demo lower store"), &crate::proc::tail(&o.all(), 3));
+        ctx.r
+            .fail(&format!("{l}: demo lower store"), &crate::proc::tail(&o.all(), 3));
         return Err(());
     }
     let g = match split_registration(&a.join("registration"), &b.join("registration")) {
@@ -106,12 +133,27 @@ pub(crate) fn rot_lowers(ctx: &mut Ctx, bin: &Path, a: &Path, b: &Path, l: &str)
             return Err(());
         }
     };
-    for d in glob_dir(&a.join("lower/nix/store")).iter().filter(|d| d.ends_with(".drv")) {
+    for d in glob_dir(&a.join("lower/nix/store"))
+        .iter()
+        .filter(|d| d.ends_with(".drv"))
+    {
         let _ = fs::remove_file(a.join("lower/nix/store").join(d));
     }
     let _ = fs::copy(a.join("registration"), a.join("lower/registration"));
     run(&mut cmd(&["cp", "-a", s(&a.join("lower")), s(&b.join("lower"))]));
-    let _ = fs::remove_dir_all(b.join("lower/nix/store").join(g.trim_start_matches("/nix/store/")));
+    let gb = b.join("lower/nix/store").join(g.trim_start_matches("/nix/store/"));
+    let gone = if gb.is_dir() && !gb.is_symlink() {
+        fs::remove_dir_all(&gb)
+    } else {
+        fs::remove_file(&gb)
+    };
+    if let Err(e) = gone {
+        ctx.r.fail(
+            &format!("{l}: remove G from lower B"),
+            &format!("{}: {e}", gb.display()),
+        );
+        return Err(());
+    }
     let _ = fs::copy(b.join("registration"), b.join("lower/registration"));
     run(&mut cmd(&["chmod", "-R", "a+rX", s(a), s(b)]));
     Ok(g)
@@ -169,7 +211,13 @@ struct Rot<'a> {
 
 impl Rot<'_> {
     fn boot(&self, ctx: &mut Ctx, lower: &Path, what: &str) -> Option<Container> {
-        let spec = BootSpec { rootfs: "trixie", root: self.root, lower, overlay_root: self.overlay, extra_binds: vec![] };
+        let spec = BootSpec {
+            rootfs: "trixie",
+            root: self.root,
+            lower,
+            overlay_root: self.overlay,
+            extra_binds: vec![],
+        };
         let c = Container::boot(ctx, spec);
         if c.leader.is_none() {
             ctx.r.fail(&format!("{}: boot on {what}", self.l), &c.state);
@@ -181,7 +229,12 @@ impl Rot<'_> {
 
 fn rotate_boot(ctx: &mut Ctx, bin: &Path) {
     let l = "21 rotate boot";
-    let (a, b, overlay, root) = (ctx.t.join("rot-a"), ctx.t.join("rot-b"), ctx.t.join("rot-overlay"), ctx.t.join("rot/root"));
+    let (a, b, overlay, root) = (
+        ctx.t.join("rot-a"),
+        ctx.t.join("rot-b"),
+        ctx.t.join("rot-overlay"),
+        ctx.t.join("rot/root"),
+    );
     let _ = fs::remove_dir_all(ctx.t.join("rot"));
     fresh_dir(&overlay);
     let _ = fs::create_dir_all(&root);
@@ -193,7 +246,15 @@ fn rotate_boot(ctx: &mut Ctx, bin: &Path) {
     }
     container_nix_store(&root);
     let expr = build_expr("nl-rot-x", &g);
-    let mut rot = Rot { l, root: &root, overlay: &overlay, g, x: String::new(), url: String::new(), expr };
+    let mut rot = Rot {
+        l,
+        root: &root,
+        overlay: &overlay,
+        g,
+        x: String::new(),
+        url: String::new(),
+        expr,
+    };
     if !step_a(ctx, &mut rot, &a.join("lower")) {
         return;
     }
@@ -209,15 +270,27 @@ fn rotate_boot(ctx: &mut Ctx, bin: &Path) {
 /// 1. Lower A: X built on G.
 fn step_a(ctx: &mut Ctx, rot: &mut Rot, lower: &Path) -> bool {
     let l = rot.l;
-    let Some(c) = rot.boot(ctx, lower, "lower A") else { return false };
+    let Some(c) = rot.boot(ctx, lower, "lower A") else {
+        return false;
+    };
     rot.url = c.store_url();
     let st = c.prop("ActiveState", RECONCILE);
     let j = rot_journal(&c);
-    ctx.r.check(st == "active", &format!("{l}: lower A: the reconcile ran at boot"), &summary(&j, false), &format!("{st}; {}", tail1(&j, 4)));
+    ctx.r.check(
+        st == "active",
+        &format!("{l}: lower A: the reconcile ran at boot"),
+        &summary(&j, false),
+        &format!("{st}; {}", tail1(&j, 4)),
+    );
     let (x, err) = nix_build(&c, "trixie", &rot.url, &rot.expr);
-    let refs = c.nixc("trixie", &["nix-store", "--store", &rot.url, "-q", "--references", &x]).stdout;
+    let refs = c
+        .nixc("trixie", &["nix-store", "--store", &rot.url, "-q", "--references", &x])
+        .stdout;
     if !x.is_empty() && refs.lines().any(|r| r == rot.g) {
-        ctx.r.pass(&format!("{l}: lower A: X built on G, in the upper layer"), &format!("X={x} G={}", rot.g));
+        ctx.r.pass(
+            &format!("{l}: lower A: X built on G, in the upper layer"),
+            &format!("X={x} G={}", rot.g),
+        );
     } else {
         ctx.r.fail(&format!("{l}: lower A: X built on G"), &tail1(&err, 3));
         return false;
@@ -235,16 +308,34 @@ fn step_b(ctx: &mut Ctx, rot: &Rot, b: &Path) -> bool {
     let (l, url, x) = (rot.l, rot.url.as_str(), rot.x.as_str());
     let t0 = std::time::Instant::now();
     let digest = crate::image::tree_digest(&b.join("lower"), &[]);
-    let Some(mut c) = rot.boot(ctx, &b.join("lower"), "lower B") else { return false };
+    let Some(mut c) = rot.boot(ctx, &b.join("lower"), "lower B") else {
+        return false;
+    };
     // The container's /var is fresh at every boot (--volatile=overlay), so
     // the import builds B's index from scratch; the upper layer and Nix's
     // database (/var/lib/snix-overlay, bound in) are kept.
     let n_b = entries(&fs::read_to_string(b.join("registration")).unwrap_or_default()).len();
-    let ij = c.in_c(60, &["journalctl", "-b", "-u", "snix-lower-store-import.service", "--no-pager", "-o", "cat"]).stdout;
+    let ij = c
+        .in_c(
+            60,
+            &[
+                "journalctl",
+                "-b",
+                "-u",
+                "snix-lower-store-import.service",
+                "--no-pager",
+                "-o",
+                "cat",
+            ],
+        )
+        .stdout;
     let ok = ij.contains(&format!("imported {n_b} entries"));
     let name = format!("{l}: lower B: the import indexed B ({n_b} paths");
     if ok {
-        ctx.r.pass(&format!("{name}, G not among them)"), &format!("{}s", t0.elapsed().as_secs()));
+        ctx.r.pass(
+            &format!("{name}, G not among them)"),
+            &format!("{}s", t0.elapsed().as_secs()),
+        );
     } else {
         ctx.r.fail(&format!("{name})"), &tail1(&ij, 3));
     }
@@ -254,7 +345,8 @@ fn step_b(ctx: &mut Ctx, rot: &Rot, b: &Path) -> bool {
     let ok = st == "failed"
         && out.contains(x)
         && out.contains("lower.onBrokenPaths = \"invalidate\"")
-        && c.nixc("trixie", &["nix-store", "--store", url, "--check-validity", x]).ok;
+        && c.nixc("trixie", &["nix-store", "--store", url, "--check-validity", x])
+            .ok;
     let name = format!("{l}: lower B, onBrokenPaths = refuse:");
     ctx.r.check(
         ok,
@@ -268,18 +360,30 @@ fn step_b(ctx: &mut Ctx, rot: &Rot, b: &Path) -> bool {
     }
     let _ = c.in_c(60, &["systemctl", "restart", RECONCILE]);
     let s_ = summary(&rot_journal(&c), false);
-    let ok = s_.contains("nothing to do") && c.ok(&["test", "-s", "/var/lib/snix-overlay/nix/var/nix/snix-lower-store-settled"]);
+    let ok = s_.contains("nothing to do")
+        && c.ok(&[
+            "test",
+            "-s",
+            "/var/lib/snix-overlay/nix/var/nix/snix-lower-store-settled",
+        ]);
     let name = format!("{l}: lower B: settled: a restart on the same lower only compares");
     ctx.r.check(ok, &name, &s_, &s_);
     c.stop();
     let ok = crate::image::tree_digest(&b.join("lower"), &[]) == digest;
-    ctx.r.check(ok, &format!("{l}: lower B is byte-identical afterwards"), "", &format!("{}/lower changed", b.display()));
+    ctx.r.check(
+        ok,
+        &format!("{l}: lower B is byte-identical afterwards"),
+        "",
+        &format!("{}/lower changed", b.display()),
+    );
     true
 }
 
 /// The first `prefix...` in `text` up to `end` (grep -o 'prefix[^end]*' | head -n 1).
 fn first_match(text: &str, prefix: &str, end: char) -> String {
-    text.find(prefix).map(|i| text[i..].split(|c| c == end || c == '\n').next().unwrap_or("").to_string()).unwrap_or_default()
+    text.find(prefix)
+        .map(|i| text[i..].split([end, '\n']).next().unwrap_or("").to_string())
+        .unwrap_or_default()
 }
 
 /// As the refusal says: delete the paths it names through Nix, restart it.
@@ -302,10 +406,20 @@ fn settle(ctx: &mut Ctx, c: &Container, rot: &Rot, journal: &str) {
     }
     broken.sort();
     broken.dedup();
-    let mut args = vec!["nix-store", "--store", rot.url.as_str(), "--delete", "--ignore-liveness"];
+    let mut args = vec![
+        "nix-store",
+        "--store",
+        rot.url.as_str(),
+        "--delete",
+        "--ignore-liveness",
+    ];
     args.extend(broken.iter().map(String::as_str));
     let d = c.nixc("trixie", &args);
-    let r = if d.ok { c.in_c(60, &["systemctl", "restart", RECONCILE]).all() } else { String::new() };
+    let r = if d.ok {
+        c.in_c(60, &["systemctl", "restart", RECONCILE]).all()
+    } else {
+        String::new()
+    };
     let out = format!("{}{r}", d.all());
     let st = c.prop("ActiveState", RECONCILE);
     let j = rot_journal(c);
@@ -314,7 +428,10 @@ fn settle(ctx: &mut Ctx, c: &Container, rot: &Rot, journal: &str) {
         let name = format!("{l}: lower B: after deleting the paths it named ({}: X and its derivation) through Nix, systemctl restart settles it", broken.len());
         ctx.r.pass(&name, &summary(&j, false));
     } else {
-        ctx.r.fail(&format!("{l}: lower B: after deleting X through Nix, the restart settles it"), &format!("{out}; {}", tail1(&j, 6)));
+        ctx.r.fail(
+            &format!("{l}: lower B: after deleting X through Nix, the restart settles it"),
+            &format!("{out}; {}", tail1(&j, 6)),
+        );
     }
 }
 
@@ -323,80 +440,152 @@ fn settle(ctx: &mut Ctx, c: &Container, rot: &Rot, journal: &str) {
 fn b_client(ctx: &mut Ctx, c: &Container, rot: &Rot, client: &str) {
     let (l, url, g, x) = (rot.l, rot.url.as_str(), rot.g.as_str(), rot.x.as_str());
     let nixv = ctx.nixv(client);
-    let o = c.nixc(client, &["nix", "--extra-experimental-features", "nix-command", "path-info", "--store", url, g]);
+    let o = c.nixc(
+        client,
+        &[
+            "nix",
+            "--extra-experimental-features",
+            "nix-command",
+            "path-info",
+            "--store",
+            url,
+            g,
+        ],
+    );
     let ok = !o.ok && !c.nixc(client, &["nix-store", "--store", url, "--check-validity", x]).ok;
     let name = format!("{l}: lower B: {nixv}: G");
     let out = o.all();
     if ok {
-        ctx.r.pass(&format!("{name} (gone from the lower) and X are not valid"), &crate::proc::tail(&out, 1));
+        ctx.r.pass(
+            &format!("{name} (gone from the lower) and X are not valid"),
+            &crate::proc::tail(&out, 1),
+        );
     } else {
-        ctx.r.fail(&format!("{name} and X are not valid"), &format!("path-info G: {out}"));
+        ctx.r
+            .fail(&format!("{name} and X are not valid"), &format!("path-info G: {out}"));
     }
     let o = c.nixc(client, &["nix-store", "--store", url, "--verify"]);
     let out = o.all();
     let ok = o.ok && !out.contains("disappeared") && !out.contains("error");
-    ctx.r.check(ok, &format!("{l}: lower B: {nixv} nix-store --verify finds nothing to repair"), "", &tail1(&out, 4));
-    let mut args = vec!["nix-build", "--option", "sandbox", "false", "--option", "substituters", "", "--no-out-link"];
-    args.extend(["-E", rot.expr.as_str(), "--store", url]);
+    ctx.r.check(
+        ok,
+        &format!("{l}: lower B: {nixv} nix-store --verify finds nothing to repair"),
+        "",
+        &tail1(&out, 4),
+    );
+    build_needs_g(ctx, c, rot, client, &nixv);
+    let o = c.nixc(client, &["nix-store", "--store", url, "--gc"]);
+    let ok = o.ok
+        && c.in_c(60, &["find", "/var/lib/snix-overlay/upper", "-type", "c"])
+            .out()
+            .is_empty();
+    let name = format!("{l}: lower B: {nixv} nix-store --gc");
+    if ok {
+        ctx.r
+            .pass(&format!("{name} succeeds, no whiteout in the upper layer"), "");
+    } else {
+        ctx.r.fail(&name, &tail1(&o.all(), 3));
+    }
+}
+
+/// A build needing G on lower B: G cannot be built here (no derivation for
+/// it) nor substituted; Nix must say so, not trip over a missing file.
+fn build_needs_g(ctx: &mut Ctx, c: &Container, rot: &Rot, client: &str, nixv: &str) {
+    let (l, url, g) = (rot.l, rot.url.as_str(), rot.g.as_str());
+    let args = argv(
+        "nix-build --option sandbox false --option substituters",
+        &["", "--no-out-link"],
+    );
+    let args: Vec<&str> = args
+        .into_iter()
+        .chain(["-E", rot.expr.as_str(), "--store", url])
+        .collect();
     let o = c.nixc(client, &args);
     let out = o.all();
-    // G cannot be built here (no derivation for it) nor substituted: Nix
-    // must say so, not trip over a missing file.
     let ok = !o.ok
         && ((out.contains(g) && out.contains("cannot be created")) || out.contains("no substituter that can build it"))
         && !out.contains("No such file")
         && !out.contains("getting attributes");
-    let why = out.lines().find(|l| l.contains("cannot be created") || l.contains("no substituter")).unwrap_or("").to_string();
+    let why = out
+        .lines()
+        .find(|l| l.contains("cannot be created") || l.contains("no substituter"))
+        .unwrap_or("");
     let name = format!("{l}: lower B: {nixv}: a build needing G fails on G's");
     if ok {
-        ctx.r.pass(&format!("{name} absence (nothing can build or substitute it), not on a missing file"), &why);
+        ctx.r.pass(
+            &format!("{name} absence (nothing can build or substitute it), not on a missing file"),
+            why,
+        );
     } else {
         ctx.r.fail(&format!("{name} validity"), &tail1(&out, 3));
-    }
-    let o = c.nixc(client, &["nix-store", "--store", url, "--gc"]);
-    let ok = o.ok && c.in_c(60, &["find", "/var/lib/snix-overlay/upper", "-type", "c"]).out().is_empty();
-    let name = format!("{l}: lower B: {nixv} nix-store --gc");
-    if ok {
-        ctx.r.pass(&format!("{name} succeeds, no whiteout in the upper layer"), "");
-    } else {
-        ctx.r.fail(&name, &tail1(&o.all(), 3));
     }
 }
 
 /// 3. Lower A again: it only grew (A contains B).
 fn step_a_again(ctx: &mut Ctx, rot: &Rot, lower: &Path) -> bool {
     let (l, url) = (rot.l, rot.url.as_str());
-    let Some(c) = rot.boot(ctx, lower, "lower A again") else { return false };
+    let Some(c) = rot.boot(ctx, lower, "lower A again") else {
+        return false;
+    };
     let s_ = summary(&rot_journal(&c), false);
     let st = c.prop("ActiveState", RECONCILE);
     if st == "active" && s_.contains(" 0 lost, 0 changed, 0 broken, 0 invalidated") {
-        let ms = format!("reconcile {} ms, import {} ms (activation)", rot_ms(&c, RECONCILE), rot_ms(&c, "snix-lower-store-import.service"));
-        ctx.r.pass(&format!("{l}: lower A again (grow-only): nothing lost, nothing invalidated"), &format!("{s_}; {ms}"));
+        let ms = format!(
+            "reconcile {} ms, import {} ms (activation)",
+            rot_ms(&c, RECONCILE),
+            rot_ms(&c, "snix-lower-store-import.service")
+        );
+        ctx.r.pass(
+            &format!("{l}: lower A again (grow-only): nothing lost, nothing invalidated"),
+            &format!("{s_}; {ms}"),
+        );
     } else {
-        ctx.r.fail(&format!("{l}: lower A again (grow-only): nothing lost"), &format!("{st}: {s_}"));
+        ctx.r.fail(
+            &format!("{l}: lower A again (grow-only): nothing lost"),
+            &format!("{st}: {s_}"),
+        );
     }
     let (out, err) = nix_build(&c, "sid", url, &rot.expr);
-    let ok = out == rot.x && c.nixc("trixie", &["nix-store", "--store", url, "--check-validity", &rot.g, &rot.x]).ok;
+    let ok = out == rot.x
+        && c.nixc(
+            "trixie",
+            &["nix-store", "--store", url, "--check-validity", &rot.g, &rot.x],
+        )
+        .ok;
     let name = format!("{l}: lower A again:");
     if ok {
-        ctx.r.pass(&format!("{name} G is valid again and X builds again to the same path"), "");
+        ctx.r.pass(
+            &format!("{name} G is valid again and X builds again to the same path"),
+            "",
+        );
     } else {
-        ctx.r.fail(&format!("{name} X builds again"), &format!("got '{out}'; {}", tail1(&err, 3)));
+        ctx.r.fail(
+            &format!("{name} X builds again"),
+            &format!("got '{out}'; {}", tail1(&err, 3)),
+        );
     }
     true
 }
 
-/// 4. Lower B again, with the reconcile unit the module renders for
+/// Step 4, lower B again, with the reconcile unit the module renders for
 /// lower.onBrokenPaths = "invalidate" (rotate.nix): X, rebuilt on A, is
 /// invalidated at boot with its derivation and named in the journal.
 fn step_b_invalidate(ctx: &mut Ctx, rot: &Rot, lower: &Path) {
     let (l, url, g, x) = (rot.l, rot.url.as_str(), rot.g.as_str(), rot.x.as_str());
     let unit = rot.root.join("etc/systemd/system").join(RECONCILE);
-    let rj: serde_json::Value = serde_json::from_str(&fs::read_to_string(ctx.t.join("rotate.json")).unwrap_or_default()).unwrap_or_default();
-    let text = rj["second-store-bind-invalidate"]["units"][RECONCILE].as_str().unwrap_or("").to_string();
+    let rj: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(ctx.t.join("rotate.json")).unwrap_or_default()).unwrap_or_default();
+    let text = rj["second-store-bind-invalidate"]["units"][RECONCILE]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     let _ = fs::remove_file(&unit);
     let _ = fs::write(&unit, &text);
-    let script = text.lines().filter_map(|l| l.strip_prefix("ExecStart=")).collect::<Vec<_>>().join("\n");
+    let script = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("ExecStart="))
+        .collect::<Vec<_>>()
+        .join("\n");
     let dst = format!("{}{script}", s(rot.root));
     let _ = fs::remove_file(&dst);
     let _ = fs::copy(format!("{}{script}", s(&ctx.t.join("nixroot"))), &dst);
@@ -406,18 +595,32 @@ fn step_b_invalidate(ctx: &mut Ctx, rot: &Rot, lower: &Path) {
         ctx.r.fail(&format!("{l}: the invalidating unit"), &body);
         return;
     }
-    let Some(c) = rot.boot(ctx, lower, "lower B again") else { return };
+    let Some(c) = rot.boot(ctx, lower, "lower B again") else {
+        return;
+    };
     let out = rot_journal(&c);
     let st = c.prop("ActiveState", RECONCILE);
     let ok = st == "active"
         && out.contains(&format!("STORE_PATH={x}"))
-        && !c.nixc("trixie", &["nix-store", "--store", url, "--check-validity", x]).ok
-        && !c.ok(&["test", "-e", &format!("/var/lib/snix-overlay/upper/{}", x.trim_start_matches("/nix/store/"))]);
+        && !c
+            .nixc("trixie", &["nix-store", "--store", url, "--check-validity", x])
+            .ok
+        && !c.ok(&[
+            "test",
+            "-e",
+            &format!("/var/lib/snix-overlay/upper/{}", x.trim_start_matches("/nix/store/")),
+        ]);
     let name = format!("{l}: lower B again, onBrokenPaths = invalidate: X");
     if ok {
-        ctx.r.pass(&format!("{name} is invalidated at boot (with its derivation) and named in the journal"), &summary(&out, true));
+        ctx.r.pass(
+            &format!("{name} is invalidated at boot (with its derivation) and named in the journal"),
+            &summary(&out, true),
+        );
     } else {
-        ctx.r.fail(&format!("{name} invalidated at boot"), &format!("{st}: {}", tail1(&out, 6)));
+        ctx.r.fail(
+            &format!("{name} invalidated at boot"),
+            &format!("{st}: {}", tail1(&out, 6)),
+        );
     }
     for client in ["trixie", "sid"] {
         let nixv = ctx.nixv(client);
@@ -429,7 +632,8 @@ fn step_b_invalidate(ctx: &mut Ctx, rot: &Rot, lower: &Path) {
             && !c.nixc(client, &["nix-store", "--store", url, "--check-validity", g]).ok;
         let name = format!("{l}: lower B again: {nixv}: G not valid,");
         if ok {
-            ctx.r.pass(&format!("{name} nix-store --verify finds nothing to repair"), "");
+            ctx.r
+                .pass(&format!("{name} nix-store --verify finds nothing to repair"), "");
         } else {
             ctx.r.fail(&format!("{name} --verify clean"), &tail1(&out, 3));
         }
@@ -449,7 +653,10 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let reg = "/nix/store/a\nh\n1\n/d\n0\n/nix/store/g\nh\n1\n/d\n1\n/nix/store/a\n/nix/store/x.drv\nh\n1\n\n0\n";
         fs::write(dir.join("a"), reg).unwrap();
-        assert_eq!(split_registration(&dir.join("a"), &dir.join("b")).unwrap(), "/nix/store/g");
+        assert_eq!(
+            split_registration(&dir.join("a"), &dir.join("b")).unwrap(),
+            "/nix/store/g"
+        );
         assert_eq!(entries(&fs::read_to_string(dir.join("b")).unwrap()).len(), 1);
         assert!(!fs::read_to_string(dir.join("a")).unwrap().contains(".drv"));
         fs::remove_dir_all(dir).unwrap();

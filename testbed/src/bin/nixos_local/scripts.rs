@@ -17,7 +17,11 @@ use crate::Ctx;
 fn pick_python() -> String {
     let mut cands = vec!["python3.13".to_string()];
     let mut pyenv: Vec<String> = fs::read_dir("/root/.pyenv/versions")
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     pyenv.sort();
     for v in pyenv.iter().filter(|v| v.starts_with("3.13")) {
@@ -36,7 +40,10 @@ fn pick_python() -> String {
 fn venv(ctx: &mut Ctx) -> Option<PathBuf> {
     let req = ctx.repo.join("tests/vm-scripts/requirements.txt");
     let sum = run(&mut cmd(&["sha256sum", s(&req)])).out();
-    let dir = PathBuf::from(format!("/var/cache/snix-lower-store/vm-scripts-venv-{}", &sum[..16.min(sum.len())]));
+    let dir = PathBuf::from(format!(
+        "/var/cache/snix-lower-store/vm-scripts-venv-{}",
+        &sum[..16.min(sum.len())]
+    ));
     if dir.join(".ready").is_file() {
         return Some(dir);
     }
@@ -79,7 +86,15 @@ pub(crate) fn part(ctx: &mut Ctx) {
     let prepend = ctx.nixpkgs.join("nixos/lib/test-script-prepend.py");
     let check = ctx.repo.join("tests/vm-scripts/check.py");
     let out_dir = ctx.t.join("vm-scripts");
-    let o = run(&mut cmd(&["python3", s(&check), s(&eval), s(&drv), s(&prepend), s(&b), s(&out_dir)]));
+    let o = run(&mut cmd(&[
+        "python3",
+        s(&check),
+        s(&eval),
+        s(&drv),
+        s(&prepend),
+        s(&b),
+        s(&out_dir),
+    ]));
     let text = o.all();
     let _ = fs::write(ctx.t.join("vm-scripts.out"), &text);
     if ctx.r.absorb(&text) == 0 {
