@@ -226,6 +226,8 @@ mod tests {
         assert!(glob("*narHash*", "{\"narHash\": 1}"));
         assert!(!glob("*lowerdir=/a*", "upperdir=/b"));
         assert!(glob("exact", "exact"));
+        assert!(!glob("660 *alt* active", "660 /alt/socket failed"));
+        assert!(!glob("660 *", "661 x"));
     }
 
     #[test]
