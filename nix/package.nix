@@ -2,7 +2,7 @@
 # NixOS, the unit files of systemd/ in lib/systemd/system (the NixOS module
 # defines its own units and does not use these).
 #
-# Invariant: the source set holds every workspace member (daemon, e2e, bench)
+# Invariant: the source set holds every workspace member (daemon, e2e, bench, testbed)
 # and what their builds read (daemon/build.rs compiles daemon/proto), so
 # `cargo build --offline --locked` works on exactly this set.
 {
@@ -27,6 +27,7 @@ rustPlatform.buildRustPackage {
       ../daemon
       ../e2e
       ../bench
+      ../testbed
       ../systemd
     ];
   };

@@ -1,0 +1,136 @@
+//! PASS/FAIL/SKIP lines, one per check, and the summary at the end.
+//!
+//! Invariants: every line names its case the way the shell harness did
+//! ("<case>: <check>"); a failure is recorded as "<part>/<case>: <check>" so
+//! the summary says which part, which case and which check failed; with
+//! CI=true a missing prerequisite is a failure, never a skip.
+
+use std::time::Duration;
+
+pub(crate) struct Report {
+    ci: bool,
+    part: String,
+    passed: usize,
+    skipped: usize,
+    failed: Vec<String>,
+    parts: Vec<(String, usize, usize, Duration)>,
+}
+
+impl Report {
+    pub(crate) fn new(ci: bool) -> Self {
+        Report {
+            ci,
+            part: "prerequisites".into(),
+            passed: 0,
+            skipped: 0,
+            failed: vec![],
+            parts: vec![],
+        }
+    }
+
+    /// Starts counting for part `name`.
+    pub(crate) fn begin(&mut self, name: &str) {
+        self.part = name.to_string();
+    }
+
+    /// Ends the current part, which took `took`.
+    pub(crate) fn end(&mut self, took: Duration, passed_before: usize, failed_before: usize) {
+        let (p, f) = (self.passed - passed_before, self.failed.len() - failed_before);
+        self.parts.push((self.part.clone(), p, f, took));
+    }
+
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        (self.passed, self.failed.len())
+    }
+
+    pub(crate) fn pass(&mut self, name: &str, detail: &str) {
+        if detail.is_empty() {
+            println!("PASS {name}");
+        } else {
+            println!("PASS {name} ({detail})");
+        }
+        self.passed += 1;
+    }
+
+    pub(crate) fn fail(&mut self, name: &str, detail: &str) {
+        if detail.is_empty() {
+            println!("FAIL {name}");
+        } else {
+            println!("FAIL {name}: {detail}");
+        }
+        self.failed.push(format!("{}/{}", self.part, name));
+    }
+
+    /// One check: PASS with `pass_detail` when `ok`, else FAIL with `fail_detail`.
+    pub(crate) fn check(&mut self, ok: bool, name: &str, pass_detail: &str, fail_detail: &str) -> bool {
+        if ok {
+            self.pass(name, pass_detail);
+        } else {
+            self.fail(name, fail_detail);
+        }
+        ok
+    }
+
+    /// A missing prerequisite: SKIP, or FAIL under CI=true.
+    pub(crate) fn skip_or_fail(&mut self, name: &str, why: &str) {
+        if self.ci {
+            self.fail(name, &format!("{why} (CI=true: nothing may be skipped)"));
+        } else {
+            println!("SKIP {name}: {why}");
+            self.skipped += 1;
+        }
+    }
+
+    pub(crate) fn info(&self, line: &str) {
+        println!("     {line}");
+    }
+
+    /// Prints the output of a checker that writes PASS/FAIL lines itself
+    /// (eval.nix's JSON, check.py, switch.py selftest, rotate-checks.py) and
+    /// counts its lines; returns how many PASS or FAIL lines it had.
+    pub(crate) fn absorb(&mut self, text: &str) -> usize {
+        let mut n = 0;
+        for line in text.lines() {
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("FAIL ") {
+                // The check's name and its detail are both separated by
+                // ": " here: the line is kept whole, shortened.
+                let name: String = rest.chars().take(200).collect();
+                self.failed.push(format!("{}/{}", self.part, name));
+                n += 1;
+            } else if line.starts_with("PASS ") {
+                self.passed += 1;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The summary: checks per part with durations, the failures by name;
+    /// returns the exit code (1 on a failure).
+    pub(crate) fn summary(&self) -> i32 {
+        println!("==> nixos-local durations");
+        for (part, p, f, took) in &self.parts {
+            println!("  {part:<8} {:4}s  {p} passed, {f} failed", took.as_secs());
+        }
+        let skipped = if self.skipped > 0 {
+            format!(", {} skipped", self.skipped)
+        } else {
+            String::new()
+        };
+        println!(
+            "nixos-local: {} checks passed, {} failed{skipped}",
+            self.passed,
+            self.failed.len()
+        );
+        if self.failed.is_empty() {
+            println!("nixos-local: all passed");
+            return 0;
+        }
+        for f in &self.failed {
+            println!("  failed: {f}");
+        }
+        println!("nixos-local: {} failure(s)", self.failed.len());
+        1
+    }
+}
