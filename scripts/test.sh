@@ -73,7 +73,7 @@ step "fuzz fmt" bash -c 'cd fuzz && cargo fmt --check' || rc=1
 step "clippy" cargo clippy --workspace --all-targets -- -D warnings || rc=1
 step "fn length" scripts/check-fn-length || rc=1
 step "unit tests" cargo test --workspace --release || rc=1
-step "release build" cargo build --release -p snix-lower-store -p e2e --bins --example loadtest || exit 1
+step "release build" cargo build --release -p snix-lower-store -p e2e -p testbed --bins --example loadtest || exit 1
 # 512 concurrent connections; the full 2,000 requests each take ~75 s here,
 # so CI runs 400 (LOAD_REQUESTS=2000 for the full issue-7 figure).
 step "load test" "$tdir/release/examples/loadtest" 512 "${LOAD_REQUESTS:-400}" || rc=1
