@@ -137,7 +137,12 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    namespace::enter_private("snix-lower-store-bench", NS_MARKER, namespace::Pid::Shared, "chroot, mounts");
+    namespace::enter_private(
+        "snix-lower-store-bench",
+        NS_MARKER,
+        namespace::Pid::Shared,
+        "chroot, mounts",
+    );
     if let Err(e) = run(args) {
         eprintln!("snix-lower-store-bench: {e:#}");
         std::process::exit(1);

@@ -33,8 +33,8 @@ use anyhow::{bail, Context, Result};
 use report::{Report, Verdict};
 use rootfs::Rootfs;
 use std::path::PathBuf;
-use testbed::mounts;
 use std::time::Instant;
+use testbed::mounts;
 
 const NS_MARKER: &str = "SNIX_LOWER_STORE_E2E_IN_NAMESPACE";
 

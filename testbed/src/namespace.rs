@@ -49,7 +49,12 @@ pub fn enter_private(program: &str, marker: &str, pid: Pid, why_root: &str) {
     if pid == Pid::Private {
         cmd.args(["--pid", "--fork", "--mount-proc"]);
     }
-    let err = cmd.arg("--").arg(me).args(std::env::args_os().skip(1)).env(marker, "1").exec();
+    let err = cmd
+        .arg("--")
+        .arg(me)
+        .args(std::env::args_os().skip(1))
+        .env(marker, "1")
+        .exec();
     eprintln!("{program}: cannot re-execute under unshare: {err}");
     std::process::exit(2);
 }

@@ -48,7 +48,9 @@ pub fn alive(pid: u32) -> bool {
 
 /// The direct children of `pid` (from /proc/*/stat's ppid field).
 pub fn children(pid: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return vec![] };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|p| {
             std::fs::read_to_string(format!("/proc/{p}/stat")).ok().and_then(|s| {
@@ -62,7 +64,9 @@ pub fn children(pid: u32) -> Vec<u32> {
 /// Whether `pid` is PID 1 of a nested PID namespace (its `NSpid:` line has
 /// more than one entry and ends in 1).
 fn is_container_init(pid: u32) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return false };
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
     status
         .lines()
         .find_map(|l| l.strip_prefix("NSpid:"))
@@ -136,7 +140,13 @@ impl Container {
         let mut c = Command::new("timeout");
         c.arg(timeout.to_string())
             .args(["nsenter", "-t", &self.leader.to_string(), "-a"])
-            .args(["env", "-i", &format!("PATH={}", crate::rootfs::PATH), "HOME=/root", "LANG=C.UTF-8"])
+            .args([
+                "env",
+                "-i",
+                &format!("PATH={}", crate::rootfs::PATH),
+                "HOME=/root",
+                "LANG=C.UTF-8",
+            ])
             .args(args);
         c
     }
@@ -145,7 +155,11 @@ impl Container {
     pub fn run<S: AsRef<OsStr>>(&self, timeout: u64, args: &[S]) -> Result<Output> {
         let mut out = capture(&mut self.command(timeout, args))?;
         let prefix = format!("timeout {timeout} nsenter -t {} -a env -i ", self.leader);
-        out.desc = format!("[{}] {}", self.machine, out.desc.strip_prefix(&prefix).unwrap_or(&out.desc));
+        out.desc = format!(
+            "[{}] {}",
+            self.machine,
+            out.desc.strip_prefix(&prefix).unwrap_or(&out.desc)
+        );
         Ok(out)
     }
 

@@ -36,7 +36,8 @@ pub const SYSTEMD_SUITE: &str = "trixie";
 /// substituters (nothing here touches the network), `ca-derivations` on, as
 /// for anyone with content-addressed derivations, so Nix records and asks
 /// for realisations.
-pub const NIX_CONFIG_OFFLINE: &str = "substituters =\nconnect-timeout = 5\nwarn-dirty = false\nfsync-metadata = false\n\
+pub const NIX_CONFIG_OFFLINE: &str =
+    "substituters =\nconnect-timeout = 5\nwarn-dirty = false\nfsync-metadata = false\n\
                                       extra-experimental-features = ca-derivations\n";
 
 /// `PATH` of every command run inside a root.

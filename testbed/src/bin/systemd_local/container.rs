@@ -55,7 +55,10 @@ impl B<'_> {
     }
     /// `systemctl show -P NAME UNIT` (stdout only).
     fn prop(&self, name: &str, unit: &str) -> String {
-        self.run(15, &["systemctl", "show", "-P", name, unit]).stdout().trim_end_matches('\n').to_string()
+        self.run(15, &["systemctl", "show", "-P", name, unit])
+            .stdout()
+            .trim_end_matches('\n')
+            .to_string()
     }
     fn svc(&self, name: &str) -> String {
         self.prop(name, SVC)
@@ -70,7 +73,8 @@ impl B<'_> {
         self.out(30, &args)
     }
     fn journal_tail(&self) -> String {
-        self.out(60, &["journalctl", "-u", SVC, "-n", "5", "--no-pager", "-o", "cat"]).1
+        self.out(60, &["journalctl", "-u", SVC, "-n", "5", "--no-pager", "-o", "cat"])
+            .1
     }
 }
 
@@ -82,7 +86,10 @@ pub(crate) fn run(s: &Setup, r: &mut Report) -> Result<()> {
         return Ok(());
     }
     if !testbed::rootfs::is_ready(&s.rootfs) {
-        let why = format!("{} not provisioned (.ci/provision-nix-rootfs trixie)", s.rootfs.display());
+        let why = format!(
+            "{} not provisioned (.ci/provision-nix-rootfs trixie)",
+            s.rootfs.display()
+        );
         r.missing("b: root file system", &why);
         return Ok(());
     }
@@ -142,7 +149,10 @@ fn boot(s: &Setup, r: &mut Report) -> Option<Container> {
     };
     // Until PID 1 has its private socket, systemctl says "offline".
     let state = c.wait_booted(Duration::from_secs(60));
-    let version = c.run(60, &["systemctl", "--version"]).map(|o| o.stdout()).unwrap_or_default();
+    let version = c
+        .run(60, &["systemctl", "--version"])
+        .map(|o| o.stdout())
+        .unwrap_or_default();
     let version: Vec<&str> = version.lines().next().unwrap_or("").split(' ').take(2).collect();
     match state.as_str() {
         "running" => r.pass(name, &format!("{}, running", version.join(" "))),
@@ -206,7 +216,9 @@ fn socket(b: &B, r: &mut Report) {
     let ok = enabled && sock_state == "active" && svc_state == "inactive";
     let name = "b: socket enabled and listening, service not started";
     let detail = b.out(60, &["stat", "-c", "%A %G %n", "/run/snix-lower-store/socket"]).1;
-    r.check(ok, name, &detail, || format!("{log}; socket {sock_state}, service {svc_state}"));
+    r.check(ok, name, &detail, || {
+        format!("{log}; socket {sock_state}, service {svc_state}")
+    });
     let (_, mode) = b.out(60, &["stat", "-c", "%a:%G", "/run/snix-lower-store/socket"]);
     if mode == "660:nixusers" {
         r.pass("b: socket drop-in applied (SocketMode=0660, SocketGroup=nixusers)", "");
@@ -271,9 +283,11 @@ fn uid_and_mounts(b: &B, pid: &str) -> String {
 fn sandbox(b: &B, r: &mut Report) {
     let out = uid_and_mounts(b, &b.svc("MainPID"));
     let uid = out.split(' ').next().unwrap_or("");
-    let dynamic = uid.len() == 5 && uid.starts_with('6') && !uid.starts_with("60") && uid.bytes().all(|c| c.is_ascii_digit());
+    let dynamic =
+        uid.len() == 5 && uid.starts_with('6') && !uid.starts_with("60") && uid.bytes().all(|c| c.is_ascii_digit());
     let has = |m: &str| format!(" {out} ").contains(&format!(" {m} "));
-    let ok = dynamic && has("/=ro") && has("/srv/demo=ro") && has("/var/lib/private/snix-lower-store=rw") && !has("/=rw");
+    let ok =
+        dynamic && has("/=ro") && has("/srv/demo=ro") && has("/var/lib/private/snix-lower-store=rw") && !has("/=rw");
     let name = "b: service runs as its dynamic user, / and the lower dir read-only, state dir writable";
     let detail = format!("uid and mounts: {out}");
     r.check(ok, name, &detail, || detail.clone());
@@ -305,8 +319,15 @@ fn status(b: &B, r: &mut Report) {
 fn write_refused(b: &B, r: &mut Report) {
     let (ok, out) = b.sh(30, &format!("echo hi >/tmp/f; nix-store --store {STORE} --add /tmp/f"));
     let line = out.lines().find(|l| l.to_lowercase().contains("read-only"));
-    let detail = line.map(|l| l.chars().take(120).collect::<String>()).unwrap_or_default();
-    r.check(!ok && line.is_some(), "b: write op refused over the socket", &detail, || out.clone());
+    let detail = line
+        .map(|l| l.chars().take(120).collect::<String>())
+        .unwrap_or_default();
+    r.check(
+        !ok && line.is_some(),
+        "b: write op refused over the socket",
+        &detail,
+        || out.clone(),
+    );
 }
 
 /// SocketGroup=nixusers: a member connects (and is logged with its UID), a
@@ -320,7 +341,12 @@ fn groups(b: &B, r: &mut Report) -> String {
     let (ok, out) = b.references(Some("bob"));
     let denied = out.to_lowercase().contains("permission denied");
     let first: String = out.lines().next().unwrap_or("").chars().take(100).collect();
-    r.check(!ok && denied, "b: non-member refused by SocketMode=0660", &first, || out.clone());
+    r.check(
+        !ok && denied,
+        "b: non-member refused by SocketMode=0660",
+        &first,
+        || out.clone(),
+    );
     alice
 }
 

@@ -25,7 +25,10 @@ pub(crate) struct Bg(Vec<Child>);
 
 impl Bg {
     fn spawn(&mut self, cmd: &mut Command, what: &str) -> Result<u32> {
-        let child = cmd.stdin(Stdio::null()).spawn().with_context(|| format!("cannot start {what}"))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {what}"))?;
         let pid = child.id();
         self.0.push(child);
         Ok(pid)
@@ -77,7 +80,15 @@ fn daemon_env(s: &Setup, cmd: &mut Command, idle: Option<&str>) {
 
 /// `sdtest.py query SOCKET TOP` (IsValidPath, 25 s bound): its output.
 fn query(s: &Setup, sock: &Path, top: &str) -> String {
-    let out = capture(Command::new("timeout").arg("25").arg("python3").arg(&s.helper).arg("query").arg(sock).arg(top));
+    let out = capture(
+        Command::new("timeout")
+            .arg("25")
+            .arg("python3")
+            .arg(&s.helper)
+            .arg("query")
+            .arg(sock)
+            .arg(top),
+    );
     match out {
         Ok(o) => o.combined().trim_end().to_string(),
         Err(e) => format!("{e:#}"),
@@ -99,14 +110,21 @@ impl Notify {
     }
     /// The distinct messages, `;`-joined (for FAIL lines).
     fn messages(&self) -> String {
-        let mut m: Vec<String> = self.text().lines().map(|l| l.split_once(' ').map_or(l, |x| x.1).to_string()).collect();
+        let mut m: Vec<String> = self
+            .text()
+            .lines()
+            .map(|l| l.split_once(' ').map_or(l, |x| x.1).to_string())
+            .collect();
         m.sort();
         m.dedup();
         m.iter().map(|x| format!("{x};")).collect()
     }
     fn last_status(&self) -> String {
         let text = self.text();
-        text.lines().filter_map(|l| l.find("STATUS=").map(|i| l[i..].to_string())).last().unwrap_or_default()
+        text.lines()
+            .filter_map(|l| l.find("STATUS=").map(|i| l[i..].to_string()))
+            .next_back()
+            .unwrap_or_default()
     }
 }
 
@@ -117,7 +135,14 @@ fn ms_between(from: Instant, to: Instant) -> i64 {
 }
 
 /// `timeout 60 systemd-socket-activate -l SOCK -E ... BIN serve`, output to `log`.
-fn socket_activate(s: &Setup, sock: &Path, notify: &Path, idle: Option<&str>, debug: bool, log: &Path) -> Result<Command> {
+fn socket_activate(
+    s: &Setup,
+    sock: &Path,
+    notify: &Path,
+    idle: Option<&str>,
+    debug: bool,
+    log: &Path,
+) -> Result<Command> {
     let mut c = Command::new("timeout");
     c.args(["60", "systemd-socket-activate", "-l"]).arg(sock);
     let mut env = vec![
@@ -134,7 +159,11 @@ fn socket_activate(s: &Setup, sock: &Path, notify: &Path, idle: Option<&str>, de
         c.arg("-E").arg(e);
     }
     let f = log_file(log)?;
-    c.arg(&s.bin).arg("serve").stdout(f.try_clone()?).stderr(f).stdin(Stdio::null());
+    c.arg(&s.bin)
+        .arg("serve")
+        .stdout(f.try_clone()?)
+        .stderr(f)
+        .stdin(Stdio::null());
     Ok(c)
 }
 
@@ -177,7 +206,10 @@ fn first_activation(s: &Setup, r: &mut Report, pick: &Pick, notify: &Notify) -> 
         .spawn()
         .context("cannot start systemd-socket-activate")?;
     if !wait_for(Duration::from_secs(5), POLL, || is_socket(&sock)) {
-        r.fail("a: systemd-socket-activate", &format!("no socket; {}", file_tail(&log, 3)));
+        r.fail(
+            "a: systemd-socket-activate",
+            &format!("no socket; {}", file_tail(&log, 3)),
+        );
         term(&sa);
         let _ = sa.wait();
         return Ok(false);
@@ -215,12 +247,17 @@ fn first_activation(s: &Setup, r: &mut Report, pick: &Pick, notify: &Notify) -> 
     let (lo, hi) = (ms_between(q_start, at), ms_between(q_end, at));
     let name = "a: --idle-exit-after 2s exits 0 when idle";
     let when = format!("{hi}..{lo}ms after the last connection closed");
-    r.check(rc == 0 && lo >= 2000 && hi <= 2500, name, &format!("exit {when}"), || {
-        format!(
-            "exit status {rc}, {when} (want 2000..2500; 124 = still running); {}",
-            file_tail(&log, 3)
-        )
-    });
+    r.check(
+        rc == 0 && lo >= 2000 && hi <= 2500,
+        name,
+        &format!("exit {when}"),
+        || {
+            format!(
+                "exit status {rc}, {when} (want 2000..2500; 124 = still running); {}",
+                file_tail(&log, 3)
+            )
+        },
+    );
     Ok(true)
 }
 
@@ -253,7 +290,13 @@ fn sigterm(s: &Setup, r: &mut Report, pick: &Pick, notify: &Notify) -> Result<()
 /// `sdtest.py supervise SOCK LOG -- BIN serve`, the daemon's stderr to `dlog`.
 fn supervise(s: &Setup, bg: &mut Bg, sock: &Path, log: &Path, dlog: &Path, idle: &str, notify: bool) -> Result<u32> {
     let mut c = Command::new("python3");
-    c.arg(&s.helper).arg("supervise").arg(sock).arg(log).arg("--").arg(&s.bin).arg("serve");
+    c.arg(&s.helper)
+        .arg("supervise")
+        .arg(sock)
+        .arg(log)
+        .arg("--")
+        .arg(&s.bin)
+        .arg("serve");
     if notify {
         c.env("NOTIFY_SOCKET", s.t("notify"));
     }
@@ -265,7 +308,11 @@ fn supervise(s: &Setup, bg: &mut Bg, sock: &Path, log: &Path, dlog: &Path, idle:
 /// Lines of a supervisor log that contain ` WORD ` (start, exit).
 fn sup_count(log: &Path, word: &str) -> usize {
     let pat = format!(" {word} ");
-    std::fs::read_to_string(log).unwrap_or_default().lines().filter(|l| l.contains(&pat)).count()
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&pat))
+        .count()
 }
 
 /// Exit statuses of a supervisor log (its lines: TIME exit PID STATUS).
@@ -386,22 +433,27 @@ fn busy(s: &Setup, r: &mut Report, pick: &Pick, bg: &mut Bg) -> Result<()> {
     );
     let ok = max_gap.is_some() && failed.as_deref() == Some("0") && starts == 1;
     let gap = max_gap.clone().unwrap_or_else(|| "?".into());
-    r.check(ok, &what, &format!("1 activation, longest gap between connections {gap}ms"), || {
-        let lifetimes: Vec<String> = std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(" start ") || l.contains(" exit "))
-            .map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                format!("{} {}", f.get(1).unwrap_or(&""), f.first().unwrap_or(&""))
-            })
-            .collect();
-        format!(
-            "{starts} activations, {} failed queries, longest gap {gap}ms; {}; daemon lifetimes: {} ",
-            failed.as_deref().unwrap_or("?"),
-            file_tail(&qlog, 2),
-            lifetimes.join(" ")
-        )
-    });
+    r.check(
+        ok,
+        &what,
+        &format!("1 activation, longest gap between connections {gap}ms"),
+        || {
+            let lifetimes: Vec<String> = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains(" start ") || l.contains(" exit "))
+                .map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    format!("{} {}", f.get(1).unwrap_or(&""), f.first().unwrap_or(&""))
+                })
+                .collect();
+            format!(
+                "{starts} activations, {} failed queries, longest gap {gap}ms; {}; daemon lifetimes: {} ",
+                failed.as_deref().unwrap_or("?"),
+                file_tail(&qlog, 2),
+                lifetimes.join(" ")
+            )
+        },
+    );
     Ok(())
 }

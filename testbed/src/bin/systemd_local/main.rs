@@ -115,7 +115,13 @@ fn demo(s: &mut Setup, r: &mut Report, have_python: bool) -> Result<()> {
     }
     capture(Command::new("chmod").args(["-R", "a+rX"]).arg(&s.demo))?.ok()?;
     if have_python {
-        let out = capture(Command::new("python3").arg(&s.helper).arg("reg-pick").arg(s.demo.join("registration")))?.ok()?;
+        let out = capture(
+            Command::new("python3")
+                .arg(&s.helper)
+                .arg("reg-pick")
+                .arg(s.demo.join("registration")),
+        )?
+        .ok()?;
         let lines: Vec<String> = out.stdout().lines().map(str::to_string).collect();
         if lines.len() < 2 {
             bail!("sdtest.py reg-pick printed {:?}", tail(&out.stdout(), 200));
@@ -140,7 +146,10 @@ fn run(s: &mut Setup, r: &mut Report) -> Result<()> {
     if !s.bin.is_file() {
         r.fail(
             "prerequisites",
-            &format!("{} missing (cargo build --release -p snix-lower-store)", s.bin.display()),
+            &format!(
+                "{} missing (cargo build --release -p snix-lower-store)",
+                s.bin.display()
+            ),
         );
         return Ok(());
     }
@@ -159,7 +168,10 @@ fn run(s: &mut Setup, r: &mut Report) -> Result<()> {
     if have_python && have("systemd-socket-activate") {
         host::run(s, r)?;
     } else {
-        r.missing("a: systemd-socket-activate", "systemd-socket-activate or python3 not installed");
+        r.missing(
+            "a: systemd-socket-activate",
+            "systemd-socket-activate or python3 not installed",
+        );
     }
     if have_python {
         container::run(s, r)?;

@@ -32,14 +32,23 @@ pub(crate) fn exposure_check(r: &mut Report, name: &str, file: &Path, max: f64) 
         .filter(|l| l.contains('.'))
         .and_then(|l| l.parse::<f64>().ok().map(|v| (l.to_string(), v)));
     let Some((shown, level)) = level else {
-        r.fail(name, &format!("no exposure level in the output: {}", crate::file_tail(file, 3)));
+        r.fail(
+            name,
+            &format!("no exposure level in the output: {}", crate::file_tail(file, 3)),
+        );
         return;
     };
     let m = format!("{max:.1}");
     if level <= max {
         r.pass(name, &format!("exposure {shown} <= {m}: {line}"));
     } else {
-        r.fail(name, &format!("exposure {shown} above the accepted {m} (see {}): {line}", file.display()));
+        r.fail(
+            name,
+            &format!(
+                "exposure {shown} above the accepted {m} (see {}): {line}",
+                file.display()
+            ),
+        );
     }
 }
 
@@ -50,7 +59,11 @@ fn verify_root(s: &Setup) -> Result<std::path::PathBuf> {
     for d in ["usr/local/bin", "usr/local/lib/systemd/system", "usr/lib/systemd"] {
         std::fs::create_dir_all(vr.join(d))?;
     }
-    let _ = capture(Command::new("cp").args(["-a", "/usr/lib/systemd/system"]).arg(vr.join("usr/lib/systemd/")));
+    let _ = capture(
+        Command::new("cp")
+            .args(["-a", "/usr/lib/systemd/system"])
+            .arg(vr.join("usr/lib/systemd/")),
+    );
     std::fs::copy(&s.bin, vr.join("usr/local/bin/snix-lower-store")).context("cannot copy the binary")?;
     for u in ["snix-lower-store.socket", "snix-lower-store.service"] {
         std::fs::copy(s.units.join(u), vr.join("usr/local/lib/systemd/system").join(u))
@@ -85,6 +98,11 @@ pub(crate) fn host(s: &Setup, r: &mut Report) -> Result<()> {
     )?;
     let file = s.t("security-host.txt");
     std::fs::write(&file, sec.combined())?;
-    exposure_check(r, "c: systemd-analyze security --offline (host)", &file, MAX_EXPOSURE_HOST);
+    exposure_check(
+        r,
+        "c: systemd-analyze security --offline (host)",
+        &file,
+        MAX_EXPOSURE_HOST,
+    );
     Ok(())
 }
