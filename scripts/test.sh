@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs everything that judges snix-lower-store, in order:
-#   0. cargo fmt --check (workspace and fuzz crate) and clippy -D warnings,
+#   0. cargo fmt --check (workspace and fuzz crate), clippy -D warnings and
+#      shellcheck on every tracked shell script (scripts/shellcheck),
 #   1. the workspace's unit tests (cargo test --workspace --release),
 #   2. the release build of the daemon and of the end-to-end suite,
 #   3. provisioning of the Nix root file systems (cached after the first run),
@@ -21,7 +22,7 @@
 # Extra arguments go to the end-to-end binary (e.g. --only overlay-ours/gc).
 # Exits non-zero if any step fails; prints how long each step took.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit
 
 declare -a timings=()
 rc=0
@@ -72,8 +73,9 @@ step "fmt" cargo fmt --all --check || rc=1
 step "fuzz fmt" bash -c 'cd fuzz && cargo fmt --check' || rc=1
 step "clippy" cargo clippy --workspace --all-targets -- -D warnings || rc=1
 step "fn length" scripts/check-fn-length || rc=1
+step "shellcheck" scripts/shellcheck || rc=1
 step "unit tests" cargo test --workspace --release || rc=1
-step "release build" cargo build --release -p snix-lower-store -p e2e --bins --example loadtest || exit 1
+step "release build" cargo build --release -p snix-lower-store -p e2e -p testbed --bins --example loadtest || exit 1
 step "docs" scripts/check-docs || rc=1   # README <= 250 lines, links, cli.md = --help, mdbook build docs
 # 512 concurrent connections; the full 2,000 requests each take ~75 s here,
 # so CI runs 400 (LOAD_REQUESTS=2000 for the full issue-7 figure).

@@ -8,7 +8,6 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -22,6 +21,9 @@ use snix_lower_store::protocol::ProtoVersion;
 use snix_lower_store_bench::gen::{self, Rng, Spec, Store};
 use snix_lower_store_bench::procfs;
 use snix_lower_store_bench::stats::{median, Samples};
+use testbed::mounts::{self, Mounted};
+use testbed::namespace;
+use testbed::rootfs::{self, Rootfs};
 
 mod startup;
 
@@ -123,7 +125,7 @@ struct Args {
     /// Debian suite whose Nix is the baseline (trixie: 2.26, sid: 2.34).
     #[arg(long, default_value = "sid")]
     suite: String,
-    #[arg(long, default_value = "/var/cache/snix-lower-store/rootfs")]
+    #[arg(long, default_value = rootfs::DEFAULT_CACHE)]
     rootfs_cache: PathBuf,
     /// Work directory (generated stores are kept there and reused).
     #[arg(long, default_value = "/var/tmp/snix-lower-store-bench")]
@@ -135,21 +137,12 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    if std::env::var_os(NS_MARKER).is_none() {
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("snix-lower-store-bench must run as root (chroot, mounts)");
-            std::process::exit(2);
-        }
-        let me = std::env::current_exe().expect("current exe");
-        let err = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "--"])
-            .arg(me)
-            .args(std::env::args_os().skip(1))
-            .env(NS_MARKER, "1")
-            .exec();
-        eprintln!("cannot re-execute under unshare: {err}");
-        std::process::exit(2);
-    }
+    namespace::enter_private(
+        "snix-lower-store-bench",
+        NS_MARKER,
+        namespace::Pid::Shared,
+        "chroot, mounts",
+    );
     if let Err(e) = run(args) {
         eprintln!("snix-lower-store-bench: {e:#}");
         std::process::exit(1);
@@ -158,21 +151,24 @@ fn main() {
 
 // ---------------------------------------------------------------- environment
 
+/// The chroot's `NIX_CONFIG`: no substituters.
+const NIX_CONFIG: &str = "substituters =\nwarn-dirty = false\n";
+
 struct Env {
     rootfs: PathBuf,
+    fs: Rootfs,
     work: PathBuf,
     ours: PathBuf,
     nix_version: String,
     ours_threads: Option<usize>,
     perf_out: Option<PathBuf>,
-    mounts: Vec<PathBuf>,
+    mounts: Vec<Mounted>,
 }
 
 impl Drop for Env {
     fn drop(&mut self) {
-        for m in self.mounts.iter().rev() {
-            let _ = Command::new("umount").arg("-l").arg(m).status();
-        }
+        // Last mounted, first unmounted.
+        while self.mounts.pop().is_some() {}
     }
 }
 
@@ -192,9 +188,7 @@ fn sh_ok(cmd: &mut Command) -> Result<std::process::Output> {
 impl Env {
     fn new(args: &Args) -> Result<Env> {
         let rootfs = args.rootfs_cache.join(&args.suite);
-        if !rootfs.join(".snix-lower-store-ready").exists() {
-            bail!("{} is not provisioned; run .ci/provision-nix-rootfs", rootfs.display());
-        }
+        let fs = Rootfs::open(&args.suite, &rootfs)?.with_nix_config(NIX_CONFIG);
         let ours = match &args.daemon {
             Some(p) => p.clone(),
             None => std::env::current_exe()?.parent().unwrap().join("snix-lower-store"),
@@ -209,6 +203,7 @@ impl Env {
         std::fs::create_dir_all(args.work.join("run"))?;
         let mut env = Env {
             rootfs: rootfs.clone(),
+            fs,
             work: args.work.canonicalize()?,
             ours,
             nix_version: String::new(),
@@ -221,13 +216,10 @@ impl Env {
             (PathBuf::from("/dev"), "dev"),
             (env.work.clone(), &CHROOT_WORK[1..]),
         ] {
-            let target = rootfs.join(dst);
-            std::fs::create_dir_all(&target)?;
-            sh_ok(Command::new("mount").arg("--bind").arg(&src).arg(&target))?;
-            env.mounts.push(target);
+            env.mounts.push(mounts::bind(&src, &rootfs.join(dst))?);
         }
-        let v = sh_ok(&mut env.chroot(&["nix-store", "--version"]))?;
-        env.nix_version = String::from_utf8_lossy(&v.stdout).trim().to_string();
+        env.fs.detect_version()?;
+        env.nix_version = env.fs.version_line.clone();
         Ok(env)
     }
 
@@ -240,33 +232,17 @@ impl Env {
     }
 
     fn chroot(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("chroot");
-        c.arg(&self.rootfs).args(args);
-        c.env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("HOME", "/root")
-            .env("TMPDIR", "/tmp")
-            .env("LANG", "C.UTF-8")
-            .env("LIBMOUNT_FORCE_MOUNT2", "always")
-            .env("NIX_CONFIG", "substituters =\nwarn-dirty = false\n");
-        c
+        self.fs.command(args)
     }
 
     fn mount_tmpfs(&mut self, target: &Path) -> Result<()> {
-        std::fs::create_dir_all(target)?;
-        sh_ok(
-            Command::new("mount")
-                .args(["-t", "tmpfs", "-o", "size=2g,mode=0755", "tmpfs"])
-                .arg(target),
-        )?;
-        self.mounts.push(target.to_path_buf());
+        self.mounts.push(mounts::tmpfs(target, "2g")?);
         Ok(())
     }
 
     fn umount_last(&mut self) {
-        if let Some(m) = self.mounts.pop() {
-            let _ = Command::new("umount").arg("-l").arg(&m).status();
-        }
+        // Dropping the guard unmounts (lazily).
+        self.mounts.pop();
     }
 }
 

@@ -16,18 +16,25 @@ mod ctx;
 mod daemons;
 mod fixture;
 mod images;
-mod mounts;
 mod readonly;
 mod report;
-mod rootfs;
 mod scenarios;
+
+/// The test bed's commands and root file systems, under the names the
+/// suite's modules use; `/e2e` is where the work directory appears inside
+/// every chroot.
+mod rootfs {
+    pub use testbed::cmd::{capture, host, shq, tail, Output};
+    pub use testbed::rootfs::{Feature, Rootfs};
+    pub const CHROOT_WORK: &str = "/e2e";
+}
 
 use anyhow::{bail, Context, Result};
 use report::{Report, Verdict};
 use rootfs::Rootfs;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::time::Instant;
+use testbed::mounts;
 
 const NS_MARKER: &str = "SNIX_LOWER_STORE_E2E_IN_NAMESPACE";
 
@@ -62,9 +69,7 @@ pub struct Options {
 fn parse_args(args: &[String]) -> Result<Options> {
     let mut o = Options {
         daemon: std::env::var_os("SNIX_LOWER_STORE_BIN").map(PathBuf::from),
-        cache: std::env::var_os("SNIX_LOWER_STORE_ROOTFS_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/var/cache/snix-lower-store/rootfs")),
+        cache: testbed::rootfs::cache_dir(),
         suites: vec!["trixie".into(), "sid".into(), "bookworm".into()],
         only: vec![],
         baseline_only: false,
@@ -134,29 +139,9 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if std::env::var_os(NS_MARKER).is_none() && !opts.list {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("snix-lower-store-e2e must run as root (it mounts OverlayFS and uses chroot)");
-            std::process::exit(2);
-        }
-        let me = std::env::current_exe().expect("current exe");
-        let err = std::process::Command::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "--pid",
-                "--fork",
-                "--mount-proc",
-                "--",
-            ])
-            .arg(me)
-            .args(&args)
-            .env(NS_MARKER, "1")
-            .exec();
-        eprintln!("cannot re-execute under unshare: {err}");
-        std::process::exit(2);
+    if !opts.list {
+        let why = "it mounts OverlayFS and uses chroot";
+        testbed::namespace::enter_private("snix-lower-store-e2e", NS_MARKER, testbed::namespace::Pid::Private, why);
     }
     let started = Instant::now();
     let mut report = Report {

@@ -1,10 +1,13 @@
-//! Mounts made by the suite, each undone when its guard is dropped.
+//! Mounts made by a harness, each undone when its guard is dropped.
 //!
-//! The whole suite runs in a private mount namespace (see `main.rs`), so even
-//! a crash leaves nothing mounted on the host; the guards only keep the
-//! namespace tidy between scenarios.
+//! Harnesses run in a private mount namespace (see [`crate::namespace`]), so
+//! even a crash leaves nothing mounted on the host; the guards only keep the
+//! namespace tidy between steps. Mounts seen by a chroot's Nix (OverlayFS,
+//! erofs, read-only binds) are made from inside the chroot, so the paths in
+//! its /proc/self/mounts are the ones Nix compares with its settings.
 
-use crate::rootfs::{capture, host, Rootfs};
+use crate::cmd::{capture, host};
+use crate::rootfs::Rootfs;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,119 +1,56 @@
-//! Running commands, on the host and inside the Debian root file systems that
-//! carry the real Nix clients, and what each Nix version can do.
+//! The Debian root file systems that carry the real Nix clients: where they
+//! are, whether one is provisioned, which Nix each carries and what that Nix
+//! can do, and running commands inside one with chroot.
 //!
-//! A chroot's Nix version is read from its own `nix-store --version`, never
-//! assumed from the suite name; what a scenario may ask of it (a
-//! local-overlay store, `nix derivation show`, `nix store
-//! path-from-hash-part`) follows from that version alone (see [`Rootfs::lacks`]).
+//! Provisioning (`.ci/provision-nix-rootfs`) leaves one tree per Debian suite
+//! under [`cache_dir`] (bookworm: Nix 2.8, trixie: Nix 2.26.3 and systemd
+//! 257, sid: Nix 2.34) and writes [`READY_MARKER`] last, so a tree without it
+//! is never used. A chroot's Nix version is read from its own `nix-store
+//! --version`, never assumed from the suite name; what a caller may ask of it
+//! follows from that version alone (see [`Rootfs::lacks`]).
 //!
-//! Every command's output is captured; every error names the command that
-//! failed together with its exit status and the tail of its stderr, so a FAIL
-//! line can be acted upon without re-running anything.
+//! Invariant: the cached trees are never written here; callers mount what
+//! they need (a tmpfs, a bind, OverlayFS) over them in a private namespace.
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::cmd::{capture, Output};
+use anyhow::{anyhow, bail, Result};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-/// Where the suite's work directory appears inside every chroot.
-pub const CHROOT_WORK: &str = "/e2e";
+/// Where `.ci/provision-nix-rootfs` caches the roots (overridden by
+/// `SNIX_LOWER_STORE_ROOTFS_CACHE`).
+pub const DEFAULT_CACHE: &str = "/var/cache/snix-lower-store/rootfs";
 
-/// Captured result of one finished command.
-#[derive(Debug, Clone)]
-pub struct Output {
-    pub desc: String,
-    pub code: Option<i32>,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
+/// Written into a root when its provisioning finished.
+pub const READY_MARKER: &str = ".snix-lower-store-ready";
+
+/// The suites provisioned, oldest Nix first: bookworm (Nix 2.8), trixie
+/// (Nix 2.26.3, systemd 257), sid (Nix 2.34).
+pub const SUITES: [&str; 3] = ["bookworm", "trixie", "sid"];
+
+/// The suite whose systemd (257) the systemd harnesses boot.
+pub const SYSTEMD_SUITE: &str = "trixie";
+
+/// `NIX_CONFIG` of commands in a root unless a caller sets another: no
+/// substituters (nothing here touches the network), `ca-derivations` on, as
+/// for anyone with content-addressed derivations, so Nix records and asks
+/// for realisations.
+pub const NIX_CONFIG_OFFLINE: &str =
+    "substituters =\nconnect-timeout = 5\nwarn-dirty = false\nfsync-metadata = false\n\
+                                      extra-experimental-features = ca-derivations\n";
+
+/// `PATH` of every command run inside a root.
+pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The cache directory: `SNIX_LOWER_STORE_ROOTFS_CACHE` or [`DEFAULT_CACHE`].
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("SNIX_LOWER_STORE_ROOTFS_CACHE").map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from)
 }
 
-impl Output {
-    pub fn success(&self) -> bool {
-        self.code == Some(0)
-    }
-
-    pub fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
-    }
-
-    pub fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr).into_owned()
-    }
-
-    /// Fails unless the command exited with status 0.
-    pub fn ok(self) -> Result<Output> {
-        if self.success() {
-            Ok(self)
-        } else {
-            Err(anyhow!("{}", self.failure_text("failed")))
-        }
-    }
-
-    /// Fails unless the command exited with a non-zero status.
-    pub fn failed(self) -> Result<Output> {
-        if self.success() {
-            bail!(
-                "`{}` succeeded but was expected to fail; stdout: {}",
-                self.desc,
-                tail(&self.stdout(), 400)
-            )
-        }
-        Ok(self)
-    }
-
-    pub fn failure_text(&self, what: &str) -> String {
-        let status = match self.code {
-            Some(c) => format!("exit {c}"),
-            None => "killed by a signal".to_string(),
-        };
-        format!(
-            "`{}` {what} ({status}): {}",
-            self.desc,
-            tail(&self.stderr(), 600).trim()
-        )
-    }
-}
-
-/// The last `n` bytes of `s` (on a char boundary), for error messages.
-pub fn tail(s: &str, n: usize) -> String {
-    if s.len() <= n {
-        return s.to_string();
-    }
-    let mut start = s.len() - n;
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("...{}", &s[start..])
-}
-
-fn describe(cmd: &Command) -> String {
-    let mut parts = vec![cmd.get_program().to_string_lossy().into_owned()];
-    parts.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
-    parts.join(" ")
-}
-
-/// Runs `cmd` to completion with stdin closed, capturing stdout and stderr.
-pub fn capture(cmd: &mut Command) -> Result<Output> {
-    let desc = describe(cmd);
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot start `{desc}`"))?;
-    Ok(Output {
-        desc,
-        code: out.status.code(),
-        stdout: out.stdout,
-        stderr: out.stderr,
-    })
-}
-
-/// Runs a program on the host and requires success.
-pub fn host<I, S>(program: &str, args: I) -> Result<Output>
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    capture(Command::new(program).args(args))?.ok()
+/// Whether the root at `dir` finished provisioning.
+pub fn is_ready(dir: &Path) -> bool {
+    dir.join(READY_MARKER).exists()
 }
 
 /// Something a scenario needs from the client's Nix that older versions lack.
@@ -148,15 +85,19 @@ pub struct Rootfs {
     pub version: String,
     /// Short tag used on report lines, e.g. `nix-2.26`.
     pub label: String,
+    /// What `nix-store --version` printed, e.g. `nix-store (Nix) 2.26.3`.
+    pub version_line: String,
+    /// `NIX_CONFIG` of every command run inside (see [`NIX_CONFIG_OFFLINE`]).
+    pub nix_config: String,
 }
 
 impl Rootfs {
     /// Opens a provisioned root file system (the version is filled in by
     /// [`Rootfs::detect_version`] once /proc is mounted inside it).
     pub fn open(suite: &str, dir: &Path) -> Result<Rootfs> {
-        if !dir.join(".snix-lower-store-ready").exists() {
+        if !is_ready(dir) {
             bail!(
-                "root file system {} is not provisioned (no .snix-lower-store-ready); run .ci/provision-nix-rootfs",
+                "root file system {} is not provisioned (no {READY_MARKER}); run .ci/provision-nix-rootfs {suite}",
                 dir.display()
             );
         }
@@ -165,12 +106,21 @@ impl Rootfs {
             dir: dir.to_path_buf(),
             version: String::new(),
             label: suite.to_string(),
+            version_line: String::new(),
+            nix_config: NIX_CONFIG_OFFLINE.to_string(),
         })
+    }
+
+    /// The same root with another `NIX_CONFIG` for the commands run inside.
+    pub fn with_nix_config(mut self, config: &str) -> Rootfs {
+        self.nix_config = config.to_string();
+        self
     }
 
     /// Asks the chroot's Nix for its version; sets `version` and `label`.
     pub fn detect_version(&mut self) -> Result<()> {
         let v = self.ok(&["nix-store", "--version"])?;
+        self.version_line = v.trim().to_string();
         let version = v
             .split_whitespace()
             .last()
@@ -245,23 +195,17 @@ impl Rootfs {
     }
 
     /// A command that runs `args` inside the chroot with a clean, fixed
-    /// environment (no substituters: the suite never touches the network;
-    /// `ca-derivations` on, as for anyone with content-addressed derivations,
-    /// so Nix records and asks for realisations).
+    /// environment and this root's [`Rootfs::nix_config`].
     pub fn command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
         let mut c = Command::new("chroot");
         c.arg(&self.dir).args(args);
         c.env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("PATH", PATH)
             .env("HOME", "/root")
             .env("TMPDIR", "/tmp")
             .env("LANG", "C.UTF-8")
             .env("LIBMOUNT_FORCE_MOUNT2", "always")
-            .env(
-                "NIX_CONFIG",
-                "substituters =\nconnect-timeout = 5\nwarn-dirty = false\nfsync-metadata = false\n\
-                 extra-experimental-features = ca-derivations\n",
-            );
+            .env("NIX_CONFIG", &self.nix_config);
         c
     }
 
@@ -289,11 +233,6 @@ fn strip_chroot(desc: &str, dir: &Path) -> String {
     desc.strip_prefix(&prefix).unwrap_or(desc).to_string()
 }
 
-/// Single-quotes `s` for /bin/sh.
-pub fn shq(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +243,8 @@ mod tests {
             dir: PathBuf::from("/nonexistent"),
             version: version.into(),
             label: "x".into(),
+            version_line: String::new(),
+            nix_config: String::new(),
         }
     }
 
