@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs everything that judges snix-lower-store, in order:
 #   0. cargo fmt --check (workspace and fuzz crate), clippy -D warnings and
-#      shellcheck on every tracked shell script (scripts/shellcheck),
+#      then every tracked shell script through shellcheck (scripts/shellcheck),
 #   1. the workspace's unit tests (cargo test --workspace --release),
 #   2. the release build of the daemon and of the end-to-end suite,
 #   3. provisioning of the Nix root file systems (cached after the first run),
