@@ -5,7 +5,6 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
-use snix_lower_store::index::PathInfo;
 use snix_lower_store::protocol::codec::{StderrFrame, UnkeyedValidPathInfo, Wire};
 use snix_lower_store::protocol::request::QueryPathInfo;
 use snix_lower_store::protocol::wire::{Limits, WireBuf, WireReader};
@@ -13,6 +12,7 @@ use snix_lower_store::protocol::ProtoVersion;
 use snix_lower_store::server::ops::paths::wire_path_info;
 use snix_lower_store::store::drv::parse_outputs;
 use snix_lower_store::store::hash::{nix32_decode, nix32_encode};
+use snix_lower_store::store::path_info::PathInfo;
 use snix_lower_store::store::{NarHash, StoreDir, StorePath};
 
 const SD: &str = "/nix/store";
@@ -47,10 +47,10 @@ fn codecs(c: &mut Criterion) {
         deriver: Some(deriver),
         registration_time: 1_700_000_000,
         ultimate: false,
-        sigs: vec![
-            "cache.example.org-1:6wzr1QlOPHG+knFuJIaw+85Z5ivwbdI512JikexG+nQ7JDSZM2hw8zzlcLOguXwrn6ZbbYXTtowR1Cs76Sy3Cg=="
-                .into(),
-        ],
+        sigs: vec![snix_lower_store::store::path_info::Signature::parse(
+            "cache.example.org-1:6wzr1QlOPHG+knFuJIaw+85Z5ivwbdI512JikexG+nQ7JDSZM2hw8zzlcLOguXwrn6ZbbYXTtowR1Cs76Sy3Cg==",
+        )
+        .unwrap()],
         ca: None,
     };
     let hash = info.nar_hash;

@@ -14,9 +14,10 @@ use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::Path;
 
-use crate::index::import::NewPath;
-use crate::store::hash::{hex_encode, nix32_encode};
+use crate::store::ca_proof::hash_part;
+use crate::store::content_address::{ContentAddress, Method};
 use crate::store::nar::nar_hash;
+use crate::store::path_info::PathInfo;
 use crate::store::{StoreDir, StorePath};
 
 /// Nix's `makeTextPath`: the store path of a text object with `refs`.
@@ -32,15 +33,9 @@ pub fn text_path(sd: &StoreDir, name: &str, contents: &[u8], refs: &[StorePath])
 }
 
 /// Nix's `makeStorePath`: the path of `name` whose fingerprint is `ty` and
-/// the SHA-256 `inner`, compressed to 20 bytes.
+/// the SHA-256 `inner` (the fingerprint is `ca_proof`'s, the one in the crate).
 fn store_path(sd: &StoreDir, ty: &str, inner: &[u8; 32], name: &str) -> StorePath {
-    let fingerprint = format!("{ty}:sha256:{}:{}:{name}", hex_encode(inner), sd.as_str());
-    let full: [u8; 32] = Sha256::digest(fingerprint.as_bytes()).into();
-    let mut compressed = [0u8; 20];
-    for (i, b) in full.iter().enumerate() {
-        compressed[i % 20] ^= b;
-    }
-    StorePath::from_owned_base_name(format!("{}-{name}", nix32_encode(&compressed)))
+    StorePath::from_owned_base_name(format!("{}-{name}", hash_part(sd, ty, inner, name)))
         .expect("generated store path is valid")
 }
 
@@ -51,7 +46,7 @@ pub fn add_text(
     name: &str,
     contents: &str,
     refs: &[StorePath],
-) -> std::io::Result<NewPath> {
+) -> std::io::Result<PathInfo> {
     let p = text_path(sd, name, contents.as_bytes(), refs);
     let obj = lower.join(p.base_name());
     if !obj.exists() {
@@ -60,17 +55,18 @@ pub fn add_text(
     let (nar_hash, nar_size) = nar_hash(&obj)?;
     let mut references = refs.to_vec();
     references.sort();
-    Ok(NewPath {
-        ca: Some(format!(
-            "text:sha256:{}",
-            nix32_encode(&Sha256::digest(contents.as_bytes()))
-        )),
+    Ok(PathInfo {
+        ca: Some(ContentAddress {
+            method: Method::Text,
+            algo: "sha256",
+            digest: Sha256::digest(contents.as_bytes()).to_vec(),
+        }),
         path: p,
         nar_hash,
         nar_size,
         references,
         deriver: None,
-        registration_time: None,
+        registration_time: 0,
         ultimate: false,
         sigs: Vec::new(),
     })
@@ -80,7 +76,7 @@ pub fn add_text(
 /// referencing every object of the level below, plus `demo-top.drv` (with the
 /// first top object as its input source) and its output, which refers to that
 /// object. Returns the entries in dependency order.
-pub fn generate(lower: &Path, sd: &StoreDir, layers: usize, width: usize) -> std::io::Result<Vec<NewPath>> {
+pub fn generate(lower: &Path, sd: &StoreDir, layers: usize, width: usize) -> std::io::Result<Vec<PathInfo>> {
     fs::create_dir_all(lower)?;
     let mut all = Vec::new();
     let mut below: Vec<StorePath> = Vec::new();
@@ -108,7 +104,7 @@ pub fn generate(lower: &Path, sd: &StoreDir, layers: usize, width: usize) -> std
 
 /// Writes the derivation `name` (input source `src`, output `out`) and its
 /// output (a file naming `src`); returns both, the derivation first.
-fn add_derivation(lower: &Path, sd: &StoreDir, name: &str, src: &StorePath) -> std::io::Result<[NewPath; 2]> {
+fn add_derivation(lower: &Path, sd: &StoreDir, name: &str, src: &StorePath) -> std::io::Result<[PathInfo; 2]> {
     let src_text = sd.display(src);
     let script = format!("echo {src_text} > $out");
     let masked = derivation_aterm(name, "", &src_text, &script);
@@ -121,14 +117,14 @@ fn add_derivation(lower: &Path, sd: &StoreDir, name: &str, src: &StorePath) -> s
         fs::write(&obj, format!("{src_text}\n"))?;
     }
     let (nar_hash, nar_size) = nar_hash(&obj)?;
-    let built = NewPath {
+    let built = PathInfo {
         ca: None,
         path: out,
         nar_hash,
         nar_size,
         references: vec![src.clone()],
         deriver: Some(drv.path.clone()),
-        registration_time: None,
+        registration_time: 0,
         ultimate: false,
         sigs: Vec::new(),
     };
@@ -147,7 +143,7 @@ fn derivation_aterm(name: &str, out: &str, src: &str, script: &str) -> String {
 }
 
 /// The registration text (`nix-store --dump-db` format) of `entries`.
-pub fn registration(sd: &StoreDir, entries: &[NewPath]) -> String {
+pub fn registration(sd: &StoreDir, entries: &[PathInfo]) -> String {
     let mut s = String::new();
     for e in entries {
         s.push_str(&format!(

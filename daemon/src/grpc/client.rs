@@ -32,10 +32,11 @@ use super::proto::store::path_info_service_client::PathInfoServiceClient;
 use super::proto::store::{get_path_info_request, GetPathInfoRequest, ListPathInfoRequest};
 use super::Address;
 use crate::backend::Result;
-use crate::index::PathInfo;
 use crate::lower::LowerDir;
 use crate::store::ca_proof::{self, CaProofOptions, Claim, Proof};
+use crate::store::content_address::ContentAddress;
 use crate::store::hash::nix32_decode_vec;
+use crate::store::path_info::PathInfo;
 use crate::store::{NarHash, StoreDir, StorePath};
 
 /// Reverse lookups, from the last complete List.
@@ -64,7 +65,7 @@ struct Inner {
     ca_proof: CaProofOptions,
     /// Definite proofs already made: path -> (the NAR hash proven for, its
     /// `ca`, `None` for a definite no). Undecided ones are not kept.
-    proven: Mutex<HashMap<StorePath, (NarHash, Option<String>)>>,
+    proven: Mutex<HashMap<StorePath, (NarHash, Option<ContentAddress>)>>,
 }
 
 /// Most proofs kept; past it the cache starts again (a proof is cheap to
@@ -239,7 +240,7 @@ impl GrpcBackend {
 
     /// The `ca` that `info`'s store path proves, if any (see the module
     /// doc): from the cache, else proven and remembered.
-    async fn proven_ca(&self, info: &PathInfo) -> Option<String> {
+    async fn proven_ca(&self, info: &PathInfo) -> Option<ContentAddress> {
         let opts = self.0.ca_proof;
         if opts == CaProofOptions::OFF {
             return None;
@@ -551,9 +552,13 @@ mod tests {
         assert_eq!(b.proven_ca(&info).await, None, "object missing");
         assert!(b.0.proven.lock().unwrap().is_empty(), "an undecided proof was cached");
         std::fs::write(&obj, "hello\n").unwrap();
-        assert_eq!(b.proven_ca(&info).await.as_deref(), Some(HELLO_CA));
+        assert_eq!(b.proven_ca(&info).await.map(|c| c.render()).as_deref(), Some(HELLO_CA));
         std::fs::remove_file(&obj).unwrap();
-        assert_eq!(b.proven_ca(&info).await.as_deref(), Some(HELLO_CA), "proof not cached");
+        assert_eq!(
+            b.proven_ca(&info).await.map(|c| c.render()).as_deref(),
+            Some(HELLO_CA),
+            "proof not cached"
+        );
         // A definite no is kept too: a directory never becomes the file.
         let other = PathInfo {
             path: sp("nmrmdcw1bfnl35a893n7nyhw4xa5vy08-hellp"),

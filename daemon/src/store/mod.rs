@@ -5,11 +5,12 @@
 //! Nothing here does I/O on sockets; the protocol and the index build on it.
 
 pub mod ca_proof;
-pub(crate) mod content_address;
+pub mod content_address;
 pub mod drv;
 pub mod hash;
 pub mod nar;
 pub mod path;
+pub mod path_info;
 pub mod realisation;
 
 pub use hash::NarHash;
