@@ -163,31 +163,31 @@ impl Backend for GrpcBackend {
         Box::pin(async move { Ok(GrpcBackend::path_info(self, p).await?.is_some()) })
     }
     fn valid_subset<'a>(&'a self, paths: &'a [StorePath]) -> BoxFuture<'a, Result<Vec<StorePath>>> {
-        Box::pin(GrpcBackend::valid_subset(self, paths))
+        Box::pin(async move { Ok(GrpcBackend::valid_subset(self, paths).await?) })
     }
     fn path_info<'a>(&'a self, p: &'a StorePath) -> BoxFuture<'a, Result<Option<PathInfo>>> {
-        Box::pin(GrpcBackend::path_info(self, p))
+        Box::pin(async move { Ok(GrpcBackend::path_info(self, p).await?) })
     }
     fn referrers<'a>(&'a self, p: &'a StorePath) -> BoxFuture<'a, Result<Vec<StorePath>>> {
-        Box::pin(GrpcBackend::referrers(self, p))
+        Box::pin(async move { Ok(GrpcBackend::referrers(self, p).await?) })
     }
     fn valid_derivers<'a>(&'a self, p: &'a StorePath) -> BoxFuture<'a, Result<Vec<StorePath>>> {
-        Box::pin(GrpcBackend::valid_derivers(self, p))
+        Box::pin(async move { Ok(GrpcBackend::valid_derivers(self, p).await?) })
     }
     fn derivation_outputs<'a>(&'a self, drv: &'a StorePath) -> BoxFuture<'a, Result<Option<OutputMap>>> {
-        Box::pin(GrpcBackend::derivation_outputs(self, drv))
+        Box::pin(async move { Ok(GrpcBackend::derivation_outputs(self, drv).await?) })
     }
     fn realisation<'a>(&'a self, _: &'a DrvOutputId) -> BoxFuture<'a, Result<Option<Realisation>>> {
         Box::pin(async { Ok(None) })
     }
     fn path_from_hash_part<'a>(&'a self, hash_part: &'a str) -> BoxFuture<'a, Result<Option<StorePath>>> {
-        Box::pin(GrpcBackend::path_from_hash_part(self, hash_part))
+        Box::pin(async move { Ok(GrpcBackend::path_from_hash_part(self, hash_part).await?) })
     }
     fn all_paths(&self) -> BoxFuture<'_, Result<Vec<StorePath>>> {
-        Box::pin(GrpcBackend::all_paths(self))
+        Box::pin(async move { Ok(GrpcBackend::all_paths(self).await?) })
     }
     fn all_hashes(&self) -> BoxFuture<'_, Result<Vec<(StorePath, NarHash, u64)>>> {
-        Box::pin(GrpcBackend::all_hashes(self))
+        Box::pin(async move { Ok(GrpcBackend::all_hashes(self).await?) })
     }
     fn count(&self) -> BoxFuture<'_, Result<u64>> {
         let n = self.snapshot_len();

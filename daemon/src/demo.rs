@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::Path;
 
-use crate::store::ca_proof::hash_part;
 use crate::store::content_address::{ContentAddress, Method};
+use crate::store::fingerprint::make_store_path as store_path;
 use crate::store::nar::nar_hash;
 use crate::store::path_info::PathInfo;
 use crate::store::{StoreDir, StorePath};
@@ -30,13 +30,6 @@ pub fn text_path(sd: &StoreDir, name: &str, contents: &[u8], refs: &[StorePath])
         ty.push_str(&sd.display(r));
     }
     store_path(sd, &ty, &Sha256::digest(contents).into(), name)
-}
-
-/// Nix's `makeStorePath`: the path of `name` whose fingerprint is `ty` and
-/// the SHA-256 `inner` (the fingerprint is `ca_proof`'s, the one in the crate).
-fn store_path(sd: &StoreDir, ty: &str, inner: &[u8; 32], name: &str) -> StorePath {
-    StorePath::from_owned_base_name(format!("{}-{name}", hash_part(sd, ty, inner, name)))
-        .expect("generated store path is valid")
 }
 
 /// Write one text object into `lower` and describe it for import.

@@ -723,7 +723,7 @@ fn serve_index(args: &ServeArgs) -> Result<LowerStore> {
 /// `--grpc-listen`: serves our path infos over gRPC until it fails (logged).
 fn spawn_grpc_server(server: Arc<Server>, addr: String, deriver_name: snix_lower_store::grpc::convert::DeriverName) {
     tokio::spawn(async move {
-        if let Err(e) = snix_lower_store::grpc::server::serve_with(server, &addr, deriver_name).await {
+        if let Err(e) = snix_lower_store::server::grpc::serve_with(server, &addr, deriver_name).await {
             tracing::error!(error = %e, "gRPC server stopped");
         }
     });

@@ -39,7 +39,7 @@ impl GrpcServer {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async move {
                 tokio::select! {
-                    r = snix_lower_store::grpc::server::serve_with(server, &addr, deriver_name) => r.unwrap(),
+                    r = snix_lower_store::server::grpc::serve_with(server, &addr, deriver_name) => r.unwrap(),
                     _ = rx => {}
                 }
             });

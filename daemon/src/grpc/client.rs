@@ -31,13 +31,15 @@ use super::error::{DrvOutputsError, GrpcError};
 use super::proto::store::path_info_service_client::PathInfoServiceClient;
 use super::proto::store::{get_path_info_request, GetPathInfoRequest, ListPathInfoRequest};
 use super::Address;
-use crate::backend::Result;
 use crate::lower::LowerDir;
 use crate::store::ca_proof::{self, CaProofOptions, Claim, Proof};
 use crate::store::content_address::ContentAddress;
 use crate::store::hash::nix32_decode_vec;
 use crate::store::path_info::PathInfo;
 use crate::store::{NarHash, StoreDir, StorePath};
+
+/// What this backend's calls give: its own error, which `backend` wraps.
+type Result<T> = std::result::Result<T, GrpcError>;
 
 /// Reverse lookups, from the last complete List.
 #[derive(Default)]
@@ -234,7 +236,7 @@ impl GrpcBackend {
                 Ok(Some(info))
             }
             Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
-            Err(s) => Err(self.err(&format!("Get {hash_part}"), s).into()),
+            Err(s) => Err(self.err(&format!("Get {hash_part}"), s)),
         }
     }
 
@@ -404,7 +406,7 @@ impl GrpcBackend {
 
     /// Rebuild the snapshot from List.
     pub async fn refresh(&self) -> Result<()> {
-        Ok(self.list_into_snapshot_recorded().await?)
+        self.list_into_snapshot_recorded().await
     }
 
     /// [`Self::refresh`], with its typed error: one List at a time, its time

@@ -11,7 +11,7 @@
 //! path is an error reply, not a broken connection.
 //!
 //! [`for_each_op!`] is the one table of ops: it defines [`Op`] and
-//! [`AnyRequest`] here and the dispatch in `server::ops`. Adding an op means
+//! [`AnyRequest`] here and the dispatch in `server::session`. Adding an op means
 //! a line there, a request type here and a handler in `server::ops`.
 
 use tokio::io::AsyncRead;

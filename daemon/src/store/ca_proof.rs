@@ -34,7 +34,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::content_address::{ContentAddress, Method};
-use super::hash::{hex_encode, nix32_encode};
+use super::fingerprint::{hash_part, type_with_refs};
+use super::hash::hex_encode;
 use super::path_info::PathInfo;
 use super::{NarHash, StoreDir, StorePath};
 
@@ -263,58 +264,6 @@ fn sha256_ca(method: Method, digest: &[u8; 32]) -> ContentAddress {
     }
 }
 
-/// `<kind>:<ref>:<ref>…[:self]`, references as full paths in store path
-/// order, each once. `None` when `path` refers to itself and `self_allowed`
-/// is false.
-pub(crate) fn type_with_refs(
-    kind: &str,
-    sd: &StoreDir,
-    path: &StorePath,
-    refs: &[StorePath],
-    self_allowed: bool,
-) -> Option<String> {
-    let mut sorted: Vec<&StorePath> = refs.iter().collect();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut ty = String::with_capacity(kind.len() + sorted.len() * (sd.as_str().len() + 64));
-    ty.push_str(kind);
-    let mut has_self = false;
-    for r in sorted {
-        if r == path {
-            has_self = true;
-            continue;
-        }
-        ty.push(':');
-        ty.push_str(sd.as_str());
-        ty.push('/');
-        ty.push_str(r.base_name());
-    }
-    if has_self {
-        if !self_allowed {
-            return None;
-        }
-        ty.push_str(":self");
-    }
-    Some(ty)
-}
-
-/// The hash part Nix computes for `<ty>:sha256:<base16 inner>:<store dir>:<name>`.
-pub(crate) fn hash_part(sd: &StoreDir, ty: &str, inner: &[u8; 32], name: &str) -> String {
-    let mut h = Sha256::new();
-    for part in [ty.as_bytes(), b":sha256:", hex_encode(inner).as_bytes(), b":"] {
-        h.update(part);
-    }
-    h.update(sd.as_str());
-    h.update(b":");
-    h.update(name);
-    let full: [u8; 32] = h.finalize().into();
-    let mut folded = [0u8; 20];
-    for (i, b) in full.iter().enumerate() {
-        folded[i % 20] ^= b;
-    }
-    nix32_encode(&folded)
-}
-
 /// The lower dir opened once, so each object is opened relative to it (one
 /// path component to resolve, not the whole root path again).
 struct LowerFiles(std::fs::File);
@@ -383,6 +332,7 @@ impl LowerFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::hash::nix32_encode;
     use serde_json::Value;
 
     /// Vectors made by real Nix 2.26 and 2.34 (see the file's `note`).

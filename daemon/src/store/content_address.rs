@@ -23,7 +23,7 @@
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use super::ca_proof::{hash_part, type_with_refs};
+use super::fingerprint::{hash_part, type_with_refs};
 use super::hash::{digest_len, hex_encode, nix32_decode_vec, nix32_encode, nix32_len};
 use super::path::shown;
 use super::{StoreDir, StorePath};

@@ -7,6 +7,7 @@
 pub mod ca_proof;
 pub mod content_address;
 pub mod drv;
+pub(crate) mod fingerprint;
 pub mod hash;
 pub mod nar;
 pub mod path;

@@ -1,5 +1,6 @@
 //! What each op answers: one [`Serve`] impl per request type, grouped in one
-//! file per op family, and the dispatch table that maps op numbers to them.
+//! file per op family (the dispatch table that maps op numbers to them is
+//! the session's, `server::session`).
 //!
 //! - [`paths`]: validity, path infos, references, referrers, derivers;
 //! - [`derivations`]: derivation outputs, QueryMissing, realisations;
@@ -78,28 +79,6 @@ pub trait Serve: Request + Sync {
         store: &'a LowerStore,
     ) -> impl Future<Output = Result<Answer<Self::Body>, OpError>> + Send + 'a;
 }
-
-/// The one dispatch table: every op of `for_each_op!` to its request type's
-/// `Serve` impl, through `session::Conn::serve_op`.
-macro_rules! dispatch {
-    ($($name:ident = $num:literal,)*) => {
-        /// Decode, answer and reply to one request of `op`.
-        pub(super) async fn dispatch<R, W>(
-            c: &mut super::session::Conn<'_, R, W>,
-            op: crate::protocol::request::Op,
-        ) -> Result<(), super::error::SessionError>
-        where
-            R: tokio::io::AsyncRead + Unpin + Send,
-            W: tokio::io::AsyncWrite + Unpin + Send,
-        {
-            use crate::protocol::request::{self as q, Op};
-            match op {
-                $(Op::$name => c.serve_op::<q::$name>().await,)*
-            }
-        }
-    };
-}
-crate::protocol::request::for_each_op!(dispatch);
 
 impl LowerStore {
     /// Answer `q` as the session does and append what is sent before any
