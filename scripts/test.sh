@@ -72,6 +72,7 @@ step "fmt" cargo fmt --all --check || rc=1
 step "fuzz fmt" bash -c 'cd fuzz && cargo fmt --check' || rc=1
 step "clippy" cargo clippy --workspace --all-targets -- -D warnings || rc=1
 step "fn length" scripts/check-fn-length || rc=1
+step "module graph" scripts/module-graph --quiet || rc=1
 step "unit tests" cargo test --workspace --release || rc=1
 step "release build" cargo build --release -p snix-lower-store -p e2e --bins --example loadtest || exit 1
 # 512 concurrent connections; the full 2,000 requests each take ~75 s here,

@@ -1,7 +1,7 @@
 //! Ops that would build or repair: answered when there is nothing to do
 //! (the paths are all present; verifying without repair), refused otherwise.
 
-use super::{Answer, LowerStore, OpError, Serve};
+use super::{Acknowledged, Answer, LowerStore, OpError, Serve};
 use crate::protocol::codec::BuildMode;
 use crate::protocol::request::*;
 
@@ -18,19 +18,19 @@ impl LowerStore {
 }
 
 impl Serve for EnsurePath {
-    type Body = u64;
-    async fn serve(&self, s: &LowerStore) -> Result<Answer<u64>, OpError> {
+    type Body = Acknowledged;
+    async fn serve(&self, s: &LowerStore) -> Result<Answer<Acknowledged>, OpError> {
         let p = s.path(&self.path)?;
         if !s.backend(s.backend.is_valid(&p).await)? {
             return Err(OpError::CannotEnsure(s.store_dir.display(&p)));
         }
-        Ok(1.into())
+        Ok(Acknowledged.into())
     }
 }
 
 impl Serve for BuildPaths {
-    type Body = u64;
-    async fn serve(&self, s: &LowerStore) -> Result<Answer<u64>, OpError> {
+    type Body = Acknowledged;
+    async fn serve(&self, s: &LowerStore) -> Result<Answer<Acknowledged>, OpError> {
         // Nothing to build when every requested path is already present;
         // anything else would need a build or substitution.
         if !s
@@ -41,7 +41,7 @@ impl Serve for BuildPaths {
                 subject: self.paths.first().cloned(),
             });
         }
-        Ok(1.into())
+        Ok(Acknowledged.into())
     }
 }
 

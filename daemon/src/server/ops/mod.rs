@@ -64,6 +64,32 @@ impl<T> From<T> for Answer<T> {
     }
 }
 
+/// The reply of an op that has nothing to report: the integer 1. Nix's
+/// daemon writes `1` after AddTempRoot, AddIndirectRoot, SyncWithGC,
+/// OptimiseStore, EnsurePath and BuildPaths, and its client reads the
+/// integer and ignores it (`readInt`); the value is kept for clients that
+/// check it. Same layout as those ops' `Reply` (`u64`); decoding anything
+/// but 1 is an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acknowledged;
+
+impl Wire for Acknowledged {
+    fn encode(&self, out: &mut WireBuf, v: ProtoVersion) {
+        1u64.encode(out, v);
+    }
+    async fn decode<R: tokio::io::AsyncRead + Unpin + Send>(
+        r: &mut crate::protocol::wire::WireReader<R>,
+        v: ProtoVersion,
+    ) -> Result<Self, crate::protocol::wire::ProtocolError> {
+        match u64::decode(r, v).await? {
+            1 => Ok(Acknowledged),
+            n => Err(crate::protocol::wire::ProtocolError::Malformed(format!(
+                "an acknowledgement is the integer 1, not {n}"
+            ))),
+        }
+    }
+}
+
 /// What an op answers, given its decoded request. Implemented for every
 /// request type; public so benches can answer typed requests.
 pub trait Serve: Request + Sync {
