@@ -71,7 +71,7 @@ pub trait Backend: Send + Sync {
 
 /// The embedded index as a backend.
 pub fn index(index: PathInfoIndex) -> Arc<dyn Backend> {
-    Arc::new(Arc::new(index))
+    Arc::new(index)
 }
 
 /// A snix PathInfoService as a backend.
@@ -92,7 +92,7 @@ fn lookup<'a, T: Send + 'a>(
 }
 
 /// Run one index query on the blocking pool.
-fn query<T, F>(index: &Arc<PathInfoIndex>, f: F) -> BoxFuture<'static, Result<T>>
+fn query<T, F>(index: &PathInfoIndex, f: F) -> BoxFuture<'static, Result<T>>
 where
     T: Send + 'static,
     F: FnOnce(&PathInfoIndex) -> std::result::Result<T, IndexError> + Send + 'static,
@@ -101,9 +101,10 @@ where
     Box::pin(async move { Ok(crate::blocking::run(move || f(&index)).await?) })
 }
 
-/// The embedded index. Shared (`Arc`) so each query can move to the
-/// blocking pool; its own connection pool makes concurrent queries safe.
-impl Backend for Arc<PathInfoIndex> {
+/// The embedded index. A query that moves to the blocking pool takes a
+/// clone of the handle (it shares the connection pool and key directory);
+/// the pool makes concurrent queries safe.
+impl Backend for PathInfoIndex {
     fn describe(&self) -> String {
         format!("index {}", self.db_path().display())
     }

@@ -449,13 +449,9 @@ fn chmod_chgrp(path: &Path, mode: &str, group: Option<&str>) -> Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(m))
         .with_context(|| format!("chmod {}", path.display()))?;
     if let Some(g) = group {
-        let cg = std::ffi::CString::new(g)?;
-        // SAFETY: getgrnam returns a pointer into static storage or null.
-        let gr = unsafe { libc::getgrnam(cg.as_ptr()) };
-        if gr.is_null() {
+        let Some(gid) = snix_lower_store::server::peer::group_gid(g) else {
             bail!("--socket-group '{g}': no such group");
-        }
-        let gid = unsafe { (*gr).gr_gid };
+        };
         let cp = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
         if unsafe { libc::chown(cp.as_ptr(), u32::MAX, gid) } != 0 {
             bail!("chgrp {} {}: {}", g, path.display(), std::io::Error::last_os_error());

@@ -159,7 +159,7 @@ impl Fixture {
         }
         let from_sqlite = index.key_directory_stats().from_sqlite;
         self.served.lock().unwrap().push((index.clone(), from_sqlite));
-        let backend: Arc<dyn snix_lower_store::backend::Backend> = Arc::new(index);
+        let backend: Arc<dyn snix_lower_store::backend::Backend> = index;
         let store = LowerStore {
             backend,
             lower: LowerDir::open(&self.lower).unwrap(),

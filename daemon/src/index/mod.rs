@@ -131,7 +131,9 @@ type PathRow = (String, Vec<u8>, i64, Option<String>, i64, bool, String, Option<
 pub type Result<T> = std::result::Result<T, IndexError>;
 
 /// The embedded path-info database (`index.sqlite` in the state dir), read
-/// through a small pool of read-only connections.
+/// through a small pool of read-only connections. A clone is a second handle
+/// on the same pool and key directory (two `Arc`s and the file name).
+#[derive(Clone)]
 pub struct PathInfoIndex {
     db_path: PathBuf,
     /// Opened with `immutable=1` (an image's own index): no locks, no
@@ -660,7 +662,7 @@ impl PathInfoIndex {
             let corrupt =
                 |why: String| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, why.into());
             let mut dependent = Vec::new();
-            for d in deps.split(' ').filter(|d| !d.is_empty()) {
+            for d in split_list(&deps) {
                 let dep = DrvOutputId::parse(d).map_err(corrupt)?;
                 let p = st
                     .query_row([&dep.drv_hash, &dep.output], |r| r.get::<_, String>(0))
@@ -669,7 +671,7 @@ impl PathInfoIndex {
                 dependent.push((dep, parse_stored(p)?));
             }
             dependent.sort();
-            let mut signatures: Vec<String> = sigs.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+            let mut signatures: Vec<String> = split_list(&sigs).map(str::to_owned).collect();
             signatures.sort();
             Ok(Some(Realisation {
                 id: id.clone(),
