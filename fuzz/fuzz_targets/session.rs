@@ -460,7 +460,7 @@ fn answerable(f: &Fixture, req: &AnyRequest) -> bool {
         Q::QueryMissing(q) => q
             .targets
             .iter()
-            .all(|t| parses(&t.split('!').next().unwrap_or(t).to_owned())),
+            .all(|t| parses(&t.as_str().split('!').next().unwrap_or_default().to_owned())),
         _ => false,
     }
 }
@@ -514,6 +514,8 @@ fn missing(
     }
     let mut want = Vec::new();
     for t in &q.targets {
+        // The oracle splits the text itself, independently of `DerivedPath`.
+        let t = t.as_str();
         if !present(f, t, q.bare_drv_means_outputs)? {
             want.push(f.sd.display(&valid_path(f, t.split('!').next().unwrap_or(t))?));
         }

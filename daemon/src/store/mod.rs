@@ -6,6 +6,7 @@
 
 pub mod ca_proof;
 pub mod content_address;
+pub mod derived_path;
 pub mod drv;
 pub(crate) mod fingerprint;
 pub mod hash;

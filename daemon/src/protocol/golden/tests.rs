@@ -283,7 +283,7 @@ async fn derived_case(label: &str, elements: &[u8], want: &[Derived], minor: u8)
     bytes.extend_from_slice(elements);
     bytes.extend_from_slice(&0u64.to_le_bytes());
     let req = BuildPaths {
-        paths: texts,
+        paths: texts.into_iter().map(Into::into).collect(),
         mode: Default::default(),
         bare_drv_means_outputs: minor < 30,
     };

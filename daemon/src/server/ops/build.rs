@@ -8,7 +8,7 @@ use crate::protocol::request::*;
 impl LowerStore {
     /// Are all these derived paths present, so a build has nothing to do?
     /// `bare_drv`: the request's `bare_drv_means_outputs`.
-    async fn nothing_to_build(&self, paths: &[String], mode: BuildMode, bare_drv: bool) -> Result<bool, OpError> {
+    async fn nothing_to_build(&self, paths: &[DerivedPath], mode: BuildMode, bare_drv: bool) -> Result<bool, OpError> {
         let mut all_present = mode == BuildMode::NORMAL;
         for t in paths {
             all_present = all_present && self.derived_path_present(t, bare_drv).await?;
@@ -38,7 +38,7 @@ impl Serve for BuildPaths {
             .await?
         {
             return Err(OpError::ReadOnly {
-                subject: self.paths.first().cloned(),
+                subject: self.paths.first().map(|p| p.to_string()),
             });
         }
         Ok(Acknowledged.into())
@@ -53,7 +53,7 @@ impl Serve for BuildPathsWithResults {
         s.nothing_to_build(&self.paths, self.mode, self.bare_drv_means_outputs)
             .await?;
         Err(OpError::ReadOnly {
-            subject: self.paths.first().cloned(),
+            subject: self.paths.first().map(|p| p.to_string()),
         })
     }
 }

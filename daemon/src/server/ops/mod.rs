@@ -31,6 +31,7 @@ use crate::protocol::codec::{Shown, StderrFrame, Wire};
 use crate::protocol::request::Request;
 use crate::protocol::wire::WireBuf;
 use crate::protocol::ProtoVersion;
+use crate::store::derived_path::{DerivedPath, Outputs};
 use crate::store::{StoreDir, StorePath};
 
 pub use super::error::OpError;
@@ -179,23 +180,22 @@ impl LowerStore {
     /// With `bare_drv_means_outputs` (clients below 1.30, as Nix's daemon
     /// reads them) a bare `.drv` path wants all its outputs, like `…!*`;
     /// otherwise a bare path is the path itself.
-    pub(crate) async fn derived_path_present(&self, t: &str, bare_drv_means_outputs: bool) -> Result<bool, OpError> {
-        let (base, outputs) = match t.split_once('!') {
-            Some((b, o)) => (b, Some(o)),
-            None => (t, None),
-        };
-        let p = self.path(base)?;
-        let outputs = match outputs {
+    pub(crate) async fn derived_path_present(
+        &self,
+        t: &DerivedPath,
+        bare_drv_means_outputs: bool,
+    ) -> Result<bool, OpError> {
+        let p = self.path(t.path())?;
+        let wanted = match t.outputs() {
             Some(o) => o,
-            None if bare_drv_means_outputs && p.is_derivation() => "*",
+            None if bare_drv_means_outputs && p.is_derivation() => Outputs::ALL,
             None => return self.backend(self.backend.is_valid(&p).await),
         };
         let Some(outs) = self.backend(self.backend.derivation_outputs(&p).await)? else {
             return Ok(false);
         };
-        let wanted: Vec<&str> = outputs.split(',').collect();
         for (name, path) in &outs {
-            if wanted.contains(&"*") || wanted.contains(&name.as_str()) {
+            if wanted.wants(name) {
                 match path {
                     Some(path) if self.backend(self.backend.is_valid(path).await)? => {}
                     _ => return Ok(false),
@@ -203,6 +203,6 @@ impl LowerStore {
             }
         }
         // An output name the derivation does not have is not present either.
-        Ok(wanted.iter().all(|w| *w == "*" || outs.iter().any(|(n, _)| n == w)))
+        Ok(wanted.names().all(|w| w == "*" || outs.iter().any(|(n, _)| n == w)))
     }
 }
