@@ -40,19 +40,15 @@ fn codecs(c: &mut Criterion) {
     let refs = sample_paths(10);
     let deriver = StorePath::from_base_name(&format!("{}-bench.drv", nix32_encode(&[9u8; 20]))).unwrap();
     let info = PathInfo {
-        path: refs[0].clone(),
-        nar_hash: NarHash([0xab; 32]),
-        nar_size: 123_456,
-        references: refs.clone(),
-        deriver: Some(deriver),
-        registration_time: 1_700_000_000,
-        ultimate: false,
-        sigs: vec![snix_lower_store::store::path_info::Signature::parse(
+references: refs.clone(),
+deriver: Some(deriver),
+registration_time: 1_700_000_000,
+sigs: vec![snix_lower_store::store::path_info::Signature::parse(
             "cache.example.org-1:6wzr1QlOPHG+knFuJIaw+85Z5ivwbdI512JikexG+nQ7JDSZM2hw8zzlcLOguXwrn6ZbbYXTtowR1Cs76Sy3Cg==",
         )
         .unwrap()],
-        ca: None,
-    };
+..PathInfo::new(refs[0].clone(), NarHash([0xab; 32]), 123_456)
+};
     let hash = info.nar_hash;
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
 

@@ -54,14 +54,8 @@ pub fn add_text(
             algo: "sha256",
             digest: Sha256::digest(contents.as_bytes()).to_vec(),
         }),
-        path: p,
-        nar_hash,
-        nar_size,
         references,
-        deriver: None,
-        registration_time: 0,
-        ultimate: false,
-        sigs: Vec::new(),
+        ..PathInfo::new(p, nar_hash, nar_size)
     })
 }
 
@@ -111,15 +105,9 @@ fn add_derivation(lower: &Path, sd: &StoreDir, name: &str, src: &StorePath) -> s
     }
     let (nar_hash, nar_size) = nar_hash(&obj)?;
     let built = PathInfo {
-        ca: None,
-        path: out,
-        nar_hash,
-        nar_size,
         references: vec![src.clone()],
         deriver: Some(drv.path.clone()),
-        registration_time: 0,
-        ultimate: false,
-        sigs: Vec::new(),
+        ..PathInfo::new(out, nar_hash, nar_size)
     };
     Ok([drv, built])
 }

@@ -553,15 +553,7 @@ fn index_with_big_object(f: &Fixture, size: usize) -> (snix_lower_store::store::
     std::fs::rename(&big, f.lower.join(p.base_name())).unwrap();
     let mut entries = f.entries.clone();
     entries.push(snix_lower_store::store::path_info::PathInfo {
-        path: p.clone(),
-        nar_hash: h,
-        nar_size: n,
-        references: vec![],
-        deriver: None,
-        registration_time: 0,
-        ultimate: false,
-        sigs: vec![],
-        ca: None,
+        ..snix_lower_store::store::path_info::PathInfo::new(p.clone(), h, n)
     });
     let lower = snix_lower_store::lower::LowerDir::open(&f.lower).unwrap();
     snix_lower_store::index::import::import(&f.state, &f.sd, &lower, entries, Default::default()).unwrap();

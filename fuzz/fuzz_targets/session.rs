@@ -187,15 +187,10 @@ fn tree_object(lower: &Path, reference: StorePath) -> std::io::Result<PathInfo> 
     std::os::unix::fs::symlink("share/doc", root.join("doc"))?;
     let (nar_hash, nar_size) = nar_hash(&root)?;
     Ok(PathInfo {
-        path,
-        nar_hash,
-        nar_size,
         references: vec![reference],
-        deriver: None,
         registration_time: 1_700_000_000,
-        ultimate: false,
         sigs: vec![snix_lower_store::store::path_info::Signature::parse("cache.example.org-1:c2lnbmF0dXJl").unwrap()],
-        ca: None,
+        ..PathInfo::new(path, nar_hash, nar_size)
     })
 }
 

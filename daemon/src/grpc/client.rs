@@ -527,16 +527,11 @@ mod tests {
     /// `tests/data/ca-proof-vectors.json`), without its `ca`.
     fn hello() -> PathInfo {
         PathInfo {
-            path: sp("nmrmdcw1bfnl35a893n7nyhw4xa5vy08-hello"),
-            nar_hash: NarHash::parse("sha256:1c37d01af40be2e80691de3cc3df44377a699afbb17c68f080964b2fd071fc13")
-                .unwrap(),
-            nar_size: 120,
-            references: Vec::new(),
-            deriver: None,
-            registration_time: 0,
-            ultimate: false,
-            sigs: Vec::new(),
-            ca: None,
+            ..PathInfo::new(
+                sp("nmrmdcw1bfnl35a893n7nyhw4xa5vy08-hello"),
+                NarHash::parse("sha256:1c37d01af40be2e80691de3cc3df44377a699afbb17c68f080964b2fd071fc13").unwrap(),
+                120,
+            )
         }
     }
 

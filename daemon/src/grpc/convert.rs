@@ -382,15 +382,8 @@ mod tests {
 
     fn info_with_deriver(deriver: Option<StorePath>) -> PathInfo {
         PathInfo {
-            path: sp(OUT),
-            nar_hash: NarHash([0; 32]),
-            nar_size: 1,
-            references: vec![],
             deriver,
-            registration_time: 0,
-            ultimate: false,
-            sigs: vec![],
-            ca: None,
+            ..PathInfo::new(sp(OUT), NarHash([0; 32]), 1)
         }
     }
 
@@ -563,15 +556,8 @@ mod tests {
     #[test]
     fn mismatched_reference_digest_is_refused() {
         let info = PathInfo {
-            path: sp("00bgd045z0d4icpbc2yyz4gx48ak44la-x"),
-            nar_hash: NarHash([0; 32]),
-            nar_size: 1,
             references: vec![sp("0c4m6szjsmr1s0rsqs3kg4ni4fgcgprx-y")],
-            deriver: None,
-            registration_time: 0,
-            ultimate: false,
-            sigs: vec![],
-            ca: None,
+            ..PathInfo::new(sp("00bgd045z0d4icpbc2yyz4gx48ak44la-x"), NarHash([0; 32]), 1)
         };
         let mut p = to_snix(
             &info,

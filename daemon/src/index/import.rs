@@ -130,15 +130,9 @@ pub fn parse_registration(text: &str, sd: &StoreDir, source_name: &str) -> Resul
             references.push(sd.parse(r).map_err(|e| at(l, e.to_string()))?);
         }
         out.push(PathInfo {
-            path: path_p,
-            nar_hash,
-            nar_size,
             references,
             deriver,
-            registration_time: 0,
-            ultimate: false,
-            sigs: Vec::new(),
-            ca: None,
+            ..PathInfo::new(path_p, nar_hash, nar_size)
         });
     }
     Ok(out)
@@ -278,15 +272,13 @@ fn parse_json_entry(sd: &StoreDir, key: Option<String>, v: &Value, v2: bool) -> 
         .map_err(|e| format!("{key}: {e}"))?
         .unwrap_or_default();
     Ok(PathInfo {
-        path,
-        nar_hash,
-        nar_size,
         references,
         deriver,
         registration_time: obj.get("registrationTime").and_then(Value::as_u64).unwrap_or(0),
         ultimate: obj.get("ultimate").and_then(Value::as_bool).unwrap_or(false),
         sigs,
         ca,
+        ..PathInfo::new(path, nar_hash, nar_size)
     })
 }
 
@@ -347,10 +339,9 @@ pub fn read_nix_db(db: &Path, sd: &StoreDir) -> Result<Vec<PathInfo>, ImportErro
         for r in refs.remove(&id).unwrap_or_default() {
             references.push(p(&r)?);
         }
+        let path = p(&path)?;
+        let nar_hash = NarHash::parse(&hash).map_err(|e| perr(&name, n, e))?;
         out.push(PathInfo {
-            path: p(&path)?,
-            nar_hash: NarHash::parse(&hash).map_err(|e| perr(&name, n, e))?,
-            nar_size: size.unwrap_or(0) as u64,
             references,
             deriver: deriver.filter(|d| !d.is_empty()).map(|d| p(&d)).transpose()?,
             registration_time: reg.unwrap_or(0) as u64,
@@ -361,6 +352,7 @@ pub fn read_nix_db(db: &Path, sd: &StoreDir) -> Result<Vec<PathInfo>, ImportErro
                 .map(|c| ContentAddress::parse_quoted(&c))
                 .transpose()
                 .map_err(|e| perr(&name, n, e))?,
+            ..PathInfo::new(path, nar_hash, size.unwrap_or(0) as u64)
         });
     }
     Ok(out)

@@ -48,15 +48,14 @@ fn info(c: char, name: &str, h: u8, refs: &[(char, &str)]) -> PathInfo {
         .collect();
     references.sort();
     PathInfo {
-        path: StorePath::from_base_name(&base(c, name)).unwrap(),
-        nar_hash: hash(h),
-        nar_size: 1000 + h as u64,
         references,
-        deriver: None,
         registration_time: 1,
-        ultimate: false,
         sigs: vec![Signature::parse("k:c2ln").unwrap()],
-        ca: None,
+        ..PathInfo::new(
+            StorePath::from_base_name(&base(c, name)).unwrap(),
+            hash(h),
+            1000 + h as u64,
+        )
     }
 }
 

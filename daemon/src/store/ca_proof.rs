@@ -542,15 +542,9 @@ mod tests {
 
     fn entry(v: &Vector, ca: Option<&str>) -> PathInfo {
         PathInfo {
-            path: v.path.clone(),
-            nar_hash: v.nar_hash,
-            nar_size: 128,
             references: v.refs.clone(),
-            deriver: None,
-            registration_time: 0,
-            ultimate: false,
-            sigs: Vec::new(),
             ca: ca.map(|c| ContentAddress::parse(c).unwrap()),
+            ..PathInfo::new(v.path.clone(), v.nar_hash, 128)
         }
     }
 
@@ -667,15 +661,11 @@ mod tests {
                 let name = format!("p{i}");
                 let hp = hash_part(&sd, "source", &nar.0, &name);
                 PathInfo {
-                    path: StorePath::from_base_name(&format!("{hp}-{name}")).unwrap(),
-                    nar_hash: nar,
-                    nar_size: 1 << 30,
-                    references: Vec::new(),
-                    deriver: None,
-                    registration_time: 0,
-                    ultimate: false,
-                    sigs: Vec::new(),
-                    ca: None,
+                    ..PathInfo::new(
+                        StorePath::from_base_name(&format!("{hp}-{name}")).unwrap(),
+                        nar,
+                        1 << 30,
+                    )
                 }
             })
             .collect();

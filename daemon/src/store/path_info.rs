@@ -43,6 +43,28 @@ pub struct Signature {
     pub bytes: Vec<u8>,
 }
 
+impl PathInfo {
+    /// A path info with what every source has (path, NAR hash and size) and
+    /// the defaults for the rest: no references, deriver, signatures or
+    /// `ca`, registration time 0 (stamped at import), not ultimate. Sources
+    /// and fixtures write `PathInfo { references, ..PathInfo::new(p, h, n) }`,
+    /// so a new field touches the model and the conversions that carry it,
+    /// not every place a path info is made.
+    pub fn new(path: StorePath, nar_hash: NarHash, nar_size: u64) -> Self {
+        PathInfo {
+            path,
+            nar_hash,
+            nar_size,
+            references: Vec::new(),
+            deriver: None,
+            registration_time: 0,
+            ultimate: false,
+            sigs: Vec::new(),
+            ca: None,
+        }
+    }
+}
+
 impl Signature {
     /// Parses `name:base64`; the error quotes the input (escaped, bounded)
     /// and says what is wrong.
