@@ -238,7 +238,7 @@ fn reconcile_update_writes_what_nix_updatepathinfo_writes() {
         )
         .unwrap();
     assert_eq!(h, format!("sha256:{}", "09".repeat(32)));
-    assert_eq!((n, u, s.as_deref(), ca), (Some(1009), None, Some("k:sig"), None));
+    assert_eq!((n, u, s.as_deref(), ca), (Some(1009), None, Some("k:c2ln"), None));
     assert!(fx.plan().changed.is_empty());
 }
 
