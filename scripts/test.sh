@@ -74,6 +74,7 @@ step "fuzz fmt" bash -c 'cd fuzz && cargo fmt --check' || rc=1
 step "clippy" cargo clippy --workspace --all-targets -- -D warnings || rc=1
 step "fn length" scripts/check-fn-length || rc=1
 step "shellcheck" scripts/shellcheck || rc=1
+step "module graph" scripts/module-graph --quiet || rc=1
 step "unit tests" cargo test --workspace --release || rc=1
 step "release build" cargo build --release -p snix-lower-store -p e2e -p testbed --bins --example loadtest || exit 1
 step "docs" scripts/check-docs || rc=1   # README <= 250 lines, links, cli.md = --help, mdbook build docs

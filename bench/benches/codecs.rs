@@ -5,7 +5,6 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
-use snix_lower_store::index::PathInfo;
 use snix_lower_store::protocol::codec::{StderrFrame, UnkeyedValidPathInfo, Wire};
 use snix_lower_store::protocol::request::QueryPathInfo;
 use snix_lower_store::protocol::wire::{Limits, WireBuf, WireReader};
@@ -13,6 +12,7 @@ use snix_lower_store::protocol::ProtoVersion;
 use snix_lower_store::server::ops::paths::wire_path_info;
 use snix_lower_store::store::drv::parse_outputs;
 use snix_lower_store::store::hash::{nix32_decode, nix32_encode};
+use snix_lower_store::store::path_info::PathInfo;
 use snix_lower_store::store::{NarHash, StoreDir, StorePath};
 
 const SD: &str = "/nix/store";
@@ -40,19 +40,15 @@ fn codecs(c: &mut Criterion) {
     let refs = sample_paths(10);
     let deriver = StorePath::from_base_name(&format!("{}-bench.drv", nix32_encode(&[9u8; 20]))).unwrap();
     let info = PathInfo {
-        path: refs[0].clone(),
-        nar_hash: NarHash([0xab; 32]),
-        nar_size: 123_456,
-        references: refs.clone(),
-        deriver: Some(deriver),
-        registration_time: 1_700_000_000,
-        ultimate: false,
-        sigs: vec![
-            "cache.example.org-1:6wzr1QlOPHG+knFuJIaw+85Z5ivwbdI512JikexG+nQ7JDSZM2hw8zzlcLOguXwrn6ZbbYXTtowR1Cs76Sy3Cg=="
-                .into(),
-        ],
-        ca: None,
-    };
+references: refs.clone(),
+deriver: Some(deriver),
+registration_time: 1_700_000_000,
+sigs: vec![snix_lower_store::store::path_info::Signature::parse(
+            "cache.example.org-1:6wzr1QlOPHG+knFuJIaw+85Z5ivwbdI512JikexG+nQ7JDSZM2hw8zzlcLOguXwrn6ZbbYXTtowR1Cs76Sy3Cg==",
+        )
+        .unwrap()],
+..PathInfo::new(refs[0].clone(), NarHash([0xab; 32]), 123_456)
+};
     let hash = info.nar_hash;
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
 

@@ -43,7 +43,7 @@ impl Drop for KillOnDrop {
 
 /// Paths that are not valid: each valid path's hash part with another
 /// name, and its name under a hash part changed in its first character.
-fn not_valid(sd: &StoreDir, entries: &[snix_lower_store::index::import::NewPath]) -> Vec<String> {
+fn not_valid(sd: &StoreDir, entries: &[snix_lower_store::store::path_info::PathInfo]) -> Vec<String> {
     let mut out = Vec::new();
     for e in entries {
         let (hash, name) = (e.path.hash_part(), &e.path.base_name()[33..]);
@@ -97,7 +97,7 @@ struct Expected {
     referrers: BTreeSet<String>,
 }
 
-fn expected(sd: &StoreDir, entries: &[snix_lower_store::index::import::NewPath]) -> HashMap<String, Expected> {
+fn expected(sd: &StoreDir, entries: &[snix_lower_store::store::path_info::PathInfo]) -> HashMap<String, Expected> {
     let mut m: HashMap<String, Expected> = entries
         .iter()
         .map(|e| {

@@ -71,7 +71,7 @@ pub trait Backend: Send + Sync {
 
 /// The embedded index as a backend.
 pub fn index(index: PathInfoIndex) -> Arc<dyn Backend> {
-    Arc::new(Arc::new(index))
+    Arc::new(index)
 }
 
 /// A snix PathInfoService as a backend.
@@ -92,7 +92,7 @@ fn lookup<'a, T: Send + 'a>(
 }
 
 /// Run one index query on the blocking pool.
-fn query<T, F>(index: &Arc<PathInfoIndex>, f: F) -> BoxFuture<'static, Result<T>>
+fn query<T, F>(index: &PathInfoIndex, f: F) -> BoxFuture<'static, Result<T>>
 where
     T: Send + 'static,
     F: FnOnce(&PathInfoIndex) -> std::result::Result<T, IndexError> + Send + 'static,
@@ -101,9 +101,10 @@ where
     Box::pin(async move { Ok(crate::blocking::run(move || f(&index)).await?) })
 }
 
-/// The embedded index. Shared (`Arc`) so each query can move to the
-/// blocking pool; its own connection pool makes concurrent queries safe.
-impl Backend for Arc<PathInfoIndex> {
+/// The embedded index. A query that moves to the blocking pool takes a
+/// clone of the handle (it shares the connection pool and key directory);
+/// the pool makes concurrent queries safe.
+impl Backend for PathInfoIndex {
     fn describe(&self) -> String {
         format!("index {}", self.db_path().display())
     }
@@ -163,31 +164,31 @@ impl Backend for GrpcBackend {
         Box::pin(async move { Ok(GrpcBackend::path_info(self, p).await?.is_some()) })
     }
     fn valid_subset<'a>(&'a self, paths: &'a [StorePath]) -> BoxFuture<'a, Result<Vec<StorePath>>> {
-        Box::pin(GrpcBackend::valid_subset(self, paths))
+        Box::pin(async move { Ok(GrpcBackend::valid_subset(self, paths).await?) })
     }
     fn path_info<'a>(&'a self, p: &'a StorePath) -> BoxFuture<'a, Result<Option<PathInfo>>> {
-        Box::pin(GrpcBackend::path_info(self, p))
+        Box::pin(async move { Ok(GrpcBackend::path_info(self, p).await?) })
     }
     fn referrers<'a>(&'a self, p: &'a StorePath) -> BoxFuture<'a, Result<Vec<StorePath>>> {
-        Box::pin(GrpcBackend::referrers(self, p))
+        Box::pin(async move { Ok(GrpcBackend::referrers(self, p).await?) })
     }
     fn valid_derivers<'a>(&'a self, p: &'a StorePath) -> BoxFuture<'a, Result<Vec<StorePath>>> {
-        Box::pin(GrpcBackend::valid_derivers(self, p))
+        Box::pin(async move { Ok(GrpcBackend::valid_derivers(self, p).await?) })
     }
     fn derivation_outputs<'a>(&'a self, drv: &'a StorePath) -> BoxFuture<'a, Result<Option<OutputMap>>> {
-        Box::pin(GrpcBackend::derivation_outputs(self, drv))
+        Box::pin(async move { Ok(GrpcBackend::derivation_outputs(self, drv).await?) })
     }
     fn realisation<'a>(&'a self, _: &'a DrvOutputId) -> BoxFuture<'a, Result<Option<Realisation>>> {
         Box::pin(async { Ok(None) })
     }
     fn path_from_hash_part<'a>(&'a self, hash_part: &'a str) -> BoxFuture<'a, Result<Option<StorePath>>> {
-        Box::pin(GrpcBackend::path_from_hash_part(self, hash_part))
+        Box::pin(async move { Ok(GrpcBackend::path_from_hash_part(self, hash_part).await?) })
     }
     fn all_paths(&self) -> BoxFuture<'_, Result<Vec<StorePath>>> {
-        Box::pin(GrpcBackend::all_paths(self))
+        Box::pin(async move { Ok(GrpcBackend::all_paths(self).await?) })
     }
     fn all_hashes(&self) -> BoxFuture<'_, Result<Vec<(StorePath, NarHash, u64)>>> {
-        Box::pin(GrpcBackend::all_hashes(self))
+        Box::pin(async move { Ok(GrpcBackend::all_hashes(self).await?) })
     }
     fn count(&self) -> BoxFuture<'_, Result<u64>> {
         let n = self.snapshot_len();

@@ -14,9 +14,10 @@ use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::Path;
 
-use crate::index::import::NewPath;
-use crate::store::hash::{hex_encode, nix32_encode};
+use crate::store::content_address::{ContentAddress, Method};
+use crate::store::fingerprint::make_store_path as store_path;
 use crate::store::nar::nar_hash;
+use crate::store::path_info::PathInfo;
 use crate::store::{StoreDir, StorePath};
 
 /// Nix's `makeTextPath`: the store path of a text object with `refs`.
@@ -31,19 +32,6 @@ pub fn text_path(sd: &StoreDir, name: &str, contents: &[u8], refs: &[StorePath])
     store_path(sd, &ty, &Sha256::digest(contents).into(), name)
 }
 
-/// Nix's `makeStorePath`: the path of `name` whose fingerprint is `ty` and
-/// the SHA-256 `inner`, compressed to 20 bytes.
-fn store_path(sd: &StoreDir, ty: &str, inner: &[u8; 32], name: &str) -> StorePath {
-    let fingerprint = format!("{ty}:sha256:{}:{}:{name}", hex_encode(inner), sd.as_str());
-    let full: [u8; 32] = Sha256::digest(fingerprint.as_bytes()).into();
-    let mut compressed = [0u8; 20];
-    for (i, b) in full.iter().enumerate() {
-        compressed[i % 20] ^= b;
-    }
-    StorePath::from_owned_base_name(format!("{}-{name}", nix32_encode(&compressed)))
-        .expect("generated store path is valid")
-}
-
 /// Write one text object into `lower` and describe it for import.
 pub fn add_text(
     lower: &Path,
@@ -51,7 +39,7 @@ pub fn add_text(
     name: &str,
     contents: &str,
     refs: &[StorePath],
-) -> std::io::Result<NewPath> {
+) -> std::io::Result<PathInfo> {
     let p = text_path(sd, name, contents.as_bytes(), refs);
     let obj = lower.join(p.base_name());
     if !obj.exists() {
@@ -60,19 +48,14 @@ pub fn add_text(
     let (nar_hash, nar_size) = nar_hash(&obj)?;
     let mut references = refs.to_vec();
     references.sort();
-    Ok(NewPath {
-        ca: Some(format!(
-            "text:sha256:{}",
-            nix32_encode(&Sha256::digest(contents.as_bytes()))
-        )),
-        path: p,
-        nar_hash,
-        nar_size,
+    Ok(PathInfo {
+        ca: Some(ContentAddress {
+            method: Method::Text,
+            algo: "sha256",
+            digest: Sha256::digest(contents.as_bytes()).to_vec(),
+        }),
         references,
-        deriver: None,
-        registration_time: None,
-        ultimate: false,
-        sigs: Vec::new(),
+        ..PathInfo::new(p, nar_hash, nar_size)
     })
 }
 
@@ -80,7 +63,7 @@ pub fn add_text(
 /// referencing every object of the level below, plus `demo-top.drv` (with the
 /// first top object as its input source) and its output, which refers to that
 /// object. Returns the entries in dependency order.
-pub fn generate(lower: &Path, sd: &StoreDir, layers: usize, width: usize) -> std::io::Result<Vec<NewPath>> {
+pub fn generate(lower: &Path, sd: &StoreDir, layers: usize, width: usize) -> std::io::Result<Vec<PathInfo>> {
     fs::create_dir_all(lower)?;
     let mut all = Vec::new();
     let mut below: Vec<StorePath> = Vec::new();
@@ -108,7 +91,7 @@ pub fn generate(lower: &Path, sd: &StoreDir, layers: usize, width: usize) -> std
 
 /// Writes the derivation `name` (input source `src`, output `out`) and its
 /// output (a file naming `src`); returns both, the derivation first.
-fn add_derivation(lower: &Path, sd: &StoreDir, name: &str, src: &StorePath) -> std::io::Result<[NewPath; 2]> {
+fn add_derivation(lower: &Path, sd: &StoreDir, name: &str, src: &StorePath) -> std::io::Result<[PathInfo; 2]> {
     let src_text = sd.display(src);
     let script = format!("echo {src_text} > $out");
     let masked = derivation_aterm(name, "", &src_text, &script);
@@ -121,16 +104,10 @@ fn add_derivation(lower: &Path, sd: &StoreDir, name: &str, src: &StorePath) -> s
         fs::write(&obj, format!("{src_text}\n"))?;
     }
     let (nar_hash, nar_size) = nar_hash(&obj)?;
-    let built = NewPath {
-        ca: None,
-        path: out,
-        nar_hash,
-        nar_size,
+    let built = PathInfo {
         references: vec![src.clone()],
         deriver: Some(drv.path.clone()),
-        registration_time: None,
-        ultimate: false,
-        sigs: Vec::new(),
+        ..PathInfo::new(out, nar_hash, nar_size)
     };
     Ok([drv, built])
 }
@@ -147,7 +124,7 @@ fn derivation_aterm(name: &str, out: &str, src: &str, script: &str) -> String {
 }
 
 /// The registration text (`nix-store --dump-db` format) of `entries`.
-pub fn registration(sd: &StoreDir, entries: &[NewPath]) -> String {
+pub fn registration(sd: &StoreDir, entries: &[PathInfo]) -> String {
     let mut s = String::new();
     for e in entries {
         s.push_str(&format!(

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use snix_lower_store::index::image;
-use snix_lower_store::index::import::{self, ImportOptions, NewPath};
+use snix_lower_store::index::import::{self, ImportOptions};
 use snix_lower_store::index::PathInfoIndex;
 use snix_lower_store::lower::LowerDir;
 use snix_lower_store::overlay_url::OverlayUrl;
@@ -18,6 +18,7 @@ use snix_lower_store::protocol::wire::Limits;
 use snix_lower_store::server::ops::LowerStore;
 use snix_lower_store::server::{self, Server};
 use snix_lower_store::store::ca_proof::CaProofOptions;
+use snix_lower_store::store::path_info::{join_sigs, PathInfo};
 use snix_lower_store::store::StoreDir;
 use snix_lower_store::systemd;
 
@@ -448,13 +449,9 @@ fn chmod_chgrp(path: &Path, mode: &str, group: Option<&str>) -> Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(m))
         .with_context(|| format!("chmod {}", path.display()))?;
     if let Some(g) = group {
-        let cg = std::ffi::CString::new(g)?;
-        // SAFETY: getgrnam returns a pointer into static storage or null.
-        let gr = unsafe { libc::getgrnam(cg.as_ptr()) };
-        if gr.is_null() {
+        let Some(gid) = snix_lower_store::server::peer::group_gid(g) else {
             bail!("--socket-group '{g}': no such group");
-        }
-        let gid = unsafe { (*gr).gr_gid };
+        };
         let cp = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
         if unsafe { libc::chown(cp.as_ptr(), u32::MAX, gid) } != 0 {
             bail!("chgrp {} {}: {}", g, path.display(), std::io::Error::last_os_error());
@@ -722,7 +719,7 @@ fn serve_index(args: &ServeArgs) -> Result<LowerStore> {
 /// `--grpc-listen`: serves our path infos over gRPC until it fails (logged).
 fn spawn_grpc_server(server: Arc<Server>, addr: String, deriver_name: snix_lower_store::grpc::convert::DeriverName) {
     tokio::spawn(async move {
-        if let Err(e) = snix_lower_store::grpc::server::serve_with(server, &addr, deriver_name).await {
+        if let Err(e) = snix_lower_store::server::grpc::serve_with(server, &addr, deriver_name).await {
             tracing::error!(error = %e, "gRPC server stopped");
         }
     });
@@ -784,7 +781,7 @@ async fn serve_until_stopped(
 }
 
 /// The entries (and the Nix database's realisations) of the one source given.
-fn read_source(src: &SourceArgs, sd: &StoreDir) -> Result<(Vec<import::NewPath>, Vec<import::NewRealisation>)> {
+fn read_source(src: &SourceArgs, sd: &StoreDir) -> Result<(Vec<PathInfo>, Vec<import::NewRealisation>)> {
     if let Some(f) = &src.registration {
         Ok((import::parse_registration(&read_input(f)?, sd, f)?, Vec::new()))
     } else if let Some(f) = &src.path_info_json {
@@ -866,7 +863,7 @@ fn build_index(args: BuildIndexArgs) -> Result<ExitCode> {
 /// Reproducible builds: with `SOURCE_DATE_EPOCH` set (as nixpkgs' stdenv
 /// sets it), entries without a registration time (a registration has none)
 /// get that time instead of the time of the build.
-fn with_source_date_epoch(mut batch: Vec<NewPath>) -> Result<Vec<NewPath>> {
+fn with_source_date_epoch(mut batch: Vec<PathInfo>) -> Result<Vec<PathInfo>> {
     let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") else {
         return Ok(batch);
     };
@@ -874,8 +871,8 @@ fn with_source_date_epoch(mut batch: Vec<NewPath>) -> Result<Vec<NewPath>> {
         .trim()
         .parse()
         .with_context(|| format!("build-index: SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))?;
-    for e in batch.iter_mut().filter(|e| e.registration_time.is_none()) {
-        e.registration_time = Some(t);
+    for e in batch.iter_mut().filter(|e| e.registration_time == 0) {
+        e.registration_time = t;
     }
     Ok(batch)
 }
@@ -938,8 +935,8 @@ fn info(args: InfoArgs) -> Result<ExitCode> {
             "deriver": deriver,
             "registrationTime": info.registration_time,
             "ultimate": info.ultimate,
-            "signatures": info.sigs,
-            "ca": info.ca,
+            "signatures": info.sigs.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            "ca": info.ca.as_ref().map(|c| c.render()),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -948,8 +945,8 @@ fn info(args: InfoArgs) -> Result<ExitCode> {
         println!("nar size:          {}", info.nar_size);
         println!("deriver:           {}", deriver.unwrap_or_default());
         println!("registration time: {}", info.registration_time);
-        println!("signatures:        {}", info.sigs.join(" "));
-        println!("ca:                {}", info.ca.unwrap_or_default());
+        println!("signatures:        {}", join_sigs(&info.sigs));
+        println!("ca:                {}", info.ca.map(|c| c.render()).unwrap_or_default());
         println!("references:");
         for r in refs {
             println!("  {r}");
@@ -1026,7 +1023,7 @@ fn demo(dir: &Path, check: bool) -> Result<ExitCode> {
 
 /// Writes the demo lower store and its registration file, and indexes it
 /// (content checked).
-fn demo_store(dir: &Path, sd: &StoreDir, lower: &Path, state: &Path) -> Result<Vec<import::NewPath>> {
+fn demo_store(dir: &Path, sd: &StoreDir, lower: &Path, state: &Path) -> Result<Vec<PathInfo>> {
     let entries = snix_lower_store::demo::generate(lower, sd, 3, 3).context("writing the demo lower store")?;
     std::fs::create_dir_all(state)?;
     let reg = snix_lower_store::demo::registration(sd, &entries);
@@ -1056,7 +1053,7 @@ fn demo_store(dir: &Path, sd: &StoreDir, lower: &Path, state: &Path) -> Result<V
 /// Queries the demo daemon like Nix would (QueryPathInfo of the top path,
 /// QueryReferrers of the bottom one) and prints the answers; returns the top
 /// path.
-async fn demo_query(socket: &Path, sd: &StoreDir, entries: &[import::NewPath]) -> Result<String> {
+async fn demo_query(socket: &Path, sd: &StoreDir, entries: &[PathInfo]) -> Result<String> {
     use snix_lower_store::client::Client;
     let top = entries
         .iter()

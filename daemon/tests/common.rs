@@ -16,12 +16,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use snix_lower_store::index::import::{self, ImportOptions, NewPath};
+use snix_lower_store::index::import::{self, ImportOptions};
 use snix_lower_store::index::{KeyDirStats, PathInfoIndex};
 use snix_lower_store::lower::LowerDir;
 use snix_lower_store::protocol::wire::Limits;
 use snix_lower_store::server::ops::LowerStore;
 use snix_lower_store::server::Server;
+use snix_lower_store::store::path_info::PathInfo;
 use snix_lower_store::store::StoreDir;
 
 /// How the served index answers point lookups.
@@ -58,7 +59,7 @@ pub struct Fixture {
     pub state: PathBuf,
     pub socket: PathBuf,
     pub sd: StoreDir,
-    pub entries: Vec<NewPath>,
+    pub entries: Vec<PathInfo>,
     pub lookups: Lookups,
     /// Whether the drop check runs (the test chose its mode).
     checked: bool,
@@ -158,7 +159,7 @@ impl Fixture {
         }
         let from_sqlite = index.key_directory_stats().from_sqlite;
         self.served.lock().unwrap().push((index.clone(), from_sqlite));
-        let backend: Arc<dyn snix_lower_store::backend::Backend> = Arc::new(index);
+        let backend: Arc<dyn snix_lower_store::backend::Backend> = index;
         let store = LowerStore {
             backend,
             lower: LowerDir::open(&self.lower).unwrap(),

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 
 use snix_lower_store::client::Client;
-use snix_lower_store::index::import::NewPath;
+use snix_lower_store::store::path_info::PathInfo;
 use snix_lower_store::store::StoreDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_snix-lower-store");
@@ -24,7 +24,7 @@ struct Image {
     root: PathBuf,
     lower: PathBuf,
     registration: PathBuf,
-    entries: Vec<NewPath>,
+    entries: Vec<PathInfo>,
 }
 
 fn sd() -> StoreDir {
@@ -163,11 +163,11 @@ fn with_log<T>(socket: &Path, f: impl FnOnce() -> T + std::panic::UnwindSafe) ->
 
 /// Every entry answers QueryPathInfo with its NAR hash and size (the
 /// daemon's log is printed if not).
-fn query_all(socket: &Path, entries: &[NewPath]) {
+fn query_all(socket: &Path, entries: &[PathInfo]) {
     with_log(socket, || query_all_quietly(socket, entries))
 }
 
-fn query_all_quietly(socket: &Path, entries: &[NewPath]) {
+fn query_all_quietly(socket: &Path, entries: &[PathInfo]) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut c = Client::connect(socket, 38).await.unwrap();
@@ -187,7 +187,7 @@ fn query_all_quietly(socket: &Path, entries: &[NewPath]) {
 
 /// Serves `lower` (its own index) with a state dir that does not exist, which
 /// must still not exist afterwards; queries every entry.
-fn serve_from_image(dir: &Path, lower: &Path, entries: &[NewPath]) {
+fn serve_from_image(dir: &Path, lower: &Path, entries: &[PathInfo]) {
     let socket = dir.join("sock");
     let state = dir.join("no-state");
     let mut child = serve(lower, &socket, &["--state-dir".as_ref(), state.as_os_str()]).unwrap_or_else(|o| {

@@ -8,9 +8,10 @@ mod common;
 
 use common::Fixture;
 use snix_lower_store::demo::add_text;
-use snix_lower_store::index::import::{self, ImportError, ImportOptions, NewPath};
+use snix_lower_store::index::import::{self, ImportError, ImportOptions};
 use snix_lower_store::index::PathInfoIndex;
 use snix_lower_store::lower::LowerDir;
+use snix_lower_store::store::path_info::PathInfo;
 use snix_lower_store::store::NarHash;
 
 fn rejected(r: Result<import::ImportReport, ImportError>) -> Vec<String> {
@@ -20,7 +21,7 @@ fn rejected(r: Result<import::ImportReport, ImportError>) -> Vec<String> {
     }
 }
 
-fn import(f: &Fixture, batch: Vec<NewPath>) -> Result<import::ImportReport, ImportError> {
+fn import(f: &Fixture, batch: Vec<PathInfo>) -> Result<import::ImportReport, ImportError> {
     let lower = LowerDir::open(&f.lower).unwrap();
     import::import(&f.state, &f.sd, &lower, batch, ImportOptions::default())
 }
@@ -62,7 +63,7 @@ fn new_paths_reference_batch_paths_that_were_already_indexed() {
 #[test]
 fn a_large_batch_is_checked_against_one_listing_of_the_lower_dir() {
     let f = Fixture::new();
-    let batch: Vec<NewPath> = (0..1001)
+    let batch: Vec<PathInfo> = (0..1001)
         .map(|i| add_text(&f.lower, &f.sd, &format!("many-{i}"), &format!("item {i}\n"), &[]).unwrap())
         .collect();
     let gone = &batch[500];
@@ -78,7 +79,7 @@ fn a_large_batch_is_checked_against_one_listing_of_the_lower_dir() {
     );
     assert_eq!(PathInfoIndex::open(&f.state, "/nix/store").unwrap().count().unwrap(), 0);
 
-    let present: Vec<NewPath> = batch.iter().filter(|e| e.path != gone.path).cloned().collect();
+    let present: Vec<PathInfo> = batch.iter().filter(|e| e.path != gone.path).cloned().collect();
     let r = import(&f, present).unwrap();
     assert_eq!((r.added, r.unchanged), (1000, 0));
 }

@@ -5,9 +5,11 @@
 //! `tests/data/make-ca-check-vectors.sh`. One bad entry refuses the whole
 //! import, naming the entry; nothing is written.
 
-use snix_lower_store::index::import::{self, ImportOptions, NewPath};
+use snix_lower_store::index::import::{self, ImportOptions};
 use snix_lower_store::index::PathInfoIndex;
 use snix_lower_store::lower::LowerDir;
+use snix_lower_store::store::content_address::ContentAddress;
+use snix_lower_store::store::path_info::PathInfo;
 use snix_lower_store::store::StoreDir;
 
 const VECTORS: &str = include_str!("data/ca-check-vectors.json");
@@ -17,7 +19,7 @@ struct Setup {
     state: std::path::PathBuf,
     lower: LowerDir,
     sd: StoreDir,
-    batch: Vec<NewPath>,
+    batch: Vec<PathInfo>,
 }
 
 /// A lower dir holding an (empty) object per vector, an empty state dir,
@@ -47,7 +49,7 @@ fn setup() -> Setup {
 }
 
 impl Setup {
-    fn import(&self, batch: Vec<NewPath>) -> Result<import::ImportReport, import::ImportError> {
+    fn import(&self, batch: Vec<PathInfo>) -> Result<import::ImportReport, import::ImportError> {
         import::import(&self.state, &self.sd, &self.lower, batch, ImportOptions::default())
     }
 
@@ -62,7 +64,7 @@ impl Setup {
     fn find(&self, prefix: &str) -> usize {
         self.batch
             .iter()
-            .position(|e| e.ca.as_deref().unwrap().starts_with(prefix))
+            .position(|e| e.ca.as_ref().unwrap().render().starts_with(prefix))
             .unwrap()
     }
 }
@@ -88,50 +90,34 @@ fn garbage_or_mismatching_ca_refuses_the_import_naming_the_entry() {
     let text_with_refs = s
         .batch
         .iter()
-        .position(|e| e.ca.as_deref().unwrap().starts_with("text:") && !e.references.is_empty())
+        .position(|e| e.ca.as_ref().unwrap().render().starts_with("text:") && !e.references.is_empty())
         .unwrap();
     let selfish = s.batch.iter().position(|e| e.references.contains(&e.path)).unwrap();
-    let other_ca = s.batch[source].ca.clone();
+    let other_ca = s.batch[source].ca.as_ref().map(ContentAddress::render);
+    let ca_of = |i: usize| s.batch[i].ca.as_ref().unwrap().render();
     let cases: Vec<(usize, Option<String>, &str)> = vec![
-        (flat, Some("garbage".into()), "is invalid: not a content address"),
-        (
-            flat,
-            Some("fixed:sha256:0000".into()),
-            "is invalid: sha256 hash '0000' has 4 characters",
-        ),
-        (
-            flat,
-            Some("fixed:sha3:00".into()),
-            "is invalid: unknown hash algorithm 'sha3'",
-        ),
         // Another path's (valid) content address.
         (flat, other_ca, "claims to be content-addressed by 'fixed:r:sha256:"),
         // The right digest with the wrong method.
         (
             flat,
-            Some(s.batch[flat].ca.as_deref().unwrap().replace("fixed:", "fixed:r:")),
+            Some(ca_of(flat).replace("fixed:", "fixed:r:")),
             "claims to be content-addressed",
         ),
         (
             text_with_refs,
-            Some(
-                s.batch[text_with_refs]
-                    .ca
-                    .as_deref()
-                    .unwrap()
-                    .replace("text:", "fixed:"),
-            ),
+            Some(ca_of(text_with_refs).replace("text:", "fixed:")),
             "content address allows no references",
         ),
         (
             selfish,
-            Some(s.batch[selfish].ca.as_deref().unwrap().replace("fixed:r:", "text:")),
+            Some(ca_of(selfish).replace("fixed:r:", "text:")),
             "cannot describe a path that refers to itself",
         ),
     ];
     for (i, ca, why) in cases {
         let mut batch = s.batch.clone();
-        batch[i].ca = ca.clone();
+        batch[i].ca = ca.as_deref().map(|c| ContentAddress::parse(c).unwrap());
         let e = s.import(batch).unwrap_err();
         let msg = e.to_string();
         assert!(
@@ -153,6 +139,28 @@ fn garbage_or_mismatching_ca_refuses_the_import_naming_the_entry() {
     assert_eq!(s.indexed(), 0);
 }
 
+/// A `ca` that is not a content address at all is refused where the source
+/// is parsed (the model holds only parsed ones), naming the entry and why.
+#[test]
+fn garbage_ca_refuses_the_source_naming_the_entry() {
+    let s = setup();
+    let flat = &s.batch[s.find("fixed:sha256:")];
+    let full = s.sd.display(&flat.path);
+    for (ca, why) in [
+        ("garbage", "is invalid: not a content address"),
+        ("fixed:sha256:0000", "is invalid: sha256 hash '0000' has 4 characters"),
+        ("fixed:sha3:00", "is invalid: unknown hash algorithm 'sha3'"),
+    ] {
+        let mut doc: serde_json::Value = serde_json::from_str(VECTORS).unwrap();
+        doc[&full]["ca"] = ca.into();
+        let e = import::parse_path_info_json(&doc.to_string(), &s.sd, "v.json").unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, import::ImportError::Parse { .. }), "{msg}");
+        assert!(msg.contains(&format!("{full}: ")) && msg.contains(why), "{ca}: {msg}");
+        assert_eq!(s.indexed(), 0, "{ca}: written despite the refusal");
+    }
+}
+
 /// Base16 and base64 digests are accepted and stored as Nix renders them.
 #[test]
 fn other_digest_encodings_are_stored_in_nix32() {
@@ -162,7 +170,7 @@ fn other_digest_encodings_are_stored_in_nix32() {
     let mut batch = s.batch.clone();
     // sha256 of "flat file\n" (f.txt in make-ca-check-vectors.sh), base16.
     let digest = "31b35f77c200b602cb790dc7718b5bae0e282612b552b53ea602628139b3500a";
-    batch[flat].ca = Some(format!("fixed:sha256:{digest}"));
+    batch[flat].ca = Some(ContentAddress::parse(&format!("fixed:sha256:{digest}")).unwrap());
     s.import(batch).unwrap();
     let idx = PathInfoIndex::open(&s.state, "/nix/store").unwrap();
     assert_eq!(idx.path_info(&s.batch[flat].path).unwrap().unwrap().ca, Some(nix));
@@ -188,7 +196,7 @@ fn nix_db_ca_is_checked() {
         let ca = if i == flat { &s.batch[sha1].ca } else { &e.ca };
         c.execute(
             "INSERT INTO ValidPaths (id, path, hash, registrationTime, narSize, ultimate, sigs, ca) VALUES (?1, ?2, ?3, 1, ?4, 0, '', ?5)",
-            rusqlite::params![i as i64 + 1, s.sd.display(&e.path), format!("sha256:{}", e.nar_hash.to_base16()), e.nar_size as i64, ca],
+            rusqlite::params![i as i64 + 1, s.sd.display(&e.path), format!("sha256:{}", e.nar_hash.to_base16()), e.nar_size as i64, ca.as_ref().map(ContentAddress::render)],
         )
         .unwrap();
     }

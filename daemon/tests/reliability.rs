@@ -263,7 +263,7 @@ fn repeated_kills_during_import() {
     let lower = f.dir.path().join("big");
     let entries = snix_lower_store::demo::generate(&lower, &f.sd, 4000, 6).unwrap();
     // `nix path-info --json` (Nix 2.26's form) with registration times.
-    let json = |es: &[snix_lower_store::index::import::NewPath]| {
+    let json = |es: &[snix_lower_store::store::path_info::PathInfo]| {
         let m: serde_json::Map<String, serde_json::Value> = es
             .iter()
             .map(|e| {
@@ -552,16 +552,8 @@ fn index_with_big_object(f: &Fixture, size: usize) -> (snix_lower_store::store::
     let p = snix_lower_store::demo::text_path(&f.sd, "big", b"big", &[]);
     std::fs::rename(&big, f.lower.join(p.base_name())).unwrap();
     let mut entries = f.entries.clone();
-    entries.push(snix_lower_store::index::import::NewPath {
-        path: p.clone(),
-        nar_hash: h,
-        nar_size: n,
-        references: vec![],
-        deriver: None,
-        registration_time: None,
-        ultimate: false,
-        sigs: vec![],
-        ca: None,
+    entries.push(snix_lower_store::store::path_info::PathInfo {
+        ..snix_lower_store::store::path_info::PathInfo::new(p.clone(), h, n)
     });
     let lower = snix_lower_store::lower::LowerDir::open(&f.lower).unwrap();
     snix_lower_store::index::import::import(&f.state, &f.sd, &lower, entries, Default::default()).unwrap();

@@ -31,12 +31,15 @@ use super::error::{DrvOutputsError, GrpcError};
 use super::proto::store::path_info_service_client::PathInfoServiceClient;
 use super::proto::store::{get_path_info_request, GetPathInfoRequest, ListPathInfoRequest};
 use super::Address;
-use crate::backend::Result;
-use crate::index::PathInfo;
 use crate::lower::LowerDir;
 use crate::store::ca_proof::{self, CaProofOptions, Claim, Proof};
+use crate::store::content_address::ContentAddress;
 use crate::store::hash::nix32_decode_vec;
+use crate::store::path_info::PathInfo;
 use crate::store::{NarHash, StoreDir, StorePath};
+
+/// What this backend's calls give: its own error, which `backend` wraps.
+type Result<T> = std::result::Result<T, GrpcError>;
 
 /// Reverse lookups, from the last complete List.
 #[derive(Default)]
@@ -64,7 +67,7 @@ struct Inner {
     ca_proof: CaProofOptions,
     /// Definite proofs already made: path -> (the NAR hash proven for, its
     /// `ca`, `None` for a definite no). Undecided ones are not kept.
-    proven: Mutex<HashMap<StorePath, (NarHash, Option<String>)>>,
+    proven: Mutex<HashMap<StorePath, (NarHash, Option<ContentAddress>)>>,
 }
 
 /// Most proofs kept; past it the cache starts again (a proof is cheap to
@@ -233,13 +236,13 @@ impl GrpcBackend {
                 Ok(Some(info))
             }
             Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
-            Err(s) => Err(self.err(&format!("Get {hash_part}"), s).into()),
+            Err(s) => Err(self.err(&format!("Get {hash_part}"), s)),
         }
     }
 
     /// The `ca` that `info`'s store path proves, if any (see the module
     /// doc): from the cache, else proven and remembered.
-    async fn proven_ca(&self, info: &PathInfo) -> Option<String> {
+    async fn proven_ca(&self, info: &PathInfo) -> Option<ContentAddress> {
         let opts = self.0.ca_proof;
         if opts == CaProofOptions::OFF {
             return None;
@@ -403,7 +406,7 @@ impl GrpcBackend {
 
     /// Rebuild the snapshot from List.
     pub async fn refresh(&self) -> Result<()> {
-        Ok(self.list_into_snapshot_recorded().await?)
+        self.list_into_snapshot_recorded().await
     }
 
     /// [`Self::refresh`], with its typed error: one List at a time, its time
@@ -524,16 +527,11 @@ mod tests {
     /// `tests/data/ca-proof-vectors.json`), without its `ca`.
     fn hello() -> PathInfo {
         PathInfo {
-            path: sp("nmrmdcw1bfnl35a893n7nyhw4xa5vy08-hello"),
-            nar_hash: NarHash::parse("sha256:1c37d01af40be2e80691de3cc3df44377a699afbb17c68f080964b2fd071fc13")
-                .unwrap(),
-            nar_size: 120,
-            references: Vec::new(),
-            deriver: None,
-            registration_time: 0,
-            ultimate: false,
-            sigs: Vec::new(),
-            ca: None,
+            ..PathInfo::new(
+                sp("nmrmdcw1bfnl35a893n7nyhw4xa5vy08-hello"),
+                NarHash::parse("sha256:1c37d01af40be2e80691de3cc3df44377a699afbb17c68f080964b2fd071fc13").unwrap(),
+                120,
+            )
         }
     }
 
@@ -551,9 +549,13 @@ mod tests {
         assert_eq!(b.proven_ca(&info).await, None, "object missing");
         assert!(b.0.proven.lock().unwrap().is_empty(), "an undecided proof was cached");
         std::fs::write(&obj, "hello\n").unwrap();
-        assert_eq!(b.proven_ca(&info).await.as_deref(), Some(HELLO_CA));
+        assert_eq!(b.proven_ca(&info).await.map(|c| c.render()).as_deref(), Some(HELLO_CA));
         std::fs::remove_file(&obj).unwrap();
-        assert_eq!(b.proven_ca(&info).await.as_deref(), Some(HELLO_CA), "proof not cached");
+        assert_eq!(
+            b.proven_ca(&info).await.map(|c| c.render()).as_deref(),
+            Some(HELLO_CA),
+            "proof not cached"
+        );
         // A definite no is kept too: a directory never becomes the file.
         let other = PathInfo {
             path: sp("nmrmdcw1bfnl35a893n7nyhw4xa5vy08-hellp"),

@@ -12,15 +12,14 @@
 //! ([`deriver_from_snix`]) and the writer's form is a choice
 //! ([`DeriverName`], default with ".drv", what snix's nix-daemon needs).
 
-use base64::Engine as _;
-
 use super::proto::castore::{entry, Entry};
 use super::proto::store::{
     nar_info, nar_info::ca::Hash as CaHash, NarInfo, PathInfo as SnixPathInfo, StorePath as SnixStorePath,
 };
-use crate::index::PathInfo;
+use crate::store::content_address::{ContentAddress, Method};
 use crate::store::hash::{digest_len, nix32_decode_vec, nix32_encode};
-use crate::store::path::{shown, StorePathError};
+use crate::store::path::StorePathError;
+use crate::store::path_info::{PathInfo, Signature};
 use crate::store::{NarHash, StorePath};
 
 /// Why a path info cannot cross between snix's schema and Nix's. Content
@@ -32,14 +31,6 @@ pub enum ConvertError {
     /// message has always ended in "; ".)
     #[error("content address '{0}' (git hashing) has no equivalent in snix's schema; ")]
     GitHashing(String),
-    #[error("unknown content address '{0}'")]
-    UnknownContentAddress(String),
-    #[error("content address '{0}' has no hash algorithm")]
-    NoHashAlgorithm(String),
-    #[error("content address '{ca}': unknown hash algorithm '{algo}'")]
-    UnknownHashAlgorithm { ca: String, algo: String },
-    #[error("content address '{ca}': the digest is neither nix-base32 nor base16 of a {algo} hash")]
-    BadDigest { ca: String, algo: String },
     /// A method and algorithm pair snix's enum does not list.
     #[error("content address '{0}' has no equivalent in snix's schema")]
     NoSnixEquivalent(String),
@@ -51,10 +42,6 @@ pub enum ConvertError {
         algo: &'static str,
         want: usize,
     },
-    #[error("signature '{0}' is not name:base64")]
-    SignatureNotNameBase64(String),
-    #[error("signature '{0}' is not base64")]
-    SignatureNotBase64(String),
     #[error("deriver '{0}' does not end in .drv")]
     DeriverNotDrv(StorePath),
     #[error("PathInfo has no root entry")]
@@ -158,81 +145,40 @@ fn digest_of(p: &StorePath) -> Vec<u8> {
     nix32_decode_vec(p.hash_part(), 20).expect("validated store path has a nix32 hash part")
 }
 
-/// Base16 of exactly `n` bytes, decoded byte-wise: a multi-byte character
-/// is refused, never sliced through.
-fn hex_decode_vec(s: &str, n: usize) -> Option<Vec<u8>> {
-    let b = s.as_bytes();
-    if b.len() != 2 * n {
-        return None;
-    }
-    b.chunks_exact(2)
-        .map(|pair| {
-            let hi = (pair[0] as char).to_digit(16)?;
-            let lo = (pair[1] as char).to_digit(16)?;
-            Some((hi * 16 + lo) as u8)
-        })
-        .collect()
-}
-
-/// Nix's CA string (`text:sha256:…`, `fixed:r:sha256:…`, `fixed:sha1:…`) to snix's.
-pub(crate) fn ca_to_snix(ca: &str) -> Result<nar_info::Ca, ConvertError> {
-    // Every message shows the input escaped and bounded (it may come from a remote service).
-    let ca_shown = shown(ca);
-    let (method, rest) = if let Some(r) = ca.strip_prefix("text:") {
-        ("text", r)
-    } else if let Some(r) = ca.strip_prefix("fixed:r:") {
-        ("nar", r)
-    } else if ca.starts_with("fixed:git:") {
-        return Err(ConvertError::GitHashing(ca_shown));
-    } else if let Some(r) = ca.strip_prefix("fixed:") {
-        ("flat", r)
-    } else {
-        return Err(ConvertError::UnknownContentAddress(ca_shown));
-    };
-    let (algo, digest_s) = rest
-        .split_once(':')
-        .ok_or_else(|| ConvertError::NoHashAlgorithm(ca_shown.clone()))?;
-    let n = digest_len(algo).ok_or_else(|| ConvertError::UnknownHashAlgorithm {
-        ca: ca_shown.clone(),
-        algo: shown(algo),
-    })?;
-    let digest = nix32_decode_vec(digest_s, n)
-        .or_else(|| hex_decode_vec(digest_s, n))
-        .ok_or_else(|| ConvertError::BadDigest {
-            ca: ca_shown.clone(),
-            algo: algo.to_owned(),
-        })?;
-    let ty = match (method, algo) {
-        ("text", "sha256") => CaHash::TextSha256,
-        ("nar", "sha256") => CaHash::NarSha256,
-        ("nar", "sha1") => CaHash::NarSha1,
-        ("nar", "sha512") => CaHash::NarSha512,
-        ("nar", "md5") => CaHash::NarMd5,
-        ("flat", "sha256") => CaHash::FlatSha256,
-        ("flat", "sha1") => CaHash::FlatSha1,
-        ("flat", "sha512") => CaHash::FlatSha512,
-        ("flat", "md5") => CaHash::FlatMd5,
-        _ => return Err(ConvertError::NoSnixEquivalent(ca_shown)),
+/// Nix's content address (`text:sha256:…`, `fixed:r:sha256:…`, `fixed:sha1:…`) as snix's.
+pub(crate) fn ca_to_snix(ca: &ContentAddress) -> Result<nar_info::Ca, ConvertError> {
+    let ty = match (ca.method, ca.algo) {
+        (Method::Git, _) => return Err(ConvertError::GitHashing(ca.render())),
+        (Method::Text, "sha256") => CaHash::TextSha256,
+        (Method::Nar, "sha256") => CaHash::NarSha256,
+        (Method::Nar, "sha1") => CaHash::NarSha1,
+        (Method::Nar, "sha512") => CaHash::NarSha512,
+        (Method::Nar, "md5") => CaHash::NarMd5,
+        (Method::Flat, "sha256") => CaHash::FlatSha256,
+        (Method::Flat, "sha1") => CaHash::FlatSha1,
+        (Method::Flat, "sha512") => CaHash::FlatSha512,
+        (Method::Flat, "md5") => CaHash::FlatMd5,
+        _ => return Err(ConvertError::NoSnixEquivalent(ca.render())),
     };
     Ok(nar_info::Ca {
         r#type: ty as i32,
-        digest,
+        digest: ca.digest.clone(),
     })
 }
 
-/// snix's CA to Nix's string, digest in nix-base32 as Nix renders it.
-pub(crate) fn ca_from_snix(ca: &nar_info::Ca) -> Result<String, ConvertError> {
+/// snix's CA as Nix's content address.
+pub(crate) fn ca_from_snix(ca: &nar_info::Ca) -> Result<ContentAddress, ConvertError> {
     let ty = CaHash::try_from(ca.r#type).map_err(|_| ConvertError::UnknownSnixCaType(ca.r#type))?;
-    let (prefix, algo) = match ty {
-        CaHash::TextSha256 => ("text:", "sha256"),
-        CaHash::NarSha256 => ("fixed:r:", "sha256"),
-        CaHash::NarSha1 => ("fixed:r:", "sha1"),
-        CaHash::NarSha512 => ("fixed:r:", "sha512"),
-        CaHash::NarMd5 => ("fixed:r:", "md5"),
-        CaHash::FlatSha256 => ("fixed:", "sha256"),
-        CaHash::FlatSha1 => ("fixed:", "sha1"),
-        CaHash::FlatSha512 => ("fixed:", "sha512"),
-        CaHash::FlatMd5 => ("fixed:", "md5"),
+    let (method, algo) = match ty {
+        CaHash::TextSha256 => (Method::Text, "sha256"),
+        CaHash::NarSha256 => (Method::Nar, "sha256"),
+        CaHash::NarSha1 => (Method::Nar, "sha1"),
+        CaHash::NarSha512 => (Method::Nar, "sha512"),
+        CaHash::NarMd5 => (Method::Nar, "md5"),
+        CaHash::FlatSha256 => (Method::Flat, "sha256"),
+        CaHash::FlatSha1 => (Method::Flat, "sha1"),
+        CaHash::FlatSha512 => (Method::Flat, "sha512"),
+        CaHash::FlatMd5 => (Method::Flat, "md5"),
     };
     if Some(ca.digest.len()) != digest_len(algo) {
         return Err(ConvertError::SnixCaDigestLength {
@@ -241,25 +187,24 @@ pub(crate) fn ca_from_snix(ca: &nar_info::Ca) -> Result<String, ConvertError> {
             want: digest_len(algo).unwrap_or(0),
         });
     }
-    Ok(format!("{prefix}{algo}:{}", nix32_encode(&ca.digest)))
+    Ok(ContentAddress {
+        method,
+        algo,
+        digest: ca.digest.clone(),
+    })
 }
 
 /// Our path info, with the castore root `entry`, as snix's PathInfo; the
 /// deriver's name in the `deriver_name` form.
 pub(crate) fn to_snix(info: &PathInfo, entry: Entry, deriver_name: DeriverName) -> Result<SnixPathInfo, ConvertError> {
-    let mut signatures = Vec::new();
-    for s in &info.sigs {
-        let (name, b64) = s
-            .split_once(':')
-            .ok_or_else(|| ConvertError::SignatureNotNameBase64(s.clone()))?;
-        let data = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .map_err(|_| ConvertError::SignatureNotBase64(s.clone()))?;
-        signatures.push(nar_info::Signature {
-            name: name.to_owned(),
-            data,
-        });
-    }
+    let signatures = info
+        .sigs
+        .iter()
+        .map(|s| nar_info::Signature {
+            name: s.name.clone(),
+            data: s.bytes.clone(),
+        })
+        .collect();
     let deriver = info
         .deriver
         .as_ref()
@@ -274,7 +219,7 @@ pub(crate) fn to_snix(info: &PathInfo, entry: Entry, deriver_name: DeriverName) 
             signatures,
             reference_names: info.references.iter().map(|r| r.base_name().to_owned()).collect(),
             deriver,
-            ca: info.ca.as_deref().map(ca_to_snix).transpose()?,
+            ca: info.ca.as_ref().map(ca_to_snix).transpose()?,
         }),
     })
 }
@@ -322,15 +267,12 @@ pub(crate) fn from_snix(p: SnixPathInfo) -> Result<PathInfo, ConvertError> {
     references.sort();
     references.dedup();
     let deriver = ni.deriver.map(|d| deriver_from_snix(d, name)).transpose()?;
-    let mut sigs: Vec<String> = ni
+    let mut sigs: Vec<Signature> = ni
         .signatures
-        .iter()
-        .map(|s| {
-            format!(
-                "{}:{}",
-                s.name,
-                base64::engine::general_purpose::STANDARD.encode(&s.data)
-            )
+        .into_iter()
+        .map(|s| Signature {
+            name: s.name,
+            bytes: s.data,
         })
         .collect();
     sigs.sort();
@@ -418,10 +360,10 @@ mod tests {
             info.deriver,
             Some(sp("1n5cj1q9ykjq2y3hbqh3v3rn9wsxk0sm-net-tools-1.60.drv"))
         );
-        assert_eq!(info.sigs, vec!["cache.example-1:AQID".to_owned()]);
+        assert_eq!(info.sigs, vec![Signature::parse("cache.example-1:AQID").unwrap()]);
         assert_eq!(
-            info.ca.as_deref(),
-            Some(format!("text:sha256:{}", nix32_encode(&[3u8; 32])).as_str())
+            info.ca.as_ref().map(ContentAddress::render),
+            Some(format!("text:sha256:{}", nix32_encode(&[3u8; 32])))
         );
         // And back, in the proto comment's form: the same bytes.
         let again = to_snix(&info, msg.entry.clone().unwrap(), DeriverName::WithoutDrv).unwrap();
@@ -440,15 +382,8 @@ mod tests {
 
     fn info_with_deriver(deriver: Option<StorePath>) -> PathInfo {
         PathInfo {
-            path: sp(OUT),
-            nar_hash: NarHash([0; 32]),
-            nar_size: 1,
-            references: vec![],
             deriver,
-            registration_time: 0,
-            ultimate: false,
-            sigs: vec![],
-            ca: None,
+            ..PathInfo::new(sp(OUT), NarHash([0; 32]), 1)
         }
     }
 
@@ -588,16 +523,19 @@ mod tests {
             ("fixed:", "sha256", 32),
         ] {
             let s = format!("{m}{a}:{}", nix32_encode(&vec![0xab; n]));
-            assert_eq!(ca_from_snix(&ca_to_snix(&s).unwrap()).unwrap(), s);
+            let ca = ContentAddress::parse(&s).unwrap();
+            assert_eq!(ca_from_snix(&ca_to_snix(&ca).unwrap()).unwrap().render(), s);
         }
+        let git = format!("fixed:git:sha1:{}", nix32_encode(&[0xab; 20]));
         assert_eq!(
-            ca_to_snix("fixed:git:sha1:abc").unwrap_err().to_string(),
-            "content address 'fixed:git:sha1:abc' (git hashing) has no equivalent in snix's schema; "
+            ca_to_snix(&ContentAddress::parse(&git).unwrap())
+                .unwrap_err()
+                .to_string(),
+            format!("content address '{git}' (git hashing) has no equivalent in snix's schema; ")
         );
-        assert_eq!(
-            ca_to_snix("fixed:blake9:abc").unwrap_err().to_string(),
-            "content address 'fixed:blake9:abc': unknown hash algorithm 'blake9'"
-        );
+        // An unknown algorithm never becomes a content address at all.
+        let e = ContentAddress::parse("fixed:blake9:abc").unwrap_err();
+        assert!(e.contains("unknown hash algorithm 'blake9'"), "{e}");
     }
 
     /// A base16 digest of the right byte length with a multi-byte character
@@ -605,11 +543,12 @@ mod tests {
     #[test]
     fn ca_digest_with_multibyte_char_is_refused() {
         let hex = hex_encode(&[0xab; 20]);
-        assert_eq!(ca_to_snix(&format!("fixed:sha1:{hex}")).unwrap().digest, vec![0xab; 20]);
+        let ca = ContentAddress::parse(&format!("fixed:sha1:{hex}")).unwrap();
+        assert_eq!(ca_to_snix(&ca).unwrap().digest, vec![0xab; 20]);
         for at in 0..hex.len() - 1 {
             let bad = format!("{}Б{}", &hex[..at], &hex[at + 2..]);
             assert_eq!(bad.len(), hex.len());
-            let e = ca_to_snix(&format!("fixed:sha1:{bad}")).unwrap_err().to_string();
+            let e = ContentAddress::parse(&format!("fixed:sha1:{bad}")).unwrap_err();
             assert!(e.contains("\\u{411}"), "{e}");
         }
     }
@@ -617,15 +556,8 @@ mod tests {
     #[test]
     fn mismatched_reference_digest_is_refused() {
         let info = PathInfo {
-            path: sp("00bgd045z0d4icpbc2yyz4gx48ak44la-x"),
-            nar_hash: NarHash([0; 32]),
-            nar_size: 1,
             references: vec![sp("0c4m6szjsmr1s0rsqs3kg4ni4fgcgprx-y")],
-            deriver: None,
-            registration_time: 0,
-            ultimate: false,
-            sigs: vec![],
-            ca: None,
+            ..PathInfo::new(sp("00bgd045z0d4icpbc2yyz4gx48ak44la-x"), NarHash([0; 32]), 1)
         };
         let mut p = to_snix(
             &info,

@@ -4,8 +4,9 @@
 //! - [`client`]: a [`crate::backend::Backend`] reading path infos from a snix
 //!   `PathInfoService` (e.g. `snix-store daemon`), with a List snapshot for the
 //!   reverse lookups the service has no call for;
-//! - [`server`]: our backend served as `PathInfoService` (Get, List; writes
-//!   refused) plus the standard gRPC health service;
+//! - `crate::server::grpc` (a front-end of the daemon's server, beside the
+//!   worker-protocol sessions): our backend served as `PathInfoService`
+//!   (Get, List; writes refused) plus the standard gRPC health service;
 //! - [`convert`]: snix `PathInfo` ⇄ Nix path info, exactly;
 //! - [`castore`]: castore digests (BLAKE3 Merkle tree) of a lower-dir object,
 //!   which snix's `PathInfo.entry` carries.
@@ -14,7 +15,6 @@ pub(crate) mod castore;
 pub mod client;
 pub mod convert;
 pub mod error;
-pub mod server;
 #[cfg(test)]
 mod snix_fixtures;
 

@@ -167,7 +167,7 @@ pub fn build(
     output: &Path,
     sd: &crate::store::StoreDir,
     lower: &LowerDir,
-    batch: Vec<super::import::NewPath>,
+    batch: Vec<crate::store::path_info::PathInfo>,
     realisations: Vec<super::import::NewRealisation>,
     opts: BuildOptions,
 ) -> Result<BuildReport, ImageError> {
@@ -191,7 +191,7 @@ fn build_in(
     output: &Path,
     sd: &crate::store::StoreDir,
     lower: &LowerDir,
-    batch: Vec<super::import::NewPath>,
+    batch: Vec<crate::store::path_info::PathInfo>,
     realisations: Vec<super::import::NewRealisation>,
     opts: BuildOptions,
 ) -> Result<BuildReport, ImageError> {

@@ -26,9 +26,11 @@ use std::path::Path;
 use super::{PathInfoIndex, INDEX_FILE};
 use crate::lower::LowerDir;
 use crate::store::ca_proof::{self, CaProofOptions};
-use crate::store::content_address::{check_claimed, ContentAddress};
+use crate::store::content_address::ContentAddress;
 use crate::store::hash::nix32_encode;
 use crate::store::path::shown;
+use crate::store::path_info::PathInfo;
+use crate::store::path_info::{join_sigs, parse_sigs, split_list, Signature};
 use crate::store::realisation::DrvOutputId;
 use crate::store::{drv, NarHash, StoreDir, StorePath};
 
@@ -39,20 +41,6 @@ pub struct NewRealisation {
     pub out_path: StorePath,
     pub signatures: Vec<String>,
     pub dependent: Vec<DrvOutputId>,
-}
-
-/// One path info to import.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NewPath {
-    pub path: StorePath,
-    pub nar_hash: NarHash,
-    pub nar_size: u64,
-    pub references: Vec<StorePath>,
-    pub deriver: Option<StorePath>,
-    pub registration_time: Option<u64>,
-    pub ultimate: bool,
-    pub sigs: Vec<String>,
-    pub ca: Option<String>,
 }
 
 /// Why an import wrote nothing: a source that does not parse, a batch that
@@ -94,7 +82,7 @@ fn perr(source_name: &str, entry: usize, why: impl ToString) -> ImportError {
 /// Parse the registration format: per path, lines `path`, `narHash`,
 /// `narSize`, `deriver` (may be empty), `n`, then `n` reference lines.
 /// Errors name the entry (1-based) and the line.
-pub fn parse_registration(text: &str, sd: &StoreDir, source_name: &str) -> Result<Vec<NewPath>, ImportError> {
+pub fn parse_registration(text: &str, sd: &StoreDir, source_name: &str) -> Result<Vec<PathInfo>, ImportError> {
     let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
     let mut out = Vec::new();
     while let Some((path_line, path)) = lines.next() {
@@ -141,16 +129,10 @@ pub fn parse_registration(text: &str, sd: &StoreDir, source_name: &str) -> Resul
             let (l, r) = next("references")?;
             references.push(sd.parse(r).map_err(|e| at(l, e.to_string()))?);
         }
-        out.push(NewPath {
-            path: path_p,
-            nar_hash,
-            nar_size,
+        out.push(PathInfo {
             references,
             deriver,
-            registration_time: None,
-            ultimate: false,
-            sigs: Vec::new(),
-            ca: None,
+            ..PathInfo::new(path_p, nar_hash, nar_size)
         });
     }
     Ok(out)
@@ -183,7 +165,7 @@ fn ca_from_v2(v: &Value) -> Result<String, String> {
 }
 
 /// Parse `nix path-info --json` output (format 1 or 2, object or legacy array).
-pub fn parse_path_info_json(text: &str, sd: &StoreDir, source_name: &str) -> Result<Vec<NewPath>, ImportError> {
+pub fn parse_path_info_json(text: &str, sd: &StoreDir, source_name: &str) -> Result<Vec<PathInfo>, ImportError> {
     let root: Value = serde_json::from_str(text).map_err(|e| perr(source_name, 0, format!("not JSON: {e}")))?;
     let (entries, v2) = json_entries(&root).ok_or_else(|| perr(source_name, 0, "expected a JSON object or array"))?;
     let mut out = Vec::new();
@@ -221,7 +203,7 @@ fn json_entries(root: &Value) -> Option<(JsonEntries<'_>, bool)> {
 
 /// One entry of a path-info JSON document; the error is what is wrong with it
 /// (the caller names the source and the entry).
-fn parse_json_entry(sd: &StoreDir, key: Option<String>, v: &Value, v2: bool) -> Result<NewPath, String> {
+fn parse_json_entry(sd: &StoreDir, key: Option<String>, v: &Value, v2: bool) -> Result<PathInfo, String> {
     if v.is_null() {
         return Err(format!(
             "{} is not valid in the store it was queried from",
@@ -276,47 +258,41 @@ fn parse_json_entry(sd: &StoreDir, key: Option<String>, v: &Value, v2: bool) -> 
     };
     let ca = match obj.get("ca") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(o @ Value::Object(_)) => Some(ca_from_v2(o)?),
+        Some(Value::String(s)) => Some(ContentAddress::parse_quoted(s).map_err(|e| format!("{key}: {e}"))?),
+        Some(o @ Value::Object(_)) => {
+            Some(ContentAddress::parse_quoted(&ca_from_v2(o)?).map_err(|e| format!("{key}: {e}"))?)
+        }
         Some(_) => return Err("ca is neither a string nor an object".into()),
     };
     let sigs = obj
         .get("signatures")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .map(|a| a.iter().filter_map(Value::as_str).map(Signature::parse).collect())
+        .transpose()
+        .map_err(|e| format!("{key}: {e}"))?
         .unwrap_or_default();
-    Ok(NewPath {
-        path,
-        nar_hash,
-        nar_size,
+    Ok(PathInfo {
         references,
         deriver,
-        registration_time: obj.get("registrationTime").and_then(Value::as_u64),
+        registration_time: obj.get("registrationTime").and_then(Value::as_u64).unwrap_or(0),
         ultimate: obj.get("ultimate").and_then(Value::as_bool).unwrap_or(false),
         sigs,
         ca,
+        ..PathInfo::new(path, nar_hash, nar_size)
     })
 }
 
-/// Opens a Nix store's `db.sqlite` read-only. `immutable=1`: never take locks
-/// or touch the WAL of a store we do not own. The path is percent-encoded
-/// where SQLite's URI syntax would read it otherwise (`%`, `?`, `#`).
+/// Opens a Nix store's `db.sqlite` read-only and immutable: never take
+/// locks or touch the WAL of a store we do not own.
 fn open_nix_db(db: &Path) -> rusqlite::Result<Connection> {
-    let mut path = String::new();
-    for c in db.to_string_lossy().chars() {
-        match c {
-            '%' => path.push_str("%25"),
-            '?' => path.push_str("%3f"),
-            '#' => path.push_str("%23"),
-            c => path.push(c),
-        }
-    }
-    let uri = format!("file:{path}?mode=ro&immutable=1");
-    Connection::open_with_flags(&uri, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI)
+    Connection::open_with_flags(
+        super::immutable_uri(db),
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+    )
 }
 
 /// Read every valid path from a Nix store's `db.sqlite`, read-only.
-pub fn read_nix_db(db: &Path, sd: &StoreDir) -> Result<Vec<NewPath>, ImportError> {
+pub fn read_nix_db(db: &Path, sd: &StoreDir) -> Result<Vec<PathInfo>, ImportError> {
     let name = db.display().to_string();
     let err = |source| ImportError::NixDb {
         path: name.clone(),
@@ -363,21 +339,20 @@ pub fn read_nix_db(db: &Path, sd: &StoreDir) -> Result<Vec<NewPath>, ImportError
         for r in refs.remove(&id).unwrap_or_default() {
             references.push(p(&r)?);
         }
-        out.push(NewPath {
-            path: p(&path)?,
-            nar_hash: NarHash::parse(&hash).map_err(|e| perr(&name, n, e))?,
-            nar_size: size.unwrap_or(0) as u64,
+        let path = p(&path)?;
+        let nar_hash = NarHash::parse(&hash).map_err(|e| perr(&name, n, e))?;
+        out.push(PathInfo {
             references,
             deriver: deriver.filter(|d| !d.is_empty()).map(|d| p(&d)).transpose()?,
-            registration_time: reg.map(|t| t as u64),
+            registration_time: reg.unwrap_or(0) as u64,
             ultimate: ultimate.unwrap_or(0) != 0,
-            sigs: sigs
-                .unwrap_or_default()
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            ca: ca.filter(|c| !c.is_empty()),
+            sigs: parse_sigs(&sigs.unwrap_or_default()).map_err(|e| perr(&name, n, e))?,
+            ca: ca
+                .filter(|c| !c.is_empty())
+                .map(|c| ContentAddress::parse_quoted(&c))
+                .transpose()
+                .map_err(|e| perr(&name, n, e))?,
+            ..PathInfo::new(path, nar_hash, size.unwrap_or(0) as u64)
         });
     }
     Ok(out)
@@ -449,12 +424,7 @@ pub fn read_nix_db_realisations(db: &Path, sd: &StoreDir) -> Result<Vec<NewReali
             out_path: sd
                 .parse(&path)
                 .map_err(|e| perr(&format!("{name} (Realisations)"), n, e))?,
-            signatures: sigs
-                .unwrap_or_default()
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
+            signatures: split_list(&sigs.unwrap_or_default()).map(str::to_owned).collect(),
             dependent: deps.remove(&rid).unwrap_or_default(),
         });
     }
@@ -478,7 +448,7 @@ pub fn import(
     state_dir: &Path,
     sd: &StoreDir,
     lower: &LowerDir,
-    batch: Vec<NewPath>,
+    batch: Vec<PathInfo>,
     opts: ImportOptions,
 ) -> Result<ImportReport, ImportError> {
     import_with_realisations(state_dir, sd, lower, batch, Vec::new(), opts)
@@ -489,7 +459,7 @@ pub fn import_with_realisations(
     state_dir: &Path,
     sd: &StoreDir,
     lower: &LowerDir,
-    batch: Vec<NewPath>,
+    batch: Vec<PathInfo>,
     realisations: Vec<NewRealisation>,
     opts: ImportOptions,
 ) -> Result<ImportReport, ImportError> {
@@ -530,15 +500,9 @@ pub fn import_with_realisations(
     new_paths.sort_by(|a, b| a.path.cmp(&b.path));
     // Content addresses proven for the paths being added only: re-importing
     // an indexed store (the NixOS import unit, at every boot) reads no file.
-    let mut to_add: Vec<NewPath> = new_paths.iter().map(|e| (*e).clone()).collect();
-    // Supplied content addresses (checked above) are stored as Nix renders them.
-    for e in &mut to_add {
-        e.ca =
-            e.ca.take()
-                .map(|ca| ContentAddress::parse(&ca).map_or(ca, |c| c.render()));
-    }
+    let mut to_add: Vec<PathInfo> = new_paths.iter().map(|e| (*e).clone()).collect();
     ca_proof::prove_missing_cas(&mut to_add, sd, lower.root(), opts.ca_proof);
-    let new_paths: Vec<&NewPath> = to_add.iter().collect();
+    let new_paths: Vec<&PathInfo> = to_add.iter().collect();
     let (ids, drv_outputs) = insert_paths(&tx, sd, lower, &new_paths, &mut problems).map_err(sql)?;
     insert_references(&tx, &new_paths, &ids, &outside_ids).map_err(sql)?;
     insert_derivation_outputs(&tx, sd, &drv_outputs, &mut problems).map_err(sql)?;
@@ -594,8 +558,12 @@ fn rejected_if_any(mut problems: Vec<String>) -> Result<(), ImportError> {
 
 /// The batch by base name; a path listed twice with different NAR hashes or
 /// sizes is a problem (the same entry twice is not).
-fn batch_by_name<'b>(sd: &StoreDir, batch: &'b [NewPath], problems: &mut Vec<String>) -> HashMap<&'b str, &'b NewPath> {
-    let mut in_batch: HashMap<&str, &NewPath> = HashMap::with_capacity(batch.len());
+fn batch_by_name<'b>(
+    sd: &StoreDir,
+    batch: &'b [PathInfo],
+    problems: &mut Vec<String>,
+) -> HashMap<&'b str, &'b PathInfo> {
+    let mut in_batch: HashMap<&str, &PathInfo> = HashMap::with_capacity(batch.len());
     for e in batch {
         if let Some(prev) = in_batch.insert(e.path.base_name(), e) {
             if prev.nar_hash != e.nar_hash || prev.nar_size != e.nar_size {
@@ -628,7 +596,7 @@ fn lower_listing(lower: &LowerDir, batch_len: usize) -> Result<Option<HashSet<Ve
 #[derive(Default)]
 struct Validated<'b> {
     /// Batch paths not indexed yet: the ones to insert.
-    new_paths: Vec<&'b NewPath>,
+    new_paths: Vec<&'b PathInfo>,
     /// Row ids of paths outside the batch that new paths reference.
     outside_ids: HashMap<String, i64>,
     /// Batch paths already indexed with the same NAR hash and size.
@@ -652,7 +620,7 @@ impl Checks<'_> {
     fn validate<'b>(
         &self,
         tx: &Connection,
-        in_batch: &HashMap<&str, &'b NewPath>,
+        in_batch: &HashMap<&str, &'b PathInfo>,
         problems: &mut Vec<String>,
     ) -> rusqlite::Result<Validated<'b>> {
         let mut existing = tx.prepare("SELECT nar_hash, nar_size FROM paths WHERE base_name = ?1")?;
@@ -674,10 +642,7 @@ impl Checks<'_> {
                 }
             }
             self.check_references(&mut id_of, e, &shown, in_batch, &mut v.outside_ids, problems)?;
-            if let Some(Err(why)) =
-                e.ca.as_deref()
-                    .map(|ca| check_claimed(self.sd, &e.path, &e.references, ca))
-            {
+            if let Some(Err(why)) = e.ca.as_ref().map(|ca| ca.check(self.sd, &e.path, &e.references)) {
                 problems.push(format!("{shown}: {why}"));
             }
             if let Some(why) = self.lower_problem(e) {
@@ -693,9 +658,9 @@ impl Checks<'_> {
     fn check_references(
         &self,
         id_of: &mut rusqlite::Statement<'_>,
-        e: &NewPath,
+        e: &PathInfo,
         shown: &str,
-        in_batch: &HashMap<&str, &NewPath>,
+        in_batch: &HashMap<&str, &PathInfo>,
         outside_ids: &mut HashMap<String, i64>,
         problems: &mut Vec<String>,
     ) -> rusqlite::Result<()> {
@@ -721,7 +686,7 @@ impl Checks<'_> {
 
     /// What is wrong with `e`'s object in the lower dir (missing, or with
     /// `check_content` a NAR hash or size other than declared), if anything.
-    fn lower_problem(&self, e: &NewPath) -> Option<String> {
+    fn lower_problem(&self, e: &PathInfo) -> Option<String> {
         let present = match self.listing {
             Some(set) if set.contains(e.path.base_name().as_bytes()) => Ok(()),
             Some(_) => Err(format!("not present in the lower dir {}", self.lower.root().display())),
@@ -746,7 +711,7 @@ impl Checks<'_> {
 
 /// Whether `e` is indexed with its NAR hash and size (`Some(true)`), with
 /// others (`Some(false)`), or not at all (`None`).
-fn indexed_unchanged(existing: &mut rusqlite::Statement<'_>, e: &NewPath) -> rusqlite::Result<Option<bool>> {
+fn indexed_unchanged(existing: &mut rusqlite::Statement<'_>, e: &PathInfo) -> rusqlite::Result<Option<bool>> {
     Ok(existing
         .query_row([e.path.base_name()], |r| {
             Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
@@ -765,7 +730,7 @@ fn insert_paths<'b>(
     tx: &Connection,
     sd: &StoreDir,
     lower: &LowerDir,
-    new_paths: &[&'b NewPath],
+    new_paths: &[&'b PathInfo],
     problems: &mut Vec<String>,
 ) -> rusqlite::Result<(HashMap<&'b str, i64>, DrvOutputs<'b>)> {
     let now = std::time::SystemTime::now()
@@ -779,9 +744,6 @@ fn insert_paths<'b>(
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     for e in new_paths {
-        let mut sigs = e.sigs.clone();
-        sigs.sort();
-        sigs.dedup();
         let mut refs: Vec<&str> = e.references.iter().map(StorePath::base_name).collect();
         refs.sort_unstable();
         refs.dedup();
@@ -790,10 +752,14 @@ fn insert_paths<'b>(
             &e.nar_hash.0[..],
             e.nar_size as i64,
             e.deriver.as_ref().map(StorePath::base_name),
-            e.registration_time.unwrap_or(now) as i64,
+            if e.registration_time == 0 {
+                now
+            } else {
+                e.registration_time
+            } as i64,
             e.ultimate,
-            sigs.join(" "),
-            e.ca.as_deref(),
+            join_sigs(&e.sigs),
+            e.ca.as_ref().map(ContentAddress::render),
             refs.join(" "),
         ])?;
         let id = tx.last_insert_rowid();
@@ -813,7 +779,7 @@ fn insert_paths<'b>(
 /// batch path that was already indexed (looked up).
 fn insert_references(
     tx: &Connection,
-    new_paths: &[&NewPath],
+    new_paths: &[&PathInfo],
     ids: &HashMap<&str, i64>,
     outside_ids: &HashMap<String, i64>,
 ) -> rusqlite::Result<()> {

@@ -52,12 +52,25 @@ pub use keys::KeyDirStats;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
 
+use crate::store::content_address::ContentAddress;
+use crate::store::path_info::{parse_sigs, split_list};
 use crate::store::realisation::{DrvOutputId, Realisation};
 use crate::store::{NarHash, StorePath};
 
 /// A base name read from the index, validated like any input (a few hundred
 /// nanoseconds, no copy), so a damaged or hand-edited index gives an error
 /// naming the row, never a panic.
+/// A column the index wrote that no longer parses (`column`: its number).
+fn damaged(column: usize) -> impl Fn(String) -> rusqlite::Error {
+    move |why| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Text,
+            format!("damaged index row: {why}").into(),
+        )
+    }
+}
+
 fn parse_stored(s: String) -> rusqlite::Result<StorePath> {
     StorePath::from_owned_base_name(s).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -82,21 +95,7 @@ pub(crate) const READER_MMAP_BYTES: i64 = 1 << 40;
 /// ends within twice this, see [`pool`]).
 pub const READ_SNAPSHOT_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Everything Nix knows about a valid path.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PathInfo {
-    pub path: StorePath,
-    pub nar_hash: NarHash,
-    pub nar_size: u64,
-    /// Sorted by base name, as Nix's `StorePathSet`.
-    pub references: Vec<StorePath>,
-    pub deriver: Option<StorePath>,
-    pub registration_time: u64,
-    pub ultimate: bool,
-    /// Sorted, as Nix's `std::set<Signature>`.
-    pub sigs: Vec<String>,
-    pub ca: Option<String>,
-}
+pub use crate::store::path_info::PathInfo;
 
 /// What can go wrong opening or reading the index; every message names the
 /// index file and says what to do.
@@ -132,7 +131,9 @@ type PathRow = (String, Vec<u8>, i64, Option<String>, i64, bool, String, Option<
 pub type Result<T> = std::result::Result<T, IndexError>;
 
 /// The embedded path-info database (`index.sqlite` in the state dir), read
-/// through a small pool of read-only connections.
+/// through a small pool of read-only connections. A clone is a second handle
+/// on the same pool and key directory (two `Arc`s and the file name).
+#[derive(Clone)]
 pub struct PathInfoIndex {
     db_path: PathBuf,
     /// Opened with `immutable=1` (an image's own index): no locks, no
@@ -528,9 +529,7 @@ impl PathInfoIndex {
             rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, "NAR hash is not 32 bytes".into())
         })?);
         // Stored sorted at import.
-        let references = refs
-            .split(' ')
-            .filter(|s| !s.is_empty())
+        let references = split_list(&refs)
             .map(|s| parse_stored(s.to_owned()))
             .collect::<rusqlite::Result<_>>()?;
         Ok(Some(PathInfo {
@@ -541,8 +540,8 @@ impl PathInfoIndex {
             deriver: deriver.map(parse_stored).transpose()?,
             registration_time: reg as u64,
             ultimate,
-            sigs: sigs.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
-            ca,
+            sigs: parse_sigs(&sigs).map_err(damaged(6))?,
+            ca: ca.map(|c| ContentAddress::parse(&c)).transpose().map_err(damaged(7))?,
         }))
     }
 
@@ -663,7 +662,7 @@ impl PathInfoIndex {
             let corrupt =
                 |why: String| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, why.into());
             let mut dependent = Vec::new();
-            for d in deps.split(' ').filter(|d| !d.is_empty()) {
+            for d in split_list(&deps) {
                 let dep = DrvOutputId::parse(d).map_err(corrupt)?;
                 let p = st
                     .query_row([&dep.drv_hash, &dep.output], |r| r.get::<_, String>(0))
@@ -672,7 +671,7 @@ impl PathInfoIndex {
                 dependent.push((dep, parse_stored(p)?));
             }
             dependent.sort();
-            let mut signatures: Vec<String> = sigs.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+            let mut signatures: Vec<String> = split_list(&sigs).map(str::to_owned).collect();
             signatures.sort();
             Ok(Some(Realisation {
                 id: id.clone(),
@@ -746,9 +745,12 @@ impl PathInfoIndex {
     }
 }
 
-/// `file:<path>?immutable=1`, with the characters a URI path cannot hold
-/// as they are percent-encoded.
-fn immutable_uri(path: &Path) -> String {
+/// `file:<path>?mode=ro&immutable=1` for a database nobody writes while we
+/// read it (an image's index, a Nix store's `db.sqlite`): never a lock or a
+/// WAL. Every byte of the path but `[A-Za-z0-9/._~-]` is percent-encoded,
+/// as SQLite's URI rules decode it (`%`, `?`, `#` would otherwise end or
+/// escape the path; bytes that are not UTF-8 survive too).
+pub(crate) fn immutable_uri(path: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
     let mut uri = String::from("file:");
     for &b in path.as_os_str().as_bytes() {
@@ -758,13 +760,35 @@ fn immutable_uri(path: &Path) -> String {
             uri.push_str(&format!("%{b:02X}"));
         }
     }
-    uri.push_str("?immutable=1");
+    uri.push_str("?mode=ro&immutable=1");
     uri
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// A database under a directory whose name holds every character
+    /// SQLite's URI syntax reads specially opens through its URI.
+    #[test]
+    fn immutable_uri_opens_any_path() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("a b%25?x=1#frag&y");
+        std::fs::create_dir(&dir).unwrap();
+        let file = dir.join("db.sqlite");
+        Connection::open(&file)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (7);")
+            .unwrap();
+        let uri = immutable_uri(&file);
+        assert!(
+            uri.ends_with("/db.sqlite?mode=ro&immutable=1") && uri.contains("a%20b%2525%3Fx%3D1%23frag%26y"),
+            "{uri}"
+        );
+        let c =
+            Connection::open_with_flags(&uri, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI).unwrap();
+        assert_eq!(c.query_row("SELECT x FROM t", [], |r| r.get::<_, i64>(0)).unwrap(), 7);
+    }
 
     #[test]
     fn store_dir_mismatch_is_refused() {

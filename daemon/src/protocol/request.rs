@@ -11,7 +11,7 @@
 //! path is an error reply, not a broken connection.
 //!
 //! [`for_each_op!`] is the one table of ops: it defines [`Op`] and
-//! [`AnyRequest`] here and the dispatch in `server::ops`. Adding an op means
+//! [`AnyRequest`] here and the dispatch in `server::session`. Adding an op means
 //! a line there, a request type here and a handler in `server::ops`.
 
 use tokio::io::AsyncRead;
@@ -20,6 +20,7 @@ use super::codec::*;
 use super::nar_skip::skip_nar;
 use super::wire::{ProtocolError, WireBuf, WireReader};
 use super::ProtoVersion;
+pub use crate::store::derived_path::DerivedPath;
 
 /// The table of ops: `Name = number`. The request type of each op has the
 /// op's name. Calls `$m!` with the whole table.
@@ -286,6 +287,13 @@ mod dec {
     ) -> Result<Vec<String>, ProtocolError> {
         r.strings(l).await
     }
+    /// Derived paths, parsed once here (`path` or `drv!out,…`).
+    pub async fn derived_paths<R: AsyncRead + Unpin + Send>(
+        r: &mut WireReader<R>,
+        l: &'static str,
+    ) -> Result<Vec<DerivedPath>, ProtocolError> {
+        Ok(r.strings(l).await?.into_iter().map(DerivedPath::parse).collect())
+    }
     /// A flag read as "non-zero is true", as Nix reads these.
     pub async fn flag<R: AsyncRead + Unpin + Send>(
         r: &mut WireReader<R>,
@@ -309,6 +317,9 @@ mod enc {
     }
     pub fn strings(out: &mut WireBuf, v: &[String]) {
         out.strings(v.iter().map(String::as_str));
+    }
+    pub fn derived_paths(out: &mut WireBuf, v: &[DerivedPath]) {
+        out.strings(v.iter().map(DerivedPath::as_str));
     }
     pub fn flag(out: &mut WireBuf, b: &bool) {
         out.bool(*b);
@@ -403,7 +414,7 @@ request!(
         bare_drv_means_outputs: bool = |v| !v.at_least(30)
     ]
     /// Derived paths (`/nix/store/…`, `/nix/store/….drv!out,dev`, `…!*`).
-    targets: Vec<String> = strings("derived paths") => strings;
+    targets: Vec<DerivedPath> = derived_paths("derived paths") => derived_paths;
 );
 
 // ---- Substitutes: a lower store has none ----------------------------------
@@ -649,27 +660,27 @@ one_string_request!(
 request!(
     /// Build derived paths (nothing to do when all are present).
     BuildPaths -> u64;
-    subject: |q| q.paths.first().map(String::as_str);
+    subject: |q| q.paths.first().map(DerivedPath::as_str);
     [
         /// Decoded below 1.30, where Nix sends derived paths as
         /// `StorePathWithOutputs`: a bare `.drv` path asks for all its
         /// outputs, not the `.drv` itself. Not on the wire.
         bare_drv_means_outputs: bool = |v| !v.at_least(30)
     ]
-    paths: Vec<String> = strings("derived paths") => strings;
+    paths: Vec<DerivedPath> = derived_paths("derived paths") => derived_paths;
     mode: BuildMode = mode("build mode") => mode;
 );
 request!(
     /// Build derived paths and report results (always refused).
     BuildPathsWithResults -> NoReply;
-    subject: |q| q.paths.first().map(String::as_str);
+    subject: |q| q.paths.first().map(DerivedPath::as_str);
     [
         /// Decoded below 1.30, where Nix sends derived paths as
         /// `StorePathWithOutputs`: a bare `.drv` path asks for all its
         /// outputs, not the `.drv` itself. Not on the wire.
         bare_drv_means_outputs: bool = |v| !v.at_least(30)
     ]
-    paths: Vec<String> = strings("derived paths") => strings;
+    paths: Vec<DerivedPath> = derived_paths("derived paths") => derived_paths;
     mode: BuildMode = mode("build mode") => mode;
 );
 
@@ -900,7 +911,7 @@ mod tests {
                 other => panic!("{other:?}"),
             }
             let q = BuildPaths {
-                paths: vec![format!("{p}.drv!out")],
+                paths: vec![format!("{p}.drv!out").into()],
                 mode: BuildMode::CHECK,
                 bare_drv_means_outputs: !v.at_least(30),
             };

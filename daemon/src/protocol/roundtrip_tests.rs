@@ -239,7 +239,7 @@ arb_plain! {
     // Requests with fields kept in full.
     QueryAllValidPaths => |g, v| QueryAllValidPaths;
     QueryValidPaths => |g, v| QueryValidPaths { paths: texts(g), substitute: v.at_least(27) && g.bool() };
-    QueryMissing => |g, v| QueryMissing { targets: texts(g), bare_drv_means_outputs: !v.at_least(30) };
+    QueryMissing => |g, v| QueryMissing { targets: derived(g), bare_drv_means_outputs: !v.at_least(30) };
     QuerySubstitutablePaths => |g, v| QuerySubstitutablePaths { paths: texts(g) };
     QuerySubstitutablePathInfos => |g, v| QuerySubstitutablePathInfos {
         paths: (0..g.usize(0..4)).map(|_| (text(g), if v.at_least(22) { opt(g) } else { None })).collect(),
@@ -257,9 +257,9 @@ arb_plain! {
     OptimiseStore => |g, v| OptimiseStore;
     AddPermRoot => |g, v| AddPermRoot { path: text(g), gc_root: text(g) };
     VerifyStore => |g, v| VerifyStore { check_contents: g.bool(), repair: g.bool() };
-    BuildPaths => |g, v| BuildPaths { paths: texts(g), mode: BuildMode(word(g)), bare_drv_means_outputs: !v.at_least(30) };
+    BuildPaths => |g, v| BuildPaths { paths: derived(g), mode: BuildMode(word(g)), bare_drv_means_outputs: !v.at_least(30) };
     BuildPathsWithResults => |g, v| BuildPathsWithResults {
-        paths: texts(g),
+        paths: derived(g),
         mode: BuildMode(word(g)),
         bare_drv_means_outputs: !v.at_least(30),
     };
@@ -304,6 +304,11 @@ fn nar(out: &mut WireBuf, g: &mut Rng) {
         file(out, g);
         out.str(")").str(")");
     }
+}
+
+/// Random texts as derived paths (parsed as the decoder parses them).
+fn derived(g: &mut Rng) -> Vec<DerivedPath> {
+    texts(g).into_iter().map(DerivedPath::parse).collect()
 }
 
 fn strings(out: &mut WireBuf, g: &mut Rng) {

@@ -60,12 +60,9 @@ pub struct WireReader<R> {
     pub limits: Limits,
 }
 
-/// Zero bytes that follow a string of `len` bytes on the wire (to the next
-/// multiple of 8). The one place the protocol's padding rule is written; the
-/// NAR writer and the benches' generators use it too.
-pub fn padding(len: u64) -> usize {
-    ((8 - (len % 8)) % 8) as usize
-}
+/// The protocol pads strings as NARs do; the rule lives with the NAR format
+/// at the ground floor (`store::nar::padding`).
+pub use crate::store::nar::padding;
 
 impl<R: AsyncRead + Unpin> WireReader<R> {
     pub fn new(inner: R, limits: Limits) -> Self {

@@ -14,7 +14,9 @@ use rusqlite::{Connection, OpenFlags};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 
-use crate::index::PathInfo;
+use crate::store::content_address::ContentAddress;
+use crate::store::path_info::split_list;
+use crate::store::path_info::PathInfo;
 use crate::store::{NarHash, StorePath};
 
 /// One `ValidPaths` row, as Nix's `schema.sql` declares it.
@@ -122,7 +124,7 @@ impl Plan {
 enum Class {
     Same,
     Lost(&'static str),
-    Changed(Vec<&'static str>, PathInfo),
+    Changed(Vec<&'static str>, Box<PathInfo>),
 }
 
 /// Whether `upper_layer/<base>` holds the path's files: an entry that is not
@@ -163,7 +165,7 @@ pub(crate) fn plan(
             Class::Changed(fields, new) => plan.changed.push(Changed {
                 path: row.path.clone(),
                 fields,
-                new,
+                new: *new,
                 referenced: db.referrers.get(&row.id).is_some_and(|v| !v.is_empty()),
             }),
         }
@@ -211,16 +213,17 @@ fn classify(
         fields.push("narSize");
     }
     let ca = row.ca.as_deref().filter(|c| !c.is_empty());
-    if ca != new.ca.as_deref().filter(|c| !c.is_empty()) {
+    if ca != new.ca.as_ref().map(ContentAddress::render).as_deref() {
         fields.push("ca");
     }
-    let sigs: BTreeSet<&str> = row.sigs.as_deref().unwrap_or("").split_whitespace().collect();
-    if sigs != new.sigs.iter().map(String::as_str).collect() {
+    let sigs: BTreeSet<&str> = split_list(row.sigs.as_deref().unwrap_or("")).collect();
+    let new_sigs: Vec<String> = new.sigs.iter().map(|s| s.to_string()).collect();
+    if sigs != new_sigs.iter().map(String::as_str).collect() {
         fields.push("sigs");
     }
     Ok(match fields.is_empty() {
         true => Class::Same,
-        false => Class::Changed(fields, new),
+        false => Class::Changed(fields, Box::new(new)),
     })
 }
 

@@ -5,7 +5,9 @@
 
 use super::plan::{self, referrers_first, UpperDb};
 use super::*;
-use crate::index::PathInfo;
+use crate::store::content_address::ContentAddress;
+use crate::store::hash::nix32_encode;
+use crate::store::path_info::{PathInfo, Signature};
 use crate::store::{NarHash, StorePath};
 use rusqlite::Connection;
 use std::collections::{BTreeSet, HashMap};
@@ -46,15 +48,14 @@ fn info(c: char, name: &str, h: u8, refs: &[(char, &str)]) -> PathInfo {
         .collect();
     references.sort();
     PathInfo {
-        path: StorePath::from_base_name(&base(c, name)).unwrap(),
-        nar_hash: hash(h),
-        nar_size: 1000 + h as u64,
         references,
-        deriver: None,
         registration_time: 1,
-        ultimate: false,
-        sigs: vec!["k:sig".into()],
-        ca: None,
+        sigs: vec![Signature::parse("k:c2ln").unwrap()],
+        ..PathInfo::new(
+            StorePath::from_base_name(&base(c, name)).unwrap(),
+            hash(h),
+            1000 + h as u64,
+        )
     }
 }
 
@@ -91,8 +92,8 @@ impl Fx {
                 format!("/nix/store/{}", i.path.base_name()),
                 format!("sha256:{}", i.nar_hash.to_base16()),
                 i.nar_size as i64,
-                i.sigs.join(" "),
-                i.ca
+                crate::store::path_info::join_sigs(&i.sigs),
+                i.ca.as_ref().map(|c| c.render())
             ],
         )
         .unwrap();
@@ -184,8 +185,8 @@ fn reconcile_plan_whiteout_is_no_upper_entry_and_refs_and_sigs_and_ca_count() {
     fx.in_lower(&info('b', "app", 2, &[]));
     // lib: ca and sigs differ.
     let mut lib2 = lib.clone();
-    lib2.ca = Some("fixed:r:sha256:abc".into());
-    lib2.sigs = vec!["k:other".into()];
+    lib2.ca = Some(ContentAddress::parse(&format!("fixed:r:sha256:{}", nix32_encode(&[1; 32]))).unwrap());
+    lib2.sigs = vec![Signature::parse("k:b3RoZXI=").unwrap()];
     fx.in_lower(&lib2);
     // A whiteout for lib in the upper layer does not make it an upper path.
     let wh = std::ffi::CString::new(
@@ -237,7 +238,7 @@ fn reconcile_update_writes_what_nix_updatepathinfo_writes() {
         )
         .unwrap();
     assert_eq!(h, format!("sha256:{}", "09".repeat(32)));
-    assert_eq!((n, u, s.as_deref(), ca), (Some(1009), None, Some("k:sig"), None));
+    assert_eq!((n, u, s.as_deref(), ca), (Some(1009), None, Some("k:c2ln"), None));
     assert!(fx.plan().changed.is_empty());
 }
 

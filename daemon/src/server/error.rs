@@ -45,6 +45,12 @@ pub enum OpError {
     NoRepair,
     /// An op that would write or build; the subject is what the client named.
     ReadOnly { subject: Option<String> },
+    /// An obsolete op no Nix client sends any more (ExportPath); `instead`
+    /// names the op Nix clients use.
+    Obsolete {
+        subject: Option<String>,
+        instead: &'static str,
+    },
 }
 
 impl OpError {
@@ -76,19 +82,23 @@ impl OpError {
                 "{op}: repair is impossible: the lower store is read-only; verify without --repair, \
                  and fix the lower store where it is built"
             ),
-            OpError::ReadOnly { subject } => {
-                let about = subject.as_deref().map(|s| format!(" ('{}')", shown(s))).unwrap_or_default();
-                match op {
-                    "ExportPath" => {
-                        format!("{op}{about}: this obsolete op is not served; Nix clients use NarFromPath")
-                    }
-                    _ => format!(
-                        "{op}{about}: the lower store is read-only; it answers queries only, so add, build or delete in the upper (local-overlay) store instead"
-                    ),
-                }
+            OpError::ReadOnly { subject } => format!(
+                "{op}{}: the lower store is read-only; it answers queries only, so add, build or delete in the upper (local-overlay) store instead",
+                about(subject)
+            ),
+            OpError::Obsolete { subject, instead } => {
+                format!("{op}{}: this obsolete op is not served; Nix clients use {instead}", about(subject))
             }
         }
     }
+}
+
+/// ` ('<subject>')`, escaped and bounded, or nothing.
+fn about(subject: &Option<String>) -> String {
+    subject
+        .as_deref()
+        .map(|s| format!(" ('{}')", shown(s)))
+        .unwrap_or_default()
 }
 
 impl From<StorePathError> for OpError {
@@ -162,7 +172,11 @@ mod tests {
             )
         );
         assert_eq!(
-            OpError::ReadOnly { subject: None }.render(Op::ExportPath),
+            OpError::Obsolete {
+                subject: None,
+                instead: "NarFromPath"
+            }
+            .render(Op::ExportPath),
             "ExportPath: this obsolete op is not served; Nix clients use NarFromPath"
         );
         assert_eq!(

@@ -8,6 +8,7 @@
 //! replies, NAR streaming) is in `session`; what each op answers in `ops`.
 
 mod error;
+pub mod grpc;
 mod limits;
 pub mod ops;
 pub mod peer;

@@ -35,17 +35,31 @@ fn user_name_and_groups(uid: u32, gid: u32) -> Option<(String, Vec<u32>)> {
     Some((name, groups))
 }
 
-fn group_gid(name: &str) -> Option<u32> {
+/// The gid of group `name` (NSS: files, LDAP, …), or `None` when there is
+/// no such group. Reentrant (`getgrnam_r`, its buffer grown while the group
+/// does not fit): the one group look-up of the crate, used by the trusted
+/// users check and `--socket-group`. Blocking.
+pub fn group_gid(name: &str) -> Option<u32> {
     let cname = std::ffi::CString::new(name).ok()?;
     let mut buf = vec![0u8; 16384];
-    let mut grp: libc::group = unsafe { std::mem::zeroed() };
-    let mut res: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: as above.
-    let rc = unsafe { libc::getgrnam_r(cname.as_ptr(), &mut grp, buf.as_mut_ptr().cast(), buf.len(), &mut res) };
-    if rc != 0 || res.is_null() {
-        return None;
+    loop {
+        // SAFETY: a zeroed `group` is a valid out-parameter (plain integers
+        // and null pointers).
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut res: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: `cname` is NUL-terminated; `buf` holds `buf.len()` bytes
+        // that getgrnam_r may point `grp`'s strings into; `res` is set to
+        // `&grp` or null.
+        let rc = unsafe { libc::getgrnam_r(cname.as_ptr(), &mut grp, buf.as_mut_ptr().cast(), buf.len(), &mut res) };
+        if rc == libc::ERANGE && buf.len() < 1 << 24 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 || res.is_null() {
+            return None;
+        }
+        return Some(grp.gr_gid);
     }
-    Some(grp.gr_gid)
 }
 
 /// Nix's trusted-users semantics: user names, `@group`, and `*` for everyone.
@@ -79,7 +93,16 @@ fn trusted_by_name(uid: u32, gid: u32, trusted_users: &[String]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_trusted, Peer};
+    use super::{group_gid, is_trusted, Peer};
+
+    /// The one group look-up: a group every system has, one none has, and
+    /// a name that cannot be a C string.
+    #[test]
+    fn group_gid_finds_root_and_nothing_else() {
+        assert_eq!(group_gid("root"), Some(0));
+        assert_eq!(group_gid("no-group-by-that-name"), None);
+        assert_eq!(group_gid("ro\0ot"), None);
+    }
 
     fn root() -> Peer {
         Peer {

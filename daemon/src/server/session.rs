@@ -16,7 +16,7 @@ use tokio::net::UnixStream;
 use tracing::{debug, info};
 
 use super::error::SessionError;
-use super::ops::{dispatch, Serve};
+use super::ops::Serve;
 use super::peer::{self, Peer};
 use super::Server;
 use crate::protocol::codec::{StderrFrame, Wire};
@@ -269,3 +269,24 @@ impl std::io::Write for ChunkSender {
         Ok(())
     }
 }
+/// The one dispatch table: every op of `for_each_op!` to its request type's
+/// `Serve` impl (`server::ops`), through `Conn::serve_op`.
+macro_rules! dispatch {
+    ($($name:ident = $num:literal,)*) => {
+        /// Decode, answer and reply to one request of `op`.
+        async fn dispatch<R, W>(
+            c: &mut Conn<'_, R, W>,
+            op: crate::protocol::request::Op,
+        ) -> Result<(), SessionError>
+        where
+            R: tokio::io::AsyncRead + Unpin + Send,
+            W: tokio::io::AsyncWrite + Unpin + Send,
+        {
+            use crate::protocol::request::{self as q, Op};
+            match op {
+                $(Op::$name => c.serve_op::<q::$name>().await,)*
+            }
+        }
+    };
+}
+crate::protocol::request::for_each_op!(dispatch);

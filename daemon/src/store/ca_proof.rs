@@ -33,9 +33,11 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use super::hash::{hex_encode, nix32_encode};
+use super::content_address::{ContentAddress, Method};
+use super::fingerprint::{hash_part, type_with_refs};
+use super::hash::hex_encode;
+use super::path_info::PathInfo;
 use super::{NarHash, StoreDir, StorePath};
-use crate::index::import::NewPath;
 
 /// Default bound on the files read to prove `text:` and flat `fixed:` content
 /// addresses: text paths and `.drv` files are small, while flat fixed outputs
@@ -85,7 +87,7 @@ impl CaProofOptions {
 /// directory holding the objects. Unreadable or missing objects simply stay
 /// without a `ca`: presence and content are the import's checks, not ours.
 /// Large batches are split over a few threads (pure hashing and small reads).
-pub(crate) fn prove_missing_cas(batch: &mut [NewPath], sd: &StoreDir, lower_root: &Path, opts: CaProofOptions) {
+pub(crate) fn prove_missing_cas(batch: &mut [PathInfo], sd: &StoreDir, lower_root: &Path, opts: CaProofOptions) {
     if opts == CaProofOptions::OFF {
         return;
     }
@@ -105,7 +107,7 @@ pub(crate) fn prove_missing_cas(batch: &mut [NewPath], sd: &StoreDir, lower_root
     });
 }
 
-fn prove_all(batch: &mut [NewPath], sd: &StoreDir, lower_root: &Path, opts: CaProofOptions) {
+fn prove_all(batch: &mut [PathInfo], sd: &StoreDir, lower_root: &Path, opts: CaProofOptions) {
     let files = if opts.max_file_size > 0 {
         LowerFiles::open(lower_root)
     } else {
@@ -126,7 +128,7 @@ fn prove_all(batch: &mut [NewPath], sd: &StoreDir, lower_root: &Path, opts: CaPr
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Proof {
     /// The store path is the one this `ca` makes.
-    Proved(String),
+    Proved(ContentAddress),
     /// A definite no under these options: nothing the path info or its
     /// object holds (NAR hash; a regular file's contents within the size
     /// bound, or an object that is not such a file) proves a `ca`. Asking
@@ -139,7 +141,7 @@ pub(crate) enum Proof {
 
 impl Proof {
     /// The proven `ca`, if any.
-    pub(crate) fn into_ca(self) -> Option<String> {
+    pub(crate) fn into_ca(self) -> Option<ContentAddress> {
         match self {
             Proof::Proved(ca) => Some(ca),
             Proof::Disproved | Proof::Unknown => None,
@@ -169,7 +171,7 @@ impl Claim<'_> {
 }
 
 /// The `ca` proven from the NAR hash alone (no I/O), if enabled and proven.
-pub(crate) fn prove_from_nar_hash(claim: &Claim<'_>, sd: &StoreDir, opts: CaProofOptions) -> Option<String> {
+pub(crate) fn prove_from_nar_hash(claim: &Claim<'_>, sd: &StoreDir, opts: CaProofOptions) -> Option<ContentAddress> {
     if !opts.from_nar_hash {
         return None;
     }
@@ -222,81 +224,44 @@ fn prove_one(claim: &Claim<'_>, sd: &StoreDir, files: Option<&LowerFiles>, opts:
 /// in `tests/data/ca-check-vectors.json` shows it: NAR hash and `ca` digest
 /// differ. Such a path is neither proven here nor guessed; a `ca` supplied
 /// with it is checked by `content_address::check_claimed`, `:self` included.
-pub(crate) fn source_ca(sd: &StoreDir, path: &StorePath, refs: &[StorePath], nar: &NarHash) -> Option<String> {
+pub(crate) fn source_ca(sd: &StoreDir, path: &StorePath, refs: &[StorePath], nar: &NarHash) -> Option<ContentAddress> {
     let ty = type_with_refs("source", sd, path, refs, false)?;
-    (hash_part(sd, &ty, &nar.0, path.name()) == path.hash_part())
-        .then(|| format!("fixed:r:sha256:{}", nix32_encode(&nar.0)))
+    (hash_part(sd, &ty, &nar.0, path.name()) == path.hash_part()).then(|| sha256_ca(Method::Nar, &nar.0))
 }
 
 /// `text:sha256:<nix32>` if `path` is the text path of contents hashing to
 /// `digest` with these references (a text path cannot refer to itself).
-pub(crate) fn text_ca(sd: &StoreDir, path: &StorePath, refs: &[StorePath], digest: &[u8; 32]) -> Option<String> {
+pub(crate) fn text_ca(
+    sd: &StoreDir,
+    path: &StorePath,
+    refs: &[StorePath],
+    digest: &[u8; 32],
+) -> Option<ContentAddress> {
     let ty = type_with_refs("text", sd, path, refs, false)?;
-    (hash_part(sd, &ty, digest, path.name()) == path.hash_part())
-        .then(|| format!("text:sha256:{}", nix32_encode(digest)))
+    (hash_part(sd, &ty, digest, path.name()) == path.hash_part()).then(|| sha256_ca(Method::Text, digest))
 }
 
 /// `fixed:sha256:<nix32>` if `path` is the flat sha256 fixed output of a file
 /// hashing to `digest` (such a path has no references).
-pub(crate) fn flat_ca(sd: &StoreDir, path: &StorePath, refs: &[StorePath], digest: &[u8; 32]) -> Option<String> {
+pub(crate) fn flat_ca(
+    sd: &StoreDir,
+    path: &StorePath,
+    refs: &[StorePath],
+    digest: &[u8; 32],
+) -> Option<ContentAddress> {
     if !refs.is_empty() {
         return None;
     }
     let inner: [u8; 32] = Sha256::digest(format!("fixed:out:sha256:{}:", hex_encode(digest))).into();
-    (hash_part(sd, "output:out", &inner, path.name()) == path.hash_part())
-        .then(|| format!("fixed:sha256:{}", nix32_encode(digest)))
+    (hash_part(sd, "output:out", &inner, path.name()) == path.hash_part()).then(|| sha256_ca(Method::Flat, digest))
 }
 
-/// `<kind>:<ref>:<ref>…[:self]`, references as full paths in store path
-/// order, each once. `None` when `path` refers to itself and `self_allowed`
-/// is false.
-pub(crate) fn type_with_refs(
-    kind: &str,
-    sd: &StoreDir,
-    path: &StorePath,
-    refs: &[StorePath],
-    self_allowed: bool,
-) -> Option<String> {
-    let mut sorted: Vec<&StorePath> = refs.iter().collect();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut ty = String::with_capacity(kind.len() + sorted.len() * (sd.as_str().len() + 64));
-    ty.push_str(kind);
-    let mut has_self = false;
-    for r in sorted {
-        if r == path {
-            has_self = true;
-            continue;
-        }
-        ty.push(':');
-        ty.push_str(sd.as_str());
-        ty.push('/');
-        ty.push_str(r.base_name());
+fn sha256_ca(method: Method, digest: &[u8; 32]) -> ContentAddress {
+    ContentAddress {
+        method,
+        algo: "sha256",
+        digest: digest.to_vec(),
     }
-    if has_self {
-        if !self_allowed {
-            return None;
-        }
-        ty.push_str(":self");
-    }
-    Some(ty)
-}
-
-/// The hash part Nix computes for `<ty>:sha256:<base16 inner>:<store dir>:<name>`.
-pub(crate) fn hash_part(sd: &StoreDir, ty: &str, inner: &[u8; 32], name: &str) -> String {
-    let mut h = Sha256::new();
-    for part in [ty.as_bytes(), b":sha256:", hex_encode(inner).as_bytes(), b":"] {
-        h.update(part);
-    }
-    h.update(sd.as_str());
-    h.update(b":");
-    h.update(name);
-    let full: [u8; 32] = h.finalize().into();
-    let mut folded = [0u8; 20];
-    for (i, b) in full.iter().enumerate() {
-        folded[i % 20] ^= b;
-    }
-    nix32_encode(&folded)
 }
 
 /// The lower dir opened once, so each object is opened relative to it (one
@@ -367,6 +332,7 @@ impl LowerFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::hash::nix32_encode;
     use serde_json::Value;
 
     /// Vectors made by real Nix 2.26 and 2.34 (see the file's `note`).
@@ -408,11 +374,14 @@ mod tests {
     /// What the pure functions prove for `v` with a possibly changed
     /// path, references, NAR hash and file digest.
     fn proven(sd: &StoreDir, path: &StorePath, refs: &[StorePath], nar: &NarHash, file: Option<&[u8]>) -> Vec<String> {
-        let mut out: Vec<String> = source_ca(sd, path, refs, nar).into_iter().collect();
+        let mut out: Vec<String> = source_ca(sd, path, refs, nar)
+            .iter()
+            .map(ContentAddress::render)
+            .collect();
         if let Some(bytes) = file {
             let d: [u8; 32] = Sha256::digest(bytes).into();
-            out.extend(text_ca(sd, path, refs, &d));
-            out.extend(flat_ca(sd, path, refs, &d));
+            out.extend(text_ca(sd, path, refs, &d).map(|c| c.render()));
+            out.extend(flat_ca(sd, path, refs, &d).map(|c| c.render()));
         }
         out
     }
@@ -473,7 +442,10 @@ mod tests {
         let v = vs.iter().find(|v| !v.refs.is_empty() && v.kind == "text").unwrap();
         let d: [u8; 32] = Sha256::digest(v.file.as_deref().unwrap()).into();
         let twice = [v.refs.clone(), v.refs.clone()].concat();
-        assert_eq!(text_ca(&sd, &v.path, &twice, &d).as_deref(), Some(v.nix_ca.as_str()));
+        assert_eq!(
+            text_ca(&sd, &v.path, &twice, &d).map(|c| c.render()),
+            Some(v.nix_ca.clone())
+        );
         // A text path listing itself is never a text path.
         let with_self = [v.refs.clone(), vec![v.path.clone()]].concat();
         assert_eq!(text_ca(&sd, &v.path, &with_self, &d), None);
@@ -490,9 +462,9 @@ mod tests {
         let selfish: Vec<_> = all.iter().filter(|e| e.references.contains(&e.path)).collect();
         assert_eq!(selfish.len(), 1);
         let e = selfish[0];
-        let ca = e.ca.as_deref().unwrap();
+        let ca = &e.ca.as_ref().unwrap().render();
         assert!(ca.starts_with("fixed:r:sha256:"), "{ca}");
-        assert_ne!(ca, format!("fixed:r:sha256:{}", nix32_encode(&e.nar_hash.0)));
+        assert_ne!(ca, &format!("fixed:r:sha256:{}", nix32_encode(&e.nar_hash.0)));
         assert_eq!(source_ca(&sd, &e.path, &e.references, &e.nar_hash), None);
         let claim = Claim {
             path: &e.path,
@@ -516,8 +488,10 @@ mod tests {
             Proof::Disproved
         );
         assert_eq!(
-            crate::store::content_address::check_claimed(&sd, &e.path, &e.references, ca).as_deref(),
-            Ok(ca)
+            crate::store::content_address::ContentAddress::parse(ca)
+                .unwrap()
+                .check(&sd, &e.path, &e.references),
+            Ok(())
         );
     }
 
@@ -548,7 +522,7 @@ mod tests {
         std::fs::write(&obj, text.file.as_ref().unwrap()).unwrap();
         assert_eq!(
             prove_path(&claim, &sd, dir.path(), opts),
-            Proof::Proved(text.nix_ca.clone())
+            Proof::Proved(ContentAddress::parse(&text.nix_ca).unwrap())
         );
         // Past the size bound: a definite no.
         let tight = CaProofOptions {
@@ -566,17 +540,11 @@ mod tests {
         hash_part(sd, "text", &Sha256::digest(contents).into(), name)
     }
 
-    fn entry(v: &Vector, ca: Option<String>) -> NewPath {
-        NewPath {
-            path: v.path.clone(),
-            nar_hash: v.nar_hash,
-            nar_size: 128,
+    fn entry(v: &Vector, ca: Option<&str>) -> PathInfo {
+        PathInfo {
             references: v.refs.clone(),
-            deriver: None,
-            registration_time: None,
-            ultimate: false,
-            sigs: Vec::new(),
-            ca,
+            ca: ca.map(|c| ContentAddress::parse(c).unwrap()),
+            ..PathInfo::new(v.path.clone(), v.nar_hash, 128)
         }
     }
 
@@ -592,21 +560,26 @@ mod tests {
         let text = vs.iter().find(|v| v.kind == "text").unwrap();
         let flat = vs.iter().find(|v| v.kind == "flat").unwrap();
         let source = vs.iter().find(|v| v.kind == "source").unwrap();
+        // Any valid `ca` an entry already has is kept, even a wrong one.
+        let kept = format!("fixed:r:sha256:{}", nix32_encode(&[7; 32]));
         let mut batch = vec![
             entry(text, None),
             entry(flat, None),
             entry(source, None),
-            entry(text, Some("fixed:r:sha256:kept".into())),
+            entry(text, Some(&kept)),
         ];
         prove_missing_cas(&mut batch, &sd, dir.path(), CaProofOptions::default());
-        let cas: Vec<Option<&str>> = batch.iter().map(|e| e.ca.as_deref()).collect();
+        let cas: Vec<Option<String>> = batch
+            .iter()
+            .map(|e| e.ca.as_ref().map(ContentAddress::render))
+            .collect();
         assert_eq!(
             cas,
             [
-                Some(text.nix_ca.as_str()),
-                Some(flat.nix_ca.as_str()),
-                Some(source.nix_ca.as_str()),
-                Some("fixed:r:sha256:kept")
+                Some(text.nix_ca.clone()),
+                Some(flat.nix_ca.clone()),
+                Some(source.nix_ca.clone()),
+                Some(kept)
             ]
         );
         // No file reading: only the NAR-hash proof.
@@ -617,7 +590,10 @@ mod tests {
         };
         prove_missing_cas(&mut batch, &sd, dir.path(), nar_only);
         assert_eq!(batch[0].ca, None);
-        assert_eq!(batch[1].ca.as_deref(), Some(source.nix_ca.as_str()));
+        assert_eq!(
+            batch[1].ca.as_ref().map(ContentAddress::render),
+            Some(source.nix_ca.clone())
+        );
         // A file over the bound is not read.
         let mut batch = vec![entry(text, None)];
         let len = text.file.as_ref().unwrap().len() as u64;
@@ -656,7 +632,7 @@ mod tests {
         let fifo =
             std::ffi::CString::new(dir.path().join(empty.base_name()).into_os_string().into_encoded_bytes()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
-        let mut batch = vec![NewPath {
+        let mut batch = vec![PathInfo {
             path: empty.clone(),
             references: Vec::new(),
             ..entry(text, None)
@@ -668,7 +644,7 @@ mod tests {
         std::fs::write(dir.path().join(empty.base_name()), b"").unwrap();
         prove_missing_cas(&mut batch, &sd, dir.path(), CaProofOptions::default());
         assert!(
-            batch[0].ca.as_deref().unwrap().starts_with("text:sha256:"),
+            batch[0].ca.as_ref().unwrap().render().starts_with("text:sha256:"),
             "{:?}",
             batch[0].ca
         );
@@ -679,27 +655,26 @@ mod tests {
         let sd = StoreDir::new("/nix/store").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let n = PARALLEL_FROM * 2 + 3;
-        let mut batch: Vec<NewPath> = (0..n)
+        let mut batch: Vec<PathInfo> = (0..n)
             .map(|i| {
                 let nar = NarHash(Sha256::digest(i.to_le_bytes()).into());
                 let name = format!("p{i}");
                 let hp = hash_part(&sd, "source", &nar.0, &name);
-                NewPath {
-                    path: StorePath::from_base_name(&format!("{hp}-{name}")).unwrap(),
-                    nar_hash: nar,
-                    nar_size: 1 << 30,
-                    references: Vec::new(),
-                    deriver: None,
-                    registration_time: None,
-                    ultimate: false,
-                    sigs: Vec::new(),
-                    ca: None,
+                PathInfo {
+                    ..PathInfo::new(
+                        StorePath::from_base_name(&format!("{hp}-{name}")).unwrap(),
+                        nar,
+                        1 << 30,
+                    )
                 }
             })
             .collect();
         prove_missing_cas(&mut batch, &sd, dir.path(), CaProofOptions::default());
         for e in &batch {
-            assert_eq!(e.ca, Some(format!("fixed:r:sha256:{}", nix32_encode(&e.nar_hash.0))));
+            assert_eq!(
+                e.ca.as_ref().map(ContentAddress::render),
+                Some(format!("fixed:r:sha256:{}", nix32_encode(&e.nar_hash.0)))
+            );
         }
     }
 }

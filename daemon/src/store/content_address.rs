@@ -2,7 +2,7 @@
 //! `fixed:r:<algo>:…`, `fixed:git:<algo>:…`), parsed and checked against the
 //! store path they claim to describe.
 //!
-//! Invariant: [`check_claimed`] accepts a `ca` only when recomputing the
+//! Invariant: [`ContentAddress::check`] accepts a `ca` only when recomputing the
 //! store path from it (its method, algorithm and digest, the path's name,
 //! its references and the store directory) gives exactly the path, as Nix's
 //! `ValidPathInfo::isContentAddressed` does before `LocalStore` registers a
@@ -23,14 +23,14 @@
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use super::ca_proof::{hash_part, type_with_refs};
+use super::fingerprint::{hash_part, type_with_refs};
 use super::hash::{digest_len, hex_encode, nix32_decode_vec, nix32_encode, nix32_len};
 use super::path::shown;
 use super::{StoreDir, StorePath};
 
 /// How the content was hashed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Method {
+pub enum Method {
     /// `text:` (a flat file with references, never itself).
     Text,
     /// `fixed:` (the file's bytes).
@@ -43,17 +43,17 @@ pub(crate) enum Method {
 
 /// A parsed content address.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ContentAddress {
-    pub(crate) method: Method,
+pub struct ContentAddress {
+    pub method: Method,
     /// `md5`, `sha1`, `sha256` or `sha512`.
-    pub(crate) algo: &'static str,
-    pub(crate) digest: Vec<u8>,
+    pub algo: &'static str,
+    pub digest: Vec<u8>,
 }
 
 impl ContentAddress {
     /// Parses `<text|fixed>:[r:|git:]<algo>:<digest>`; the error says what
     /// is wrong (the caller names the path).
-    pub(crate) fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, String> {
         let (prefix, rest) = s
             .split_once(':')
             .ok_or("not a content address: expected '<text|fixed>:<algo>:<hash>'")?;
@@ -85,7 +85,7 @@ impl ContentAddress {
 
     /// Nix's rendering: `text:` / `fixed:` / `fixed:r:` / `fixed:git:`, the
     /// algorithm, the digest in nix-base32.
-    pub(crate) fn render(&self) -> String {
+    pub fn render(&self) -> String {
         let prefix = match self.method {
             Method::Text => "text:",
             Method::Flat => "fixed:",
@@ -185,25 +185,38 @@ fn decode_base16(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Checks a supplied `ca` of `path` (with these references) as Nix does
-/// before registering a path: `Ok` with Nix's rendering of it when the
-/// content address makes exactly `path`; otherwise why not, quoting the `ca`
-/// (the caller names the path).
-pub(crate) fn check_claimed(sd: &StoreDir, path: &StorePath, refs: &[StorePath], ca: &str) -> Result<String, String> {
-    let quoted = shown(ca);
-    let parsed = ContentAddress::parse(ca).map_err(|why| format!("content address '{quoted}' is invalid: {why}"))?;
-    let hp = parsed
-        .hash_part_for(sd, path, refs)
-        .map_err(|why| format!("claims to be content-addressed by '{quoted}' but is not: {why}"))?;
-    if hp != path.hash_part() {
-        return Err(format!(
-            "claims to be content-addressed by '{quoted}' but is not: with its {} reference(s) that content address makes {}/{hp}-{}",
-            refs.len(),
-            sd.as_str(),
-            path.name()
-        ));
+impl ContentAddress {
+    /// [`ContentAddress::parse`] with the error an importer shows: the
+    /// input quoted (escaped, bounded) and why it is invalid.
+    pub fn parse_quoted(s: &str) -> Result<Self, String> {
+        Self::parse(s).map_err(|why| format!("content address '{}' is invalid: {why}", shown(s)))
     }
-    Ok(parsed.render())
+
+    /// Checks this `ca` of `path` (with these references) as Nix does
+    /// before registering a path: `Ok` when the content address makes
+    /// exactly `path`; otherwise why not, quoting the `ca` (the caller names
+    /// the path).
+    pub fn check(&self, sd: &StoreDir, path: &StorePath, refs: &[StorePath]) -> Result<(), String> {
+        let quoted = self.render();
+        let hp = self
+            .hash_part_for(sd, path, refs)
+            .map_err(|why| format!("claims to be content-addressed by '{quoted}' but is not: {why}"))?;
+        if hp != path.hash_part() {
+            return Err(format!(
+                "claims to be content-addressed by '{quoted}' but is not: with its {} reference(s) that content address makes {}/{hp}-{}",
+                refs.len(),
+                sd.as_str(),
+                path.name()
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for ContentAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.render())
+    }
 }
 
 #[cfg(test)]
@@ -211,16 +224,27 @@ mod tests {
     use super::*;
     use crate::index::import::parse_path_info_json;
 
+    /// Parse and check, as an import does with a supplied `ca` string.
+    fn check_claimed(sd: &StoreDir, path: &StorePath, refs: &[StorePath], ca: &str) -> Result<String, String> {
+        let parsed = ContentAddress::parse_quoted(ca)?;
+        parsed.check(sd, path, refs)?;
+        Ok(parsed.render())
+    }
+
     /// `nix path-info --json --all` of a store made by real Nix 2.26.3 with
     /// `make-ca-check-vectors.sh` beside it: every method, several
     /// algorithms, and a content-addressed derivation output referring to
     /// another path and to itself.
     const VECTORS: &str = include_str!("../../tests/data/ca-check-vectors.json");
 
-    fn vectors() -> (StoreDir, Vec<crate::index::import::NewPath>) {
+    fn vectors() -> (StoreDir, Vec<crate::store::path_info::PathInfo>) {
         let sd = StoreDir::new("/nix/store").unwrap();
         let v = parse_path_info_json(VECTORS, &sd, "ca-check-vectors.json").unwrap();
         (sd, v)
+    }
+
+    fn ca_of(v: &crate::store::path_info::PathInfo) -> String {
+        v.ca.as_ref().unwrap().render()
     }
 
     #[test]
@@ -228,10 +252,10 @@ mod tests {
         let (sd, vs) = vectors();
         let mut kinds = std::collections::BTreeSet::new();
         for v in &vs {
-            let ca = v.ca.as_deref().unwrap();
+            let ca = &ca_of(v);
             assert_eq!(
                 check_claimed(&sd, &v.path, &v.references, ca).as_deref(),
-                Ok(ca),
+                Ok(ca.as_str()),
                 "{}",
                 v.path
             );
@@ -256,8 +280,9 @@ mod tests {
     fn base16_and_base64_digests_check_and_render_in_nix32() {
         let (sd, vs) = vectors();
         for v in &vs {
-            let p = ContentAddress::parse(v.ca.as_deref().unwrap()).unwrap();
-            let (head, _) = v.ca.as_deref().unwrap().rsplit_once(':').unwrap();
+            let p = ContentAddress::parse(&ca_of(v)).unwrap();
+            let ca = ca_of(v);
+            let (head, _) = ca.rsplit_once(':').unwrap();
             let b64 = base64::engine::general_purpose::STANDARD.encode(&p.digest);
             for other in [format!("{head}:{}", hex_encode(&p.digest)), format!("{head}:{b64}")] {
                 assert_eq!(
@@ -273,7 +298,7 @@ mod tests {
     fn a_changed_digest_name_reference_or_method_is_refused() {
         let (sd, vs) = vectors();
         for v in &vs {
-            let ca = v.ca.as_deref().unwrap();
+            let ca = &ca_of(v);
             let p = ContentAddress::parse(ca).unwrap();
             let mut d = p.clone();
             d.digest[0] ^= 1;
@@ -333,24 +358,12 @@ mod tests {
     #[test]
     fn text_refers_never_to_itself_and_fixed_flat_to_nothing() {
         let (sd, vs) = vectors();
-        let text = vs
-            .iter()
-            .find(|v| v.ca.as_deref().unwrap().starts_with("text:"))
-            .unwrap();
+        let text = vs.iter().find(|v| ca_of(v).starts_with("text:")).unwrap();
         let with_self = [text.references.clone(), vec![text.path.clone()]].concat();
-        let err = check_claimed(&sd, &text.path, &with_self, text.ca.as_deref().unwrap()).unwrap_err();
+        let err = check_claimed(&sd, &text.path, &with_self, &ca_of(text)).unwrap_err();
         assert!(err.contains("cannot describe a path that refers to itself"), "{err}");
-        let flat = vs
-            .iter()
-            .find(|v| v.ca.as_deref().unwrap().starts_with("fixed:sha256:"))
-            .unwrap();
-        let err = check_claimed(
-            &sd,
-            &flat.path,
-            std::slice::from_ref(&flat.path),
-            flat.ca.as_deref().unwrap(),
-        )
-        .unwrap_err();
+        let flat = vs.iter().find(|v| ca_of(v).starts_with("fixed:sha256:")).unwrap();
+        let err = check_claimed(&sd, &flat.path, std::slice::from_ref(&flat.path), &ca_of(flat)).unwrap_err();
         assert!(
             err.contains("flat sha256 content address allows no references"),
             "{err}"

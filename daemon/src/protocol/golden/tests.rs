@@ -283,7 +283,7 @@ async fn derived_case(label: &str, elements: &[u8], want: &[Derived], minor: u8)
     bytes.extend_from_slice(elements);
     bytes.extend_from_slice(&0u64.to_le_bytes());
     let req = BuildPaths {
-        paths: texts,
+        paths: texts.into_iter().map(Into::into).collect(),
         mode: Default::default(),
         bare_drv_means_outputs: minor < 30,
     };
@@ -394,7 +394,7 @@ fn unkeyed(i: &Info) -> UnkeyedValidPathInfo {
 /// daemon's reply, not only the codec.
 fn served(i: &Info) -> UnkeyedValidPathInfo {
     let sd = crate::store::StoreDir::new(STORE_DIR).expect("valid store dir");
-    let indexed = crate::index::PathInfo {
+    let indexed = crate::store::path_info::PathInfo {
         // The key is not part of the unkeyed info; any valid path will do.
         path: i.path.clone().unwrap_or_else(|| path("unkeyed")),
         nar_hash: i.nar_hash,
@@ -403,8 +403,15 @@ fn served(i: &Info) -> UnkeyedValidPathInfo {
         deriver: i.deriver.clone(),
         registration_time: i.registration_time,
         ultimate: i.ultimate,
-        sigs: i.sigs.clone(),
-        ca: i.ca.clone(),
+        sigs: i
+            .sigs
+            .iter()
+            .map(|s| crate::store::path_info::Signature::parse(s).unwrap())
+            .collect(),
+        ca: i
+            .ca
+            .as_deref()
+            .map(|c| crate::store::content_address::ContentAddress::parse(c).unwrap()),
     };
     let w = crate::server::ops::paths::wire_path_info(&sd, indexed);
     let text = |s: crate::protocol::codec::Shown| s.dir.display(&s.path);

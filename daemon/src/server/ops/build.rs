@@ -1,14 +1,14 @@
 //! Ops that would build or repair: answered when there is nothing to do
 //! (the paths are all present; verifying without repair), refused otherwise.
 
-use super::{Answer, LowerStore, OpError, Serve};
+use super::{Acknowledged, Answer, LowerStore, OpError, Serve};
 use crate::protocol::codec::BuildMode;
 use crate::protocol::request::*;
 
 impl LowerStore {
     /// Are all these derived paths present, so a build has nothing to do?
     /// `bare_drv`: the request's `bare_drv_means_outputs`.
-    async fn nothing_to_build(&self, paths: &[String], mode: BuildMode, bare_drv: bool) -> Result<bool, OpError> {
+    async fn nothing_to_build(&self, paths: &[DerivedPath], mode: BuildMode, bare_drv: bool) -> Result<bool, OpError> {
         let mut all_present = mode == BuildMode::NORMAL;
         for t in paths {
             all_present = all_present && self.derived_path_present(t, bare_drv).await?;
@@ -18,19 +18,19 @@ impl LowerStore {
 }
 
 impl Serve for EnsurePath {
-    type Body = u64;
-    async fn serve(&self, s: &LowerStore) -> Result<Answer<u64>, OpError> {
+    type Body = Acknowledged;
+    async fn serve(&self, s: &LowerStore) -> Result<Answer<Acknowledged>, OpError> {
         let p = s.path(&self.path)?;
         if !s.backend(s.backend.is_valid(&p).await)? {
             return Err(OpError::CannotEnsure(s.store_dir.display(&p)));
         }
-        Ok(1.into())
+        Ok(Acknowledged.into())
     }
 }
 
 impl Serve for BuildPaths {
-    type Body = u64;
-    async fn serve(&self, s: &LowerStore) -> Result<Answer<u64>, OpError> {
+    type Body = Acknowledged;
+    async fn serve(&self, s: &LowerStore) -> Result<Answer<Acknowledged>, OpError> {
         // Nothing to build when every requested path is already present;
         // anything else would need a build or substitution.
         if !s
@@ -38,10 +38,10 @@ impl Serve for BuildPaths {
             .await?
         {
             return Err(OpError::ReadOnly {
-                subject: self.paths.first().cloned(),
+                subject: self.paths.first().map(|p| p.to_string()),
             });
         }
-        Ok(1.into())
+        Ok(Acknowledged.into())
     }
 }
 
@@ -53,7 +53,7 @@ impl Serve for BuildPathsWithResults {
         s.nothing_to_build(&self.paths, self.mode, self.bare_drv_means_outputs)
             .await?;
         Err(OpError::ReadOnly {
-            subject: self.paths.first().cloned(),
+            subject: self.paths.first().map(|p| p.to_string()),
         })
     }
 }

@@ -52,8 +52,7 @@ impl Serve for QueryMissing {
         let mut unknown = Vec::new();
         for t in &self.targets {
             if !s.derived_path_present(t, self.bare_drv_means_outputs).await? {
-                let base = t.split('!').next().unwrap_or(t);
-                unknown.push(s.path(base)?);
+                unknown.push(s.path(t.path())?);
             }
         }
         unknown.sort();

@@ -1,5 +1,6 @@
 //! What each op answers: one [`Serve`] impl per request type, grouped in one
-//! file per op family, and the dispatch table that maps op numbers to them.
+//! file per op family (the dispatch table that maps op numbers to them is
+//! the session's, `server::session`).
 //!
 //! - [`paths`]: validity, path infos, references, referrers, derivers;
 //! - [`derivations`]: derivation outputs, QueryMissing, realisations;
@@ -30,6 +31,7 @@ use crate::protocol::codec::{Shown, StderrFrame, Wire};
 use crate::protocol::request::Request;
 use crate::protocol::wire::WireBuf;
 use crate::protocol::ProtoVersion;
+use crate::store::derived_path::{DerivedPath, Outputs};
 use crate::store::{StoreDir, StorePath};
 
 pub use super::error::OpError;
@@ -63,6 +65,32 @@ impl<T> From<T> for Answer<T> {
     }
 }
 
+/// The reply of an op that has nothing to report: the integer 1. Nix's
+/// daemon writes `1` after AddTempRoot, AddIndirectRoot, SyncWithGC,
+/// OptimiseStore, EnsurePath and BuildPaths, and its client reads the
+/// integer and ignores it (`readInt`); the value is kept for clients that
+/// check it. Same layout as those ops' `Reply` (`u64`); decoding anything
+/// but 1 is an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acknowledged;
+
+impl Wire for Acknowledged {
+    fn encode(&self, out: &mut WireBuf, v: ProtoVersion) {
+        1u64.encode(out, v);
+    }
+    async fn decode<R: tokio::io::AsyncRead + Unpin + Send>(
+        r: &mut crate::protocol::wire::WireReader<R>,
+        v: ProtoVersion,
+    ) -> Result<Self, crate::protocol::wire::ProtocolError> {
+        match u64::decode(r, v).await? {
+            1 => Ok(Acknowledged),
+            n => Err(crate::protocol::wire::ProtocolError::Malformed(format!(
+                "an acknowledgement is the integer 1, not {n}"
+            ))),
+        }
+    }
+}
+
 /// What an op answers, given its decoded request. Implemented for every
 /// request type; public so benches can answer typed requests.
 pub trait Serve: Request + Sync {
@@ -78,28 +106,6 @@ pub trait Serve: Request + Sync {
         store: &'a LowerStore,
     ) -> impl Future<Output = Result<Answer<Self::Body>, OpError>> + Send + 'a;
 }
-
-/// The one dispatch table: every op of `for_each_op!` to its request type's
-/// `Serve` impl, through `session::Conn::serve_op`.
-macro_rules! dispatch {
-    ($($name:ident = $num:literal,)*) => {
-        /// Decode, answer and reply to one request of `op`.
-        pub(super) async fn dispatch<R, W>(
-            c: &mut super::session::Conn<'_, R, W>,
-            op: crate::protocol::request::Op,
-        ) -> Result<(), super::error::SessionError>
-        where
-            R: tokio::io::AsyncRead + Unpin + Send,
-            W: tokio::io::AsyncWrite + Unpin + Send,
-        {
-            use crate::protocol::request::{self as q, Op};
-            match op {
-                $(Op::$name => c.serve_op::<q::$name>().await,)*
-            }
-        }
-    };
-}
-crate::protocol::request::for_each_op!(dispatch);
 
 impl LowerStore {
     /// Answer `q` as the session does and append what is sent before any
@@ -174,23 +180,22 @@ impl LowerStore {
     /// With `bare_drv_means_outputs` (clients below 1.30, as Nix's daemon
     /// reads them) a bare `.drv` path wants all its outputs, like `…!*`;
     /// otherwise a bare path is the path itself.
-    pub(crate) async fn derived_path_present(&self, t: &str, bare_drv_means_outputs: bool) -> Result<bool, OpError> {
-        let (base, outputs) = match t.split_once('!') {
-            Some((b, o)) => (b, Some(o)),
-            None => (t, None),
-        };
-        let p = self.path(base)?;
-        let outputs = match outputs {
+    pub(crate) async fn derived_path_present(
+        &self,
+        t: &DerivedPath,
+        bare_drv_means_outputs: bool,
+    ) -> Result<bool, OpError> {
+        let p = self.path(t.path())?;
+        let wanted = match t.outputs() {
             Some(o) => o,
-            None if bare_drv_means_outputs && p.is_derivation() => "*",
+            None if bare_drv_means_outputs && p.is_derivation() => Outputs::ALL,
             None => return self.backend(self.backend.is_valid(&p).await),
         };
         let Some(outs) = self.backend(self.backend.derivation_outputs(&p).await)? else {
             return Ok(false);
         };
-        let wanted: Vec<&str> = outputs.split(',').collect();
         for (name, path) in &outs {
-            if wanted.contains(&"*") || wanted.contains(&name.as_str()) {
+            if wanted.wants(name) {
                 match path {
                     Some(path) if self.backend(self.backend.is_valid(path).await)? => {}
                     _ => return Ok(false),
@@ -198,6 +203,6 @@ impl LowerStore {
             }
         }
         // An output name the derivation does not have is not present either.
-        Ok(wanted.iter().all(|w| *w == "*" || outs.iter().any(|(n, _)| n == w)))
+        Ok(wanted.names().all(|w| w == "*" || outs.iter().any(|(n, _)| n == w)))
     }
 }

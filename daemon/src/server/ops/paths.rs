@@ -3,9 +3,9 @@
 //! is "not valid", a failing backend is an error naming it.
 
 use super::{Answer, LowerStore, OpError, Serve};
-use crate::index::PathInfo;
 use crate::protocol::codec::{Shown, UnkeyedValidPathInfo};
 use crate::protocol::request::*;
+use crate::store::path_info::PathInfo;
 use crate::store::StoreDir;
 
 impl LowerStore {
@@ -29,8 +29,8 @@ pub fn wire_path_info(sd: &StoreDir, info: PathInfo) -> UnkeyedValidPathInfo<Sho
         registration_time: info.registration_time,
         nar_size: info.nar_size,
         ultimate: info.ultimate,
-        sigs: info.sigs,
-        ca: info.ca,
+        sigs: info.sigs.iter().map(|s| s.to_string()).collect(),
+        ca: info.ca.as_ref().map(|c| c.render()),
     }
 }
 

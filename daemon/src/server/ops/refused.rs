@@ -32,5 +32,15 @@ refused!(
     CollectGarbage,
     RegisterDrvOutput,
     ImportPaths,
-    ExportPath,
 );
+
+/// Obsolete: Nix clients read a path's NAR with NarFromPath.
+impl Serve for ExportPath {
+    type Body = NoReply;
+    async fn serve(&self, _: &LowerStore) -> Result<Answer<NoReply>, OpError> {
+        Err(OpError::Obsolete {
+            subject: self.subject().map(str::to_owned),
+            instead: "NarFromPath",
+        })
+    }
+}

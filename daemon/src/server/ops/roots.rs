@@ -4,7 +4,7 @@
 //! there are no roots to find. Also SetOptions and OptimiseStore, which have
 //! nothing to change either.
 
-use super::{Answer, LowerStore, OpError, Serve};
+use super::{Acknowledged, Answer, LowerStore, OpError, Serve};
 use crate::protocol::request::*;
 
 impl Serve for SetOptions {
@@ -15,25 +15,25 @@ impl Serve for SetOptions {
 }
 
 impl Serve for AddTempRoot {
-    type Body = u64;
-    async fn serve(&self, s: &LowerStore) -> Result<Answer<u64>, OpError> {
+    type Body = Acknowledged;
+    async fn serve(&self, s: &LowerStore) -> Result<Answer<Acknowledged>, OpError> {
         // Lower paths are never collected, so they need no root.
         s.path(&self.path)?;
-        Ok(1.into())
+        Ok(Acknowledged.into())
     }
 }
 
 impl Serve for AddIndirectRoot {
-    type Body = u64;
-    async fn serve(&self, _: &LowerStore) -> Result<Answer<u64>, OpError> {
-        Ok(1.into())
+    type Body = Acknowledged;
+    async fn serve(&self, _: &LowerStore) -> Result<Answer<Acknowledged>, OpError> {
+        Ok(Acknowledged.into())
     }
 }
 
 impl Serve for SyncWithGC {
-    type Body = u64;
-    async fn serve(&self, _: &LowerStore) -> Result<Answer<u64>, OpError> {
-        Ok(1.into())
+    type Body = Acknowledged;
+    async fn serve(&self, _: &LowerStore) -> Result<Answer<Acknowledged>, OpError> {
+        Ok(Acknowledged.into())
     }
 }
 
@@ -58,10 +58,10 @@ impl Serve for FindRoots {
 }
 
 impl Serve for OptimiseStore {
-    type Body = u64;
-    async fn serve(&self, _: &LowerStore) -> Result<Answer<u64>, OpError> {
+    type Body = Acknowledged;
+    async fn serve(&self, _: &LowerStore) -> Result<Answer<Acknowledged>, OpError> {
         // Nothing to do: the lower store is read-only and optimised (or not)
         // by whoever built it.
-        Ok(1.into())
+        Ok(Acknowledged.into())
     }
 }

@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::castore::root_entry;
-use super::convert::{to_snix, DeriverName};
-use super::error::GrpcError;
-use super::proto::castore::Entry;
-use super::proto::store::path_info_service_server::{PathInfoService, PathInfoServiceServer};
-use super::proto::store::{
+use crate::grpc::castore::root_entry;
+use crate::grpc::convert::{to_snix, DeriverName};
+use crate::grpc::error::GrpcError;
+use crate::grpc::proto::castore::Entry;
+use crate::grpc::proto::store::path_info_service_server::{PathInfoService, PathInfoServiceServer};
+use crate::grpc::proto::store::{
     get_path_info_request, CalculateNarResponse, GetPathInfoRequest, ListPathInfoRequest, PathInfo as SnixPathInfo,
 };
 use crate::server::ops::LowerStore;
