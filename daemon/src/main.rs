@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use snix_lower_store::index::image;
 use snix_lower_store::index::import::{self, ImportOptions, NewPath};
-use snix_lower_store::progress::Progress;
 use snix_lower_store::index::PathInfoIndex;
 use snix_lower_store::lower::LowerDir;
 use snix_lower_store::overlay_url::OverlayUrl;
+use snix_lower_store::progress::Progress;
 use snix_lower_store::protocol::wire::Limits;
 use snix_lower_store::server::ops::LowerStore;
 use snix_lower_store::server::{self, Server};
@@ -473,8 +473,7 @@ fn chmod_chgrp(path: &Path, mode: &str, group: Option<&str>) -> Result<()> {
         // SAFETY: `gr` is not null and points at getgrnam's static entry,
         // read before any other NSS call can overwrite it.
         let gid = unsafe { (*gr).gr_gid };
-        std::os::unix::fs::chown(path, None, Some(gid))
-            .with_context(|| format!("chgrp {} {}", g, path.display()))?;
+        std::os::unix::fs::chown(path, None, Some(gid)).with_context(|| format!("chgrp {} {}", g, path.display()))?;
     }
     Ok(())
 }

@@ -42,7 +42,11 @@ pub struct Progress {
 
 impl std::fmt::Debug for Progress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.inner.is_some() { "Progress" } else { "Progress(silent)" })
+        f.write_str(if self.inner.is_some() {
+            "Progress"
+        } else {
+            "Progress(silent)"
+        })
     }
 }
 
@@ -206,7 +210,10 @@ impl State {
                 indicatif::ProgressBar::new(t),
                 "{prefix}: {msg} [{bar:30}] {human_pos}/{human_len} ({percent}%) {elapsed} eta {eta}",
             ),
-            None => (indicatif::ProgressBar::new_spinner(), "{prefix}: {msg} {spinner} {human_pos} {elapsed}"),
+            None => (
+                indicatif::ProgressBar::new_spinner(),
+                "{prefix}: {msg} {spinner} {human_pos} {elapsed}",
+            ),
         };
         if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
             bar.set_style(style.progress_chars("=> "));
@@ -285,7 +292,12 @@ mod tests {
     #[test]
     fn lines_at_phase_start_and_end_only_within_the_interval() {
         let out = Captured::default();
-        let p = Progress::new("import", Display::Lines(Box::new(out.clone())), None, Duration::from_secs(3600));
+        let p = Progress::new(
+            "import",
+            Display::Lines(Box::new(out.clone())),
+            None,
+            Duration::from_secs(3600),
+        );
         run(&p);
         assert_eq!(
             out.text(),
@@ -342,7 +354,12 @@ mod tests {
         let p = Progress::new("import", Display::Silent, None, DEFAULT_INTERVAL);
         assert!(p.inner.is_none());
         // And an unreachable socket is no error.
-        let p = Progress::new("import", Display::Silent, Some("/nonexistent/notify".into()), Duration::ZERO);
+        let p = Progress::new(
+            "import",
+            Display::Silent,
+            Some("/nonexistent/notify".into()),
+            Duration::ZERO,
+        );
         run(&p);
     }
 }
