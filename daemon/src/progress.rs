@@ -57,6 +57,8 @@ struct State {
     notify: Option<Notifier>,
     every: Duration,
     phase: Option<Phase>,
+    /// On a terminal: the bars of all phases, finished ones kept above.
+    bars: Option<indicatif::MultiProgress>,
     bar: Option<indicatif::ProgressBar>,
 }
 
@@ -106,12 +108,14 @@ impl Progress {
         if matches!(display, Display::Silent) && notify.is_none() {
             return Progress::default();
         }
+        let bars = matches!(display, Display::Bar).then(indicatif::MultiProgress::new);
         let state = State {
             command,
             display,
             notify,
             every,
             phase: None,
+            bars,
             bar: None,
         };
         Progress {
@@ -202,24 +206,24 @@ impl State {
 
     /// A bar (or a spinner, without a total) for the phase just started.
     fn start_bar(&mut self) {
-        let (Display::Bar, Some(p)) = (&self.display, &self.phase) else {
+        let (Some(bars), Some(p)) = (&self.bars, &self.phase) else {
             return;
         };
-        let (bar, template) = match p.total {
-            Some(t) => (
-                indicatif::ProgressBar::new(t),
-                "{prefix}: {msg} [{bar:30}] {human_pos}/{human_len} ({percent}%) {elapsed} eta {eta}",
-            ),
-            None => (
-                indicatif::ProgressBar::new_spinner(),
-                "{prefix}: {msg} {spinner} {human_pos} {elapsed}",
-            ),
+        // Hidden until added: the multi-progress gives it the terminal.
+        let bar = indicatif::ProgressBar::hidden();
+        let template = match p.total {
+            Some(t) => {
+                bar.set_length(t);
+                "{prefix}: {msg} [{bar:30}] {human_pos}/{human_len} ({percent}%) {elapsed} eta {eta}"
+            }
+            None => "{prefix}: {msg} {spinner} {elapsed}",
         };
         if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_prefix(self.command);
         bar.set_message(p.name.clone());
+        let bar = bars.add(bar);
         bar.enable_steady_tick(Duration::from_millis(200));
         self.bar = Some(bar);
     }

@@ -17,6 +17,9 @@ use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_snix-lower-store");
 
+/// Width of the terminal `a_bar_on_a_terminal` makes.
+const COLUMNS: usize = 120;
+
 /// A bound notify socket and what has arrived on it.
 struct Notify {
     path: PathBuf,
@@ -208,8 +211,9 @@ fn a_bar_on_a_terminal() {
     let f = Fixture::new();
     let reg = registration(&f);
     let n = f.entries.len();
+    // A terminal of COLUMNS (`script` without one gives its pty no size).
     let cmd = format!(
-        "{BIN} --log-target stderr import --registration {} --lower-dir {} --state-dir {}",
+        "stty cols {COLUMNS} rows 40; {BIN} --log-target stderr import --registration {} --lower-dir {} --state-dir {}",
         reg.display(),
         f.lower.display(),
         f.state.display()
@@ -232,4 +236,81 @@ fn a_bar_on_a_terminal() {
         "{shown:?}"
     );
     assert!(!shown.contains("(0%)\r\n"), "plain lines on a terminal: {shown:?}");
+    // Each phase keeps its own line: the finished bars of the phases before
+    // are still on the screen after the last one.
+    let screen = screen(&shown);
+    let kept = [
+        "import: checking [",
+        "import: writing [",
+        "import: writing references [",
+    ];
+    for k in kept {
+        assert!(
+            screen.iter().any(|l| l.starts_with(k) && l.contains("(100%)")),
+            "{k}: {screen:#?}"
+        );
+    }
+}
+
+/// The lines a terminal of `COLUMNS` shows at the end of `raw`: text
+/// (wrapped as a terminal does, at the next character after a full line),
+/// `\r`, `\n` and the cursor-up and clear sequences indicatif writes
+/// (`ESC[<n>A`, `ESC[K`, `ESC[2K`, `ESC[J`).
+fn screen(raw: &str) -> Vec<String> {
+    let mut lines: Vec<Vec<char>> = vec![Vec::new()];
+    let (mut row, mut col) = (0usize, 0usize);
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => col = 0,
+            '\n' => {
+                row += 1;
+                if row == lines.len() {
+                    lines.push(Vec::new());
+                }
+            }
+            '\x1b' if chars.peek() == Some(&'[') => {
+                chars.next();
+                let mut arg = String::new();
+                let mut cmd = ' ';
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        cmd = c;
+                        break;
+                    }
+                    arg.push(c);
+                }
+                match (cmd, arg.as_str()) {
+                    ('A', n) => row = row.saturating_sub(n.parse().unwrap_or(1)),
+                    ('K', "2") => lines[row].clear(),
+                    ('K', _) => lines[row].truncate(col),
+                    ('J', _) => {
+                        lines[row].truncate(col);
+                        lines.truncate(row + 1);
+                    }
+                    _ => {}
+                }
+            }
+            c => {
+                if col == COLUMNS {
+                    (row, col) = (row + 1, 0);
+                    if row == lines.len() {
+                        lines.push(Vec::new());
+                    }
+                }
+                let line = &mut lines[row];
+                if col < line.len() {
+                    line[col] = c;
+                } else {
+                    line.resize(col, ' ');
+                    line.push(c);
+                }
+                col += 1;
+            }
+        }
+    }
+    let text = lines
+        .into_iter()
+        .map(|l| l.into_iter().collect::<String>().trim_end().to_owned());
+    text.filter(|l| !l.is_empty()).collect()
 }

@@ -538,6 +538,7 @@ pub fn import_reporting(
         unchanged,
     } = checks.validate(&tx, &in_batch, &mut problems).map_err(sql)?;
     rejected_if_any(problems)?;
+    progress.phase("proving content addresses", None);
     let mut problems = Vec::new();
     // A first bulk load builds the reverse indexes once, after the inserts.
     if was_empty && new_paths.len() > 10_000 {
@@ -555,7 +556,6 @@ pub fn import_reporting(
             e.ca.take()
                 .map(|ca| ContentAddress::parse(&ca).map_or(ca, |c| c.render()));
     }
-    progress.phase("proving content addresses", None);
     ca_proof::prove_missing_cas(&mut to_add, sd, lower.root(), opts.ca_proof);
     let new_paths: Vec<&NewPath> = to_add.iter().collect();
     progress.phase("writing", Some(new_paths.len() as u64));
