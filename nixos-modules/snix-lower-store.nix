@@ -1147,6 +1147,10 @@ in
                   "${dropStaleIndex}"
                 ];
                 ExecStartPost = "${recordFingerprint}";
+                # The import tells how far it is in STATUS= (sd_notify), so
+                # `systemctl status` shows it; a oneshot unit drops such
+                # messages unless the main process (each ExecStart=) may send.
+                NotifyAccess = "main";
                 ExecStart =
                   if registrationFiles == [ ] then
                     [ "${pkgs.coreutils}/bin/true" ]

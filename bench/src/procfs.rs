@@ -1,4 +1,8 @@
 //! CPU time and peak memory of a daemon, from /proc.
+//!
+//! Unsafe: getrusage(2), which has no safe wrapper in std or rustix.
+
+#![allow(unsafe_code)]
 
 use std::fs;
 
@@ -11,13 +15,14 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let rest = &s[s.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state); utime is field 14.
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let tick = rustix::param::clock_ticks_per_second() as f64;
     let sum: u64 = f[11..15].iter().filter_map(|v| v.parse::<u64>().ok()).sum();
     Some(sum as f64 / tick)
 }
 
 /// This process's own user+system CPU seconds (threads included).
 pub fn self_cpu_seconds() -> f64 {
+    // SAFETY: `rusage` is plain C data for which all-zero is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage writes into the struct we own.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };

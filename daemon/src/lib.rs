@@ -13,7 +13,8 @@
 //! - [`overlay_url`]: the `local-overlay://` URL Nix needs for our socket;
 //! - [`reconcile`]: the upper database after the lower was replaced;
 //! - [`systemd`]: socket activation, sd_notify, journald detection;
-//! - [`panics`]: the panic hook (one log line with op and peer pid) and the panic count.
+//! - [`panics`]: the panic hook (one log line with op and peer pid) and the panic count;
+//! - [`progress`]: progress of the long commands (bar, plain lines, `STATUS=`).
 
 pub mod backend;
 /// Public only so that `bench/benches/blocking.rs` measures the real thing.
@@ -26,6 +27,7 @@ pub mod index;
 pub mod lower;
 pub mod overlay_url;
 pub mod panics;
+pub mod progress;
 pub mod protocol;
 pub mod reconcile;
 pub mod server;

@@ -14,6 +14,7 @@ use snix_lower_store::index::import::{self, ImportOptions};
 use snix_lower_store::index::PathInfoIndex;
 use snix_lower_store::lower::LowerDir;
 use snix_lower_store::overlay_url::OverlayUrl;
+use snix_lower_store::progress::Progress;
 use snix_lower_store::protocol::wire::Limits;
 use snix_lower_store::server::ops::LowerStore;
 use snix_lower_store::server::{self, Server};
@@ -209,6 +210,10 @@ struct ImportArgs {
     lower_dir: PathBuf,
     #[command(flatten)]
     store: StoreArgs,
+    /// Show no progress (a bar on a terminal, a line every 2 s otherwise).
+    /// Under systemd (NOTIFY_SOCKET set) the unit's STATUS= still tells it.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 // What `import` and `build-index` read and how they check it: one source (the
@@ -288,6 +293,10 @@ struct BuildIndexArgs {
     /// registration time get that time, not the build's.
     #[arg(long, value_parser = image::parse_image_id)]
     image_id: Option<String>,
+    /// Show no progress (a bar on a terminal, a line every 2 s otherwise).
+    /// Under systemd (NOTIFY_SOCKET set) the unit's STATUS= still tells it.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 // `verify`: the index and the lower dir to check it against.
@@ -300,6 +309,10 @@ struct VerifyArgs {
     /// Re-hash every NAR.
     #[arg(long, env = "SNIX_LOWER_STORE_CHECK_CONTENT")]
     check_content: bool,
+    /// Show no progress (a bar on a terminal, a line every 2 s otherwise).
+    /// Under systemd (NOTIFY_SOCKET set) the unit's STATUS= still tells it.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 // `list`: the index to list.
@@ -452,10 +465,7 @@ fn chmod_chgrp(path: &Path, mode: &str, group: Option<&str>) -> Result<()> {
         let Some(gid) = snix_lower_store::server::peer::group_gid(g) else {
             bail!("--socket-group '{g}': no such group");
         };
-        let cp = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
-        if unsafe { libc::chown(cp.as_ptr(), u32::MAX, gid) } != 0 {
-            bail!("chgrp {} {}: {}", g, path.display(), std::io::Error::last_os_error());
-        }
+        std::os::unix::fs::chown(path, None, Some(gid)).with_context(|| format!("chgrp {} {}", g, path.display()))?;
     }
     Ok(())
 }
@@ -463,20 +473,14 @@ fn chmod_chgrp(path: &Path, mode: &str, group: Option<&str>) -> Result<()> {
 /// Each connection is a file descriptor: lift the soft limit towards the
 /// hard one so --max-connections is reachable.
 fn raise_fd_limit(max_connections: u64) {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain syscalls on a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 {
-            let want = (max_connections + 256).min(rl.rlim_max) as libc::rlim_t;
-            if want > rl.rlim_cur {
-                rl.rlim_cur = want;
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
-                    tracing::warn!("could not raise the open file limit to {want}");
-                }
-            }
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut rl = getrlimit(Resource::Nofile);
+    // `None` is unlimited.
+    let want = (max_connections + 256).min(rl.maximum.unwrap_or(u64::MAX));
+    if rl.current.is_some_and(|cur| want > cur) {
+        rl.current = Some(want);
+        if setrlimit(Resource::Nofile, rl).is_err() {
+            tracing::warn!("could not raise the open file limit to {want}");
         }
     }
 }
@@ -807,17 +811,21 @@ fn import_options(src: &SourceArgs) -> ImportOptions {
 fn import_cmd(args: ImportArgs) -> Result<ExitCode> {
     let sd = store_dir(&args.store.store_dir)?;
     let lower = LowerDir::open(&args.lower_dir).map_err(anyhow::Error::msg)?;
+    let progress = Progress::for_command("import", args.quiet);
+    progress.phase("reading the source", None);
     let (batch, realisations) = read_source(&args.source, &sd).context("import")?;
     let state_dir = &args.store.state_dir;
     std::fs::create_dir_all(state_dir).with_context(|| format!("creating state dir {}", state_dir.display()))?;
     let n = batch.len();
     let nr = realisations.len();
     let opts = import_options(&args.source);
-    let report = import::import_with_realisations(state_dir, &sd, &lower, batch, realisations, opts)?;
-    println!(
+    let report = import::import_reporting(state_dir, &sd, &lower, batch, realisations, opts, &progress)?;
+    let summary = format!(
         "imported {n} entries: {} added, {} already indexed",
         report.added, report.unchanged
     );
+    progress.finish(Some(&summary));
+    println!("{summary}");
     if nr > 0 {
         println!("imported {nr} realisations of content-addressed derivation outputs");
     }
@@ -829,6 +837,8 @@ fn import_cmd(args: ImportArgs) -> Result<ExitCode> {
 fn build_index(args: BuildIndexArgs) -> Result<ExitCode> {
     let sd = store_dir(&args.store_dir)?;
     let lower = LowerDir::open(&args.lower_dir).map_err(anyhow::Error::msg)?;
+    let progress = Progress::for_command("build-index", args.quiet);
+    progress.phase("reading the source", None);
     let (batch, realisations) = read_source(&args.source, &sd).context("build-index")?;
     let output = match args.output {
         Some(o) => o,
@@ -848,15 +858,18 @@ fn build_index(args: BuildIndexArgs) -> Result<ExitCode> {
     let opts = image::BuildOptions {
         import: import_options(&args.source),
         image_id: args.image_id,
+        progress: progress.clone(),
     };
     let report = image::build(&output, &sd, &lower, batch, realisations, opts)?;
-    println!(
+    let summary = format!(
         "wrote {}: {} paths indexed, {} store paths in {}",
         output.display(),
         report.paths,
         report.lower_entries,
         args.lower_dir.display()
     );
+    progress.finish(Some(&summary));
+    println!("{summary}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -883,7 +896,11 @@ fn verify(args: VerifyArgs) -> Result<ExitCode> {
     let sd = store_dir(&args.store.store_dir)?;
     let lower = LowerDir::open(&args.lower_dir).map_err(anyhow::Error::msg)?;
     let index = PathInfoIndex::open(&args.store.state_dir, sd.as_str())?;
-    let problems = snix_lower_store::verify::verify(&index.all_hashes()?, &lower, &sd, args.check_content);
+    let progress = Progress::for_command("verify", args.quiet);
+    progress.phase("reading the index", None);
+    let entries = index.all_hashes()?;
+    let problems = snix_lower_store::verify::verify_reporting(&entries, &lower, &sd, args.check_content, &progress);
+    progress.finish(Some(&format!("{} problem(s)", problems.len())));
     for p in &problems {
         println!("{p}");
     }

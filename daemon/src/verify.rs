@@ -3,6 +3,7 @@
 //! subcommand and the VerifyStore op, whatever the backend.
 
 use crate::lower::LowerDir;
+use crate::progress::Progress;
 use crate::store::{NarHash, StoreDir, StorePath};
 
 /// One line per problem, naming the path; empty when all is well.
@@ -12,8 +13,22 @@ pub fn verify(
     sd: &StoreDir,
     check_content: bool,
 ) -> Vec<String> {
+    verify_reporting(entries, lower, sd, check_content, &Progress::default())
+}
+
+/// [`verify`], telling `progress` how many entries are checked.
+pub fn verify_reporting(
+    entries: &[(StorePath, NarHash, u64)],
+    lower: &LowerDir,
+    sd: &StoreDir,
+    check_content: bool,
+    progress: &Progress,
+) -> Vec<String> {
     let mut problems = Vec::new();
+    let what = if check_content { "hashing" } else { "checking" };
+    progress.phase(what, Some(entries.len() as u64));
     for (path, hash, size) in entries {
+        progress.inc(1);
         let shown = sd.display(path);
         if let Err(why) = lower.check_present(path) {
             problems.push(format!("path '{shown}' is indexed but {why}"));

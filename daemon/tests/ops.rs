@@ -45,7 +45,7 @@ async fn handshake_reports_version_and_trust(lookups: Lookups) {
     assert_eq!(c.version.0, 38);
     assert!(c.daemon_version.as_deref().unwrap().starts_with("snix-lower-store "));
     // The test runs as some uid; trust is 1 for root, 2 for anyone else.
-    let expect = if unsafe { libc::geteuid() } == 0 {
+    let expect = if rustix::process::geteuid().is_root() {
         TrustedFlag::Trusted
     } else {
         TrustedFlag::NotTrusted

@@ -152,9 +152,8 @@ impl Daemon {
 
     /// Sends `sig` to the process.
     pub fn signal(&self, sig: libc::c_int) {
-        // SAFETY: plain kill(2) on the pid of a child we spawned and have not reaped.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, sig);
+        if let Some(sig) = rustix::process::Signal::from_named_raw(sig) {
+            let _ = rustix::process::kill_process(rustix::process::Pid::from_child(&self.child), sig);
         }
     }
 
@@ -172,10 +171,8 @@ impl Daemon {
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
         }
-        // SAFETY: plain kill(2) on the pid of a child we spawned and have not reaped.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {

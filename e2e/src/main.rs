@@ -160,20 +160,25 @@ fn main() {
 /// is pid 1, so two concurrent runs would share the mount point, and the
 /// first to finish would remove it under the other (its tmpfs vanishes).
 fn unique_work_dir() -> Result<std::path::PathBuf> {
-    use std::os::unix::ffi::{OsStrExt, OsStringExt};
-    let template = std::env::temp_dir().join("snix-lower-store-e2e.XXXXXX");
-    let mut buf = std::ffi::CString::new(template.as_os_str().as_bytes())?.into_bytes_with_nul();
-    // SAFETY: `buf` is a writable, NUL-terminated template that outlives the call.
-    let made = unsafe { libc::mkdtemp(buf.as_mut_ptr().cast()) };
-    if made.is_null() {
-        bail!(
-            "cannot create a work directory from {}: {}",
-            template.display(),
-            std::io::Error::last_os_error()
-        );
+    use std::os::unix::fs::DirBuilderExt;
+    // As mkdtemp(3): a new name, created atomically (mkdir fails on an
+    // existing one), mode 0700.
+    let pid = std::process::id();
+    for attempt in 0..100u32 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!("snix-lower-store-e2e.{pid}.{nanos:x}{attempt}"));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => bail!("cannot create a work directory {}: {e}", dir.display()),
+        }
     }
-    buf.pop();
-    Ok(std::ffi::OsString::from_vec(buf).into())
+    bail!(
+        "cannot create a work directory in {}: 100 names taken",
+        std::env::temp_dir().display()
+    )
 }
 
 fn run(opts: &Options, report: &mut Report) -> Result<()> {

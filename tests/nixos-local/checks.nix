@@ -286,6 +286,15 @@ in
   (
     let
       t = unitText second importUnit;
+    in
+    check
+      "7 the import unit (oneshot) lets its ExecStart= send STATUS=, so systemctl status shows the import's progress"
+      (evaluated second && values "Type" t == [ "oneshot" ] && values "NotifyAccess" t == [ "main" ])
+      "Type=${toString (values "Type" t)} NotifyAccess=${toString (values "NotifyAccess" t)}"
+  )
+  (
+    let
+      t = unitText second importUnit;
       bound = lib.filter (lib.hasSuffix ".mount") (values "BindsTo" t ++ values "PartOf" t);
     in
     check "7 the import unit is bound to the lower mount (re-run when it is mounted again)" (

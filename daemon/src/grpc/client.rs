@@ -117,6 +117,9 @@ fn channel(addr: &Address, deadline: Duration) -> std::result::Result<Channel, G
         Address::Http(h) => endpoint(format!("http://{h}"))?
             .connect_timeout(deadline)
             .connect_lazy(),
+        #[cfg(not(feature = "tls"))]
+        Address::Https(h) => return Err(GrpcError::NoTls(format!("grpc+https://{h}"))),
+        #[cfg(feature = "tls")]
         Address::Https(h) => endpoint(format!("https://{h}"))?
             .tls_config(tonic::transport::ClientTlsConfig::new().with_native_roots())
             .map_err(|error| GrpcError::Tls {

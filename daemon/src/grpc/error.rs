@@ -23,6 +23,12 @@ pub enum GrpcError {
         "'{0}' is not a snix service address; use grpc+unix:///path, grpc+http://host:port or grpc+https://host:port"
     )]
     NotAnAddress(String),
+    /// `grpc+https://` in a build without the `tls` cargo feature.
+    #[error(
+        "'{0}': this snix-lower-store was built without TLS (cargo feature \"tls\", on by default); \
+         use grpc+http:// or grpc+unix://, or build with --features tls"
+    )]
+    NoTls(String),
     /// The endpoint URI (`grpc+http://host:port`) was refused by tonic.
     #[error("{uri}: {error}")]
     Endpoint {

@@ -61,6 +61,9 @@ impl Address {
         } else if let Some(h) = bare.strip_prefix("grpc+http://") {
             Ok(Address::Http(h.trim_end_matches('/').to_owned()))
         } else if let Some(h) = bare.strip_prefix("grpc+https://") {
+            if !cfg!(feature = "tls") {
+                return Err(GrpcError::NoTls(s.to_owned()));
+            }
             Ok(Address::Https(h.trim_end_matches('/').to_owned()))
         } else {
             Err(GrpcError::NotAnAddress(s.to_owned()))
@@ -89,6 +92,25 @@ mod tests {
         assert_eq!(
             Address::parse("http://x").unwrap_err().to_string(),
             "'http://x' is not a snix service address; use grpc+unix:///path, grpc+http://host:port or grpc+https://host:port"
+        );
+    }
+
+    #[test]
+    #[cfg(feature = "tls")]
+    fn https_with_the_tls_feature() {
+        assert_eq!(
+            Address::parse("grpc+https://snix.example:443/").unwrap(),
+            Address::Https("snix.example:443".into())
+        );
+    }
+
+    #[test]
+    #[cfg(not(feature = "tls"))]
+    fn https_without_the_tls_feature_names_it() {
+        assert_eq!(
+            Address::parse("grpc+https://snix.example:443").unwrap_err().to_string(),
+            "'grpc+https://snix.example:443': this snix-lower-store was built without TLS (cargo feature \"tls\", \
+             on by default); use grpc+http:// or grpc+unix://, or build with --features tls"
         );
     }
 }

@@ -136,6 +136,8 @@ pub struct BuildOptions {
     /// `None`: a random one. A build system that must give the same output
     /// for the same input (a Nix derivation) derives it from its inputs.
     pub image_id: Option<String>,
+    /// Where the import and the sealing report how far they are.
+    pub progress: crate::progress::Progress,
 }
 
 /// Checks an image id given on the command line: exactly 32 hex digits,
@@ -195,7 +197,9 @@ fn build_in(
     realisations: Vec<super::import::NewRealisation>,
     opts: BuildOptions,
 ) -> Result<BuildReport, ImageError> {
-    super::import::import_with_realisations(tmp, sd, lower, batch, realisations, opts.import)?;
+    let progress = &opts.progress;
+    super::import::import_reporting(tmp, sd, lower, batch, realisations, opts.import, progress)?;
+    progress.phase("sealing", None);
     let lower_entries = count_lower_entries(lower.root()).map_err(|source| ImageError::Io {
         what: "listing the lower dir",
         path: lower.root().to_owned(),

@@ -25,6 +25,7 @@ use std::path::Path;
 
 use super::{PathInfoIndex, INDEX_FILE};
 use crate::lower::LowerDir;
+use crate::progress::Progress;
 use crate::store::ca_proof::{self, CaProofOptions};
 use crate::store::content_address::ContentAddress;
 use crate::store::hash::nix32_encode;
@@ -463,6 +464,21 @@ pub fn import_with_realisations(
     realisations: Vec<NewRealisation>,
     opts: ImportOptions,
 ) -> Result<ImportReport, ImportError> {
+    let progress = Progress::default();
+    import_reporting(state_dir, sd, lower, batch, realisations, opts, &progress)
+}
+
+/// [`import_with_realisations`], telling `progress` which phase runs and
+/// how many entries of it are done.
+pub fn import_reporting(
+    state_dir: &Path,
+    sd: &StoreDir,
+    lower: &LowerDir,
+    batch: Vec<PathInfo>,
+    realisations: Vec<NewRealisation>,
+    opts: ImportOptions,
+    progress: &Progress,
+) -> Result<ImportReport, ImportError> {
     let db_path = state_dir.join(INDEX_FILE);
     let sql = sql_error(&db_path);
     let mut conn = open_for_import(state_dir, sd, &db_path)?;
@@ -483,13 +499,16 @@ pub fn import_with_realisations(
         listing: listing.as_ref(),
         was_empty,
         check_content: opts.check_content,
+        progress,
     };
+    progress.phase("checking", Some(in_batch.len() as u64));
     let Validated {
         mut new_paths,
         outside_ids,
         unchanged,
     } = checks.validate(&tx, &in_batch, &mut problems).map_err(sql)?;
     rejected_if_any(problems)?;
+    progress.phase("proving content addresses", None);
     let mut problems = Vec::new();
     // A first bulk load builds the reverse indexes once, after the inserts.
     if was_empty && new_paths.len() > 10_000 {
@@ -503,18 +522,22 @@ pub fn import_with_realisations(
     let mut to_add: Vec<PathInfo> = new_paths.iter().map(|e| (*e).clone()).collect();
     ca_proof::prove_missing_cas(&mut to_add, sd, lower.root(), opts.ca_proof);
     let new_paths: Vec<&PathInfo> = to_add.iter().collect();
-    let (ids, drv_outputs) = insert_paths(&tx, sd, lower, &new_paths, &mut problems).map_err(sql)?;
-    insert_references(&tx, &new_paths, &ids, &outside_ids).map_err(sql)?;
+    progress.phase("writing", Some(new_paths.len() as u64));
+    let (ids, drv_outputs) = insert_paths(&tx, sd, lower, &new_paths, &mut problems, progress).map_err(sql)?;
+    progress.phase("writing references", Some(new_paths.len() as u64));
+    insert_references(&tx, &new_paths, &ids, &outside_ids, progress).map_err(sql)?;
     insert_derivation_outputs(&tx, sd, &drv_outputs, &mut problems).map_err(sql)?;
     add_realisations(&tx, sd, &realisations, &mut problems).map_err(sql)?;
     // Dropping the transaction rolls it back.
     rejected_if_any(problems)?;
+    progress.phase("building indexes and committing", None);
     tx.execute_batch(
         "CREATE INDEX IF NOT EXISTS refs_by_reference ON refs (reference, referrer);
          CREATE INDEX IF NOT EXISTS drv_outputs_by_path ON drv_outputs (path);",
     )
     .map_err(sql)?;
     tx.commit().map_err(sql)?;
+    progress.finish(None);
     Ok(ImportReport {
         added: new_paths.len(),
         unchanged,
@@ -611,6 +634,7 @@ struct Checks<'a> {
     /// The index had no path when the transaction began: nothing is indexed yet.
     was_empty: bool,
     check_content: bool,
+    progress: &'a Progress,
 }
 
 impl Checks<'_> {
@@ -627,6 +651,7 @@ impl Checks<'_> {
         let mut id_of = tx.prepare("SELECT id FROM paths WHERE base_name = ?1")?;
         let mut v = Validated::default();
         for e in in_batch.values() {
+            self.progress.inc(1);
             let shown = self.sd.display(&e.path);
             if !self.was_empty {
                 match indexed_unchanged(&mut existing, e)? {
@@ -732,6 +757,7 @@ fn insert_paths<'b>(
     lower: &LowerDir,
     new_paths: &[&'b PathInfo],
     problems: &mut Vec<String>,
+    progress: &Progress,
 ) -> rusqlite::Result<(HashMap<&'b str, i64>, DrvOutputs<'b>)> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -744,6 +770,7 @@ fn insert_paths<'b>(
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     for e in new_paths {
+        progress.inc(1);
         let mut refs: Vec<&str> = e.references.iter().map(StorePath::base_name).collect();
         refs.sort_unstable();
         refs.dedup();
@@ -782,10 +809,12 @@ fn insert_references(
     new_paths: &[&PathInfo],
     ids: &HashMap<&str, i64>,
     outside_ids: &HashMap<String, i64>,
+    progress: &Progress,
 ) -> rusqlite::Result<()> {
     let mut ins_ref = tx.prepare("INSERT OR IGNORE INTO refs (referrer, reference) VALUES (?1, ?2)")?;
     let mut id_of = tx.prepare("SELECT id FROM paths WHERE base_name = ?1")?;
     for e in new_paths {
+        progress.inc(1);
         let from = ids[e.path.base_name()];
         for r in &e.references {
             let to = match ids.get(r.base_name()).or_else(|| outside_ids.get(r.base_name())) {

@@ -45,6 +45,7 @@
 //!   import) tries at once. Builds, failures and which snapshots answered
 //!   from the directory are counted for the STATUS line ([`KeyDirStats`]).
 
+use super::mapped::{Mapped, Plain};
 use rusqlite::Connection;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -54,9 +55,6 @@ use std::time::{Duration, Instant};
 fn io_err(e: std::io::Error) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(Box::new(e))
 }
-
-/// Mappings from this size on ask for transparent huge pages.
-const HUGE_PAGE: usize = 2 << 20;
 
 /// Average bucket size the bucket table aims at.
 const PER_BUCKET: usize = 8;
@@ -70,6 +68,10 @@ struct Entry {
     id: u32,
 }
 
+// SAFETY: three integers, packed: every bit pattern is a valid `Entry`.
+#[allow(unsafe_code)]
+unsafe impl Plain for Entry {}
+
 impl Entry {
     fn key(&self) -> (u64, u64) {
         (self.hi, self.lo)
@@ -79,19 +81,7 @@ impl Entry {
 /// A fresh secret key for a directory's hash, from the OS.
 fn random_key() -> std::io::Result<[u8; 32]> {
     let mut key = [0u8; 32];
-    let mut got = 0;
-    while got < key.len() {
-        // SAFETY: writes at most `key.len() - got` bytes into `key[got..]`.
-        let n = unsafe { libc::getrandom(key[got..].as_mut_ptr().cast(), key.len() - got, 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        } else {
-            got += n as usize;
-        }
-    }
+    getrandom::fill(&mut key).map_err(|e| std::io::Error::other(format!("getrandom: {e}")))?;
     Ok(key)
 }
 
@@ -245,85 +235,6 @@ impl KeyDir {
             entries,
             len,
         }))
-    }
-}
-
-/// A zeroed array in its own anonymous mapping, unmapped on drop, so the
-/// directory's large arrays never pass through malloc: glibc raises its
-/// mmap threshold to the size of any large block `free`d, after which every
-/// thread's arena keeps up to twice that of freed memory resident (with a
-/// `Vec`: RssAnon 34–56 MiB at 1M paths instead of 24; freezing the
-/// threshold with `mallopt` instead made every larger buffer an `mmap`,
-/// +40% CPU per op). Pages never written stay unallocated.
-struct Mapped<T: Copy> {
-    ptr: std::ptr::NonNull<T>,
-    len: usize,
-}
-
-// SAFETY: a `Mapped` owns its mapping like a `Box<[T]>`.
-unsafe impl<T: Copy + Send> Send for Mapped<T> {}
-// SAFETY: as above; shared access is read-only through `Deref`.
-unsafe impl<T: Copy + Sync> Sync for Mapped<T> {}
-
-impl<T: Copy> Mapped<T> {
-    /// `len` zeroed elements; `T` must be valid as all-zero bytes (integers).
-    fn zeroed(len: usize) -> std::io::Result<Self> {
-        let bytes = len
-            .checked_mul(std::mem::size_of::<T>())
-            .ok_or_else(|| std::io::Error::other("key directory size overflows"))?;
-        if bytes == 0 {
-            return Ok(Mapped {
-                ptr: std::ptr::NonNull::dangling(),
-                len,
-            });
-        }
-        // SAFETY: a fresh private anonymous mapping, checked below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        if bytes >= HUGE_PAGE {
-            // Best effort: fewer TLB misses per lookup where the kernel's
-            // transparent huge pages are on for `madvise` (or always).
-            // SAFETY: advice on the mapping just made.
-            unsafe { libc::madvise(p, bytes, libc::MADV_HUGEPAGE) };
-        }
-        let ptr = std::ptr::NonNull::new(p.cast()).ok_or_else(|| std::io::Error::other("mmap gave null"))?;
-        Ok(Mapped { ptr, len })
-    }
-}
-
-impl<T: Copy> std::ops::Deref for Mapped<T> {
-    type Target = [T];
-    fn deref(&self) -> &[T] {
-        // SAFETY: `len` zero-initialised elements, mapped until drop.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl<T: Copy> std::ops::DerefMut for Mapped<T> {
-    fn deref_mut(&mut self) -> &mut [T] {
-        // SAFETY: as in `deref`, and `&mut self` is exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl<T: Copy> Drop for Mapped<T> {
-    fn drop(&mut self) {
-        let bytes = self.len * std::mem::size_of::<T>();
-        if bytes != 0 {
-            // SAFETY: the mapping made in `zeroed`, unmapped once.
-            unsafe { libc::munmap(self.ptr.as_ptr().cast(), bytes) };
-        }
     }
 }
 

@@ -45,6 +45,7 @@
 pub mod image;
 pub mod import;
 mod keys;
+mod mapped;
 mod pool;
 
 pub use keys::KeyDirStats;

@@ -189,14 +189,12 @@ fn reconcile_plan_whiteout_is_no_upper_entry_and_refs_and_sigs_and_ca_count() {
     lib2.sigs = vec![Signature::parse("k:b3RoZXI=").unwrap()];
     fx.in_lower(&lib2);
     // A whiteout for lib in the upper layer does not make it an upper path.
-    let wh = std::ffi::CString::new(
-        fx.upper()
-            .join(lib.path.base_name())
-            .into_os_string()
-            .into_encoded_bytes(),
-    )
-    .unwrap();
-    let made = unsafe { libc::mknod(wh.as_ptr(), libc::S_IFCHR | 0o600, 0) } == 0;
+    let wh = fx.upper().join(lib.path.base_name());
+    let (chr, mode) = (
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    );
+    let made = rustix::fs::mknodat(rustix::fs::CWD, &wh, chr, mode, 0).is_ok();
     let p = fx.plan();
     assert_eq!(
         p.lost.get(&full('b', "app")),

@@ -6,6 +6,9 @@
 //! block on a network directory, so they only run through
 //! `crate::blocking::run`, never on an async thread.
 
+// The reentrant NSS look-ups have no safe wrapper in std or rustix.
+#![allow(unsafe_code)]
+
 use std::ffi::CStr;
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -17,6 +20,7 @@ pub struct Peer {
 
 fn user_name_and_groups(uid: u32, gid: u32) -> Option<(String, Vec<u32>)> {
     let mut buf = vec![0u8; 16384];
+    // SAFETY: `passwd` is plain C data for which all-zero is a valid value.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut res: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: buffers are valid for the sizes given; result checked below.
@@ -24,6 +28,8 @@ fn user_name_and_groups(uid: u32, gid: u32) -> Option<(String, Vec<u32>)> {
     if rc != 0 || res.is_null() {
         return None;
     }
+    // SAFETY: on success `pw_name` points to a NUL-terminated string in `buf`,
+    // which outlives `name_c`.
     let name_c = unsafe { CStr::from_ptr(pwd.pw_name) };
     let name = name_c.to_string_lossy().into_owned();
     let mut groups = vec![0 as libc::gid_t; 256];

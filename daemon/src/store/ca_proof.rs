@@ -286,25 +286,15 @@ impl LowerFiles {
     /// fixed buffer, so memory does not grow with `max`; a file longer than
     /// `max` overruns it and is skipped.
     fn sha256_of_regular_file(&self, base: &str, max: u64) -> std::io::Result<Option<[u8; 32]>> {
-        use std::os::fd::{AsRawFd, FromRawFd};
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
         // A validated base name has no NUL and no '/'.
-        let Ok(name) = std::ffi::CString::new(base) else {
-            return Ok(None);
-        };
-        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY;
-        // SAFETY: both pointers are valid for the call; on success the
-        // returned descriptor is new and owned by the `File` built from it.
-        let fd = unsafe { libc::openat(self.0.as_raw_fd(), name.as_ptr(), flags) };
-        if fd < 0 {
-            let e = std::io::Error::last_os_error();
+        let f = match rustix::fs::openat(&self.0, base, flags, Mode::empty()) {
+            Ok(fd) => std::fs::File::from(fd),
             // A symlink (O_NOFOLLOW) or a socket: never a regular file.
-            return match e.raw_os_error() {
-                Some(libc::ELOOP | libc::ENXIO) => Ok(None),
-                _ => Err(e),
-            };
-        }
-        // SAFETY: `fd` is a freshly opened descriptor nothing else owns.
-        let f = unsafe { std::fs::File::from_raw_fd(fd) };
+            Err(rustix::io::Errno::LOOP | rustix::io::Errno::NXIO) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
         // Only a regular file is a text or flat object (a FIFO or device
         // opened here must not be hashed as one).
         if !f.metadata()?.is_file() {
@@ -629,9 +619,9 @@ mod tests {
         // A FIFO: opened without blocking, never hashed (its empty read
         // would otherwise be taken for empty contents).
         let empty = StorePath::from_base_name(&format!("{}-fifo", text_hash_part(&sd, b"", "fifo"))).unwrap();
-        let fifo =
-            std::ffi::CString::new(dir.path().join(empty.base_name()).into_os_string().into_encoded_bytes()).unwrap();
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let fifo = dir.path().join(empty.base_name());
+        let mode = rustix::fs::Mode::from_raw_mode(0o600);
+        rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, mode, 0).unwrap();
         let mut batch = vec![PathInfo {
             path: empty.clone(),
             references: Vec::new(),
