@@ -24,6 +24,7 @@ rustPlatform.buildRustPackage {
       ../Cargo.lock
       # Every member of the workspace must be present or cargo stops at
       # "failed to load manifest for workspace member".
+      ../crates
       ../daemon
       ../e2e
       ../bench

@@ -14,12 +14,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use snix_lower_store::index::import::{self, ImportOptions};
-use snix_lower_store::index::PathInfoIndex;
-use snix_lower_store::lower::LowerDir;
-use snix_lower_store::store::{StoreDir, StorePath};
 use snix_lower_store_bench::gen::{self, Rng, Spec};
 use snix_lower_store_bench::procfs::self_cpu_seconds;
+use snix_lower_store_index::import::{self, ImportOptions};
+use snix_lower_store_index::PathInfoIndex;
+use snix_lower_store_types::lower::LowerDir;
+use snix_lower_store_types::{StoreDir, StorePath};
 
 const N: usize = 20_000;
 const OPS_PER_TASK: usize = 20_000;

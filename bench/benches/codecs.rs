@@ -5,15 +5,15 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
-use snix_lower_store::protocol::codec::{StderrFrame, UnkeyedValidPathInfo, Wire};
-use snix_lower_store::protocol::request::QueryPathInfo;
-use snix_lower_store::protocol::wire::{Limits, WireBuf, WireReader};
-use snix_lower_store::protocol::ProtoVersion;
-use snix_lower_store::server::ops::paths::wire_path_info;
-use snix_lower_store::store::drv::parse_outputs;
-use snix_lower_store::store::hash::{nix32_decode, nix32_encode};
-use snix_lower_store::store::path_info::PathInfo;
-use snix_lower_store::store::{NarHash, StoreDir, StorePath};
+use snix_lower_store_protocol::codec::wire_path_info;
+use snix_lower_store_protocol::codec::{StderrFrame, UnkeyedValidPathInfo, Wire};
+use snix_lower_store_protocol::request::QueryPathInfo;
+use snix_lower_store_protocol::wire::{Limits, WireBuf, WireReader};
+use snix_lower_store_protocol::ProtoVersion;
+use snix_lower_store_types::drv::parse_outputs;
+use snix_lower_store_types::hash::{nix32_decode, nix32_encode};
+use snix_lower_store_types::path_info::PathInfo;
+use snix_lower_store_types::{NarHash, StoreDir, StorePath};
 
 const SD: &str = "/nix/store";
 const V: ProtoVersion = ProtoVersion::LATEST;
@@ -43,7 +43,7 @@ fn codecs(c: &mut Criterion) {
 references: refs.clone(),
 deriver: Some(deriver),
 registration_time: 1_700_000_000,
-sigs: vec![snix_lower_store::store::path_info::Signature::parse(
+sigs: vec![snix_lower_store_types::path_info::Signature::parse(
             "cache.example.org-1:6wzr1QlOPHG+knFuJIaw+85Z5ivwbdI512JikexG+nQ7JDSZM2hw8zzlcLOguXwrn6ZbbYXTtowR1Cs76Sy3Cg==",
         )
         .unwrap()],

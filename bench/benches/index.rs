@@ -7,15 +7,15 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use std::path::PathBuf;
 
-use snix_lower_store::index::import::{self, ImportOptions};
-use snix_lower_store::index::PathInfoIndex;
-use snix_lower_store::lower::LowerDir;
-use snix_lower_store::protocol::request::QueryPathInfo;
-use snix_lower_store::protocol::wire::WireBuf;
-use snix_lower_store::protocol::ProtoVersion;
 use snix_lower_store::server::ops::LowerStore;
-use snix_lower_store::store::{StoreDir, StorePath};
 use snix_lower_store_bench::gen::{self, Rng, Spec};
+use snix_lower_store_index::import::{self, ImportOptions};
+use snix_lower_store_index::PathInfoIndex;
+use snix_lower_store_protocol::request::QueryPathInfo;
+use snix_lower_store_protocol::wire::WireBuf;
+use snix_lower_store_protocol::ProtoVersion;
+use snix_lower_store_types::lower::LowerDir;
+use snix_lower_store_types::{StoreDir, StorePath};
 
 const N: usize = 100_000;
 

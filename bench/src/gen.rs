@@ -18,8 +18,8 @@ use std::fs;
 use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use snix_lower_store::demo::text_path;
-use snix_lower_store::store::{NarHash, StoreDir, StorePath};
+use snix_lower_store_testkit::demo::text_path;
+use snix_lower_store_types::{NarHash, StoreDir, StorePath};
 
 #[derive(Clone, Debug)]
 pub struct Spec {
@@ -81,7 +81,7 @@ impl Rng {
 fn nar_str(h: &mut Sha256, s: &[u8]) -> u64 {
     h.update((s.len() as u64).to_le_bytes());
     h.update(s);
-    let pad = snix_lower_store::protocol::wire::padding(s.len() as u64);
+    let pad = snix_lower_store_protocol::wire::padding(s.len() as u64);
     h.update(&[0u8; 8][..pad]);
     8 + s.len() as u64 + pad as u64
 }
@@ -285,7 +285,7 @@ mod tests {
         for c in [&b""[..], b"x", b"hello world, eight+", &[7u8; 4096][..]] {
             let f = d.join("f");
             fs::write(&f, c).unwrap();
-            assert_eq!(snix_lower_store::store::nar::nar_hash(&f).unwrap(), nar_of_file(c));
+            assert_eq!(snix_lower_store_types::nar::nar_hash(&f).unwrap(), nar_of_file(c));
         }
         fs::remove_dir_all(&d).unwrap();
     }

@@ -13,14 +13,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use snix_lower_store::client::Client;
-use snix_lower_store::protocol::codec::Wire;
-use snix_lower_store::protocol::request::{NarFromPath, QueryPathInfo, QueryReferrers, Request};
-use snix_lower_store::protocol::wire::WireBuf;
-use snix_lower_store::protocol::ProtoVersion;
 use snix_lower_store_bench::gen::{self, Rng, Spec, Store};
 use snix_lower_store_bench::procfs;
 use snix_lower_store_bench::stats::{median, Samples};
+use snix_lower_store_protocol::codec::Wire;
+use snix_lower_store_protocol::request::{NarFromPath, QueryPathInfo, QueryReferrers, Request};
+use snix_lower_store_protocol::wire::WireBuf;
+use snix_lower_store_protocol::ProtoVersion;
+use snix_lower_store_testkit::client::Client;
 use testbed::mounts::{self, Mounted};
 use testbed::namespace;
 use testbed::rootfs::{self, Rootfs};
@@ -515,13 +515,13 @@ async fn one_op(
     paths: &[(String, u64)],
     rng: &mut Rng,
     batch: usize,
-) -> snix_lower_store::client::Result<()> {
+) -> snix_lower_store_testkit::client::Result<()> {
     let (p, size) = &paths[rng.below(paths.len())];
     match op {
         OpKind::Qpi => {
             c.query_path_info(p)
                 .await?
-                .ok_or_else(|| snix_lower_store::client::ClientError::Unexpected(format!("{p} not valid")))?;
+                .ok_or_else(|| snix_lower_store_testkit::client::ClientError::Unexpected(format!("{p} not valid")))?;
         }
         OpKind::Valid => {
             c.is_valid_path(p).await?;
@@ -586,8 +586,8 @@ fn run_load(
                             }
                             if matches!(
                                 e,
-                                snix_lower_store::client::ClientError::Io(_)
-                                    | snix_lower_store::client::ClientError::Protocol(_)
+                                snix_lower_store_testkit::client::ClientError::Io(_)
+                                    | snix_lower_store_testkit::client::ClientError::Protocol(_)
                             ) {
                                 break;
                             }

@@ -22,10 +22,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use snix_lower_store::client::Client;
 use snix_lower_store::panics::PANIC_MARKER;
-use snix_lower_store::store::hash::hex_encode;
-use snix_lower_store::store::StoreDir;
+use snix_lower_store_testkit::client::Client;
+use snix_lower_store_types::hash::hex_encode;
+use snix_lower_store_types::StoreDir;
 
 /// How long the daemon may take to accept connections.
 const SOCKET_WAIT: Duration = Duration::from_secs(60);
@@ -43,7 +43,7 @@ impl Drop for KillOnDrop {
 
 /// Paths that are not valid: each valid path's hash part with another
 /// name, and its name under a hash part changed in its first character.
-fn not_valid(sd: &StoreDir, entries: &[snix_lower_store::store::path_info::PathInfo]) -> Vec<String> {
+fn not_valid(sd: &StoreDir, entries: &[snix_lower_store_types::path_info::PathInfo]) -> Vec<String> {
     let mut out = Vec::new();
     for e in entries {
         let (hash, name) = (e.path.hash_part(), &e.path.base_name()[33..]);
@@ -97,7 +97,7 @@ struct Expected {
     referrers: BTreeSet<String>,
 }
 
-fn expected(sd: &StoreDir, entries: &[snix_lower_store::store::path_info::PathInfo]) -> HashMap<String, Expected> {
+fn expected(sd: &StoreDir, entries: &[snix_lower_store_types::path_info::PathInfo]) -> HashMap<String, Expected> {
     let mut m: HashMap<String, Expected> = entries
         .iter()
         .map(|e| {
@@ -155,9 +155,9 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let sd = StoreDir::new("/nix/store").map_err(anyhow::Error::msg)?;
     let lower = dir.path().join("lower");
-    let entries = snix_lower_store::demo::generate(&lower, &sd, 50, 20)?;
+    let entries = snix_lower_store_testkit::demo::generate(&lower, &sd, 50, 20)?;
     let reg = dir.path().join("reg");
-    std::fs::write(&reg, snix_lower_store::demo::registration(&sd, &entries))?;
+    std::fs::write(&reg, snix_lower_store_testkit::demo::registration(&sd, &entries))?;
     let bin = std::env::current_exe()?
         .parent()
         .and_then(|p| p.parent())
@@ -241,7 +241,7 @@ async fn main() -> anyhow::Result<()> {
                             _ => (p, want[p].referrers.clone()),
                         };
                         let got: BTreeSet<String> = client
-                            .call(&snix_lower_store::protocol::request::QueryReferrers { path: asked.clone() })
+                            .call(&snix_lower_store_protocol::request::QueryReferrers { path: asked.clone() })
                             .await?
                             .into_iter()
                             .collect();

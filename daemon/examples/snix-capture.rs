@@ -31,7 +31,7 @@ use bytes::{Buf, BufMut, Bytes};
 use prost::Message;
 use snix_lower_store::grpc::proto::castore::entry;
 use snix_lower_store::grpc::proto::store::{get_path_info_request, GetPathInfoRequest, ListPathInfoRequest, PathInfo};
-use snix_lower_store::store::hash::nix32_decode;
+use snix_lower_store_types::hash::nix32_decode;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -157,7 +157,7 @@ const ADD_TO_STORE_NAR: u64 = 39;
 /// --json` object, keyed by path) with the NAR in `nar_file`.
 async fn add_to_store_nar(socket: &str, info_json: &str, nar_file: &str) -> anyhow::Result<()> {
     use base64::Engine as _;
-    use snix_lower_store::protocol::wire::WireBuf;
+    use snix_lower_store_protocol::wire::WireBuf;
     let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(info_json)?)?;
     let (path, info) = doc
         .as_object()
@@ -173,7 +173,7 @@ async fn add_to_store_nar(socket: &str, info_json: &str, nar_file: &str) -> anyh
     let b64 = sri
         .strip_prefix("sha256-")
         .ok_or_else(|| anyhow::anyhow!("{path}: narHash {sri:?} is not sha256-<base64>"))?;
-    let nar_hash = snix_lower_store::store::hash::hex_encode(&base64::engine::general_purpose::STANDARD.decode(b64)?);
+    let nar_hash = snix_lower_store_types::hash::hex_encode(&base64::engine::general_purpose::STANDARD.decode(b64)?);
     let nar = std::fs::read(nar_file)?;
     let mut a = WireBuf::default();
     a.str(path)
@@ -224,9 +224,9 @@ async fn add_to_store_nar(socket: &str, info_json: &str, nar_file: &str) -> anyh
 
 /// A worker-protocol connection (1.37) that has sent SetOptions, which
 /// snix's nix-daemon requires before any other op.
-async fn connect_with_options(socket: &str) -> anyhow::Result<snix_lower_store::client::Client> {
-    let mut c = snix_lower_store::client::Client::connect(Path::new(socket), 37).await?;
-    let opts = snix_lower_store::protocol::request::SetOptions::default();
+async fn connect_with_options(socket: &str) -> anyhow::Result<snix_lower_store_testkit::client::Client> {
+    let mut c = snix_lower_store_testkit::client::Client::connect(Path::new(socket), 37).await?;
+    let opts = snix_lower_store_protocol::request::SetOptions::default();
     c.call(&opts)
         .await
         .map_err(|e| anyhow::anyhow!("SetOptions through {socket}: {e}"))?;

@@ -19,10 +19,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::grpc::client::GrpcBackend;
-use crate::index::{IndexError, PathInfo, PathInfoIndex};
-use crate::store::drv::OutputMap;
-use crate::store::realisation::{DrvOutputId, Realisation};
-use crate::store::{NarHash, StorePath};
+use snix_lower_store_index::{IndexError, PathInfo, PathInfoIndex};
+use snix_lower_store_types::drv::OutputMap;
+use snix_lower_store_types::realisation::{DrvOutputId, Realisation};
+use snix_lower_store_types::{NarHash, StorePath};
 
 /// Why a backend could not answer.
 #[derive(Debug, thiserror::Error)]

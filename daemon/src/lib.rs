@@ -20,18 +20,12 @@ pub mod backend;
 /// Public only so that `bench/benches/blocking.rs` measures the real thing.
 #[doc(hidden)]
 pub mod blocking;
-pub mod client;
-pub mod demo;
 pub mod grpc;
-pub mod index;
-pub mod lower;
 pub mod overlay_url;
 pub mod panics;
 pub mod progress;
-pub mod protocol;
 pub mod reconcile;
 pub mod server;
-pub mod store;
 pub mod systemd;
 pub mod verify;
 

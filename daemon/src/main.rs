@@ -9,19 +9,19 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use snix_lower_store::index::image;
-use snix_lower_store::index::import::{self, ImportOptions};
-use snix_lower_store::index::PathInfoIndex;
-use snix_lower_store::lower::LowerDir;
 use snix_lower_store::overlay_url::OverlayUrl;
-use snix_lower_store::progress::Progress;
-use snix_lower_store::protocol::wire::Limits;
+use snix_lower_store::progress;
 use snix_lower_store::server::ops::LowerStore;
 use snix_lower_store::server::{self, Server};
-use snix_lower_store::store::ca_proof::CaProofOptions;
-use snix_lower_store::store::path_info::{join_sigs, PathInfo};
-use snix_lower_store::store::StoreDir;
 use snix_lower_store::systemd;
+use snix_lower_store_index::image;
+use snix_lower_store_index::import::{self, ImportOptions};
+use snix_lower_store_index::PathInfoIndex;
+use snix_lower_store_protocol::wire::Limits;
+use snix_lower_store_types::ca_proof::CaProofOptions;
+use snix_lower_store_types::lower::LowerDir;
+use snix_lower_store_types::path_info::{join_sigs, PathInfo};
+use snix_lower_store_types::StoreDir;
 
 #[derive(Parser)]
 #[command(
@@ -251,7 +251,7 @@ struct CaProofArgs {
     /// Largest regular file read to prove a `text:sha256` or `fixed:sha256`
     /// content address (0: read no file, prove only from NAR hashes).
     #[arg(long, env = "SNIX_LOWER_STORE_CA_PROOF_MAX_FILE_SIZE", value_name = "BYTES",
-          default_value_t = snix_lower_store::store::ca_proof::DEFAULT_MAX_FILE_SIZE)]
+          default_value_t = snix_lower_store_types::ca_proof::DEFAULT_MAX_FILE_SIZE)]
     ca_proof_max_file_size: u64,
 }
 
@@ -811,7 +811,7 @@ fn import_options(src: &SourceArgs) -> ImportOptions {
 fn import_cmd(args: ImportArgs) -> Result<ExitCode> {
     let sd = store_dir(&args.store.store_dir)?;
     let lower = LowerDir::open(&args.lower_dir).map_err(anyhow::Error::msg)?;
-    let progress = Progress::for_command("import", args.quiet);
+    let progress = progress::for_command("import", args.quiet);
     progress.phase("reading the source", None);
     let (batch, realisations) = read_source(&args.source, &sd).context("import")?;
     let state_dir = &args.store.state_dir;
@@ -837,7 +837,7 @@ fn import_cmd(args: ImportArgs) -> Result<ExitCode> {
 fn build_index(args: BuildIndexArgs) -> Result<ExitCode> {
     let sd = store_dir(&args.store_dir)?;
     let lower = LowerDir::open(&args.lower_dir).map_err(anyhow::Error::msg)?;
-    let progress = Progress::for_command("build-index", args.quiet);
+    let progress = progress::for_command("build-index", args.quiet);
     progress.phase("reading the source", None);
     let (batch, realisations) = read_source(&args.source, &sd).context("build-index")?;
     let output = match args.output {
@@ -896,7 +896,7 @@ fn verify(args: VerifyArgs) -> Result<ExitCode> {
     let sd = store_dir(&args.store.store_dir)?;
     let lower = LowerDir::open(&args.lower_dir).map_err(anyhow::Error::msg)?;
     let index = PathInfoIndex::open(&args.store.state_dir, sd.as_str())?;
-    let progress = Progress::for_command("verify", args.quiet);
+    let progress = progress::for_command("verify", args.quiet);
     progress.phase("reading the index", None);
     let entries = index.all_hashes()?;
     let problems = snix_lower_store::verify::verify_reporting(&entries, &lower, &sd, args.check_content, &progress);
@@ -1041,9 +1041,9 @@ fn demo(dir: &Path, check: bool) -> Result<ExitCode> {
 /// Writes the demo lower store and its registration file, and indexes it
 /// (content checked).
 fn demo_store(dir: &Path, sd: &StoreDir, lower: &Path, state: &Path) -> Result<Vec<PathInfo>> {
-    let entries = snix_lower_store::demo::generate(lower, sd, 3, 3).context("writing the demo lower store")?;
+    let entries = snix_lower_store_testkit::demo::generate(lower, sd, 3, 3).context("writing the demo lower store")?;
     std::fs::create_dir_all(state)?;
-    let reg = snix_lower_store::demo::registration(sd, &entries);
+    let reg = snix_lower_store_testkit::demo::registration(sd, &entries);
     let reg_file = dir.join("registration");
     std::fs::write(&reg_file, &reg)?;
     let batch = import::parse_registration(&reg, sd, &reg_file.display().to_string())?;
@@ -1071,7 +1071,7 @@ fn demo_store(dir: &Path, sd: &StoreDir, lower: &Path, state: &Path) -> Result<V
 /// QueryReferrers of the bottom one) and prints the answers; returns the top
 /// path.
 async fn demo_query(socket: &Path, sd: &StoreDir, entries: &[PathInfo]) -> Result<String> {
-    use snix_lower_store::client::Client;
+    use snix_lower_store_testkit::client::Client;
     let top = entries
         .iter()
         .find(|e| e.deriver.is_some())
@@ -1084,7 +1084,7 @@ async fn demo_query(socket: &Path, sd: &StoreDir, entries: &[PathInfo]) -> Resul
         .context("demo path missing from the daemon")?;
     let bottom = sd.display(&entries[0].path);
     let referrers = c
-        .call(&snix_lower_store::protocol::request::QueryReferrers { path: bottom.clone() })
+        .call(&snix_lower_store_protocol::request::QueryReferrers { path: bottom.clone() })
         .await?;
     println!(
         "served on {} ({})",

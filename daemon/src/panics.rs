@@ -77,7 +77,7 @@ pub fn line(n: u64, ctx: Option<Context>, message: &str, location: Option<String
          with this line (the daemon goes on serving; the client saw its connection close)",
         ctx.op.unwrap_or("no op (outside a request)"),
         ctx.peer_pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
-        crate::store::path::shown(message),
+        snix_lower_store_types::path::shown(message),
         location.as_deref().unwrap_or("an unknown location"),
     )
 }

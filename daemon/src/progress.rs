@@ -1,4 +1,5 @@
-//! Progress of the long commands (`import`, `build-index`, `verify`): a
+//! Progress of the long commands (`import`, `build-index`, `verify`) at
+//! the terminal and to systemd: the [`Sink`] behind the
 //! [`Progress`] handle the importers and the verifier call with the phase
 //! they are in and how many entries of it are done (of a total when known).
 //!
@@ -13,6 +14,8 @@
 //! Invariants: it never fails the command (a notify socket that cannot be
 //! reached is ignored), `--quiet` silences the terminal but not `STATUS=`,
 //! and a silent handle ([`Progress::default`]) costs one branch per call.
+
+use snix_lower_store_types::progress::{Progress, Sink};
 
 use std::io::{IsTerminal, Write};
 use std::os::unix::net::UnixDatagram;
@@ -33,22 +36,8 @@ pub enum Display {
     Lines(Box<dyn Write + Send>),
 }
 
-/// A cheap, cloneable handle on one command's progress; the default is
-/// silent.
-#[derive(Clone, Default)]
-pub struct Progress {
-    inner: Option<Arc<Mutex<State>>>,
-}
-
-impl std::fmt::Debug for Progress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.inner.is_some() {
-            "Progress"
-        } else {
-            "Progress(silent)"
-        })
-    }
-}
+/// The terminal and `STATUS=` side of one command's progress.
+struct Reporter(Mutex<State>);
 
 /// What the handle knows and where it writes.
 struct State {
@@ -84,48 +73,46 @@ impl Phase {
     }
 }
 
-impl Progress {
-    /// A handle for `command` as a user runs it: a bar when stderr is a
-    /// terminal, plain lines every [`DEFAULT_INTERVAL`] when not, nothing on
-    /// the terminal with `quiet`; `STATUS=` when NOTIFY_SOCKET is set.
-    pub fn for_command(command: &'static str, quiet: bool) -> Progress {
-        let display = if quiet {
-            Display::Silent
-        } else if std::io::stderr().is_terminal() {
-            Display::Bar
-        } else {
-            Display::Lines(Box::new(std::io::stderr()))
-        };
-        let notify = std::env::var_os("NOTIFY_SOCKET").map(PathBuf::from);
-        Progress::new(command, display, notify, DEFAULT_INTERVAL)
-    }
+/// A handle for `command` as a user runs it: a bar when stderr is a
+/// terminal, plain lines every [`DEFAULT_INTERVAL`] when not, nothing on
+/// the terminal with `quiet`; `STATUS=` when NOTIFY_SOCKET is set.
+pub fn for_command(command: &'static str, quiet: bool) -> Progress {
+    let display = if quiet {
+        Display::Silent
+    } else if std::io::stderr().is_terminal() {
+        Display::Bar
+    } else {
+        Display::Lines(Box::new(std::io::stderr()))
+    };
+    let notify = std::env::var_os("NOTIFY_SOCKET").map(PathBuf::from);
+    new(command, display, notify, DEFAULT_INTERVAL)
+}
 
-    /// A handle writing to `display` and, with `notify_socket` (a path, or
-    /// `@name` for an abstract socket, as systemd's NOTIFY_SOCKET), `STATUS=`
-    /// datagrams, at most one of each every `every` while a phase runs.
-    pub fn new(command: &'static str, display: Display, notify_socket: Option<PathBuf>, every: Duration) -> Progress {
-        let notify = notify_socket.and_then(|p| Notifier::new(&p));
-        if matches!(display, Display::Silent) && notify.is_none() {
-            return Progress::default();
-        }
-        let bars = matches!(display, Display::Bar).then(indicatif::MultiProgress::new);
-        let state = State {
-            command,
-            display,
-            notify,
-            every,
-            phase: None,
-            bars,
-            bar: None,
-        };
-        Progress {
-            inner: Some(Arc::new(Mutex::new(state))),
-        }
+/// A handle writing to `display` and, with `notify_socket` (a path, or
+/// `@name` for an abstract socket, as systemd's NOTIFY_SOCKET), `STATUS=`
+/// datagrams, at most one of each every `every` while a phase runs.
+pub fn new(command: &'static str, display: Display, notify_socket: Option<PathBuf>, every: Duration) -> Progress {
+    let notify = notify_socket.and_then(|p| Notifier::new(&p));
+    if matches!(display, Display::Silent) && notify.is_none() {
+        return Progress::default();
     }
+    let bars = matches!(display, Display::Bar).then(indicatif::MultiProgress::new);
+    let state = State {
+        command,
+        display,
+        notify,
+        every,
+        phase: None,
+        bars,
+        bar: None,
+    };
+    Progress::to(Arc::new(Reporter(Mutex::new(state))))
+}
 
+impl Sink for Reporter {
     /// Ends the phase running (shown at its final count) and starts `name`
     /// with `total` entries when known.
-    pub fn phase(&self, name: &str, total: Option<u64>) {
+    fn phase(&self, name: &str, total: Option<u64>) {
         self.with(|s| {
             s.end_phase();
             s.phase = Some(Phase {
@@ -141,7 +128,7 @@ impl Progress {
     }
 
     /// `n` more entries of the running phase are done.
-    pub fn inc(&self, n: u64) {
+    fn inc(&self, n: u64) {
         self.with(|s| {
             let Some(p) = s.phase.as_mut() else { return };
             p.done += n;
@@ -156,7 +143,7 @@ impl Progress {
 
     /// Ends the running phase (shown at its final count); `summary`, when
     /// given, becomes the last `STATUS=`.
-    pub fn finish(&self, summary: Option<&str>) {
+    fn finish(&self, summary: Option<&str>) {
         self.with(|s| {
             s.end_phase();
             if let (Some(n), Some(text)) = (&s.notify, summary) {
@@ -164,14 +151,14 @@ impl Progress {
             }
         });
     }
+}
 
+impl Reporter {
     fn with(&self, f: impl FnOnce(&mut State)) {
-        if let Some(inner) = &self.inner {
-            // A panic while holding the lock leaves a state that is still
-            // fine to show: take it back rather than panic again.
-            let mut s = inner.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut s);
-        }
+        // A panic while holding the lock leaves a state that is still fine
+        // to show: take it back rather than panic again.
+        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut s);
     }
 }
 
@@ -296,7 +283,7 @@ mod tests {
     #[test]
     fn lines_at_phase_start_and_end_only_within_the_interval() {
         let out = Captured::default();
-        let p = Progress::new(
+        let p = new(
             "import",
             Display::Lines(Box::new(out.clone())),
             None,
@@ -316,7 +303,7 @@ mod tests {
     #[test]
     fn a_line_for_every_step_once_the_interval_passed() {
         let out = Captured::default();
-        let p = Progress::new("verify", Display::Lines(Box::new(out.clone())), None, Duration::ZERO);
+        let p = new("verify", Display::Lines(Box::new(out.clone())), None, Duration::ZERO);
         p.phase("checking", Some(2));
         p.inc(1);
         p.inc(1);
@@ -333,7 +320,7 @@ mod tests {
         let path = dir.path().join("notify");
         let sock = UnixDatagram::bind(&path).unwrap();
         sock.set_nonblocking(true).unwrap();
-        let p = Progress::new("import", Display::Silent, Some(path), Duration::from_secs(3600));
+        let p = new("import", Display::Silent, Some(path), Duration::from_secs(3600));
         run(&p);
         let mut got = Vec::new();
         let mut buf = [0u8; 512];
@@ -355,10 +342,10 @@ mod tests {
 
     #[test]
     fn quiet_without_systemd_is_the_silent_handle() {
-        let p = Progress::new("import", Display::Silent, None, DEFAULT_INTERVAL);
-        assert!(p.inner.is_none());
+        let p = new("import", Display::Silent, None, DEFAULT_INTERVAL);
+        assert_eq!(format!("{p:?}"), "Progress(silent)");
         // And an unreachable socket is no error.
-        let p = Progress::new(
+        let p = new(
             "import",
             Display::Silent,
             Some("/nonexistent/notify".into()),

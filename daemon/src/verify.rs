@@ -2,9 +2,9 @@
 //! `check_content` its NAR hash and size as recorded. Shared by the `verify`
 //! subcommand and the VerifyStore op, whatever the backend.
 
-use crate::lower::LowerDir;
-use crate::progress::Progress;
-use crate::store::{NarHash, StoreDir, StorePath};
+use snix_lower_store_types::lower::LowerDir;
+use snix_lower_store_types::progress::Progress;
+use snix_lower_store_types::{NarHash, StoreDir, StorePath};
 
 /// One line per problem, naming the path; empty when all is well.
 pub fn verify(

@@ -16,14 +16,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use snix_lower_store::index::import::{self, ImportOptions};
-use snix_lower_store::index::{KeyDirStats, PathInfoIndex};
-use snix_lower_store::lower::LowerDir;
-use snix_lower_store::protocol::wire::Limits;
 use snix_lower_store::server::ops::LowerStore;
 use snix_lower_store::server::Server;
-use snix_lower_store::store::path_info::PathInfo;
-use snix_lower_store::store::StoreDir;
+use snix_lower_store_index::import::{self, ImportOptions};
+use snix_lower_store_index::{KeyDirStats, PathInfoIndex};
+use snix_lower_store_protocol::wire::Limits;
+use snix_lower_store_types::lower::LowerDir;
+use snix_lower_store_types::path_info::PathInfo;
+use snix_lower_store_types::StoreDir;
 
 /// How the served index answers point lookups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,7 +82,7 @@ impl Fixture {
         let state = dir.path().join("state");
         std::fs::create_dir_all(&state).unwrap();
         let sd = StoreDir::new("/nix/store").unwrap();
-        let entries = snix_lower_store::demo::generate(&lower, &sd, 3, 2).unwrap();
+        let entries = snix_lower_store_testkit::demo::generate(&lower, &sd, 3, 2).unwrap();
         let socket = dir.path().join("sock");
         Fixture {
             dir,
@@ -204,10 +204,11 @@ impl Drop for Fixture {
     }
 }
 
-/// The vectors real Nix made (daemon/tests/data/ca-proof-vectors.json) as a
+/// The vectors real Nix made (crates/types/tests/data/ca-proof-vectors.json) as a
 /// lower dir with their contents and a `nix-store --dump-db` registration.
 pub fn nix_made_lower(root: &std::path::Path) -> (serde_json::Value, String) {
-    let doc: serde_json::Value = serde_json::from_str(include_str!("data/ca-proof-vectors.json")).unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_str(include_str!("../../crates/types/tests/data/ca-proof-vectors.json")).unwrap();
     let mut reg = String::new();
     for e in doc["entries"].as_array().unwrap() {
         let path = e["path"].as_str().unwrap();

@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use common::Fixture;
 use snix_lower_store::backend::Backend;
-use snix_lower_store::client::{Client, ClientError};
 use snix_lower_store::grpc::client::GrpcBackend;
 use snix_lower_store::grpc::convert::DeriverName;
-use snix_lower_store::lower::LowerDir;
-use snix_lower_store::protocol::request::{QueryPathFromHashPart, QueryReferrers, QueryValidDerivers};
-use snix_lower_store::protocol::wire::Limits;
 use snix_lower_store::server::ops::LowerStore;
 use snix_lower_store::server::Server;
+use snix_lower_store_protocol::request::{QueryPathFromHashPart, QueryReferrers, QueryValidDerivers};
+use snix_lower_store_protocol::wire::Limits;
+use snix_lower_store_testkit::client::{Client, ClientError};
+use snix_lower_store_types::lower::LowerDir;
 
 /// Run our gRPC server on its own runtime, so dropping the guard really
 /// stops it (listener and open HTTP/2 connections alike).
@@ -103,7 +103,7 @@ async fn answers(c: &mut Client, f: &Fixture) -> Vec<String> {
             c.call(&QueryValidDerivers { path: p.clone() }).await.unwrap()
         ));
         let nar = c.nar_from_path(&p, info.nar_size).await.unwrap();
-        let mut sink = snix_lower_store::store::nar::HashingSink::default();
+        let mut sink = snix_lower_store_types::nar::HashingSink::default();
         std::io::Write::write_all(&mut sink, &nar).unwrap();
         assert_eq!(
             sink.finish().0.to_base16(),
@@ -281,7 +281,7 @@ async fn deriver_name_on_the_wire_and_read_back_exactly() {
     let e = f.entries.iter().find(|e| e.deriver.is_some()).unwrap();
     let want = e.deriver.clone().unwrap();
     assert!(want.name().ends_with(".drv"));
-    let digest = snix_lower_store::store::hash::nix32_decode::<20>(e.path.hash_part())
+    let digest = snix_lower_store_types::hash::nix32_decode::<20>(e.path.hash_part())
         .unwrap()
         .to_vec();
     for (form, wire_name) in [
@@ -337,8 +337,8 @@ async fn deriver_name_on_the_wire_and_read_back_exactly() {
 /// (the second from the cache).
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_backend_proves_content_addresses_the_service_lacks() {
-    use snix_lower_store::index::import::{self, ImportOptions};
-    use snix_lower_store::store::ca_proof::CaProofOptions;
+    use snix_lower_store_index::import::{self, ImportOptions};
+    use snix_lower_store_types::ca_proof::CaProofOptions;
     let f = Fixture::new();
     let (doc, reg) = common::nix_made_lower(&f.lower);
     let batch = import::parse_registration(&reg, &f.sd, "reg").unwrap();
@@ -398,7 +398,7 @@ fn captured_derivers(dir: &std::path::Path) -> Vec<(String, Option<String>)> {
 /// infos), its small files in the lower dir and an empty directory for
 /// each other path (their contents are not read).
 fn index_capture(f: &Fixture, dir: &std::path::Path) {
-    use snix_lower_store::index::import::{self, ImportOptions};
+    use snix_lower_store_index::import::{self, ImportOptions};
     let lower = f.dir.path().join("capture-lower");
     std::fs::create_dir_all(&lower).unwrap();
     let json = std::fs::read_to_string(dir.join("nix-daemon-path-info.json")).unwrap();
@@ -430,7 +430,7 @@ fn index_capture(f: &Fixture, dir: &std::path::Path) {
 async fn grpc_get_answers_the_derivers_snix_nix_daemon_printed() {
     use snix_lower_store::grpc::proto::store::path_info_service_client::PathInfoServiceClient;
     use snix_lower_store::grpc::proto::store::{get_path_info_request, GetPathInfoRequest};
-    use snix_lower_store::store::hash::{nix32_decode, nix32_encode};
+    use snix_lower_store_types::hash::{nix32_decode, nix32_encode};
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/snix");
     let mut dirs: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
     dirs.retain(|d| d.join("snix-nix-daemon-derivers.txt").exists());

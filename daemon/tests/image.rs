@@ -12,9 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 
-use snix_lower_store::client::Client;
-use snix_lower_store::store::path_info::PathInfo;
-use snix_lower_store::store::StoreDir;
+use snix_lower_store_testkit::client::Client;
+use snix_lower_store_types::path_info::PathInfo;
+use snix_lower_store_types::StoreDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_snix-lower-store");
 
@@ -34,9 +34,13 @@ fn sd() -> StoreDir {
 fn make_image(dir: &Path, layers: usize, width: usize) -> Image {
     let root = dir.join("img");
     let lower = root.join("nix/store");
-    let entries = snix_lower_store::demo::generate(&lower, &sd(), layers, width).unwrap();
+    let entries = snix_lower_store_testkit::demo::generate(&lower, &sd(), layers, width).unwrap();
     let registration = dir.join("registration");
-    std::fs::write(&registration, snix_lower_store::demo::registration(&sd(), &entries)).unwrap();
+    std::fs::write(
+        &registration,
+        snix_lower_store_testkit::demo::registration(&sd(), &entries),
+    )
+    .unwrap();
     Image {
         root,
         lower,
@@ -513,9 +517,13 @@ fn a_state_dir_index_still_wins_over_the_image_index() {
 fn a_lower_dir_without_an_image_root_keeps_the_index_out_of_the_store_dir() {
     let t = tempfile::tempdir().unwrap();
     let lower = t.path().join("flat");
-    let entries = snix_lower_store::demo::generate(&lower, &sd(), 2, 2).unwrap();
+    let entries = snix_lower_store_testkit::demo::generate(&lower, &sd(), 2, 2).unwrap();
     let registration = t.path().join("registration");
-    std::fs::write(&registration, snix_lower_store::demo::registration(&sd(), &entries)).unwrap();
+    std::fs::write(
+        &registration,
+        snix_lower_store_testkit::demo::registration(&sd(), &entries),
+    )
+    .unwrap();
     let flat = Image {
         root: lower.clone(),
         lower: lower.clone(),

@@ -3,10 +3,10 @@
 mod common;
 
 use common::Fixture;
-use snix_lower_store::index::import::{self, ImportError, ImportOptions};
-use snix_lower_store::index::PathInfoIndex;
-use snix_lower_store::lower::LowerDir;
-use snix_lower_store::store::NarHash;
+use snix_lower_store_index::import::{self, ImportError, ImportOptions};
+use snix_lower_store_index::PathInfoIndex;
+use snix_lower_store_types::lower::LowerDir;
+use snix_lower_store_types::NarHash;
 
 fn count(f: &Fixture) -> u64 {
     PathInfoIndex::open_or_create(&f.state, "/nix/store")
@@ -25,7 +25,7 @@ fn rejected(r: Result<import::ImportReport, ImportError>) -> Vec<String> {
 #[test]
 fn registration_round_trip_and_idempotence() {
     let f = Fixture::new();
-    let text = snix_lower_store::demo::registration(&f.sd, &f.entries);
+    let text = snix_lower_store_testkit::demo::registration(&f.sd, &f.entries);
     let batch = import::parse_registration(&text, &f.sd, "reg").unwrap();
     assert_eq!(batch.len(), f.entries.len());
     let lower = LowerDir::open(&f.lower).unwrap();
@@ -252,14 +252,14 @@ fn verify_finds_missing_and_modified_paths() {
 /// through the CLI, a failed import that wrote nothing.
 #[test]
 fn multibyte_store_path_is_refused_naming_entry_and_line() {
-    use snix_lower_store::store::path::shown;
+    use snix_lower_store_types::path::shown;
     let f = Fixture::new();
     let crash = format!("/nix/store/{}Б-x", "a".repeat(31));
     let want_path = shown(&crash);
     assert!(want_path.contains("\\u{411}"), "{want_path}");
 
     // Registration: entry 2's path (and every reference to it) replaced.
-    let text = snix_lower_store::demo::registration(&f.sd, &f.entries).replace(&f.full(1), &crash);
+    let text = snix_lower_store_testkit::demo::registration(&f.sd, &f.entries).replace(&f.full(1), &crash);
     let line = 6 + f.entries[0].references.len();
     let e = import::parse_registration(&text, &f.sd, "reg").unwrap_err().to_string();
     assert!(e.contains(&format!("reg: entry 2: line {line}: ")), "{e}");
@@ -328,7 +328,7 @@ fn registration_import_proves_content_addresses_nix_recorded() {
     let lower_dir = dir.path().join("store");
     std::fs::create_dir(&lower_dir).unwrap();
     let (doc, reg) = common::nix_made_lower(&lower_dir);
-    let sd = snix_lower_store::store::StoreDir::new("/nix/store").unwrap();
+    let sd = snix_lower_store_types::StoreDir::new("/nix/store").unwrap();
     let batch = import::parse_registration(&reg, &sd, "reg").unwrap();
     assert!(batch.iter().all(|e| e.ca.is_none()));
     let lower = LowerDir::open(&lower_dir).unwrap();
@@ -360,7 +360,7 @@ fn registration_import_proves_content_addresses_nix_recorded() {
     std::fs::create_dir(&state).unwrap();
     let batch = import::parse_registration(&reg, &sd, "reg").unwrap();
     let opts = ImportOptions {
-        ca_proof: snix_lower_store::store::ca_proof::CaProofOptions::OFF,
+        ca_proof: snix_lower_store_types::ca_proof::CaProofOptions::OFF,
         ..Default::default()
     };
     import::import(&state, &sd, &lower, batch, opts).unwrap();

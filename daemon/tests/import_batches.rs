@@ -7,12 +7,12 @@
 mod common;
 
 use common::Fixture;
-use snix_lower_store::demo::add_text;
-use snix_lower_store::index::import::{self, ImportError, ImportOptions};
-use snix_lower_store::index::PathInfoIndex;
-use snix_lower_store::lower::LowerDir;
-use snix_lower_store::store::path_info::PathInfo;
-use snix_lower_store::store::NarHash;
+use snix_lower_store_index::import::{self, ImportError, ImportOptions};
+use snix_lower_store_index::PathInfoIndex;
+use snix_lower_store_testkit::demo::add_text;
+use snix_lower_store_types::lower::LowerDir;
+use snix_lower_store_types::path_info::PathInfo;
+use snix_lower_store_types::NarHash;
 
 fn rejected(r: Result<import::ImportReport, ImportError>) -> Vec<String> {
     match r {

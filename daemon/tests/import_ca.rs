@@ -5,14 +5,14 @@
 //! `tests/data/make-ca-check-vectors.sh`. One bad entry refuses the whole
 //! import, naming the entry; nothing is written.
 
-use snix_lower_store::index::import::{self, ImportOptions};
-use snix_lower_store::index::PathInfoIndex;
-use snix_lower_store::lower::LowerDir;
-use snix_lower_store::store::content_address::ContentAddress;
-use snix_lower_store::store::path_info::PathInfo;
-use snix_lower_store::store::StoreDir;
+use snix_lower_store_index::import::{self, ImportOptions};
+use snix_lower_store_index::PathInfoIndex;
+use snix_lower_store_types::content_address::ContentAddress;
+use snix_lower_store_types::lower::LowerDir;
+use snix_lower_store_types::path_info::PathInfo;
+use snix_lower_store_types::StoreDir;
 
-const VECTORS: &str = include_str!("data/ca-check-vectors.json");
+const VECTORS: &str = include_str!("../../crates/types/tests/data/ca-check-vectors.json");
 
 struct Setup {
     _dir: tempfile::TempDir,

@@ -4,12 +4,12 @@
 mod common;
 
 use common::{Fixture, Lookups};
-use snix_lower_store::client::{Client, ClientError};
-use snix_lower_store::demo;
-use snix_lower_store::protocol::codec::{BuildMode, OutputMap, TrustedFlag};
-use snix_lower_store::protocol::request::*;
-use snix_lower_store::protocol::wire::WireBuf;
-use snix_lower_store::store::nar::NarWriter;
+use snix_lower_store_protocol::codec::{BuildMode, OutputMap, TrustedFlag};
+use snix_lower_store_protocol::request::*;
+use snix_lower_store_protocol::wire::WireBuf;
+use snix_lower_store_testkit::client::{Client, ClientError};
+use snix_lower_store_testkit::demo;
+use snix_lower_store_types::nar::NarWriter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn setup(lookups: Lookups) -> (Fixture, Client) {
@@ -205,13 +205,13 @@ async fn a_bare_drv_below_1_30_asks_for_all_its_outputs(lookups: Lookups) {
 /// layouts (output paths before 1.31, realisation JSON from 1.31); unknown ids
 /// get the empty set, malformed ids an error that names the op.
 async fn query_realisation_in_both_layouts(lookups: Lookups) {
-    use snix_lower_store::index::import::{self, ImportOptions, NewRealisation};
-    use snix_lower_store::store::realisation::DrvOutputId;
+    use snix_lower_store_index::import::{self, ImportOptions, NewRealisation};
+    use snix_lower_store_types::realisation::DrvOutputId;
     let f = Fixture::with_lookups(lookups);
     let hex = "ab".repeat(32);
     let id = DrvOutputId::parse(&format!("sha256:{hex}!out")).unwrap();
     let dep = DrvOutputId::parse(&format!("sha256:{}!dev", "cd".repeat(32))).unwrap();
-    let lower = snix_lower_store::lower::LowerDir::open(&f.lower).unwrap();
+    let lower = snix_lower_store_types::lower::LowerDir::open(&f.lower).unwrap();
     let realisations = vec![
         NewRealisation {
             id: id.clone(),
@@ -228,7 +228,7 @@ async fn query_realisation_in_both_layouts(lookups: Lookups) {
     ];
     // Refused as a whole when an output path is not valid: nothing written.
     let mut bad = realisations.clone();
-    bad[1].out_path = snix_lower_store::store::StorePath::from_base_name(&format!("{}-gone", "d".repeat(32))).unwrap();
+    bad[1].out_path = snix_lower_store_types::StorePath::from_base_name(&format!("{}-gone", "d".repeat(32))).unwrap();
     let e = import::import_with_realisations(
         &f.state,
         &f.sd,
@@ -255,13 +255,12 @@ async fn query_realisation_in_both_layouts(lookups: Lookups) {
     f.serve().await;
 
     let ask = |s: &str| QueryRealisation { id: s.into() };
-    let jsons =
-        |r: snix_lower_store::protocol::codec::Realisations| r.0.into_iter().map(|r| r.json).collect::<Vec<_>>();
+    let jsons = |r: snix_lower_store_protocol::codec::Realisations| r.0.into_iter().map(|r| r.json).collect::<Vec<_>>();
     let out_paths =
-        |r: snix_lower_store::protocol::codec::Realisations| r.0.into_iter().map(|r| r.out_path).collect::<Vec<_>>();
+        |r: snix_lower_store_protocol::codec::Realisations| r.0.into_iter().map(|r| r.out_path).collect::<Vec<_>>();
     let mut c = Client::connect(&f.socket, 38).await.unwrap();
     // Any SHA-256 encoding of the id finds it.
-    let nix32 = snix_lower_store::store::NarHash::parse(&hex)
+    let nix32 = snix_lower_store_types::NarHash::parse(&hex)
         .unwrap()
         .to_nix32_prefixed();
     for asked in [id.to_string(), format!("{nix32}!out")] {
@@ -598,8 +597,8 @@ async fn serve_sees_an_import_without_restart(lookups: Lookups) {
     let mut f = Fixture::with_lookups(lookups);
     f.imports_while_serving();
     // Index only the first layer, start serving, then import the rest.
-    let lower = snix_lower_store::lower::LowerDir::open(&f.lower).unwrap();
-    snix_lower_store::index::import::import(&f.state, &f.sd, &lower, f.entries[..2].to_vec(), Default::default())
+    let lower = snix_lower_store_types::lower::LowerDir::open(&f.lower).unwrap();
+    snix_lower_store_index::import::import(&f.state, &f.sd, &lower, f.entries[..2].to_vec(), Default::default())
         .unwrap();
     f.serve().await;
     let mut c = Client::connect(&f.socket, 38).await.unwrap();
@@ -609,7 +608,7 @@ async fn serve_sees_an_import_without_restart(lookups: Lookups) {
     assert!(c.call(&referrers(f.full(0))).await.unwrap().is_empty());
     f.import_all();
     // Readers keep a snapshot for at most READ_SNAPSHOT_MAX_AGE.
-    tokio::time::sleep(snix_lower_store::index::READ_SNAPSHOT_MAX_AGE + std::time::Duration::from_millis(20)).await;
+    tokio::time::sleep(snix_lower_store_index::READ_SNAPSHOT_MAX_AGE + std::time::Duration::from_millis(20)).await;
     async fn sees_all(f: &Fixture, c: &mut Client) {
         assert!(c.is_valid_path(&f.full(3)).await.unwrap());
         let (top, bottom) = (f.full(3), f.full(0));
@@ -769,7 +768,7 @@ fn with_char_at(base: &str, at: usize, c: char) -> String {
 /// same connection is answered, and the daemon logged no panic.
 async fn multibyte_store_paths_are_errors_and_the_connection_stays_usable(lookups: Lookups) {
     use snix_lower_store::panics::PANIC_MARKER;
-    use snix_lower_store::store::path::shown;
+    use snix_lower_store_types::path::shown;
     let f = Fixture::with_lookups(lookups);
     f.import_all();
     let mut daemon = RealDaemon::start(&f).await;
@@ -806,7 +805,7 @@ async fn multibyte_store_paths_are_errors_and_the_connection_stays_usable(lookup
 /// The crash input in every other op that takes store paths: STDERR_ERROR
 /// naming the op and the escaped path, then the connection answers again.
 async fn the_crash_input_in_every_path_op_is_an_error(lookups: Lookups) {
-    use snix_lower_store::store::path::shown;
+    use snix_lower_store_types::path::shown;
     let (f, mut c) = setup(lookups).await;
     let good = f.full(0);
     let crash = format!("/nix/store/{}Б-x", "a".repeat(31));

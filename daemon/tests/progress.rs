@@ -104,7 +104,7 @@ fn import_phases(cmd: &str, n: usize) -> Vec<String> {
 
 fn registration(f: &Fixture) -> PathBuf {
     let reg = f.dir.path().join("reg");
-    std::fs::write(&reg, snix_lower_store::demo::registration(&f.sd, &f.entries)).unwrap();
+    std::fs::write(&reg, snix_lower_store_testkit::demo::registration(&f.sd, &f.entries)).unwrap();
     reg
 }
 

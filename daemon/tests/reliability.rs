@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Fixture, Lookups};
-use snix_lower_store::client::{Client, ClientError};
-use snix_lower_store::protocol::wire::WireBuf;
+use snix_lower_store_protocol::wire::WireBuf;
+use snix_lower_store_testkit::client::{Client, ClientError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A slow client (one byte at a time) ties up only its own task.
@@ -257,13 +257,13 @@ async fn vanished_lower_dir_is_an_error_not_an_answer(lookups: Lookups) {
 #[test]
 fn repeated_kills_during_import() {
     use sha2::Digest as _;
-    use snix_lower_store::index::PathInfoIndex;
+    use snix_lower_store_index::PathInfoIndex;
     let bin = env!("CARGO_BIN_EXE_snix-lower-store");
     let f = Fixture::new();
     let lower = f.dir.path().join("big");
-    let entries = snix_lower_store::demo::generate(&lower, &f.sd, 4000, 6).unwrap();
+    let entries = snix_lower_store_testkit::demo::generate(&lower, &f.sd, 4000, 6).unwrap();
     // `nix path-info --json` (Nix 2.26's form) with registration times.
-    let json = |es: &[snix_lower_store::store::path_info::PathInfo]| {
+    let json = |es: &[snix_lower_store_types::path_info::PathInfo]| {
         let m: serde_json::Map<String, serde_json::Value> = es
             .iter()
             .map(|e| {
@@ -454,8 +454,8 @@ async fn idle_exit_counts_from_the_last_connection(lookups: Lookups) {
 /// and once the refused clients are gone the next one is told again. On the
 /// paused clock, so the refusals' own timeouts (5 s) cannot end them mid-test.
 async fn refusals_over_the_limit_stay_bounded(lookups: Lookups) {
-    use snix_lower_store::protocol::{WORKER_MAGIC_1, WORKER_MAGIC_2};
     use snix_lower_store::server::REFUSING_AT_ONCE;
+    use snix_lower_store_protocol::{WORKER_MAGIC_1, WORKER_MAGIC_2};
     let f = Fixture::with_lookups(lookups);
     f.import_all();
     let server = f
@@ -545,18 +545,18 @@ async fn drain_waits_for_a_request_in_flight(lookups: Lookups) {
 
 /// Indexes the fixture plus one object of `size` bytes (a NAR that is still
 /// streaming when a test acts) and returns its path and NAR size.
-fn index_with_big_object(f: &Fixture, size: usize) -> (snix_lower_store::store::StorePath, u64) {
+fn index_with_big_object(f: &Fixture, size: usize) -> (snix_lower_store_types::StorePath, u64) {
     let big = f.lower.join("big-tmp");
     std::fs::write(&big, vec![7u8; size]).unwrap();
-    let (h, n) = snix_lower_store::store::nar::nar_hash(&big).unwrap();
-    let p = snix_lower_store::demo::text_path(&f.sd, "big", b"big", &[]);
+    let (h, n) = snix_lower_store_types::nar::nar_hash(&big).unwrap();
+    let p = snix_lower_store_testkit::demo::text_path(&f.sd, "big", b"big", &[]);
     std::fs::rename(&big, f.lower.join(p.base_name())).unwrap();
     let mut entries = f.entries.clone();
-    entries.push(snix_lower_store::store::path_info::PathInfo {
-        ..snix_lower_store::store::path_info::PathInfo::new(p.clone(), h, n)
+    entries.push(snix_lower_store_types::path_info::PathInfo {
+        ..snix_lower_store_types::path_info::PathInfo::new(p.clone(), h, n)
     });
-    let lower = snix_lower_store::lower::LowerDir::open(&f.lower).unwrap();
-    snix_lower_store::index::import::import(&f.state, &f.sd, &lower, entries, Default::default()).unwrap();
+    let lower = snix_lower_store_types::lower::LowerDir::open(&f.lower).unwrap();
+    snix_lower_store_index::import::import(&f.state, &f.sd, &lower, entries, Default::default()).unwrap();
     (p, n)
 }
 

@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = snix_lower_store::store::drv::parse_outputs(data);
+    let _ = snix_lower_store_types::drv::parse_outputs(data);
 });

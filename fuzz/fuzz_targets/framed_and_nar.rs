@@ -1,8 +1,8 @@
 //! The framed-data reader and the unframed NAR skipper (old AddToStore).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use snix_lower_store::protocol::nar_skip::skip_nar;
-use snix_lower_store::protocol::wire::{Limits, WireReader};
+use snix_lower_store_protocol::nar_skip::skip_nar;
+use snix_lower_store_protocol::wire::{Limits, WireReader};
 
 fuzz_target!(|data: &[u8]| {
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();

@@ -1,8 +1,8 @@
 //! Arbitrary bytes as the opening of a connection.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use snix_lower_store::protocol::handshake::serve_handshake;
-use snix_lower_store::protocol::wire::{Limits, WireReader};
+use snix_lower_store_protocol::handshake::serve_handshake;
+use snix_lower_store_protocol::wire::{Limits, WireReader};
 
 fuzz_target!(|data: &[u8]| {
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();

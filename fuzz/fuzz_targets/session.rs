@@ -40,20 +40,20 @@ use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use snix_lower_store::client::{Client, ClientError};
-use snix_lower_store::index::import::{self, ImportOptions};
-use snix_lower_store::index::PathInfoIndex;
-use snix_lower_store::lower::LowerDir;
-use snix_lower_store::protocol::codec::{TrustedFlag, UnkeyedValidPathInfo, Wire};
-use snix_lower_store::protocol::nar_skip::skip_nar;
-use snix_lower_store::protocol::request::{read_request, AnyRequest, Op};
-use snix_lower_store::protocol::wire::{Limits, ProtocolError, WireReader};
-use snix_lower_store::protocol::ProtoVersion;
+use snix_lower_store_testkit::client::{Client, ClientError};
+use snix_lower_store_index::import::{self, ImportOptions};
+use snix_lower_store_index::PathInfoIndex;
+use snix_lower_store_types::lower::LowerDir;
+use snix_lower_store_protocol::codec::{TrustedFlag, UnkeyedValidPathInfo, Wire};
+use snix_lower_store_protocol::nar_skip::skip_nar;
+use snix_lower_store_protocol::request::{read_request, AnyRequest, Op};
+use snix_lower_store_protocol::wire::{Limits, ProtocolError, WireReader};
+use snix_lower_store_protocol::ProtoVersion;
 use snix_lower_store::server::ops::LowerStore;
 use snix_lower_store::server::Server;
-use snix_lower_store::store::nar::{nar_hash, HashingSink};
-use snix_lower_store::store::path_info::PathInfo;
-use snix_lower_store::store::{StoreDir, StorePath};
+use snix_lower_store_types::nar::{nar_hash, HashingSink};
+use snix_lower_store_types::path_info::PathInfo;
+use snix_lower_store_types::{StoreDir, StorePath};
 
 /// The daemon's default decoding limits, for the server and for splitting.
 fn limits() -> Limits {
@@ -120,10 +120,10 @@ fn build_fixture() -> Result<Fixture, String> {
     let (lower, state) = (dir.join("lower"), dir.join("state"));
     std::fs::create_dir_all(&state).map_err(|e| e.to_string())?;
     let sd = StoreDir::new("/nix/store")?;
-    let mut entries = snix_lower_store::demo::generate(&lower, &sd, 2, 2).map_err(|e| e.to_string())?;
+    let mut entries = snix_lower_store_testkit::demo::generate(&lower, &sd, 2, 2).map_err(|e| e.to_string())?;
     let tree = tree_object(&lower, entries[0].path.clone()).map_err(|e| format!("tree object: {e}"))?;
     entries.push(tree);
-    let gone = snix_lower_store::demo::add_text(&lower, &sd, "fuzz-gone", "deleted after import\n", &[])
+    let gone = snix_lower_store_testkit::demo::add_text(&lower, &sd, "fuzz-gone", "deleted after import\n", &[])
         .map_err(|e| e.to_string())?;
     entries.push(gone.clone());
     let lower_dir = LowerDir::open(&lower)?;
@@ -189,7 +189,7 @@ fn tree_object(lower: &Path, reference: StorePath) -> std::io::Result<PathInfo> 
     Ok(PathInfo {
         references: vec![reference],
         registration_time: 1_700_000_000,
-        sigs: vec![snix_lower_store::store::path_info::Signature::parse("cache.example.org-1:c2lnbmF0dXJl").unwrap()],
+        sigs: vec![snix_lower_store_types::path_info::Signature::parse("cache.example.org-1:c2lnbmF0dXJl").unwrap()],
         ..PathInfo::new(path, nar_hash, nar_size)
     })
 }
@@ -325,7 +325,7 @@ async fn check_reply(f: &Fixture, c: &mut Client, req: &AnyRequest) -> Result<()
 }
 
 /// Decode the reply of a request of type `Q` with the daemon's own type.
-async fn reply<Q: snix_lower_store::protocol::request::Request>(c: &mut Client, _: &Q) -> Result<Q::Reply, String> {
+async fn reply<Q: snix_lower_store_protocol::request::Request>(c: &mut Client, _: &Q) -> Result<Q::Reply, String> {
     Q::Reply::decode(&mut c.r, c.version).await.map_err(|e| e.to_string())
 }
 
@@ -500,8 +500,8 @@ fn present(f: &Fixture, t: &str, bare_drv_means_outputs: bool) -> Result<bool, S
 /// exactly the base paths of the targets the fixture lacks.
 fn missing(
     f: &Fixture,
-    m: snix_lower_store::protocol::codec::Missing,
-    q: &snix_lower_store::protocol::request::QueryMissing,
+    m: snix_lower_store_protocol::codec::Missing,
+    q: &snix_lower_store_protocol::request::QueryMissing,
 ) -> Result<(), String> {
     none(m.will_build.len() + m.will_substitute.len())?;
     if (m.download_size, m.nar_size) != (0, 0) {

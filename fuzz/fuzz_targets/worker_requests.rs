@@ -4,9 +4,9 @@
 //! panic or an allocation beyond the limits.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use snix_lower_store::protocol::request::{read_request, Op};
-use snix_lower_store::protocol::wire::{Limits, WireReader};
-use snix_lower_store::protocol::ProtoVersion;
+use snix_lower_store_protocol::request::{read_request, Op};
+use snix_lower_store_protocol::wire::{Limits, WireReader};
+use snix_lower_store_protocol::ProtoVersion;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&v, rest)) = data.split_first() else { return };

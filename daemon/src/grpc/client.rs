@@ -31,12 +31,12 @@ use super::error::{DrvOutputsError, GrpcError};
 use super::proto::store::path_info_service_client::PathInfoServiceClient;
 use super::proto::store::{get_path_info_request, GetPathInfoRequest, ListPathInfoRequest};
 use super::Address;
-use crate::lower::LowerDir;
-use crate::store::ca_proof::{self, CaProofOptions, Claim, Proof};
-use crate::store::content_address::ContentAddress;
-use crate::store::hash::nix32_decode_vec;
-use crate::store::path_info::PathInfo;
-use crate::store::{NarHash, StoreDir, StorePath};
+use snix_lower_store_types::ca_proof::{self, CaProofOptions, Claim, Proof};
+use snix_lower_store_types::content_address::ContentAddress;
+use snix_lower_store_types::hash::nix32_decode_vec;
+use snix_lower_store_types::lower::LowerDir;
+use snix_lower_store_types::path_info::PathInfo;
+use snix_lower_store_types::{NarHash, StoreDir, StorePath};
 
 /// What this backend's calls give: its own error, which `backend` wraps.
 type Result<T> = std::result::Result<T, GrpcError>;
@@ -62,7 +62,7 @@ struct Inner {
     last_attempt: Mutex<Option<Instant>>,
     last_error: Mutex<Option<String>>,
     /// Parsed outputs of derivations, which never change.
-    drv_outputs: Mutex<HashMap<StorePath, crate::store::drv::OutputMap>>,
+    drv_outputs: Mutex<HashMap<StorePath, snix_lower_store_types::drv::OutputMap>>,
     /// Which content addresses are proven for path infos that have none.
     ca_proof: CaProofOptions,
     /// Definite proofs already made: path -> (the NAR hash proven for, its
@@ -354,7 +354,10 @@ impl GrpcBackend {
         Ok(self.snap_knowing(p).await?.derivers.get(p).cloned().unwrap_or_default())
     }
 
-    fn parse_drv(&self, drv: &StorePath) -> std::result::Result<crate::store::drv::OutputMap, DrvOutputsError> {
+    fn parse_drv(
+        &self,
+        drv: &StorePath,
+    ) -> std::result::Result<snix_lower_store_types::drv::OutputMap, DrvOutputsError> {
         if let Some(o) = self.0.drv_outputs.lock().unwrap_or_else(|e| e.into_inner()).get(drv) {
             return Ok(o.clone());
         }
@@ -381,7 +384,10 @@ impl GrpcBackend {
         Ok(v)
     }
 
-    pub(crate) async fn derivation_outputs(&self, drv: &StorePath) -> Result<Option<crate::store::drv::OutputMap>> {
+    pub(crate) async fn derivation_outputs(
+        &self,
+        drv: &StorePath,
+    ) -> Result<Option<snix_lower_store_types::drv::OutputMap>> {
         if self.path_info(drv).await?.is_none() {
             return Ok(None);
         }

@@ -16,11 +16,11 @@ use super::proto::castore::{entry, Entry};
 use super::proto::store::{
     nar_info, nar_info::ca::Hash as CaHash, NarInfo, PathInfo as SnixPathInfo, StorePath as SnixStorePath,
 };
-use crate::store::content_address::{ContentAddress, Method};
-use crate::store::hash::{digest_len, nix32_decode_vec, nix32_encode};
-use crate::store::path::StorePathError;
-use crate::store::path_info::{PathInfo, Signature};
-use crate::store::{NarHash, StorePath};
+use snix_lower_store_types::content_address::{ContentAddress, Method};
+use snix_lower_store_types::hash::{digest_len, nix32_decode_vec, nix32_encode};
+use snix_lower_store_types::path::StorePathError;
+use snix_lower_store_types::path_info::{PathInfo, Signature};
+use snix_lower_store_types::{NarHash, StorePath};
 
 /// Why a path info cannot cross between snix's schema and Nix's. Content
 /// addresses and the field values shown are escaped and bounded ([`shown`]):
@@ -300,8 +300,8 @@ pub(crate) fn from_snix(p: SnixPathInfo) -> Result<PathInfo, ConvertError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::hash::hex_encode;
     use prost::Message;
+    use snix_lower_store_types::hash::hex_encode;
 
     fn sp(s: &str) -> StorePath {
         StorePath::from_base_name(s).unwrap()

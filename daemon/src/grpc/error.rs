@@ -7,8 +7,8 @@
 //! a `source()`: the texts are the ones the daemon has always logged and sent
 //! to Nix, and printing a chain (`{:#}`) cannot repeat a cause.
 
-use crate::store::path::StorePathError;
-use crate::store::StorePath;
+use snix_lower_store_types::path::StorePathError;
+use snix_lower_store_types::StorePath;
 
 use super::convert::ConvertError;
 
@@ -81,9 +81,9 @@ pub enum GrpcError {
 /// Why the outputs of a `.drv` in the lower dir are unknown.
 #[derive(Debug, thiserror::Error)]
 pub enum DrvOutputsError {
-    /// Opening, reading or parsing the `.drv` failed ([`crate::lower::LowerDir`]'s message).
+    /// Opening, reading or parsing the `.drv` failed ([`snix_lower_store_types::lower::LowerDir`]'s message).
     #[error(transparent)]
-    Read(crate::lower::LowerError),
+    Read(snix_lower_store_types::lower::LowerError),
     /// An output path is not a store path of our store directory.
     #[error("{0}")]
     OutputPath(StorePathError),
@@ -123,7 +123,7 @@ mod tests {
         let drv = StorePath::from_base_name("1n5cj1q9ykjq2y3hbqh3v3rn9wsxk0sm-x.drv").unwrap();
         let e = GrpcError::Derivation {
             drv,
-            error: DrvOutputsError::Read(crate::lower::LowerError::DrvTooLarge),
+            error: DrvOutputsError::Read(snix_lower_store_types::lower::LowerError::DrvTooLarge),
         };
         assert_eq!(
             e.to_string(),

@@ -25,9 +25,9 @@ use serde_json::Value;
 
 use super::convert::from_snix;
 use super::proto::store::PathInfo as SnixPathInfo;
-use crate::store::ca_proof::{self, CaProofOptions, Claim};
-use crate::store::path_info::PathInfo;
-use crate::store::StoreDir;
+use snix_lower_store_types::ca_proof::{self, CaProofOptions, Claim};
+use snix_lower_store_types::path_info::PathInfo;
+use snix_lower_store_types::StoreDir;
 
 const STORE: &str = "/nix/store";
 
@@ -100,7 +100,7 @@ fn nar_hash_bytes(s: &str) -> Vec<u8> {
         return base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
     }
     let nix32 = s.strip_prefix("sha256:").expect("a sha256 NAR hash");
-    crate::store::hash::nix32_decode_vec(nix32, 32).unwrap()
+    snix_lower_store_types::hash::nix32_decode_vec(nix32, 32).unwrap()
 }
 
 fn full(p: &impl std::fmt::Display) -> String {
@@ -246,7 +246,8 @@ fn every_compared_field_can_fail() {
         .expect("a signed derivation output");
     assert!(mismatches(good, nix).is_empty());
     let doubled =
-        crate::store::StorePath::from_owned_base_name(format!("{}.drv", good.deriver.as_ref().unwrap())).unwrap();
+        snix_lower_store_types::StorePath::from_owned_base_name(format!("{}.drv", good.deriver.as_ref().unwrap()))
+            .unwrap();
     type Change = Box<dyn Fn(&mut PathInfo)>;
     let changes: Vec<(&str, Change)> = vec![
         ("deriver", Box::new(move |i| i.deriver = Some(doubled.clone()))),
@@ -257,8 +258,8 @@ fn every_compared_field_can_fail() {
         (
             "ca",
             Box::new(|i| {
-                let text = format!("text:sha256:{}", crate::store::hash::nix32_encode(&[0; 32]));
-                i.ca = Some(crate::store::content_address::ContentAddress::parse(&text).unwrap())
+                let text = format!("text:sha256:{}", snix_lower_store_types::hash::nix32_encode(&[0; 32]));
+                i.ca = Some(snix_lower_store_types::content_address::ContentAddress::parse(&text).unwrap())
             }),
         ),
     ];
@@ -309,7 +310,7 @@ impl super::proto::store::path_info_service_server::PathInfoService for Replay {
             .iter()
             .find(|m| {
                 let info = from_snix((*m).clone()).unwrap();
-                crate::store::hash::nix32_decode_vec(info.path.hash_part(), 20) == Some(digest.clone())
+                snix_lower_store_types::hash::nix32_decode_vec(info.path.hash_part(), 20) == Some(digest.clone())
             })
             .map(|m| tonic::Response::new(m.clone()))
             .ok_or_else(|| tonic::Status::not_found("PathInfo not found"))
@@ -365,7 +366,7 @@ async fn grpc_backend_over_replayed_snix_answers_like_nix() {
                 .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
         );
         let sd = StoreDir::new(STORE).unwrap();
-        let lower = crate::lower::LowerDir::open(&dir.join("files")).unwrap();
+        let lower = snix_lower_store_types::lower::LowerDir::open(&dir.join("files")).unwrap();
         let addr = format!("grpc+unix://{}", sock.display());
         let b = GrpcBackend::connect(&addr, lower, sd.clone(), std::time::Duration::from_secs(5))
             .await

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 
 use super::plan::{referrers_first, Changed, Plan, UpperDb};
-use crate::store::content_address::ContentAddress;
+use snix_lower_store_types::content_address::ContentAddress;
 
 /// Paths per `nix-store --delete` call (keeps the argument list short).
 const BATCH: usize = 256;
@@ -107,7 +107,7 @@ pub(crate) fn update_like_nix(db: &Path, rows: &[Changed]) -> Result<()> {
             let size = (n.nar_size != 0).then_some(n.nar_size as i64);
             let hash = format!("sha256:{}", n.nar_hash.to_base16());
             let ultimate = n.ultimate.then_some(1i64);
-            let sigs = (!n.sigs.is_empty()).then(|| crate::store::path_info::join_sigs(&n.sigs));
+            let sigs = (!n.sigs.is_empty()).then(|| snix_lower_store_types::path_info::join_sigs(&n.sigs));
             let ca = n.ca.as_ref().map(ContentAddress::render);
             let changed = st
                 .execute(rusqlite::params![size, hash, ultimate, sigs, ca, c.path])

@@ -57,8 +57,8 @@ use anyhow::{bail, Result};
 use std::path::Path;
 use std::time::Instant;
 
-use crate::index::PathInfoIndex;
 use crate::overlay_url::Parsed;
+use snix_lower_store_index::PathInfoIndex;
 
 /// What to do with broken paths.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -110,7 +110,7 @@ pub fn run(o: &Options) -> Result<Outcome> {
             t0.elapsed().as_secs_f64()
         )));
     }
-    let lookup = |p: &crate::store::StorePath| Ok(o.index.path_info(p)?);
+    let lookup = |p: &snix_lower_store_types::StorePath| Ok(o.index.path_info(p)?);
     let upper = plan::read_upper_db(&db)?;
     let plan = plan::plan(&upper, &url.store_dir, &url.upper_layer, &lookup)?;
     log_plan(&plan);

@@ -14,10 +14,10 @@ use rusqlite::{Connection, OpenFlags};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 
-use crate::store::content_address::ContentAddress;
-use crate::store::path_info::split_list;
-use crate::store::path_info::PathInfo;
-use crate::store::{NarHash, StorePath};
+use snix_lower_store_types::content_address::ContentAddress;
+use snix_lower_store_types::path_info::split_list;
+use snix_lower_store_types::path_info::PathInfo;
+use snix_lower_store_types::{NarHash, StorePath};
 
 /// One `ValidPaths` row, as Nix's `schema.sql` declares it.
 #[derive(Clone, Debug)]

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::Path;
 
-use crate::index::PathInfoIndex;
+use snix_lower_store_index::PathInfoIndex;
 
 const HEADER: &str = "\
 # snix-lower-store reconcile: the lower this upper store was last settled with.
@@ -49,7 +49,10 @@ pub(crate) fn identity(index: &PathInfoIndex, db: &Path) -> Result<String> {
     h.update(db.as_os_str().as_encoded_bytes());
     h.update(b"\n");
     h.update(id.as_bytes());
-    Ok(format!("v1 {}", crate::store::hash::hex_encode(&h.finalize())))
+    Ok(format!(
+        "v1 {}",
+        snix_lower_store_types::hash::hex_encode(&h.finalize())
+    ))
 }
 
 fn state_dir_identity(index: &PathInfoIndex) -> Result<String> {

@@ -5,11 +5,11 @@
 
 use super::plan::{self, referrers_first, UpperDb};
 use super::*;
-use crate::store::content_address::ContentAddress;
-use crate::store::hash::nix32_encode;
-use crate::store::path_info::{PathInfo, Signature};
-use crate::store::{NarHash, StorePath};
 use rusqlite::Connection;
+use snix_lower_store_types::content_address::ContentAddress;
+use snix_lower_store_types::hash::nix32_encode;
+use snix_lower_store_types::path_info::{PathInfo, Signature};
+use snix_lower_store_types::{NarHash, StorePath};
 use std::collections::{BTreeSet, HashMap};
 
 /// Nix's schema.sql, the parts reconcile reads and writes.
@@ -92,7 +92,7 @@ impl Fx {
                 format!("/nix/store/{}", i.path.base_name()),
                 format!("sha256:{}", i.nar_hash.to_base16()),
                 i.nar_size as i64,
-                crate::store::path_info::join_sigs(&i.sigs),
+                snix_lower_store_types::path_info::join_sigs(&i.sigs),
                 i.ca.as_ref().map(|c| c.render())
             ],
         )

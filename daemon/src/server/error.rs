@@ -13,11 +13,11 @@
 use std::time::Duration;
 
 use crate::backend::BackendError;
-use crate::lower::LowerError;
-use crate::protocol::handshake::HandshakeError;
-use crate::protocol::request::Op;
-use crate::protocol::wire::ProtocolError;
-use crate::store::path::{shown, StorePathError};
+use snix_lower_store_protocol::handshake::HandshakeError;
+use snix_lower_store_protocol::request::Op;
+use snix_lower_store_protocol::wire::ProtocolError;
+use snix_lower_store_types::lower::LowerError;
+use snix_lower_store_types::path::{shown, StorePathError};
 
 /// Why one op cannot be answered.
 #[derive(Debug)]

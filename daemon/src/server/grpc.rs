@@ -21,8 +21,8 @@ use crate::grpc::proto::store::{
     get_path_info_request, CalculateNarResponse, GetPathInfoRequest, ListPathInfoRequest, PathInfo as SnixPathInfo,
 };
 use crate::server::ops::LowerStore;
-use crate::store::hash::nix32_encode;
-use crate::store::StorePath;
+use snix_lower_store_types::hash::nix32_encode;
+use snix_lower_store_types::StorePath;
 
 const ENTRY_CACHE_MAX: usize = 100_000;
 

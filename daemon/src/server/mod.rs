@@ -24,11 +24,11 @@ use tokio::io::BufReader;
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, info, warn};
 
-use crate::protocol::handshake::serve_handshake;
-use crate::protocol::wire::{Limits, WireReader};
 use ops::LowerStore;
 use peer::Peer;
 use session::send_error;
+use snix_lower_store_protocol::handshake::serve_handshake;
+use snix_lower_store_protocol::wire::{Limits, WireReader};
 
 /// Counters reported in logs and the service status, and the semaphores and
 /// notifications behind them (`limits`).

@@ -19,13 +19,13 @@ use super::error::SessionError;
 use super::ops::Serve;
 use super::peer::{self, Peer};
 use super::Server;
-use crate::protocol::codec::{StderrFrame, Wire};
-use crate::protocol::handshake::serve_handshake;
-use crate::protocol::request::Op;
-use crate::protocol::wire::{ProtocolError, WireBuf, WireReader};
-use crate::protocol::ProtoVersion;
-use crate::store::nar::NarWriter;
-use crate::store::StorePath;
+use snix_lower_store_protocol::codec::{StderrFrame, Wire};
+use snix_lower_store_protocol::handshake::serve_handshake;
+use snix_lower_store_protocol::request::Op;
+use snix_lower_store_protocol::wire::{ProtocolError, WireBuf, WireReader};
+use snix_lower_store_protocol::ProtoVersion;
+use snix_lower_store_types::nar::NarWriter;
+use snix_lower_store_types::StorePath;
 
 /// A connection after the handshake.
 pub(crate) struct Conn<'a, R, W> {
@@ -276,17 +276,17 @@ macro_rules! dispatch {
         /// Decode, answer and reply to one request of `op`.
         async fn dispatch<R, W>(
             c: &mut Conn<'_, R, W>,
-            op: crate::protocol::request::Op,
+            op: snix_lower_store_protocol::request::Op,
         ) -> Result<(), SessionError>
         where
             R: tokio::io::AsyncRead + Unpin + Send,
             W: tokio::io::AsyncWrite + Unpin + Send,
         {
-            use crate::protocol::request::{self as q, Op};
+            use snix_lower_store_protocol::request::{self as q, Op};
             match op {
                 $(Op::$name => c.serve_op::<q::$name>().await,)*
             }
         }
     };
 }
-crate::protocol::request::for_each_op!(dispatch);
+snix_lower_store_protocol::request::for_each_op!(dispatch);

@@ -2,8 +2,8 @@
 //! (the paths are all present; verifying without repair), refused otherwise.
 
 use super::{Acknowledged, Answer, LowerStore, OpError, Serve};
-use crate::protocol::codec::BuildMode;
-use crate::protocol::request::*;
+use snix_lower_store_protocol::codec::BuildMode;
+use snix_lower_store_protocol::request::*;
 
 impl LowerStore {
     /// Are all these derived paths present, so a build has nothing to do?

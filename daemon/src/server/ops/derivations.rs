@@ -3,12 +3,12 @@
 //! content-addressed outputs.
 
 use super::{Answer, LowerStore, OpError, Serve};
-use crate::protocol::codec::Shown;
-use crate::protocol::codec::{Missing, OutputMap, Realisations, WireRealisation};
-use crate::protocol::request::*;
-use crate::store::drv::OutputMap as DrvOutputs;
-use crate::store::realisation::DrvOutputId;
-use crate::store::StorePath;
+use snix_lower_store_protocol::codec::Shown;
+use snix_lower_store_protocol::codec::{Missing, OutputMap, Realisations, WireRealisation};
+use snix_lower_store_protocol::request::*;
+use snix_lower_store_types::drv::OutputMap as DrvOutputs;
+use snix_lower_store_types::realisation::DrvOutputId;
+use snix_lower_store_types::StorePath;
 
 impl LowerStore {
     /// The outputs of a derivation the backend knows, or "not valid".

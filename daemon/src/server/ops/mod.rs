@@ -26,13 +26,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::backend::{Backend, BackendError};
-use crate::lower::LowerDir;
-use crate::protocol::codec::{Shown, StderrFrame, Wire};
-use crate::protocol::request::Request;
-use crate::protocol::wire::WireBuf;
-use crate::protocol::ProtoVersion;
-use crate::store::derived_path::{DerivedPath, Outputs};
-use crate::store::{StoreDir, StorePath};
+use snix_lower_store_protocol::codec::{Shown, StderrFrame, Wire};
+use snix_lower_store_protocol::request::Request;
+use snix_lower_store_protocol::wire::WireBuf;
+use snix_lower_store_protocol::ProtoVersion;
+use snix_lower_store_types::derived_path::{DerivedPath, Outputs};
+use snix_lower_store_types::lower::LowerDir;
+use snix_lower_store_types::{StoreDir, StorePath};
 
 pub use super::error::OpError;
 
@@ -79,12 +79,12 @@ impl Wire for Acknowledged {
         1u64.encode(out, v);
     }
     async fn decode<R: tokio::io::AsyncRead + Unpin + Send>(
-        r: &mut crate::protocol::wire::WireReader<R>,
+        r: &mut snix_lower_store_protocol::wire::WireReader<R>,
         v: ProtoVersion,
-    ) -> Result<Self, crate::protocol::wire::ProtocolError> {
+    ) -> Result<Self, snix_lower_store_protocol::wire::ProtocolError> {
         match u64::decode(r, v).await? {
             1 => Ok(Acknowledged),
-            n => Err(crate::protocol::wire::ProtocolError::Malformed(format!(
+            n => Err(snix_lower_store_protocol::wire::ProtocolError::Malformed(format!(
                 "an acknowledgement is the integer 1, not {n}"
             ))),
         }
@@ -99,7 +99,7 @@ pub trait Serve: Request + Sync {
     /// The ops tests and the `session` fuzz target decode every answer with
     /// `Self::Reply`.
     ///
-    /// [`Shown`]: crate::protocol::codec::Shown
+    /// [`Shown`]: snix_lower_store_protocol::codec::Shown
     type Body: Wire;
     fn serve<'a>(
         &'a self,

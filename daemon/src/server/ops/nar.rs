@@ -3,7 +3,7 @@
 //! `session::Conn::stream_nar`), so memory stays constant.
 
 use super::{Answer, LowerStore, OpError, Serve};
-use crate::protocol::request::*;
+use snix_lower_store_protocol::request::*;
 
 impl Serve for NarFromPath {
     type Body = NarFollows;

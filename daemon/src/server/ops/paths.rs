@@ -3,10 +3,9 @@
 //! is "not valid", a failing backend is an error naming it.
 
 use super::{Answer, LowerStore, OpError, Serve};
-use crate::protocol::codec::{Shown, UnkeyedValidPathInfo};
-use crate::protocol::request::*;
-use crate::store::path_info::PathInfo;
-use crate::store::StoreDir;
+use snix_lower_store_protocol::codec::{wire_path_info, Shown, UnkeyedValidPathInfo};
+use snix_lower_store_protocol::request::*;
+use snix_lower_store_types::path_info::PathInfo;
 
 impl LowerStore {
     /// The path info of a valid path, or "not valid".
@@ -14,23 +13,6 @@ impl LowerStore {
         let p = self.path(path)?;
         self.backend(self.backend.path_info(&p).await)?
             .ok_or_else(|| self.not_valid(&p))
-    }
-}
-
-/// Nix's `UnkeyedValidPathInfo` of a backend's path info, paths shown under
-/// `sd` (public for the codec benchmark, which measures this and the
-/// encoding together, as QueryPathInfo does them).
-pub fn wire_path_info(sd: &StoreDir, info: PathInfo) -> UnkeyedValidPathInfo<Shown> {
-    let shown = |path| Shown { dir: sd.clone(), path };
-    UnkeyedValidPathInfo {
-        deriver: info.deriver.map(shown),
-        nar_hash: info.nar_hash.to_base16(),
-        references: info.references.into_iter().map(shown).collect(),
-        registration_time: info.registration_time,
-        nar_size: info.nar_size,
-        ultimate: info.ultimate,
-        sigs: info.sigs.iter().map(|s| s.to_string()).collect(),
-        ca: info.ca.as_ref().map(|c| c.render()),
     }
 }
 
@@ -98,7 +80,7 @@ impl Serve for QueryPathFromHashPart {
     async fn serve(&self, s: &LowerStore) -> Result<Answer<Option<String>>, OpError> {
         // An invalid hash part simply matches nothing, as in Nix.
         let h = &self.hash_part;
-        let found = if h.len() == 32 && crate::store::hash::is_nix32(h) {
+        let found = if h.len() == 32 && snix_lower_store_types::hash::is_nix32(h) {
             s.backend(s.backend.path_from_hash_part(h).await)?
         } else {
             None

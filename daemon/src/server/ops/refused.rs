@@ -3,7 +3,7 @@
 //! connection ready for the next request.
 
 use super::{Answer, LowerStore, OpError, Serve};
-use crate::protocol::request::*;
+use snix_lower_store_protocol::request::*;
 
 /// Every op here is refused the same way.
 macro_rules! refused {

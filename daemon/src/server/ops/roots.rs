@@ -5,7 +5,7 @@
 //! nothing to change either.
 
 use super::{Acknowledged, Answer, LowerStore, OpError, Serve};
-use crate::protocol::request::*;
+use snix_lower_store_protocol::request::*;
 
 impl Serve for SetOptions {
     type Body = ();

@@ -2,7 +2,7 @@
 //! empty, after the path arguments are validated like Nix does.
 
 use super::{Answer, LowerStore, OpError, Serve};
-use crate::protocol::request::*;
+use snix_lower_store_protocol::request::*;
 
 impl Serve for HasSubstitutes {
     type Body = bool;
