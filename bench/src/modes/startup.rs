@@ -11,7 +11,20 @@
 //! them alike. The image index is built once into the cached generated store
 //! (`<store>/.snix-lower-store/`, where `serve` finds it) and reused.
 
-use super::*;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use snix_lower_store::client::Client;
+use snix_lower_store_bench::gen::Store;
+use snix_lower_store_bench::stats::median;
+
+use super::{gen_store, loadavg, spec};
+use crate::args::Args;
+use crate::daemons::{import_ours, load_db_nix, start_nix, start_ours, start_ours_on, Daemon};
+use crate::env::{sh_ok, Env};
+use crate::load::client_rt;
 
 /// A store-dir index's size: the database file and its WAL, if any.
 fn db_bytes(f: &Path) -> u64 {
@@ -30,7 +43,7 @@ fn startup_store(env: &Env, args: &Args, n: usize) -> Result<Store> {
 /// The image's own index of the generated store, built on first use: the
 /// store's root is the image root (`<root>/nix/store` the lower dir, the
 /// index in `<root>/.snix-lower-store/`).
-pub(super) fn ensure_image_index(env: &Env, store: &Store) -> Result<PathBuf> {
+pub(crate) fn ensure_image_index(env: &Env, store: &Store) -> Result<PathBuf> {
     let index = store.root.join(".snix-lower-store/index");
     if index.exists() {
         return Ok(index);
@@ -231,7 +244,7 @@ fn startup_ways(checks: &[&str]) -> Vec<(String, Way)> {
 
 /// `--startup N`: time from "lower mounted" to the first answered
 /// QueryPathInfo, the three ways, interleaved; then the index sizes.
-pub(super) fn mode_startup(env: &Env, args: &Args, n: usize) -> Result<()> {
+pub(crate) fn mode_startup(env: &Env, args: &Args, n: usize) -> Result<()> {
     let store = startup_store(env, args, n)?;
     let index = ensure_image_index(env, &store)?;
     let erofs = match erofs_unavailable() {
@@ -392,7 +405,7 @@ fn dir_bytes(dir: &Path) -> Result<(u64, u64)> {
 /// `--image-sizes N`: the generated store (objects + its own index) as a
 /// directory, as erofs images (uncompressed, lz4, lz4hc with tail packing,
 /// with deduplication where mkfs.erofs has it) and as squashfs images.
-pub(super) fn mode_image_sizes(env: &Env, args: &Args, n: usize) -> Result<()> {
+pub(crate) fn mode_image_sizes(env: &Env, args: &Args, n: usize) -> Result<()> {
     let store = startup_store(env, args, n)?;
     let index = ensure_image_index(env, &store)?;
     let dir = store.store_dir();
