@@ -53,9 +53,15 @@ fn codecs(c: &mut Criterion) {
         ],
         ca: None,
     };
-    let hash = info.nar_hash;
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    wire(c, &sd, &refs, &info);
+    hash(c, info.nar_hash);
+    store(c, &sd, &refs);
+}
 
+/// The "wire" group: the QueryPathInfo reply encoded and decoded, and the
+/// request decoded.
+fn wire(c: &mut Criterion, sd: &StoreDir, refs: &[StorePath], info: &PathInfo) {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let mut g = c.benchmark_group("wire");
     g.bench_function("encode QueryPathInfo reply (10 refs)", |b| {
         // The daemon owns the info it got from the backend: cloning it is setup.
@@ -63,14 +69,14 @@ fn codecs(c: &mut Criterion) {
             || info.clone(),
             |info| {
                 let mut buf = WireBuf::default();
-                encode_reply(&sd, &mut buf, black_box(info));
+                encode_reply(sd, &mut buf, black_box(info));
                 buf
             },
             BatchSize::SmallInput,
         )
     });
     let mut reply = WireBuf::default();
-    encode_reply(&sd, &mut reply, info.clone());
+    encode_reply(sd, &mut reply, info.clone());
     let bytes = reply.0.clone();
     g.throughput(Throughput::Bytes(bytes.len() as u64));
     g.bench_function("decode QueryPathInfo reply (10 refs)", |b| {
@@ -99,7 +105,10 @@ fn codecs(c: &mut Criterion) {
         })
     });
     g.finish();
+}
 
+/// The "hash" group: NAR hash parsing and rendering, nix32.
+fn hash(c: &mut Criterion, hash: NarHash) {
     let mut g = c.benchmark_group("hash");
     let nix32 = hash.to_nix32_prefixed();
     let b16 = format!("sha256:{}", hash.to_base16());
@@ -124,11 +133,24 @@ fn codecs(c: &mut Criterion) {
         b.iter(|| nix32_decode::<20>(black_box(&enc20)).unwrap())
     });
     g.finish();
+}
 
+/// The "store" group: store path parsing and `.drv` output parsing.
+fn store(c: &mut Criterion, sd: &StoreDir, refs: &[StorePath]) {
     let mut g = c.benchmark_group("store");
     let full = sd.display(&refs[5]);
     g.bench_function("StoreDir::parse", |b| b.iter(|| sd.parse(black_box(&full)).unwrap()));
-    // A derivation shaped like nixpkgs' (outputs, input drvs, sources, a long env).
+    let drv = sample_drv(sd, refs);
+    // parse_outputs stops after the outputs: no bytes/s figure, the rest is not read.
+    g.bench_function(
+        format!("drv::parse_outputs ({} byte .drv, 3 outputs)", drv.len()),
+        |b| b.iter(|| parse_outputs(black_box(drv.as_bytes())).unwrap()),
+    );
+    g.finish();
+}
+
+/// A derivation shaped like nixpkgs' (outputs, input drvs, sources, a long env).
+fn sample_drv(sd: &StoreDir, refs: &[StorePath]) -> String {
     let mut drv = String::from("Derive([");
     for (i, o) in ["bin", "dev", "out"].iter().enumerate() {
         if i > 0 {
@@ -154,12 +176,7 @@ fn codecs(c: &mut Criterion) {
         ));
     }
     drv.push_str("])");
-    // parse_outputs stops after the outputs: no bytes/s figure, the rest is not read.
-    g.bench_function(
-        format!("drv::parse_outputs ({} byte .drv, 3 outputs)", drv.len()),
-        |b| b.iter(|| parse_outputs(black_box(drv.as_bytes())).unwrap()),
-    );
-    g.finish();
+    drv
 }
 
 criterion_group!(benches, codecs);

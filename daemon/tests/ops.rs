@@ -205,53 +205,12 @@ async fn a_bare_drv_below_1_30_asks_for_all_its_outputs(lookups: Lookups) {
 /// layouts (output paths before 1.31, realisation JSON from 1.31); unknown ids
 /// get the empty set, malformed ids an error that names the op.
 async fn query_realisation_in_both_layouts(lookups: Lookups) {
-    use snix_lower_store::index::import::{self, ImportOptions, NewRealisation};
     use snix_lower_store::store::realisation::DrvOutputId;
     let f = Fixture::with_lookups(lookups);
     let hex = "ab".repeat(32);
     let id = DrvOutputId::parse(&format!("sha256:{hex}!out")).unwrap();
     let dep = DrvOutputId::parse(&format!("sha256:{}!dev", "cd".repeat(32))).unwrap();
-    let lower = snix_lower_store::lower::LowerDir::open(&f.lower).unwrap();
-    let realisations = vec![
-        NewRealisation {
-            id: id.clone(),
-            out_path: f.entries[0].path.clone(),
-            signatures: vec!["k2:b".into(), "k1:a".into()],
-            dependent: vec![dep.clone()],
-        },
-        NewRealisation {
-            id: dep.clone(),
-            out_path: f.entries[1].path.clone(),
-            signatures: vec![],
-            dependent: vec![],
-        },
-    ];
-    // Refused as a whole when an output path is not valid: nothing written.
-    let mut bad = realisations.clone();
-    bad[1].out_path = snix_lower_store::store::StorePath::from_base_name(&format!("{}-gone", "d".repeat(32))).unwrap();
-    let e = import::import_with_realisations(
-        &f.state,
-        &f.sd,
-        &lower,
-        f.entries.clone(),
-        bad,
-        ImportOptions::default(),
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(
-        e.contains("neither indexed nor in this import") && e.contains("-gone"),
-        "{e}"
-    );
-    import::import_with_realisations(
-        &f.state,
-        &f.sd,
-        &lower,
-        f.entries.clone(),
-        realisations,
-        ImportOptions::default(),
-    )
-    .unwrap();
+    import_realisations(&f, &id, &dep);
     f.serve().await;
 
     let ask = |s: &str| QueryRealisation { id: s.into() };
@@ -293,6 +252,58 @@ async fn query_realisation_in_both_layouts(lookups: Lookups) {
         .await
         .unwrap();
     assert!(out_paths(unknown).is_empty());
+}
+
+/// Imports two realisations with the paths (`id` giving entry 0 and
+/// depending on `dep`, which gives entry 1), after checking that a batch
+/// naming an output path that is not valid is refused as a whole.
+fn import_realisations(
+    f: &Fixture,
+    id: &snix_lower_store::store::realisation::DrvOutputId,
+    dep: &snix_lower_store::store::realisation::DrvOutputId,
+) {
+    use snix_lower_store::index::import::{self, ImportOptions, NewRealisation};
+    let lower = snix_lower_store::lower::LowerDir::open(&f.lower).unwrap();
+    let realisations = vec![
+        NewRealisation {
+            id: id.clone(),
+            out_path: f.entries[0].path.clone(),
+            signatures: vec!["k2:b".into(), "k1:a".into()],
+            dependent: vec![dep.clone()],
+        },
+        NewRealisation {
+            id: dep.clone(),
+            out_path: f.entries[1].path.clone(),
+            signatures: vec![],
+            dependent: vec![],
+        },
+    ];
+    // Refused as a whole when an output path is not valid: nothing written.
+    let mut bad = realisations.clone();
+    bad[1].out_path = snix_lower_store::store::StorePath::from_base_name(&format!("{}-gone", "d".repeat(32))).unwrap();
+    let e = import::import_with_realisations(
+        &f.state,
+        &f.sd,
+        &lower,
+        f.entries.clone(),
+        bad,
+        ImportOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("neither indexed nor in this import") && e.contains("-gone"),
+        "{e}"
+    );
+    import::import_with_realisations(
+        &f.state,
+        &f.sd,
+        &lower,
+        f.entries.clone(),
+        realisations,
+        ImportOptions::default(),
+    )
+    .unwrap();
 }
 
 async fn nar_from_path_matches_the_lower_dir(lookups: Lookups) {

@@ -426,7 +426,17 @@ pub(crate) fn mode_image_sizes(env: &Env, args: &Args, n: usize) -> Result<()> {
     );
     let out = env.work.join("images/sizes.img");
     std::fs::create_dir_all(out.parent().unwrap())?;
-    let mut erofs_version = String::new();
+    let variants = image_variants(&out, &dir);
+    let erofs_version = make_images(variants, &out, n, disk)?;
+    let _ = std::fs::remove_file(&out);
+    println!("# tools: {erofs_version}; {}", tool_version("mksquashfs", "-version"));
+    Ok(())
+}
+
+/// The image-making commands to time, each writing `out` from `dir`: the
+/// erofs variants (a table row instead where mkfs.erofs is missing) and the
+/// squashfs ones.
+fn image_variants(out: &Path, dir: &Path) -> Vec<(String, Command)> {
     let mut variants: Vec<(String, Command)> = Vec::new();
     if let Some(why) = erofs_unavailable() {
         println!("| erofs | {why} | | | |");
@@ -449,7 +459,7 @@ pub(crate) fn mode_image_sizes(env: &Env, args: &Args, n: usize) -> Result<()> {
             ),
         ] {
             let mut c = Command::new("mkfs.erofs");
-            c.args(base).args(opts).arg(&out).arg(&dir);
+            c.args(base).args(opts).arg(out).arg(dir);
             variants.push((label.to_string(), c));
         }
     }
@@ -460,8 +470,8 @@ pub(crate) fn mode_image_sizes(env: &Env, args: &Args, n: usize) -> Result<()> {
         ("squashfs, xz", Some("xz")),
     ] {
         let mut c = Command::new("mksquashfs");
-        c.arg(&dir)
-            .arg(&out)
+        c.arg(dir)
+            .arg(out)
             .args(["-noappend", "-all-root", "-no-progress", "-quiet"]);
         match comp {
             Some(k) => c.args(["-comp", k]),
@@ -469,8 +479,15 @@ pub(crate) fn mode_image_sizes(env: &Env, args: &Args, n: usize) -> Result<()> {
         };
         variants.push((label.to_string(), c));
     }
+    variants
+}
+
+/// Runs each variant and prints its row (size, per path of `n`, against
+/// the directory's `disk` bytes, time); returns mkfs.erofs's banner.
+fn make_images(variants: Vec<(String, Command)>, out: &Path, n: f64, disk: u64) -> Result<String> {
+    let mut erofs_version = String::new();
     for (label, mut c) in variants {
-        let _ = std::fs::remove_file(&out);
+        let _ = std::fs::remove_file(out);
         let t0 = Instant::now();
         let o = sh_ok(&mut c)?;
         let secs = t0.elapsed().as_secs_f64();
@@ -485,16 +502,14 @@ pub(crate) fn mode_image_sizes(env: &Env, args: &Args, n: usize) -> Result<()> {
             println!("| {label} | not available: {erofs_version} ignores -Ededupe (needs erofs-utils 1.6+) | | | |");
             continue;
         }
-        let b = std::fs::metadata(&out)?.len();
+        let b = std::fs::metadata(out)?.len();
         println!(
             "| {label} | {b} | {:.0} | {:.2} | {secs:.1} s |",
             b as f64 / n,
             b as f64 / disk as f64
         );
     }
-    let _ = std::fs::remove_file(&out);
-    println!("# tools: {erofs_version}; {}", tool_version("mksquashfs", "-version"));
-    Ok(())
+    Ok(erofs_version)
 }
 
 /// Whether the banner `mkfs.erofs X.Y` names a version with `-Ededupe` (1.6+).
