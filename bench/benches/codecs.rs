@@ -5,6 +5,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
+use snix_lower_store_index::PathInfo;
 use snix_lower_store_protocol::codec::wire_path_info;
 use snix_lower_store_protocol::codec::{StderrFrame, UnkeyedValidPathInfo, Wire};
 use snix_lower_store_protocol::request::QueryPathInfo;
@@ -12,7 +13,6 @@ use snix_lower_store_protocol::wire::{Limits, WireBuf, WireReader};
 use snix_lower_store_protocol::ProtoVersion;
 use snix_lower_store_types::drv::parse_outputs;
 use snix_lower_store_types::hash::{nix32_decode, nix32_encode};
-use snix_lower_store_types::path_info::PathInfo;
 use snix_lower_store_types::{NarHash, StoreDir, StorePath};
 
 const SD: &str = "/nix/store";
@@ -39,19 +39,24 @@ fn codecs(c: &mut Criterion) {
     let sd = StoreDir::new(SD).unwrap();
     let refs = sample_paths(10);
     let deriver = StorePath::from_base_name(&format!("{}-bench.drv", nix32_encode(&[9u8; 20]))).unwrap();
+    let sig =
+        "cache.example.org-1:6wzr1QlOPHG+knFuJIaw+85Z5ivwbdI512JikexG+nQ7JDSZM2hw8zzlcLOguXwrn6ZbbYXTtowR1Cs76Sy3Cg==";
     let info = PathInfo {
-references: refs.clone(),
-deriver: Some(deriver),
-registration_time: 1_700_000_000,
-sigs: vec![snix_lower_store_types::path_info::Signature::parse(
-            "cache.example.org-1:6wzr1QlOPHG+knFuJIaw+85Z5ivwbdI512JikexG+nQ7JDSZM2hw8zzlcLOguXwrn6ZbbYXTtowR1Cs76Sy3Cg==",
-        )
-        .unwrap()],
-..PathInfo::new(refs[0].clone(), NarHash([0xab; 32]), 123_456)
-};
-    let hash = info.nar_hash;
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        references: refs.clone(),
+        deriver: Some(deriver),
+        registration_time: 1_700_000_000,
+        sigs: vec![snix_lower_store_types::path_info::Signature::parse(sig).unwrap()],
+        ..PathInfo::new(refs[0].clone(), NarHash([0xab; 32]), 123_456)
+    };
+    wire(c, &sd, &refs, &info);
+    hash(c, info.nar_hash);
+    store(c, &sd, &refs);
+}
 
+/// The "wire" group: the QueryPathInfo reply encoded and decoded, and the
+/// request decoded.
+fn wire(c: &mut Criterion, sd: &StoreDir, refs: &[StorePath], info: &PathInfo) {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let mut g = c.benchmark_group("wire");
     g.bench_function("encode QueryPathInfo reply (10 refs)", |b| {
         // The daemon owns the info it got from the backend: cloning it is setup.
@@ -59,14 +64,14 @@ sigs: vec![snix_lower_store_types::path_info::Signature::parse(
             || info.clone(),
             |info| {
                 let mut buf = WireBuf::default();
-                encode_reply(&sd, &mut buf, black_box(info));
+                encode_reply(sd, &mut buf, black_box(info));
                 buf
             },
             BatchSize::SmallInput,
         )
     });
     let mut reply = WireBuf::default();
-    encode_reply(&sd, &mut reply, info.clone());
+    encode_reply(sd, &mut reply, info.clone());
     let bytes = reply.0.clone();
     g.throughput(Throughput::Bytes(bytes.len() as u64));
     g.bench_function("decode QueryPathInfo reply (10 refs)", |b| {
@@ -95,7 +100,10 @@ sigs: vec![snix_lower_store_types::path_info::Signature::parse(
         })
     });
     g.finish();
+}
 
+/// The "hash" group: NAR hash parsing and rendering, nix32.
+fn hash(c: &mut Criterion, hash: NarHash) {
     let mut g = c.benchmark_group("hash");
     let nix32 = hash.to_nix32_prefixed();
     let b16 = format!("sha256:{}", hash.to_base16());
@@ -120,11 +128,24 @@ sigs: vec![snix_lower_store_types::path_info::Signature::parse(
         b.iter(|| nix32_decode::<20>(black_box(&enc20)).unwrap())
     });
     g.finish();
+}
 
+/// The "store" group: store path parsing and `.drv` output parsing.
+fn store(c: &mut Criterion, sd: &StoreDir, refs: &[StorePath]) {
     let mut g = c.benchmark_group("store");
     let full = sd.display(&refs[5]);
     g.bench_function("StoreDir::parse", |b| b.iter(|| sd.parse(black_box(&full)).unwrap()));
-    // A derivation shaped like nixpkgs' (outputs, input drvs, sources, a long env).
+    let drv = sample_drv(sd, refs);
+    // parse_outputs stops after the outputs: no bytes/s figure, the rest is not read.
+    g.bench_function(
+        format!("drv::parse_outputs ({} byte .drv, 3 outputs)", drv.len()),
+        |b| b.iter(|| parse_outputs(black_box(drv.as_bytes())).unwrap()),
+    );
+    g.finish();
+}
+
+/// A derivation shaped like nixpkgs' (outputs, input drvs, sources, a long env).
+fn sample_drv(sd: &StoreDir, refs: &[StorePath]) -> String {
     let mut drv = String::from("Derive([");
     for (i, o) in ["bin", "dev", "out"].iter().enumerate() {
         if i > 0 {
@@ -150,12 +171,7 @@ sigs: vec![snix_lower_store_types::path_info::Signature::parse(
         ));
     }
     drv.push_str("])");
-    // parse_outputs stops after the outputs: no bytes/s figure, the rest is not read.
-    g.bench_function(
-        format!("drv::parse_outputs ({} byte .drv, 3 outputs)", drv.len()),
-        |b| b.iter(|| parse_outputs(black_box(drv.as_bytes())).unwrap()),
-    );
-    g.finish();
+    drv
 }
 
 criterion_group!(benches, codecs);

@@ -155,32 +155,11 @@ pub fn generate(dir: &Path, spec: &Spec) -> Result<Store> {
     let mut sizes = vec![0u64; spec.n];
     let mut reg = BufWriter::with_capacity(1 << 20, fs::File::create(&registration)?);
     for j in (0..spec.n).rev() {
-        let mut idx: Vec<usize> = (1..=spec.fanout)
-            .map(|c| j * spec.fanout + c)
-            .filter(|&c| c < spec.n)
-            .collect();
-        if j + 1 < spec.n {
-            for _ in 0..spec.extra_refs {
-                idx.push(j + 1 + rng.below(spec.n - j - 1));
-            }
-        }
-        idx.sort_unstable();
-        idx.dedup();
-        let refs: Vec<StorePath> = idx
+        let refs: Vec<StorePath> = node_refs(spec, j, &mut rng)
             .iter()
             .map(|&i| made[i].clone().expect("generated before"))
             .collect();
-        let contents = if spec.tiny {
-            String::new()
-        } else {
-            let mut s = format!("bench object {j}\n");
-            for r in &refs {
-                s.push_str("uses ");
-                s.push_str(&sd.display(r));
-                s.push('\n');
-            }
-            s
-        };
+        let contents = node_contents(spec, j, &refs, &sd);
         let name = format!("bench-{j}");
         let p = text_path(&sd, &name, contents.as_bytes(), &refs);
         fs::write(store.join(p.base_name()), &contents)?;
@@ -204,6 +183,39 @@ pub fn generate(dir: &Path, spec: &Spec) -> Result<Store> {
         registration,
         paths,
     })
+}
+
+/// The nodes node `j` refers to (all above `j`, so generated before it):
+/// its children in the tree and `extra_refs` pseudo-random others, sorted,
+/// without duplicates.
+fn node_refs(spec: &Spec, j: usize, rng: &mut Rng) -> Vec<usize> {
+    let mut idx: Vec<usize> = (1..=spec.fanout)
+        .map(|c| j * spec.fanout + c)
+        .filter(|&c| c < spec.n)
+        .collect();
+    if j + 1 < spec.n {
+        for _ in 0..spec.extra_refs {
+            idx.push(j + 1 + rng.below(spec.n - j - 1));
+        }
+    }
+    idx.sort_unstable();
+    idx.dedup();
+    idx
+}
+
+/// Node `j`'s file: empty for a tiny store, else a line naming it and one
+/// per reference (so the references are found in its contents).
+fn node_contents(spec: &Spec, j: usize, refs: &[StorePath], sd: &StoreDir) -> String {
+    if spec.tiny {
+        return String::new();
+    }
+    let mut s = format!("bench object {j}\n");
+    for r in refs {
+        s.push_str("uses ");
+        s.push_str(&sd.display(r));
+        s.push('\n');
+    }
+    s
 }
 
 /// One store object of `size` bytes (a text object, so Nix accepts its path).

@@ -147,6 +147,163 @@ async fn wait_for_socket(
     Ok(())
 }
 
+/// The fixture's answers, shared by the connections: the valid paths, paths
+/// that are not valid, and what each valid path must answer.
+struct Fixture {
+    paths: Vec<String>,
+    absent: Vec<String>,
+    want: HashMap<String, Expected>,
+}
+
+/// `snix-lower-store import` of the registration into `state`.
+fn import(
+    bin: &std::path::Path,
+    reg: &std::path::Path,
+    lower: &std::path::Path,
+    state: &std::path::Path,
+) -> anyhow::Result<()> {
+    let ok = std::process::Command::new(bin)
+        .args(["import", "--registration"])
+        .arg(reg)
+        .arg("--lower-dir")
+        .arg(lower)
+        .arg("--state-dir")
+        .arg(state)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(ok.success(), "import failed");
+    Ok(())
+}
+
+/// `snix-lower-store serve` on `sock`, logging to `log`, sending its
+/// notifications to `notify`.
+fn serve(
+    bin: &std::path::Path,
+    sock: &std::path::Path,
+    lower: &std::path::Path,
+    state: &std::path::Path,
+    notify: &std::path::Path,
+    log: &std::path::Path,
+) -> anyhow::Result<KillOnDrop> {
+    Ok(KillOnDrop(
+        std::process::Command::new(bin)
+            .args(["serve", "--log-level", "warn", "--log-target", "stderr", "--listen"])
+            .arg(sock)
+            .arg("--lower-dir")
+            .arg(lower)
+            .arg("--state-dir")
+            .arg(state)
+            .env("NOTIFY_SOCKET", notify)
+            .stderr(std::fs::File::create(log)?)
+            .spawn()?,
+    ))
+}
+
+/// Connection `c`: `reqs` requests in the fixed mix, each answer checked.
+async fn connection(c: usize, reqs: usize, sock: std::path::PathBuf, fx: Arc<Fixture>) -> anyhow::Result<()> {
+    let (paths, absent) = (&fx.paths, &fx.absent);
+    let mut client = Client::connect(&sock, 38).await?;
+    for i in 0..reqs {
+        let p = &paths[(c * 7919 + i * 104729) % paths.len()];
+        let q = &absent[(c * 104729 + i * 7919) % absent.len()];
+        match i % 10 {
+            0..=3 => anyhow::ensure!(client.query_path_info(p).await?.is_some(), "{p} not valid"),
+            4 => anyhow::ensure!(
+                client.query_path_info(q).await?.is_none(),
+                "QueryPathInfo {q}: an answer"
+            ),
+            5 => anyhow::ensure!(client.is_valid_path(p).await?, "{p} not valid"),
+            6 => anyhow::ensure!(!client.is_valid_path(q).await?, "IsValidPath {q}: valid"),
+            7 => valid_paths(&mut client, &fx, i).await?,
+            8 => {
+                // Every fourth about a path that is not valid: none.
+                let (asked, referrers) = match i % 40 {
+                    8 => (q, BTreeSet::new()),
+                    _ => (p, fx.want[p].referrers.clone()),
+                };
+                referrers_are(&mut client, asked, referrers).await?;
+            }
+            _ => nar_matches(&mut client, &fx, p).await?,
+        }
+    }
+    Ok(())
+}
+
+/// QueryValidPaths of valid and not valid paths, interleaved: exactly the
+/// valid ones.
+async fn valid_paths(client: &mut Client, fx: &Fixture, i: usize) -> anyhow::Result<()> {
+    let mut batch: Vec<&str> = Vec::new();
+    for k in 0..16 {
+        batch.push(&fx.paths[(i + k * 13) % fx.paths.len()]);
+        batch.push(&fx.absent[(i + k * 17) % fx.absent.len()]);
+    }
+    let got: BTreeSet<String> = client.query_valid_paths(&batch).await?.into_iter().collect();
+    let valid: BTreeSet<String> = batch
+        .iter()
+        .copied()
+        .filter(|b| fx.want.contains_key(*b))
+        .map(str::to_owned)
+        .collect();
+    anyhow::ensure!(got == valid, "QueryValidPaths: got {got:?}, the fixture says {valid:?}");
+    Ok(())
+}
+
+/// QueryReferrers of `asked`: exactly `referrers`.
+async fn referrers_are(client: &mut Client, asked: &str, referrers: BTreeSet<String>) -> anyhow::Result<()> {
+    let got: BTreeSet<String> = client
+        .call(&snix_lower_store_protocol::request::QueryReferrers { path: asked.to_owned() })
+        .await?
+        .into_iter()
+        .collect();
+    anyhow::ensure!(
+        got == referrers,
+        "QueryReferrers {asked}: got {got:?}, the fixture says {referrers:?}"
+    );
+    Ok(())
+}
+
+/// QueryPathInfo of `p` gives the narHash the fixture imported, and its
+/// NAR from NarFromPath hashes to it.
+async fn nar_matches(client: &mut Client, fx: &Fixture, p: &str) -> anyhow::Result<()> {
+    let info = client
+        .query_path_info(p)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("{p} not valid"))?;
+    anyhow::ensure!(
+        info.nar_hash == fx.want[p].nar_hash,
+        "QueryPathInfo {p}: narHash {} but the fixture imported {}",
+        info.nar_hash,
+        fx.want[p].nar_hash
+    );
+    let nar = client.nar_from_path(p, info.nar_size).await?;
+    let got = hex_encode(&Sha256::digest(&nar));
+    anyhow::ensure!(
+        got == info.nar_hash,
+        "NarFromPath {p}: the NAR hashes to {got}, its narHash is {}",
+        info.nar_hash
+    );
+    Ok(())
+}
+
+/// The panic lines of the daemon's log.
+fn panic_lines(log: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    Ok(std::fs::read_to_string(log)?
+        .lines()
+        .filter(|l| l.contains(PANIC_MARKER) || l.contains("panicked at"))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The daemon's VmHWM line.
+fn peak_rss(pid: u32) -> anyhow::Result<String> {
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(proc_status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: ?")
+        .to_owned())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -164,116 +321,26 @@ async fn main() -> anyhow::Result<()> {
         .map(|p| p.join("snix-lower-store"))
         .unwrap();
     let state = dir.path().join("state");
-    let ok = std::process::Command::new(&bin)
-        .args(["import", "--registration"])
-        .arg(&reg)
-        .arg("--lower-dir")
-        .arg(&lower)
-        .arg("--state-dir")
-        .arg(&state)
-        .stdout(std::process::Stdio::null())
-        .status()?;
-    anyhow::ensure!(ok.success(), "import failed");
+    import(&bin, &reg, &lower, &state)?;
     let sock = dir.path().join("sock");
     let log = dir.path().join("daemon.log");
     let notify_path = dir.path().join("notify");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path)?;
     notify.set_read_timeout(Some(Duration::from_millis(200)))?;
-    let mut daemon = KillOnDrop(
-        std::process::Command::new(&bin)
-            .args(["serve", "--log-level", "warn", "--log-target", "stderr", "--listen"])
-            .arg(&sock)
-            .arg("--lower-dir")
-            .arg(&lower)
-            .arg("--state-dir")
-            .arg(&state)
-            .env("NOTIFY_SOCKET", &notify_path)
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()?,
-    );
+    let mut daemon = serve(&bin, &sock, &lower, &state, &notify_path, &log)?;
     wait_for_socket(&sock, &mut daemon.0, &log).await?;
     let mut status = String::new();
     let built = format!("key directory: {} paths", entries.len());
     status_where(&notify, &mut status, |s| s.contains(&built))?;
-    let want = Arc::new(expected(&sd, &entries));
-    let paths: Vec<String> = entries.iter().map(|e| sd.display(&e.path)).collect();
-    let absent = Arc::new(not_valid(&sd, &entries));
+    let fx = Arc::new(Fixture {
+        paths: entries.iter().map(|e| sd.display(&e.path)).collect(),
+        absent: not_valid(&sd, &entries),
+        want: expected(&sd, &entries),
+    });
     let t0 = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..conns {
-        let sock = sock.clone();
-        let paths = paths.clone();
-        let want = want.clone();
-        let absent = absent.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut client = Client::connect(&sock, 38).await?;
-            for i in 0..reqs {
-                let p = &paths[(c * 7919 + i * 104729) % paths.len()];
-                let q = &absent[(c * 104729 + i * 7919) % absent.len()];
-                match i % 10 {
-                    0..=3 => anyhow::ensure!(client.query_path_info(p).await?.is_some(), "{p} not valid"),
-                    4 => anyhow::ensure!(
-                        client.query_path_info(q).await?.is_none(),
-                        "QueryPathInfo {q}: an answer"
-                    ),
-                    5 => anyhow::ensure!(client.is_valid_path(p).await?, "{p} not valid"),
-                    6 => anyhow::ensure!(!client.is_valid_path(q).await?, "IsValidPath {q}: valid"),
-                    7 => {
-                        // Valid and not valid paths, interleaved.
-                        let mut batch: Vec<&str> = Vec::new();
-                        for k in 0..16 {
-                            batch.push(&paths[(i + k * 13) % paths.len()]);
-                            batch.push(&absent[(i + k * 17) % absent.len()]);
-                        }
-                        let got: BTreeSet<String> = client.query_valid_paths(&batch).await?.into_iter().collect();
-                        let valid: BTreeSet<String> = batch
-                            .iter()
-                            .copied()
-                            .filter(|b| want.contains_key(*b))
-                            .map(str::to_owned)
-                            .collect();
-                        anyhow::ensure!(got == valid, "QueryValidPaths: got {got:?}, the fixture says {valid:?}");
-                    }
-                    8 => {
-                        // Every fourth about a path that is not valid: none.
-                        let (asked, referrers) = match i % 40 {
-                            8 => (q, BTreeSet::new()),
-                            _ => (p, want[p].referrers.clone()),
-                        };
-                        let got: BTreeSet<String> = client
-                            .call(&snix_lower_store_protocol::request::QueryReferrers { path: asked.clone() })
-                            .await?
-                            .into_iter()
-                            .collect();
-                        anyhow::ensure!(
-                            got == referrers,
-                            "QueryReferrers {asked}: got {got:?}, the fixture says {referrers:?}"
-                        );
-                    }
-                    _ => {
-                        let info = client
-                            .query_path_info(p)
-                            .await?
-                            .ok_or_else(|| anyhow::anyhow!("{p} not valid"))?;
-                        anyhow::ensure!(
-                            info.nar_hash == want[p].nar_hash,
-                            "QueryPathInfo {p}: narHash {} but the fixture imported {}",
-                            info.nar_hash,
-                            want[p].nar_hash
-                        );
-                        let nar = client.nar_from_path(p, info.nar_size).await?;
-                        let got = hex_encode(&Sha256::digest(&nar));
-                        anyhow::ensure!(
-                            got == info.nar_hash,
-                            "NarFromPath {p}: the NAR hashes to {got}, its narHash is {}",
-                            info.nar_hash
-                        );
-                    }
-                }
-            }
-            anyhow::Ok(())
-        }));
-    }
+    let tasks: Vec<_> = (0..conns)
+        .map(|c| tokio::spawn(connection(c, reqs, sock.clone(), fx.clone())))
+        .collect();
     let mut errors = 0;
     for t in tasks {
         if let Err(e) = t.await? {
@@ -292,18 +359,9 @@ async fn main() -> anyhow::Result<()> {
         from_sqlite == 0,
         "{from_sqlite} reader snapshots answered from SQLite, not the key directory"
     );
-    let proc_status = std::fs::read_to_string(format!("/proc/{}/status", daemon.0.id()))?;
-    let hwm = proc_status
-        .lines()
-        .find(|l| l.starts_with("VmHWM"))
-        .unwrap_or("VmHWM: ?")
-        .to_owned();
+    let hwm = peak_rss(daemon.0.id())?;
     drop(daemon);
-    let panics: Vec<String> = std::fs::read_to_string(&log)?
-        .lines()
-        .filter(|l| l.contains(PANIC_MARKER) || l.contains("panicked at"))
-        .map(str::to_owned)
-        .collect();
+    let panics = panic_lines(&log)?;
     for l in &panics {
         eprintln!("daemon panic: {l}");
     }

@@ -205,12 +205,63 @@ async fn a_bare_drv_below_1_30_asks_for_all_its_outputs(lookups: Lookups) {
 /// layouts (output paths before 1.31, realisation JSON from 1.31); unknown ids
 /// get the empty set, malformed ids an error that names the op.
 async fn query_realisation_in_both_layouts(lookups: Lookups) {
-    use snix_lower_store_index::import::{self, ImportOptions, NewRealisation};
     use snix_lower_store_types::realisation::DrvOutputId;
     let f = Fixture::with_lookups(lookups);
     let hex = "ab".repeat(32);
     let id = DrvOutputId::parse(&format!("sha256:{hex}!out")).unwrap();
     let dep = DrvOutputId::parse(&format!("sha256:{}!dev", "cd".repeat(32))).unwrap();
+    import_realisations(&f, &id, &dep);
+    f.serve().await;
+
+    let ask = |s: &str| QueryRealisation { id: s.into() };
+    let jsons = |r: snix_lower_store_protocol::codec::Realisations| r.0.into_iter().map(|r| r.json).collect::<Vec<_>>();
+    let out_paths =
+        |r: snix_lower_store_protocol::codec::Realisations| r.0.into_iter().map(|r| r.out_path).collect::<Vec<_>>();
+    let mut c = Client::connect(&f.socket, 38).await.unwrap();
+    // Any SHA-256 encoding of the id finds it.
+    let nix32 = snix_lower_store_types::NarHash::parse(&hex)
+        .unwrap()
+        .to_nix32_prefixed();
+    for asked in [id.to_string(), format!("{nix32}!out")] {
+        assert_eq!(
+            jsons(c.call(&ask(&asked)).await.unwrap()),
+            vec![format!(
+                r#"{{"dependentRealisations":{{"{dep}":"{}"}},"id":"{id}","outPath":"{}","signatures":["k1:a","k2:b"]}}"#,
+                f.entries[1].path.base_name(),
+                f.entries[0].path.base_name()
+            )]
+        );
+    }
+    let unknown = c.call(&ask(&format!("sha256:{}!out", "00".repeat(32)))).await.unwrap();
+    assert!(jsons(unknown).is_empty());
+    match c.call(&ask("not-an-id")).await {
+        Err(ClientError::Daemon(m)) => assert!(m.contains("QueryRealisation") && m.contains("not-an-id"), "{m}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert!(
+        c.is_valid_path(&f.full(0)).await.unwrap(),
+        "connection unusable after the error"
+    );
+
+    let mut old = Client::connect(&f.socket, 30).await.unwrap();
+    let known = old.call(&ask(&id.to_string())).await.unwrap();
+    assert_eq!(out_paths(known), vec![f.full(0)]);
+    let unknown = old
+        .call(&ask(&format!("sha256:{}!out", "00".repeat(32))))
+        .await
+        .unwrap();
+    assert!(out_paths(unknown).is_empty());
+}
+
+/// Imports two realisations with the paths (`id` giving entry 0 and
+/// depending on `dep`, which gives entry 1), after checking that a batch
+/// naming an output path that is not valid is refused as a whole.
+fn import_realisations(
+    f: &Fixture,
+    id: &snix_lower_store_types::realisation::DrvOutputId,
+    dep: &snix_lower_store_types::realisation::DrvOutputId,
+) {
+    use snix_lower_store_index::import::{self, ImportOptions, NewRealisation};
     let lower = snix_lower_store_types::lower::LowerDir::open(&f.lower).unwrap();
     let realisations = vec![
         NewRealisation {
@@ -252,46 +303,6 @@ async fn query_realisation_in_both_layouts(lookups: Lookups) {
         ImportOptions::default(),
     )
     .unwrap();
-    f.serve().await;
-
-    let ask = |s: &str| QueryRealisation { id: s.into() };
-    let jsons = |r: snix_lower_store_protocol::codec::Realisations| r.0.into_iter().map(|r| r.json).collect::<Vec<_>>();
-    let out_paths =
-        |r: snix_lower_store_protocol::codec::Realisations| r.0.into_iter().map(|r| r.out_path).collect::<Vec<_>>();
-    let mut c = Client::connect(&f.socket, 38).await.unwrap();
-    // Any SHA-256 encoding of the id finds it.
-    let nix32 = snix_lower_store_types::NarHash::parse(&hex)
-        .unwrap()
-        .to_nix32_prefixed();
-    for asked in [id.to_string(), format!("{nix32}!out")] {
-        assert_eq!(
-            jsons(c.call(&ask(&asked)).await.unwrap()),
-            vec![format!(
-                r#"{{"dependentRealisations":{{"{dep}":"{}"}},"id":"{id}","outPath":"{}","signatures":["k1:a","k2:b"]}}"#,
-                f.entries[1].path.base_name(),
-                f.entries[0].path.base_name()
-            )]
-        );
-    }
-    let unknown = c.call(&ask(&format!("sha256:{}!out", "00".repeat(32)))).await.unwrap();
-    assert!(jsons(unknown).is_empty());
-    match c.call(&ask("not-an-id")).await {
-        Err(ClientError::Daemon(m)) => assert!(m.contains("QueryRealisation") && m.contains("not-an-id"), "{m}"),
-        other => panic!("expected an error, got {other:?}"),
-    }
-    assert!(
-        c.is_valid_path(&f.full(0)).await.unwrap(),
-        "connection unusable after the error"
-    );
-
-    let mut old = Client::connect(&f.socket, 30).await.unwrap();
-    let known = old.call(&ask(&id.to_string())).await.unwrap();
-    assert_eq!(out_paths(known), vec![f.full(0)]);
-    let unknown = old
-        .call(&ask(&format!("sha256:{}!out", "00".repeat(32))))
-        .await
-        .unwrap();
-    assert!(out_paths(unknown).is_empty());
 }
 
 async fn nar_from_path_matches_the_lower_dir(lookups: Lookups) {

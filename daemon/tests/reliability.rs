@@ -256,98 +256,25 @@ async fn vanished_lower_dir_is_an_error_not_an_answer(lookups: Lookups) {
 /// import with the index still in its "before" state.
 #[test]
 fn repeated_kills_during_import() {
-    use sha2::Digest as _;
     use snix_lower_store_index::PathInfoIndex;
     let bin = env!("CARGO_BIN_EXE_snix-lower-store");
     let f = Fixture::new();
     let lower = f.dir.path().join("big");
     let entries = snix_lower_store_testkit::demo::generate(&lower, &f.sd, 4000, 6).unwrap();
-    // `nix path-info --json` (Nix 2.26's form) with registration times.
-    let json = |es: &[snix_lower_store_types::path_info::PathInfo]| {
-        let m: serde_json::Map<String, serde_json::Value> = es
-            .iter()
-            .map(|e| {
-                let v = serde_json::json!({
-                    "narHash": e.nar_hash.to_nix32_prefixed(), "narSize": e.nar_size,
-                    "references": e.references.iter().map(|r| f.sd.display(r)).collect::<Vec<_>>(),
-                    "deriver": e.deriver.as_ref().map(|d| f.sd.display(d)),
-                    "registrationTime": 1_700_000_000u64, "signatures": [], "ultimate": false,
-                });
-                (f.sd.display(&e.path), v)
-            })
-            .collect();
-        serde_json::Value::Object(m).to_string()
-    };
     // The first 2,000 layers (closed under references), then everything.
     let (base_json, full_json) = (f.dir.path().join("base.json"), f.dir.path().join("full.json"));
-    std::fs::write(&base_json, json(&entries[..12_000])).unwrap();
-    std::fs::write(&full_json, json(&entries)).unwrap();
-    let import = |src: &std::path::Path, state: &std::path::Path| {
-        std::process::Command::new(bin)
-            .arg("import")
-            .arg("--path-info-json")
-            .arg(src)
-            .arg("--lower-dir")
-            .arg(&lower)
-            .arg("--state-dir")
-            .arg(state)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    // Every table's rows in a fixed order, and the schema, hashed.
-    let digest = |state: &std::path::Path| -> String {
-        let file = state.join("index.sqlite");
-        assert!(file.exists(), "no index at {}", file.display());
-        let c = rusqlite::Connection::open(file).unwrap();
-        let mut h = sha2::Sha256::new();
-        let mut st = c
-            .prepare("SELECT type, name, coalesce(sql, '') FROM sqlite_master ORDER BY type, name")
-            .unwrap();
-        let schema: Vec<(String, String, String)> = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        for (ty, name, sql) in &schema {
-            h.update(format!("{ty} {name} {sql}\n"));
-            if ty != "table" {
-                continue;
-            }
-            let q = c.prepare(&format!("SELECT * FROM \"{name}\"")).unwrap();
-            let n = q.column_count();
-            let order: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
-            let mut q = c
-                .prepare(&format!("SELECT * FROM \"{name}\" ORDER BY {}", order.join(", ")))
-                .unwrap();
-            let mut rows = q.query([]).unwrap();
-            while let Some(r) = rows.next().unwrap() {
-                for i in 0..n {
-                    h.update(format!("{:?}\u{1f}", r.get::<_, rusqlite::types::Value>(i).unwrap()));
-                }
-                h.update(b"\n");
-            }
-        }
-        format!("{:x}", h.finalize())
-    };
-    let copy = |from: &std::path::Path, to: &std::path::Path| {
-        let _ = std::fs::remove_dir_all(to);
-        std::fs::create_dir_all(to).unwrap();
-        for e in std::fs::read_dir(from).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    };
+    std::fs::write(&base_json, path_info_json(&f.sd, &entries[..12_000])).unwrap();
+    std::fs::write(&full_json, path_info_json(&f.sd, &entries)).unwrap();
+    let import = |src: &std::path::Path, state: &std::path::Path| spawn_import(bin, src, &lower, state);
     let base = f.dir.path().join("base");
     assert!(import(&base_json, &base).wait().unwrap().success());
-    let before_digest = digest(&base);
+    let before_digest = index_digest(&base);
     let probe = f.dir.path().join("probe");
-    copy(&base, &probe);
+    copy_dir(&base, &probe);
     let t0 = Instant::now();
     assert!(import(&full_json, &probe).wait().unwrap().success());
     let full = t0.elapsed();
-    let after_digest = digest(&probe);
+    let after_digest = index_digest(&probe);
     assert_ne!(before_digest, after_digest);
     assert_eq!(
         PathInfoIndex::open(&probe, "/nix/store").unwrap().count().unwrap(),
@@ -355,7 +282,7 @@ fn repeated_kills_during_import() {
     );
 
     let state = f.dir.path().join("state-killed");
-    copy(&base, &state);
+    copy_dir(&base, &state);
     let (mut before, mut after, mut late_before) = (0, 0, 0);
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     for round in 0..25 {
@@ -382,7 +309,7 @@ fn repeated_kills_during_import() {
             .count()
             .unwrap_or_else(|e| panic!("round {round}: count after a kill at {delay:?}: {e}"));
         drop(index);
-        let d = digest(&state);
+        let d = index_digest(&state);
         let landed = if d == before_digest {
             "before"
         } else if d == after_digest {
@@ -399,13 +326,98 @@ fn repeated_kills_during_import() {
             late_before += usize::from(share >= 0.5);
         } else {
             after += 1;
-            copy(&base, &state);
+            copy_dir(&base, &state);
         }
     }
     assert!(
         before >= 5 && late_before >= 2,
         "only {before} of 25 kills landed before the commit ({late_before} in the import's second half; {after} after); full import {full:?}"
     );
+}
+
+/// `nix path-info --json` (Nix 2.26's form) of `es`, with registration times.
+fn path_info_json(sd: &snix_lower_store_types::StoreDir, es: &[snix_lower_store_types::path_info::PathInfo]) -> String {
+    let m: serde_json::Map<String, serde_json::Value> = es
+        .iter()
+        .map(|e| {
+            let v = serde_json::json!({
+                "narHash": e.nar_hash.to_nix32_prefixed(), "narSize": e.nar_size,
+                "references": e.references.iter().map(|r| sd.display(r)).collect::<Vec<_>>(),
+                "deriver": e.deriver.as_ref().map(|d| sd.display(d)),
+                "registrationTime": 1_700_000_000u64, "signatures": [], "ultimate": false,
+            });
+            (sd.display(&e.path), v)
+        })
+        .collect();
+    serde_json::Value::Object(m).to_string()
+}
+
+/// `snix-lower-store import --path-info-json src` into `state`, started.
+fn spawn_import(
+    bin: &str,
+    src: &std::path::Path,
+    lower: &std::path::Path,
+    state: &std::path::Path,
+) -> std::process::Child {
+    std::process::Command::new(bin)
+        .arg("import")
+        .arg("--path-info-json")
+        .arg(src)
+        .arg("--lower-dir")
+        .arg(lower)
+        .arg("--state-dir")
+        .arg(state)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Every table's rows in a fixed order, and the schema, hashed.
+fn index_digest(state: &std::path::Path) -> String {
+    use sha2::Digest as _;
+    let file = state.join("index.sqlite");
+    assert!(file.exists(), "no index at {}", file.display());
+    let c = rusqlite::Connection::open(file).unwrap();
+    let mut h = sha2::Sha256::new();
+    let mut st = c
+        .prepare("SELECT type, name, coalesce(sql, '') FROM sqlite_master ORDER BY type, name")
+        .unwrap();
+    let schema: Vec<(String, String, String)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for (ty, name, sql) in &schema {
+        h.update(format!("{ty} {name} {sql}\n"));
+        if ty != "table" {
+            continue;
+        }
+        let q = c.prepare(&format!("SELECT * FROM \"{name}\"")).unwrap();
+        let n = q.column_count();
+        let order: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
+        let mut q = c
+            .prepare(&format!("SELECT * FROM \"{name}\" ORDER BY {}", order.join(", ")))
+            .unwrap();
+        let mut rows = q.query([]).unwrap();
+        while let Some(r) = rows.next().unwrap() {
+            for i in 0..n {
+                h.update(format!("{:?}\u{1f}", r.get::<_, rusqlite::types::Value>(i).unwrap()));
+            }
+            h.update(b"\n");
+        }
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// Copies the files of `from` into a fresh `to`.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
 }
 
 /// Idle exit counts from the last connection's end: an open connection
@@ -552,9 +564,7 @@ fn index_with_big_object(f: &Fixture, size: usize) -> (snix_lower_store_types::S
     let p = snix_lower_store_testkit::demo::text_path(&f.sd, "big", b"big", &[]);
     std::fs::rename(&big, f.lower.join(p.base_name())).unwrap();
     let mut entries = f.entries.clone();
-    entries.push(snix_lower_store_types::path_info::PathInfo {
-        ..snix_lower_store_types::path_info::PathInfo::new(p.clone(), h, n)
-    });
+    entries.push(snix_lower_store_types::path_info::PathInfo::new(p.clone(), h, n));
     let lower = snix_lower_store_types::lower::LowerDir::open(&f.lower).unwrap();
     snix_lower_store_index::import::import(&f.state, &f.sd, &lower, entries, Default::default()).unwrap();
     (p, n)

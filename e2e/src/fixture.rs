@@ -196,25 +196,17 @@ pub fn generate(ctx: &Ctx, fs: &Rootfs, name: &str) -> Result<Fixture> {
     let [src, final_drv, unbuilt_drv, ca_drv, ca_out] = lines.as_slice() else {
         bail!("unexpected fixture script output {out:?}")
     };
-    let all: Vec<String> = {
-        let mut v: Vec<String> = fs
-            .ok(&[
-                "nix-store",
-                "--query",
-                "--requisites",
-                "--include-outputs",
-                final_drv,
-                src,
-                unbuilt_drv,
-                ca_drv,
-                ca_out,
-            ])?
-            .lines()
-            .map(str::to_string)
-            .collect();
-        v.sort();
-        v
-    };
+    let all = sorted_lines(&fs.ok(&[
+        "nix-store",
+        "--query",
+        "--requisites",
+        "--include-outputs",
+        final_drv,
+        src,
+        unbuilt_drv,
+        ca_drv,
+        ca_out,
+    ])?);
     let root = format!("/e2e/{name}");
     let dest = ctx.host(&root);
     std::fs::create_dir_all(&dest)?;
@@ -223,11 +215,21 @@ pub fn generate(ctx: &Ctx, fs: &Rootfs, name: &str) -> Result<Fixture> {
         [std::ffi::OsString::from("-a"), scratch.into(), dest.clone().into()],
     )?;
     clear_dir(&fs.host_path("/nix"))?;
+    let fx = identify(root, &fs.label, all, [src, final_drv, unbuilt_drv, ca_drv, ca_out])?;
+    check_copied(fs, &fx)?;
+    Ok(fx)
+}
+
+/// The fixture's named paths: those the build script printed (`built`:
+/// src, final drv, unbuilt drv, ca drv, ca output) and the others found by
+/// name in `all`.
+fn identify(root: String, made_by: &str, all: Vec<String>, built: [&str; 5]) -> Result<Fixture> {
+    let [src, final_drv, unbuilt_drv, ca_drv, ca_out] = built;
     let drvs: Vec<String> = all.iter().filter(|p| p.ends_with(".drv")).cloned().collect();
     let outs: Vec<String> = all.iter().filter(|p| !p.ends_with(".drv")).cloned().collect();
-    let fx = Fixture {
+    Ok(Fixture {
         root,
-        made_by: fs.label.clone(),
+        made_by: made_by.to_string(),
         leaf: find(&outs, "-e2e-leaf")?,
         mid: find(&outs, "-e2e-mid")?,
         top: find(&outs, "-e2e-top")?,
@@ -244,21 +246,23 @@ pub fn generate(ctx: &Ctx, fs: &Rootfs, name: &str) -> Result<Fixture> {
         ca_drv: ca_drv.to_string(),
         ca_out: ca_out.to_string(),
         all,
-    };
-    // Sanity: the copy is a complete local store that Nix agrees with.
-    let copied: Vec<String> = {
-        let mut v: Vec<String> = fs
-            .ok(&["nix", "path-info", "--store", &fx.local_url(), "--all"])?
-            .lines()
-            .map(str::to_string)
-            .collect();
-        v.sort();
-        v
-    };
+    })
+}
+
+/// Sanity: the copy is a complete local store that Nix agrees with.
+fn check_copied(fs: &Rootfs, fx: &Fixture) -> Result<()> {
+    let copied = sorted_lines(&fs.ok(&["nix", "path-info", "--store", &fx.local_url(), "--all"])?);
     if copied != fx.all {
         bail!("copied lower store lists {copied:?}, expected {:?}", fx.all);
     }
-    Ok(fx)
+    Ok(())
+}
+
+/// The lines of `text`, sorted.
+fn sorted_lines(text: &str) -> Vec<String> {
+    let mut v: Vec<String> = text.lines().map(str::to_string).collect();
+    v.sort();
+    v
 }
 
 /// Removes everything inside `dir` but keeps `dir` (a mount point).

@@ -336,47 +336,22 @@ async fn body(f: &Fixture, c: &mut Client, req: &AnyRequest) -> Result<(), Strin
         return Err("a write op was answered with STDERR_LAST".into());
     }
     match req {
-        Q::IsValidPath(q) => {
-            let got = reply(c, q).await?;
-            let want = f.sd.parse(&q.path).is_ok_and(|p| f.indexed(&p).is_some());
-            if got != want {
-                return Err(format!("{got} for {:?}, the fixture says {want}", q.path));
-            }
-        }
+        Q::IsValidPath(q) => is_valid(f, &q.path, reply(c, q).await?)?,
         Q::HasSubstitutes(q) => drop(reply(c, q).await?),
         Q::QuerySubstitutablePathInfo(q) => {
             if reply(c, q).await?.is_some() {
                 return Err("a substitutable path info from a store without substituters".into());
             }
         }
-        Q::QueryValidPaths(q) => {
-            let want = q
-                .paths
-                .iter()
-                .filter(|p| f.sd.parse(p).is_ok_and(|p| f.indexed(&p).is_some()));
-            same_set(reply(c, q).await?, want.cloned().collect())?
-        }
+        Q::QueryValidPaths(q) => valid_subset(f, &q.paths, reply(c, q).await?)?,
         Q::QueryAllValidPaths(q) => paths(f, reply(c, q).await?)?,
-        Q::QueryReferences(q) => {
-            let refs = &entry(f, &q.path)?.references;
-            same_set(reply(c, q).await?, refs.iter().map(|r| f.sd.display(r)).collect())?
-        }
-        Q::QueryReferrers(q) => {
-            let p = valid_path(f, &q.path)?;
-            let want = f.entries.iter().filter(|e| e.references.contains(&p));
-            same_set(reply(c, q).await?, want.map(|e| f.sd.display(&e.path)).collect())?
-        }
+        Q::QueryReferences(q) => references(f, &q.path, reply(c, q).await?)?,
+        Q::QueryReferrers(q) => referrers(f, &q.path, reply(c, q).await?)?,
         Q::QueryValidDerivers(q) => paths(f, reply(c, q).await?)?,
         Q::QueryDerivationOutputs(q) => paths(f, reply(c, q).await?)?,
         Q::QueryDerivationOutputNames(q) => drop(reply(c, q).await?),
         Q::QueryPathInfo(q) => path_info(f, reply(c, q).await?, &q.path)?,
-        Q::QueryPathHash(q) => {
-            let h = reply(c, q).await?;
-            let want = entry(f, &q.path)?.nar_hash.to_base16();
-            if h != want {
-                return Err(format!("narHash {h:?}, the index has {want}"));
-            }
-        }
+        Q::QueryPathHash(q) => path_hash(f, &q.path, reply(c, q).await?)?,
         Q::QueryDeriver(q) => opt_path(f, reply(c, q).await?)?,
         Q::QueryPathFromHashPart(q) => opt_path(f, reply(c, q).await?)?,
         Q::QueryDerivationOutputMap(q) => {
@@ -406,17 +381,56 @@ async fn body(f: &Fixture, c: &mut Client, req: &AnyRequest) -> Result<(), Strin
         Q::OptimiseStore(q) => one(reply(c, q).await?)?,
         Q::EnsurePath(q) => one(reply(c, q).await?)?,
         Q::BuildPaths(q) => one(reply(c, q).await?)?,
-        Q::VerifyStore(q) => {
-            let errors = reply(c, q).await?;
-            if errors == c.log.is_empty() {
-                return Err(format!(
-                    "VerifyStore says errors={errors} after {} log lines",
-                    c.log.len()
-                ));
-            }
-        }
+        Q::VerifyStore(q) => verify_store(reply(c, q).await?, c.log.len())?,
         // Any other op: its reply decodes with its own reply type.
         other => other.skip_reply(&mut c.r, c.version).await.map_err(|e| e.to_string())?,
+    }
+    Ok(())
+}
+
+/// IsValidPath: true exactly for the fixture's indexed paths.
+fn is_valid(f: &Fixture, path: &str, got: bool) -> Result<(), String> {
+    let want = f.sd.parse(path).is_ok_and(|p| f.indexed(&p).is_some());
+    if got != want {
+        return Err(format!("{got} for {path:?}, the fixture says {want}"));
+    }
+    Ok(())
+}
+
+/// QueryValidPaths: exactly the asked paths that are indexed.
+fn valid_subset(f: &Fixture, asked: &[String], got: Vec<String>) -> Result<(), String> {
+    let want = asked
+        .iter()
+        .filter(|p| f.sd.parse(p).is_ok_and(|p| f.indexed(&p).is_some()));
+    same_set(got, want.cloned().collect())
+}
+
+/// QueryReferences: the indexed references of `path`.
+fn references(f: &Fixture, path: &str, got: Vec<String>) -> Result<(), String> {
+    let refs = &entry(f, path)?.references;
+    same_set(got, refs.iter().map(|r| f.sd.display(r)).collect())
+}
+
+/// QueryReferrers: the indexed paths that reference `path`.
+fn referrers(f: &Fixture, path: &str, got: Vec<String>) -> Result<(), String> {
+    let p = valid_path(f, path)?;
+    let want = f.entries.iter().filter(|e| e.references.contains(&p));
+    same_set(got, want.map(|e| f.sd.display(&e.path)).collect())
+}
+
+/// QueryPathHash: the indexed narHash, in base16.
+fn path_hash(f: &Fixture, path: &str, got: String) -> Result<(), String> {
+    let want = entry(f, path)?.nar_hash.to_base16();
+    if got != want {
+        return Err(format!("narHash {got:?}, the index has {want}"));
+    }
+    Ok(())
+}
+
+/// VerifyStore: errors reported exactly when log lines came with them.
+fn verify_store(errors: bool, log_lines: usize) -> Result<(), String> {
+    if errors == (log_lines == 0) {
+        return Err(format!("VerifyStore says errors={errors} after {log_lines} log lines"));
     }
     Ok(())
 }

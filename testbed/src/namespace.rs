@@ -19,8 +19,7 @@ pub enum Pid {
 
 /// Whether the current process runs as root.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// Returns when already inside (`marker` is set); otherwise re-executes the

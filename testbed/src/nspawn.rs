@@ -190,14 +190,12 @@ impl Container {
             return;
         }
         // nspawn --boot turns SIGTERM into an orderly poweroff of the container.
-        // SAFETY: kill(2) on our own child's PID.
-        unsafe { libc::kill(self.nspawn.id() as i32, libc::SIGTERM) };
+        signal(self.nspawn.id(), rustix::process::Signal::TERM);
         let nspawn = self.nspawn.id();
         if !wait_for(Duration::from_secs(15), Duration::from_millis(200), || !alive(nspawn)) {
             // PID 1 may ignore the poweroff request early in boot: killing it
             // ends the container's whole PID namespace, then nspawn exits.
-            // SAFETY: kill(2) with a PID found under our child.
-            unsafe { libc::kill(self.leader as i32, libc::SIGKILL) };
+            signal(self.leader, rustix::process::Signal::KILL);
             if !wait_for(Duration::from_secs(5), Duration::from_millis(200), || !alive(nspawn)) {
                 let _ = self.nspawn.kill();
             }
@@ -210,5 +208,12 @@ impl Drop for Container {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(Path::new("/run/systemd/nspawn/propagate").join(&self.machine));
+    }
+}
+
+/// Sends `sig` to `pid`; a process already gone is no error here.
+fn signal(pid: u32, sig: rustix::process::Signal) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(pid, sig);
     }
 }

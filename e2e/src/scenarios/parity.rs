@@ -106,302 +106,308 @@ fn per_path(paths: &[&str], f: impl Fn(&str) -> Vec<&str>) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// One command line, owned.
+fn cmd(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+impl Check {
+    /// A check with the common settings: stdout compared (as JSON when
+    /// `json`), nothing else.
+    fn new(name: &'static str, cmds: Vec<Vec<String>>, json: bool, must_succeed: bool) -> Check {
+        Check {
+            name,
+            cmds,
+            json,
+            must_succeed,
+            stderr: false,
+            any: false,
+            exact_error: false,
+            nar_from: vec![],
+            not_applicable: None,
+            adapted: None,
+        }
+    }
+}
+
+/// What the checks are built from: the fixture and its sample of paths,
+/// also split into outputs and derivations.
+struct Paths<'a> {
+    fx: &'a Fixture,
+    sample: Vec<&'a str>,
+    outputs: Vec<&'a str>,
+    drvs: Vec<&'a str>,
+}
+
+impl<'a> Paths<'a> {
+    fn new(fx: &'a Fixture) -> Paths<'a> {
+        let sample = fx.sample();
+        let outputs = sample.iter().copied().filter(|p| !p.ends_with(".drv")).collect();
+        let drvs = sample.iter().copied().filter(|p| p.ends_with(".drv")).collect();
+        Paths {
+            fx,
+            sample,
+            outputs,
+            drvs,
+        }
+    }
+
+    /// `nix-store --query <query> P` for each sampled path.
+    fn query_each(&self, query: &'static str) -> Vec<Vec<String>> {
+        per_path(&self.sample, |p| {
+            vec!["nix-store", "--store", "{S}", "--query", query, p]
+        })
+    }
+}
+
+/// The parity checks in the order they run (and [`NAMES`] lists them).
+const CHECKS: &[fn(&Paths) -> Check] = &[
+    path_info_json,
+    path_info_json_all,
+    requisites,
+    referrers,
+    referrers_closure,
+    deriver,
+    valid_derivers,
+    outputs,
+    queries,
+    verify_path,
+    check_validity,
+    path_from_hash_part,
+    invalid_path,
+    dump,
+    store_ls_cat,
+    export,
+    derivation_show,
+    dry_run,
+    realisation,
+    realisation_input_addressed,
+    ssh_ng_path_info_json,
+];
+
+/// The checks, fitted to the client's Nix; a check left without commands
+/// is dropped.
 fn checks(fs: &Rootfs, fx: &Fixture) -> Vec<Check> {
-    let sample = fx.sample();
-    let outputs: Vec<&str> = sample.iter().copied().filter(|p| !p.ends_with(".drv")).collect();
-    let drvs: Vec<&str> = sample.iter().copied().filter(|p| p.ends_with(".drv")).collect();
-    let c = |name, cmds, json, must_succeed| Check {
-        name,
-        cmds,
-        json,
-        must_succeed,
-        stderr: false,
-        any: false,
-        exact_error: false,
-        nar_from: vec![],
-        not_applicable: None,
-        adapted: None,
-    };
-    let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
-    let mut v = vec![
-        c(
-            "parity/path-info-json",
-            vec![[
-                "nix",
-                "path-info",
-                "--json",
-                "--recursive",
-                "--store",
-                "{S}",
-                &fx.final_out,
-                &fx.src,
-                &fx.final_drv,
-            ]
-            .map(String::from)
-            .to_vec()],
-            true,
-            true,
-        ),
-        c(
-            "parity/path-info-json-all",
-            vec![["nix", "path-info", "--json", "--all", "--store", "{S}"]
-                .map(String::from)
-                .to_vec()],
-            true,
-            true,
-        ),
-        c(
-            "parity/requisites",
-            per_path(&sample, |p| {
-                vec!["nix-store", "--store", "{S}", "--query", "--requisites", p]
-            }),
-            false,
-            true,
-        ),
-        c(
-            "parity/referrers",
-            per_path(&sample, |p| {
-                vec!["nix-store", "--store", "{S}", "--query", "--referrers", p]
-            }),
-            false,
-            true,
-        ),
-        c(
-            "parity/referrers-closure",
-            per_path(&sample, |p| {
-                vec!["nix-store", "--store", "{S}", "--query", "--referrers-closure", p]
-            }),
-            false,
-            true,
-        ),
-        c(
-            "parity/deriver",
-            per_path(&sample, |p| {
-                vec!["nix-store", "--store", "{S}", "--query", "--deriver", p]
-            }),
-            false,
-            true,
-        ),
-        c(
-            "parity/valid-derivers",
-            per_path(&outputs, |p| {
-                vec!["nix-store", "--store", "{S}", "--query", "--valid-derivers", p]
-            }),
-            false,
-            true,
-        ),
-        c(
-            "parity/outputs",
-            per_path(&drvs, |p| {
-                vec!["nix-store", "--store", "{S}", "--query", "--outputs", p]
-            }),
-            false,
-            true,
-        ),
-        c(
-            "parity/queries",
-            sample
-                .iter()
-                .flat_map(|p| {
-                    ["--hash", "--size", "--references", "--tree", "--graph"]
-                        .iter()
-                        .map(|q| {
-                            ["nix-store", "--store", "{S}", "--query", q, p]
-                                .map(String::from)
-                                .to_vec()
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .collect(),
-            false,
-            true,
-        ),
-        c(
-            "parity/verify-path",
-            per_path(&sample, |p| vec!["nix-store", "--store", "{S}", "--verify-path", p]),
-            false,
-            true,
-        ),
-        c(
-            "parity/check-validity",
-            vec![{
-                let mut a: Vec<String> = ["nix-store", "--store", "{S}", "--check-validity", "--print-invalid"]
-                    .map(String::from)
-                    .to_vec();
-                a.extend(sample.iter().map(|s| s.to_string()));
-                a.push(NOT_THERE.into());
-                a
-            }],
-            false,
-            true,
-        ),
-        c(
-            "parity/path-from-hash-part",
-            per_path(&sample, |p| {
-                let h = &p["/nix/store/".len().."/nix/store/".len() + 32];
-                vec!["nix", "store", "path-from-hash-part", "--store", "{S}", h]
-            }),
-            false,
-            true,
-        ),
-        Check {
-            name: "parity/invalid-path",
-            cmds: vec![
-                ["nix", "path-info", "--store", "{S}", NOT_THERE]
-                    .map(String::from)
-                    .to_vec(),
-                ["nix-store", "--store", "{S}", "--query", "--references", NOT_THERE]
-                    .map(String::from)
-                    .to_vec(),
-                [
-                    "nix",
-                    "store",
-                    "path-from-hash-part",
-                    "--store",
-                    "{S}",
-                    "ffffffffffffffffffffffffffffffff",
-                ]
-                .map(String::from)
-                .to_vec(),
-            ],
-            json: false,
-            must_succeed: false,
-            stderr: false,
-            any: false,
-            exact_error: true,
-            nar_from: vec![],
-            not_applicable: None,
-            adapted: None,
-        },
-        Check {
-            name: "parity/dump",
-            cmds: per_path(&sample, |p| vec!["nix", "store", "dump-path", "--store", "{SSH}", p]),
-            nar_from: owned(&sample),
-            ..c("", vec![], false, true)
-        },
-        Check {
-            name: "parity/store-ls-cat",
-            cmds: vec![
-                [
-                    "nix",
-                    "store",
-                    "ls",
-                    "--store",
-                    "{SSH}",
-                    "--recursive",
-                    "--long",
-                    "--json",
-                    &fx.tree,
-                ]
-                .map(String::from)
-                .to_vec(),
-                [
-                    "nix",
-                    "store",
-                    "cat",
-                    "--store",
-                    "{SSH}",
-                    &format!("{}/d1/d2/d3/d4/d5/d6/d7/d8/d9/d10/d11/d12/bottom.txt", fx.tree),
-                ]
-                .map(String::from)
-                .to_vec(),
-            ],
-            nar_from: vec![fx.tree.clone()],
-            ..c("", vec![], false, true)
-        },
-        Check {
-            name: "parity/export",
-            cmds: vec![{
-                let mut a: Vec<String> = ["nix-store", "--store", "{SSH}", "--export"].map(String::from).to_vec();
-                a.extend(sample.iter().map(|s| s.to_string()));
-                a
-            }],
-            nar_from: owned(&sample),
-            ..c("", vec![], false, true)
-        },
-        c(
-            "parity/derivation-show",
-            per_path(&drvs, |p| vec!["nix", "derivation", "show", "--store", "{S}", p]),
-            true,
-            true,
-        ),
-        Check {
-            name: "parity/dry-run",
-            cmds: vec![[
-                "nix-store",
-                "--store",
-                "{S}",
-                "--realise",
-                "--dry-run",
-                &fx.final_drv,
-                &fx.split_drv,
-            ]
-            .map(String::from)
-            .to_vec()],
-            json: false,
-            must_succeed: true,
-            stderr: true,
-            any: false,
-            exact_error: false,
-            nar_from: vec![],
-            not_applicable: None,
-            adapted: None,
-        },
-        // QueryRealisation (what Nix's local-overlay store asks its lower
-        // store) and the floating output in QueryDerivationOutputMap: the
-        // content-addressed derivation's output must be found, on both sides.
-        Check {
-            name: "parity/realisation",
-            cmds: vec![realisation_info(&fx.ca_drv)],
-            json: true,
-            must_succeed: true,
-            stderr: false,
-            any: false,
-            exact_error: false,
-            nar_from: vec![],
-            not_applicable: None,
-            adapted: None,
-        },
-        // Input-addressed (and one never built): whatever Nix's daemon
-        // answers, ours must answer the same.
-        Check {
-            name: "parity/realisation-input-addressed",
-            cmds: [&fx.final_drv, &fx.split_drv, &fx.unbuilt_drv]
-                .iter()
-                .map(|d| realisation_info(d))
-                .collect(),
-            json: true,
-            must_succeed: false,
-            stderr: false,
-            any: true,
-            exact_error: false,
-            nar_from: vec![],
-            not_applicable: None,
-            adapted: None,
-        },
-        c(
-            "parity/ssh-ng-path-info-json",
-            vec![[
-                "nix",
-                "path-info",
-                "--json",
-                "--recursive",
-                "--store",
-                "{SSH}",
-                &fx.final_out,
-                &fx.src,
-            ]
-            .map(String::from)
-            .to_vec()],
-            true,
-            true,
-        ),
-    ];
+    let p = Paths::new(fx);
+    let mut v: Vec<Check> = CHECKS.iter().map(|check| check(&p)).collect();
     v.retain(|c| !c.cmds.is_empty());
     for c in &mut v {
         adapt(fs, c);
     }
     v
+}
+
+fn path_info_json(p: &Paths) -> Check {
+    let fx = p.fx;
+    let c = cmd(&[
+        "nix",
+        "path-info",
+        "--json",
+        "--recursive",
+        "--store",
+        "{S}",
+        &fx.final_out,
+        &fx.src,
+        &fx.final_drv,
+    ]);
+    Check::new("parity/path-info-json", vec![c], true, true)
+}
+
+fn path_info_json_all(_: &Paths) -> Check {
+    let c = cmd(&["nix", "path-info", "--json", "--all", "--store", "{S}"]);
+    Check::new("parity/path-info-json-all", vec![c], true, true)
+}
+
+fn requisites(p: &Paths) -> Check {
+    Check::new("parity/requisites", p.query_each("--requisites"), false, true)
+}
+
+fn referrers(p: &Paths) -> Check {
+    Check::new("parity/referrers", p.query_each("--referrers"), false, true)
+}
+
+fn referrers_closure(p: &Paths) -> Check {
+    Check::new(
+        "parity/referrers-closure",
+        p.query_each("--referrers-closure"),
+        false,
+        true,
+    )
+}
+
+fn deriver(p: &Paths) -> Check {
+    Check::new("parity/deriver", p.query_each("--deriver"), false, true)
+}
+
+fn valid_derivers(p: &Paths) -> Check {
+    let cmds = per_path(&p.outputs, |o| {
+        vec!["nix-store", "--store", "{S}", "--query", "--valid-derivers", o]
+    });
+    Check::new("parity/valid-derivers", cmds, false, true)
+}
+
+fn outputs(p: &Paths) -> Check {
+    let cmds = per_path(&p.drvs, |d| {
+        vec!["nix-store", "--store", "{S}", "--query", "--outputs", d]
+    });
+    Check::new("parity/outputs", cmds, false, true)
+}
+
+fn queries(p: &Paths) -> Check {
+    let cmds = p
+        .sample
+        .iter()
+        .flat_map(|s| {
+            ["--hash", "--size", "--references", "--tree", "--graph"]
+                .iter()
+                .map(|q| cmd(&["nix-store", "--store", "{S}", "--query", q, s]))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    Check::new("parity/queries", cmds, false, true)
+}
+
+fn verify_path(p: &Paths) -> Check {
+    let cmds = per_path(&p.sample, |s| vec!["nix-store", "--store", "{S}", "--verify-path", s]);
+    Check::new("parity/verify-path", cmds, false, true)
+}
+
+fn check_validity(p: &Paths) -> Check {
+    let mut a = cmd(&["nix-store", "--store", "{S}", "--check-validity", "--print-invalid"]);
+    a.extend(p.sample.iter().map(|s| s.to_string()));
+    a.push(NOT_THERE.into());
+    Check::new("parity/check-validity", vec![a], false, true)
+}
+
+fn path_from_hash_part(p: &Paths) -> Check {
+    let cmds = per_path(&p.sample, |s| {
+        let h = &s["/nix/store/".len().."/nix/store/".len() + 32];
+        vec!["nix", "store", "path-from-hash-part", "--store", "{S}", h]
+    });
+    Check::new("parity/path-from-hash-part", cmds, false, true)
+}
+
+fn invalid_path(_: &Paths) -> Check {
+    let cmds = vec![
+        cmd(&["nix", "path-info", "--store", "{S}", NOT_THERE]),
+        cmd(&["nix-store", "--store", "{S}", "--query", "--references", NOT_THERE]),
+        cmd(&[
+            "nix",
+            "store",
+            "path-from-hash-part",
+            "--store",
+            "{S}",
+            "ffffffffffffffffffffffffffffffff",
+        ]),
+    ];
+    Check {
+        exact_error: true,
+        ..Check::new("parity/invalid-path", cmds, false, false)
+    }
+}
+
+fn dump(p: &Paths) -> Check {
+    let cmds = per_path(&p.sample, |s| vec!["nix", "store", "dump-path", "--store", "{SSH}", s]);
+    Check {
+        nar_from: cmd(&p.sample),
+        ..Check::new("parity/dump", cmds, false, true)
+    }
+}
+
+fn store_ls_cat(p: &Paths) -> Check {
+    let tree = &p.fx.tree;
+    let cmds = vec![
+        cmd(&[
+            "nix",
+            "store",
+            "ls",
+            "--store",
+            "{SSH}",
+            "--recursive",
+            "--long",
+            "--json",
+            tree,
+        ]),
+        cmd(&[
+            "nix",
+            "store",
+            "cat",
+            "--store",
+            "{SSH}",
+            &format!("{tree}/d1/d2/d3/d4/d5/d6/d7/d8/d9/d10/d11/d12/bottom.txt"),
+        ]),
+    ];
+    Check {
+        nar_from: vec![tree.clone()],
+        ..Check::new("parity/store-ls-cat", cmds, false, true)
+    }
+}
+
+fn export(p: &Paths) -> Check {
+    let mut a = cmd(&["nix-store", "--store", "{SSH}", "--export"]);
+    a.extend(p.sample.iter().map(|s| s.to_string()));
+    Check {
+        nar_from: cmd(&p.sample),
+        ..Check::new("parity/export", vec![a], false, true)
+    }
+}
+
+fn derivation_show(p: &Paths) -> Check {
+    let cmds = per_path(&p.drvs, |d| vec!["nix", "derivation", "show", "--store", "{S}", d]);
+    Check::new("parity/derivation-show", cmds, true, true)
+}
+
+fn dry_run(p: &Paths) -> Check {
+    let fx = p.fx;
+    let c = cmd(&[
+        "nix-store",
+        "--store",
+        "{S}",
+        "--realise",
+        "--dry-run",
+        &fx.final_drv,
+        &fx.split_drv,
+    ]);
+    Check {
+        stderr: true,
+        ..Check::new("parity/dry-run", vec![c], false, true)
+    }
+}
+
+/// QueryRealisation (what Nix's local-overlay store asks its lower store)
+/// and the floating output in QueryDerivationOutputMap: the
+/// content-addressed derivation's output must be found, on both sides.
+fn realisation(p: &Paths) -> Check {
+    Check::new("parity/realisation", vec![realisation_info(&p.fx.ca_drv)], true, true)
+}
+
+/// Input-addressed (and one never built): whatever Nix's daemon answers,
+/// ours must answer the same.
+fn realisation_input_addressed(p: &Paths) -> Check {
+    let fx = p.fx;
+    let cmds = [&fx.final_drv, &fx.split_drv, &fx.unbuilt_drv]
+        .iter()
+        .map(|d| realisation_info(d))
+        .collect();
+    Check {
+        any: true,
+        ..Check::new("parity/realisation-input-addressed", cmds, true, false)
+    }
+}
+
+fn ssh_ng_path_info_json(p: &Paths) -> Check {
+    let fx = p.fx;
+    let c = cmd(&[
+        "nix",
+        "path-info",
+        "--json",
+        "--recursive",
+        "--store",
+        "{SSH}",
+        &fx.final_out,
+        &fx.src,
+    ]);
+    Check::new("parity/ssh-ng-path-info-json", vec![c], true, true)
 }
 
 /// `nix path-info` / `nix store …` with `.drv` arguments, on a Nix that
@@ -677,9 +683,89 @@ pub fn flavoured(name: &str, kind: Option<Kind>) -> String {
     }
 }
 
+/// The checks of our daemon alone, run in each of our flavours after the
+/// parity checks.
+const OURS_ONLY: [&str; 2] = ["ours/refuses-writes", "ours/query-missing-unbuilt"];
+
+/// The names of the checks flavour `k` runs (None: Nix's daemon alone,
+/// which runs no ours-only check).
+fn names_of(checks: &[Check], k: Option<Kind>) -> impl Iterator<Item = &str> {
+    checks
+        .iter()
+        .map(|c| c.name)
+        .chain(OURS_ONLY.iter().copied().filter(move |_| k.is_some()))
+}
+
+/// Fails every check of flavour `k` with `why`.
+fn fail_all(report: &mut Report, fs: &Rootfs, checks: &[Check], k: Option<Kind>, why: &str) {
+    for n in names_of(checks, k) {
+        report.fail(&tagged(&flavoured(n, k), &fs.label), why);
+    }
+}
+
+/// How a client reaches daemon `d`: its unix URL and an ssh-ng relay.
+fn side_of(ctx: &Ctx, fs: &Rootfs, d: &Daemon, who: &str) -> Result<Side> {
+    Ok(Side {
+        unix: d.url(),
+        ssh: ssh_ng_url(ctx, fs, &format!("{}-{who}", fs.suite), &d.socket)?,
+    })
+}
+
 pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut Report) {
     let checks = checks(fs, fx);
-    let extra = ["ours/refuses-writes", "ours/query-missing-unbuilt"];
+    let flavours = flavours_to_run(ctx, fs, &checks, with_ours, report);
+    if flavours.is_empty() {
+        return;
+    }
+    let nix = match daemons::start_nix(ctx, fs, &format!("/e2e/run/parity-{}-nix.sock", fs.suite), &fx.root) {
+        Ok(d) => d,
+        Err(e) => {
+            for k in &flavours {
+                fail_all(report, fs, &checks, *k, &format!("setup: {e:#}"));
+            }
+            return;
+        }
+    };
+    let nix_side = match side_of(ctx, fs, &nix, "nix") {
+        Ok(s) => s,
+        Err(e) => {
+            report.fail(&tagged("parity/setup", &fs.label), &format!("{e:#}"));
+            return;
+        }
+    };
+    let run = Run {
+        ctx,
+        fs,
+        fx,
+        checks: &checks,
+        nix_side: &nix_side,
+    };
+    let mut cache = Cache {
+        bases: checks.iter().map(|_| None).collect(),
+        state: format!("/e2e/parity-{}-state", fs.suite),
+        imported: None,
+        bare_nix: None,
+    };
+    for kind in flavours {
+        match kind {
+            None => run.baseline_only(&mut cache, report),
+            Some(kind) => run.flavour(&mut cache, kind, report),
+        }
+    }
+    drop(nix);
+}
+
+/// The flavours to start: each of ours (or Nix's daemon alone without
+/// `with_ours`), less the image flavours this Nix cannot serve and erofs
+/// where it cannot be mounted (both reported), and only those with at least
+/// one wanted check.
+fn flavours_to_run(
+    ctx: &Ctx,
+    fs: &Rootfs,
+    checks: &[Check],
+    with_ours: bool,
+    report: &mut Report,
+) -> Vec<Option<Kind>> {
     let mut candidates: Vec<Option<Kind>> = if with_ours {
         Kind::ours(ctx.snix.is_some()).into_iter().map(Some).collect()
     } else {
@@ -687,7 +773,7 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
     };
     if let Some(why) = image_not_applicable(fs) {
         for k in candidates.iter().flatten().filter(|k| k.image()) {
-            for n in checks.iter().map(|c| c.name).chain(extra) {
+            for n in names_of(checks, Some(*k)) {
                 report.not_applicable(&tagged(&flavoured(n, Some(*k)), &fs.label), &why);
             }
         }
@@ -700,156 +786,184 @@ pub fn run(ctx: &Ctx, fs: &Rootfs, fx: &Fixture, with_ours: bool, report: &mut R
             report.setup_problem(&name, &why, ctx.ci);
         }
     }
-    // Flavours with at least one wanted scenario; only those are started.
-    let flavours: Vec<Option<Kind>> = candidates
+    candidates
         .into_iter()
-        .filter(|k| {
-            checks
-                .iter()
-                .map(|c| c.name)
-                .chain(extra.iter().copied().filter(|_| k.is_some()))
-                .any(|n| report.wanted(&tagged(&flavoured(n, *k), &fs.label)))
-        })
-        .collect();
-    if flavours.is_empty() {
-        return;
-    }
-    let fail_all = |report: &mut Report, k: Option<Kind>, why: &str| {
-        for n in checks
-            .iter()
-            .map(|c| c.name)
-            .chain(extra.iter().copied().filter(|_| k.is_some()))
-        {
-            report.fail(&tagged(&flavoured(n, k), &fs.label), why);
-        }
-    };
-    let nix = match daemons::start_nix(ctx, fs, &format!("/e2e/run/parity-{}-nix.sock", fs.suite), &fx.root) {
-        Ok(d) => d,
-        Err(e) => {
-            for k in &flavours {
-                fail_all(report, *k, &format!("setup: {e:#}"));
-            }
-            return;
-        }
-    };
-    let side = |d: &Daemon, who: &str| -> Result<Side> {
-        Ok(Side {
-            unix: d.url(),
-            ssh: ssh_ng_url(ctx, fs, &format!("{}-{who}", fs.suite), &d.socket)?,
-        })
-    };
-    let nix_side = match side(&nix, "nix") {
-        Ok(s) => s,
-        Err(e) => {
-            report.fail(&tagged("parity/setup", &fs.label), &format!("{e:#}"));
-            return;
-        }
-    };
-    // Baseline answers, computed once per check and shared by the flavours.
-    let mut bases: Vec<Option<std::result::Result<Vec<Output>, String>>> = checks.iter().map(|_| None).collect();
-    let mut base_of = |i: usize| -> Result<Vec<Output>> {
-        let b = bases[i].get_or_insert_with(|| baseline(fs, &checks[i], &nix_side).map_err(|e| format!("{e:#}")));
+        .filter(|k| names_of(checks, *k).any(|n| report.wanted(&tagged(&flavoured(n, *k), &fs.label))))
+        .collect()
+}
+
+/// What every flavour of one parity run reads: the suite, the checks and
+/// how to reach Nix's own daemon.
+struct Run<'a> {
+    ctx: &'a Ctx,
+    fs: &'a Rootfs,
+    fx: &'a Fixture,
+    checks: &'a [Check],
+    nix_side: &'a Side,
+}
+
+/// What a parity run computes once, when first needed, and shares between
+/// the flavours: Nix's daemon's answers per check (the baseline), the index
+/// both of our non-image flavours serve, and Nix's daemon over the fixture
+/// with its realisations removed (the realisation baseline of flavours that
+/// carry none).
+struct Cache {
+    bases: Vec<Option<std::result::Result<Vec<Output>, String>>>,
+    state: String,
+    imported: Option<std::result::Result<(), String>>,
+    bare_nix: Option<std::result::Result<(Daemon, Side), String>>,
+}
+
+/// One of our flavours, started: which, its daemon and how to reach it.
+struct Ours<'d> {
+    kind: Kind,
+    daemon: &'d Daemon,
+    side: &'d Side,
+}
+
+impl Run<'_> {
+    /// Check `i`'s baseline, computed on first use.
+    fn base_of(&self, cache: &mut Cache, i: usize) -> Result<Vec<Output>> {
+        let b = cache.bases[i]
+            .get_or_insert_with(|| baseline(self.fs, &self.checks[i], self.nix_side).map_err(|e| format!("{e:#}")));
         b.clone().map_err(anyhow::Error::msg)
-    };
-    // One index, imported once, served by both of our flavours.
-    let state = format!("/e2e/parity-{}-state", fs.suite);
-    let mut imported: Option<std::result::Result<(), String>> = None;
-    // Nix's daemon over the fixture with its realisations removed: the
-    // baseline for flavours that have none (started when first needed).
-    let mut bare_nix: Option<std::result::Result<(Daemon, Side), String>> = None;
-    for kind in flavours {
-        let Some(kind) = kind else {
-            for (i, c) in checks.iter().enumerate() {
-                let name = tagged(&flavoured(c.name, None), &fs.label);
-                match &c.not_applicable {
-                    Some(why) => report.not_applicable(&name, why),
-                    None => {
-                        report.run(&name, || base_of(i).map(|_| ()));
-                    }
+    }
+
+    /// Without our daemon: each check against Nix's daemon alone.
+    fn baseline_only(&self, cache: &mut Cache, report: &mut Report) {
+        for (i, c) in self.checks.iter().enumerate() {
+            let name = tagged(&flavoured(c.name, None), &self.fs.label);
+            match &c.not_applicable {
+                Some(why) => report.not_applicable(&name, why),
+                None => {
+                    report.run(&name, || self.base_of(cache, i).map(|_| ()));
                 }
             }
-            continue;
-        };
-        let mut setup = || -> Result<(Daemon, Side, Option<Mounted>)> {
-            let socket = format!("/e2e/run/parity-{}-{}.sock", fs.suite, kind.short());
-            let mut mounted = None;
-            let d = if kind == Kind::OursSnix {
-                // A real snix-store of its own, filled by `snix-store copy`.
-                let dir = format!("/e2e/run/parity-{}-snix", fs.suite);
-                daemons::start_ours_snix(ctx, fs, &socket, &fx.root, &dir)?
-            } else if kind.image() {
-                let img = crate::images::base(ctx, fs, fx)?;
-                // The image root: the erofs file's mount point, or the directory.
-                let root = match kind {
-                    Kind::OursErofs => {
-                        let mnt = format!("/e2e/run/parity-{}-erofs-mnt", fs.suite);
-                        mounted = Some(crate::images::mount(fs, kind, &img, &mnt)?);
-                        mnt
-                    }
-                    _ => img.dir.clone(),
-                };
-                let lower = crate::images::lower_dir(&root);
-                let no_state = format!("/e2e/run/parity-{}-{}-no-state", fs.suite, kind.short());
-                daemons::start_ours_image(ctx, fs, kind, &socket, &lower, &no_state)?
-            } else {
-                imported
-                    .get_or_insert_with(|| import_parity_index(ctx, fs, fx, &state).map_err(|e| format!("{e:#}")))
-                    .clone()
-                    .map_err(anyhow::Error::msg)?;
-                match kind {
-                    Kind::OursGrpc => daemons::start_ours_grpc(ctx, fs, &socket, &fx.store_dir(), &state)?,
-                    _ => daemons::start_ours(ctx, fs, &socket, &fx.store_dir(), &state)?,
-                }
-            };
-            let s = side(&d, kind.short())?;
-            Ok((d, s, mounted))
-        };
-        let (daemon, ours_side, mounted) = match setup() {
+        }
+    }
+
+    /// One of our flavours: started, every wanted check compared with the
+    /// baseline, then the ours-only checks; stopped (and unmounted).
+    fn flavour(&self, cache: &mut Cache, kind: Kind, report: &mut Report) {
+        let (daemon, side, mounted) = match self.start(cache, kind) {
             Ok(x) => x,
             Err(e) => {
-                fail_all(report, Some(kind), &format!("setup: {e:#}"));
-                continue;
+                fail_all(report, self.fs, self.checks, Some(kind), &format!("setup: {e:#}"));
+                return;
             }
         };
-        for (i, c) in checks.iter().enumerate() {
-            let name = tagged(&flavoured(c.name, Some(kind)), &fs.label);
-            if !report.wanted(&name) {
-                continue;
-            }
-            if let Some(why) = &c.not_applicable {
-                report.not_applicable(&name, why);
-                continue;
-            }
-            let mut notes: Vec<String> = c.adapted.iter().cloned().collect();
-            report.run(&name, || {
-                let base = base_of(i)?;
-                if kind != Kind::Ours && c.name.starts_with("parity/realisation") {
-                    let bare = bare_nix
-                        .get_or_insert_with(|| nix_without_realisations(ctx, fs, fx).map_err(|e| format!("{e:#}")))
-                        .as_ref()
-                        .map_err(|e| anyhow::anyhow!("Nix's daemon without realisations: {e}"))?;
-                    notes.push(has_no_realisations(fs, c, kind, [&bare.1, &ours_side])?);
-                    return Ok(());
-                }
-                notes.extend(compare(fs, c, &base, kind, [&nix_side, &ours_side], &daemon)?);
-                Ok(())
-            });
-            for n in notes {
-                report.note(&name, &n);
-            }
+        let ours = Ours {
+            kind,
+            daemon: &daemon,
+            side: &side,
+        };
+        for i in 0..self.checks.len() {
+            self.check(cache, report, i, &ours);
         }
+        let (ctx, fs, fx) = (self.ctx, self.fs, self.fx);
         report.run(
             &tagged(&flavoured("ours/refuses-writes", Some(kind)), &fs.label),
             || refuses_writes(ctx, fs, fx, &daemon),
         );
         report.run(
             &tagged(&flavoured("ours/query-missing-unbuilt", Some(kind)), &fs.label),
-            || query_missing_unbuilt(fs, fx, &nix_side.unix, &daemon.url()),
+            || query_missing_unbuilt(fs, fx, &self.nix_side.unix, &daemon.url()),
         );
         drop(daemon);
         drop(mounted);
     }
-    drop(nix);
+
+    /// Check `i` in one of our flavours (if wanted and applicable), with
+    /// its notes.
+    fn check(&self, cache: &mut Cache, report: &mut Report, i: usize, ours: &Ours) {
+        let c = &self.checks[i];
+        let kind = ours.kind;
+        let name = tagged(&flavoured(c.name, Some(kind)), &self.fs.label);
+        if !report.wanted(&name) {
+            return;
+        }
+        if let Some(why) = &c.not_applicable {
+            report.not_applicable(&name, why);
+            return;
+        }
+        let mut notes: Vec<String> = c.adapted.iter().cloned().collect();
+        report.run(&name, || {
+            let base = self.base_of(cache, i)?;
+            if kind != Kind::Ours && c.name.starts_with("parity/realisation") {
+                let (ctx, fs, fx) = (self.ctx, self.fs, self.fx);
+                let bare = cache
+                    .bare_nix
+                    .get_or_insert_with(|| nix_without_realisations(ctx, fs, fx).map_err(|e| format!("{e:#}")))
+                    .as_ref()
+                    .map_err(|e| anyhow::anyhow!("Nix's daemon without realisations: {e}"))?;
+                notes.push(has_no_realisations(fs, c, kind, [&bare.1, ours.side])?);
+                return Ok(());
+            }
+            notes.extend(compare(
+                self.fs,
+                c,
+                &base,
+                kind,
+                [self.nix_side, ours.side],
+                ours.daemon,
+            )?);
+            Ok(())
+        });
+        for n in notes {
+            report.note(&name, &n);
+        }
+    }
+
+    /// Starts our daemon of flavour `kind`: in front of a real snix-store,
+    /// on an image (mounted for erofs), or on the index imported once.
+    fn start(&self, cache: &mut Cache, kind: Kind) -> Result<(Daemon, Side, Option<Mounted>)> {
+        let (ctx, fs, fx) = (self.ctx, self.fs, self.fx);
+        let socket = format!("/e2e/run/parity-{}-{}.sock", fs.suite, kind.short());
+        let mut mounted = None;
+        let d = if kind == Kind::OursSnix {
+            // A real snix-store of its own, filled by `snix-store copy`.
+            let dir = format!("/e2e/run/parity-{}-snix", fs.suite);
+            daemons::start_ours_snix(ctx, fs, &socket, &fx.root, &dir)?
+        } else if kind.image() {
+            let (d, m) = self.start_on_image(kind, &socket)?;
+            mounted = m;
+            d
+        } else {
+            let state = &cache.state;
+            cache
+                .imported
+                .get_or_insert_with(|| import_parity_index(ctx, fs, fx, state).map_err(|e| format!("{e:#}")))
+                .clone()
+                .map_err(anyhow::Error::msg)?;
+            match kind {
+                Kind::OursGrpc => daemons::start_ours_grpc(ctx, fs, &socket, &fx.store_dir(), state)?,
+                _ => daemons::start_ours(ctx, fs, &socket, &fx.store_dir(), state)?,
+            }
+        };
+        let s = side_of(ctx, fs, &d, kind.short())?;
+        Ok((d, s, mounted))
+    }
+
+    /// Our daemon on the fixture's image, with no state dir: the directory,
+    /// or the erofs file mounted (the mount returned).
+    fn start_on_image(&self, kind: Kind, socket: &str) -> Result<(Daemon, Option<Mounted>)> {
+        let (ctx, fs, fx) = (self.ctx, self.fs, self.fx);
+        let img = crate::images::base(ctx, fs, fx)?;
+        let mut mounted = None;
+        // The image root: the erofs file's mount point, or the directory.
+        let root = match kind {
+            Kind::OursErofs => {
+                let mnt = format!("/e2e/run/parity-{}-erofs-mnt", fs.suite);
+                mounted = Some(crate::images::mount(fs, kind, &img, &mnt)?);
+                mnt
+            }
+            _ => img.dir.clone(),
+        };
+        let lower = crate::images::lower_dir(&root);
+        let no_state = format!("/e2e/run/parity-{}-{}-no-state", fs.suite, kind.short());
+        let d = daemons::start_ours_image(ctx, fs, kind, socket, &lower, &no_state)?;
+        Ok((d, mounted))
+    }
 }
 
 /// Why the image flavours cannot serve this Nix's lower store: their index
@@ -1118,4 +1232,39 @@ fn sections(text: &str) -> Result<Vec<(String, Vec<String>)>> {
         paths.sort();
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The check table and OURS_ONLY run in the order NAMES lists them (the
+    /// report and `--only` go by these names).
+    #[test]
+    fn table_runs_in_the_order_of_names() {
+        let p = "/nix/store/00000000000000000000000000000000-x".to_string();
+        let fx = Fixture {
+            root: "/r".into(),
+            made_by: "test".into(),
+            leaf: p.clone(),
+            mid: p.clone(),
+            top: p.clone(),
+            src: p.clone(),
+            exe: p.clone(),
+            tree: p.clone(),
+            split_out: p.clone(),
+            split_dev: p.clone(),
+            final_out: p.clone(),
+            final_drv: p.clone(),
+            split_drv: p.clone(),
+            tree_drv: p.clone(),
+            unbuilt_drv: p.clone(),
+            ca_drv: p.clone(),
+            ca_out: p,
+            all: vec![],
+        };
+        let paths = Paths::new(&fx);
+        let names: Vec<&str> = CHECKS.iter().map(|c| c(&paths).name).chain(OURS_ONLY).collect();
+        assert_eq!(names, NAMES);
+    }
 }

@@ -54,8 +54,9 @@ impl Drop for Bg {
 }
 
 fn term(c: &Child) {
-    // SAFETY: kill(2) on our own child's PID, which has not been waited for.
-    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    if let Some(pid) = rustix::process::Pid::from_raw(c.id() as i32) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
 }
 
 /// The exit code of a finished process as the shell reports it.

@@ -82,6 +82,8 @@ pub(crate) fn file_tail(p: &Path, n: usize) -> String {
 }
 
 /// A new, uniquely named scratch directory (mkdtemp), mode 0755.
+// mkdtemp(3): the one libc call here (std has no mkdtemp).
+#[allow(unsafe_code)]
 fn scratch_dir() -> Result<PathBuf> {
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
     use std::os::unix::fs::PermissionsExt;

@@ -11,7 +11,20 @@
 //! them alike. The image index is built once into the cached generated store
 //! (`<store>/.snix-lower-store/`, where `serve` finds it) and reused.
 
-use super::*;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use snix_lower_store_bench::gen::Store;
+use snix_lower_store_bench::stats::median;
+use snix_lower_store_testkit::client::Client;
+
+use super::{gen_store, loadavg, spec};
+use crate::args::Args;
+use crate::daemons::{import_ours, load_db_nix, start_nix, start_ours, start_ours_on, Daemon};
+use crate::env::{sh_ok, Env};
+use crate::load::client_rt;
 
 /// A store-dir index's size: the database file and its WAL, if any.
 fn db_bytes(f: &Path) -> u64 {
@@ -30,7 +43,7 @@ fn startup_store(env: &Env, args: &Args, n: usize) -> Result<Store> {
 /// The image's own index of the generated store, built on first use: the
 /// store's root is the image root (`<root>/nix/store` the lower dir, the
 /// index in `<root>/.snix-lower-store/`).
-pub(super) fn ensure_image_index(env: &Env, store: &Store) -> Result<PathBuf> {
+pub(crate) fn ensure_image_index(env: &Env, store: &Store) -> Result<PathBuf> {
     let index = store.root.join(".snix-lower-store/index");
     if index.exists() {
         return Ok(index);
@@ -231,7 +244,7 @@ fn startup_ways(checks: &[&str]) -> Vec<(String, Way)> {
 
 /// `--startup N`: time from "lower mounted" to the first answered
 /// QueryPathInfo, the three ways, interleaved; then the index sizes.
-pub(super) fn mode_startup(env: &Env, args: &Args, n: usize) -> Result<()> {
+pub(crate) fn mode_startup(env: &Env, args: &Args, n: usize) -> Result<()> {
     let store = startup_store(env, args, n)?;
     let index = ensure_image_index(env, &store)?;
     let erofs = match erofs_unavailable() {
@@ -392,7 +405,7 @@ fn dir_bytes(dir: &Path) -> Result<(u64, u64)> {
 /// `--image-sizes N`: the generated store (objects + its own index) as a
 /// directory, as erofs images (uncompressed, lz4, lz4hc with tail packing,
 /// with deduplication where mkfs.erofs has it) and as squashfs images.
-pub(super) fn mode_image_sizes(env: &Env, args: &Args, n: usize) -> Result<()> {
+pub(crate) fn mode_image_sizes(env: &Env, args: &Args, n: usize) -> Result<()> {
     let store = startup_store(env, args, n)?;
     let index = ensure_image_index(env, &store)?;
     let dir = store.store_dir();
@@ -413,7 +426,17 @@ pub(super) fn mode_image_sizes(env: &Env, args: &Args, n: usize) -> Result<()> {
     );
     let out = env.work.join("images/sizes.img");
     std::fs::create_dir_all(out.parent().unwrap())?;
-    let mut erofs_version = String::new();
+    let variants = image_variants(&out, &dir);
+    let erofs_version = make_images(variants, &out, n, disk)?;
+    let _ = std::fs::remove_file(&out);
+    println!("# tools: {erofs_version}; {}", tool_version("mksquashfs", "-version"));
+    Ok(())
+}
+
+/// The image-making commands to time, each writing `out` from `dir`: the
+/// erofs variants (a table row instead where mkfs.erofs is missing) and the
+/// squashfs ones.
+fn image_variants(out: &Path, dir: &Path) -> Vec<(String, Command)> {
     let mut variants: Vec<(String, Command)> = Vec::new();
     if let Some(why) = erofs_unavailable() {
         println!("| erofs | {why} | | | |");
@@ -436,7 +459,7 @@ pub(super) fn mode_image_sizes(env: &Env, args: &Args, n: usize) -> Result<()> {
             ),
         ] {
             let mut c = Command::new("mkfs.erofs");
-            c.args(base).args(opts).arg(&out).arg(&dir);
+            c.args(base).args(opts).arg(out).arg(dir);
             variants.push((label.to_string(), c));
         }
     }
@@ -447,8 +470,8 @@ pub(super) fn mode_image_sizes(env: &Env, args: &Args, n: usize) -> Result<()> {
         ("squashfs, xz", Some("xz")),
     ] {
         let mut c = Command::new("mksquashfs");
-        c.arg(&dir)
-            .arg(&out)
+        c.arg(dir)
+            .arg(out)
             .args(["-noappend", "-all-root", "-no-progress", "-quiet"]);
         match comp {
             Some(k) => c.args(["-comp", k]),
@@ -456,8 +479,15 @@ pub(super) fn mode_image_sizes(env: &Env, args: &Args, n: usize) -> Result<()> {
         };
         variants.push((label.to_string(), c));
     }
+    variants
+}
+
+/// Runs each variant and prints its row (size, per path of `n`, against
+/// the directory's `disk` bytes, time); returns mkfs.erofs's banner.
+fn make_images(variants: Vec<(String, Command)>, out: &Path, n: f64, disk: u64) -> Result<String> {
+    let mut erofs_version = String::new();
     for (label, mut c) in variants {
-        let _ = std::fs::remove_file(&out);
+        let _ = std::fs::remove_file(out);
         let t0 = Instant::now();
         let o = sh_ok(&mut c)?;
         let secs = t0.elapsed().as_secs_f64();
@@ -472,16 +502,14 @@ pub(super) fn mode_image_sizes(env: &Env, args: &Args, n: usize) -> Result<()> {
             println!("| {label} | not available: {erofs_version} ignores -Ededupe (needs erofs-utils 1.6+) | | | |");
             continue;
         }
-        let b = std::fs::metadata(&out)?.len();
+        let b = std::fs::metadata(out)?.len();
         println!(
             "| {label} | {b} | {:.0} | {:.2} | {secs:.1} s |",
             b as f64 / n,
             b as f64 / disk as f64
         );
     }
-    let _ = std::fs::remove_file(&out);
-    println!("# tools: {erofs_version}; {}", tool_version("mksquashfs", "-version"));
-    Ok(())
+    Ok(erofs_version)
 }
 
 /// Whether the banner `mkfs.erofs X.Y` names a version with `-Ededupe` (1.6+).
