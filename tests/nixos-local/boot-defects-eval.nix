@@ -24,40 +24,11 @@
 }:
 
 let
-  lib = import (nixpkgs + "/lib");
-  si = import ./stand-ins.nix {
-    inherit lib;
-    nixosLib = nixpkgs + "/nixos/lib";
-  };
-  pkgs = si.mkPkgs "x86_64-linux";
-  snix = (import (repo + "/flake.nix")).outputs {
-    self = snix // {
-      outPath = toString repo;
-    };
-    nixpkgs = {
-      inherit lib;
-      legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] (_: pkgs);
-    };
-  };
+  env = import ./flake-env.nix { inherit repo nixpkgs; };
+  inherit (env) lib si self;
   urlLib = import (repo + "/nixos-modules/store-url.nix");
 
-  eval =
-    modules:
-    (lib.evalModules {
-      modules =
-        si.baseModules nixpkgs
-        ++ [
-          { _module.args.pkgs = pkgs; }
-          {
-            fileSystems."/" = lib.mkDefault {
-              device = "/dev/disk/by-label/nixos";
-              fsType = "ext4";
-            };
-          }
-          snix.nixosModules.default
-        ]
-        ++ modules;
-    }).config;
+  eval = modules: (env.evalConfig { modules = [ self.nixosModules.default ] ++ modules; }).config;
 
   second = extra: {
     services.snix-lower-store = lib.recursiveUpdate {
