@@ -187,29 +187,7 @@ fn nix_db_is_read_with_its_schema() {
     let dir = f.dir.path().join("nix 100%?var#db");
     std::fs::create_dir(&dir).unwrap();
     let db = dir.join("db.sqlite");
-    let c = rusqlite::Connection::open(&db).unwrap();
-    c.execute_batch(
-        "CREATE TABLE ValidPaths (id integer primary key autoincrement not null, path text unique not null,
-           hash text not null, registrationTime integer not null, deriver text, narSize integer,
-           ultimate integer, sigs text, ca text);
-         CREATE TABLE Refs (referrer integer not null, reference integer not null, primary key (referrer, reference));",
-    )
-    .unwrap();
-    for (i, e) in f.entries.iter().enumerate() {
-        c.execute(
-            "INSERT INTO ValidPaths (id, path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca) VALUES (?1, ?2, ?3, 1, ?4, ?5, 0, '', ?6)",
-            rusqlite::params![i as i64 + 1, f.full(i), format!("sha256:{}", e.nar_hash.to_base16()), e.deriver.as_ref().map(|d| f.sd.display(d)), e.nar_size as i64, e.ca],
-        )
-        .unwrap();
-    }
-    for (i, e) in f.entries.iter().enumerate() {
-        for r in &e.references {
-            let j = f.entries.iter().position(|x| &x.path == r).unwrap();
-            c.execute("INSERT INTO Refs VALUES (?1, ?2)", [i as i64 + 1, j as i64 + 1])
-                .unwrap();
-        }
-    }
-    drop(c);
+    common::write_nix_db(&db, &f.sd, &f.entries);
     let batch = import::read_nix_db(&db, &f.sd).unwrap();
     assert_eq!(batch.len(), f.entries.len());
     let lower = LowerDir::open(&f.lower).unwrap();
