@@ -3,7 +3,7 @@
 mod common;
 
 use common::Fixture;
-use snix_lower_store::index::import::{self, ImportError, ImportOptions};
+use snix_lower_store::index::import::{self, ImportError, ImportOptions, NewPath};
 use snix_lower_store::index::PathInfoIndex;
 use snix_lower_store::lower::LowerDir;
 use snix_lower_store::store::NarHash;
@@ -13,6 +13,21 @@ fn count(f: &Fixture) -> u64 {
         .unwrap()
         .count()
         .unwrap()
+}
+
+/// `import` of `batch` into the fixture's index, every object's content
+/// checked against its NAR hash.
+fn import_checked(f: &Fixture, lower: &LowerDir, batch: Vec<NewPath>) -> Result<import::ImportReport, ImportError> {
+    import::import(
+        &f.state,
+        &f.sd,
+        lower,
+        batch,
+        ImportOptions {
+            check_content: true,
+            ..Default::default()
+        },
+    )
 }
 
 fn rejected(r: Result<import::ImportReport, ImportError>) -> Vec<String> {
@@ -77,16 +92,7 @@ fn refusals_leave_the_index_as_it_was() {
     // Wrong content, caught by --check-content only.
     ghost = f.entries[3].clone();
     ghost.nar_hash = NarHash([7; 32]);
-    let p = rejected(import::import(
-        &f.state,
-        &f.sd,
-        &lower,
-        vec![ghost.clone()],
-        ImportOptions {
-            check_content: true,
-            ..Default::default()
-        },
-    ));
+    let p = rejected(import_checked(&f, &lower, vec![ghost.clone()]));
     assert!(p.iter().any(|m| m.contains("content does not match")), "{p:?}");
 
     // A changed hash for an indexed path.
@@ -107,16 +113,7 @@ fn refusals_leave_the_index_as_it_was() {
     // All or nothing: one bad entry among good ones writes none of them.
     let mut batch = f.entries[3..].to_vec();
     batch.push(ghost);
-    let _ = rejected(import::import(
-        &f.state,
-        &f.sd,
-        &lower,
-        batch,
-        ImportOptions {
-            check_content: true,
-            ..Default::default()
-        },
-    ));
+    let _ = rejected(import_checked(&f, &lower, batch));
     assert_eq!(count(&f), 2);
 }
 
@@ -191,17 +188,7 @@ fn nix_db_is_read_with_its_schema() {
     let batch = import::read_nix_db(&db, &f.sd).unwrap();
     assert_eq!(batch.len(), f.entries.len());
     let lower = LowerDir::open(&f.lower).unwrap();
-    let r = import::import(
-        &f.state,
-        &f.sd,
-        &lower,
-        batch,
-        ImportOptions {
-            check_content: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let r = import_checked(&f, &lower, batch).unwrap();
     assert_eq!(r.added, f.entries.len());
     let idx = PathInfoIndex::open(&f.state, "/nix/store").unwrap();
     let top = f.entries.iter().find(|e| e.deriver.is_some()).unwrap();
