@@ -14,37 +14,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use snix_lower_store_bench::gen::{self, Rng, Spec};
+use snix_lower_store_bench::gen::{self, Rng};
 use snix_lower_store_bench::procfs::self_cpu_seconds;
-use snix_lower_store_index::import::{self, ImportOptions};
 use snix_lower_store_index::PathInfoIndex;
-use snix_lower_store_types::lower::LowerDir;
-use snix_lower_store_types::{StoreDir, StorePath};
+use snix_lower_store_types::StorePath;
 
 const N: usize = 20_000;
 const OPS_PER_TASK: usize = 20_000;
 
 fn setup() -> (PathBuf, Vec<StorePath>) {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("blocking-bench");
-    let spec = Spec {
-        n: N,
-        fanout: 4,
-        extra_refs: 2,
-        tiny: true,
-    };
-    let store = gen::generate(&dir, &spec).expect("generating the store");
-    let state = dir.join(format!("{}-state", spec.key()));
-    let sd = StoreDir::new("/nix/store").unwrap();
-    if !state.join(".complete").exists() {
-        let _ = std::fs::remove_dir_all(&state);
-        std::fs::create_dir_all(&state).unwrap();
-        let text = std::fs::read_to_string(&store.registration).unwrap();
-        let batch = import::parse_registration(&text, &sd, "registration").unwrap();
-        let lower = LowerDir::open(&store.store_dir()).unwrap();
-        import::import(&state, &sd, &lower, batch, ImportOptions::default()).unwrap();
-        std::fs::write(state.join(".complete"), b"").unwrap();
-    }
-    let paths = store.paths.iter().map(|(p, _)| sd.parse(p).unwrap()).collect();
+    let (_, state, paths) = gen::indexed_tiny_store(&dir, N).expect("generating and indexing the store");
     (state, paths)
 }
 

@@ -8,8 +8,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use std::path::PathBuf;
 
 use snix_lower_store::server::ops::LowerStore;
-use snix_lower_store_bench::gen::{self, Rng, Spec};
-use snix_lower_store_index::import::{self, ImportOptions};
+use snix_lower_store_bench::gen::{self, Rng};
 use snix_lower_store_index::PathInfoIndex;
 use snix_lower_store_protocol::request::QueryPathInfo;
 use snix_lower_store_protocol::wire::WireBuf;
@@ -21,26 +20,7 @@ const N: usize = 100_000;
 
 fn setup() -> (PathBuf, PathBuf, Vec<StorePath>) {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("index-bench");
-    let spec = Spec {
-        n: N,
-        fanout: 4,
-        extra_refs: 2,
-        tiny: true,
-    };
-    let store = gen::generate(&dir, &spec).expect("generating the store");
-    let state = dir.join(format!("{}-state", spec.key()));
-    let sd = StoreDir::new("/nix/store").unwrap();
-    if !state.join(".complete").exists() {
-        let _ = std::fs::remove_dir_all(&state);
-        std::fs::create_dir_all(&state).unwrap();
-        let text = std::fs::read_to_string(&store.registration).unwrap();
-        let batch = import::parse_registration(&text, &sd, "registration").unwrap();
-        let lower = LowerDir::open(&store.store_dir()).unwrap();
-        import::import(&state, &sd, &lower, batch, ImportOptions::default()).unwrap();
-        std::fs::write(state.join(".complete"), b"").unwrap();
-    }
-    let paths = store.paths.iter().map(|(p, _)| sd.parse(p).unwrap()).collect();
-    (store.store_dir(), state, paths)
+    gen::indexed_tiny_store(&dir, N).expect("generating and indexing the store")
 }
 
 fn index(c: &mut Criterion) {

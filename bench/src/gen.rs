@@ -18,7 +18,9 @@ use std::fs;
 use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use snix_lower_store_index::import::{self, ImportOptions};
 use snix_lower_store_testkit::demo::text_path;
+use snix_lower_store_types::lower::LowerDir;
 use snix_lower_store_types::{NarHash, StoreDir, StorePath};
 
 #[derive(Clone, Debug)]
@@ -119,6 +121,34 @@ pub fn write_registration_entry(
         writeln!(w, "{}", sd.display(r))?;
     }
     Ok(())
+}
+
+/// A generated store of `n` tiny objects (fanout 4, 2 extra references)
+/// under `dir`, imported into an index beside it; both made once and reused
+/// (each behind a `.complete` marker). Returns the store's object dir, the
+/// index's state dir and the store paths, in generation order: what the
+/// criterion benches look paths up in.
+pub fn indexed_tiny_store(dir: &Path, n: usize) -> Result<(PathBuf, PathBuf, Vec<StorePath>)> {
+    let spec = Spec {
+        n,
+        fanout: 4,
+        extra_refs: 2,
+        tiny: true,
+    };
+    let store = generate(dir, &spec).context("generating the store")?;
+    let state = dir.join(format!("{}-state", spec.key()));
+    let sd = StoreDir::new("/nix/store").map_err(anyhow::Error::msg)?;
+    if !state.join(".complete").exists() {
+        let _ = fs::remove_dir_all(&state);
+        fs::create_dir_all(&state)?;
+        let text = fs::read_to_string(&store.registration)?;
+        let batch = import::parse_registration(&text, &sd, "registration")?;
+        let lower = LowerDir::open(&store.store_dir())?;
+        import::import(&state, &sd, &lower, batch, ImportOptions::default())?;
+        fs::write(state.join(".complete"), b"")?;
+    }
+    let paths = store.paths.iter().map(|(p, _)| sd.parse(p)).collect::<Result<_, _>>()?;
+    Ok((store.store_dir(), state, paths))
 }
 
 /// Generate (or reuse) the store for `spec` under `dir`.

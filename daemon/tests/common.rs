@@ -238,3 +238,33 @@ pub fn nix_made_lower(root: &std::path::Path) -> (serde_json::Value, String) {
     }
     (doc, reg)
 }
+
+/// Writes a Nix database at `db` with Nix's `ValidPaths` and `Refs` schema
+/// holding `paths` as `nix-store` records them (`hash` as `sha256:<base16>`,
+/// registration time 1, not ultimate, no signatures; deriver and `ca` as the
+/// entries say), references as row ids in the entries' order. Every
+/// reference must be one of `paths`.
+pub fn write_nix_db(db: &std::path::Path, sd: &StoreDir, paths: &[snix_lower_store_types::path_info::PathInfo]) {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.execute_batch(
+        "CREATE TABLE ValidPaths (id integer primary key autoincrement not null, path text unique not null,
+           hash text not null, registrationTime integer not null, deriver text, narSize integer,
+           ultimate integer, sigs text, ca text);
+         CREATE TABLE Refs (referrer integer not null, reference integer not null, primary key (referrer, reference));",
+    )
+    .unwrap();
+    for (i, e) in paths.iter().enumerate() {
+        c.execute(
+            "INSERT INTO ValidPaths (id, path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca) VALUES (?1, ?2, ?3, 1, ?4, ?5, 0, '', ?6)",
+            rusqlite::params![i as i64 + 1, sd.display(&e.path), format!("sha256:{}", e.nar_hash.to_base16()), e.deriver.as_ref().map(|d| sd.display(d)), e.nar_size as i64, e.ca.as_ref().map(|c| c.render())],
+        )
+        .unwrap();
+    }
+    for (i, e) in paths.iter().enumerate() {
+        for r in &e.references {
+            let j = paths.iter().position(|x| &x.path == r).unwrap();
+            c.execute("INSERT INTO Refs VALUES (?1, ?2)", [i as i64 + 1, j as i64 + 1])
+                .unwrap();
+        }
+    }
+}

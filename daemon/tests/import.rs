@@ -6,6 +6,7 @@ use common::Fixture;
 use snix_lower_store_index::import::{self, ImportError, ImportOptions};
 use snix_lower_store_index::PathInfoIndex;
 use snix_lower_store_types::lower::LowerDir;
+use snix_lower_store_types::path_info::PathInfo;
 use snix_lower_store_types::NarHash;
 
 fn count(f: &Fixture) -> u64 {
@@ -13,6 +14,21 @@ fn count(f: &Fixture) -> u64 {
         .unwrap()
         .count()
         .unwrap()
+}
+
+/// `import` of `batch` into the fixture's index, every object's content
+/// checked against its NAR hash.
+fn import_checked(f: &Fixture, lower: &LowerDir, batch: Vec<PathInfo>) -> Result<import::ImportReport, ImportError> {
+    import::import(
+        &f.state,
+        &f.sd,
+        lower,
+        batch,
+        ImportOptions {
+            check_content: true,
+            ..Default::default()
+        },
+    )
 }
 
 fn rejected(r: Result<import::ImportReport, ImportError>) -> Vec<String> {
@@ -77,16 +93,7 @@ fn refusals_leave_the_index_as_it_was() {
     // Wrong content, caught by --check-content only.
     ghost = f.entries[3].clone();
     ghost.nar_hash = NarHash([7; 32]);
-    let p = rejected(import::import(
-        &f.state,
-        &f.sd,
-        &lower,
-        vec![ghost.clone()],
-        ImportOptions {
-            check_content: true,
-            ..Default::default()
-        },
-    ));
+    let p = rejected(import_checked(&f, &lower, vec![ghost.clone()]));
     assert!(p.iter().any(|m| m.contains("content does not match")), "{p:?}");
 
     // A changed hash for an indexed path.
@@ -107,16 +114,7 @@ fn refusals_leave_the_index_as_it_was() {
     // All or nothing: one bad entry among good ones writes none of them.
     let mut batch = f.entries[3..].to_vec();
     batch.push(ghost);
-    let _ = rejected(import::import(
-        &f.state,
-        &f.sd,
-        &lower,
-        batch,
-        ImportOptions {
-            check_content: true,
-            ..Default::default()
-        },
-    ));
+    let _ = rejected(import_checked(&f, &lower, batch));
     assert_eq!(count(&f), 2);
 }
 
@@ -187,43 +185,11 @@ fn nix_db_is_read_with_its_schema() {
     let dir = f.dir.path().join("nix 100%?var#db");
     std::fs::create_dir(&dir).unwrap();
     let db = dir.join("db.sqlite");
-    let c = rusqlite::Connection::open(&db).unwrap();
-    c.execute_batch(
-        "CREATE TABLE ValidPaths (id integer primary key autoincrement not null, path text unique not null,
-           hash text not null, registrationTime integer not null, deriver text, narSize integer,
-           ultimate integer, sigs text, ca text);
-         CREATE TABLE Refs (referrer integer not null, reference integer not null, primary key (referrer, reference));",
-    )
-    .unwrap();
-    for (i, e) in f.entries.iter().enumerate() {
-        c.execute(
-            "INSERT INTO ValidPaths (id, path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca) VALUES (?1, ?2, ?3, 1, ?4, ?5, 0, '', ?6)",
-            rusqlite::params![i as i64 + 1, f.full(i), format!("sha256:{}", e.nar_hash.to_base16()), e.deriver.as_ref().map(|d| f.sd.display(d)), e.nar_size as i64, e.ca.as_ref().map(|c| c.render())],
-        )
-        .unwrap();
-    }
-    for (i, e) in f.entries.iter().enumerate() {
-        for r in &e.references {
-            let j = f.entries.iter().position(|x| &x.path == r).unwrap();
-            c.execute("INSERT INTO Refs VALUES (?1, ?2)", [i as i64 + 1, j as i64 + 1])
-                .unwrap();
-        }
-    }
-    drop(c);
+    common::write_nix_db(&db, &f.sd, &f.entries);
     let batch = import::read_nix_db(&db, &f.sd).unwrap();
     assert_eq!(batch.len(), f.entries.len());
     let lower = LowerDir::open(&f.lower).unwrap();
-    let r = import::import(
-        &f.state,
-        &f.sd,
-        &lower,
-        batch,
-        ImportOptions {
-            check_content: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let r = import_checked(&f, &lower, batch).unwrap();
     assert_eq!(r.added, f.entries.len());
     let idx = PathInfoIndex::open(&f.state, "/nix/store").unwrap();
     let top = f.entries.iter().find(|e| e.deriver.is_some()).unwrap();

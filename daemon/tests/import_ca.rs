@@ -5,6 +5,8 @@
 //! `tests/data/make-ca-check-vectors.sh`. One bad entry refuses the whole
 //! import, naming the entry; nothing is written.
 
+mod common;
+
 use snix_lower_store_index::import::{self, ImportOptions};
 use snix_lower_store_index::PathInfoIndex;
 use snix_lower_store_types::content_address::ContentAddress;
@@ -181,33 +183,16 @@ fn other_digest_encodings_are_stored_in_nix32() {
 fn nix_db_ca_is_checked() {
     let s = setup();
     let db = s.state.parent().unwrap().join("db.sqlite");
-    let c = rusqlite::Connection::open(&db).unwrap();
-    c.execute_batch(
-        "CREATE TABLE ValidPaths (id integer primary key autoincrement not null, path text unique not null,
-           hash text not null, registrationTime integer not null, deriver text, narSize integer,
-           ultimate integer, sigs text, ca text);
-         CREATE TABLE Refs (referrer integer not null, reference integer not null, primary key (referrer, reference));",
-    )
-    .unwrap();
     let flat = s.find("fixed:sha256:");
     let sha1 = s.find("fixed:sha1:");
-    for (i, e) in s.batch.iter().enumerate() {
-        // The flat sha256 path claims the flat sha1 path's content address.
-        let ca = if i == flat { &s.batch[sha1].ca } else { &e.ca };
-        c.execute(
-            "INSERT INTO ValidPaths (id, path, hash, registrationTime, narSize, ultimate, sigs, ca) VALUES (?1, ?2, ?3, 1, ?4, 0, '', ?5)",
-            rusqlite::params![i as i64 + 1, s.sd.display(&e.path), format!("sha256:{}", e.nar_hash.to_base16()), e.nar_size as i64, ca.as_ref().map(ContentAddress::render)],
-        )
-        .unwrap();
+    let mut rows = s.batch.clone();
+    // The flat sha256 path claims the flat sha1 path's content address.
+    rows[flat].ca = s.batch[sha1].ca.clone();
+    // No deriver column, as the database this test wrote before had none.
+    for r in &mut rows {
+        r.deriver = None;
     }
-    for (i, e) in s.batch.iter().enumerate() {
-        for r in &e.references {
-            let j = s.batch.iter().position(|x| &x.path == r).unwrap();
-            c.execute("INSERT INTO Refs VALUES (?1, ?2)", [i as i64 + 1, j as i64 + 1])
-                .unwrap();
-        }
-    }
-    drop(c);
+    common::write_nix_db(&db, &s.sd, &rows);
     let batch = import::read_nix_db(&db, &s.sd).unwrap();
     let msg = s.import(batch).unwrap_err().to_string();
     let named = format!(

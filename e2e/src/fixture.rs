@@ -91,6 +91,25 @@ in
 /// Where the expression lives inside the chroots.
 pub const FIXTURE_FILE: &str = "/e2e/fixture/fixture.nix";
 
+/// The `nix-build` command line that builds the fixture's `final` with seed
+/// 2 (paths the generated lower store does not hold), `extra` appended (a
+/// `--store`, for one): the build the overlay and rotation scenarios make
+/// on top of a lower store.
+pub(crate) fn seed2_build<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "nix-build",
+        FIXTURE_FILE,
+        "-A",
+        "final",
+        "--argstr",
+        "seed",
+        "2",
+        "--no-out-link",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// A generated lower store and the store paths of interest in it.
 #[derive(Debug, Clone)]
 pub struct Fixture {

@@ -24,40 +24,11 @@
 }:
 
 let
-  lib = import (nixpkgs + "/lib");
-  si = import ./stand-ins.nix {
-    inherit lib;
-    nixosLib = nixpkgs + "/nixos/lib";
-  };
-  pkgs = si.mkPkgs "x86_64-linux";
-  snix = (import (repo + "/flake.nix")).outputs {
-    self = snix // {
-      outPath = toString repo;
-    };
-    nixpkgs = {
-      inherit lib;
-      legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] (_: pkgs);
-    };
-  };
+  env = import ./flake-env.nix { inherit repo nixpkgs; };
+  inherit (env) lib si self;
   urlLib = import (repo + "/nixos-modules/store-url.nix");
 
-  eval =
-    modules:
-    (lib.evalModules {
-      modules =
-        si.baseModules nixpkgs
-        ++ [
-          { _module.args.pkgs = pkgs; }
-          {
-            fileSystems."/" = lib.mkDefault {
-              device = "/dev/disk/by-label/nixos";
-              fsType = "ext4";
-            };
-          }
-          snix.nixosModules.default
-        ]
-        ++ modules;
-    }).config;
+  eval = modules: (env.evalConfig { modules = [ self.nixosModules.default ] ++ modules; }).config;
 
   second = extra: {
     services.snix-lower-store = lib.recursiveUpdate {
@@ -96,6 +67,25 @@ let
       own = lib.filter (o: !lib.hasPrefix "x-systemd.requires-mounts-for=" o) l;
     in
     lib.length own != lib.length (lib.unique own);
+  # Both mounts there, each of their options once.
+  mountsOnce =
+    fs:
+    fs != null
+    && fs ? ${lowerAt}
+    && fs ? ${storeAt}
+    && !(dups fs.${lowerAt}.options)
+    && !(dups fs.${storeAt}.options);
+  mountOptions =
+    fs:
+    builtins.toJSON (
+      if fs == null then
+        null
+      else
+        map (m: fs.${m}.options or null) [
+          lowerAt
+          storeAt
+        ]
+    );
   plain = try (eval [ (second { }) ]).fileSystems;
   # A node that still copies the mounts itself, as the VM tests did before.
   copied =
@@ -176,45 +166,13 @@ in
   )
   (check
     "6 ... each of their mount options once (but filesystems.nix's requires-mounts-for, doubled by qemu-vm.nix's override in any VM)"
-    (
-      vm != null
-      && vm ? ${lowerAt}
-      && vm ? ${storeAt}
-      && !(dups vm.${lowerAt}.options)
-      && !(dups vm.${storeAt}.options)
-    )
-    (
-      builtins.toJSON (
-        if vm == null then
-          null
-        else
-          map (m: vm.${m}.options or null) [
-            lowerAt
-            storeAt
-          ]
-      )
-    )
+    (mountsOnce vm)
+    (mountOptions vm)
   )
   (check
     "6 a VM node that still copies mounts into virtualisation.fileSystems: the mounts once, each option once"
-    (
-      copied != null
-      && copied ? ${lowerAt}
-      && copied ? ${storeAt}
-      && !(dups copied.${lowerAt}.options)
-      && !(dups copied.${storeAt}.options)
-    )
-    (
-      builtins.toJSON (
-        if copied == null then
-          null
-        else
-          map (m: copied.${m}.options or null) [
-            lowerAt
-            storeAt
-          ]
-      )
-    )
+    (mountsOnce copied)
+    (mountOptions copied)
   )
   (check "6 a system without virtualisation.fileSystems evaluates and has the mounts in fileSystems" (
     plain != null && plain ? ${lowerAt} && plain ? ${storeAt}

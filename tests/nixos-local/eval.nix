@@ -22,51 +22,15 @@
 }:
 
 let
-  lib = import (nixpkgs + "/lib");
-  si = import ./stand-ins.nix {
-    inherit lib;
-    nixosLib = nixpkgs + "/nixos/lib";
-  };
-  system = "x86_64-linux";
-  pkgs = si.mkPkgs system;
-
-  # The flake's outputs with nixpkgs stood in for.
-  flake = import (repo + "/flake.nix");
-  self =
-    flake.outputs {
-      inherit self;
-      nixpkgs = {
-        inherit lib;
-        legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] si.mkPkgs;
-      };
-    }
-    // {
-      outPath = toString repo;
-    };
-
-  # What every real system has; the module adds to it.
-  base = {
-    fileSystems."/" = {
-      device = "/dev/disk/by-label/nixos";
-      fsType = "ext4";
-    };
-  };
-
-  evalConfig =
-    {
-      modules,
-      vm ? false,
-    }:
-    lib.evalModules {
-      modules =
-        si.baseModules nixpkgs
-        ++ lib.optionals vm (si.vmModules nixpkgs)
-        ++ [
-          { _module.args.pkgs = pkgs; }
-          base
-        ]
-        ++ modules;
-    };
+  env = import ./flake-env.nix { inherit repo nixpkgs; };
+  inherit (env)
+    lib
+    si
+    system
+    pkgs
+    self
+    evalConfig
+    ;
 
   # Forces what a system build would force; returns either the result or
   # the evaluation error's absence as { ok = false; }.

@@ -23,37 +23,14 @@
 }:
 
 let
-  lib = import (nixpkgs + "/lib");
-  si = import ./stand-ins.nix {
-    inherit lib;
-    nixosLib = nixpkgs + "/nixos/lib";
-  };
-  # Its nix package is "nix-2.31.0": nix.nix asserts Nix >= 2.2 from it.
-  pkgs = si.mkPkgs "x86_64-linux";
-
-  snix = (import (repo + "/flake.nix")).outputs {
-    self = snix // {
-      outPath = toString repo;
-    };
-    nixpkgs = {
-      inherit lib;
-      legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] (_: pkgs);
-    };
-  };
+  env = import ./flake-env.nix { inherit repo nixpkgs; };
 
   evalCase =
     user:
     let
-      eval = lib.evalModules {
-        modules = si.baseModules nixpkgs ++ [
-          { _module.args.pkgs = pkgs; }
-          {
-            fileSystems."/" = {
-              device = "/dev/disk/by-label/nixos";
-              fsType = "ext4";
-            };
-          }
-          snix.nixosModules.default
+      eval = env.evalConfig {
+        modules = [
+          env.self.nixosModules.default
           {
             services.snix-lower-store = {
               enable = true;

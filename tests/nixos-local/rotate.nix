@@ -12,42 +12,10 @@
 { repo, nixpkgs }:
 
 let
-  lib = import (nixpkgs + "/lib");
-  si = import ./stand-ins.nix {
-    inherit lib;
-    nixosLib = nixpkgs + "/nixos/lib";
-  };
-  pkgs = si.mkPkgs "x86_64-linux";
-  flake = import (repo + "/flake.nix");
-  self =
-    flake.outputs {
-      inherit self;
-      nixpkgs = {
-        inherit lib;
-        legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] si.mkPkgs;
-      };
-    }
-    // {
-      outPath = toString repo;
-    };
-
+  env = import ./flake-env.nix { inherit repo nixpkgs; };
+  inherit (env) lib;
   evalConfig =
-    extra:
-    lib.evalModules {
-      modules =
-        si.baseModules nixpkgs
-        ++ [
-          { _module.args.pkgs = pkgs; }
-          {
-            fileSystems."/" = {
-              device = "/dev/disk/by-label/nixos";
-              fsType = "ext4";
-            };
-          }
-          self.nixosModules.default
-        ]
-        ++ lib.toList extra;
-    };
+    extra: env.evalConfig { modules = [ env.self.nixosModules.default ] ++ lib.toList extra; };
 
   # The boot part's configuration with the other policy: its reconcile unit
   # replaces the refusing one in the rotate part's last boot.

@@ -36,16 +36,8 @@ import subprocess
 import sys
 import tempfile
 
-
-def read(path):
-    with open(path) as f:
-        return f.read()
-
-
-def write(path, text):
-    with open(path, "w") as f:
-        f.write(text)
-
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from textfiles import read  # noqa: E402
 
 TRUE = ("1", "yes", "true", "on")
 

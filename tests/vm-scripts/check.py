@@ -52,16 +52,8 @@ import re
 import subprocess
 import sys
 
-
-def read(path):
-    with open(path) as f:
-        return f.read()
-
-
-def write(path, text):
-    with open(path, "w") as f:
-        f.write(text)
-
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from textfiles import read, write  # noqa: E402
 
 UNIT_RE = re.compile(
     r"[A-Za-z0-9@_:.\\-]+\.(?:service|socket|mount|automount|target|timer|path|slice|swap)(?![A-Za-z0-9_-])"

@@ -30,7 +30,7 @@
 use super::{normalize_json, tree_hash};
 use crate::ctx::Ctx;
 use crate::daemons::{self, Kind, Lower};
-use crate::fixture::{Fixture, FIXTURE_FILE};
+use crate::fixture::{self, Fixture};
 use crate::mounts::{self, Mounted, OverlaySpec};
 use crate::report::{tagged, Report};
 use crate::rootfs::{host, Output, Rootfs};
@@ -413,18 +413,7 @@ impl<'a> Overlay<'a> {
     }
 
     fn build_seed2(&self) -> Result<String> {
-        self.ok(&[
-            "nix-build",
-            FIXTURE_FILE,
-            "-A",
-            "final",
-            "--argstr",
-            "seed",
-            "2",
-            "--no-out-link",
-            "--store",
-            "{O}",
-        ])
+        self.ok(&fixture::seed2_build(&["--store", "{O}"]))
     }
 }
 

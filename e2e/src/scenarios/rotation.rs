@@ -27,7 +27,7 @@
 
 use crate::ctx::Ctx;
 use crate::daemons::{self, Daemon};
-use crate::fixture::{Fixture, FIXTURE_FILE};
+use crate::fixture::{self, Fixture};
 use crate::mounts::{self, Mounted, OverlaySpec};
 use crate::report::{tagged, Report};
 use crate::rootfs::{host, Output, Rootfs};
@@ -178,16 +178,7 @@ impl<'a> Rot<'a> {
     }
 
     fn build_seed2(&self) -> Result<String> {
-        self.ok(&[
-            "nix-build",
-            FIXTURE_FILE,
-            "-A",
-            "final",
-            "--argstr",
-            "seed",
-            "2",
-            "--no-out-link",
-        ])
+        self.ok(&fixture::seed2_build(&[]))
     }
 }
 
