@@ -45,7 +45,8 @@ async fn send<W: AsyncWrite + Unpin>(w: &mut W, out: &WireBuf) -> Result<(), Pro
     Ok(())
 }
 
-/// Run the server side of the handshake.
+/// Run the server side of the handshake. On success `r` is set to the
+/// negotiated version.
 pub async fn serve_handshake<R, W>(
     r: &mut WireReader<R>,
     w: &mut W,
@@ -57,28 +58,31 @@ where
     W: AsyncWrite + Unpin,
 {
     let latest = ProtoVersion::LATEST;
-    let ClientMagic(magic) = ClientMagic::decode(r, latest).await?;
+    r.set_version(latest);
+    let ClientMagic(magic) = ClientMagic::decode(r).await?;
     if magic != WORKER_MAGIC_1 {
         return Err(HandshakeError::BadMagic(magic));
     }
-    let mut out = WireBuf::default();
+    let mut out = WireBuf::new(latest);
     ServerHello {
         version: latest.to_wire(),
     }
-    .encode(&mut out, latest);
+    .encode(&mut out);
     send(w, &out).await?;
 
-    let ClientVersion(client_version) = ClientVersion::decode(r, latest).await?;
+    let ClientVersion(client_version) = ClientVersion::decode(r).await?;
     if client_version >> 8 != 1 {
         return Err(HandshakeError::BadMajor(client_version));
     }
     let version = ProtoVersion((client_version & 0xff) as u8).min(latest);
+    // From here on the reader speaks the negotiated version.
+    r.set_version(version);
 
     let mut features = Vec::new();
     if version.at_least(38) {
-        let Features(client_features) = Features::decode(r, version).await?;
-        let mut out = WireBuf::default();
-        Features(FEATURES.iter().map(|f| f.to_string()).collect()).encode(&mut out, version);
+        let Features(client_features) = Features::decode(r).await?;
+        let mut out = WireBuf::new(version);
+        Features(FEATURES.iter().map(|f| f.to_string()).collect()).encode(&mut out);
         send(w, &out).await?;
         features = client_features
             .into_iter()
@@ -86,12 +90,12 @@ where
             .collect();
     }
 
-    ClientObsolete::decode(r, version).await?;
+    ClientObsolete::decode(r).await?;
 
-    let mut out = WireBuf::default();
+    let mut out = WireBuf::new(version);
     if version < ProtoVersion::MINIMUM {
         // The client now reads STDERR messages: tell it why we stop.
-        StderrFrame::error(HandshakeError::TooOld(version).to_string()).encode(&mut out, version);
+        StderrFrame::error(HandshakeError::TooOld(version).to_string()).encode(&mut out);
         let _ = send(w, &out).await;
         return Err(HandshakeError::TooOld(version));
     }
@@ -104,8 +108,8 @@ where
         daemon_version: Some(daemon_version.to_owned()),
         trust: Some(trust),
     }
-    .encode(&mut out, version);
-    StderrFrame::Last.encode(&mut out, version);
+    .encode(&mut out);
+    StderrFrame::Last.encode(&mut out);
     send(w, &out).await?;
     Ok(Negotiated {
         version,

@@ -19,8 +19,8 @@ use crate::store::realisation::{DrvOutputId, Realisation};
 
 type Reader = WireReader<std::io::Cursor<Vec<u8>>>;
 
-fn reader(bytes: &[u8]) -> Reader {
-    WireReader::new(std::io::Cursor::new(bytes.to_vec()), Limits::default())
+fn reader(bytes: &[u8], v: ProtoVersion) -> Reader {
+    WireReader::new(std::io::Cursor::new(bytes.to_vec()), Limits::default()).with_version(v)
 }
 
 /// Every copy of `file` (worker-protocol/, then common-protocol/ if it has
@@ -49,17 +49,17 @@ async fn assert_eof(r: &mut Reader, what: &str) {
 /// Decode `want.len()` values of `T` in sequence and compare; then encode
 /// `want` and compare with the bytes. `T` is the daemon's own wire type.
 async fn golden_seq<T: Wire + PartialEq + Debug>(label: &str, bytes: &[u8], want: &[T], v: ProtoVersion) {
-    let mut r = reader(bytes);
+    let mut r = reader(bytes, v);
     for (i, w) in want.iter().enumerate() {
-        let got = T::decode(&mut r, v)
+        let got = T::decode(&mut r)
             .await
             .unwrap_or_else(|e| panic!("{label}: value {i} does not decode at {v}: {e}"));
         assert_eq!(&got, w, "{label}: value {i} decoded at {v}");
     }
     assert_eof(&mut r, label).await;
-    let mut out = WireBuf::default();
+    let mut out = WireBuf::new(v);
     for w in want {
-        w.encode(&mut out, v);
+        w.encode(&mut out);
     }
     assert_eq!(
         out.0, bytes,
@@ -162,14 +162,14 @@ fn owned(lists: &[Vec<&str>]) -> Vec<Vec<String>> {
 async fn lists(label: &str, bytes: &[u8], (flat, nested): (Vec<Vec<&str>>, Vec<Vec<&str>>)) {
     let (flat, nested) = (owned(&flat), owned(&nested));
     let ver = v(DEFAULT_VERSION);
-    let mut flat_bytes = WireBuf::default();
+    let mut flat_bytes = WireBuf::new(ver);
     for l in &flat {
-        l.encode(&mut flat_bytes, ver);
+        l.encode(&mut flat_bytes);
     }
     let n = flat_bytes.0.len();
     assert!(bytes.len() > n, "{label}: shorter than its three flat lists");
     golden_seq(label, &bytes[..n], &flat, ver).await;
-    let mut r = reader(&bytes[n..]);
+    let mut r = reader(&bytes[n..], ver);
     assert_eq!(
         r.u64().await.unwrap(),
         nested.len() as u64,
@@ -177,7 +177,7 @@ async fn lists(label: &str, bytes: &[u8], (flat, nested): (Vec<Vec<&str>>, Vec<V
     );
     for (i, w) in nested.iter().enumerate() {
         assert_eq!(
-            &Vec::<String>::decode(&mut r, ver).await.unwrap(),
+            &Vec::<String>::decode(&mut r).await.unwrap(),
             w,
             "{label}: inner list {i}"
         );
@@ -210,9 +210,9 @@ async fn drv_output() {
         for minor in [DEFAULT_VERSION, 31, 38] {
             golden_seq(&label, &bytes, &want, v(minor)).await;
         }
-        let mut r = reader(&bytes);
+        let mut r = reader(&bytes, v(38));
         for id in &ids {
-            let q = QueryRealisation::decode(&mut r, v(38)).await.unwrap();
+            let q = QueryRealisation::decode(&mut r).await.unwrap();
             assert_eq!(&DrvOutputId::parse(&q.id).unwrap(), id, "{label}");
         }
     }
@@ -254,8 +254,8 @@ async fn realisation_with_deps() {
 #[tokio::test]
 async fn realisation_without_signatures() {
     for (label, bytes) in copies("realisation_without_signatures", "realisation.bin") {
-        let mut r = reader(&bytes);
-        String::decode(&mut r, v(38)).await.unwrap();
+        let mut r = reader(&bytes, v(38));
+        String::decode(&mut r).await.unwrap();
         let first = r.get_mut().position() as usize;
         realisation_case(&label, &bytes[..first], &realisation_plain()).await;
     }

@@ -29,7 +29,6 @@ use crate::lower::LowerDir;
 use crate::protocol::codec::{Shown, StderrFrame, Wire};
 use crate::protocol::request::Request;
 use crate::protocol::wire::WireBuf;
-use crate::protocol::ProtoVersion;
 use crate::store::{StoreDir, StorePath};
 
 pub use super::error::OpError;
@@ -102,17 +101,12 @@ macro_rules! dispatch {
 crate::protocol::request::for_each_op!(dispatch);
 
 impl LowerStore {
-    /// Answer `q` as the session does and append what is sent before any
-    /// NAR: STDERR_NEXT per log line, STDERR_LAST and the reply, or
-    /// STDERR_ERROR. Returns the path whose NAR follows (NarFromPath), or
+    /// Answer `q` as the session does and append, at `out`'s version, what
+    /// is sent before any NAR: STDERR_NEXT per log line, STDERR_LAST and the
+    /// reply, or STDERR_ERROR. Returns the path whose NAR follows (NarFromPath), or
     /// the op's error, already encoded in `out`. A lower dir that is gone is
     /// never answered for.
-    pub async fn answer<Q: Serve>(
-        &self,
-        q: &Q,
-        v: ProtoVersion,
-        out: &mut WireBuf,
-    ) -> Result<Option<StorePath>, OpError> {
+    pub async fn answer<Q: Serve>(&self, q: &Q, out: &mut WireBuf) -> Result<Option<StorePath>, OpError> {
         let answer = match self.lower.check_alive() {
             Err(why) => Err(OpError::LowerGone(why)),
             Ok(()) => q.serve(self).await,
@@ -120,14 +114,14 @@ impl LowerStore {
         match answer {
             Ok(a) => {
                 for line in &a.log {
-                    StderrFrame::log(line).encode(out, v);
+                    StderrFrame::log(line).encode(out);
                 }
-                StderrFrame::Last.encode(out, v);
-                a.body.encode(out, v);
+                StderrFrame::Last.encode(out);
+                a.body.encode(out);
                 Ok(a.nar)
             }
             Err(e) => {
-                StderrFrame::error(e.render(Q::OP)).encode(out, v);
+                StderrFrame::error(e.render(Q::OP)).encode(out);
                 Err(e)
             }
         }
