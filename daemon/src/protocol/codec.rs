@@ -60,8 +60,8 @@ pub trait Labelled: Sized + Send + Sync {
 }
 
 /// Read a [`Labelled`] value whose type the caller's context says (a
-/// field, a binding): `let refs: Vec<String> = read(r, "references")`.
-pub async fn read<T: Labelled, R: AsyncRead + Unpin + Send>(
+/// field, a binding): `let refs: Vec<String> = read_field(r, "references")`.
+pub async fn read_field<T: Labelled, R: AsyncRead + Unpin + Send>(
     r: &mut WireReader<R>,
     what: &'static str,
 ) -> Result<T, ProtocolError> {
@@ -301,9 +301,9 @@ impl<P: WirePath> Wire for UnkeyedValidPathInfo<P> {
     }
     async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
         let mut info = UnkeyedValidPathInfo {
-            deriver: read(r, "deriver").await?,
+            deriver: read_field(r, "deriver").await?,
             nar_hash: r.string("narHash").await?,
-            references: read(r, "references").await?,
+            references: read_field(r, "references").await?,
             registration_time: r.u64().await?,
             nar_size: r.u64().await?,
             ultimate: false,
@@ -312,8 +312,8 @@ impl<P: WirePath> Wire for UnkeyedValidPathInfo<P> {
         };
         if r.version().at_least(16) {
             info.ultimate = r.bool("ultimate").await?;
-            info.sigs = read(r, "signatures").await?;
-            info.ca = read(r, "content address").await?;
+            info.sigs = read_field(r, "signatures").await?;
+            info.ca = read_field(r, "content address").await?;
         }
         Ok(info)
     }
@@ -374,7 +374,7 @@ impl Wire for OutputMap {
         self.0.put(out);
     }
     async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
-        Ok(OutputMap(read(r, "derivation outputs").await?))
+        Ok(OutputMap(read_field(r, "derivation outputs").await?))
     }
 }
 
@@ -397,9 +397,9 @@ impl Wire for Missing {
     }
     async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
         Ok(Missing {
-            will_build: read(r, "paths to build").await?,
-            will_substitute: read(r, "paths to substitute").await?,
-            unknown: read(r, "unknown paths").await?,
+            will_build: read_field(r, "paths to build").await?,
+            will_substitute: read_field(r, "paths to substitute").await?,
+            unknown: read_field(r, "unknown paths").await?,
             download_size: r.u64().await?,
             nar_size: r.u64().await?,
         })
@@ -449,7 +449,7 @@ impl Wire for Realisations {
         self.0.put(out);
     }
     async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
-        Ok(Realisations(read(r, "realisations").await?))
+        Ok(Realisations(read_field(r, "realisations").await?))
     }
 }
 
@@ -521,7 +521,7 @@ impl Wire for Fields {
         self.0.put(out);
     }
     async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
-        Ok(Fields(read(r, "activity fields").await?))
+        Ok(Fields(read_field(r, "activity fields").await?))
     }
 }
 
@@ -575,7 +575,7 @@ impl ErrorFrame {
         if r.u64().await? != 0 {
             return Err(ProtocolError::Malformed("unexpected: error with a position".into()));
         }
-        let traces = read(r, "traces").await?;
+        let traces = read_field(r, "traces").await?;
         Ok(ErrorFrame {
             msg,
             status: 1,
@@ -749,7 +749,7 @@ impl Wire for Features {
         self.0.put(out);
     }
     async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
-        Ok(Features(read(r, "client feature list").await?))
+        Ok(Features(read_field(r, "client feature list").await?))
     }
 }
 
@@ -875,6 +875,157 @@ mod tests {
             sigs: vec!["k:s".into()],
             ca: Some("text:sha256:x".into()),
         }
+    }
+
+    fn limited(bytes: Vec<u8>) -> WireReader<std::io::Cursor<Vec<u8>>> {
+        WireReader::new(
+            std::io::Cursor::new(bytes),
+            Limits {
+                max_string: 64,
+                max_list: 4,
+            },
+        )
+    }
+
+    /// Every generic collection checks its length before allocating, and
+    /// names the list it was asked for.
+    #[tokio::test]
+    async fn huge_list_lengths_are_errors_not_allocations() {
+        let huge = || limited(u64::MAX.to_le_bytes().to_vec());
+        let too_long = |e: ProtocolError| {
+            matches!(
+                e,
+                ProtocolError::ListTooLong {
+                    what: "paths",
+                    len: u64::MAX,
+                    max: 4
+                }
+            )
+        };
+        assert!(too_long(
+            read_field::<Vec<String>, _>(&mut huge(), "paths").await.unwrap_err()
+        ));
+        assert!(too_long(
+            read_field::<BTreeSet<String>, _>(&mut huge(), "paths")
+                .await
+                .unwrap_err()
+        ));
+        assert!(too_long(
+            read_field::<Vec<(String, String)>, _>(&mut huge(), "paths")
+                .await
+                .unwrap_err()
+        ));
+        assert!(too_long(
+            read_field::<Vec<Vec<String>>, _>(&mut huge(), "paths")
+                .await
+                .unwrap_err()
+        ));
+        assert!(matches!(
+            Vec::<String>::decode(&mut huge()).await,
+            Err(ProtocolError::ListTooLong {
+                what: "string list",
+                ..
+            })
+        ));
+        // One entry over the limit is refused too; at the limit it is read.
+        let mut w = WireBuf::default();
+        w.u64(5);
+        assert!(matches!(
+            read_field::<Vec<u64>, _>(&mut limited(w.0), "words").await,
+            Err(ProtocolError::ListTooLong { len: 5, .. })
+        ));
+        let mut four = WireBuf::default();
+        vec![1u64, 2, 3, 4].put(&mut four);
+        assert_eq!(
+            read_field::<Vec<u64>, _>(&mut limited(four.0), "words").await.unwrap(),
+            vec![1, 2, 3, 4]
+        );
+    }
+
+    /// A list's elements and a pair's halves carry the container's label.
+    #[tokio::test]
+    async fn elements_are_named_by_their_container() {
+        let mut w = WireBuf::default();
+        w.u64(1).u64(65);
+        assert!(matches!(
+            read_field::<Vec<String>, _>(&mut limited(w.0.clone()), "references").await,
+            Err(ProtocolError::StringTooLong {
+                what: "references",
+                len: 65,
+                max: 64
+            })
+        ));
+        let mut w = WireBuf::default();
+        w.u64(1).str("k").u64(65);
+        assert!(matches!(
+            read_field::<Vec<(String, String)>, _>(&mut limited(w.0), "option overrides").await,
+            Err(ProtocolError::StringTooLong {
+                what: "option overrides",
+                ..
+            })
+        ));
+        let mut w = WireBuf::default();
+        w.u64(1).u64(2);
+        assert!(matches!(
+            read_field::<Vec<bool>, _>(&mut limited(w.0), "flags").await,
+            Err(ProtocolError::BadBool {
+                what: "flags",
+                value: 2
+            })
+        ));
+    }
+
+    /// A set is the list layout in order; duplicates on the wire collapse.
+    #[tokio::test]
+    async fn sets_are_lists_in_order() {
+        let set: BTreeSet<String> = ["b", "a", ""].iter().map(|s| s.to_string()).collect();
+        let mut w = WireBuf::default();
+        set.put(&mut w);
+        let list: Vec<String> = set.iter().cloned().collect();
+        assert_eq!(w.0, to_bytes(&list, ProtoVersion::LATEST));
+        let mut dup = WireBuf::default();
+        vec!["a".to_string(), "a".to_string()].put(&mut dup);
+        let got: BTreeSet<String> = read_field(&mut limited(dup.0), "set").await.unwrap();
+        assert_eq!(got.len(), 1);
+    }
+
+    /// Booleans are read one way, wherever they are: 0 or 1.
+    #[tokio::test]
+    async fn flags_are_zero_or_one_everywhere() {
+        let two = || limited(2u64.to_le_bytes().to_vec());
+        assert!(matches!(
+            bool::decode(&mut two()).await,
+            Err(ProtocolError::BadBool { what: "boolean", .. })
+        ));
+        assert!(matches!(
+            ClientObsolete::decode(&mut two()).await,
+            Err(ProtocolError::BadBool {
+                what: "CPU affinity flag",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Option::<UnkeyedValidPathInfo>::decode(&mut two()).await,
+            Err(ProtocolError::BadBool { what: "valid", .. })
+        ));
+    }
+
+    /// The reader and the buffer carry the version: a gated layout follows
+    /// it without being told.
+    #[tokio::test]
+    async fn the_version_travels_with_reader_and_buffer() {
+        let r = limited(Vec::new());
+        assert_eq!(r.version(), ProtoVersion::LATEST);
+        assert_eq!(WireBuf::default().version(), ProtoVersion::LATEST);
+        let mut old = WireBuf::new(ProtoVersion(15));
+        info().encode(&mut old);
+        assert_eq!(old.0, to_bytes(&info(), ProtoVersion(15)));
+        assert_ne!(old.0, to_bytes(&info(), ProtoVersion(16)));
+        let mut r = WireReader::new(std::io::Cursor::new(old.0), Limits::default());
+        r.set_version(ProtoVersion(15));
+        let got = UnkeyedValidPathInfo::<String>::decode(&mut r).await.unwrap();
+        assert_eq!((got.ultimate, got.sigs.len(), got.ca), (false, 0, None));
+        assert!(matches!(r.u64().await, Err(ProtocolError::Eof)));
     }
 
     #[tokio::test]

@@ -117,3 +117,35 @@ where
         client_version,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::wire::Limits;
+
+    /// What a client offering 1.`minor` sends (no features: below 1.38).
+    fn client_hello(minor: u8) -> Vec<u8> {
+        let mut b = WireBuf::default();
+        b.u64(WORKER_MAGIC_1).u64(ProtoVersion(minor).to_wire());
+        b.u64(0).u64(0); // no CPU affinity, no reserveSpace
+        b.0
+    }
+
+    /// The handshake leaves the reader at the negotiated version, so the
+    /// session reads requests in that layout without being told.
+    #[tokio::test]
+    async fn the_reader_leaves_at_the_negotiated_version() {
+        for minor in [21u8, 30, 37] {
+            let mut r = WireReader::new(std::io::Cursor::new(client_hello(minor)), Limits::default());
+            let neg = serve_handshake(&mut r, &mut tokio::io::sink(), "t", false)
+                .await
+                .unwrap();
+            assert_eq!(neg.version, ProtoVersion(minor));
+            assert_eq!(
+                r.version(),
+                ProtoVersion(minor),
+                "the reader after a 1.{minor} handshake"
+            );
+        }
+    }
+}

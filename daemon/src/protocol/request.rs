@@ -306,7 +306,7 @@ impl Wire for QueryValidPaths {
         }
     }
     async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
-        let paths = read(r, "store paths").await?;
+        let paths = read_field(r, "store paths").await?;
         let substitute = r.version().at_least(27) && r.bool("substitute").await?;
         Ok(QueryValidPaths { paths, substitute })
     }
@@ -378,9 +378,9 @@ impl Wire for QuerySubstitutablePathInfos {
     }
     async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
         let paths = if r.version().at_least(22) {
-            read(r, "store path to CA map").await?
+            read_field(r, "store path to CA map").await?
         } else {
-            let paths: Vec<String> = read(r, "store paths").await?;
+            let paths: Vec<String> = read_field(r, "store paths").await?;
             paths.into_iter().map(|p| (p, None)).collect()
         };
         Ok(QuerySubstitutablePathInfos { paths })
@@ -410,8 +410,8 @@ impl Labelled for SubstitutablePathInfo {
     }
     async fn read<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>, _: &'static str) -> Result<Self, ProtocolError> {
         Ok(SubstitutablePathInfo {
-            deriver: read(r, "deriver").await?,
-            references: read(r, "references").await?,
+            deriver: read_field(r, "deriver").await?,
+            references: read_field(r, "references").await?,
             download_size: r.u64().await?,
             nar_size: r.u64().await?,
         })
@@ -423,7 +423,7 @@ impl Wire for SubstitutablePathInfo {
         self.put(out);
     }
     async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
-        read(r, "substitutable path info").await
+        read_field(r, "substitutable path info").await
     }
 }
 
@@ -442,7 +442,7 @@ impl Wire for SubstitutablePathInfos {
         self.0.put(out);
     }
     async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
-        Ok(SubstitutablePathInfos(read(r, "substitutable path infos").await?))
+        Ok(SubstitutablePathInfos(read_field(r, "substitutable path infos").await?))
     }
 }
 
@@ -490,7 +490,7 @@ impl Wire for SetOptions {
         for w in o.build_settings.iter_mut() {
             *w = r.u64().await?;
         }
-        o.overrides = read(r, "option overrides").await?;
+        o.overrides = read_field(r, "option overrides").await?;
         Ok(o)
     }
 }
@@ -534,7 +534,7 @@ impl Wire for Roots {
         self.0.put(out);
     }
     async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
-        Ok(Roots(read(r, "roots").await?))
+        Ok(Roots(read_field(r, "roots").await?))
     }
 }
 
@@ -625,7 +625,7 @@ write_request!(
     drain: |r| {
         if r.version().at_least(25) {
             r.skip_string("content address method").await?;
-            <Vec<String>>::read(r, "references").await?;
+            read_field::<Vec<String>, _>(r, "references").await?;
             r.u64().await?; // repair
             r.drain_framed().await?;
         } else {
@@ -642,7 +642,7 @@ write_request!(
     subject: |q| Some(&q.name);
     drain: |r| {
         r.skip_string("text").await?;
-        <Vec<String>>::read(r, "references").await?;
+        read_field::<Vec<String>, _>(r, "references").await?;
     }
 );
 write_request!(
@@ -653,11 +653,11 @@ write_request!(
     drain: |r| {
         r.skip_string("deriver").await?;
         r.skip_string("NAR hash").await?;
-        <Vec<String>>::read(r, "references").await?;
+        read_field::<Vec<String>, _>(r, "references").await?;
         r.u64().await?; // registrationTime
         r.u64().await?; // narSize
         r.u64().await?; // ultimate
-        <Vec<String>>::read(r, "signatures").await?;
+        read_field::<Vec<String>, _>(r, "signatures").await?;
         r.skip_string("content address").await?;
         r.u64().await?; // repair
         r.u64().await?; // dontCheckSigs
@@ -689,7 +689,7 @@ write_request!(
     AddSignatures { path: "store path" }
     subject: |q| Some(&q.path);
     drain: |r| {
-        <Vec<String>>::read(r, "signatures").await?;
+        read_field::<Vec<String>, _>(r, "signatures").await?;
     }
 );
 write_request!(
@@ -703,10 +703,10 @@ write_request!(
                 r.skip_string("derivation output").await?;
             }
         }
-        <Vec<String>>::read(r, "input sources").await?;
+        read_field::<Vec<String>, _>(r, "input sources").await?;
         r.skip_string("platform").await?;
         r.skip_string("builder").await?;
-        <Vec<String>>::read(r, "arguments").await?;
+        read_field::<Vec<String>, _>(r, "arguments").await?;
         let env = r.list_len("environment").await?;
         for _ in 0..env * 2 {
             r.skip_string("environment entry").await?;
@@ -720,7 +720,7 @@ write_request!(
     subject: |_| None;
     drain: |r| {
         r.u64().await?; // action
-        <Vec<String>>::read(r, "paths to delete").await?;
+        read_field::<Vec<String>, _>(r, "paths to delete").await?;
         r.u64().await?; // ignoreLiveness
         r.u64().await?; // maxFreed
         for _ in 0..3 {
@@ -836,5 +836,30 @@ mod tests {
             AnyRequest::AddToStore(got) => assert!(got.rest.is_empty()),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A request's flags are booleans like any other: 0 or 1, named.
+    #[tokio::test]
+    async fn request_flags_are_read_as_booleans() {
+        let mut b = WireBuf::default();
+        b.u64(1).u64(2);
+        let mut r = WireReader::new(std::io::Cursor::new(b.0), Limits::default());
+        assert!(matches!(
+            read_request(&mut r, Op::VerifyStore).await,
+            Err(ProtocolError::BadBool {
+                what: "repair",
+                value: 2
+            })
+        ));
+        let mut b = WireBuf::default();
+        b.u64(0).u64(2);
+        let mut r = WireReader::new(std::io::Cursor::new(b.0), Limits::default()).with_version(ProtoVersion(27));
+        assert!(matches!(
+            read_request(&mut r, Op::QueryValidPaths).await,
+            Err(ProtocolError::BadBool {
+                what: "substitute",
+                value: 2
+            })
+        ));
     }
 }

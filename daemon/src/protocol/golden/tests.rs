@@ -3,14 +3,15 @@
 //! values and compare with the bytes. Each file is read from
 //! `worker-protocol/` and, where present, from `common-protocol/`.
 
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::path::Path;
 
 use super::data::{all_bins, golden_dir, read, Coverage, TABLE};
 use super::values::*;
 use crate::protocol::codec::{
-    to_bytes, Realisations, ServerHello, ServerInfo, TrustedFlag, UnkeyedValidPathInfo, ValidPathInfo, Wire,
-    WireRealisation,
+    read_field, to_bytes, Labelled, Realisations, ServerHello, ServerInfo, TrustedFlag, UnkeyedValidPathInfo,
+    ValidPathInfo, Wire, WireRealisation,
 };
 use crate::protocol::request::{BuildPaths, QueryRealisation};
 use crate::protocol::wire::{Limits, ProtocolError, WireBuf, WireReader};
@@ -185,17 +186,58 @@ async fn lists(label: &str, bytes: &[u8], (flat, nested): (Vec<Vec<&str>>, Vec<V
     assert_eof(&mut r, label).await;
 }
 
+/// The whole file through the codec's generic collections: the three flat
+/// lists as `L`, then the list of lists as `LL` (`Vec<Vec<String>>` for
+/// `vector`, `BTreeSet<BTreeSet<String>>` for `set`); decoded, then encoded
+/// back to the same bytes.
+async fn generic_lists<L, LL>(label: &str, bytes: &[u8], flat: &[L], nested: &LL)
+where
+    L: Labelled + PartialEq + Debug,
+    LL: Labelled + PartialEq + Debug,
+{
+    let ver = v(DEFAULT_VERSION);
+    let mut r = reader(bytes, ver);
+    for (i, w) in flat.iter().enumerate() {
+        let got: L = read_field(&mut r, "list").await.unwrap();
+        assert_eq!(&got, w, "{label}: list {i} through the generic impl");
+    }
+    let got: LL = read_field(&mut r, "list of lists").await.unwrap();
+    assert_eq!(&got, nested, "{label}: list of lists through the generic impl");
+    assert_eof(&mut r, label).await;
+    let mut out = WireBuf::new(ver);
+    for l in flat {
+        l.put(&mut out);
+    }
+    nested.put(&mut out);
+    assert_eq!(
+        out.0, bytes,
+        "{label}: the generic impls' encoding differs from Nix's bytes"
+    );
+}
+
 #[tokio::test]
 async fn vector() {
     for (label, bytes) in copies("vector", "vector.bin") {
         lists(&label, &bytes, vector_values()).await;
+        let (flat, nested) = vector_values();
+        generic_lists(&label, &bytes, &owned(&flat), &owned(&nested)).await;
     }
+}
+
+fn sets(lists: &[Vec<&str>]) -> Vec<BTreeSet<String>> {
+    lists
+        .iter()
+        .map(|l| l.iter().map(|s| s.to_string()).collect())
+        .collect()
 }
 
 #[tokio::test]
 async fn set() {
     for (label, bytes) in copies("set", "set.bin") {
         lists(&label, &bytes, set_values()).await;
+        let (flat, nested) = set_values();
+        let nested: BTreeSet<BTreeSet<String>> = sets(&nested).into_iter().collect();
+        generic_lists(&label, &bytes, &sets(&flat), &nested).await;
     }
 }
 
