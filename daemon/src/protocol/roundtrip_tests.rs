@@ -4,9 +4,10 @@
 //! strict prefix of an encoding fails to decode (with an error, never a
 //! panic); and random bytes never make a decoder panic.
 //!
-//! The generator is a seeded `fastrand::Rng` carrying the version values
-//! are made for (as the reader and buffer carry theirs), so every run checks the same
-//! values and a failure names the seed, the version and the value. Values
+//! The generator is a seeded `fastrand::Rng` that carries the version its
+//! values are made for (as the reader and the buffer carry theirs), so every
+//! run checks the same values and a failure names the seed, the version and
+//! the value. Values
 //! respect each layout's version gates (a field a version does not carry is
 //! left at its default), since those fields cannot survive the trip.
 //! Request and reply types are enumerated through `for_each_op!`, so an op
