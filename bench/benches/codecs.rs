@@ -31,8 +31,8 @@ fn sample_paths(n: usize) -> Vec<StorePath> {
 /// index entry shown as Nix's UnkeyedValidPathInfo, STDERR_LAST, the
 /// validity flag and the info (protocol >= 1.16).
 fn encode_reply(sd: &StoreDir, b: &mut WireBuf, info: PathInfo) {
-    StderrFrame::Last.encode(b, V);
-    Some(wire_path_info(sd, info)).encode(b, V);
+    StderrFrame::Last.encode(b);
+    Some(wire_path_info(sd, info)).encode(b);
 }
 
 fn codecs(c: &mut Criterion) {
@@ -63,39 +63,39 @@ fn wire(c: &mut Criterion, sd: &StoreDir, refs: &[StorePath], info: &PathInfo) {
         b.iter_batched(
             || info.clone(),
             |info| {
-                let mut buf = WireBuf::default();
+                let mut buf = WireBuf::new(V);
                 encode_reply(sd, &mut buf, black_box(info));
                 buf
             },
             BatchSize::SmallInput,
         )
     });
-    let mut reply = WireBuf::default();
+    let mut reply = WireBuf::new(V);
     encode_reply(sd, &mut reply, info.clone());
     let bytes = reply.0.clone();
     g.throughput(Throughput::Bytes(bytes.len() as u64));
     g.bench_function("decode QueryPathInfo reply (10 refs)", |b| {
         b.iter(|| {
             rt.block_on(async {
-                let mut r = WireReader::new(black_box(&bytes[..]), Limits::default());
-                let last = StderrFrame::decode(&mut r, V).await.unwrap();
-                let info = Option::<UnkeyedValidPathInfo>::decode(&mut r, V).await.unwrap();
+                let mut r = WireReader::new(black_box(&bytes[..]), Limits::default()).with_version(V);
+                let last = StderrFrame::decode(&mut r).await.unwrap();
+                let info = Option::<UnkeyedValidPathInfo>::decode(&mut r).await.unwrap();
                 (last, info)
             })
         })
     });
-    let mut req = WireBuf::default();
+    let mut req = WireBuf::new(V);
     QueryPathInfo {
         path: sd.display(&refs[3]),
     }
-    .encode(&mut req, V);
+    .encode(&mut req);
     let req = req.0;
     g.throughput(Throughput::Elements(1));
     g.bench_function("decode QueryPathInfo request", |b| {
         b.iter(|| {
             rt.block_on(async {
-                let mut r = WireReader::new(black_box(&req[..]), Limits::default());
-                QueryPathInfo::decode(&mut r, V).await.unwrap()
+                let mut r = WireReader::new(black_box(&req[..]), Limits::default()).with_version(V);
+                QueryPathInfo::decode(&mut r).await.unwrap()
             })
         })
     });

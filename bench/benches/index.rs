@@ -71,8 +71,8 @@ fn index(c: &mut Criterion) {
     g.bench_function("QueryPathInfo (lookup + encoding)", |b| {
         b.iter(|| {
             i = (i + 1) % reqs.len();
-            let mut out = WireBuf::default();
-            rt.block_on(store.answer(black_box(&reqs[i]), ProtoVersion(38), &mut out))
+            let mut out = WireBuf::new(ProtoVersion(38));
+            rt.block_on(store.answer(black_box(&reqs[i]), &mut out))
                 .expect("answered");
             out
         })

@@ -306,12 +306,12 @@ pub(crate) fn echo_floor(work: &Path, n: usize) -> Result<Samples> {
     let r = rt.block_on(async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut st = tokio::net::UnixStream::connect(&sock).await?;
-        let mut req = WireBuf::default();
+        let mut req = WireBuf::new(ProtoVersion::LATEST);
         req.u64(QueryPathInfo::OP as u64);
         let q = QueryPathInfo {
             path: "/nix/store/ffffffffffffffffffffffffffffffff-bench-12345".into(),
         };
-        q.encode(&mut req, ProtoVersion::LATEST);
+        q.encode(&mut req);
         let mut back = vec![0u8; req.0.len()];
         let mut s = Samples::default();
         for _ in 0..n {

@@ -233,14 +233,14 @@ async fn talk(f: &Fixture, minor: u8, s: UnixStream, ops: &[u8]) -> Result<(), S
     };
     check_handshake(&c, minor)?;
     let v = c.version;
-    let mut cur = WireReader::new(Cursor::new(ops), limits());
+    let mut cur = WireReader::new(Cursor::new(ops), limits()).with_version(v);
     loop {
         let start = cur.get_mut().position() as usize;
         let end = match cur.u64().await {
             Err(_) => End::Nothing,
             Ok(word) => match Op::from_u64(word) {
                 None => End::Error(None),
-                Some(op) => match read_request(&mut cur, op, v).await {
+                Some(op) => match read_request(&mut cur, op).await {
                     Ok(req) => {
                         let stop = cur.get_mut().position() as usize;
                         send(&mut c, &ops[start..stop]).await?;
@@ -326,7 +326,7 @@ async fn check_reply(f: &Fixture, c: &mut Client, req: &AnyRequest) -> Result<()
 
 /// Decode the reply of a request of type `Q` with the daemon's own type.
 async fn reply<Q: snix_lower_store_protocol::request::Request>(c: &mut Client, _: &Q) -> Result<Q::Reply, String> {
-    Q::Reply::decode(&mut c.r, c.version).await.map_err(|e| e.to_string())
+    Q::Reply::decode(&mut c.r).await.map_err(|e| e.to_string())
 }
 
 /// The reply after STDERR_LAST, in the layout Nix's client reads for `req`.
@@ -383,7 +383,7 @@ async fn body(f: &Fixture, c: &mut Client, req: &AnyRequest) -> Result<(), Strin
         Q::BuildPaths(q) => one(reply(c, q).await?)?,
         Q::VerifyStore(q) => verify_store(reply(c, q).await?, c.log.len())?,
         // Any other op: its reply decodes with its own reply type.
-        other => other.skip_reply(&mut c.r, c.version).await.map_err(|e| e.to_string())?,
+        other => other.skip_reply(&mut c.r).await.map_err(|e| e.to_string())?,
     }
     Ok(())
 }

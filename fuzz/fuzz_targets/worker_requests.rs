@@ -19,11 +19,12 @@ fuzz_target!(|data: &[u8]| {
                 max_string: 1 << 16,
                 max_list: 1 << 10,
             },
-        );
+        )
+        .with_version(version);
         loop {
             let Ok(word) = r.u64().await else { return };
             let Some(op) = Op::from_u64(word % 64) else { return };
-            match read_request(&mut r, op, version).await {
+            match read_request(&mut r, op).await {
                 Ok(req) => {
                     let _ = (req.op(), req.subject());
                 }

@@ -5,115 +5,228 @@
 //! Invariants:
 //! - every layout is written once, here or in `request.rs`, and built on the
 //!   primitives of [`super::wire`] (which computes the 8-byte padding);
-//! - version gates live in the type that owns the gated fields (path infos
-//!   before 1.16, the STDERR_ERROR layout before 1.26, realisations before
-//!   1.31, the handshake's features, daemon version and trust words);
-//! - decoding is bounded: strings and lists go through [`WireReader`], which
-//!   checks [`super::wire::Limits`] before allocating, and every kept string
-//!   carries a label that names it in errors.
+//! - the negotiated version travels with the [`WireReader`] and the
+//!   [`WireBuf`]; version gates live in the type that owns the gated fields
+//!   (path infos before 1.16, the STDERR_ERROR layout before 1.26,
+//!   realisations before 1.31, the handshake's features, daemon version and
+//!   trust words) and ask the reader or buffer;
+//! - collections are generic ([`Labelled`] for `Vec`, `BTreeSet`, pairs and
+//!   optional paths): a list's length is checked against
+//!   [`super::wire::Limits`] before anything is allocated for it, and every
+//!   kept string carries a label that names it in errors;
+//! - a boolean is read one way, [`WireReader::bool`] (0 or 1).
 //!
 //! Values stay at the wire level (store paths are full path strings), so
 //! they compare directly with Nix's own encodings; validating a path is the
 //! handler's job.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 
 use tokio::io::AsyncRead;
 
 use super::wire::{ProtocolError, WireBuf, WireReader};
 use super::{ProtoVersion, WORKER_MAGIC_1, WORKER_MAGIC_2};
+use snix_lower_store_types::derived_path::DerivedPath;
 use snix_lower_store_types::path_info::PathInfo;
 use snix_lower_store_types::{StoreDir, StorePath};
 
 /// A value with one wire layout (possibly depending on the negotiated
-/// version): `encode` appends it to a reply or request being assembled,
-/// `decode` reads it back, bounded by the reader's limits.
+/// version, which the buffer and the reader carry): `encode` appends it to
+/// a reply or request being assembled, `decode` reads it back, bounded by
+/// the reader's limits.
 ///
 /// Hand-written rather than derived: the layouts are few, several are
 /// version-gated or need labels for bounded decoding, and a derive would
 /// hide exactly those details.
 pub trait Wire: Sized + Send {
-    /// Append the wire form of `self` for protocol `v`.
-    fn encode(&self, out: &mut WireBuf, v: ProtoVersion);
-    /// Read one value for protocol `v`.
+    /// Append the wire form of `self` at `out`'s version.
+    fn encode(&self, out: &mut WireBuf);
+    /// Read one value at `r`'s version.
     fn decode<R: AsyncRead + Unpin + Send>(
         r: &mut WireReader<R>,
-        v: ProtoVersion,
     ) -> impl Future<Output = Result<Self, ProtocolError>> + Send;
 }
 
-impl Wire for u64 {
-    fn encode(&self, out: &mut WireBuf, _: ProtoVersion) {
+/// A value inside another (a field, a list element, half of a pair): the
+/// container names it, and that label is what a decoding error shows. Lists
+/// and pairs pass their label on to their elements.
+pub trait Labelled: Sized + Send + Sync {
+    /// Append the wire form of `self` at `out`'s version.
+    fn put(&self, out: &mut WireBuf);
+    /// Read one value at `r`'s version; errors name `what`.
+    fn read<R: AsyncRead + Unpin + Send>(
+        r: &mut WireReader<R>,
+        what: &'static str,
+    ) -> impl Future<Output = Result<Self, ProtocolError>> + Send;
+}
+
+/// Read a [`Labelled`] value whose type the caller's context says (a
+/// field, a binding): `let refs: Vec<String> = read_field(r, "references")`.
+pub async fn read_field<T: Labelled, R: AsyncRead + Unpin + Send>(
+    r: &mut WireReader<R>,
+    what: &'static str,
+) -> Result<T, ProtocolError> {
+    T::read(r, what).await
+}
+
+impl Labelled for u64 {
+    fn put(&self, out: &mut WireBuf) {
         out.u64(*self);
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        _: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
+    /// A number has no length to bound: nothing to name.
+    async fn read<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>, _: &'static str) -> Result<Self, ProtocolError> {
         r.u64().await
     }
 }
 
-impl Wire for bool {
-    fn encode(&self, out: &mut WireBuf, _: ProtoVersion) {
+impl Labelled for bool {
+    fn put(&self, out: &mut WireBuf) {
         out.bool(*self);
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
+    async fn read<R: AsyncRead + Unpin + Send>(
         r: &mut WireReader<R>,
-        _: ProtoVersion,
+        what: &'static str,
     ) -> Result<Self, ProtocolError> {
-        r.bool("boolean").await
+        r.bool(what).await
     }
 }
 
-impl Wire for String {
-    fn encode(&self, out: &mut WireBuf, _: ProtoVersion) {
-        out.str(self);
+/// A store path or plain string: its text on the wire.
+impl<P: WirePath> Labelled for P {
+    fn put(&self, out: &mut WireBuf) {
+        self.put_text(out);
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
+    async fn read<R: AsyncRead + Unpin + Send>(
         r: &mut WireReader<R>,
-        _: ProtoVersion,
+        what: &'static str,
     ) -> Result<Self, ProtocolError> {
-        r.string("string").await
-    }
-}
-
-/// A list (or set: the same layout) of strings or store paths.
-impl<P: WirePath> Wire for Vec<P> {
-    fn encode(&self, out: &mut WireBuf, _: ProtoVersion) {
-        out.u64(self.len() as u64);
-        for p in self {
-            p.put(out);
-        }
-    }
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        _: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
-        r.strings("string list").await?.into_iter().map(P::take).collect()
+        P::from_text(r.string(what).await?)
     }
 }
 
 /// An optional store path (or content address): the empty string is none.
-impl Wire for Option<String> {
-    fn encode(&self, out: &mut WireBuf, _: ProtoVersion) {
-        out.str(self.as_deref().unwrap_or(""));
+impl<P: WirePath> Labelled for Option<P> {
+    fn put(&self, out: &mut WireBuf) {
+        match self {
+            Some(p) => p.put_text(out),
+            None => {
+                out.str("");
+            }
+        }
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
+    async fn read<R: AsyncRead + Unpin + Send>(
         r: &mut WireReader<R>,
-        _: ProtoVersion,
+        what: &'static str,
     ) -> Result<Self, ProtocolError> {
-        Ok(Some(r.string("optional store path").await?).filter(|s| !s.is_empty()))
+        match r.string(what).await? {
+            s if s.is_empty() => Ok(None),
+            s => Ok(Some(P::from_text(s)?)),
+        }
+    }
+}
+
+/// Entries reserved before reading a list: a claimed length, already under
+/// `max_list`, is not trusted with more.
+const PREALLOC: u64 = 1024;
+
+/// A list (Nix's `std::vector`, and a map in its order as a list of
+/// pairs): the length, checked before allocating, then the elements.
+impl<T: Labelled> Labelled for Vec<T> {
+    fn put(&self, out: &mut WireBuf) {
+        out.u64(self.len() as u64);
+        for x in self {
+            x.put(out);
+        }
+    }
+    async fn read<R: AsyncRead + Unpin + Send>(
+        r: &mut WireReader<R>,
+        what: &'static str,
+    ) -> Result<Self, ProtocolError> {
+        let n = r.list_len(what).await?;
+        let mut v = Vec::with_capacity(n.min(PREALLOC) as usize);
+        for _ in 0..n {
+            v.push(T::read(r, what).await?);
+        }
+        Ok(v)
+    }
+}
+
+/// A set (Nix's `std::set`): the list layout, written in order. Decoding
+/// keeps each distinct element once.
+impl<T: Labelled + Ord> Labelled for BTreeSet<T> {
+    fn put(&self, out: &mut WireBuf) {
+        out.u64(self.len() as u64);
+        for x in self {
+            x.put(out);
+        }
+    }
+    async fn read<R: AsyncRead + Unpin + Send>(
+        r: &mut WireReader<R>,
+        what: &'static str,
+    ) -> Result<Self, ProtocolError> {
+        let n = r.list_len(what).await?;
+        let mut s = BTreeSet::new();
+        for _ in 0..n {
+            s.insert(T::read(r, what).await?);
+        }
+        Ok(s)
+    }
+}
+
+/// A pair (a map entry): first, then second.
+impl<A: Labelled, B: Labelled> Labelled for (A, B) {
+    fn put(&self, out: &mut WireBuf) {
+        self.0.put(out);
+        self.1.put(out);
+    }
+    async fn read<R: AsyncRead + Unpin + Send>(
+        r: &mut WireReader<R>,
+        what: &'static str,
+    ) -> Result<Self, ProtocolError> {
+        let a = A::read(r, what).await?;
+        let b = B::read(r, what).await?;
+        Ok((a, b))
+    }
+}
+
+/// Values that are whole replies as they are: their [`Labelled`] layout,
+/// named by the label given here.
+macro_rules! wire_as_labelled {
+    ($($ty:ty => $what:literal,)*) => {$(
+        impl Wire for $ty {
+            fn encode(&self, out: &mut WireBuf) {
+                self.put(out);
+            }
+            async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
+                <$ty as Labelled>::read(r, $what).await
+            }
+        }
+    )*};
+}
+
+wire_as_labelled! {
+    u64 => "number",
+    bool => "boolean",
+    String => "string",
+    Option<String> => "optional store path",
+    BuildMode => "build mode",
+}
+
+/// A list (or set: the same layout) of strings or store paths.
+impl<P: WirePath> Wire for Vec<P> {
+    fn encode(&self, out: &mut WireBuf) {
+        self.put(out);
+    }
+    async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
+        Self::read(r, "string list").await
     }
 }
 
 /// A reply with nothing after STDERR_LAST (SetOptions).
 impl Wire for () {
-    fn encode(&self, _: &mut WireBuf, _: ProtoVersion) {}
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        _: &mut WireReader<R>,
-        _: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
+    fn encode(&self, _: &mut WireBuf) {}
+    async fn decode<R: AsyncRead + Unpin + Send>(_: &mut WireReader<R>) -> Result<Self, ProtocolError> {
         Ok(())
     }
 }
@@ -122,17 +235,28 @@ impl Wire for () {
 /// is what decoding gives; the daemon encodes [`Shown`] paths, which write
 /// the text straight into the reply.
 pub trait WirePath: Sized + Send + Sync + std::fmt::Debug {
-    fn put(&self, out: &mut WireBuf);
+    fn put_text(&self, out: &mut WireBuf);
     /// The path from its decoded text.
-    fn take(text: String) -> Result<Self, ProtocolError>;
+    fn from_text(text: String) -> Result<Self, ProtocolError>;
 }
 
 impl WirePath for String {
-    fn put(&self, out: &mut WireBuf) {
+    fn put_text(&self, out: &mut WireBuf) {
         out.str(self);
     }
-    fn take(text: String) -> Result<Self, ProtocolError> {
+    fn from_text(text: String) -> Result<Self, ProtocolError> {
         Ok(text)
+    }
+}
+
+/// A derived path (`path`, or `drv!out1,out2`, `drv!*`): its text on the
+/// wire, parsed once as it is decoded.
+impl WirePath for DerivedPath {
+    fn put_text(&self, out: &mut WireBuf) {
+        out.str(self.as_str());
+    }
+    fn from_text(text: String) -> Result<Self, ProtocolError> {
+        Ok(DerivedPath::parse(text))
     }
 }
 
@@ -145,22 +269,13 @@ pub struct Shown {
 }
 
 impl WirePath for Shown {
-    fn put(&self, out: &mut WireBuf) {
+    fn put_text(&self, out: &mut WireBuf) {
         out.dir_entry(self.dir.as_str(), self.path.base_name());
     }
-    fn take(_: String) -> Result<Self, ProtocolError> {
+    fn from_text(_: String) -> Result<Self, ProtocolError> {
         Err(ProtocolError::Malformed(
             "a shown store path is encoded by the daemon, not decoded; decode into String".into(),
         ))
-    }
-}
-
-fn put_opt<P: WirePath>(out: &mut WireBuf, p: &Option<P>) {
-    match p {
-        Some(p) => p.put(out),
-        None => {
-            out.str("");
-        }
     }
 }
 
@@ -203,47 +318,32 @@ pub fn wire_path_info(sd: &StoreDir, info: PathInfo) -> UnkeyedValidPathInfo<Sho
 }
 
 impl<P: WirePath> Wire for UnkeyedValidPathInfo<P> {
-    fn encode(&self, out: &mut WireBuf, v: ProtoVersion) {
-        put_opt(out, &self.deriver);
+    fn encode(&self, out: &mut WireBuf) {
+        self.deriver.put(out);
         out.str(&self.nar_hash);
-        out.u64(self.references.len() as u64);
-        for r in &self.references {
-            r.put(out);
-        }
+        self.references.put(out);
         out.u64(self.registration_time).u64(self.nar_size);
-        if v.at_least(16) {
-            out.bool(self.ultimate);
-            out.strings(self.sigs.iter().map(String::as_str));
-            self.ca.encode(out, v);
+        if out.version().at_least(16) {
+            self.ultimate.put(out);
+            self.sigs.put(out);
+            self.ca.put(out);
         }
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        v: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
-        let deriver = match r.string("deriver").await? {
-            d if d.is_empty() => None,
-            d => Some(P::take(d)?),
-        };
-        let nar_hash = r.string("narHash").await?;
-        let references = r.strings("references").await?;
-        let references = references.into_iter().map(P::take).collect::<Result<_, _>>()?;
-        let registration_time = r.u64().await?;
-        let nar_size = r.u64().await?;
+    async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
         let mut info = UnkeyedValidPathInfo {
-            deriver,
-            nar_hash,
-            references,
-            registration_time,
-            nar_size,
+            deriver: read_field(r, "deriver").await?,
+            nar_hash: r.string("narHash").await?,
+            references: read_field(r, "references").await?,
+            registration_time: r.u64().await?,
+            nar_size: r.u64().await?,
             ultimate: false,
             sigs: Vec::new(),
             ca: None,
         };
-        if v.at_least(16) {
+        if r.version().at_least(16) {
             info.ultimate = r.bool("ultimate").await?;
-            info.sigs = r.strings("signatures").await?;
-            info.ca = Some(r.string("content address").await?).filter(|s| !s.is_empty());
+            info.sigs = read_field(r, "signatures").await?;
+            info.ca = read_field(r, "content address").await?;
         }
         Ok(info)
     }
@@ -257,36 +357,39 @@ pub struct ValidPathInfo {
 }
 
 impl Wire for ValidPathInfo {
-    fn encode(&self, out: &mut WireBuf, v: ProtoVersion) {
+    fn encode(&self, out: &mut WireBuf) {
         out.str(&self.path);
-        self.info.encode(out, v);
+        self.info.encode(out);
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        v: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
+    async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
         let path = r.string("store path").await?;
-        let info = UnkeyedValidPathInfo::decode(r, v).await?;
+        let info = UnkeyedValidPathInfo::decode(r).await?;
         Ok(ValidPathInfo { path, info })
     }
 }
 
-/// QueryPathInfo's reply: a validity flag, then the info if valid.
-impl<P: WirePath> Wire for Option<UnkeyedValidPathInfo<P>> {
-    fn encode(&self, out: &mut WireBuf, v: ProtoVersion) {
-        out.bool(self.is_some());
-        if let Some(info) = self {
-            info.encode(out, v);
+/// A reply that is a flag, then the value if the flag is set (Nix writes
+/// these by hand in the daemon, not as an optional type): QueryPathInfo's
+/// and QuerySubstitutablePathInfo's. `FLAG` names the flag in errors.
+pub trait Flagged: Wire + Sync {
+    const FLAG: &'static str;
+}
+
+impl<P: WirePath> Flagged for UnkeyedValidPathInfo<P> {
+    const FLAG: &'static str = "valid";
+}
+
+impl<T: Flagged> Wire for Option<T> {
+    fn encode(&self, out: &mut WireBuf) {
+        self.is_some().put(out);
+        if let Some(x) = self {
+            x.encode(out);
         }
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        v: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
-        if r.bool("valid").await? {
-            Ok(Some(UnkeyedValidPathInfo::decode(r, v).await?))
-        } else {
-            Ok(None)
+    async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
+        match r.bool(T::FLAG).await? {
+            true => Ok(Some(T::decode(r).await?)),
+            false => Ok(None),
         }
     }
 }
@@ -297,25 +400,11 @@ impl<P: WirePath> Wire for Option<UnkeyedValidPathInfo<P>> {
 pub struct OutputMap(pub Vec<(String, Option<String>)>);
 
 impl Wire for OutputMap {
-    fn encode(&self, out: &mut WireBuf, v: ProtoVersion) {
-        out.u64(self.0.len() as u64);
-        for (name, path) in &self.0 {
-            out.str(name);
-            path.encode(out, v);
-        }
+    fn encode(&self, out: &mut WireBuf) {
+        self.0.put(out);
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        _: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
-        let n = r.list_len("derivation outputs").await?;
-        let mut v = Vec::with_capacity(n.min(1024) as usize);
-        for _ in 0..n {
-            let name = r.string("output name").await?;
-            let path = Some(r.string("output path").await?).filter(|s| !s.is_empty());
-            v.push((name, path));
-        }
-        Ok(OutputMap(v))
+    async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
+        Ok(OutputMap(read_field(r, "derivation outputs").await?))
     }
 }
 
@@ -330,20 +419,17 @@ pub struct Missing {
 }
 
 impl Wire for Missing {
-    fn encode(&self, out: &mut WireBuf, _: ProtoVersion) {
-        out.strings(self.will_build.iter().map(String::as_str));
-        out.strings(self.will_substitute.iter().map(String::as_str));
-        out.strings(self.unknown.iter().map(String::as_str));
+    fn encode(&self, out: &mut WireBuf) {
+        self.will_build.put(out);
+        self.will_substitute.put(out);
+        self.unknown.put(out);
         out.u64(self.download_size).u64(self.nar_size);
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        _: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
+    async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
         Ok(Missing {
-            will_build: r.strings("paths to build").await?,
-            will_substitute: r.strings("paths to substitute").await?,
-            unknown: r.strings("unknown paths").await?,
+            will_build: read_field(r, "paths to build").await?,
+            will_substitute: read_field(r, "paths to substitute").await?,
+            unknown: read_field(r, "unknown paths").await?,
             download_size: r.u64().await?,
             nar_size: r.u64().await?,
         })
@@ -359,38 +445,41 @@ pub struct WireRealisation {
     pub out_path: String,
 }
 
+impl Labelled for WireRealisation {
+    fn put(&self, out: &mut WireBuf) {
+        match out.version().at_least(31) {
+            true => out.str(&self.json),
+            false => out.str(&self.out_path),
+        };
+    }
+    async fn read<R: AsyncRead + Unpin + Send>(
+        r: &mut WireReader<R>,
+        what: &'static str,
+    ) -> Result<Self, ProtocolError> {
+        let s = r.string(what).await?;
+        Ok(match r.version().at_least(31) {
+            true => WireRealisation {
+                json: s,
+                out_path: String::new(),
+            },
+            false => WireRealisation {
+                json: String::new(),
+                out_path: s,
+            },
+        })
+    }
+}
+
 /// QueryRealisation's reply: a set with zero or one realisation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Realisations(pub Vec<WireRealisation>);
 
 impl Wire for Realisations {
-    fn encode(&self, out: &mut WireBuf, v: ProtoVersion) {
-        if v.at_least(31) {
-            out.strings(self.0.iter().map(|r| r.json.as_str()));
-        } else {
-            out.strings(self.0.iter().map(|r| r.out_path.as_str()));
-        }
+    fn encode(&self, out: &mut WireBuf) {
+        self.0.put(out);
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        v: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
-        let items = r.strings("realisations").await?;
-        Ok(Realisations(
-            items
-                .into_iter()
-                .map(|s| match v.at_least(31) {
-                    true => WireRealisation {
-                        json: s,
-                        out_path: String::new(),
-                    },
-                    false => WireRealisation {
-                        json: String::new(),
-                        out_path: s,
-                    },
-                })
-                .collect(),
-        ))
+    async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
+        Ok(Realisations(read_field(r, "realisations").await?))
     }
 }
 
@@ -405,14 +494,12 @@ impl BuildMode {
     pub const CHECK: BuildMode = BuildMode(2);
 }
 
-impl Wire for BuildMode {
-    fn encode(&self, out: &mut WireBuf, _: ProtoVersion) {
+impl Labelled for BuildMode {
+    fn put(&self, out: &mut WireBuf) {
         out.u64(self.0);
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        _: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
+    /// A word: nothing to name.
+    async fn read<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>, _: &'static str) -> Result<Self, ProtocolError> {
         Ok(BuildMode(r.u64().await?))
     }
 }
@@ -441,30 +528,30 @@ pub enum Field {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Fields(pub Vec<Field>);
 
-impl Wire for Fields {
-    fn encode(&self, out: &mut WireBuf, _: ProtoVersion) {
-        out.u64(self.0.len() as u64);
-        for f in &self.0 {
-            match f {
-                Field::Int(i) => out.u64(0).u64(*i),
-                Field::String(s) => out.u64(1).str(s),
-            };
+/// A field: a type word (0 a number, 1 a string), then the value. The
+/// string is named "activity field" whatever list holds it.
+impl Labelled for Field {
+    fn put(&self, out: &mut WireBuf) {
+        match self {
+            Field::Int(i) => out.u64(0).u64(*i),
+            Field::String(s) => out.u64(1).str(s),
+        };
+    }
+    async fn read<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>, _: &'static str) -> Result<Self, ProtocolError> {
+        match r.u64().await? {
+            0 => Ok(Field::Int(r.u64().await?)),
+            1 => Ok(Field::String(r.string("activity field").await?)),
+            t => Err(ProtocolError::Malformed(format!("unexpected: field type {t}"))),
         }
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        _: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
-        let n = r.list_len("activity fields").await?;
-        let mut v = Vec::with_capacity(n.min(64) as usize);
-        for _ in 0..n {
-            v.push(match r.u64().await? {
-                0 => Field::Int(r.u64().await?),
-                1 => Field::String(r.string("activity field").await?),
-                t => return Err(ProtocolError::Malformed(format!("unexpected: field type {t}"))),
-            });
-        }
-        Ok(Fields(v))
+}
+
+impl Wire for Fields {
+    fn encode(&self, out: &mut WireBuf) {
+        self.0.put(out);
+    }
+    async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
+        Ok(Fields(read_field(r, "activity fields").await?))
     }
 }
 
@@ -493,23 +580,17 @@ impl ErrorFrame {
         }
     }
 
-    fn encode_body(&self, out: &mut WireBuf, v: ProtoVersion) {
-        if v.at_least(26) {
+    fn encode_body(&self, out: &mut WireBuf) {
+        if out.version().at_least(26) {
             out.str("Error").u64(self.level).str("Error").str(&self.msg).u64(0);
-            out.u64(self.traces.len() as u64);
-            for (pos, t) in &self.traces {
-                out.u64(*pos).str(t);
-            }
+            self.traces.put(out);
         } else {
             out.str(&self.msg).u64(self.status);
         }
     }
 
-    async fn decode_body<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        v: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
-        if !v.at_least(26) {
+    async fn decode_body<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
+        if !r.version().at_least(26) {
             let msg = r.string("msg").await?;
             let status = r.u64().await?;
             return Ok(ErrorFrame {
@@ -524,12 +605,7 @@ impl ErrorFrame {
         if r.u64().await? != 0 {
             return Err(ProtocolError::Malformed("unexpected: error with a position".into()));
         }
-        let n = r.list_len("traces").await?;
-        let mut traces = Vec::with_capacity(n.min(64) as usize);
-        for _ in 0..n {
-            let pos = r.u64().await?;
-            traces.push((pos, r.string("trace").await?));
-        }
+        let traces = read_field(r, "traces").await?;
         Ok(ErrorFrame {
             msg,
             status: 1,
@@ -583,7 +659,7 @@ impl StderrFrame {
 }
 
 impl Wire for StderrFrame {
-    fn encode(&self, out: &mut WireBuf, v: ProtoVersion) {
+    fn encode(&self, out: &mut WireBuf) {
         match self {
             StderrFrame::Next(s) => {
                 out.u64(STDERR_NEXT).str(s);
@@ -593,7 +669,7 @@ impl Wire for StderrFrame {
             }
             StderrFrame::Error(e) => {
                 out.u64(STDERR_ERROR);
-                e.encode_body(out, v);
+                e.encode_body(out);
             }
             StderrFrame::StartActivity {
                 id,
@@ -604,7 +680,7 @@ impl Wire for StderrFrame {
                 parent,
             } => {
                 out.u64(STDERR_START_ACTIVITY).u64(*id).u64(*level).u64(*kind).str(text);
-                fields.encode(out, v);
+                fields.encode(out);
                 out.u64(*parent);
             }
             StderrFrame::StopActivity { id } => {
@@ -612,31 +688,28 @@ impl Wire for StderrFrame {
             }
             StderrFrame::Result { id, kind, fields } => {
                 out.u64(STDERR_RESULT).u64(*id).u64(*kind);
-                fields.encode(out, v);
+                fields.encode(out);
             }
         }
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        v: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
+    async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
         Ok(match r.u64().await? {
             STDERR_NEXT => StderrFrame::Next(r.string("log").await?),
             STDERR_LAST => StderrFrame::Last,
-            STDERR_ERROR => StderrFrame::Error(ErrorFrame::decode_body(r, v).await?),
+            STDERR_ERROR => StderrFrame::Error(ErrorFrame::decode_body(r).await?),
             STDERR_START_ACTIVITY => StderrFrame::StartActivity {
                 id: r.u64().await?,
                 level: r.u64().await?,
                 kind: r.u64().await?,
                 text: r.string("activity").await?,
-                fields: Fields::decode(r, v).await?,
+                fields: Fields::decode(r).await?,
                 parent: r.u64().await?,
             },
             STDERR_STOP_ACTIVITY => StderrFrame::StopActivity { id: r.u64().await? },
             STDERR_RESULT => StderrFrame::Result {
                 id: r.u64().await?,
                 kind: r.u64().await?,
-                fields: Fields::decode(r, v).await?,
+                fields: Fields::decode(r).await?,
             },
             other => return Err(ProtocolError::Malformed(format!("unexpected: STDERR word {other:#x}"))),
         })
@@ -655,13 +728,10 @@ impl Default for ClientMagic {
 }
 
 impl Wire for ClientMagic {
-    fn encode(&self, out: &mut WireBuf, _: ProtoVersion) {
+    fn encode(&self, out: &mut WireBuf) {
         out.u64(self.0);
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        _: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
+    async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
         Ok(ClientMagic(r.u64().await?))
     }
 }
@@ -674,13 +744,10 @@ pub struct ServerHello {
 }
 
 impl Wire for ServerHello {
-    fn encode(&self, out: &mut WireBuf, _: ProtoVersion) {
+    fn encode(&self, out: &mut WireBuf) {
         out.u64(WORKER_MAGIC_2).u64(self.version);
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        _: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
+    async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
         if r.u64().await? != WORKER_MAGIC_2 {
             return Err(ProtocolError::Malformed("unexpected: bad daemon magic".into()));
         }
@@ -695,13 +762,10 @@ impl Wire for ServerHello {
 pub struct ClientVersion(pub u64);
 
 impl Wire for ClientVersion {
-    fn encode(&self, out: &mut WireBuf, _: ProtoVersion) {
+    fn encode(&self, out: &mut WireBuf) {
         out.u64(self.0);
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        _: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
+    async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
         Ok(ClientVersion(r.u64().await?))
     }
 }
@@ -711,14 +775,11 @@ impl Wire for ClientVersion {
 pub struct Features(pub Vec<String>);
 
 impl Wire for Features {
-    fn encode(&self, out: &mut WireBuf, _: ProtoVersion) {
-        out.strings(self.0.iter().map(String::as_str));
+    fn encode(&self, out: &mut WireBuf) {
+        self.0.put(out);
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        _: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
-        Ok(Features(r.strings("client feature list").await?))
+    async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
+        Ok(Features(read_field(r, "client feature list").await?))
     }
 }
 
@@ -731,27 +792,26 @@ pub struct ClientObsolete {
 }
 
 impl Wire for ClientObsolete {
-    fn encode(&self, out: &mut WireBuf, v: ProtoVersion) {
+    fn encode(&self, out: &mut WireBuf) {
+        let v = out.version();
         if v.at_least(14) {
-            match self.cpu_affinity {
-                Some(cpu) => out.u64(1).u64(cpu),
-                None => out.u64(0),
-            };
+            self.cpu_affinity.is_some().put(out);
+            if let Some(cpu) = self.cpu_affinity {
+                out.u64(cpu);
+            }
         }
         if v.at_least(11) {
-            out.bool(self.reserve_space);
+            self.reserve_space.put(out);
         }
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        v: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
+    async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
+        let v = r.version();
         let mut o = ClientObsolete::default();
-        if v.at_least(14) && r.u64().await? != 0 {
+        if v.at_least(14) && r.bool("CPU affinity flag").await? {
             o.cpu_affinity = Some(r.u64().await?);
         }
         if v.at_least(11) {
-            o.reserve_space = r.u64().await? != 0;
+            o.reserve_space = r.bool("reserveSpace").await?;
         }
         Ok(o)
     }
@@ -766,17 +826,14 @@ pub enum TrustedFlag {
 }
 
 impl Wire for Option<TrustedFlag> {
-    fn encode(&self, out: &mut WireBuf, _: ProtoVersion) {
+    fn encode(&self, out: &mut WireBuf) {
         out.u64(match self {
             None => 0,
             Some(TrustedFlag::Trusted) => 1,
             Some(TrustedFlag::NotTrusted) => 2,
         });
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        _: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
+    async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
         match r.u64().await? {
             0 => Ok(None),
             1 => Ok(Some(TrustedFlag::Trusted)),
@@ -796,24 +853,23 @@ pub struct ServerInfo {
 }
 
 impl Wire for ServerInfo {
-    fn encode(&self, out: &mut WireBuf, v: ProtoVersion) {
+    fn encode(&self, out: &mut WireBuf) {
+        let v = out.version();
         if v.at_least(33) {
             out.str(self.daemon_version.as_deref().unwrap_or(""));
         }
         if v.at_least(35) {
-            self.trust.encode(out, v);
+            self.trust.encode(out);
         }
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        v: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
+    async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
+        let v = r.version();
         let mut info = ServerInfo::default();
         if v.at_least(33) {
             info.daemon_version = Some(r.string("daemon version").await?);
         }
         if v.at_least(35) {
-            info.trust = Option::<TrustedFlag>::decode(r, v).await?;
+            info.trust = Option::<TrustedFlag>::decode(r).await?;
         }
         Ok(info)
     }
@@ -821,8 +877,8 @@ impl Wire for ServerInfo {
 
 /// Encode `value` into a fresh buffer (tests, benches, the client).
 pub fn to_bytes<T: Wire>(value: &T, v: ProtoVersion) -> Vec<u8> {
-    let mut b = WireBuf::default();
-    value.encode(&mut b, v);
+    let mut b = WireBuf::new(v);
+    value.encode(&mut b);
     b.0
 }
 
@@ -833,8 +889,8 @@ mod tests {
 
     async fn round_trip<T: Wire + PartialEq + std::fmt::Debug>(value: T, v: ProtoVersion) {
         let bytes = to_bytes(&value, v);
-        let mut r = WireReader::new(std::io::Cursor::new(bytes), Limits::default());
-        assert_eq!(T::decode(&mut r, v).await.unwrap(), value, "at {v}");
+        let mut r = WireReader::new(std::io::Cursor::new(bytes), Limits::default()).with_version(v);
+        assert_eq!(T::decode(&mut r).await.unwrap(), value, "at {v}");
         assert!(matches!(r.u64().await, Err(ProtocolError::Eof)), "bytes left at {v}");
     }
 
@@ -849,6 +905,157 @@ mod tests {
             sigs: vec!["k:s".into()],
             ca: Some("text:sha256:x".into()),
         }
+    }
+
+    fn limited(bytes: Vec<u8>) -> WireReader<std::io::Cursor<Vec<u8>>> {
+        WireReader::new(
+            std::io::Cursor::new(bytes),
+            Limits {
+                max_string: 64,
+                max_list: 4,
+            },
+        )
+    }
+
+    /// Every generic collection checks its length before allocating, and
+    /// names the list it was asked for.
+    #[tokio::test]
+    async fn huge_list_lengths_are_errors_not_allocations() {
+        let huge = || limited(u64::MAX.to_le_bytes().to_vec());
+        let too_long = |e: ProtocolError| {
+            matches!(
+                e,
+                ProtocolError::ListTooLong {
+                    what: "paths",
+                    len: u64::MAX,
+                    max: 4
+                }
+            )
+        };
+        assert!(too_long(
+            read_field::<Vec<String>, _>(&mut huge(), "paths").await.unwrap_err()
+        ));
+        assert!(too_long(
+            read_field::<BTreeSet<String>, _>(&mut huge(), "paths")
+                .await
+                .unwrap_err()
+        ));
+        assert!(too_long(
+            read_field::<Vec<(String, String)>, _>(&mut huge(), "paths")
+                .await
+                .unwrap_err()
+        ));
+        assert!(too_long(
+            read_field::<Vec<Vec<String>>, _>(&mut huge(), "paths")
+                .await
+                .unwrap_err()
+        ));
+        assert!(matches!(
+            Vec::<String>::decode(&mut huge()).await,
+            Err(ProtocolError::ListTooLong {
+                what: "string list",
+                ..
+            })
+        ));
+        // One entry over the limit is refused too; at the limit it is read.
+        let mut w = WireBuf::default();
+        w.u64(5);
+        assert!(matches!(
+            read_field::<Vec<u64>, _>(&mut limited(w.0), "words").await,
+            Err(ProtocolError::ListTooLong { len: 5, .. })
+        ));
+        let mut four = WireBuf::default();
+        vec![1u64, 2, 3, 4].put(&mut four);
+        assert_eq!(
+            read_field::<Vec<u64>, _>(&mut limited(four.0), "words").await.unwrap(),
+            vec![1, 2, 3, 4]
+        );
+    }
+
+    /// A list's elements and a pair's halves carry the container's label.
+    #[tokio::test]
+    async fn elements_are_named_by_their_container() {
+        let mut w = WireBuf::default();
+        w.u64(1).u64(65);
+        assert!(matches!(
+            read_field::<Vec<String>, _>(&mut limited(w.0.clone()), "references").await,
+            Err(ProtocolError::StringTooLong {
+                what: "references",
+                len: 65,
+                max: 64
+            })
+        ));
+        let mut w = WireBuf::default();
+        w.u64(1).str("k").u64(65);
+        assert!(matches!(
+            read_field::<Vec<(String, String)>, _>(&mut limited(w.0), "option overrides").await,
+            Err(ProtocolError::StringTooLong {
+                what: "option overrides",
+                ..
+            })
+        ));
+        let mut w = WireBuf::default();
+        w.u64(1).u64(2);
+        assert!(matches!(
+            read_field::<Vec<bool>, _>(&mut limited(w.0), "flags").await,
+            Err(ProtocolError::BadBool {
+                what: "flags",
+                value: 2
+            })
+        ));
+    }
+
+    /// A set is the list layout in order; duplicates on the wire collapse.
+    #[tokio::test]
+    async fn sets_are_lists_in_order() {
+        let set: BTreeSet<String> = ["b", "a", ""].iter().map(|s| s.to_string()).collect();
+        let mut w = WireBuf::default();
+        set.put(&mut w);
+        let list: Vec<String> = set.iter().cloned().collect();
+        assert_eq!(w.0, to_bytes(&list, ProtoVersion::LATEST));
+        let mut dup = WireBuf::default();
+        vec!["a".to_string(), "a".to_string()].put(&mut dup);
+        let got: BTreeSet<String> = read_field(&mut limited(dup.0), "set").await.unwrap();
+        assert_eq!(got.len(), 1);
+    }
+
+    /// Booleans are read one way, wherever they are: 0 or 1.
+    #[tokio::test]
+    async fn flags_are_zero_or_one_everywhere() {
+        let two = || limited(2u64.to_le_bytes().to_vec());
+        assert!(matches!(
+            bool::decode(&mut two()).await,
+            Err(ProtocolError::BadBool { what: "boolean", .. })
+        ));
+        assert!(matches!(
+            ClientObsolete::decode(&mut two()).await,
+            Err(ProtocolError::BadBool {
+                what: "CPU affinity flag",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Option::<UnkeyedValidPathInfo>::decode(&mut two()).await,
+            Err(ProtocolError::BadBool { what: "valid", .. })
+        ));
+    }
+
+    /// The reader and the buffer carry the version: a gated layout follows
+    /// it without being told.
+    #[tokio::test]
+    async fn the_version_travels_with_reader_and_buffer() {
+        let r = limited(Vec::new());
+        assert_eq!(r.version(), ProtoVersion::LATEST);
+        assert_eq!(WireBuf::default().version(), ProtoVersion::LATEST);
+        let mut old = WireBuf::new(ProtoVersion(15));
+        info().encode(&mut old);
+        assert_eq!(old.0, to_bytes(&info(), ProtoVersion(15)));
+        assert_ne!(old.0, to_bytes(&info(), ProtoVersion(16)));
+        let mut r = WireReader::new(std::io::Cursor::new(old.0), Limits::default());
+        r.set_version(ProtoVersion(15));
+        let got = UnkeyedValidPathInfo::<String>::decode(&mut r).await.unwrap();
+        assert_eq!((got.ultimate, got.sigs.len(), got.ca), (false, 0, None));
+        assert!(matches!(r.u64().await, Err(ProtocolError::Eof)));
     }
 
     #[tokio::test]

@@ -45,7 +45,8 @@ async fn send<W: AsyncWrite + Unpin>(w: &mut W, out: &WireBuf) -> Result<(), Pro
     Ok(())
 }
 
-/// Run the server side of the handshake.
+/// Run the server side of the handshake. On success `r` is set to the
+/// negotiated version.
 pub async fn serve_handshake<R, W>(
     r: &mut WireReader<R>,
     w: &mut W,
@@ -57,28 +58,31 @@ where
     W: AsyncWrite + Unpin,
 {
     let latest = ProtoVersion::LATEST;
-    let ClientMagic(magic) = ClientMagic::decode(r, latest).await?;
+    r.set_version(latest);
+    let ClientMagic(magic) = ClientMagic::decode(r).await?;
     if magic != WORKER_MAGIC_1 {
         return Err(HandshakeError::BadMagic(magic));
     }
-    let mut out = WireBuf::default();
+    let mut out = WireBuf::new(latest);
     ServerHello {
         version: latest.to_wire(),
     }
-    .encode(&mut out, latest);
+    .encode(&mut out);
     send(w, &out).await?;
 
-    let ClientVersion(client_version) = ClientVersion::decode(r, latest).await?;
+    let ClientVersion(client_version) = ClientVersion::decode(r).await?;
     if client_version >> 8 != 1 {
         return Err(HandshakeError::BadMajor(client_version));
     }
     let version = ProtoVersion((client_version & 0xff) as u8).min(latest);
+    // From here on the reader speaks the negotiated version.
+    r.set_version(version);
 
     let mut features = Vec::new();
     if version.at_least(38) {
-        let Features(client_features) = Features::decode(r, version).await?;
-        let mut out = WireBuf::default();
-        Features(FEATURES.iter().map(|f| f.to_string()).collect()).encode(&mut out, version);
+        let Features(client_features) = Features::decode(r).await?;
+        let mut out = WireBuf::new(version);
+        Features(FEATURES.iter().map(|f| f.to_string()).collect()).encode(&mut out);
         send(w, &out).await?;
         features = client_features
             .into_iter()
@@ -86,12 +90,12 @@ where
             .collect();
     }
 
-    ClientObsolete::decode(r, version).await?;
+    ClientObsolete::decode(r).await?;
 
-    let mut out = WireBuf::default();
+    let mut out = WireBuf::new(version);
     if version < ProtoVersion::MINIMUM {
         // The client now reads STDERR messages: tell it why we stop.
-        StderrFrame::error(HandshakeError::TooOld(version).to_string()).encode(&mut out, version);
+        StderrFrame::error(HandshakeError::TooOld(version).to_string()).encode(&mut out);
         let _ = send(w, &out).await;
         return Err(HandshakeError::TooOld(version));
     }
@@ -104,12 +108,44 @@ where
         daemon_version: Some(daemon_version.to_owned()),
         trust: Some(trust),
     }
-    .encode(&mut out, version);
-    StderrFrame::Last.encode(&mut out, version);
+    .encode(&mut out);
+    StderrFrame::Last.encode(&mut out);
     send(w, &out).await?;
     Ok(Negotiated {
         version,
         features,
         client_version,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Limits;
+
+    /// What a client offering 1.`minor` sends (no features: below 1.38).
+    fn client_hello(minor: u8) -> Vec<u8> {
+        let mut b = WireBuf::default();
+        b.u64(WORKER_MAGIC_1).u64(ProtoVersion(minor).to_wire());
+        b.u64(0).u64(0); // no CPU affinity, no reserveSpace
+        b.0
+    }
+
+    /// The handshake leaves the reader at the negotiated version, so the
+    /// session reads requests in that layout without being told.
+    #[tokio::test]
+    async fn the_reader_leaves_at_the_negotiated_version() {
+        for minor in [21u8, 30, 37] {
+            let mut r = WireReader::new(std::io::Cursor::new(client_hello(minor)), Limits::default());
+            let neg = serve_handshake(&mut r, &mut tokio::io::sink(), "t", false)
+                .await
+                .unwrap();
+            assert_eq!(neg.version, ProtoVersion(minor));
+            assert_eq!(
+                r.version(),
+                ProtoVersion(minor),
+                "the reader after a 1.{minor} handshake"
+            );
+        }
+    }
 }

@@ -2,9 +2,12 @@
 //! speak it (protocol 1.21 through 1.38; 1.39 clients negotiate down).
 //!
 //! - [`wire`]: u64 words, padded strings, lists, framed data; bounded decoding.
-//! - [`handshake`]: magic numbers, version and feature negotiation, trust.
-//! - [`codec`]: the [`codec::Wire`] trait and the typed values: path infos,
-//!   STDERR frames, handshake messages; one layout each, version gates inside.
+//! - [`handshake`]: magic numbers, version and feature negotiation, trust;
+//!   it sets the reader to the negotiated version.
+//! - [`codec`]: the [`codec::Wire`] trait, generic lists, sets, pairs and
+//!   optional paths ([`codec::Labelled`]), and the typed values: path infos,
+//!   STDERR frames, handshake messages; one layout each, version gates
+//!   inside, asking the version the reader or buffer carries.
 //! - [`request`]: the op table and one request type per op, with its reply
 //!   type. Write payloads are drained here, so a refused op leaves the
 //!   connection ready for the next one.

@@ -19,7 +19,6 @@ use tokio::io::AsyncRead;
 use super::codec::*;
 use super::nar_skip::skip_nar;
 use super::wire::{ProtocolError, WireBuf, WireReader};
-use super::ProtoVersion;
 pub use snix_lower_store_types::derived_path::DerivedPath;
 
 /// The table of ops: `Name = number`. The request type of each op has the
@@ -108,20 +107,19 @@ macro_rules! define_ops {
             pub async fn skip_reply<R: AsyncRead + Unpin + Send>(
                 &self,
                 r: &mut WireReader<R>,
-                v: ProtoVersion,
             ) -> Result<(), ProtocolError> {
-                match self { $(AnyRequest::$name(_) => drop(<$name as Request>::Reply::decode(r, v).await?),)* }
+                match self { $(AnyRequest::$name(_) => drop(<$name as Request>::Reply::decode(r).await?),)* }
                 Ok(())
             }
         }
 
-        /// Decode the request of `op` (the op word has been read).
+        /// Decode the request of `op` (the op word has been read) at the
+        /// reader's version.
         pub async fn read_request<R: AsyncRead + Unpin + Send>(
             r: &mut WireReader<R>,
             op: Op,
-            v: ProtoVersion,
         ) -> Result<AnyRequest, ProtocolError> {
-            Ok(match op { $(Op::$name => AnyRequest::$name($name::decode(r, v).await?),)* })
+            Ok(match op { $(Op::$name => AnyRequest::$name($name::decode(r).await?),)* })
         }
     };
 }
@@ -146,13 +144,10 @@ pub trait Request: Wire + std::fmt::Debug {
 pub enum NoReply {}
 
 impl Wire for NoReply {
-    fn encode(&self, _: &mut WireBuf, _: ProtoVersion) {
+    fn encode(&self, _: &mut WireBuf) {
         match *self {}
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        _: &mut WireReader<R>,
-        _: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
+    async fn decode<R: AsyncRead + Unpin + Send>(_: &mut WireReader<R>) -> Result<Self, ProtocolError> {
         Err(ProtocolError::Malformed(
             "unexpected: a reply to an op the daemon refuses".into(),
         ))
@@ -166,11 +161,8 @@ impl Wire for NoReply {
 pub struct NarFollows;
 
 impl Wire for NarFollows {
-    fn encode(&self, _: &mut WireBuf, _: ProtoVersion) {}
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        _: &mut WireReader<R>,
-        _: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
+    fn encode(&self, _: &mut WireBuf) {}
+    async fn decode<R: AsyncRead + Unpin + Send>(_: &mut WireReader<R>) -> Result<Self, ProtocolError> {
         Ok(NarFollows)
     }
 }
@@ -184,13 +176,12 @@ macro_rules! one_string_request {
             pub $field: String,
         }
         impl Wire for $name {
-            fn encode(&self, out: &mut WireBuf, _: ProtoVersion) {
+            fn encode(&self, out: &mut WireBuf) {
                 out.str(&self.$field);
             }
             async fn decode<R: AsyncRead + Unpin + Send>(
                 r: &mut WireReader<R>,
-                _: ProtoVersion,
-            ) -> Result<Self, ProtocolError> {
+    ) -> Result<Self, ProtocolError> {
                 Ok($name { $field: r.string($label).await? })
             }
         }
@@ -217,11 +208,10 @@ macro_rules! empty_request {
         #[derive(Debug, Clone, Default, PartialEq, Eq)]
         pub struct $name;
         impl Wire for $name {
-            fn encode(&self, _: &mut WireBuf, _: ProtoVersion) {}
+            fn encode(&self, _: &mut WireBuf) {}
             async fn decode<R: AsyncRead + Unpin + Send>(
                 _: &mut WireReader<R>,
-                _: ProtoVersion,
-            ) -> Result<Self, ProtocolError> {
+    ) -> Result<Self, ProtocolError> {
                 Ok($name)
             }
         }
@@ -232,16 +222,17 @@ macro_rules! empty_request {
     };
 }
 
-/// A request whose fields are all in `Wire` order with a label each; its
-/// subject is the first field when that is a string. An optional
-/// `[field: ty = |v| expr]` after the subject is not on the wire: decoding
-/// sets it from the negotiated version, encoding ignores it.
+/// A request whose fields are all in `Wire` order with a label each (their
+/// [`Labelled`] layouts); its subject is the first field when that is a
+/// string. An optional `[field: ty = |v| expr]` after the subject is not on
+/// the wire: decoding sets it from the reader's version, encoding ignores
+/// it.
 macro_rules! request {
     (
         $(#[$doc:meta])* $name:ident -> $reply:ty;
         subject: $subject:expr;
         $( [$(#[$ndoc:meta])* $nfield:ident: $nty:ty = |$nv:ident| $nexpr:expr] )?
-        $( $(#[$fdoc:meta])* $field:ident: $ty:ty = $dec:ident($label:literal) => $enc:ident; )*
+        $( $(#[$fdoc:meta])* $field:ident: $ty:ty = $label:literal; )*
     ) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -250,15 +241,14 @@ macro_rules! request {
             $( $(#[$ndoc])* pub $nfield: $nty, )?
         }
         impl Wire for $name {
-            fn encode(&self, out: &mut WireBuf, _: ProtoVersion) {
-                $( enc::$enc(out, &self.$field); )*
+            fn encode(&self, out: &mut WireBuf) {
+                $( Labelled::put(&self.$field, out); )*
             }
             async fn decode<R: AsyncRead + Unpin + Send>(
                 r: &mut WireReader<R>,
-                _v: ProtoVersion,
             ) -> Result<Self, ProtocolError> {
-                $( let $field = dec::$dec(r, $label).await?; )*
-                $( let $nfield = { let $nv = _v; $nexpr }; )?
+                $( let $field = <$ty as Labelled>::read(r, $label).await?; )*
+                $( let $nfield = { let $nv = r.version(); $nexpr }; )?
                 Ok($name { $($field,)* $($nfield,)? })
             }
         }
@@ -271,63 +261,6 @@ macro_rules! request {
             }
         }
     };
-}
-
-/// Field decoders of the `request!` macro (labelled, bounded).
-mod dec {
-    use super::*;
-    pub async fn string<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        l: &'static str,
-    ) -> Result<String, ProtocolError> {
-        r.string(l).await
-    }
-    pub async fn strings<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        l: &'static str,
-    ) -> Result<Vec<String>, ProtocolError> {
-        r.strings(l).await
-    }
-    /// Derived paths, parsed once here (`path` or `drv!out,…`).
-    pub async fn derived_paths<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        l: &'static str,
-    ) -> Result<Vec<DerivedPath>, ProtocolError> {
-        Ok(r.strings(l).await?.into_iter().map(DerivedPath::parse).collect())
-    }
-    /// A flag read as "non-zero is true", as Nix reads these.
-    pub async fn flag<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        _: &'static str,
-    ) -> Result<bool, ProtocolError> {
-        Ok(r.u64().await? != 0)
-    }
-    pub async fn mode<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        _: &'static str,
-    ) -> Result<BuildMode, ProtocolError> {
-        Ok(BuildMode(r.u64().await?))
-    }
-}
-
-/// Field encoders of the `request!` macro.
-mod enc {
-    use super::*;
-    pub fn string(out: &mut WireBuf, s: &str) {
-        out.str(s);
-    }
-    pub fn strings(out: &mut WireBuf, v: &[String]) {
-        out.strings(v.iter().map(String::as_str));
-    }
-    pub fn derived_paths(out: &mut WireBuf, v: &[DerivedPath]) {
-        out.strings(v.iter().map(DerivedPath::as_str));
-    }
-    pub fn flag(out: &mut WireBuf, b: &bool) {
-        out.bool(*b);
-    }
-    pub fn mode(out: &mut WireBuf, m: &BuildMode) {
-        out.u64(m.0);
-    }
 }
 
 // ---- Paths: validity, path infos, references, derivers -------------------
@@ -368,18 +301,15 @@ pub struct QueryValidPaths {
 }
 
 impl Wire for QueryValidPaths {
-    fn encode(&self, out: &mut WireBuf, v: ProtoVersion) {
-        out.strings(self.paths.iter().map(String::as_str));
-        if v.at_least(27) {
-            out.bool(self.substitute);
+    fn encode(&self, out: &mut WireBuf) {
+        self.paths.put(out);
+        if out.version().at_least(27) {
+            self.substitute.put(out);
         }
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        v: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
-        let paths = r.strings("store paths").await?;
-        let substitute = if v.at_least(27) { r.u64().await? != 0 } else { false };
+    async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
+        let paths = read_field(r, "store paths").await?;
+        let substitute = r.version().at_least(27) && r.bool("substitute").await?;
         Ok(QueryValidPaths { paths, substitute })
     }
 }
@@ -415,7 +345,7 @@ request!(
         bare_drv_means_outputs: bool = |v| !v.at_least(30)
     ]
     /// Derived paths (`/nix/store/…`, `/nix/store/….drv!out,dev`, `…!*`).
-    targets: Vec<DerivedPath> = derived_paths("derived paths") => derived_paths;
+    targets: Vec<DerivedPath> = "derived paths";
 );
 
 // ---- Substitutes: a lower store has none ----------------------------------
@@ -430,7 +360,7 @@ request!(
     /// Which of these paths substituters have.
     QuerySubstitutablePaths -> Vec<String>;
     subject: |_| None;
-    paths: Vec<String> = strings("store paths") => strings;
+    paths: Vec<String> = "store paths";
 );
 
 /// The infos substituters have for these paths. From 1.22 a map from path
@@ -441,27 +371,19 @@ pub struct QuerySubstitutablePathInfos {
 }
 
 impl Wire for QuerySubstitutablePathInfos {
-    fn encode(&self, out: &mut WireBuf, v: ProtoVersion) {
-        out.u64(self.paths.len() as u64);
-        for (p, ca) in &self.paths {
-            out.str(p);
-            if v.at_least(22) {
-                ca.encode(out, v);
-            }
+    fn encode(&self, out: &mut WireBuf) {
+        if out.version().at_least(22) {
+            self.paths.put(out);
+        } else {
+            out.strings(self.paths.iter().map(|(p, _)| p.as_str()));
         }
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        v: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
-        let paths = if v.at_least(22) {
-            let pairs = r.string_pairs("store path to CA map").await?;
-            pairs
-                .into_iter()
-                .map(|(p, ca)| (p, Some(ca).filter(|c| !c.is_empty())))
-                .collect()
+    async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
+        let paths = if r.version().at_least(22) {
+            read_field(r, "store path to CA map").await?
         } else {
-            r.strings("store paths").await?.into_iter().map(|p| (p, None)).collect()
+            let paths: Vec<String> = read_field(r, "store paths").await?;
+            paths.into_iter().map(|p| (p, None)).collect()
         };
         Ok(QuerySubstitutablePathInfos { paths })
     }
@@ -481,39 +403,36 @@ pub struct SubstitutablePathInfo {
     pub nar_size: u64,
 }
 
-impl SubstitutablePathInfo {
-    fn encode_body(&self, out: &mut WireBuf, v: ProtoVersion) {
-        self.deriver.encode(out, v);
-        out.strings(self.references.iter().map(String::as_str));
+/// Its fields name themselves, in a list or alone.
+impl Labelled for SubstitutablePathInfo {
+    fn put(&self, out: &mut WireBuf) {
+        self.deriver.put(out);
+        self.references.put(out);
         out.u64(self.download_size).u64(self.nar_size);
     }
-    async fn decode_body<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
+    async fn read<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>, _: &'static str) -> Result<Self, ProtocolError> {
         Ok(SubstitutablePathInfo {
-            deriver: Some(r.string("deriver").await?).filter(|s| !s.is_empty()),
-            references: r.strings("references").await?,
+            deriver: read_field(r, "deriver").await?,
+            references: read_field(r, "references").await?,
             download_size: r.u64().await?,
             nar_size: r.u64().await?,
         })
     }
 }
 
-/// QuerySubstitutablePathInfo's reply: a flag, then the info if found.
-impl Wire for Option<SubstitutablePathInfo> {
-    fn encode(&self, out: &mut WireBuf, v: ProtoVersion) {
-        out.bool(self.is_some());
-        if let Some(i) = self {
-            i.encode_body(out, v);
-        }
+impl Wire for SubstitutablePathInfo {
+    fn encode(&self, out: &mut WireBuf) {
+        self.put(out);
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        _: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
-        match r.bool("found").await? {
-            true => Ok(Some(SubstitutablePathInfo::decode_body(r).await?)),
-            false => Ok(None),
-        }
+    async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
+        read_field(r, "substitutable path info").await
     }
+}
+
+/// QuerySubstitutablePathInfo's reply (`Option<SubstitutablePathInfo>`): a
+/// flag, then the info if found.
+impl Flagged for SubstitutablePathInfo {
+    const FLAG: &'static str = "found";
 }
 
 /// QuerySubstitutablePathInfos' reply: path to info.
@@ -521,24 +440,11 @@ impl Wire for Option<SubstitutablePathInfo> {
 pub struct SubstitutablePathInfos(pub Vec<(String, SubstitutablePathInfo)>);
 
 impl Wire for SubstitutablePathInfos {
-    fn encode(&self, out: &mut WireBuf, v: ProtoVersion) {
-        out.u64(self.0.len() as u64);
-        for (p, i) in &self.0 {
-            out.str(p);
-            i.encode_body(out, v);
-        }
+    fn encode(&self, out: &mut WireBuf) {
+        self.0.put(out);
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        _: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
-        let n = r.list_len("substitutable path infos").await?;
-        let mut v = Vec::with_capacity(n.min(1024) as usize);
-        for _ in 0..n {
-            let p = r.string("store path").await?;
-            v.push((p, SubstitutablePathInfo::decode_body(r).await?));
-        }
-        Ok(SubstitutablePathInfos(v))
+    async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
+        Ok(SubstitutablePathInfos(read_field(r, "substitutable path infos").await?))
     }
 }
 
@@ -565,7 +471,7 @@ pub struct SetOptions {
 }
 
 impl Wire for SetOptions {
-    fn encode(&self, out: &mut WireBuf, _: ProtoVersion) {
+    fn encode(&self, out: &mut WireBuf) {
         out.u64(self.keep_failed)
             .u64(self.keep_going)
             .u64(self.try_fallback)
@@ -573,15 +479,9 @@ impl Wire for SetOptions {
         for w in self.build_settings {
             out.u64(w);
         }
-        out.u64(self.overrides.len() as u64);
-        for (k, v) in &self.overrides {
-            out.str(k).str(v);
-        }
+        self.overrides.put(out);
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        _: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
+    async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
         let mut o = SetOptions {
             keep_failed: r.u64().await?,
             keep_going: r.u64().await?,
@@ -592,7 +492,7 @@ impl Wire for SetOptions {
         for w in o.build_settings.iter_mut() {
             *w = r.u64().await?;
         }
-        o.overrides = r.string_pairs("option overrides").await?;
+        o.overrides = read_field(r, "option overrides").await?;
         Ok(o)
     }
 }
@@ -623,8 +523,8 @@ request!(
     /// Register a permanent GC root (refused: it would write).
     AddPermRoot -> String;
     subject: |q| Some(&q.path);
-    path: String = string("store path") => string;
-    gc_root: String = string("root path") => string;
+    path: String = "store path";
+    gc_root: String = "root path";
 );
 
 /// FindRoots' reply: root link to store path.
@@ -632,17 +532,11 @@ request!(
 pub struct Roots(pub Vec<(String, String)>);
 
 impl Wire for Roots {
-    fn encode(&self, out: &mut WireBuf, _: ProtoVersion) {
-        out.u64(self.0.len() as u64);
-        for (l, p) in &self.0 {
-            out.str(l).str(p);
-        }
+    fn encode(&self, out: &mut WireBuf) {
+        self.0.put(out);
     }
-    async fn decode<R: AsyncRead + Unpin + Send>(
-        r: &mut WireReader<R>,
-        _: ProtoVersion,
-    ) -> Result<Self, ProtocolError> {
-        Ok(Roots(r.string_pairs("roots").await?))
+    async fn decode<R: AsyncRead + Unpin + Send>(r: &mut WireReader<R>) -> Result<Self, ProtocolError> {
+        Ok(Roots(read_field(r, "roots").await?))
     }
 }
 
@@ -652,8 +546,8 @@ request!(
     /// Check the store; log lines name each problem, the reply says if any.
     VerifyStore -> bool;
     subject: |_| None;
-    check_contents: bool = flag("check contents") => flag;
-    repair: bool = flag("repair") => flag;
+    check_contents: bool = "check contents";
+    repair: bool = "repair";
 );
 one_string_request!(
     /// Make a path valid (build or substitute it if needed).
@@ -668,8 +562,8 @@ request!(
         /// outputs, not the `.drv` itself. Not on the wire.
         bare_drv_means_outputs: bool = |v| !v.at_least(30)
     ]
-    paths: Vec<DerivedPath> = derived_paths("derived paths") => derived_paths;
-    mode: BuildMode = mode("build mode") => mode;
+    paths: Vec<DerivedPath> = "derived paths";
+    mode: BuildMode = "build mode";
 );
 request!(
     /// Build derived paths and report results (always refused).
@@ -681,8 +575,8 @@ request!(
         /// outputs, not the `.drv` itself. Not on the wire.
         bare_drv_means_outputs: bool = |v| !v.at_least(30)
     ]
-    paths: Vec<DerivedPath> = derived_paths("derived paths") => derived_paths;
-    mode: BuildMode = mode("build mode") => mode;
+    paths: Vec<DerivedPath> = "derived paths";
+    mode: BuildMode = "build mode";
 );
 
 // ---- Writes: payload drained, always refused ---------------------------------
@@ -694,7 +588,7 @@ macro_rules! write_request {
     (
         $(#[$doc:meta])* $name:ident { $($kept:ident: $label:literal),* }
         subject: $subject:expr;
-        drain: |$r:ident, $v:ident| $drain:block
+        drain: |$r:ident| $drain:block
     ) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -703,13 +597,12 @@ macro_rules! write_request {
             pub rest: Vec<u8>,
         }
         impl Wire for $name {
-            fn encode(&self, out: &mut WireBuf, _: ProtoVersion) {
+            fn encode(&self, out: &mut WireBuf) {
                 $( out.str(&self.$kept); )*
                 out.0.extend_from_slice(&self.rest);
             }
             async fn decode<R: AsyncRead + Unpin + Send>(
                 $r: &mut WireReader<R>,
-                $v: ProtoVersion,
             ) -> Result<Self, ProtocolError> {
                 $( let $kept = $r.string($label).await?; )*
                 $drain
@@ -731,10 +624,10 @@ write_request!(
     /// Add a file or NAR (before 1.25 an unframed NAR, then framed data).
     AddToStore { name: "name" }
     subject: |q| Some(&q.name);
-    drain: |r, v| {
-        if v.at_least(25) {
+    drain: |r| {
+        if r.version().at_least(25) {
             r.skip_string("content address method").await?;
-            r.strings("references").await?;
+            read_field::<Vec<String>, _>(r, "references").await?;
             r.u64().await?; // repair
             r.drain_framed().await?;
         } else {
@@ -749,9 +642,9 @@ write_request!(
     /// Add a text file.
     AddTextToStore { name: "name" }
     subject: |q| Some(&q.name);
-    drain: |r, _v| {
+    drain: |r| {
         r.skip_string("text").await?;
-        r.strings("references").await?;
+        read_field::<Vec<String>, _>(r, "references").await?;
     }
 );
 write_request!(
@@ -759,18 +652,18 @@ write_request!(
     /// only when asked with STDERR_READ, which we never do).
     AddToStoreNar { path: "store path" }
     subject: |q| Some(&q.path);
-    drain: |r, v| {
+    drain: |r| {
         r.skip_string("deriver").await?;
         r.skip_string("NAR hash").await?;
-        r.strings("references").await?;
+        read_field::<Vec<String>, _>(r, "references").await?;
         r.u64().await?; // registrationTime
         r.u64().await?; // narSize
         r.u64().await?; // ultimate
-        r.strings("signatures").await?;
+        read_field::<Vec<String>, _>(r, "signatures").await?;
         r.skip_string("content address").await?;
         r.u64().await?; // repair
         r.u64().await?; // dontCheckSigs
-        if v.at_least(23) {
+        if r.version().at_least(23) {
             r.drain_framed().await?;
         }
     }
@@ -779,7 +672,7 @@ write_request!(
     /// Add several NARs in one framed stream.
     AddMultipleToStore {}
     subject: |_| None;
-    drain: |r, _v| {
+    drain: |r| {
         r.u64().await?; // repair
         r.u64().await?; // dontCheckSigs
         r.drain_framed().await?;
@@ -789,7 +682,7 @@ write_request!(
     /// Store a build log.
     AddBuildLog { path: "store path" }
     subject: |q| Some(&q.path);
-    drain: |r, _v| {
+    drain: |r| {
         r.drain_framed().await?;
     }
 );
@@ -797,25 +690,25 @@ write_request!(
     /// Add signatures to a path.
     AddSignatures { path: "store path" }
     subject: |q| Some(&q.path);
-    drain: |r, _v| {
-        r.strings("signatures").await?;
+    drain: |r| {
+        read_field::<Vec<String>, _>(r, "signatures").await?;
     }
 );
 write_request!(
     /// Build a derivation sent inline.
     BuildDerivation { path: "derivation path" }
     subject: |q| Some(&q.path);
-    drain: |r, _v| {
+    drain: |r| {
         let outputs = r.list_len("derivation outputs").await?;
         for _ in 0..outputs {
             for _ in 0..4 {
                 r.skip_string("derivation output").await?;
             }
         }
-        r.strings("input sources").await?;
+        read_field::<Vec<String>, _>(r, "input sources").await?;
         r.skip_string("platform").await?;
         r.skip_string("builder").await?;
-        r.strings("arguments").await?;
+        read_field::<Vec<String>, _>(r, "arguments").await?;
         let env = r.list_len("environment").await?;
         for _ in 0..env * 2 {
             r.skip_string("environment entry").await?;
@@ -827,9 +720,9 @@ write_request!(
     /// Collect garbage.
     CollectGarbage {}
     subject: |_| None;
-    drain: |r, _v| {
+    drain: |r| {
         r.u64().await?; // action
-        r.strings("paths to delete").await?;
+        read_field::<Vec<String>, _>(r, "paths to delete").await?;
         r.u64().await?; // ignoreLiveness
         r.u64().await?; // maxFreed
         for _ in 0..3 {
@@ -841,8 +734,8 @@ write_request!(
     /// Register a realisation (before 1.31 the id and an output path).
     RegisterDrvOutput { id: "realisation" }
     subject: |q| Some(&q.id);
-    drain: |r, v| {
-        if !v.at_least(31) {
+    drain: |r| {
+        if !r.version().at_least(31) {
             r.skip_string("output path").await?;
         }
     }
@@ -851,13 +744,13 @@ write_request!(
     /// Import paths: the data comes only on STDERR_READ, which we never send.
     ImportPaths {}
     subject: |_| None;
-    drain: |_r, _v| {}
+    drain: |_r| {}
 );
 write_request!(
     /// Export a path (obsolete).
     ExportPath { path: "store path" }
     subject: |q| Some(&q.path);
-    drain: |r, _v| {
+    drain: |r| {
         r.u64().await?; // obsolete sign flag
     }
 );
@@ -866,13 +759,14 @@ write_request!(
 mod tests {
     use super::*;
     use crate::wire::Limits;
+    use crate::ProtoVersion;
 
     /// Encode `q` with its op word, decode it through `read_request`.
     async fn through_read_request<Q: Request + Clone>(q: Q, v: ProtoVersion) -> AnyRequest {
-        let mut b = WireBuf::default();
-        q.encode(&mut b, v);
-        let mut r = WireReader::new(std::io::Cursor::new(b.0), Limits::default());
-        let got = read_request(&mut r, Q::OP, v).await.unwrap();
+        let mut b = WireBuf::new(v);
+        q.encode(&mut b);
+        let mut r = WireReader::new(std::io::Cursor::new(b.0), Limits::default()).with_version(v);
+        let got = read_request(&mut r, Q::OP).await.unwrap();
         assert!(
             matches!(r.u64().await, Err(ProtocolError::Eof)),
             "{}: bytes left",
@@ -944,5 +838,30 @@ mod tests {
             AnyRequest::AddToStore(got) => assert!(got.rest.is_empty()),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A request's flags are booleans like any other: 0 or 1, named.
+    #[tokio::test]
+    async fn request_flags_are_read_as_booleans() {
+        let mut b = WireBuf::default();
+        b.u64(1).u64(2);
+        let mut r = WireReader::new(std::io::Cursor::new(b.0), Limits::default());
+        assert!(matches!(
+            read_request(&mut r, Op::VerifyStore).await,
+            Err(ProtocolError::BadBool {
+                what: "repair",
+                value: 2
+            })
+        ));
+        let mut b = WireBuf::default();
+        b.u64(0).u64(2);
+        let mut r = WireReader::new(std::io::Cursor::new(b.0), Limits::default()).with_version(ProtoVersion(27));
+        assert!(matches!(
+            read_request(&mut r, Op::QueryValidPaths).await,
+            Err(ProtocolError::BadBool {
+                what: "substitute",
+                value: 2
+            })
+        ));
     }
 }

@@ -4,8 +4,10 @@
 //! strict prefix of an encoding fails to decode (with an error, never a
 //! panic); and random bytes never make a decoder panic.
 //!
-//! The generator is a seeded `fastrand::Rng`, so every run checks the same
-//! values and a failure names the seed, the version and the value. Values
+//! The generator is a seeded `fastrand::Rng` that carries the version its
+//! values are made for (as the reader and the buffer carry theirs), so every
+//! run checks the same values and a failure names the seed, the version and
+//! the value. Values
 //! respect each layout's version gates (a field a version does not carry is
 //! left at its default), since those fields cannot survive the trip.
 //! Request and reply types are enumerated through `for_each_op!`, so an op
@@ -24,10 +26,38 @@ use super::ProtoVersion;
 const CASES: usize = 8;
 const SEED: u64 = 0x5eed_0013;
 
-/// A random value of a wire type, valid at version `v`; `None` for a type
-/// that has no values (a reply the daemon never sends).
+/// The seeded generator and the version the values are made for.
+struct Gen {
+    rng: Rng,
+    v: ProtoVersion,
+}
+
+impl Gen {
+    fn new(seed: u64) -> Self {
+        Gen {
+            rng: Rng::with_seed(seed),
+            v: ProtoVersion::LATEST,
+        }
+    }
+}
+
+impl std::ops::Deref for Gen {
+    type Target = Rng;
+    fn deref(&self) -> &Rng {
+        &self.rng
+    }
+}
+
+impl std::ops::DerefMut for Gen {
+    fn deref_mut(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+}
+
+/// A random value of a wire type, valid at the generator's version; `None`
+/// for a type that has no values (a reply the daemon never sends).
 trait Arb: Wire + PartialEq + Debug + Sized {
-    fn arb(g: &mut Rng, v: ProtoVersion) -> Option<Self>;
+    fn arb(g: &mut Gen) -> Option<Self>;
     /// What decoding the encoding gives back (write requests drop the
     /// payload they drain).
     fn decoded(&self) -> Self;
@@ -90,7 +120,7 @@ pub(super) trait OneString: Wire + Clone + PartialEq + Debug {
 }
 
 impl<T: OneString> Arb for T {
-    fn arb(g: &mut Rng, _: ProtoVersion) -> Option<Self> {
+    fn arb(g: &mut Gen) -> Option<Self> {
         Some(T::with(text(g)))
     }
     fn decoded(&self) -> Self {
@@ -102,7 +132,9 @@ macro_rules! arb_plain {
     ($($ty:ty => |$g:ident, $v:ident| $e:expr;)*) => {$(
         impl Arb for $ty {
             #[allow(unused_variables)]
-            fn arb($g: &mut Rng, $v: ProtoVersion) -> Option<Self> {
+            fn arb(g: &mut Gen) -> Option<Self> {
+                let $v = g.v;
+                let $g: &mut Rng = g;
                 Some($e)
             }
             fn decoded(&self) -> Self {
@@ -266,7 +298,7 @@ arb_plain! {
 }
 
 impl Arb for NoReply {
-    fn arb(_: &mut Rng, _: ProtoVersion) -> Option<Self> {
+    fn arb(_: &mut Gen) -> Option<Self> {
         None
     }
     fn decoded(&self) -> Self {
@@ -312,11 +344,11 @@ fn derived(g: &mut Rng) -> Vec<DerivedPath> {
 }
 
 fn strings(out: &mut WireBuf, g: &mut Rng) {
-    texts(g).encode(out, ProtoVersion::LATEST);
+    texts(g).encode(out);
 }
 
 fn payload(op: Op, g: &mut Rng, v: ProtoVersion) -> Vec<u8> {
-    let mut o = WireBuf::default();
+    let mut o = WireBuf::new(v);
     match op {
         Op::AddToStore if v.at_least(25) => {
             o.str(&text(g));
@@ -387,7 +419,8 @@ fn build_derivation(o: &mut WireBuf, g: &mut Rng) {
 macro_rules! arb_write {
     ($($ty:ident { $($kept:ident),* })*) => {$(
         impl Arb for $ty {
-            fn arb(g: &mut Rng, v: ProtoVersion) -> Option<Self> {
+            fn arb(g: &mut Gen) -> Option<Self> {
+                let v = g.v;
                 Some($ty { $($kept: text(g),)* rest: payload(Op::$ty, g, v) })
             }
             fn decoded(&self) -> Self {
@@ -415,19 +448,20 @@ arb_write! {
 
 // ---- The properties ------------------------------------------------------------
 
-fn reader(bytes: &[u8], limits: Limits) -> WireReader<std::io::Cursor<Vec<u8>>> {
-    WireReader::new(std::io::Cursor::new(bytes.to_vec()), limits)
+fn reader(bytes: &[u8], limits: Limits, v: ProtoVersion) -> WireReader<std::io::Cursor<Vec<u8>>> {
+    WireReader::new(std::io::Cursor::new(bytes.to_vec()), limits).with_version(v)
 }
 
 /// Encode → decode is the identity (up to [`Arb::decoded`]) and consumes
 /// every byte; every strict prefix is an error.
-async fn round_trip<T: Arb>(g: &mut Rng, v: ProtoVersion, ty: &str) {
-    let Some(value) = T::arb(g, v) else {
+async fn round_trip<T: Arb>(g: &mut Gen, ty: &str) {
+    let v = g.v;
+    let Some(value) = T::arb(g) else {
         return;
     };
     let bytes = to_bytes(&value, v);
-    let mut r = reader(&bytes, Limits::default());
-    let got = T::decode(&mut r, v)
+    let mut r = reader(&bytes, Limits::default(), v);
+    let got = T::decode(&mut r)
         .await
         .unwrap_or_else(|e| panic!("{ty} at {v}: {value:?} does not decode: {e}"));
     assert_eq!(got, value.decoded(), "{ty} at {v}: round trip");
@@ -436,15 +470,15 @@ async fn round_trip<T: Arb>(g: &mut Rng, v: ProtoVersion, ty: &str) {
         "{ty} at {v}: {value:?}: bytes left after decoding"
     );
     for cut in 0..bytes.len() {
-        let mut r = reader(&bytes[..cut], Limits::default());
-        let res = T::decode(&mut r, v).await;
+        let mut r = reader(&bytes[..cut], Limits::default(), v);
+        let res = T::decode(&mut r).await;
         assert!(res.is_err(), "{ty} at {v}: {value:?} truncated to {cut} bytes decoded");
     }
 }
 
 /// Random words (small ones, so lengths are often plausible) and bytes:
 /// decoding may fail, never panic.
-async fn garbage<T: Arb>(g: &mut Rng, v: ProtoVersion) {
+async fn garbage<T: Arb>(g: &mut Gen) {
     let mut b = WireBuf::default();
     for _ in 0..g.usize(0..12) {
         match g.u8(0..3) {
@@ -457,15 +491,15 @@ async fn garbage<T: Arb>(g: &mut Rng, v: ProtoVersion) {
         max_string: 4096,
         max_list: 64,
     };
-    let _ = T::decode(&mut reader(&b.0, limits), v).await;
+    let _ = T::decode(&mut reader(&b.0, limits, g.v)).await;
 }
 
-async fn check<T: Arb>(g: &mut Rng, ty: &str) {
+async fn check<T: Arb>(g: &mut Gen, ty: &str) {
     for minor in ProtoVersion::MINIMUM.0..=ProtoVersion::LATEST.0 {
-        let v = ProtoVersion(minor);
+        g.v = ProtoVersion(minor);
         for _ in 0..CASES {
-            round_trip::<T>(g, v, ty).await;
-            garbage::<T>(g, v).await;
+            round_trip::<T>(g, ty).await;
+            garbage::<T>(g).await;
         }
     }
 }
@@ -478,7 +512,7 @@ macro_rules! check_types {
 
 #[tokio::test]
 async fn roundtrip_codec_values() {
-    let mut g = Rng::with_seed(SEED);
+    let mut g = Gen::new(SEED);
     check_types!(g;
         u64, bool, String, Vec<String>, Option<String>, (),
         UnkeyedValidPathInfo, ValidPathInfo, Option<UnkeyedValidPathInfo>,
@@ -490,7 +524,7 @@ async fn roundtrip_codec_values() {
 
 macro_rules! check_ops {
     ($($name:ident = $num:literal,)*) => {{
-        let mut g = Rng::with_seed(SEED + 1);
+        let mut g = Gen::new(SEED + 1);
         $(
             check::<$name>(&mut g, stringify!($name)).await;
             check::<<$name as Request>::Reply>(&mut g, concat!(stringify!($name), " reply")).await;

@@ -1,5 +1,11 @@
 //! Wire primitives of the worker protocol: little-endian u64 words, byte
-//! strings padded to 8 bytes, lists of strings, and framed data.
+//! strings padded to 8 bytes, list lengths, and framed data. Collections
+//! are built on these by `codec`'s generic impls.
+//!
+//! Both ends carry the negotiated [`ProtoVersion`]: a [`WireReader`] and a
+//! [`WireBuf`] are created at [`ProtoVersion::LATEST`] (what the handshake
+//! speaks before a version is settled) and set to the negotiated version
+//! once; layouts that change with the version ask them.
 //!
 //! Decoding never trusts a length. A kept string longer than
 //! [`Limits::max_string`] or a list longer than [`Limits::max_list`] is a
@@ -7,6 +13,8 @@
 //! (framed data, refused text) are skipped through a fixed buffer.
 
 use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::ProtoVersion;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
@@ -54,10 +62,11 @@ impl Default for Limits {
     }
 }
 
-/// Buffered reader of wire values from a client.
+/// Buffered reader of wire values from a client, at one protocol version.
 pub struct WireReader<R> {
     inner: R,
     pub limits: Limits,
+    version: ProtoVersion,
 }
 
 /// The protocol pads strings as NARs do; the rule lives with the NAR format
@@ -65,8 +74,29 @@ pub struct WireReader<R> {
 pub use snix_lower_store_types::nar::padding;
 
 impl<R: AsyncRead + Unpin> WireReader<R> {
+    /// A reader at [`ProtoVersion::LATEST`] until [`Self::set_version`].
     pub fn new(inner: R, limits: Limits) -> Self {
-        WireReader { inner, limits }
+        WireReader {
+            inner,
+            limits,
+            version: ProtoVersion::LATEST,
+        }
+    }
+
+    /// The same reader at protocol `v`.
+    pub fn with_version(mut self, v: ProtoVersion) -> Self {
+        self.version = v;
+        self
+    }
+
+    /// Settle the version (the handshake does, once it is negotiated).
+    pub fn set_version(&mut self, v: ProtoVersion) {
+        self.version = v;
+    }
+
+    /// The protocol version values are read at.
+    pub fn version(&self) -> ProtoVersion {
+        self.version
     }
 
     pub fn get_mut(&mut self) -> &mut R {
@@ -77,6 +107,8 @@ impl<R: AsyncRead + Unpin> WireReader<R> {
         Ok(self.inner.read_u64_le().await?)
     }
 
+    /// The one way a boolean is read: 0 or 1, anything else is
+    /// [`ProtocolError::BadBool`] naming `what`.
     pub async fn bool(&mut self, what: &'static str) -> Result<bool, ProtocolError> {
         match self.u64().await? {
             0 => Ok(false),
@@ -142,6 +174,8 @@ impl<R: AsyncRead + Unpin> WireReader<R> {
         Ok(())
     }
 
+    /// The length of a list or map, checked against `max_list` before the
+    /// caller allocates anything for it.
     pub async fn list_len(&mut self, what: &'static str) -> Result<u64, ProtocolError> {
         let len = self.u64().await?;
         if len > self.limits.max_list {
@@ -152,26 +186,6 @@ impl<R: AsyncRead + Unpin> WireReader<R> {
             });
         }
         Ok(len)
-    }
-
-    pub async fn strings(&mut self, what: &'static str) -> Result<Vec<String>, ProtocolError> {
-        let n = self.list_len(what).await?;
-        let mut v = Vec::with_capacity(n.min(1024) as usize);
-        for _ in 0..n {
-            v.push(self.string(what).await?);
-        }
-        Ok(v)
-    }
-
-    pub async fn string_pairs(&mut self, what: &'static str) -> Result<Vec<(String, String)>, ProtocolError> {
-        let n = self.list_len(what).await?;
-        let mut v = Vec::with_capacity(n.min(1024) as usize);
-        for _ in 0..n {
-            let k = self.string(what).await?;
-            let val = self.string(what).await?;
-            v.push((k, val));
-        }
-        Ok(v)
     }
 
     /// Drain framed data (`u64 len, bytes` … terminated by a zero length),
@@ -190,11 +204,30 @@ impl<R: AsyncRead + Unpin> WireReader<R> {
     }
 }
 
-/// A reply being assembled; sent to the client with one write.
-#[derive(Default, Clone)]
-pub struct WireBuf(pub Vec<u8>);
+/// A reply (or, in the test client, a request) being assembled at one
+/// protocol version; sent with one write. `.0` is the bytes.
+#[derive(Clone)]
+pub struct WireBuf(pub Vec<u8>, ProtoVersion);
+
+/// An empty buffer at [`ProtoVersion::LATEST`], for version-independent
+/// words (handshake, raw test requests).
+impl Default for WireBuf {
+    fn default() -> Self {
+        WireBuf::new(ProtoVersion::LATEST)
+    }
+}
 
 impl WireBuf {
+    /// An empty buffer for protocol `v`.
+    pub fn new(v: ProtoVersion) -> Self {
+        WireBuf(Vec::new(), v)
+    }
+
+    /// The protocol version values are written at.
+    pub fn version(&self) -> ProtoVersion {
+        self.1
+    }
+
     pub fn u64(&mut self, v: u64) -> &mut Self {
         self.0.extend_from_slice(&v.to_le_bytes());
         self
@@ -277,7 +310,7 @@ mod tests {
         ));
         let mut r = reader(u64::MAX.to_le_bytes().to_vec());
         assert!(matches!(
-            r.strings("paths").await,
+            r.list_len("paths").await,
             Err(ProtocolError::ListTooLong { .. })
         ));
     }

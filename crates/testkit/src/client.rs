@@ -26,7 +26,7 @@ pub struct Client {
     pub r: WireReader<BufReader<OwnedReadHalf>>,
     /// Our side (for sending raw bytes, e.g. hostile input in tests).
     pub w: OwnedWriteHalf,
-    /// The negotiated version.
+    /// The negotiated version (`r` reads at it; requests are written at it).
     pub version: ProtoVersion,
     /// The daemon's version string (1.33+).
     pub daemon_version: Option<String>,
@@ -67,7 +67,7 @@ impl Client {
             max_list: 1 << 24,
         };
         let mut c = Client {
-            r: WireReader::new(BufReader::new(rd), limits),
+            r: WireReader::new(BufReader::new(rd), limits).with_version(ProtoVersion(minor)),
             w,
             version: ProtoVersion(minor),
             daemon_version: None,
@@ -75,23 +75,24 @@ impl Client {
             log: Vec::new(),
         };
         let offered = ProtoVersion(minor);
-        let mut b = WireBuf::default();
-        ClientMagic::default().encode(&mut b, offered);
-        ClientVersion(offered.to_wire()).encode(&mut b, offered);
+        let mut b = WireBuf::new(offered);
+        ClientMagic::default().encode(&mut b);
+        ClientVersion(offered.to_wire()).encode(&mut b);
         c.w.write_all(&b.0).await?;
-        let hello = ServerHello::decode(&mut c.r, offered).await?;
+        let hello = ServerHello::decode(&mut c.r).await?;
         c.version = ProtoVersion(((hello.version & 0xff) as u8).min(minor));
         let v = c.version;
-        let mut b = WireBuf::default();
+        c.r.set_version(v);
+        let mut b = WireBuf::new(v);
         if v.at_least(38) {
-            Features::default().encode(&mut b, v);
+            Features::default().encode(&mut b);
             c.w.write_all(&b.0).await?;
-            Features::decode(&mut c.r, v).await?;
-            b = WireBuf::default();
+            Features::decode(&mut c.r).await?;
+            b = WireBuf::new(v);
         }
-        ClientObsolete::default().encode(&mut b, v);
+        ClientObsolete::default().encode(&mut b);
         c.w.write_all(&b.0).await?;
-        let info = ServerInfo::decode(&mut c.r, v).await?;
+        let info = ServerInfo::decode(&mut c.r).await?;
         c.daemon_version = info.daemon_version;
         c.trust = info.trust;
         c.stderr().await?;
@@ -103,7 +104,7 @@ impl Client {
     pub async fn stderr(&mut self) -> Result<()> {
         self.log.clear();
         loop {
-            match StderrFrame::decode(&mut self.r, self.version).await? {
+            match StderrFrame::decode(&mut self.r).await? {
                 StderrFrame::Last => return Ok(()),
                 StderrFrame::Next(l) => self.log.push(l.strip_suffix('\n').unwrap_or(&l).to_owned()),
                 StderrFrame::Error(e) => return Err(ClientError::Daemon(e.msg)),
@@ -114,9 +115,9 @@ impl Client {
 
     /// Send a request without waiting for the answer.
     pub async fn send<Q: Request>(&mut self, q: &Q) -> Result<()> {
-        let mut b = WireBuf::default();
+        let mut b = WireBuf::new(self.version);
         b.u64(Q::OP as u64);
-        q.encode(&mut b, self.version);
+        q.encode(&mut b);
         self.w.write_all(&b.0).await?;
         Ok(())
     }
@@ -125,7 +126,7 @@ impl Client {
     pub async fn call<Q: Request>(&mut self, q: &Q) -> Result<Q::Reply> {
         self.send(q).await?;
         self.stderr().await?;
-        Ok(Q::Reply::decode(&mut self.r, self.version).await?)
+        Ok(Q::Reply::decode(&mut self.r).await?)
     }
 
     /// Send an op word the daemon may not know, with raw arguments, and

@@ -32,7 +32,6 @@ pub(crate) struct Conn<'a, R, W> {
     server: &'a Server,
     r: WireReader<R>,
     w: W,
-    v: ProtoVersion,
     peer: Peer,
 }
 
@@ -46,13 +45,11 @@ impl Server {
         let neg = tokio::time::timeout(timeout, serve_handshake(&mut r, &mut wr, &self.daemon_version, trusted))
             .await
             .map_err(|_| SessionError::HandshakeTimeout(timeout))??;
-        let v = neg.version;
-        debug!(client_pid = peer.pid, client_uid = peer.uid, protocol = %v, trusted, "client connected");
+        debug!(client_pid = peer.pid, client_uid = peer.uid, protocol = %neg.version, trusted, "client connected");
         let mut conn = Conn {
             server: self,
             r,
             w: wr,
-            v,
             peer,
         };
         conn.requests().await
@@ -85,7 +82,7 @@ where
                 Err(e) if e.can_recover() => served += 1,
                 Err(e) => {
                     if e.tell_client() {
-                        send_error(&mut self.w, self.v, &e.to_string()).await;
+                        send_error(&mut self.w, self.r.version(), &e.to_string()).await;
                     }
                     return Err(e);
                 }
@@ -117,7 +114,7 @@ where
     pub(super) async fn serve_op<Q: Serve>(&mut self) -> Result<(), SessionError> {
         let op = Q::OP;
         let t0 = Instant::now();
-        let q = match Q::decode(&mut self.r, self.v).await {
+        let q = match Q::decode(&mut self.r).await {
             Ok(q) => q,
             Err(ProtocolError::Eof) => return Err(SessionError::HungUp(op)),
             Err(source) => return Err(SessionError::Malformed { op, source }),
@@ -125,8 +122,8 @@ where
         self.server.stats.requests.fetch_add(1, Ordering::Relaxed);
         // Held until the reply (NAR stream included) is written: drain waits for it.
         let _in_flight = self.server.stats.answering();
-        let mut out = WireBuf::default();
-        let answered = self.server.store.answer(&q, self.v, &mut out).await;
+        let mut out = WireBuf::new(self.r.version());
+        let answered = self.server.store.answer(&q, &mut out).await;
         let written = match &answered {
             Ok(nar) => self.write_reply(&out, nar.as_ref()).await,
             Err(_) => self.write_all(&out).await,
@@ -217,8 +214,8 @@ where
 
 /// Tell the client why its connection ends (best effort: it may be gone).
 pub(super) async fn send_error<W: AsyncWrite + Unpin>(w: &mut W, v: ProtoVersion, msg: &str) {
-    let mut out = WireBuf::default();
-    StderrFrame::error(msg).encode(&mut out, v);
+    let mut out = WireBuf::new(v);
+    StderrFrame::error(msg).encode(&mut out);
     let _ = w.write_all(&out.0).await;
     let _ = w.flush().await;
 }

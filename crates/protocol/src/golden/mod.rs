@@ -18,8 +18,8 @@
 //! | optional-store-path                       | optional store path (""=none), 1.10   | `optional_store_path` |
 //! | content-address                           | CA text (path infos), 1.10            | `content_address` |
 //! | optional-content-address                  | optional CA (""=none), 1.10           | `optional_content_address` |
-//! | vector                                    | list of strings, 1.10 (its list of lists, never sent by the daemon, is read as a count and string lists) | `vector` |
-//! | set                                       | sorted set of strings, 1.10 (set of sets: as for vector) | `set` |
+//! | vector                                    | list of strings, 1.10 (its list of lists, never sent by the daemon, is read as a count and string lists), and the whole file as the codec's generic `Vec<String>` / `Vec<Vec<String>>` | `vector` |
+//! | set                                       | sorted set of strings, 1.10 (set of sets: as for vector), and the whole file as the generic `BTreeSet<String>` / `BTreeSet<BTreeSet<String>>` | `set` |
 //! | drv-output                                | DrvOutput id: the QueryRealisation request, 1.10/1.31/1.38 | `drv_output` |
 //! | realisation                               | realisation JSON (1.31+ reply)        | `realisation_without_signatures`: value 1; value 2 is Nix 2.35's signature objects, not spoken |
 //! | realisation-with-deps                     | realisation JSON with dependents: QueryRealisation reply at 1.31/1.35/1.38 | `realisation_with_deps` |

@@ -3,14 +3,15 @@
 //! values and compare with the bytes. Each file is read from
 //! `worker-protocol/` and, where present, from `common-protocol/`.
 
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::path::Path;
 
 use super::data::{all_bins, golden_dir, read, Coverage, TABLE};
 use super::values::*;
 use crate::codec::{
-    to_bytes, Realisations, ServerHello, ServerInfo, TrustedFlag, UnkeyedValidPathInfo, ValidPathInfo, Wire,
-    WireRealisation,
+    read_field, to_bytes, Labelled, Realisations, ServerHello, ServerInfo, TrustedFlag, UnkeyedValidPathInfo,
+    ValidPathInfo, Wire, WireRealisation,
 };
 use crate::request::{BuildPaths, QueryRealisation};
 use crate::wire::{Limits, ProtocolError, WireBuf, WireReader};
@@ -19,8 +20,8 @@ use snix_lower_store_types::realisation::{DrvOutputId, Realisation};
 
 type Reader = WireReader<std::io::Cursor<Vec<u8>>>;
 
-fn reader(bytes: &[u8]) -> Reader {
-    WireReader::new(std::io::Cursor::new(bytes.to_vec()), Limits::default())
+fn reader(bytes: &[u8], v: ProtoVersion) -> Reader {
+    WireReader::new(std::io::Cursor::new(bytes.to_vec()), Limits::default()).with_version(v)
 }
 
 /// Every copy of `file` (worker-protocol/, then common-protocol/ if it has
@@ -49,17 +50,17 @@ async fn assert_eof(r: &mut Reader, what: &str) {
 /// Decode `want.len()` values of `T` in sequence and compare; then encode
 /// `want` and compare with the bytes. `T` is the daemon's own wire type.
 async fn golden_seq<T: Wire + PartialEq + Debug>(label: &str, bytes: &[u8], want: &[T], v: ProtoVersion) {
-    let mut r = reader(bytes);
+    let mut r = reader(bytes, v);
     for (i, w) in want.iter().enumerate() {
-        let got = T::decode(&mut r, v)
+        let got = T::decode(&mut r)
             .await
             .unwrap_or_else(|e| panic!("{label}: value {i} does not decode at {v}: {e}"));
         assert_eq!(&got, w, "{label}: value {i} decoded at {v}");
     }
     assert_eof(&mut r, label).await;
-    let mut out = WireBuf::default();
+    let mut out = WireBuf::new(v);
     for w in want {
-        w.encode(&mut out, v);
+        w.encode(&mut out);
     }
     assert_eq!(
         out.0, bytes,
@@ -162,14 +163,14 @@ fn owned(lists: &[Vec<&str>]) -> Vec<Vec<String>> {
 async fn lists(label: &str, bytes: &[u8], (flat, nested): (Vec<Vec<&str>>, Vec<Vec<&str>>)) {
     let (flat, nested) = (owned(&flat), owned(&nested));
     let ver = v(DEFAULT_VERSION);
-    let mut flat_bytes = WireBuf::default();
+    let mut flat_bytes = WireBuf::new(ver);
     for l in &flat {
-        l.encode(&mut flat_bytes, ver);
+        l.encode(&mut flat_bytes);
     }
     let n = flat_bytes.0.len();
     assert!(bytes.len() > n, "{label}: shorter than its three flat lists");
     golden_seq(label, &bytes[..n], &flat, ver).await;
-    let mut r = reader(&bytes[n..]);
+    let mut r = reader(&bytes[n..], ver);
     assert_eq!(
         r.u64().await.unwrap(),
         nested.len() as u64,
@@ -177,7 +178,7 @@ async fn lists(label: &str, bytes: &[u8], (flat, nested): (Vec<Vec<&str>>, Vec<V
     );
     for (i, w) in nested.iter().enumerate() {
         assert_eq!(
-            &Vec::<String>::decode(&mut r, ver).await.unwrap(),
+            &Vec::<String>::decode(&mut r).await.unwrap(),
             w,
             "{label}: inner list {i}"
         );
@@ -185,17 +186,58 @@ async fn lists(label: &str, bytes: &[u8], (flat, nested): (Vec<Vec<&str>>, Vec<V
     assert_eof(&mut r, label).await;
 }
 
+/// The whole file through the codec's generic collections: the three flat
+/// lists as `L`, then the list of lists as `LL` (`Vec<Vec<String>>` for
+/// `vector`, `BTreeSet<BTreeSet<String>>` for `set`); decoded, then encoded
+/// back to the same bytes.
+async fn generic_lists<L, LL>(label: &str, bytes: &[u8], flat: &[L], nested: &LL)
+where
+    L: Labelled + PartialEq + Debug,
+    LL: Labelled + PartialEq + Debug,
+{
+    let ver = v(DEFAULT_VERSION);
+    let mut r = reader(bytes, ver);
+    for (i, w) in flat.iter().enumerate() {
+        let got: L = read_field(&mut r, "list").await.unwrap();
+        assert_eq!(&got, w, "{label}: list {i} through the generic impl");
+    }
+    let got: LL = read_field(&mut r, "list of lists").await.unwrap();
+    assert_eq!(&got, nested, "{label}: list of lists through the generic impl");
+    assert_eof(&mut r, label).await;
+    let mut out = WireBuf::new(ver);
+    for l in flat {
+        l.put(&mut out);
+    }
+    nested.put(&mut out);
+    assert_eq!(
+        out.0, bytes,
+        "{label}: the generic impls' encoding differs from Nix's bytes"
+    );
+}
+
 #[tokio::test]
 async fn vector() {
     for (label, bytes) in copies("vector", "vector.bin") {
         lists(&label, &bytes, vector_values()).await;
+        let (flat, nested) = vector_values();
+        generic_lists(&label, &bytes, &owned(&flat), &owned(&nested)).await;
     }
+}
+
+fn sets(lists: &[Vec<&str>]) -> Vec<BTreeSet<String>> {
+    lists
+        .iter()
+        .map(|l| l.iter().map(|s| s.to_string()).collect())
+        .collect()
 }
 
 #[tokio::test]
 async fn set() {
     for (label, bytes) in copies("set", "set.bin") {
         lists(&label, &bytes, set_values()).await;
+        let (flat, nested) = set_values();
+        let nested: BTreeSet<BTreeSet<String>> = sets(&nested).into_iter().collect();
+        generic_lists(&label, &bytes, &sets(&flat), &nested).await;
     }
 }
 
@@ -210,9 +252,9 @@ async fn drv_output() {
         for minor in [DEFAULT_VERSION, 31, 38] {
             golden_seq(&label, &bytes, &want, v(minor)).await;
         }
-        let mut r = reader(&bytes);
+        let mut r = reader(&bytes, v(38));
         for id in &ids {
-            let q = QueryRealisation::decode(&mut r, v(38)).await.unwrap();
+            let q = QueryRealisation::decode(&mut r).await.unwrap();
             assert_eq!(&DrvOutputId::parse(&q.id).unwrap(), id, "{label}");
         }
     }
@@ -254,8 +296,8 @@ async fn realisation_with_deps() {
 #[tokio::test]
 async fn realisation_without_signatures() {
     for (label, bytes) in copies("realisation_without_signatures", "realisation.bin") {
-        let mut r = reader(&bytes);
-        String::decode(&mut r, v(38)).await.unwrap();
+        let mut r = reader(&bytes, v(38));
+        String::decode(&mut r).await.unwrap();
         let first = r.get_mut().position() as usize;
         realisation_case(&label, &bytes[..first], &realisation_plain()).await;
     }

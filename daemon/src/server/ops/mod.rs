@@ -29,7 +29,6 @@ use crate::backend::{Backend, BackendError};
 use snix_lower_store_protocol::codec::{Shown, StderrFrame, Wire};
 use snix_lower_store_protocol::request::Request;
 use snix_lower_store_protocol::wire::WireBuf;
-use snix_lower_store_protocol::ProtoVersion;
 use snix_lower_store_types::derived_path::{DerivedPath, Outputs};
 use snix_lower_store_types::lower::LowerDir;
 use snix_lower_store_types::{StoreDir, StorePath};
@@ -75,14 +74,13 @@ impl<T> From<T> for Answer<T> {
 pub struct Acknowledged;
 
 impl Wire for Acknowledged {
-    fn encode(&self, out: &mut WireBuf, v: ProtoVersion) {
-        1u64.encode(out, v);
+    fn encode(&self, out: &mut WireBuf) {
+        1u64.encode(out);
     }
     async fn decode<R: tokio::io::AsyncRead + Unpin + Send>(
         r: &mut snix_lower_store_protocol::wire::WireReader<R>,
-        v: ProtoVersion,
     ) -> Result<Self, snix_lower_store_protocol::wire::ProtocolError> {
-        match u64::decode(r, v).await? {
+        match u64::decode(r).await? {
             1 => Ok(Acknowledged),
             n => Err(snix_lower_store_protocol::wire::ProtocolError::Malformed(format!(
                 "an acknowledgement is the integer 1, not {n}"
@@ -108,17 +106,12 @@ pub trait Serve: Request + Sync {
 }
 
 impl LowerStore {
-    /// Answer `q` as the session does and append what is sent before any
-    /// NAR: STDERR_NEXT per log line, STDERR_LAST and the reply, or
-    /// STDERR_ERROR. Returns the path whose NAR follows (NarFromPath), or
+    /// Answer `q` as the session does and append, at `out`'s version, what
+    /// is sent before any NAR: STDERR_NEXT per log line, STDERR_LAST and the
+    /// reply, or STDERR_ERROR. Returns the path whose NAR follows (NarFromPath), or
     /// the op's error, already encoded in `out`. A lower dir that is gone is
     /// never answered for.
-    pub async fn answer<Q: Serve>(
-        &self,
-        q: &Q,
-        v: ProtoVersion,
-        out: &mut WireBuf,
-    ) -> Result<Option<StorePath>, OpError> {
+    pub async fn answer<Q: Serve>(&self, q: &Q, out: &mut WireBuf) -> Result<Option<StorePath>, OpError> {
         let answer = match self.lower.check_alive() {
             Err(why) => Err(OpError::LowerGone(why)),
             Ok(()) => q.serve(self).await,
@@ -126,14 +119,14 @@ impl LowerStore {
         match answer {
             Ok(a) => {
                 for line in &a.log {
-                    StderrFrame::log(line).encode(out, v);
+                    StderrFrame::log(line).encode(out);
                 }
-                StderrFrame::Last.encode(out, v);
-                a.body.encode(out, v);
+                StderrFrame::Last.encode(out);
+                a.body.encode(out);
                 Ok(a.nar)
             }
             Err(e) => {
-                StderrFrame::error(e.render(Q::OP)).encode(out, v);
+                StderrFrame::error(e.render(Q::OP)).encode(out);
                 Err(e)
             }
         }
