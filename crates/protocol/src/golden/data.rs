@@ -110,10 +110,8 @@ pub(super) const TABLE: &[(&str, Coverage)] = &[
 ];
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the daemon crate is inside the repository")
-        .to_path_buf()
+    // This crate is crates/protocol in the repository.
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).to_path_buf()
 }
 
 /// The configured directory, whether or not it exists.
