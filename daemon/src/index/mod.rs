@@ -136,7 +136,7 @@ pub enum IndexError {
 /// Whether a base name is valid, without the key directory.
 const VALID_SQL: &str = "SELECT 1 FROM paths WHERE base_name = ?1";
 
-/// A `paths` row as QueryPathInfo reads it: the columns of [`PATH_COLUMNS`].
+/// A `paths` row as QueryPathInfo reads it: the columns of [`path_columns`].
 struct PathRow {
     refs: Vec<i64>,
     nar_hash: NarHash,
@@ -149,10 +149,26 @@ struct PathRow {
 }
 
 /// The columns of a [`PathRow`], in [`PathRow::read`]'s order.
-const PATH_COLUMNS: &str = "refs, nar_hash, nar_size, deriver, registration_time, ultimate, sigs, ca";
+macro_rules! path_columns {
+    () => {
+        "refs, nar_hash, nar_size, deriver, registration_time, ultimate, sigs, ca"
+    };
+}
+
+/// The base names of 1 to 8 rows by id (references of one path).
+const REFS_BY_ID: [&str; 8] = [
+    "SELECT base_name FROM paths WHERE id IN (?1)",
+    "SELECT base_name FROM paths WHERE id IN (?1, ?2)",
+    "SELECT base_name FROM paths WHERE id IN (?1, ?2, ?3)",
+    "SELECT base_name FROM paths WHERE id IN (?1, ?2, ?3, ?4)",
+    "SELECT base_name FROM paths WHERE id IN (?1, ?2, ?3, ?4, ?5)",
+    "SELECT base_name FROM paths WHERE id IN (?1, ?2, ?3, ?4, ?5, ?6)",
+    "SELECT base_name FROM paths WHERE id IN (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    "SELECT base_name FROM paths WHERE id IN (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+];
 
 impl PathRow {
-    /// Reads [`PATH_COLUMNS`] at columns 0 to 7.
+    /// Reads [`path_columns`] at columns 0 to 7.
     fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<PathRow> {
         Ok(PathRow {
             refs: row::ref_ids(0, r.get_ref(0)?.as_blob()?)?,
@@ -529,7 +545,11 @@ impl PathInfoIndex {
                 return Ok(None);
             };
             let found = c
-                .prepare_cached(&format!("SELECT {PATH_COLUMNS}, base_name FROM paths WHERE id = ?1"))?
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    path_columns!(),
+                    ", base_name FROM paths WHERE id = ?1"
+                ))?
                 .query_row([id], |r| Ok((PathRow::read(r)?, r.get_ref(8)?.as_blob()? == key)))
                 .optional()?;
             if let Some((row, true)) = found {
@@ -537,7 +557,7 @@ impl PathInfoIndex {
             }
             // Another name with the same key: ask the `base_name` index.
         }
-        c.prepare_cached(&format!("SELECT {PATH_COLUMNS} FROM paths WHERE base_name = ?1"))?
+        c.prepare_cached(concat!("SELECT ", path_columns!(), " FROM paths WHERE base_name = ?1"))?
             .query_row([key], PathRow::read)
             .optional()
     }
@@ -550,25 +570,27 @@ impl PathInfoIndex {
         let Some(row) = Self::path_row(c, keys, p)? else {
             return Ok(None);
         };
-        // One rowid descent per reference; sorted by base name as Nix's
-        // StorePathSet is.
-        let mut by_id = c.prepare_cached("SELECT base_name FROM paths WHERE id = ?1")?;
-        let mut references = row
-            .refs
-            .iter()
-            .map(|id| {
-                by_id
-                    .query_row([id], |r| row::path_in(0, r.get_ref(0)?))
-                    .optional()?
-                    .ok_or_else(|| {
-                        rusqlite::Error::FromSqlConversionFailure(
-                            0,
-                            rusqlite::types::Type::Blob,
-                            format!("damaged index row: reference to row {id}, which does not exist").into(),
-                        )
-                    })
-            })
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        // One statement per up to 8 references (a rowid descent each);
+        // sorted by base name as Nix's StorePathSet is.
+        let mut references = Vec::with_capacity(row.refs.len());
+        for chunk in row.refs.chunks(REFS_BY_ID.len()) {
+            let mut st = c.prepare_cached(REFS_BY_ID[chunk.len() - 1])?;
+            let rows = st.query_map(rusqlite::params_from_iter(chunk), |r| row::path_in(0, r.get_ref(0)?))?;
+            for r in rows {
+                references.push(r?);
+            }
+        }
+        if references.len() != row.refs.len() {
+            return Err(rusqlite::Error::FromSqlConversionFailure(
+                0,
+                rusqlite::types::Type::Blob,
+                format!(
+                    "damaged index row of {}: a reference to a row that does not exist",
+                    p.base_name()
+                )
+                .into(),
+            ));
+        }
         references.sort_unstable();
         Ok(Some(PathInfo {
             path: p.clone(),
