@@ -388,8 +388,16 @@ fn an_index_dir_copied_into_another_image_is_refused_by_the_sample() {
 /// when there are more paths than the sample holds).
 fn last_indexed(img: &Image) -> String {
     let c = rusqlite::Connection::open(img.root.join(".snix-lower-store/index")).unwrap();
-    c.query_row("SELECT base_name FROM paths ORDER BY id DESC LIMIT 1", [], |r| r.get(0))
-        .unwrap()
+    // Stored as the hash part's 20 bytes, then the name (index schema 4).
+    let key: Vec<u8> = c
+        .query_row("SELECT base_name FROM paths ORDER BY id DESC LIMIT 1", [], |r| r.get(0))
+        .unwrap();
+    let (hash, name) = key.split_at(20);
+    format!(
+        "{}-{}",
+        snix_lower_store_types::hash::nix32_encode(hash),
+        std::str::from_utf8(name).unwrap()
+    )
 }
 
 #[test]

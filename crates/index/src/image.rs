@@ -295,17 +295,18 @@ pub fn count_lower_entries(lower: &Path) -> std::io::Result<u64> {
 
 /// sha256 over `base name SP nar size LF` of every path, by base name.
 fn names_digest(c: &Connection) -> rusqlite::Result<(u64, String)> {
-    let mut st = c.prepare("SELECT base_name, nar_size FROM paths ORDER BY base_name")?;
-    let mut rows = st.query([])?;
+    let mut st = c.prepare("SELECT base_name, nar_size FROM paths")?;
+    let rows = st.query_map([], |r| {
+        Ok((super::row::path_in(0, r.get_ref(0)?)?, r.get::<_, i64>(1)?))
+    })?;
+    // Stored keys do not sort as base names do.
+    let mut all = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    all.sort_unstable();
     let mut h = Sha256::new();
-    let mut n = 0u64;
-    while let Some(r) = rows.next()? {
-        let name: String = r.get(0)?;
-        let size: i64 = r.get(1)?;
-        h.update(format!("{name} {size}\n").as_bytes());
-        n += 1;
+    for (name, size) in &all {
+        h.update(format!("{} {size}\n", name.base_name()).as_bytes());
     }
-    Ok((n, hex(&h.finalize())))
+    Ok((all.len() as u64, hex(&h.finalize())))
 }
 
 fn hex(b: &[u8]) -> String {
@@ -504,13 +505,17 @@ fn sample(idx: &PathInfoIndex) -> Result<Vec<(StorePath, u64)>, IndexError> {
         while at <= hi && (out.len() as i64) < SAMPLE {
             let Some((id, name, size)) = st
                 .query_row([at], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        super::row::path_in(1, r.get_ref(1)?)?,
+                        r.get::<_, i64>(2)?,
+                    ))
                 })
                 .optional()?
             else {
                 break;
             };
-            out.push((super::parse_stored(name)?, u64::try_from(size).unwrap_or(0)));
+            out.push((name, u64::try_from(size).unwrap_or(0)));
             at = id.max(at) + step;
         }
         Ok(out)

@@ -371,9 +371,9 @@ pub fn import_reporting(
     rejected_if_any(problems)?;
     progress.phase("proving content addresses", None);
     let mut problems = Vec::new();
-    // A first bulk load builds the reverse indexes once, after the inserts.
+    // A first bulk load builds the reverse index once, after the inserts.
     if was_empty && new_paths.len() > 10_000 {
-        tx.execute_batch("DROP INDEX IF EXISTS refs_by_reference; DROP INDEX IF EXISTS drv_outputs_by_path;")
+        tx.execute_batch("DROP INDEX IF EXISTS drv_outputs_by_path;")
             .map_err(sql)?;
     }
     // Insert in path order so ids follow base names (better locality for scans).
@@ -383,20 +383,23 @@ pub fn import_reporting(
     let mut to_add: Vec<PathInfo> = new_paths.iter().map(|e| (*e).clone()).collect();
     ca_proof::prove_missing_cas(&mut to_add, sd, lower.root(), opts.ca_proof);
     let new_paths: Vec<&PathInfo> = to_add.iter().collect();
+    let ids = assign_ids(&tx, &new_paths).map_err(sql)?;
+    let known = KnownIds {
+        new: &ids,
+        outside: &outside_ids,
+    };
     progress.phase("writing", Some(new_paths.len() as u64));
-    let (ids, drv_outputs) = insert_paths(&tx, sd, lower, &new_paths, &mut problems, progress).map_err(sql)?;
-    progress.phase("writing references", Some(new_paths.len() as u64));
-    insert_references(&tx, &new_paths, &ids, &outside_ids, progress).map_err(sql)?;
+    let (pairs, drv_outputs) =
+        insert_paths(&tx, sd, lower, &new_paths, &known, &mut problems, progress).map_err(sql)?;
+    progress.phase("writing references", None);
+    insert_references(&tx, pairs).map_err(sql)?;
     insert_derivation_outputs(&tx, sd, &drv_outputs, &mut problems).map_err(sql)?;
     add_realisations(&tx, sd, &realisations, &mut problems).map_err(sql)?;
     // Dropping the transaction rolls it back.
     rejected_if_any(problems)?;
     progress.phase("building indexes and committing", None);
-    tx.execute_batch(
-        "CREATE INDEX IF NOT EXISTS refs_by_reference ON refs (reference, referrer);
-         CREATE INDEX IF NOT EXISTS drv_outputs_by_path ON drv_outputs (path);",
-    )
-    .map_err(sql)?;
+    tx.execute_batch("CREATE INDEX IF NOT EXISTS drv_outputs_by_path ON drv_outputs (path);")
+        .map_err(sql)?;
     tx.commit().map_err(sql)?;
     progress.finish(None);
     Ok(ImportReport {
@@ -509,6 +512,8 @@ impl Checks<'_> {
         problems: &mut Vec<String>,
     ) -> rusqlite::Result<Validated<'b>> {
         let mut existing = tx.prepare("SELECT nar_hash, nar_size FROM paths WHERE base_name = ?1")?;
+        // Bound to stored keys (super::row): `indexed_unchanged` and
+        // `check_references` pass them.
         let mut id_of = tx.prepare("SELECT id FROM paths WHERE base_name = ?1")?;
         let mut v = Validated::default();
         for e in in_batch.values() {
@@ -555,7 +560,7 @@ impl Checks<'_> {
                 continue;
             }
             match id_of
-                .query_row([r.base_name()], |row| row.get::<_, i64>(0))
+                .query_row([super::row::key(r)], |row| row.get::<_, i64>(0))
                 .optional()?
             {
                 Some(id) if !self.was_empty => {
@@ -599,7 +604,7 @@ impl Checks<'_> {
 /// others (`Some(false)`), or not at all (`None`).
 fn indexed_unchanged(existing: &mut rusqlite::Statement<'_>, e: &PathInfo) -> rusqlite::Result<Option<bool>> {
     Ok(existing
-        .query_row([e.path.base_name()], |r| {
+        .query_row([super::row::key(&e.path)], |r| {
             Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
         })
         .optional()?
@@ -609,37 +614,75 @@ fn indexed_unchanged(existing: &mut rusqlite::Statement<'_>, e: &PathInfo) -> ru
 /// A new derivation's row id, its path, and the outputs read from its `.drv`.
 type DrvOutputs<'b> = Vec<(i64, &'b StorePath, Vec<drv::DrvOutput>)>;
 
-/// Inserts the validated new paths (in the order given); returns their row
-/// ids by base name, and the outputs of the derivations among them (a `.drv`
-/// that cannot be read is a problem).
+/// The row ids the new paths will have, in the order given (after every
+/// indexed id: ids only grow), by base name.
+fn assign_ids<'b>(tx: &Connection, new_paths: &[&'b PathInfo]) -> rusqlite::Result<HashMap<&'b str, i64>> {
+    let max: i64 = tx.query_row("SELECT coalesce(max(id), 0) FROM paths", [], |r| r.get(0))?;
+    Ok(new_paths
+        .iter()
+        .zip(max + 1..)
+        .map(|(e, id)| (e.path.base_name(), id))
+        .collect())
+}
+
+/// The row ids a new path's references may have: a new path's, or an
+/// indexed path's found during validation.
+struct KnownIds<'a, 'b> {
+    new: &'a HashMap<&'b str, i64>,
+    outside: &'a HashMap<String, i64>,
+}
+
+impl KnownIds<'_, '_> {
+    /// The row id of `r`; a batch path that was already indexed (unchanged)
+    /// is looked up with `id_of`.
+    fn of(&self, id_of: &mut rusqlite::Statement<'_>, r: &StorePath) -> rusqlite::Result<i64> {
+        match self.new.get(r.base_name()).or_else(|| self.outside.get(r.base_name())) {
+            Some(id) => Ok(*id),
+            None => id_of.query_row([super::row::key(r)], |row| row.get::<_, i64>(0)),
+        }
+    }
+}
+
+/// Inserts the validated new paths (in the order given) with the ids
+/// `known.new` assigned them; returns the (reference, referrer) pairs of
+/// their references, and the outputs of the derivations among them (a
+/// `.drv` that cannot be read is a problem).
 fn insert_paths<'b>(
     tx: &Connection,
     sd: &StoreDir,
     lower: &LowerDir,
     new_paths: &[&'b PathInfo],
+    known: &KnownIds<'_, '_>,
     problems: &mut Vec<String>,
     progress: &Progress,
-) -> rusqlite::Result<(HashMap<&'b str, i64>, DrvOutputs<'b>)> {
+) -> rusqlite::Result<(Vec<(i64, i64)>, DrvOutputs<'b>)> {
+    use super::row;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let mut drv_outputs: DrvOutputs<'b> = Vec::new();
-    let mut ids: HashMap<&str, i64> = HashMap::with_capacity(new_paths.len());
+    let mut pairs = Vec::new();
+    let mut id_of = tx.prepare("SELECT id FROM paths WHERE base_name = ?1")?;
     let mut ins = tx.prepare(
-        "INSERT INTO paths (base_name, nar_hash, nar_size, deriver, registration_time, ultimate, sigs, ca, refs)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO paths (id, base_name, nar_hash, nar_size, deriver, registration_time, ultimate, sigs, ca, refs)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
     for e in new_paths {
         progress.inc(1);
-        let mut refs: Vec<&str> = e.references.iter().map(StorePath::base_name).collect();
-        refs.sort_unstable();
-        refs.dedup();
+        let id = known.new[e.path.base_name()];
+        let refs = e
+            .references
+            .iter()
+            .map(|r| known.of(&mut id_of, r))
+            .collect::<rusqlite::Result<Vec<i64>>>()?;
+        pairs.extend(refs.iter().map(|&r| (r, id)));
         ins.execute(params![
-            e.path.base_name(),
+            id,
+            row::key(&e.path),
             &e.nar_hash.0[..],
             e.nar_size as i64,
-            e.deriver.as_ref().map(StorePath::base_name),
+            e.deriver.as_ref().map(row::key),
             if e.registration_time == 0 {
                 now
             } else {
@@ -647,11 +690,9 @@ fn insert_paths<'b>(
             } as i64,
             e.ultimate,
             join_sigs(&e.sigs),
-            e.ca.as_ref().map(ContentAddress::render),
-            refs.join(" "),
+            e.ca.as_ref().map(|c| row::ca_value(&c.render())),
+            row::ref_ids_blob(refs),
         ])?;
-        let id = tx.last_insert_rowid();
-        ids.insert(e.path.base_name(), id);
         if e.path.is_derivation() {
             match lower.read_derivation_outputs(&e.path) {
                 Ok(outs) => drv_outputs.push((id, &e.path, outs)),
@@ -659,32 +700,17 @@ fn insert_paths<'b>(
             }
         }
     }
-    Ok((ids, drv_outputs))
+    Ok((pairs, drv_outputs))
 }
 
-/// Inserts the reference rows of the new paths. A reference is a new path
-/// (`ids`), an indexed path found during validation (`outside_ids`), or a
-/// batch path that was already indexed (looked up).
-fn insert_references(
-    tx: &Connection,
-    new_paths: &[&PathInfo],
-    ids: &HashMap<&str, i64>,
-    outside_ids: &HashMap<String, i64>,
-    progress: &Progress,
-) -> rusqlite::Result<()> {
-    let mut ins_ref = tx.prepare("INSERT OR IGNORE INTO refs (referrer, reference) VALUES (?1, ?2)")?;
-    let mut id_of = tx.prepare("SELECT id FROM paths WHERE base_name = ?1")?;
-    for e in new_paths {
-        progress.inc(1);
-        let from = ids[e.path.base_name()];
-        for r in &e.references {
-            let to = match ids.get(r.base_name()).or_else(|| outside_ids.get(r.base_name())) {
-                Some(id) => *id,
-                // Listed in this batch but already indexed (unchanged).
-                None => id_of.query_row([r.base_name()], |row| row.get::<_, i64>(0))?,
-            };
-            ins_ref.execute([from, to])?;
-        }
+/// Inserts the (reference, referrer) rows of the new paths, in key order
+/// (a first import then fills each page of `refs` once).
+fn insert_references(tx: &Connection, mut pairs: Vec<(i64, i64)>) -> rusqlite::Result<()> {
+    pairs.sort_unstable();
+    pairs.dedup();
+    let mut ins_ref = tx.prepare("INSERT OR IGNORE INTO refs (reference, referrer) VALUES (?1, ?2)")?;
+    for (to, from) in pairs {
+        ins_ref.execute([to, from])?;
     }
     Ok(())
 }
@@ -726,7 +752,7 @@ fn add_realisations(
     problems: &mut Vec<String>,
 ) -> rusqlite::Result<()> {
     let in_this: std::collections::HashSet<&DrvOutputId> = realisations.iter().map(|r| &r.id).collect();
-    let mut deriver_of = tx.prepare("SELECT coalesce(deriver, '') FROM paths WHERE base_name = ?1")?;
+    let mut deriver_of = tx.prepare("SELECT deriver FROM paths WHERE base_name = ?1")?;
     let mut existing = tx.prepare("SELECT out_path FROM realisations WHERE drv_hash = ?1 AND output = ?2")?;
     let mut ins = tx.prepare(
         "INSERT INTO realisations (drv_hash, output, out_path, sigs, deps, drv) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -736,7 +762,9 @@ fn add_realisations(
         // Every batch path is inserted by now, so the index alone says
         // whether the output path is valid.
         let Some(deriver) = deriver_of
-            .query_row([r.out_path.base_name()], |row| row.get::<_, String>(0))
+            .query_row([super::row::key(&r.out_path)], |row| {
+                super::row::opt_path_in(0, row.get_ref(0)?)
+            })
             .optional()?
         else {
             problems.push(format!(
@@ -782,7 +810,7 @@ fn add_realisations(
             r.out_path.base_name(),
             sigs.join(" "),
             deps.join(" "),
-            deriver,
+            deriver.as_ref().map_or("", StorePath::base_name),
         ])?;
     }
     Ok(())

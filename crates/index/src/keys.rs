@@ -6,7 +6,7 @@
 //! CPU per op at 1M paths than at 22k (README "Cost per request").
 //!
 //! Each path is a 128-bit key, the first 16 bytes of a BLAKE3 keyed hash of
-//! its base name under a key drawn from the OS at each build, stored with
+//! its base name's stored key ([`super::row::key`]) under a key drawn from the OS at each build, stored with
 //! the path's row id, sorted, with a bucket table on the key's top bits:
 //! 20.5 bytes per path (21 MB at 1M paths) of anonymous memory (huge pages
 //! where the kernel gives them). A lookup is one hash and two or three
@@ -105,11 +105,11 @@ impl KeyHash {
         })
     }
 
-    /// The key of `base_name` as (high, low) 64-bit words.
-    fn of(&self, base_name: &str) -> (u64, u64) {
+    /// The key of a stored base name key as (high, low) 64-bit words.
+    fn of(&self, stored: &[u8]) -> (u64, u64) {
         let mut first = [0u8; 16];
         blake3::Hasher::new_keyed(&self.key)
-            .update(base_name.as_bytes())
+            .update(stored)
             .finalize_xof()
             .fill(&mut first);
         let k = u128::from_le_bytes(first) & self.mask;
@@ -131,9 +131,9 @@ pub(crate) struct KeyDir {
 }
 
 impl KeyDir {
-    /// The row id of the path with this base name's key, if any path has it.
-    pub(crate) fn lookup(&self, base_name: &str) -> Option<i64> {
-        let k = self.hash.of(base_name);
+    /// The row id of the path with this stored base name's key, if any path has it.
+    pub(crate) fn lookup(&self, stored: &[u8]) -> Option<i64> {
+        let k = self.hash.of(stored);
         self.find(k, self.bucket(k))
     }
 
@@ -142,8 +142,8 @@ impl KeyDir {
     /// each bucket, then the searches), so their cache misses overlap instead
     /// of following one another: at 1M paths a QueryValidPaths of 32 spent
     /// most of its time waiting on them, one lookup at a time.
-    pub(crate) fn lookup_many<'a>(&self, base_names: impl Iterator<Item = &'a str>) -> Vec<Option<i64>> {
-        let keys: Vec<(u64, u64)> = base_names.map(|n| self.hash.of(n)).collect();
+    pub(crate) fn lookup_many<'a>(&self, stored: impl Iterator<Item = &'a [u8]>) -> Vec<Option<i64>> {
+        let keys: Vec<(u64, u64)> = stored.map(|n| self.hash.of(n)).collect();
         let buckets: Vec<std::ops::Range<usize>> = keys.iter().map(|&k| self.bucket(k)).collect();
         let mut touched = 0u64;
         for r in &buckets {
@@ -170,10 +170,10 @@ impl KeyDir {
         bucket.get(i).filter(|e| e.key() == k).map(|e| i64::from(e.id))
     }
 
-    /// The key of `base_name` in this directory.
+    /// The key of a stored base name in this directory.
     #[cfg(test)]
-    pub(crate) fn key_of(&self, base_name: &str) -> (u64, u64) {
-        self.hash.of(base_name)
+    pub(crate) fn key_of(&self, stored: &[u8]) -> (u64, u64) {
+        self.hash.of(stored)
     }
 
     /// Paths in the directory.
@@ -210,7 +210,7 @@ impl KeyDir {
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
             let id = u32::try_from(r.get::<_, i64>(0)?).map_err(|e| io_err(std::io::Error::other(e)))?;
-            let (hi, lo) = hash.of(r.get_ref(1)?.as_str()?);
+            let (hi, lo) = hash.of(r.get_ref(1)?.as_bytes()?);
             let slot = entries
                 .get_mut(len)
                 .ok_or_else(|| io_err(std::io::Error::other("more paths than max(id)")))?;
@@ -524,11 +524,11 @@ mod tests {
         let d = KeyDir::build(&c, KEY_BITS).unwrap().unwrap();
         assert_eq!(d.max_id, 1000);
         for i in 1..=1000 {
-            assert_eq!(d.lookup(&format!("{i:032}-p")), Some(i), "{i}");
-            assert_eq!(d.lookup(&format!("{i:032}-q")), None, "{i}");
+            assert_eq!(d.lookup(format!("{i:032}-p").as_bytes()), Some(i), "{i}");
+            assert_eq!(d.lookup(format!("{i:032}-q").as_bytes()), None, "{i}");
         }
         let names: Vec<String> = (0..=1001).map(|i| format!("{i:032}-p")).collect();
-        let many = d.lookup_many(names.iter().map(String::as_str));
+        let many = d.lookup_many(names.iter().map(String::as_bytes));
         let want: Vec<Option<i64>> = (0..=1001).map(|i| (1..=1000).contains(&i).then_some(i)).collect();
         assert_eq!(many, want);
     }
@@ -538,7 +538,7 @@ mod tests {
         let c = Connection::open_in_memory().unwrap();
         paths_table(&c);
         let d = KeyDir::build(&c, KEY_BITS).unwrap().unwrap();
-        assert_eq!((d.max_id, d.lookup("x")), (0, None));
+        assert_eq!((d.max_id, d.lookup(b"x")), (0, None));
     }
 
     /// The key is the keyed hash's first 16 bytes, cut to its top bits.
@@ -549,13 +549,13 @@ mod tests {
         let mut first = [0u8; 16];
         first.copy_from_slice(&h.as_bytes()[..16]);
         let k = u128::from_le_bytes(first);
-        assert_eq!(full.of("name"), ((k >> 64) as u64, k as u64));
+        assert_eq!(full.of(b"name"), ((k >> 64) as u64, k as u64));
         for (bits, hi_mask) in [(0, 0), (3, 0xe000_0000_0000_0000), (64, u64::MAX)] {
             let cut = KeyHash {
                 key: full.key,
                 mask: KeyHash::new(bits).unwrap().mask,
             };
-            assert_eq!(cut.of("name"), ((k >> 64) as u64 & hi_mask, 0), "{bits} bits");
+            assert_eq!(cut.of(b"name"), ((k >> 64) as u64 & hi_mask, 0), "{bits} bits");
         }
     }
 
@@ -570,7 +570,7 @@ mod tests {
                 .unwrap();
         }
         let d = KeyDir::build(&c, 2).unwrap().unwrap();
-        let ids: Vec<Option<i64>> = (1..=50).map(|i| d.lookup(&format!("{i:032}-p"))).collect();
+        let ids: Vec<Option<i64>> = (1..=50).map(|i| d.lookup(format!("{i:032}-p").as_bytes())).collect();
         assert!(
             ids.iter().all(|id| id.is_some_and(|id| (1..=50).contains(&id))),
             "{ids:?}"

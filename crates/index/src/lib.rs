@@ -1,15 +1,19 @@
 //! `PathInfoIndex`: the embedded path-info database (SQLite, WAL mode).
 //!
 //! Tables: `paths` (one row per valid path: NAR hash and size, deriver,
-//! signatures, CA, registration time, and its references as sorted base
-//! names, so QueryPathInfo is one row read), `refs` (path → reference ids,
-//! with a reverse index for QueryReferrers), `drv_outputs` (derivation → output name
+//! signatures, CA, registration time, and its references as the row ids of
+//! the referenced paths, so QueryPathInfo is one row read and one rowid
+//! descent per reference), `refs` (the same pairs keyed by the referenced
+//! path, for QueryReferrers), `drv_outputs` (derivation → output name
 //! → output path, read from the `.drv` in the lower dir at import; the
 //! reverse index answers QueryValidDerivers), `realisations` (content-
 //! addressed derivation output id → output path, signatures, dependent
 //! realisations, and the derivation that output path names as its deriver,
 //! which fills the floating outputs of the output map). Hash-part lookups
-//! use the unique index on `base_name` as a range scan.
+//! use the unique index on `base_name` as a range scan. Each fact is
+//! stored once and compact (base names as 20 hash bytes and the name, see
+//! [`row`] for every stored form), so the index is about half of Nix's own
+//! `db.sqlite` for the same paths (bench/results/2026-12-08-index-schema.md).
 //!
 //! Under `serve` ([`PathInfoIndex::start_key_directory`]) point lookups by
 //! base name go through an in-memory key directory ([`keys`]) that names the
@@ -19,9 +23,11 @@
 //! and ask the `base_name` index on a difference, so they are exact; what
 //! IsValidPath and QueryValidPaths rely on is argued in [`keys`].
 //!
-//! Schema versions: 3 added `realisations`; `open_or_create` (every import,
-//! and `serve`) upgrades a version 2 index in place, as the new table is the
-//! only difference.
+//! Schema versions: 3 added `realisations`; 4 stores each fact once (the
+//! forms of [`row`]). An index of an older version is refused at open with
+//! an error naming the command that rebuilds it (`import` into a new state
+//! dir, `build-index` for an image's): every row changes form, so a
+//! migration would cost what a rebuild costs.
 //!
 //! Readers take a pooled read-only connection per query. Each pooled
 //! connection keeps one read transaction for at most `READ_SNAPSHOT_MAX_AGE`
@@ -47,6 +53,7 @@ pub mod import;
 mod keys;
 mod mapped;
 mod pool;
+mod row;
 
 pub use keys::KeyDirStats;
 
@@ -58,9 +65,6 @@ use snix_lower_store_types::path_info::{parse_sigs, split_list};
 use snix_lower_store_types::realisation::{DrvOutputId, Realisation};
 use snix_lower_store_types::{NarHash, StorePath};
 
-/// A base name read from the index, validated like any input (a few hundred
-/// nanoseconds, no copy), so a damaged or hand-edited index gives an error
-/// naming the row, never a panic.
 /// A column the index wrote that no longer parses (`column`: its number).
 fn damaged(column: usize) -> impl Fn(String) -> rusqlite::Error {
     move |why| {
@@ -72,6 +76,9 @@ fn damaged(column: usize) -> impl Fn(String) -> rusqlite::Error {
     }
 }
 
+/// A base name read from the index as text (`drv_outputs`, `realisations`),
+/// validated like any input (a few hundred nanoseconds, no copy), so a
+/// damaged or hand-edited index gives an error naming the row, never a panic.
 fn parse_stored(s: String) -> rusqlite::Result<StorePath> {
     StorePath::from_owned_base_name(s).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -83,9 +90,9 @@ fn parse_stored(s: String) -> rusqlite::Result<StorePath> {
 }
 
 pub(crate) const INDEX_FILE: &str = "index.sqlite";
-const SCHEMA_VERSION: &str = "3";
-/// Older versions `open_or_create` upgrades in place (tables were only added).
-const UPGRADABLE_FROM: &[&str] = &["2"];
+const SCHEMA_VERSION: &str = "4";
+/// Older versions, refused with the command that rebuilds the index.
+const OLDER_VERSIONS: &[&str] = &["2", "3"];
 
 /// How much of the index file each pooled reader maps (SQLite clamps it to
 /// its compile-time limit, 2 GiB in the bundled build). Address space only:
@@ -112,8 +119,12 @@ pub enum IndexError {
     },
     #[error("index {path} has schema version {found}, this snix-lower-store understands {SCHEMA_VERSION}; re-import into a new --state-dir")]
     SchemaMismatch { path: PathBuf, found: String },
-    #[error("index {path} has the older schema version {found}; run any `snix-lower-store import` into it or start `serve` once, which upgrade it in place to version {SCHEMA_VERSION}")]
-    SchemaOutdated { path: PathBuf, found: String },
+    #[error("index {path} has the older schema version {found} (this snix-lower-store reads version {SCHEMA_VERSION}, which stores each fact once); rebuild it: {rebuild}")]
+    SchemaOutdated {
+        path: PathBuf,
+        found: String,
+        rebuild: &'static str,
+    },
     #[error("index {0} does not exist yet; run `snix-lower-store import` first (or start `serve`, which creates an empty one)")]
     Missing(PathBuf),
     #[error("index {path} holds a corrupt entry for '{what}': {why}")]
@@ -125,8 +136,59 @@ pub enum IndexError {
 /// Whether a base name is valid, without the key directory.
 const VALID_SQL: &str = "SELECT 1 FROM paths WHERE base_name = ?1";
 
-/// A `paths` row as QueryPathInfo reads it.
-type PathRow = (String, Vec<u8>, i64, Option<String>, i64, bool, String, Option<String>);
+/// A `paths` row as QueryPathInfo reads it: the columns of [`path_columns`].
+struct PathRow {
+    refs: Vec<i64>,
+    nar_hash: NarHash,
+    nar_size: i64,
+    deriver: Option<StorePath>,
+    registration_time: i64,
+    ultimate: bool,
+    sigs: String,
+    ca: Option<String>,
+}
+
+/// The columns of a [`PathRow`], in [`PathRow::read`]'s order.
+macro_rules! path_columns {
+    () => {
+        "refs, nar_hash, nar_size, deriver, registration_time, ultimate, sigs, ca"
+    };
+}
+
+/// The base names of 1 to 8 rows by id (references of one path).
+const REFS_BY_ID: [&str; 8] = [
+    "SELECT base_name FROM paths WHERE id IN (?1)",
+    "SELECT base_name FROM paths WHERE id IN (?1, ?2)",
+    "SELECT base_name FROM paths WHERE id IN (?1, ?2, ?3)",
+    "SELECT base_name FROM paths WHERE id IN (?1, ?2, ?3, ?4)",
+    "SELECT base_name FROM paths WHERE id IN (?1, ?2, ?3, ?4, ?5)",
+    "SELECT base_name FROM paths WHERE id IN (?1, ?2, ?3, ?4, ?5, ?6)",
+    "SELECT base_name FROM paths WHERE id IN (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    "SELECT base_name FROM paths WHERE id IN (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+];
+
+impl PathRow {
+    /// Reads [`path_columns`] at columns 0 to 7.
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<PathRow> {
+        Ok(PathRow {
+            refs: row::ref_ids(0, r.get_ref(0)?.as_blob()?)?,
+            nar_hash: nar_hash_in(1, r.get_ref(1)?.as_blob()?)?,
+            nar_size: r.get(2)?,
+            deriver: row::opt_path_in(3, r.get_ref(3)?)?,
+            registration_time: r.get(4)?,
+            ultimate: r.get(5)?,
+            sigs: r.get(6)?,
+            ca: row::ca_in(7, r.get_ref(7)?)?,
+        })
+    }
+}
+
+/// A stored NAR hash (column `col`, for the error).
+fn nar_hash_in(col: usize, b: &[u8]) -> rusqlite::Result<NarHash> {
+    Ok(NarHash(b.try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Blob, "NAR hash is not 32 bytes".into())
+    })?))
+}
 
 /// The result of an index operation.
 pub type Result<T> = std::result::Result<T, IndexError>;
@@ -178,22 +240,21 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS paths (
     id INTEGER PRIMARY KEY,
-    base_name TEXT NOT NULL UNIQUE,
+    base_name BLOB NOT NULL UNIQUE,
     nar_hash BLOB NOT NULL,
     nar_size INTEGER NOT NULL,
-    deriver TEXT,
+    deriver BLOB,
     registration_time INTEGER NOT NULL,
     ultimate INTEGER NOT NULL DEFAULT 0,
     sigs TEXT NOT NULL DEFAULT '',
-    ca TEXT,
-    refs TEXT NOT NULL DEFAULT ''
+    ca,
+    refs BLOB NOT NULL DEFAULT x''
 );
 CREATE TABLE IF NOT EXISTS refs (
     referrer INTEGER NOT NULL REFERENCES paths(id),
     reference INTEGER NOT NULL REFERENCES paths(id),
-    PRIMARY KEY (referrer, reference)
+    PRIMARY KEY (reference, referrer)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS refs_by_reference ON refs (reference, referrer);
 CREATE TABLE IF NOT EXISTS drv_outputs (
     drv INTEGER NOT NULL REFERENCES paths(id),
     output TEXT NOT NULL,
@@ -234,18 +295,13 @@ impl PathInfoIndex {
         // Schema and meta in one transaction: a creation killed half-way
         // leaves no `meta` table, which `open` reads as "does not exist yet".
         let tx = conn.unchecked_transaction().map_err(err)?;
-        tx.execute_batch(SCHEMA).map_err(err)?;
-        for (k, v) in [("schema_version", SCHEMA_VERSION), ("store_dir", store_dir)] {
-            tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", params![k, v])
-                .map_err(err)?;
-        }
-        // Upgrade in place: the schema above already added what is new.
-        for old in UPGRADABLE_FROM {
-            tx.execute(
-                "UPDATE meta SET value = ?1 WHERE key = 'schema_version' AND value = ?2",
-                params![SCHEMA_VERSION, old],
-            )
-            .map_err(err)?;
+        // An index of another version is left as it is, for `open` to refuse.
+        if stored_version(&tx).map_err(err)?.is_none() {
+            tx.execute_batch(SCHEMA).map_err(err)?;
+            for (k, v) in [("schema_version", SCHEMA_VERSION), ("store_dir", store_dir)] {
+                tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", params![k, v])
+                    .map_err(err)?;
+            }
         }
         tx.commit().map_err(err)?;
         drop(conn);
@@ -293,10 +349,15 @@ impl PathInfoIndex {
             return Err(IndexError::Missing(idx.db_path.clone()));
         }
         let version = version.unwrap_or_default();
-        if UPGRADABLE_FROM.contains(&version.as_str()) {
+        if OLDER_VERSIONS.contains(&version.as_str()) {
             return Err(IndexError::SchemaOutdated {
                 path: idx.db_path.clone(),
                 found: version,
+                rebuild: if immutable {
+                    "this is an image's own index; write it again with `snix-lower-store build-index` while the image is writable"
+                } else {
+                    "`snix-lower-store import` the lower store into a new, empty --state-dir and serve from that"
+                },
             });
         }
         if version != SCHEMA_VERSION {
@@ -440,9 +501,10 @@ impl PathInfoIndex {
     }
 
     fn is_valid_in(c: &Connection, keys: Option<&keys::KeyDir>, p: &StorePath) -> rusqlite::Result<bool> {
+        let key = row::key(p);
         match keys {
-            Some(k) => Ok(k.lookup(p.base_name()).is_some()),
-            None => c.prepare_cached(VALID_SQL)?.exists([p.base_name()]),
+            Some(k) => Ok(k.lookup(&key).is_some()),
+            None => c.prepare_cached(VALID_SQL)?.exists([key]),
         }
     }
 
@@ -456,18 +518,16 @@ impl PathInfoIndex {
         keys: Option<&keys::KeyDir>,
         paths: &[StorePath],
     ) -> rusqlite::Result<Vec<StorePath>> {
+        let stored: Vec<Vec<u8>> = paths.iter().map(row::key).collect();
         let valid: Vec<bool> = match keys {
             Some(k) => k
-                .lookup_many(paths.iter().map(StorePath::base_name))
+                .lookup_many(stored.iter().map(Vec::as_slice))
                 .iter()
                 .map(Option::is_some)
                 .collect(),
             None => {
                 let mut st = c.prepare_cached(VALID_SQL)?;
-                paths
-                    .iter()
-                    .map(|p| st.exists([p.base_name()]))
-                    .collect::<rusqlite::Result<_>>()?
+                stored.iter().map(|k| st.exists([k])).collect::<rusqlite::Result<_>>()?
             }
         };
         Ok(paths
@@ -481,40 +541,27 @@ impl PathInfoIndex {
     /// The row of `p`: by the id the key directory gives (one descent of
     /// the rowid table, the base name compared), else by `base_name`.
     fn path_row(c: &Connection, keys: Option<&keys::KeyDir>, p: &StorePath) -> rusqlite::Result<Option<PathRow>> {
-        let read = |r: &rusqlite::Row<'_>| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, bool>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, Option<String>>(7)?,
-            ))
-        };
+        let key = row::key(p);
         if let Some(k) = keys {
-            let Some(id) = k.lookup(p.base_name()) else {
+            let Some(id) = k.lookup(&key) else {
                 return Ok(None);
             };
-            let row = c
-                .prepare_cached(
-                    "SELECT refs, nar_hash, nar_size, deriver, registration_time, ultimate, sigs, ca, base_name
-                     FROM paths WHERE id = ?1",
-                )?
-                .query_row([id], |r| Ok((read(r)?, r.get_ref(8)?.as_str()? == p.base_name())))
+            let found = c
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    path_columns!(),
+                    ", base_name FROM paths WHERE id = ?1"
+                ))?
+                .query_row([id], |r| Ok((PathRow::read(r)?, r.get_ref(8)?.as_blob()? == key)))
                 .optional()?;
-            if let Some((row, true)) = row {
+            if let Some((row, true)) = found {
                 return Ok(Some(row));
             }
             // Another name with the same key: ask the `base_name` index.
         }
-        c.prepare_cached(
-            "SELECT refs, nar_hash, nar_size, deriver, registration_time, ultimate, sigs, ca
-             FROM paths WHERE base_name = ?1",
-        )?
-        .query_row([p.base_name()], read)
-        .optional()
+        c.prepare_cached(concat!("SELECT ", path_columns!(), " FROM paths WHERE base_name = ?1"))?
+            .query_row([key], PathRow::read)
+            .optional()
     }
 
     pub fn path_info(&self, p: &StorePath) -> Result<Option<PathInfo>> {
@@ -522,27 +569,45 @@ impl PathInfoIndex {
     }
 
     fn path_info_in(c: &Connection, keys: Option<&keys::KeyDir>, p: &StorePath) -> rusqlite::Result<Option<PathInfo>> {
-        let row = Self::path_row(c, keys, p)?;
-        let Some((refs, hash, size, deriver, reg, ultimate, sigs, ca)) = row else {
+        let Some(row) = Self::path_row(c, keys, p)? else {
             return Ok(None);
         };
-        let nar_hash = NarHash(hash.try_into().map_err(|_| {
-            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, "NAR hash is not 32 bytes".into())
-        })?);
-        // Stored sorted at import.
-        let references = split_list(&refs)
-            .map(|s| parse_stored(s.to_owned()))
-            .collect::<rusqlite::Result<_>>()?;
+        // One statement per up to 8 references (a rowid descent each);
+        // sorted by base name as Nix's StorePathSet is.
+        let mut references = Vec::with_capacity(row.refs.len());
+        for chunk in row.refs.chunks(REFS_BY_ID.len()) {
+            let mut st = c.prepare_cached(REFS_BY_ID[chunk.len() - 1])?;
+            let rows = st.query_map(rusqlite::params_from_iter(chunk), |r| row::path_in(0, r.get_ref(0)?))?;
+            for r in rows {
+                references.push(r?);
+            }
+        }
+        if references.len() != row.refs.len() {
+            return Err(rusqlite::Error::FromSqlConversionFailure(
+                0,
+                rusqlite::types::Type::Blob,
+                format!(
+                    "damaged index row of {}: a reference to a row that does not exist",
+                    p.base_name()
+                )
+                .into(),
+            ));
+        }
+        references.sort_unstable();
         Ok(Some(PathInfo {
             path: p.clone(),
-            nar_hash,
-            nar_size: size as u64,
+            nar_hash: row.nar_hash,
+            nar_size: row.nar_size as u64,
             references,
-            deriver: deriver.map(parse_stored).transpose()?,
-            registration_time: reg as u64,
-            ultimate,
-            sigs: parse_sigs(&sigs).map_err(damaged(6))?,
-            ca: ca.map(|c| ContentAddress::parse(&c)).transpose().map_err(damaged(7))?,
+            deriver: row.deriver,
+            registration_time: row.registration_time as u64,
+            ultimate: row.ultimate,
+            sigs: parse_sigs(&row.sigs).map_err(damaged(6))?,
+            ca: row
+                .ca
+                .map(|c| ContentAddress::parse(&c))
+                .transpose()
+                .map_err(damaged(7))?,
         }))
     }
 
@@ -550,10 +615,13 @@ impl PathInfoIndex {
         self.with_conn(|c| Self::path_list_in(c, sql, arg))
     }
 
+    /// The paths whose stored keys `sql` selects, sorted by base name.
     fn path_list_in(c: &Connection, sql: &str, arg: &dyn rusqlite::ToSql) -> rusqlite::Result<Vec<StorePath>> {
         let mut st = c.prepare_cached(sql)?;
-        let rows = st.query_map([arg], |r| r.get::<_, String>(0))?;
-        rows.map(|n| parse_stored(n?)).collect()
+        let rows = st.query_map([arg], |r| row::path_in(0, r.get_ref(0)?))?;
+        let mut out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        out.sort_unstable();
+        Ok(out)
     }
 
     /// Valid paths that reference `p` (including `p` itself if self-referencing).
@@ -566,16 +634,17 @@ impl PathInfoIndex {
     /// or one with no referrer), so a row that only shares `p`'s key is never
     /// answered for it; else by the `base_name` index.
     fn referrers_in(c: &Connection, keys: Option<&keys::KeyDir>, p: &StorePath) -> rusqlite::Result<Vec<StorePath>> {
+        let key = row::key(p);
         if let Some(k) = keys {
-            let Some(id) = k.lookup(p.base_name()) else {
+            let Some(id) = k.lookup(&key) else {
                 return Ok(Vec::new());
             };
             let mut st = c.prepare_cached(
                 "SELECT t.base_name = ?2, r2.base_name FROM paths t
                  LEFT JOIN refs r ON r.reference = t.id LEFT JOIN paths r2 ON r2.id = r.referrer
-                 WHERE t.id = ?1 ORDER BY r2.base_name",
+                 WHERE t.id = ?1",
             )?;
-            let mut rows = st.query(params![id, p.base_name()])?;
+            let mut rows = st.query(params![id, key])?;
             let mut out = Vec::new();
             let mut own = false;
             while let Some(r) = rows.next()? {
@@ -583,11 +652,12 @@ impl PathInfoIndex {
                 if !own {
                     break;
                 }
-                if let Some(n) = r.get::<_, Option<String>>(1)? {
-                    out.push(parse_stored(n)?);
+                if let Some(n) = row::opt_path_in(1, r.get_ref(1)?)? {
+                    out.push(n);
                 }
             }
             if own {
+                out.sort_unstable();
                 return Ok(out);
             }
             // Another name with the same key: ask the `base_name` index.
@@ -595,8 +665,8 @@ impl PathInfoIndex {
         Self::path_list_in(
             c,
             "SELECT r2.base_name FROM paths t JOIN refs r ON r.reference = t.id JOIN paths r2 ON r2.id = r.referrer
-             WHERE t.base_name = ?1 ORDER BY r2.base_name",
-            &p.base_name(),
+             WHERE t.base_name = ?1",
+            &key,
         )
     }
 
@@ -604,7 +674,7 @@ impl PathInfoIndex {
     pub fn valid_derivers(&self, p: &StorePath) -> Result<Vec<StorePath>> {
         self.path_list(
             "SELECT d.base_name FROM drv_outputs o JOIN paths d ON d.id = o.drv
-             WHERE o.path = ?1 ORDER BY d.base_name",
+             WHERE o.path = ?1",
             &p.base_name(),
         )
     }
@@ -616,7 +686,7 @@ impl PathInfoIndex {
         self.with_conn(|c| {
             let Some(id) = c
                 .prepare_cached("SELECT id FROM paths WHERE base_name = ?1")?
-                .query_row([drv.base_name()], |r| r.get::<_, i64>(0))
+                .query_row([row::key(drv)], |r| r.get::<_, i64>(0))
                 .optional()?
             else {
                 return Ok(None);
@@ -684,46 +754,42 @@ impl PathInfoIndex {
     }
 
     pub fn path_from_hash_part(&self, hash_part: &str) -> Result<Option<StorePath>> {
-        // base_name is "<hash>-<name>": '-' is 0x2d and '.' 0x2e, so the
-        // range [hash-, hash.) holds exactly the names with that hash part.
-        let lo = format!("{hash_part}-");
-        let hi = format!("{hash_part}.");
+        // A stored key starts with the hash part's bytes: one range holds
+        // exactly the names with that hash part.
+        let Some((lo, hi)) = row::hash_part_range(hash_part) else {
+            return Ok(None);
+        };
         self.with_conn(|c| {
             c.prepare_cached("SELECT base_name FROM paths WHERE base_name >= ?1 AND base_name < ?2 LIMIT 1")?
-                .query_row([&lo, &hi], |r| r.get::<_, String>(0))
-                .optional()?
-                .map(parse_stored)
-                .transpose()
+                .query_row([&lo, &hi], |r| row::path_in(0, r.get_ref(0)?))
+                .optional()
         })
     }
 
     pub fn all_paths(&self) -> Result<Vec<StorePath>> {
         self.with_conn(|c| {
-            let mut st = c.prepare_cached("SELECT base_name FROM paths ORDER BY base_name")?;
-            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
-            rows.map(|n| parse_stored(n?)).collect()
+            let mut st = c.prepare_cached("SELECT base_name FROM paths")?;
+            let rows = st.query_map([], |r| row::path_in(0, r.get_ref(0)?))?;
+            let mut out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            out.sort_unstable();
+            Ok(out)
         })
     }
 
     /// Every path with its NAR hash and size, for verification.
     pub fn all_hashes(&self) -> Result<Vec<(StorePath, NarHash, u64)>> {
         self.with_conn(|c| {
-            let mut st = c.prepare_cached("SELECT base_name, nar_hash, nar_size FROM paths ORDER BY base_name")?;
+            let mut st = c.prepare_cached("SELECT base_name, nar_hash, nar_size FROM paths")?;
             let rows = st.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?))
+                Ok((
+                    row::path_in(0, r.get_ref(0)?)?,
+                    nar_hash_in(1, r.get_ref(1)?.as_blob()?)?,
+                    r.get::<_, i64>(2)? as u64,
+                ))
             })?;
-            rows.map(|row| {
-                let (n, h, s) = row?;
-                let h: [u8; 32] = h.try_into().map_err(|_| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        1,
-                        rusqlite::types::Type::Blob,
-                        "NAR hash is not 32 bytes".into(),
-                    )
-                })?;
-                Ok((parse_stored(n)?, NarHash(h), s as u64))
-            })
-            .collect()
+            let mut out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            Ok(out)
         })
     }
 
@@ -744,6 +810,19 @@ impl PathInfoIndex {
                 .map(|n| n as u64)
         })
     }
+}
+
+/// The schema version in `meta`, if the index has one (`None` for a file
+/// that holds no committed creation yet).
+fn stored_version(c: &Connection) -> rusqlite::Result<Option<String>> {
+    let created = c
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'")?
+        .exists([])?;
+    if !created {
+        return Ok(None);
+    }
+    c.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+        .optional()
 }
 
 /// `file:<path>?mode=ro&immutable=1` for a database nobody writes while we
@@ -810,22 +889,71 @@ pub(crate) mod tests {
         PathInfoIndex::open(d.path(), "/nix/store").unwrap();
     }
 
+    /// What versions 2 and 3 wrote (3 added `realisations`): references
+    /// twice, base names as text.
+    const OLD_SCHEMA: &str = "
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE paths (id INTEGER PRIMARY KEY, base_name TEXT NOT NULL UNIQUE, nar_hash BLOB NOT NULL,
+            nar_size INTEGER NOT NULL, deriver TEXT, registration_time INTEGER NOT NULL,
+            ultimate INTEGER NOT NULL DEFAULT 0, sigs TEXT NOT NULL DEFAULT '', ca TEXT, refs TEXT NOT NULL DEFAULT '');
+        CREATE TABLE refs (referrer INTEGER NOT NULL, reference INTEGER NOT NULL,
+            PRIMARY KEY (referrer, reference)) WITHOUT ROWID;
+        INSERT INTO meta VALUES ('store_dir', '/nix/store');
+        INSERT INTO paths (base_name, nar_hash, nar_size, registration_time)
+            VALUES ('00000000000000000000000000000000-a', zeroblob(32), 8, 1);";
+
+    /// An index of an older version is refused, by `open`, `open_or_create`
+    /// (every import, and `serve`) and as an image's index, each naming the
+    /// command that rebuilds it; nothing is written to it.
     #[test]
-    fn version_2_index_is_upgraded_in_place() {
+    fn older_versions_are_refused_with_the_rebuild_command() {
+        for old in ["2", "3"] {
+            let d = tempfile::tempdir().unwrap();
+            let file = d.path().join(INDEX_FILE);
+            let c = Connection::open(&file).unwrap();
+            c.pragma_update(None, "journal_mode", "WAL").unwrap();
+            c.execute_batch(OLD_SCHEMA).unwrap();
+            c.execute("INSERT INTO meta VALUES ('schema_version', ?1)", [old])
+                .unwrap();
+            drop(c);
+            let before = std::fs::read(&file).unwrap();
+            for e in [
+                PathInfoIndex::open(d.path(), "/nix/store").err().unwrap(),
+                PathInfoIndex::open_or_create(d.path(), "/nix/store").err().unwrap(),
+            ] {
+                assert!(matches!(e, IndexError::SchemaOutdated { .. }), "{e}");
+                let m = e.to_string();
+                assert!(
+                    m.contains(&format!("version {old}")) && m.contains("snix-lower-store import"),
+                    "{m}"
+                );
+            }
+            let e = PathInfoIndex::open_immutable(&file, "/nix/store").err().unwrap();
+            assert!(e.to_string().contains("snix-lower-store build-index"), "{e}");
+            let c = Connection::open(&file).unwrap();
+            let (version, tables): (String, i64) = c
+                .query_row(
+                    "SELECT (SELECT value FROM meta WHERE key = 'schema_version'), (SELECT count(*) FROM sqlite_master)",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap();
+            assert_eq!((version.as_str(), tables), (old, 5), "the old index was changed");
+            drop(c);
+            assert_eq!(std::fs::read(&file).unwrap(), before, "the old index file was written");
+        }
+    }
+
+    #[test]
+    fn unknown_version_is_a_mismatch() {
         let d = tempfile::tempdir().unwrap();
         PathInfoIndex::open_or_create(d.path(), "/nix/store").unwrap();
-        // What a version 2 index looks like: no realisations table.
         let c = Connection::open(d.path().join(INDEX_FILE)).unwrap();
-        c.execute_batch("DROP TABLE realisations; UPDATE meta SET value = '2' WHERE key = 'schema_version';")
+        c.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'", [])
             .unwrap();
         drop(c);
         let e = PathInfoIndex::open(d.path(), "/nix/store").err().unwrap();
-        assert!(matches!(e, IndexError::SchemaOutdated { .. }), "{e}");
-        assert!(e.to_string().contains("upgrade it in place"), "{e}");
-        PathInfoIndex::open_or_create(d.path(), "/nix/store").unwrap();
-        let idx = PathInfoIndex::open(d.path(), "/nix/store").unwrap();
-        let id = DrvOutputId::parse(&format!("sha256:{}!out", "ab".repeat(32))).unwrap();
-        assert_eq!(idx.realisation(&id).unwrap(), None);
+        assert!(matches!(e, IndexError::SchemaMismatch { .. }), "{e}");
     }
 
     #[test]
@@ -861,7 +989,7 @@ pub(crate) mod tests {
         let c = Connection::open(file).unwrap();
         c.execute(
             "INSERT INTO paths (base_name, nar_hash, nar_size, registration_time) VALUES (?1, zeroblob(32), 8, 1)",
-            [base_name],
+            [row::key(&StorePath::from_base_name(base_name).unwrap())],
         )
         .unwrap();
     }
@@ -1009,7 +1137,7 @@ pub(crate) mod tests {
             for p in &names[next..next + n] {
                 tx.execute(
                     "INSERT INTO paths (base_name, nar_hash, nar_size, registration_time) VALUES (?1, zeroblob(32), ?2, 1)",
-                    params![p.base_name(), rng.i64(1..1000)],
+                    params![row::key(p), rng.i64(1..1000)],
                 )
                 .unwrap();
             }
@@ -1036,9 +1164,9 @@ pub(crate) mod tests {
     /// What the directory may answer for IsValidPath: SQL's answer, or
     /// "valid" for a name whose key is a valid name's (never at 128 bits).
     fn valid_by_keys(c: &Connection, d: &keys::KeyDir, p: &StorePath) -> bool {
-        let key = d.key_of(p.base_name());
+        let key = d.key_of(&row::key(p));
         let mut st = c.prepare_cached("SELECT base_name FROM paths").unwrap();
-        let names: Vec<String> = st.query_map([], |r| r.get(0)).unwrap().map(|n| n.unwrap()).collect();
+        let names: Vec<Vec<u8>> = st.query_map([], |r| r.get(0)).unwrap().map(|n| n.unwrap()).collect();
         names.iter().any(|n| d.key_of(n) == key)
     }
 
@@ -1075,11 +1203,11 @@ pub(crate) mod tests {
                 I::referrers_in(c, None, p).unwrap(),
                 "{p:?}"
             );
-            if let Some(id) = dir.and_then(|d| d.lookup(p.base_name())) {
-                let at: String = c
+            if let Some(id) = dir.and_then(|d| d.lookup(&row::key(p))) {
+                let at: Vec<u8> = c
                     .query_row("SELECT base_name FROM paths WHERE id = ?1", [id], |r| r.get(0))
                     .unwrap();
-                collisions += usize::from(at != p.base_name());
+                collisions += usize::from(at != row::key(p));
             }
         }
         assert_eq!(I::valid_subset_in(c, dir, names).unwrap(), want_subset);
