@@ -23,7 +23,6 @@ mod nspawn;
 mod package;
 mod proc;
 mod render;
-mod report;
 mod rootfs;
 mod rotate;
 mod scripts;
@@ -33,7 +32,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use report::Report;
+use testbed::report::Report;
 
 pub(crate) const PARTS: [&str; 7] = ["eval", "scripts", "render", "package", "boot", "switch", "rotate"];
 const EXTRA_PARTS: [&str; 2] = ["nix-conf", "boot-defects"];
@@ -245,7 +244,7 @@ fn main() {
     let code = if prereqs(&mut ctx) {
         run_parts(&mut ctx, &parts)
     } else {
-        ctx.r.summary()
+        ctx.r.summary("nixos-local")
     };
     cleanup(&ctx, code);
     std::process::exit(code);
@@ -259,7 +258,7 @@ fn run_parts(ctx: &mut Ctx, parts: &[String]) -> i32 {
         run_part(ctx, p);
         ctx.r.end(t0.elapsed(), passed, failed);
     }
-    ctx.r.summary()
+    ctx.r.summary("nixos-local")
 }
 
 /// The erofs image of the boot part if a failure left it mounted; the
