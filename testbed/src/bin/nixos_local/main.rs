@@ -81,10 +81,7 @@ impl Ctx {
         Ctx {
             here: repo.join("tests/nixos-local"),
             bin: env_or("SNIX_LOWER_STORE_BIN", repo.join("target/release/snix-lower-store")),
-            rootfs_cache: env_or(
-                "SNIX_LOWER_STORE_ROOTFS_CACHE",
-                "/var/cache/snix-lower-store/rootfs".into(),
-            ),
+            rootfs_cache: testbed::rootfs::cache_dir(),
             vendor: env_or("SNIX_CARGO_VENDOR", "/var/cache/snix-lower-store-vendor".into()),
             pkg_bin: pkg_target.join(format!("{}/release/snix-lower-store", package::RUST_TARGET)),
             pkg_target,
@@ -142,7 +139,7 @@ fn prereqs(ctx: &mut Ctx) -> bool {
     }
     let mut ok = true;
     for r in ["trixie", "sid"] {
-        if !ctx.rootfs_cache.join(r).join(".snix-lower-store-ready").is_file() {
+        if !testbed::rootfs::is_ready(&ctx.rootfs_cache.join(r)) {
             let why = format!(
                 "{} not provisioned (.ci/provision-nix-rootfs)",
                 ctx.rootfs_cache.join(r).display()
