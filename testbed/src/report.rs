@@ -158,3 +158,20 @@ impl Report {
         1
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Report;
+
+    #[test]
+    fn failures_set_the_exit_code_and_absorbed_lines_count() {
+        let mut r = Report::new(true).with_ci_note("note");
+        r.begin("p");
+        r.check_lazy(true, "a", "", String::new);
+        assert_eq!(r.summary("t"), 0);
+        assert_eq!(r.absorb("PASS x\nFAIL y: why\nnoise\n"), 2);
+        r.skip_or_fail("z", "absent");
+        assert_eq!((r.counts(), r.fails()), ((2, 2), 2));
+        assert_eq!(r.summary("t"), 1);
+    }
+}
