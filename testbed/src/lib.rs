@@ -12,7 +12,8 @@
 //!   (and optionally PID) namespace, so nothing outlives a run;
 //! - [`nspawn`]: booting a root with systemd as PID 1 (systemd-nspawn
 //!   `--volatile=overlay`: the cached tree is never written) and running
-//!   commands inside it.
+//!   commands inside it;
+//! - [`report`]: the PASS/FAIL/SKIP lines and summary of the local harnesses.
 //!
 //! Invariant: nothing here writes into a cached root file system; every
 //! mount made is private to the caller's namespace or undone on drop.
@@ -21,4 +22,5 @@ pub mod cmd;
 pub mod mounts;
 pub mod namespace;
 pub mod nspawn;
+pub mod report;
 pub mod rootfs;

@@ -23,7 +23,6 @@ mod nspawn;
 mod package;
 mod proc;
 mod render;
-mod report;
 mod rootfs;
 mod rotate;
 mod scripts;
@@ -33,7 +32,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use report::Report;
+use testbed::report::Report;
 
 pub(crate) const PARTS: [&str; 7] = ["eval", "scripts", "render", "package", "boot", "switch", "rotate"];
 const EXTRA_PARTS: [&str; 2] = ["nix-conf", "boot-defects"];
@@ -82,10 +81,7 @@ impl Ctx {
         Ctx {
             here: repo.join("tests/nixos-local"),
             bin: env_or("SNIX_LOWER_STORE_BIN", repo.join("target/release/snix-lower-store")),
-            rootfs_cache: env_or(
-                "SNIX_LOWER_STORE_ROOTFS_CACHE",
-                "/var/cache/snix-lower-store/rootfs".into(),
-            ),
+            rootfs_cache: testbed::rootfs::cache_dir(),
             vendor: env_or("SNIX_CARGO_VENDOR", "/var/cache/snix-lower-store-vendor".into()),
             pkg_bin: pkg_target.join(format!("{}/release/snix-lower-store", package::RUST_TARGET)),
             pkg_target,
@@ -143,7 +139,7 @@ fn prereqs(ctx: &mut Ctx) -> bool {
     }
     let mut ok = true;
     for r in ["trixie", "sid"] {
-        if !ctx.rootfs_cache.join(r).join(".snix-lower-store-ready").is_file() {
+        if !testbed::rootfs::is_ready(&ctx.rootfs_cache.join(r)) {
             let why = format!(
                 "{} not provisioned (.ci/provision-nix-rootfs)",
                 ctx.rootfs_cache.join(r).display()
@@ -245,7 +241,7 @@ fn main() {
     let code = if prereqs(&mut ctx) {
         run_parts(&mut ctx, &parts)
     } else {
-        ctx.r.summary()
+        ctx.r.summary("nixos-local")
     };
     cleanup(&ctx, code);
     std::process::exit(code);
@@ -259,7 +255,7 @@ fn run_parts(ctx: &mut Ctx, parts: &[String]) -> i32 {
         run_part(ctx, p);
         ctx.r.end(t0.elapsed(), passed, failed);
     }
-    ctx.r.summary()
+    ctx.r.summary("nixos-local")
 }
 
 /// The erofs image of the boot part if a failure left it mounted; the

@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 use crate::proc::{cp, fresh_dir, glob_dir, run, s, tail, timeout, Out};
 use crate::Ctx;
 
-const PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 /// Nix 2.34 (sid's root, bound at /srv/sid) in the container's mount
 /// namespace: the container's /run, overlay, /etc/nix and /proc bound into
 /// sid's root, then pivot_root (Nix builds in a user namespace, which the
@@ -203,7 +201,7 @@ impl Container {
                 "-a",
                 "env",
                 "-i",
-                PATH,
+                &format!("PATH={}", testbed::rootfs::PATH),
                 "HOME=/root",
                 "LANG=C.UTF-8",
             ],

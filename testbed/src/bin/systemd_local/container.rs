@@ -8,12 +8,12 @@
 //! Invariant: the container is powered off when [`Container`] drops, on every
 //! path out of [`run`].
 
-use crate::report::Report;
 use crate::{have, Pick, Setup};
 use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
 use testbed::cmd::{wait_for, Output};
 use testbed::nspawn::{Boot, Container};
+use testbed::report::Report;
 
 const SVC: &str = "snix-lower-store.service";
 const SOCK: &str = "snix-lower-store.socket";
@@ -82,7 +82,7 @@ impl B<'_> {
 pub(crate) fn run(s: &Setup, r: &mut Report) -> Result<()> {
     if !have("systemd-nspawn") || !have("nsenter") {
         let why = "systemd-nspawn or nsenter not installed (apt-get install systemd-container util-linux)";
-        r.missing("b: systemd-nspawn", why);
+        r.skip_or_fail("b: systemd-nspawn", why);
         return Ok(());
     }
     if !testbed::rootfs::is_ready(&s.rootfs) {
@@ -90,11 +90,11 @@ pub(crate) fn run(s: &Setup, r: &mut Report) -> Result<()> {
             "{} not provisioned (.ci/provision-nix-rootfs trixie)",
             s.rootfs.display()
         );
-        r.missing("b: root file system", &why);
+        r.skip_or_fail("b: root file system", &why);
         return Ok(());
     }
     if !testbed::namespace::is_root() {
-        r.missing("b: systemd-nspawn", "must run as root");
+        r.skip_or_fail("b: systemd-nspawn", "must run as root");
         return Ok(());
     }
     let pick = s.pick.as_ref().context("no demo paths picked")?;
@@ -205,7 +205,7 @@ fn import(b: &B, r: &mut Report) {
          --lower-dir /srv/demo/lower/nix/store --registration - </srv/demo/registration",
     );
     let name = "b: import into the StateDirectory as the dynamic user (systemd-run)";
-    r.check(ok, name, &last_lines(&out, 1), || out.clone());
+    r.check_lazy(ok, name, &last_lines(&out, 1), || out.clone());
 }
 
 /// The socket listens with the drop-in's mode and group; the service waits.
@@ -216,7 +216,7 @@ fn socket(b: &B, r: &mut Report) {
     let ok = enabled && sock_state == "active" && svc_state == "inactive";
     let name = "b: socket enabled and listening, service not started";
     let detail = b.out(60, &["stat", "-c", "%A %G %n", "/run/snix-lower-store/socket"]).1;
-    r.check(ok, name, &detail, || {
+    r.check_lazy(ok, name, &detail, || {
         format!("{log}; socket {sock_state}, service {svc_state}")
     });
     let (_, mode) = b.out(60, &["stat", "-c", "%a:%G", "/run/snix-lower-store/socket"]);
@@ -235,7 +235,7 @@ fn clients(b: &B, r: &mut Report) {
     let state = b.svc("ActiveState");
     let name = "b: nix-store -q --references activates the service and is answered";
     let detail = format!("{ms}ms, {} references", b.pick.refs.len());
-    r.check(sorted(&out) == b.want && state == "active", name, &detail, || {
+    r.check_lazy(sorted(&out) == b.want && state == "active", name, &detail, || {
         format!("got [{out}] want [{}]; service {state}; {}", b.want, b.journal_tail())
     });
     let args = [
@@ -250,7 +250,7 @@ fn clients(b: &B, r: &mut Report) {
     ];
     let (_, out) = b.out(30, &args);
     let name = "b: nix path-info --json over the activated socket";
-    r.check(out.contains("narHash"), name, "", || out.clone());
+    r.check_lazy(out.contains("narHash"), name, "", || out.clone());
 }
 
 /// The service's uid and the mounts it sees, as "UID MOUNT=OPT ..." (its
@@ -290,7 +290,7 @@ fn sandbox(b: &B, r: &mut Report) {
         dynamic && has("/=ro") && has("/srv/demo=ro") && has("/var/lib/private/snix-lower-store=rw") && !has("/=rw");
     let name = "b: service runs as its dynamic user, / and the lower dir read-only, state dir writable";
     let detail = format!("uid and mounts: {out}");
-    r.check(ok, name, &detail, || detail.clone());
+    r.check_lazy(ok, name, &detail, || detail.clone());
 }
 
 /// STATUS= as systemctl shows it: the key directory part holds every path
@@ -306,7 +306,7 @@ fn status(b: &B, r: &mut Report) {
          paths, [1-9][0-9]* built, 0 failed; [0-9]+ reader snapshots answered from it, [0-9]+ from SQLite$"
     );
     let ok = regex::Regex::new(&pattern).is_ok_and(|re| re.is_match(&status));
-    r.check(ok, "b: systemctl show -p StatusText", &status, || {
+    r.check_lazy(ok, "b: systemctl show -p StatusText", &status, || {
         format!(
             "got '{status}', want '{n} paths indexed, <C> open connections, <R> requests served, 0 panics; key \
              directory: {n} paths, <B> built, 0 failed; <S> reader snapshots answered from it, <Q> from SQLite' \
@@ -322,7 +322,7 @@ fn write_refused(b: &B, r: &mut Report) {
     let detail = line
         .map(|l| l.chars().take(120).collect::<String>())
         .unwrap_or_default();
-    r.check(
+    r.check_lazy(
         !ok && line.is_some(),
         "b: write op refused over the socket",
         &detail,
@@ -337,11 +337,11 @@ fn groups(b: &B, r: &mut Report) -> String {
     let alice = b.out(60, &["id", "-u", "alice"]).1;
     let (_, out) = b.references(Some("alice"));
     let name = format!("b: member of SocketGroup (uid {alice}) is answered");
-    r.check(sorted(&out) == b.want, &name, "", || out.clone());
+    r.check_lazy(sorted(&out) == b.want, &name, "", || out.clone());
     let (ok, out) = b.references(Some("bob"));
     let denied = out.to_lowercase().contains("permission denied");
     let first: String = out.lines().next().unwrap_or("").chars().take(100).collect();
-    r.check(
+    r.check_lazy(
         !ok && denied,
         "b: non-member refused by SocketMode=0660",
         &first,
@@ -379,7 +379,7 @@ fn journal(b: &B, r: &mut Report, alice: &str) -> Result<()> {
     let ok = check.status.success() && json.contains(&uid_field);
     let name = "b: journald structured fields OP STORE_PATH CLIENT_PID CLIENT_UID DURATION_US RESULT";
     let detail: String = out.chars().take(400).collect();
-    r.check(ok, name, &detail, || {
+    r.check_lazy(ok, name, &detail, || {
         let n = json.lines().filter(|l| l.contains(&uid_field)).count();
         format!("{out}; CLIENT_UID={alice} (alice) logged: {n}")
     });
@@ -393,7 +393,7 @@ fn watchdog(b: &B, r: &mut Report) {
     let wd = b.svc(field);
     let ok = !wd.is_empty() && wd != "0";
     let detail = format!("WatchdogUSec={}", b.svc("WatchdogUSec"));
-    r.check(ok, "b: WATCHDOG=1 pings received", &detail, || format!("{field}={wd}"));
+    r.check_lazy(ok, "b: WATCHDOG=1 pings received", &detail, || format!("{field}={wd}"));
 }
 
 /// systemctl stop: SIGTERM -> STOPPING=1, exit 0.
@@ -406,7 +406,7 @@ fn stop(b: &B, r: &mut Report) {
     let (code, estatus) = (b.svc("ExecMainCode"), b.svc("ExecMainStatus"));
     let ok = st == "inactive" && res == "success" && code == "1" && estatus == "0";
     let detail = format!("{ms}ms, ActiveState=inactive Result=success, exited with status 0");
-    r.check(ok, "b: systemctl stop is clean", &detail, || {
+    r.check_lazy(ok, "b: systemctl stop is clean", &detail, || {
         format!("ActiveState={st} Result={res} ExecMainCode={code} (1=exited) ExecMainStatus={estatus}; {log}")
     });
 }
@@ -424,7 +424,7 @@ fn sigkill(b: &B, r: &mut Report) {
     let ok = sorted(&out) == b.want && pid1 != "0" && pid2 != "0" && pid1 != pid2 && sock == "active";
     let name = "b: SIGKILLed daemon re-activated by the next query";
     let detail = format!("after kill: {after_kill}; MainPID {pid1} -> {pid2}");
-    r.check(ok, name, &detail, || format!("{detail}; socket {sock}; query: {out}"));
+    r.check_lazy(ok, name, &detail, || format!("{detail}; socket {sock}; query: {out}"));
 }
 
 /// Idle exit under systemd, then re-activation.
@@ -441,7 +441,7 @@ fn idle(b: &B, r: &mut Report) {
     let (_, out) = b.references(None);
     let ok = st == "inactive" && res == "success" && estatus == "0" && sorted(&out) == b.want;
     let name = "b: idle exit under systemd (exit 0, Result=success), next query re-activates";
-    r.check(ok, name, &format!("inactive after {idle_ms}ms"), || {
+    r.check_lazy(ok, name, &format!("inactive after {idle_ms}ms"), || {
         format!("ActiveState={st} Result={res} ExecMainStatus={estatus} after {idle_ms}ms; query: {out}")
     });
 }
@@ -456,7 +456,7 @@ fn verify_257(b: &B, r: &mut Report) -> Result<()> {
     ];
     let (ok, out) = b.out(60, &units);
     let name = "c: systemd-analyze verify (systemd 257, in the container, with the drop-ins)";
-    r.check(ok && out.is_empty(), name, "", || out.clone());
+    r.check_lazy(ok && out.is_empty(), name, "", || out.clone());
     let (_, sec) = b.out(60, &["systemd-analyze", "security", "--no-pager", SVC]);
     let file = b.s.t("security-257.txt");
     std::fs::write(&file, format!("{sec}\n"))?;

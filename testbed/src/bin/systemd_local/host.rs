@@ -8,7 +8,6 @@
 //! Invariant: every process started here is a child held by a [`Bg`] guard
 //! or a thread that waits for it, so none outlives the part.
 
-use crate::report::Report;
 use crate::{file_tail, Pick, Setup};
 use anyhow::{Context, Result};
 use std::fs::File;
@@ -16,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use testbed::cmd::{capture, wait_for};
+use testbed::report::Report;
 
 const POLL: Duration = Duration::from_millis(200);
 
@@ -230,15 +230,15 @@ fn first_activation(s: &Setup, r: &mut Report, pick: &Pick, notify: &Notify) -> 
         }
     });
     let name = "a: first request after socket activation answered";
-    r.check(out == "valid", name, &format!("IsValidPath {}", pick.top), || {
+    r.check_lazy(out == "valid", name, &format!("IsValidPath {}", pick.top), || {
         format!("{out}; daemon: {}", file_tail(&log, 3))
     });
     let name = "a: READY=1 sent to NOTIFY_SOCKET";
     let ready = wait_for(Duration::from_secs(5), POLL, || notify.seen("READY=1"));
-    r.check(ready, name, "", || format!("messages: {}", notify.messages()));
+    r.check_lazy(ready, name, "", || format!("messages: {}", notify.messages()));
     wait_for(Duration::from_secs(6), POLL, || notify.seen("STATUS="));
     let want = format!("STATUS={} paths indexed", pick.npaths);
-    r.check(notify.seen(&want), "a: STATUS= sent", &notify.last_status(), || {
+    r.check_lazy(notify.seen(&want), "a: STATUS= sent", &notify.last_status(), || {
         format!("want '{want}, ...'; got: {}", notify.last_status())
     });
     // Exact on the early side: the exit comes at least 2000 ms after q_start
@@ -248,7 +248,7 @@ fn first_activation(s: &Setup, r: &mut Report, pick: &Pick, notify: &Notify) -> 
     let (lo, hi) = (ms_between(q_start, at), ms_between(q_end, at));
     let name = "a: --idle-exit-after 2s exits 0 when idle";
     let when = format!("{hi}..{lo}ms after the last connection closed");
-    r.check(
+    r.check_lazy(
         rc == 0 && lo >= 2000 && hi <= 2500,
         name,
         &format!("exit {when}"),
@@ -278,7 +278,7 @@ fn sigterm(s: &Setup, r: &mut Report, pick: &Pick, notify: &Notify) -> Result<()
     wait_for(Duration::from_secs(15), POLL, || !testbed::nspawn::alive(pid));
     let rc = sa.wait().map_or(-1, code);
     let name = "a: SIGTERM: STOPPING=1 sent, exit 0";
-    r.check(out == "valid" && rc == 0 && notify.seen("STOPPING=1"), name, "", || {
+    r.check_lazy(out == "valid" && rc == 0 && notify.seen("STOPPING=1"), name, "", || {
         format!(
             "query {out}, exit status {rc}, messages: {}; {}",
             notify.messages(),
@@ -389,7 +389,7 @@ fn reactivation(s: &Setup, r: &mut Report, pick: &Pick, bg: &mut Bg) -> Result<b
     let exits = counted(statuses);
     let ok = failed == 0 && no_exit == 0 && starts >= 3 && bad == 0;
     let detail = format!("{n} queries, {starts} activations, exit statuses (count status): {exits}");
-    r.check(ok, name, &detail, || {
+    r.check_lazy(ok, name, &detail, || {
         format!(
             "{failed} of {n} queries failed, {no_exit} idle exits or re-activations missing, {starts} activations, \
              exit statuses (count status): {exits}; {}",
@@ -434,7 +434,7 @@ fn busy(s: &Setup, r: &mut Report, pick: &Pick, bg: &mut Bg) -> Result<()> {
     );
     let ok = max_gap.is_some() && failed.as_deref() == Some("0") && starts == 1;
     let gap = max_gap.clone().unwrap_or_else(|| "?".into());
-    r.check(
+    r.check_lazy(
         ok,
         &what,
         &format!("1 activation, longest gap between connections {gap}ms"),

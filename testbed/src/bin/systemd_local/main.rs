@@ -24,15 +24,14 @@
 
 mod container;
 mod host;
-mod report;
 mod verify;
 
 use anyhow::{bail, Context, Result};
-use report::Report;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 use testbed::cmd::{capture, tail};
+use testbed::report::Report;
 
 /// Everything the parts share: binaries, units, the demo lower store.
 pub(crate) struct Setup {
@@ -157,7 +156,7 @@ fn run(s: &mut Setup, r: &mut Report) -> Result<()> {
     }
     let have_python = have("python3");
     if !have_python {
-        r.missing("prerequisites", "python3 not found");
+        r.skip_or_fail("prerequisites", "python3 not found");
     }
     if demo(s, r, have_python).is_err() {
         return Ok(());
@@ -165,12 +164,12 @@ fn run(s: &mut Setup, r: &mut Report) -> Result<()> {
     if have("systemd-analyze") {
         verify::host(s, r)?;
     } else {
-        r.missing("c: systemd-analyze", "not installed");
+        r.skip_or_fail("c: systemd-analyze", "not installed");
     }
     if have_python && have("systemd-socket-activate") {
         host::run(s, r)?;
     } else {
-        r.missing(
+        r.skip_or_fail(
             "a: systemd-socket-activate",
             "systemd-socket-activate or python3 not installed",
         );
@@ -185,7 +184,7 @@ fn main() {
     let started = Instant::now();
     let repo = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let mut r = Report::new(ci);
+    let mut r = Report::new(ci).with_ci_note("CI=true: missing prerequisites fail");
     let tmp = match scratch_dir() {
         Ok(t) => t,
         Err(e) => {

@@ -6,12 +6,12 @@
 //! scores today, so a unit change that weakens the sandbox fails here; the
 //! level is printed on every run. Lower it when the unit gets stricter.
 
-use crate::report::Report;
 use crate::Setup;
 use anyhow::{Context, Result};
 use std::path::Path;
 use std::process::Command;
 use testbed::cmd::capture;
+use testbed::report::Report;
 
 /// Highest accepted exposure on the host: systemd 252 (Debian 12) scores 0.4.
 pub(crate) const MAX_EXPOSURE_HOST: f64 = 0.5;

@@ -1,14 +1,16 @@
-//! PASS/FAIL/SKIP lines, one per check, and the summary at the end.
+//! PASS/FAIL/SKIP lines, one per check, and the summary at the end: the one
+//! report both local harnesses (NixOS and systemd) print.
 //!
-//! Invariants: every line names its case the way the shell harness did
-//! ("<case>: <check>"); a failure is recorded as "<part>/<case>: <check>" so
-//! the summary says which part, which case and which check failed; with
-//! CI=true a missing prerequisite is a failure, never a skip.
+//! Invariants: every line names its case ("<case>: <check>"); a failure is
+//! recorded as "<part>/<case>: <check>" so the summary says which part, which
+//! case and which check failed; with CI=true a missing prerequisite is a
+//! failure, never a skip; the exit status follows the failures alone.
 
 use std::time::Duration;
 
-pub(crate) struct Report {
+pub struct Report {
     ci: bool,
+    ci_note: &'static str,
     part: String,
     passed: usize,
     skipped: usize,
@@ -17,9 +19,10 @@ pub(crate) struct Report {
 }
 
 impl Report {
-    pub(crate) fn new(ci: bool) -> Self {
+    pub fn new(ci: bool) -> Self {
         Report {
             ci,
+            ci_note: "CI=true: nothing may be skipped",
             part: "prerequisites".into(),
             passed: 0,
             skipped: 0,
@@ -28,22 +31,33 @@ impl Report {
         }
     }
 
+    /// The note a missing prerequisite's FAIL line ends with under CI=true.
+    pub fn with_ci_note(mut self, note: &'static str) -> Self {
+        self.ci_note = note;
+        self
+    }
+
+    /// How many checks failed so far.
+    pub fn fails(&self) -> usize {
+        self.failed.len()
+    }
+
     /// Starts counting for part `name`.
-    pub(crate) fn begin(&mut self, name: &str) {
+    pub fn begin(&mut self, name: &str) {
         self.part = name.to_string();
     }
 
     /// Ends the current part, which took `took`.
-    pub(crate) fn end(&mut self, took: Duration, passed_before: usize, failed_before: usize) {
+    pub fn end(&mut self, took: Duration, passed_before: usize, failed_before: usize) {
         let (p, f) = (self.passed - passed_before, self.failed.len() - failed_before);
         self.parts.push((self.part.clone(), p, f, took));
     }
 
-    pub(crate) fn counts(&self) -> (usize, usize) {
+    pub fn counts(&self) -> (usize, usize) {
         (self.passed, self.failed.len())
     }
 
-    pub(crate) fn pass(&mut self, name: &str, detail: &str) {
+    pub fn pass(&mut self, name: &str, detail: &str) {
         if detail.is_empty() {
             println!("PASS {name}");
         } else {
@@ -52,7 +66,7 @@ impl Report {
         self.passed += 1;
     }
 
-    pub(crate) fn fail(&mut self, name: &str, detail: &str) {
+    pub fn fail(&mut self, name: &str, detail: &str) {
         if detail.is_empty() {
             println!("FAIL {name}");
         } else {
@@ -62,7 +76,7 @@ impl Report {
     }
 
     /// One check: PASS with `pass_detail` when `ok`, else FAIL with `fail_detail`.
-    pub(crate) fn check(&mut self, ok: bool, name: &str, pass_detail: &str, fail_detail: &str) -> bool {
+    pub fn check(&mut self, ok: bool, name: &str, pass_detail: &str, fail_detail: &str) -> bool {
         if ok {
             self.pass(name, pass_detail);
         } else {
@@ -71,24 +85,33 @@ impl Report {
         ok
     }
 
+    /// PASS with `detail` when `ok`, else FAIL with `why` (computed only then).
+    pub fn check_lazy(&mut self, ok: bool, name: &str, detail: &str, why: impl FnOnce() -> String) {
+        if ok {
+            self.pass(name, detail);
+        } else {
+            self.fail(name, &why());
+        }
+    }
+
     /// A missing prerequisite: SKIP, or FAIL under CI=true.
-    pub(crate) fn skip_or_fail(&mut self, name: &str, why: &str) {
+    pub fn skip_or_fail(&mut self, name: &str, why: &str) {
         if self.ci {
-            self.fail(name, &format!("{why} (CI=true: nothing may be skipped)"));
+            self.fail(name, &format!("{why} ({})", self.ci_note));
         } else {
             println!("SKIP {name}: {why}");
             self.skipped += 1;
         }
     }
 
-    pub(crate) fn info(&self, line: &str) {
+    pub fn info(&self, line: &str) {
         println!("     {line}");
     }
 
     /// Prints the output of a checker that writes PASS/FAIL lines itself
     /// (eval.nix's JSON, check.py, switch.py selftest, rotate-checks.py) and
     /// counts its lines; returns how many PASS or FAIL lines it had.
-    pub(crate) fn absorb(&mut self, text: &str) -> usize {
+    pub fn absorb(&mut self, text: &str) -> usize {
         let mut n = 0;
         for line in text.lines() {
             println!("{line}");
@@ -108,8 +131,9 @@ impl Report {
 
     /// The summary: checks per part with durations, the failures by name;
     /// returns the exit code (1 on a failure).
-    pub(crate) fn summary(&self) -> i32 {
-        println!("==> nixos-local durations");
+    /// `title` starts each summary line ("nixos-local").
+    pub fn summary(&self, title: &str) -> i32 {
+        println!("==> {title} durations");
         for (part, p, f, took) in &self.parts {
             println!("  {part:<8} {:4}s  {p} passed, {f} failed", took.as_secs());
         }
@@ -119,18 +143,35 @@ impl Report {
             String::new()
         };
         println!(
-            "nixos-local: {} checks passed, {} failed{skipped}",
+            "{title}: {} checks passed, {} failed{skipped}",
             self.passed,
             self.failed.len()
         );
         if self.failed.is_empty() {
-            println!("nixos-local: all passed");
+            println!("{title}: all passed");
             return 0;
         }
         for f in &self.failed {
             println!("  failed: {f}");
         }
-        println!("nixos-local: {} failure(s)", self.failed.len());
+        println!("{title}: {} failure(s)", self.failed.len());
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Report;
+
+    #[test]
+    fn failures_set_the_exit_code_and_absorbed_lines_count() {
+        let mut r = Report::new(true).with_ci_note("note");
+        r.begin("p");
+        r.check_lazy(true, "a", "", String::new);
+        assert_eq!(r.summary("t"), 0);
+        assert_eq!(r.absorb("PASS x\nFAIL y: why\nnoise\n"), 2);
+        r.skip_or_fail("z", "absent");
+        assert_eq!((r.counts(), r.fails()), ((2, 2), 2));
+        assert_eq!(r.summary("t"), 1);
     }
 }
