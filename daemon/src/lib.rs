@@ -1,25 +1,27 @@
 //! snix-lower-store: a read-only nix-daemon that serves a shared store as the
 //! lower layer of Nix's `local-overlay` store.
 //!
-//! Layout, from the wire inwards:
-//! - [`protocol`]: the worker protocol (framing, handshake, request decoding);
-//! - [`server`]: the connection loop and, in `server::ops`, what each op answers;
-//! - [`backend`]: where path infos come from: [`index`] (embedded, default) or [`grpc`];
-//! - [`index`]: the embedded path-info database and its importers;
-//! - [`grpc`]: snix's PathInfoService: our client backend and our server;
-//! - [`lower`]: the physical lower directory, read-only;
-//! - [`store`]: store paths, hashes, NAR and `.drv` formats;
-//! - [`client`]: a minimal protocol client for tests, the demo and benches;
+//! The store vocabulary, the protocol, the index and the test kit are
+//! crates of their own (`snix-lower-store-types`, `-protocol`, `-index`,
+//! `-testkit`); this crate is the daemon built on them:
+//! - [`server`]: the connection loop and, in `server::ops`, what each op
+//!   answers; `server::grpc` is our PathInfoService front-end;
+//! - [`backend`]: where path infos come from: the index (default) or [`grpc`];
+//! - [`grpc`]: snix's PathInfoService as a backend, and the conversions;
 //! - [`overlay_url`]: the `local-overlay://` URL Nix needs for our socket;
 //! - [`reconcile`]: the upper database after the lower was replaced;
 //! - [`systemd`]: socket activation, sd_notify, journald detection;
 //! - [`panics`]: the panic hook (one log line with op and peer pid) and the panic count;
-//! - [`progress`]: progress of the long commands (bar, plain lines, `STATUS=`).
+//! - [`progress`]: progress of the long commands (bar, plain lines, `STATUS=`);
+//! - [`verify`]: the index checked against the lower dir;
+//! - `blocking`: scans and NSS look-ups off the async threads (public only
+//!   with the `bench-hooks` feature, which the bench enables to measure it).
 
 pub mod backend;
-/// Public only so that `bench/benches/blocking.rs` measures the real thing.
-#[doc(hidden)]
+#[cfg(feature = "bench-hooks")]
 pub mod blocking;
+#[cfg(not(feature = "bench-hooks"))]
+pub(crate) mod blocking;
 pub mod grpc;
 pub mod overlay_url;
 pub mod panics;
