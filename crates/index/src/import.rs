@@ -391,8 +391,8 @@ pub fn import_reporting(
     progress.phase("writing", Some(new_paths.len() as u64));
     let (pairs, drv_outputs) =
         insert_paths(&tx, sd, lower, &new_paths, &known, &mut problems, progress).map_err(sql)?;
-    progress.phase("writing references", None);
-    insert_references(&tx, pairs).map_err(sql)?;
+    progress.phase("writing references", Some(new_paths.len() as u64));
+    insert_references(&tx, pairs, new_paths.len(), progress).map_err(sql)?;
     insert_derivation_outputs(&tx, sd, &drv_outputs, &mut problems).map_err(sql)?;
     add_realisations(&tx, sd, &realisations, &mut problems).map_err(sql)?;
     // Dropping the transaction rolls it back.
@@ -704,14 +704,26 @@ fn insert_paths<'b>(
 }
 
 /// Inserts the (reference, referrer) rows of the new paths, in key order
-/// (a first import then fills each page of `refs` once).
-fn insert_references(tx: &Connection, mut pairs: Vec<(i64, i64)>) -> rusqlite::Result<()> {
+/// (a first import then fills each page of `refs` once). `progress` counts
+/// the phase in entries (`entries` of them), as the phases before it: the
+/// pairs written are turned into their share of the entries.
+fn insert_references(
+    tx: &Connection,
+    mut pairs: Vec<(i64, i64)>,
+    entries: usize,
+    progress: &Progress,
+) -> rusqlite::Result<()> {
     pairs.sort_unstable();
     pairs.dedup();
     let mut ins_ref = tx.prepare("INSERT OR IGNORE INTO refs (reference, referrer) VALUES (?1, ?2)")?;
-    for (to, from) in pairs {
+    let (total, mut shown) = (pairs.len().max(1), 0);
+    for (i, (to, from)) in pairs.into_iter().enumerate() {
         ins_ref.execute([to, from])?;
+        let done = (i + 1) * entries / total;
+        progress.inc((done - shown) as u64);
+        shown = done;
     }
+    progress.inc((entries - shown) as u64);
     Ok(())
 }
 
