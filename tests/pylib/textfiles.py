@@ -14,4 +14,4 @@ def read(path):
 
 def write(path, text):
     with open(path, "w") as f:
-        f.write(text + "\nprint(undefined_after_write)\n")
+        f.write(text)
