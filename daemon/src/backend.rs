@@ -9,10 +9,8 @@
 //! the async threads. Point lookups by primary key (one path, one hash part,
 //! one realisation, a short list) run inline: they take a few microseconds
 //! on the index's read connections, and moving them costs more than they do.
-//! Measured with `snix-lower-store-bench` (QueryPathInfo only, 16
-//! connections, 22k paths): 10-11 µs of daemon CPU per op inline, 28-40 µs
-//! through `block_in_place` and more through `spawn_blocking`
-//! (`bench/benches/blocking.rs` measures the hop alone).
+//! Measured with `snix-lower-store-bench` and `bench/benches/blocking.rs`
+//! (the figures: docs/src/performance.md, "Figures behind design choices").
 
 use std::future::Future;
 use std::pin::Pin;

@@ -10,12 +10,11 @@
 //!
 //! How: on the multi-thread runtime (the daemon's), `block_in_place`: the
 //! worker thread hands its queue of tasks to another thread and runs `f`
-//! itself, so it is no longer an async thread while `f` blocks. Alone
-//! (`bench/benches/blocking.rs`) that costs 0.1–2 µs CPU per call, where
-//! `spawn_blocking` costs about 15 µs (the waiting task parks its worker and
-//! the blocking thread has to wake it); in the daemon under 16 busy
-//! connections it cost about 18 µs per QueryPathInfo, which is why the
-//! index's point lookups do not use it.
+//! itself, so it is no longer an async thread while `f` blocks. That hop is
+//! far cheaper than `spawn_blocking` (whose waiting task parks its worker
+//! and the blocking thread has to wake it), but still costs more than an
+//! index point lookup, which is why those do not use it
+//! (`bench/benches/blocking.rs`; the figures: docs/src/performance.md, "Figures behind design choices").
 //! Elsewhere (the current-thread runtime of tests with a paused clock, where
 //! `block_in_place` is not allowed), `spawn_blocking`.
 //!

@@ -488,7 +488,7 @@ fn sample(idx: &PathInfoIndex) -> Result<Vec<(StorePath, u64)>, IndexError> {
     idx.with_conn(|c| {
         // Two subqueries: SQLite reads a lone min() or max() off the end of
         // the rowid tree, but `min(id), max(id)` together scan every row
-        // (60 ms of the start at 1M paths).
+        // (what that costs at 1M paths: docs/src/performance.md).
         let (lo, hi): (Option<i64>, Option<i64>) = c.query_row(
             "SELECT (SELECT min(id) FROM paths), (SELECT max(id) FROM paths)",
             [],

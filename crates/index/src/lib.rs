@@ -41,10 +41,8 @@
 //! Readers map the database file (`mmap_size`, [`READER_MMAP_BYTES`]): a page
 //! is then a memory access into the OS page cache, not a `pread` that copies
 //! it into SQLite's small per-reader cache. Without the map the cost of a
-//! lookup grew with the index (the bench's mixed load, state-dir index,
-//! medians of 5 interleaved runs: 26 µs of daemon CPU per op at 22k paths,
-//! 49 µs at 1M, the difference in `pread` and page-cache copies); mapped,
-//! 22 and 26 µs. Nothing truncates a served index file (no VACUUM of the
+//! lookup grows with the index (`pread` and page-cache copies; measured in
+//! docs/src/performance.md, "Figures behind design choices"). Nothing truncates a served index file (no VACUUM of the
 //! state dir's; an image's is immutable), so a mapped page never disappears
 //! under a reader.
 

@@ -3,10 +3,10 @@
 //!
 //! Why not a `Vec`: glibc raises its mmap threshold to the size of any large
 //! block `free`d, after which every thread's arena keeps up to twice that of
-//! freed memory resident (with a `Vec`: RssAnon 34–56 MiB at 1M paths
-//! instead of 24; freezing the threshold with `mallopt` instead made every
-//! larger buffer an `mmap`, +40% CPU per op). Pages never written stay
-//! unallocated.
+//! freed memory resident; freezing the threshold with `mallopt` instead
+//! makes every larger buffer an `mmap` and costs CPU per op (measured: see
+//! docs/src/performance.md, "Figures behind design choices"). Pages never
+//! written stay unallocated.
 //!
 //! Invariants: `T` is plain integers (every byte pattern, all-zero
 //! included, is a valid `T`: [`Plain`] says so), the mapping is page-aligned
