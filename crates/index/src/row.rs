@@ -68,15 +68,20 @@ pub(crate) fn path_of(col: usize, k: &[u8]) -> rusqlite::Result<StorePath> {
     let (hash, name) = k.split_at(HASH_BYTES);
     // The base name built as bytes in one allocation, checked as UTF-8 once
     // and then as a base name (QueryPathInfo decodes one per reference).
-    let mut b = Vec::with_capacity(HASH_CHARS + 1 + name.len());
-    let mut padded = [0u8; HASH_BYTES + 1];
-    padded[..HASH_BYTES].copy_from_slice(hash);
-    for n in (0..HASH_CHARS).rev() {
-        let (i, j) = (n * 5 / 8, n * 5 % 8);
-        let v = (u16::from(padded[i]) | u16::from(padded[i + 1]) << 8) >> j;
-        b.push(NIX32_ALPHABET[usize::from(v & 0x1f)]);
+    // Digit n (written at 31 - n) is bits 5n..5n+5 of the little-endian
+    // hash: 8 digits per 5 bytes.
+    let mut digits = [0u8; HASH_CHARS + 1];
+    for (g, five) in hash.chunks_exact(5).enumerate() {
+        let mut w = [0u8; 8];
+        w[..5].copy_from_slice(five);
+        let w = u64::from_le_bytes(w);
+        for d in 0..8 {
+            digits[HASH_CHARS - 1 - (g * 8 + d)] = NIX32_ALPHABET[((w >> (5 * d)) & 0x1f) as usize];
+        }
     }
-    b.push(b'-');
+    digits[HASH_CHARS] = b'-';
+    let mut b = Vec::with_capacity(HASH_CHARS + 1 + name.len());
+    b.extend_from_slice(&digits);
     b.extend_from_slice(name);
     let s = String::from_utf8(b).map_err(|e| damaged(col, Type::Blob, e.to_string()))?;
     StorePath::from_owned_base_name(s).map_err(|e| damaged(col, Type::Blob, e.to_string()))
