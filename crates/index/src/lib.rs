@@ -570,16 +570,10 @@ impl PathInfoIndex {
         let Some(row) = Self::path_row(c, keys, p)? else {
             return Ok(None);
         };
-        // One statement per up to 8 references (a rowid descent each);
-        // sorted by base name as Nix's StorePathSet is.
-        let mut references = Vec::with_capacity(row.refs.len());
-        for chunk in row.refs.chunks(REFS_BY_ID.len()) {
-            let mut st = c.prepare_cached(REFS_BY_ID[chunk.len() - 1])?;
-            let rows = st.query_map(rusqlite::params_from_iter(chunk), |r| row::path_in(0, r.get_ref(0)?))?;
-            for r in rows {
-                references.push(r?);
-            }
-        }
+        let mut references = match keys.and_then(|k| Self::refs_by_keys(k, &row.refs)) {
+            Some(found) => found?,
+            None => Self::refs_by_sql(c, &row.refs)?,
+        };
         if references.len() != row.refs.len() {
             return Err(rusqlite::Error::FromSqlConversionFailure(
                 0,
@@ -607,6 +601,28 @@ impl PathInfoIndex {
                 .transpose()
                 .map_err(damaged(7))?,
         }))
+    }
+
+    /// The base names of reference ids from the key directory (which
+    /// describes the reader's snapshot); `None` when it lacks one of them,
+    /// so SQLite answers (and names the damage) instead.
+    fn refs_by_keys(k: &keys::KeyDir, ids: &[i64]) -> Option<rusqlite::Result<Vec<StorePath>>> {
+        let stored: Option<Vec<&[u8]>> = ids.iter().map(|&id| k.stored(id)).collect();
+        Some(stored?.into_iter().map(|key| row::path_of(0, key)).collect())
+    }
+
+    /// The base names of reference ids by the rowid table: one statement
+    /// per up to 8 references (a rowid descent each).
+    fn refs_by_sql(c: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<StorePath>> {
+        let mut references = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(REFS_BY_ID.len()) {
+            let mut st = c.prepare_cached(REFS_BY_ID[chunk.len() - 1])?;
+            let rows = st.query_map(rusqlite::params_from_iter(chunk), |r| row::path_in(0, r.get_ref(0)?))?;
+            for r in rows {
+                references.push(r?);
+            }
+        }
+        Ok(references)
     }
 
     fn path_list(&self, sql: &str, arg: &dyn rusqlite::ToSql) -> Result<Vec<StorePath>> {
@@ -1141,14 +1157,22 @@ pub(crate) mod tests {
             }
             let first = next as i64 + 1;
             next += n;
+            // Each reference in both places, as an import stores it: the
+            // row's id list (QueryPathInfo) and `refs` (QueryReferrers).
             for referrer in first..=next as i64 {
-                for _ in 0..rng.usize(0..4) {
+                let ids: Vec<i64> = (0..rng.usize(0..4)).map(|_| rng.i64(1..=next as i64)).collect();
+                for &reference in &ids {
                     tx.execute(
                         "INSERT OR IGNORE INTO refs (referrer, reference) VALUES (?1, ?2)",
-                        [referrer, rng.i64(1..=next as i64)],
+                        [referrer, reference],
                     )
                     .unwrap();
                 }
+                tx.execute(
+                    "UPDATE paths SET refs = ?2 WHERE id = ?1",
+                    params![referrer, row::ref_ids_blob(ids)],
+                )
+                .unwrap();
             }
             tx.commit().unwrap();
             let dir = keys::KeyDir::build(&open_reader_conn(file, false).unwrap(), bits)
@@ -1167,6 +1191,9 @@ pub(crate) mod tests {
         let names: Vec<Vec<u8>> = st.query_map([], |r| r.get(0)).unwrap().map(|n| n.unwrap()).collect();
         names.iter().any(|n| d.key_of(n) == key)
     }
+
+    /// References [`compare_with_sql`] read from a key directory.
+    static REFS_COMPARED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
     /// Every query of every name through reader `c` with directory `dir`
     /// (as `check_keys` chose it) against plain SQL on the same snapshot.
@@ -1191,11 +1218,20 @@ pub(crate) mod tests {
             if got {
                 want_subset.push(p.clone());
             }
-            assert_eq!(
-                I::path_info_in(c, dir, p).unwrap(),
-                I::path_info_in(c, None, p).unwrap(),
-                "{p:?}"
-            );
+            let info = I::path_info_in(c, dir, p).unwrap();
+            assert_eq!(info, I::path_info_in(c, None, p).unwrap(), "{p:?}");
+            if let (Some(d), Some(i)) = (dir, &info) {
+                // The references came from the directory's stored keys.
+                let id = d.lookup(&row::key(p)).unwrap();
+                let ids = row::ref_ids(
+                    0,
+                    &c.query_row("SELECT refs FROM paths WHERE id = ?1", [id], |r| r.get::<_, Vec<u8>>(0))
+                        .unwrap(),
+                )
+                .unwrap();
+                assert!(ids.iter().all(|&r| d.stored(r).is_some()), "{p:?}: {ids:?}");
+                REFS_COMPARED.fetch_add(i.references.len(), std::sync::atomic::Ordering::Relaxed);
+            }
             assert_eq!(
                 I::referrers_in(c, dir, p).unwrap(),
                 I::referrers_in(c, None, p).unwrap(),
@@ -1256,6 +1292,10 @@ pub(crate) mod tests {
         assert!(
             cases < 10 || collisions > 0,
             "{cases} cases never named another name's row: the collision paths did not run"
+        );
+        assert!(
+            cases < 10 || REFS_COMPARED.load(std::sync::atomic::Ordering::Relaxed) > 0,
+            "{cases} cases never read a reference from a key directory"
         );
     }
 

@@ -31,6 +31,9 @@ pub(crate) unsafe trait Plain: Copy {}
 // SAFETY: every bit pattern is a valid `u32`.
 unsafe impl Plain for u32 {}
 
+// SAFETY: every bit pattern is a valid `u64`.
+unsafe impl Plain for u64 {}
+
 /// `len` elements of `T` in an anonymous private mapping.
 pub(crate) struct Mapped<T: Plain> {
     map: memmap2::MmapMut,

@@ -20,7 +20,7 @@
 
 use rusqlite::types::{Type, Value, ValueRef};
 
-use snix_lower_store_types::hash::{nix32_decode, nix32_encode};
+use snix_lower_store_types::hash::{nix32_decode, nix32_encode, NIX32_ALPHABET};
 use snix_lower_store_types::StorePath;
 
 /// Bytes of a decoded hash part.
@@ -66,11 +66,24 @@ pub(crate) fn path_of(col: usize, k: &[u8]) -> rusqlite::Result<StorePath> {
         ));
     }
     let (hash, name) = k.split_at(HASH_BYTES);
-    let name = std::str::from_utf8(name).map_err(|e| damaged(col, Type::Blob, e.to_string()))?;
-    let mut s = nix32_encode(hash);
-    debug_assert_eq!(s.len(), HASH_CHARS);
-    s.push('-');
-    s.push_str(name);
+    // The base name built as bytes in one allocation, checked as UTF-8 once
+    // and then as a base name (QueryPathInfo decodes one per reference).
+    // Digit n (written at 31 - n) is bits 5n..5n+5 of the little-endian
+    // hash: 8 digits per 5 bytes.
+    let mut digits = [0u8; HASH_CHARS + 1];
+    for (g, five) in hash.chunks_exact(5).enumerate() {
+        let mut w = [0u8; 8];
+        w[..5].copy_from_slice(five);
+        let w = u64::from_le_bytes(w);
+        for d in 0..8 {
+            digits[HASH_CHARS - 1 - (g * 8 + d)] = NIX32_ALPHABET[((w >> (5 * d)) & 0x1f) as usize];
+        }
+    }
+    digits[HASH_CHARS] = b'-';
+    let mut b = Vec::with_capacity(HASH_CHARS + 1 + name.len());
+    b.extend_from_slice(&digits);
+    b.extend_from_slice(name);
+    let s = String::from_utf8(b).map_err(|e| damaged(col, Type::Blob, e.to_string()))?;
     StorePath::from_owned_base_name(s).map_err(|e| damaged(col, Type::Blob, e.to_string()))
 }
 
@@ -194,6 +207,19 @@ mod tests {
         let (lo, hi) = hash_part_range(&"1".repeat(32)).unwrap();
         assert!(!(lo <= key(&p(&format!("{}-a", "0".repeat(32)))) && key(&p(&format!("{}-a", "0".repeat(32)))) < hi));
         assert!(hash_part_range("not-a-hash").is_none());
+    }
+
+    /// `path_of`'s own encoding of the hash part is nix-base32 as
+    /// `nix32_encode` writes it, for any 20 bytes.
+    #[test]
+    fn hash_parts_decode_as_nix32_encode_writes_them() {
+        let mut rng = fastrand::Rng::with_seed(20);
+        for _ in 0..2000 {
+            let mut k: Vec<u8> = (0..HASH_BYTES).map(|_| rng.u8(..)).collect();
+            k.extend_from_slice(b"x-1");
+            let want = format!("{}-x-1", nix32_encode(&k[..HASH_BYTES]));
+            assert_eq!(path_of(0, &k).unwrap().base_name(), want);
+        }
     }
 
     #[test]
