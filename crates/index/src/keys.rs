@@ -1,22 +1,21 @@
 //! `KeyDir`: an in-memory directory of the index's base names, so
 //! IsValidPath, QueryValidPaths, QueryPathInfo and QueryReferrers do not
-//! descend the `base_name` B-tree. At 1M paths that B-tree's leaves (60 MB)
-//! do not fit the CPU caches, and a lookup touched two or three cold pages
-//! through the mapped file; the bench's mixed load cost 1.2–1.5× more daemon
-//! CPU per op at 1M paths than at 22k (README "Cost per request").
+//! descend the `base_name` B-tree. At 1M paths that B-tree's leaves do not
+//! fit the CPU caches, and a lookup touched two or three cold pages through
+//! the mapped file (what that cost: docs/src/performance-images.md, "Cost
+//! per request at 1M paths").
 //!
 //! Each path is a 128-bit key, the first 16 bytes of a BLAKE3 keyed hash of
 //! its base name's stored key ([`super::row::key`]) under a key drawn from the OS at each build, stored with
 //! the path's row id, sorted, with a bucket table on the key's top bits:
-//! 20.5 bytes per path (21 MB at 1M paths) of anonymous memory (huge pages
+//! 20.5 bytes per path of anonymous memory (huge pages
 //! where the kernel gives them). A lookup is one hash and two or three
 //! cache lines. (Unit tests cut the key to a few bits, so that names share
 //! keys and every collision path runs; the cut is a mask applied in the one
 //! hash function, all ones outside tests.)
 //!
 //! It also keeps each row's stored key by id (the key bytes in one buffer,
-//! and an 8-byte span per id: 0.85 MB at the bench's 22k paths, 40 MB at
-//! its 1M), so QueryPathInfo turns its row's reference ids into base names
+//! and an 8-byte span per id), so QueryPathInfo turns its row's reference ids into base names
 //! without a B-tree descent per reference ([`KeyDir::stored`]); the keys
 //! are those of the directory's snapshot, so they answer only a reader of
 //! that snapshot, as the rest of the directory does.
