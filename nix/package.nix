@@ -39,9 +39,10 @@ rustPlatform.buildRustPackage {
     "--package"
     "snix-lower-store"
   ];
-  # checkPhase runs the daemon crate's tests only (cargoTestFlags): its unit
-  # tests, every file in daemon/tests/ (ops, import, import_batches, grpc,
-  # image, reliability) and its examples' builds. They use temporary
+  # checkPhase runs the product crates' tests (cargoTestFlags): the unit
+  # tests of the types, protocol and index crates and of the daemon, every
+  # file in daemon/tests/ (ops, import, import_batches, grpc, image,
+  # reliability, progress) and its examples' builds. They use temporary
   # directories, Unix sockets and a TCP listener on 127.0.0.1 (grpc.rs; the
   # build sandbox has a loopback interface), need no network beyond it, and
   # adapt to the uid they run as: ops.rs, and image.rs, whose read-only bind
@@ -50,6 +51,12 @@ rustPlatform.buildRustPackage {
   # Debian with real Nix, OverlayFS) and bench (one unit test in
   # bench/src/gen.rs, run by scripts/test.sh's workspace tests).
   cargoTestFlags = [
+    "--package"
+    "snix-lower-store-types"
+    "--package"
+    "snix-lower-store-protocol"
+    "--package"
+    "snix-lower-store-index"
     "--package"
     "snix-lower-store"
   ];
