@@ -211,18 +211,7 @@ pub(crate) fn part(ctx: &mut Ctx) {
             let built = booted_checks(ctx, &c, &label, &sock, &demo);
             let url = c.store_url();
             for p in &first_built {
-                let o = c.in_c(
-                    60,
-                    &[
-                        "nix",
-                        "--extra-experimental-features",
-                        "nix-command",
-                        "path-info",
-                        "--store",
-                        &url,
-                        p,
-                    ],
-                );
+                let o = c.path_info(&url, p);
                 let name = format!("{label}: what was built before the change is still in the merged store");
                 ctx.r.check(o.out() == *p, &name, p, &format!("{p}: {}", o.out()));
             }

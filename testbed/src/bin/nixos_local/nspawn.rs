@@ -219,6 +219,27 @@ impl Container {
         self.in_c(60, args).ok
     }
 
+    /// `nix path-info --store URL PATH` with the container's own Nix (60 s).
+    pub(crate) fn path_info(&self, url: &str, path: &str) -> Out {
+        let args = [
+            "nix",
+            "--extra-experimental-features",
+            "nix-command",
+            "path-info",
+            "--store",
+            url,
+            path,
+        ];
+        self.in_c(60, &args)
+    }
+
+    /// Whether the store path `path` has an entry in the upper layer of
+    /// the overlay under /var/lib/snix-overlay.
+    pub(crate) fn in_upper(&self, path: &str) -> bool {
+        let entry = format!("/var/lib/snix-overlay/upper/{}", path.trim_start_matches("/nix/store/"));
+        self.ok(&["test", "-e", &entry])
+    }
+
     /// `systemctl show -P KEY UNIT`.
     pub(crate) fn prop(&self, key: &str, unit: &str) -> String {
         self.in_c(15, &["systemctl", "show", "-P", key, unit]).out()

@@ -615,11 +615,7 @@ fn step_b_invalidate(ctx: &mut Ctx, rot: &Rot, lower: &Path) {
         && !c
             .nixc("trixie", &["nix-store", "--store", url, "--check-validity", x])
             .ok
-        && !c.ok(&[
-            "test",
-            "-e",
-            &format!("/var/lib/snix-overlay/upper/{}", x.trim_start_matches("/nix/store/")),
-        ]);
+        && !c.in_upper(x);
     let name = format!("{l}: lower B again, onBrokenPaths = invalidate: X");
     if ok {
         ctx.r.pass(

@@ -346,18 +346,7 @@ fn switch_socket(ctx: &mut Ctx, d: &Demo) {
 /// Nix reads a lower path through the store URL of B; the overlay stays.
 fn socket_store_url(ctx: &mut Ctx, c: &Container, label: &str, top: &str) {
     let url = c.store_url();
-    let o = c.in_c(
-        60,
-        &[
-            "nix",
-            "--extra-experimental-features",
-            "nix-command",
-            "path-info",
-            "--store",
-            &url,
-            top,
-        ],
-    );
+    let o = c.path_info(&url, top);
     let ok = url.contains("snix-lower-store-alt")
         && o.out() == top
         && c.ok(&["mountpoint", "-q", "/var/lib/snix-overlay/nix/store"]);
@@ -573,13 +562,7 @@ fn lower_change_order(ctx: &mut Ctx, sw: &Sw, before: &[(String, i64)], label: &
 fn lower_change_state(ctx: &mut Ctx, sw: &Sw, n: usize, url: &str, g: &str, x: &str, top: &str) {
     let (label, c) = ("switch lower-change", &sw.c);
     let journal: String = rot_journal(c).lines().skip(n).map(|l| format!("{l}\n")).collect();
-    let ok = journal.contains(x)
-        && !c.ok(&["nix-store", "--store", url, "--check-validity", x])
-        && !c.ok(&[
-            "test",
-            "-e",
-            &format!("/var/lib/snix-overlay/upper/{}", x.trim_start_matches("/nix/store/")),
-        ]);
+    let ok = journal.contains(x) && !c.ok(&["nix-store", "--store", url, "--check-validity", x]) && !c.in_upper(x);
     let name = format!("{label}: the reconcile on B invalidated X");
     if ok {
         ctx.r.pass(
@@ -589,18 +572,7 @@ fn lower_change_state(ctx: &mut Ctx, sw: &Sw, n: usize, url: &str, g: &str, x: &
     } else {
         ctx.r.fail(&name, &tail1(&journal, 5));
     }
-    let o = c.in_c(
-        60,
-        &[
-            "nix",
-            "--extra-experimental-features",
-            "nix-command",
-            "path-info",
-            "--store",
-            url,
-            g,
-        ],
-    );
+    let o = c.path_info(url, g);
     let out = o.all();
     let name = format!("{label}: Nix 2.26: nix path-info G");
     if !o.ok && out.contains("is not valid") {
